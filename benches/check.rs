@@ -1,0 +1,133 @@
+//! `check` on the memory store, with governor's keyed limiter measured in the same groups.
+//!
+//! Run: `cargo bench -p floodwall-benches --bench check` (add `-- --quick --noplot` for a
+//! fast pass). Both sides run on a manual clock standing still and a bucket that never empties,
+//! so the admission path is what is measured, not the clock.
+//!
+//! - `store/*`: one layer through `MemoryStore::acquire` vs `governor` `check_key`, on one key
+//!   and cycling over 100,000 keys, on one and two threads.
+//! - `engine/*`: the full `Engine::check` (rule matching, role policy, key building, store)
+//!   with one and three layers.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use floodwall::store::{Layer, MemoryStore, Store};
+use floodwall::{Engine, ManualClock, Request, Timestamp};
+use floodwall_benches::{
+    CAPACITY, MANY_KEYS, ONE_LAYER, REFILL_PER_SECOND, THREE_LAYERS, quota, subjects,
+};
+use governor::clock::FakeRelativeClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota as GovernorQuota, RateLimiter};
+
+type Governor = RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    FakeRelativeClock,
+    NoOpMiddleware<<FakeRelativeClock as governor::clock::Clock>::Instant>,
+>;
+
+fn governor() -> Governor {
+    let quota = GovernorQuota::per_second(NonZeroU32::new(REFILL_PER_SECOND).expect("non-zero"))
+        .allow_burst(NonZeroU32::new(CAPACITY).expect("non-zero"));
+    RateLimiter::new(
+        quota,
+        DefaultKeyedStateStore::default(),
+        FakeRelativeClock::default(),
+    )
+}
+
+const NOW: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+/// Runs `op(i)` `iters` times spread over `threads` threads; returns the wall time.
+fn on_threads(threads: u64, iters: u64, op: &(impl Fn(u64) + Sync)) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in 0..iters / threads {
+                    op(i * threads + t);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn store(c: &mut Criterion) {
+    let quota = quota();
+    let keys = subjects(MANY_KEYS);
+    let key_bytes: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| std::iter::once(1).chain(k.bytes()).collect())
+        .collect();
+    let mut group = c.benchmark_group("store");
+    for (label, nkeys) in [("1key", 1usize), ("100k_keys", MANY_KEYS)] {
+        for threads in [1u64, 2] {
+            let id = format!("{label}/{threads}thread");
+            let memory = MemoryStore::new(1_000_000);
+            let acquire = |i: u64| {
+                let layer = Layer {
+                    rule: "per-user",
+                    slot: 0,
+                    quota: &quota,
+                    key: &key_bytes[i as usize % nkeys],
+                };
+                let mut out = [Default::default()];
+                let allowed = memory
+                    .acquire(&[layer], 1, NOW, &mut out)
+                    .expect("memory store");
+                assert!(black_box(allowed));
+            };
+            (0..nkeys as u64).for_each(acquire);
+            group.bench_function(BenchmarkId::new("floodwall", &id), |b| {
+                b.iter_custom(|iters| on_threads(threads, iters, &acquire))
+            });
+
+            let limiter = governor();
+            let check = |i: u64| {
+                assert!(black_box(limiter.check_key(&keys[i as usize % nkeys])).is_ok());
+            };
+            (0..nkeys as u64).for_each(check);
+            group.bench_function(BenchmarkId::new("governor", &id), |b| {
+                b.iter_custom(|iters| on_threads(threads, iters, &check))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn engine(c: &mut Criterion) {
+    let keys = subjects(MANY_KEYS);
+    let mut group = c.benchmark_group("engine");
+    for (layers, config) in [("1layer", ONE_LAYER), ("3layers", THREE_LAYERS)] {
+        for (label, nkeys) in [("1key", 1usize), ("100k_keys", MANY_KEYS)] {
+            for threads in [1u64, 2] {
+                let engine = Engine::from_toml(config)
+                    .expect("bench config")
+                    .with_clock(ManualClock::new(NOW));
+                let check = |i: u64| {
+                    let request = Request::new("GET", "/api/orders/7")
+                        .subject(&keys[i as usize % nkeys])
+                        .role(if i.is_multiple_of(2) { "free" } else { "premium" })
+                        .ip("192.0.2.1");
+                    let decision = engine.check(&request).expect("check");
+                    assert!(black_box(decision.allowed()));
+                };
+                (0..2 * nkeys as u64).for_each(check);
+                let id = format!("{layers}/{label}/{threads}thread");
+                group.bench_function(BenchmarkId::new("floodwall", id), |b| {
+                    b.iter_custom(|iters| on_threads(threads, iters, &check))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, store, engine);
+criterion_main!(benches);

@@ -1,0 +1,7 @@
+//! The Node binding of floodwall.
+//!
+//! Filled by the Node package issue; for now it only links the core so that the workspace
+//! builds and tests it as one.
+
+/// The version of the floodwall core this binding wraps.
+pub const CORE_VERSION: &str = floodwall::VERSION;

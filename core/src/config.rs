@@ -1,0 +1,671 @@
+//! The configuration: one schema, read from TOML or the same structure as JSON.
+//!
+//! Reading ([`Config::from_toml`], [`Config::from_json`], [`Config::from_file`]) checks the
+//! shape — unknown fields, wrong types, unknown algorithms — and
+//! [`Engine::from_config`](crate::Engine::from_config) checks the values and compiles them once
+//! (zero windows, negative or missing rates, duplicate rule names, bad patterns). Either way the
+//! error has kind [`invalid_config`](crate::ErrorKind::InvalidConfig) and names the field:
+//! `rules[1].refill_rate: refill_rate must be a positive number of tokens per second, got -2`.
+//!
+//! ```toml
+//! [store]
+//! kind = "memory"
+//! max_keys = 1000000
+//!
+//! [[rules]]
+//! name = "per-user"
+//! match = { methods = ["GET", "POST"], paths = ["/api/**"] }
+//! key = "subject"                  # subject | ip | endpoint | global | "header:X-Api-Key"
+//! algorithm = "token_bucket"       # fixed_window | sliding_window | sliding_window_counter | token_bucket
+//! capacity = 100
+//! refill_rate = 10                 # tokens per second
+//! roles.premium = { capacity = 1000, refill_rate = 100 }
+//!
+//! [[rules]]
+//! name = "global"
+//! key = "global"
+//! algorithm = "fixed_window"
+//! limit = 10000
+//! window = "1s"
+//! ```
+//!
+//! Durations are strings of a number and a unit: `us`, `ms`, `s`, `m`, `h` or `d`
+//! (`"250ms"`, `"1.5s"`, `"1m"`). The `auth`, `services` and `monitor` sections are reserved for
+//! the features that will read them; until then an engine refuses a configuration that sets
+//! them rather than ignore it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::error::Error;
+use crate::limit::{Algorithm, KeyKind, PathPattern, Policy, Quota, Rule, RuleMatcher, is_token};
+
+/// The default cap on keys held by the memory store.
+pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
+/// The default deadline of one store call.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+/// The default prefix of the keys a shared store writes.
+pub const DEFAULT_PREFIX: &str = "fw:";
+
+/// A whole configuration. Every section is optional; `Config::default()` is an engine with no
+/// rules (it admits everything) on the memory store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where limiter state lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Which rate-limit response headers decisions render.
+    #[serde(default)]
+    pub headers: HeadersConfig,
+    /// The rate-limit rules, applied together to every request they match.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// JWT authentication (reserved).
+    #[serde(default)]
+    pub auth: Option<Reserved>,
+    /// Upstream services (reserved).
+    #[serde(default)]
+    pub services: Option<Reserved>,
+    /// Monitoring (reserved).
+    #[serde(default)]
+    pub monitor: Option<Reserved>,
+}
+
+/// A section whose schema belongs to a feature this version does not have yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved;
+
+impl<'de> Deserialize<'de> for Reserved {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Reserved)
+    }
+}
+
+/// Which store holds limiter state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In this process: the embedded default.
+    #[default]
+    Memory,
+    /// One Redis server.
+    Redis,
+    /// A Redis Cluster.
+    RedisCluster,
+}
+
+/// What to do when a shared store fails or is too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Decide in-process until the store is back.
+    #[default]
+    Fallback,
+    /// Admit.
+    Allow,
+    /// Deny.
+    Deny,
+}
+
+/// Whose clock a shared store's scripts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreClock {
+    /// The store's own (`TIME` in Redis), so gateways with skewed clocks agree.
+    #[default]
+    Redis,
+    /// The calling process's clock (or the request's explicit time).
+    Local,
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory`, `redis` or `redis_cluster`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// The Redis URL (`redis`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Seed node URLs (`redis_cluster`).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Prefix of every key a shared store writes.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Deadline of one store call.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// What to do when the store fails or is slow.
+    #[serde(default)]
+    pub on_error: OnStoreError,
+    /// Whose clock scripts use.
+    #[serde(default)]
+    pub clock: StoreClock,
+    /// The most keys the memory store holds; past it, the keys nearest to expiry are evicted.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+}
+
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.to_owned()
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(DEFAULT_STORE_TIMEOUT)
+}
+fn default_max_keys() -> u64 {
+    DEFAULT_MAX_KEYS
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Memory,
+            url: None,
+            urls: Vec::new(),
+            prefix: default_prefix(),
+            timeout: default_timeout(),
+            on_error: OnStoreError::Fallback,
+            clock: StoreClock::Redis,
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// The `[headers]` section: which sets of response headers a decision renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    /// The IETF draft's `RateLimit-Policy` and `RateLimit` fields.
+    #[serde(default = "yes")]
+    pub ietf: bool,
+    /// The widely used `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+    #[serde(default = "yes")]
+    pub legacy: bool,
+    /// `Retry-After` on denial.
+    #[serde(default = "yes")]
+    pub retry_after: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            ietf: true,
+            legacy: true,
+            retry_after: true,
+        }
+    }
+}
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A unique name of letters, digits and `_.:-`; it names the rule in decisions and headers.
+    pub name: String,
+    /// Which requests the rule applies to; omitted, all of them.
+    #[serde(rename = "match", default)]
+    pub matching: MatchConfig,
+    /// What to count by: `subject`, `ip`, `endpoint`, `global` or `header:NAME`.
+    pub key: String,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Requests (cost units) per window, for the window algorithms.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// The window, for the window algorithms.
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
+    /// The burst size, for `token_bucket`.
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// Tokens per second, for `token_bucket`.
+    #[serde(default)]
+    pub refill_rate: Option<f64>,
+    /// Parameters for callers with a given role, overriding some or all of the rule's own.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleOverride>,
+}
+
+/// The `match` table of a rule. An empty or omitted list matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// HTTP methods, any case.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path patterns: literal segments, `*`/`:name`/`{name}` for one segment, `**` for any.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Roles; a request without a role matches no rule that lists roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Per-role parameters of a rule; omitted ones are the rule's own.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleOverride {
+    /// See [`RuleConfig::limit`].
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// See [`RuleConfig::window`].
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
+    /// See [`RuleConfig::capacity`].
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// See [`RuleConfig::refill_rate`].
+    #[serde(default)]
+    pub refill_rate: Option<f64>,
+}
+
+/// A duration written as a number and a unit (`"250ms"`, `"1.5s"`, `"1m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parses `"250ms"`, `"1s"`, `"1.5m"` …; units `us` (or `µs`), `ms`, `s`, `m`, `h`, `d`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let s = text.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| {
+                format!("duration {text:?} has no unit; write e.g. \"250ms\", \"1s\" or \"1m\"")
+            })?;
+        let (number, unit) = s.split_at(split);
+        let micros_per_unit: f64 = match unit.trim() {
+            "us" | "µs" => 1.0,
+            "ms" => 1e3,
+            "s" => 1e6,
+            "m" => 60e6,
+            "h" => 3600e6,
+            "d" => 86_400e6,
+            other => {
+                return Err(format!(
+                    "duration {text:?} has an unknown unit {other:?}; use us, ms, s, m, h or d"
+                ));
+            }
+        };
+        let value: f64 = number
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| format!("duration {text:?} does not start with a number"))?;
+        let micros = (value * micros_per_unit).round();
+        if micros > u64::MAX as f64 / 2.0 {
+            return Err(format!("duration {text:?} is too long"));
+        }
+        Ok(HumanDuration(Duration::from_micros(micros as u64)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_micros();
+        if us == 0 {
+            return f.write_str("0ms");
+        }
+        let units: [(u128, &str); 5] = [
+            (86_400_000_000, "d"),
+            (3_600_000_000, "h"),
+            (60_000_000, "m"),
+            (1_000_000, "s"),
+            (1_000, "ms"),
+        ];
+        match units.iter().find(|(size, _)| us.is_multiple_of(*size)) {
+            Some((size, unit)) => write!(f, "{}{unit}", us / size),
+            None => write!(f, "{us}us"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"250ms\", \"1s\" or \"1m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                HumanDuration::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Config {
+    /// Reads a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error("", &e, text))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = path_of(e.path());
+            toml_error(&field, e.inner(), text)
+        })
+    }
+
+    /// Reads a JSON document with the same structure.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+        de.end()
+            .map_err(|e| Error::config("", format!("invalid JSON: {e}")))?;
+        Ok(config)
+    }
+
+    /// Reads the same structure from an already parsed JSON value (a binding's dict or object).
+    pub fn from_value(value: serde_json::Value) -> Result<Self, Error> {
+        serde_path_to_error::deserialize(value).map_err(json_error)
+    }
+
+    /// Reads a file: JSON if its name ends in `.json`, TOML otherwise.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )
+        })?;
+        let is_json = path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+        let parsed = if is_json {
+            Self::from_json(&text)
+        } else {
+            Self::from_toml(&text)
+        };
+        parsed.map_err(|e| match e.field() {
+            Some(field) => Error::config(field, format!("{} (in {})", e.message(), path.display())),
+            None => Error::config("", format!("{}: {}", path.display(), e.message())),
+        })
+    }
+
+    /// Checks every value and compiles the rules, in configuration order.
+    pub(crate) fn compile_rules(&self) -> Result<Vec<Rule>, Error> {
+        let mut rules: Vec<Rule> = Vec::with_capacity(self.rules.len());
+        for (index, rule) in self.rules.iter().enumerate() {
+            let compiled = rule.compile(&format!("rules[{index}]"))?;
+            if let Some(first) = rules.iter().position(|r| r.name() == compiled.name()) {
+                return Err(Error::config(
+                    format!("rules[{index}].name"),
+                    format!(
+                        "duplicate rule name {:?}: rules[{first}] has it already",
+                        rule.name
+                    ),
+                ));
+            }
+            rules.push(compiled);
+        }
+        Ok(rules)
+    }
+
+    /// Checks the store section's values.
+    pub(crate) fn check_store(&self) -> Result<(), Error> {
+        let store = &self.store;
+        if store.max_keys == 0 {
+            return Err(Error::config("store.max_keys", "must be at least 1"));
+        }
+        if store.timeout.0.is_zero() {
+            return Err(Error::config("store.timeout", "must be greater than zero"));
+        }
+        match store.kind {
+            StoreKind::Memory => Ok(()),
+            StoreKind::Redis | StoreKind::RedisCluster => Err(Error::config(
+                "store.kind",
+                format!(
+                    "the {} store is not available in this version of floodwall; use \"memory\"",
+                    match store.kind {
+                        StoreKind::Redis => "redis",
+                        _ => "redis_cluster",
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// Refuses sections whose feature this version does not have.
+    pub(crate) fn check_reserved(&self) -> Result<(), Error> {
+        for (set, name, feature) in [
+            (self.auth.is_some(), "auth", "JWT authentication"),
+            (self.services.is_some(), "services", "upstream balancing"),
+            (self.monitor.is_some(), "monitor", "monitoring"),
+        ] {
+            if set {
+                return Err(Error::config(
+                    name,
+                    format!(
+                        "{feature} is not available in this version of floodwall; remove the section"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn path_of(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." { String::new() } else { text }
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let field = path_of(e.path());
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        Error::config("", format!("invalid JSON: {inner}"))
+    } else {
+        Error::config(field, inner.to_string())
+    }
+}
+
+fn toml_error(field: &str, e: &toml::de::Error, text: &str) -> Error {
+    let mut message = e.message().trim_end().to_owned();
+    if let Some(span) = e.span() {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        message.push_str(&format!(" (line {line}, column {column})"));
+    }
+    if field.is_empty() && !message.starts_with("invalid TOML") {
+        message = format!("invalid TOML: {message}");
+    }
+    Error::config(field, message)
+}
+
+impl RuleConfig {
+    fn compile(&self, at: &str) -> Result<Rule, Error> {
+        let name = self.name.as_str();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        {
+            return Err(Error::config(
+                format!("{at}.name"),
+                format!("rule name {name:?} must be 1 to 64 letters, digits or _ . : -"),
+            ));
+        }
+        let key = KeyKind::parse(&self.key).map_err(|m| Error::config(format!("{at}.key"), m))?;
+
+        let mut methods = Vec::new();
+        for (i, method) in self.matching.methods.iter().enumerate() {
+            if !is_token(method) {
+                return Err(Error::config(
+                    format!("{at}.match.methods[{i}]"),
+                    format!("{method:?} is not an HTTP method"),
+                ));
+            }
+            methods.push(method.to_ascii_uppercase().into_boxed_str());
+        }
+        let mut paths = Vec::new();
+        for (i, pattern) in self.matching.paths.iter().enumerate() {
+            paths.push(
+                PathPattern::parse(pattern)
+                    .map_err(|m| Error::config(format!("{at}.match.paths[{i}]"), m))?,
+            );
+        }
+        let mut roles = Vec::new();
+        for (i, role) in self.matching.roles.iter().enumerate() {
+            if role.is_empty() {
+                return Err(Error::config(
+                    format!("{at}.match.roles[{i}]"),
+                    "a role name must not be empty",
+                ));
+            }
+            roles.push(role.clone().into_boxed_str());
+        }
+
+        let base = Params {
+            limit: self.limit,
+            window: self.window,
+            capacity: self.capacity,
+            refill_rate: self.refill_rate,
+        };
+        let default = base.quota(self.algorithm, at, None)?;
+        let mut overrides = Vec::with_capacity(self.roles.len());
+        for (role, o) in &self.roles {
+            let at_role = format!("{at}.roles.{role}");
+            if role.is_empty() {
+                return Err(Error::config(at_role, "a role name must not be empty"));
+            }
+            let params = Params {
+                limit: o.limit.or(base.limit),
+                window: o.window.or(base.window),
+                capacity: o.capacity.or(base.capacity),
+                refill_rate: o.refill_rate.or(base.refill_rate),
+            };
+            // Fields the override sets that the algorithm does not take are errors too.
+            Params {
+                limit: o.limit,
+                window: o.window,
+                capacity: o.capacity,
+                refill_rate: o.refill_rate,
+            }
+            .check_applicable(self.algorithm, &at_role)?;
+            let quota = params.quota(self.algorithm, &at_role, Some(&base))?;
+            overrides.push((role.clone().into_boxed_str(), quota));
+        }
+        let policies = std::iter::once(Policy::new(None, default))
+            .chain(
+                overrides
+                    .into_iter()
+                    .map(|(role, quota)| Policy::new(Some(role), quota)),
+            )
+            .collect();
+        Ok(Rule::new(
+            name.into(),
+            RuleMatcher::new(methods, paths, roles),
+            key,
+            policies,
+        ))
+    }
+}
+
+struct Params {
+    limit: Option<u64>,
+    window: Option<HumanDuration>,
+    capacity: Option<u64>,
+    refill_rate: Option<f64>,
+}
+
+impl Params {
+    fn check_applicable(&self, algorithm: Algorithm, at: &str) -> Result<(), Error> {
+        let wrong: &[(&str, bool)] = match algorithm {
+            Algorithm::TokenBucket => &[
+                ("limit", self.limit.is_some()),
+                ("window", self.window.is_some()),
+            ],
+            _ => &[
+                ("capacity", self.capacity.is_some()),
+                ("refill_rate", self.refill_rate.is_some()),
+            ],
+        };
+        if let Some((field, _)) = wrong.iter().find(|(_, set)| *set) {
+            let takes = match algorithm {
+                Algorithm::TokenBucket => "capacity and refill_rate",
+                _ => "limit and window",
+            };
+            return Err(Error::config(
+                format!("{at}.{field}"),
+                format!("{algorithm} takes {takes}, not {field}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The quota these parameters describe; `inherited` is the rule's own parameters when these
+    /// are a role's (so that a missing one is reported at the rule, where it belongs).
+    fn quota(
+        &self,
+        algorithm: Algorithm,
+        at: &str,
+        inherited: Option<&Params>,
+    ) -> Result<Quota, Error> {
+        if inherited.is_none() {
+            self.check_applicable(algorithm, at)?;
+        }
+        let field = |name: &str| format!("{at}.{name}");
+        // A role's parameters fall back to the rule's, which were checked first: only the
+        // rule's own can be missing.
+        let missing = |name: &str| Error::config(field(name), format!("{algorithm} needs {name}"));
+        let non_zero = |value: u64, name: &str| {
+            NonZeroU64::new(value)
+                .ok_or_else(|| Error::config(field(name), format!("{name} must be at least 1")))
+        };
+        match algorithm {
+            Algorithm::TokenBucket => {
+                let capacity = non_zero(
+                    self.capacity.ok_or_else(|| missing("capacity"))?,
+                    "capacity",
+                )?;
+                let rate = self.refill_rate.ok_or_else(|| missing("refill_rate"))?;
+                Quota::token_bucket(capacity, rate).map_err(|e| {
+                    let name = if e.message().contains("refill_rate") {
+                        "refill_rate"
+                    } else {
+                        "capacity"
+                    };
+                    Error::config(field(name), e.message())
+                })
+            }
+            _ => {
+                let limit = non_zero(self.limit.ok_or_else(|| missing("limit"))?, "limit")?;
+                let window = self.window.ok_or_else(|| missing("window"))?.0;
+                if window.is_zero() {
+                    return Err(Error::config(
+                        field("window"),
+                        "window must be greater than zero",
+                    ));
+                }
+                let made = match algorithm {
+                    Algorithm::FixedWindow => Quota::fixed_window(limit, window),
+                    Algorithm::SlidingWindow => Quota::sliding_window(limit, window),
+                    _ => Quota::sliding_window_counter(limit, window),
+                };
+                made.map_err(|e| Error::config(field("window"), e.message()))
+            }
+        }
+    }
+}

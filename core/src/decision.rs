@@ -1,0 +1,277 @@
+//! What the engine answers: a [`Decision`] and the response headers it renders.
+//!
+//! Headers are built only when asked ([`Decision::headers`]). Three sets, each switched by the
+//! configuration's `[headers]` section:
+//!
+//! - IETF draft (`draft-ietf-httpapi-ratelimit-headers`): `RateLimit-Policy` lists every
+//!   layer as `"name";q=<limit>;w=<window s>` (a token bucket's window is the time to refill
+//!   it), and `RateLimit` every layer as `"name";r=<remaining>;t=<reset s>`.
+//! - The common `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) of the
+//!   deciding layer.
+//! - `Retry-After` (seconds) on denial.
+//!
+//! Seconds are rounded up, so a client that waits as told is never early.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use smallvec::SmallVec;
+
+use crate::config::HeadersConfig;
+use crate::limit::{Outcome, Policy, Rule};
+
+/// Which store made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreUsed {
+    /// The in-process store.
+    Memory,
+    /// Redis (single node or cluster).
+    Redis,
+    /// The in-process fallback, while the shared store is unavailable.
+    Fallback,
+}
+
+impl StoreUsed {
+    /// `memory`, `redis` or `fallback`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StoreUsed::Memory => "memory",
+            StoreUsed::Redis => "redis",
+            StoreUsed::Fallback => "fallback",
+        }
+    }
+}
+
+impl fmt::Display for StoreUsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One matched rule's part in a decision.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerStatus<'e> {
+    rule: &'e Rule,
+    policy: &'e Policy,
+    outcome: Outcome,
+}
+
+impl<'e> LayerStatus<'e> {
+    pub(crate) fn new(rule: &'e Rule, policy: &'e Policy, outcome: Outcome) -> Self {
+        LayerStatus {
+            rule,
+            policy,
+            outcome,
+        }
+    }
+
+    /// The rule's name.
+    pub fn rule(&self) -> &'e str {
+        self.rule.name()
+    }
+
+    /// The policy applied: the rule's default or a role's override.
+    pub fn policy(&self) -> &'e Policy {
+        self.policy
+    }
+
+    /// Whether this layer admitted the request.
+    pub fn allowed(&self) -> bool {
+        self.outcome.allowed
+    }
+
+    /// The layer's limit (or bucket capacity).
+    pub fn limit(&self) -> u64 {
+        self.policy.quota().limit()
+    }
+
+    /// The largest cost this layer would admit now.
+    pub fn remaining(&self) -> u64 {
+        self.outcome.remaining
+    }
+
+    /// Time until this layer is back at its full quota.
+    pub fn reset_after(&self) -> Duration {
+        self.outcome.reset_after()
+    }
+
+    /// On denial by this layer, the least wait before the request would pass it.
+    pub fn retry_after(&self) -> Duration {
+        self.outcome.retry_after()
+    }
+}
+
+/// The answer to [`Engine::check`](crate::Engine::check): admitted or not, which rule decided,
+/// and what to tell the client.
+///
+/// When the request is admitted the deciding layer is the one with the least `remaining`; when
+/// denied, the denying layer with the longest `retry_after` (ties go to the rule written first).
+/// A request no rule matched is admitted with no rule, limit or headers.
+#[derive(Debug, Clone)]
+pub struct Decision<'e> {
+    allowed: bool,
+    deciding: usize,
+    layers: SmallVec<[LayerStatus<'e>; 4]>,
+    headers: HeadersConfig,
+    store: StoreUsed,
+}
+
+impl<'e> Decision<'e> {
+    pub(crate) fn new(
+        allowed: bool,
+        layers: SmallVec<[LayerStatus<'e>; 4]>,
+        headers: HeadersConfig,
+        store: StoreUsed,
+    ) -> Self {
+        let mut deciding = 0;
+        for (i, layer) in layers.iter().enumerate().skip(1) {
+            let best = &layers[deciding];
+            let better = if allowed {
+                layer.remaining() < best.remaining()
+            } else if !best.allowed() {
+                !layer.allowed() && layer.retry_after() > best.retry_after()
+            } else {
+                !layer.allowed()
+            };
+            if better {
+                deciding = i;
+            }
+        }
+        Decision {
+            allowed,
+            deciding,
+            layers,
+            headers,
+            store,
+        }
+    }
+
+    pub(crate) fn unlimited(headers: HeadersConfig, store: StoreUsed) -> Self {
+        Decision {
+            allowed: true,
+            deciding: 0,
+            layers: SmallVec::new(),
+            headers,
+            store,
+        }
+    }
+
+    fn deciding(&self) -> Option<&LayerStatus<'e>> {
+        self.layers.get(self.deciding)
+    }
+
+    /// Whether the request may pass.
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The deciding rule's name; `None` when no rule matched.
+    pub fn rule(&self) -> Option<&'e str> {
+        self.deciding().map(|l| l.rule())
+    }
+
+    /// The deciding layer's limit (or bucket capacity).
+    pub fn limit(&self) -> Option<u64> {
+        self.deciding().map(|l| l.limit())
+    }
+
+    /// The largest cost the deciding layer would admit now.
+    pub fn remaining(&self) -> Option<u64> {
+        self.deciding().map(|l| l.remaining())
+    }
+
+    /// Time until the deciding layer is back at its full quota.
+    pub fn reset_after(&self) -> Duration {
+        self.deciding().map_or(Duration::ZERO, |l| l.reset_after())
+    }
+
+    /// When denied, the least wait after which the same request passes every layer if nothing
+    /// else consumes meanwhile; zero when admitted.
+    pub fn retry_after(&self) -> Duration {
+        if self.allowed {
+            Duration::ZERO
+        } else {
+            self.deciding().map_or(Duration::ZERO, |l| l.retry_after())
+        }
+    }
+
+    /// [`reset_after`](Decision::reset_after) in milliseconds, rounded up.
+    pub fn reset_after_ms(&self) -> u64 {
+        ceil_millis(self.reset_after())
+    }
+
+    /// [`retry_after`](Decision::retry_after) in milliseconds, rounded up.
+    pub fn retry_after_ms(&self) -> u64 {
+        ceil_millis(self.retry_after())
+    }
+
+    /// Every matched rule's status, in configuration order.
+    pub fn layers(&self) -> &[LayerStatus<'e>] {
+        &self.layers
+    }
+
+    /// Which store decided.
+    pub fn store(&self) -> StoreUsed {
+        self.store
+    }
+
+    /// The response headers the configuration asks for, as (canonical name, value) pairs.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(6);
+        let Some(deciding) = self.deciding() else {
+            return out;
+        };
+        if self.headers.ietf {
+            let mut policy = String::new();
+            let mut state = String::new();
+            for (i, layer) in self.layers.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let quota = layer.policy.quota();
+                let _ = write!(
+                    policy,
+                    "{sep}\"{}\";q={};w={}",
+                    layer.rule(),
+                    quota.limit(),
+                    ceil_secs(quota.period())
+                );
+                let _ = write!(
+                    state,
+                    "{sep}\"{}\";r={};t={}",
+                    layer.rule(),
+                    layer.remaining(),
+                    ceil_secs(layer.reset_after())
+                );
+            }
+            out.push(("RateLimit-Policy", policy));
+            out.push(("RateLimit", state));
+        }
+        if self.headers.legacy {
+            out.push(("RateLimit-Limit", deciding.limit().to_string()));
+            out.push(("RateLimit-Remaining", deciding.remaining().to_string()));
+            out.push((
+                "RateLimit-Reset",
+                ceil_secs(deciding.reset_after()).to_string(),
+            ));
+        }
+        if self.headers.retry_after && !self.allowed {
+            out.push(("Retry-After", ceil_secs(self.retry_after()).to_string()));
+        }
+        out
+    }
+
+    /// One header's value by name (any case), if the decision renders it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+fn ceil_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX)
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}

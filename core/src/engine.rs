@@ -1,0 +1,314 @@
+//! The facade the bindings call: build an [`Engine`] from a configuration, then ask it about
+//! each [`Request`].
+//!
+//! [`Engine::check`] selects the rules that match the request (compiled once at load), picks
+//! each rule's policy for the caller's role, builds each layer's key on the stack, and hands
+//! all layers to the store in one atomic step. On the memory store the whole call allocates
+//! nothing for keys it has seen before.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::config::{Config, HeadersConfig};
+use crate::decision::{Decision, LayerStatus, StoreUsed};
+use crate::error::{Error, ErrorKind};
+use crate::limit::{KeyKind, Outcome, RequestPath, Rule};
+use crate::store::{Layer, MemoryStore, Store};
+
+/// One request to decide on. Build it with [`Request::new`] and the consuming setters; only
+/// `method` and `path` are required.
+///
+/// ```
+/// use floodwall::Request;
+/// let request = Request::new("GET", "/api/orders/7").subject("alice").role("premium").ip("192.0.2.1");
+/// assert_eq!(request.cost, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The HTTP method, any case.
+    pub method: &'a str,
+    /// The request path; a query string or fragment is ignored.
+    pub path: &'a str,
+    /// The verified subject, if any.
+    pub subject: Option<&'a str>,
+    /// The caller's role, if any; it selects role overrides and role-restricted rules.
+    pub role: Option<&'a str>,
+    /// The client address, as the host determined it (mind trusted proxies).
+    pub ip: Option<&'a str>,
+    /// Request headers, for rules keyed on `header:NAME` (names compared case-insensitively).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// How many units the request takes from every matching limit; 0 peeks without consuming.
+    pub cost: u64,
+    /// An explicit time instead of the engine's clock (tests, replays, conformance vectors).
+    pub now: Option<Timestamp>,
+}
+
+impl<'a> Request<'a> {
+    /// A request of cost 1 with nothing but a method and a path.
+    pub const fn new(method: &'a str, path: &'a str) -> Self {
+        Request {
+            method,
+            path,
+            subject: None,
+            role: None,
+            ip: None,
+            headers: &[],
+            cost: 1,
+            now: None,
+        }
+    }
+
+    /// Sets the subject.
+    pub const fn subject(mut self, subject: &'a str) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// Sets the role.
+    pub const fn role(mut self, role: &'a str) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    /// Sets the client address.
+    pub const fn ip(mut self, ip: &'a str) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Sets the headers rules may key on.
+    pub const fn headers(mut self, headers: &'a [(&'a str, &'a str)]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the cost.
+    pub const fn cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Decides at `now` instead of the engine's clock.
+    pub const fn at(mut self, now: Timestamp) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| v)
+    }
+}
+
+/// The traffic-control engine: compiled rules, a store, a clock.
+///
+/// An `Engine` is `Send + Sync`; share one (for instance in an `Arc`) between all threads.
+///
+/// ```
+/// use floodwall::{Engine, Request, Timestamp};
+///
+/// let engine = Engine::from_toml(r#"
+///     [[rules]]
+///     name = "per-user"
+///     key = "subject"
+///     algorithm = "fixed_window"
+///     limit = 2
+///     window = "1m"
+///     roles.premium = { limit = 100 }
+/// "#)?;
+/// let t = Timestamp::from_millis(60_000);
+/// let free = Request::new("GET", "/api/orders").subject("bob").role("free").at(t);
+/// assert!(engine.check(&free)?.allowed());
+/// assert!(engine.check(&free)?.allowed());
+/// let third = engine.check(&free)?;
+/// assert!(!third.allowed());
+/// assert_eq!(third.retry_after_ms(), 60_000);
+/// assert_eq!(third.header("Retry-After").as_deref(), Some("60"));
+///
+/// let premium = Request::new("GET", "/api/orders").subject("carol").role("premium").at(t);
+/// assert_eq!(engine.check(&premium)?.remaining(), Some(99));
+/// # Ok::<(), floodwall::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    rules: Box<[Rule]>,
+    store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+    headers: HeadersConfig,
+    any_paths: bool,
+}
+
+/// A layer before it reaches the store: which rule and policy, and its key bytes.
+struct PendingLayer {
+    rule: usize,
+    policy: usize,
+    key: SmallVec<[u8; 64]>,
+}
+
+impl Engine {
+    /// Checks and compiles `config` into an engine on the system clock.
+    pub fn from_config(config: Config) -> Result<Self, Error> {
+        config.check_reserved()?;
+        config.check_store()?;
+        let rules = config.compile_rules()?;
+        let any_paths = config.rules.iter().any(|r| !r.matching.paths.is_empty());
+        Ok(Engine {
+            rules: rules.into(),
+            store: Box::new(MemoryStore::new(config.store.max_keys)),
+            clock: Arc::new(SystemClock),
+            headers: config.headers,
+            any_paths,
+        })
+    }
+
+    /// Reads a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        Self::from_config(Config::from_toml(text)?)
+    }
+
+    /// Reads a JSON configuration of the same structure.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        Self::from_config(Config::from_json(text)?)
+    }
+
+    /// Reads a configuration file: JSON if it ends in `.json`, TOML otherwise.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::from_config(Config::from_file(path)?)
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The compiled rules, in configuration order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Decides on `request`: every matching rule is applied at once, all-or-nothing. If any layer
+    /// denies, nothing is consumed anywhere. Takes the engine's clock unless the request carries
+    /// a time.
+    ///
+    /// Fails with [`ErrorKind::CostExceedsLimit`] when the cost is larger than a matching layer's
+    /// limit (it could never pass); nothing is consumed then either.
+    pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
+        let now = request.now.unwrap_or_else(|| self.clock.now());
+        let path = RequestPath::parse(if self.any_paths { request.path } else { "" });
+        let mut pending: SmallVec<[PendingLayer; 4]> = SmallVec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.matcher().matches(request.method, &path, request.role) {
+                continue;
+            }
+            let (policy, p) = rule.policy_for(request.role);
+            if request.cost > p.quota().limit() {
+                return Err(Error::new(
+                    ErrorKind::CostExceedsLimit,
+                    format!(
+                        "cost {} exceeds the limit {} of rule {:?}{}: it can never be admitted",
+                        request.cost,
+                        p.quota().limit(),
+                        rule.name(),
+                        p.role()
+                            .map(|r| format!(" for role {r:?}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+            let mut key = SmallVec::new();
+            self.write_key(rule.key(), request, &mut key);
+            pending.push(PendingLayer {
+                rule: index,
+                policy,
+                key,
+            });
+        }
+        if pending.is_empty() {
+            return Ok(Decision::unlimited(self.headers, StoreUsed::Memory));
+        }
+
+        let layers: SmallVec<[Layer<'_>; 4]> = pending
+            .iter()
+            .map(|p| {
+                let rule = &self.rules[p.rule];
+                Layer {
+                    rule: rule.name(),
+                    slot: ((p.rule as u64) << 32) | p.policy as u64,
+                    quota: rule.policies()[p.policy].quota(),
+                    key: &p.key,
+                }
+            })
+            .collect();
+        let mut outcomes: SmallVec<[Outcome; 4]> =
+            SmallVec::from_elem(Outcome::default(), layers.len());
+        let allowed = self
+            .store
+            .acquire(&layers, request.cost, now, &mut outcomes)?;
+        let statuses = pending
+            .iter()
+            .zip(outcomes)
+            .map(|(p, outcome)| {
+                let rule = &self.rules[p.rule];
+                LayerStatus::new(rule, &rule.policies()[p.policy], outcome)
+            })
+            .collect();
+        Ok(Decision::new(
+            allowed,
+            statuses,
+            self.headers,
+            StoreUsed::Memory,
+        ))
+    }
+
+    /// Decides on each request in turn (each one atomic on its own), returning one result per
+    /// request in order. On a shared store this is one round trip for the batch.
+    pub fn check_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision<'_>, Error>> {
+        requests.iter().map(|r| self.check(r)).collect()
+    }
+
+    /// Forgets keys whose state has expired (the memory store also does this by itself as it
+    /// inserts); returns how many were dropped.
+    pub fn purge_expired(&self) -> usize {
+        self.store.purge_expired(self.clock.now())
+    }
+
+    /// How many keys the store holds.
+    pub fn key_count(&self) -> usize {
+        self.store.key_count()
+    }
+
+    /// Writes a presence byte and the keyed part of the request.
+    fn write_key(&self, kind: &KeyKind, request: &Request<'_>, out: &mut SmallVec<[u8; 64]>) {
+        let part = match kind {
+            KeyKind::Subject => request.subject,
+            KeyKind::Ip => request.ip,
+            KeyKind::Header(name) => request.header(name),
+            KeyKind::Global => Some(""),
+            KeyKind::Endpoint => {
+                out.push(1);
+                out.extend(request.method.bytes().map(|b| b.to_ascii_uppercase()));
+                out.push(b' ');
+                RequestPath::parse(request.path).write_normalized(out);
+                return;
+            }
+        };
+        match part {
+            Some(part) => {
+                out.push(1);
+                out.extend_from_slice(part.as_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+}

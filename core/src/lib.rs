@@ -1,0 +1,48 @@
+//! floodwall: the traffic-control engine an API gateway asks on every request.
+//!
+//! One [`Engine`], built from a configuration ([`Engine::from_toml`], [`Engine::from_json`],
+//! [`Engine::from_file`]), answers in microseconds whether a request may pass
+//! ([`Engine::check`]): every rate-limit rule that matches the request — per user by role, per
+//! endpoint, global — is applied in one atomic step, and the [`Decision`] says who decided,
+//! what remains, when to retry, and renders the standard response headers.
+//!
+//! - [`config`]: the one schema (TOML or JSON), validated with errors that name the field.
+//! - [`limit`]: the algorithms — fixed window, exact sliding window, sliding window counter,
+//!   token bucket (GCRA) — as pure state transitions, and the rule matcher.
+//! - [`store`]: where limiter state lives; [`store::MemoryStore`] is the in-process default.
+//! - [`clock`]: time is injected; [`ManualClock`] drives tests.
+//!
+//! ```
+//! use floodwall::{Engine, Request};
+//!
+//! let engine = Engine::from_toml(r#"
+//!     [[rules]]
+//!     name = "per-ip"
+//!     key = "ip"
+//!     algorithm = "token_bucket"
+//!     capacity = 10
+//!     refill_rate = 1
+//! "#)?;
+//! let decision = engine.check(&Request::new("GET", "/").ip("198.51.100.7"))?;
+//! assert!(decision.allowed());
+//! assert_eq!(decision.remaining(), Some(9));
+//! assert_eq!(decision.header("RateLimit-Policy").as_deref(), Some("\"per-ip\";q=10;w=10"));
+//! # Ok::<(), floodwall::Error>(())
+//! ```
+
+pub mod clock;
+pub mod config;
+mod decision;
+mod engine;
+mod error;
+pub mod limit;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use config::Config;
+pub use decision::{Decision, LayerStatus, StoreUsed};
+pub use engine::{Engine, Request};
+pub use error::{Error, ErrorKind};
+
+/// This crate's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

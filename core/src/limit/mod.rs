@@ -1,0 +1,326 @@
+//! The rate-limit algorithms, as pure state transitions, and the rule matcher.
+//!
+//! A [`Quota`] is one algorithm with its parameters; a [`State`] is what one key remembers.
+//! [`Quota::evaluate`] answers "would a request of this cost pass now?" without consuming
+//! anything, and [`Quota::consume`] then takes the cost; [`Quota::acquire`] does both. Stores
+//! call them under their own locking (or port them to Lua), so the semantics live here once.
+//!
+//! Time is a [`Timestamp`] in microseconds and all arithmetic is exact integer arithmetic, so
+//! two stores given the same times make the same decisions. The semantics, with worked
+//! numbers, are in `tests/vectors/README.md`; in short:
+//!
+//! - `fixed_window { limit, window }`: a count per window `floor(now / window)`.
+//! - `sliding_window { limit, window }`: exact; a log of admitted (time, cost) that counts an
+//!   entry while `now < time + window`. Memory is O(limit) per key.
+//! - `sliding_window_counter { limit, window }`: approximate, O(1); the previous window's count
+//!   weighted by its remaining overlap plus the current window's count.
+//! - `token_bucket { capacity, refill_rate }`: GCRA with emission interval
+//!   `T = ceil(1e6 / refill_rate)` µs and burst `capacity`; one timestamp per key.
+//!
+//! Every outcome reports `remaining` — the largest cost that would be admitted right now —
+//! `reset_after` — time until the key is back at its full quota if nothing else arrives — and,
+//! on denial, `retry_after` — the least wait after which the same request is admitted if nothing
+//! else consumes meanwhile. A clock that steps backwards never admits more: a limiter treats a
+//! time earlier than what it has already recorded as that recorded time.
+
+mod fixed_window;
+mod rules;
+mod sliding_window;
+mod sliding_window_counter;
+mod token_bucket;
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+pub(crate) use rules::is_token;
+pub use rules::{KeyKind, PathPattern, Policy, RequestPath, Rule, RuleMatcher};
+
+use crate::clock::{Timestamp, duration_micros};
+use crate::error::{Error, ErrorKind};
+
+use fixed_window::FixedWindow;
+use sliding_window::SlidingLog;
+use sliding_window_counter::WindowCounter;
+use token_bucket::Gcra;
+
+/// The longest window or full-refill time a quota may have: 366 days.
+pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The highest `refill_rate` of a token bucket: one token per microsecond.
+pub const MAX_REFILL_RATE: f64 = 1_000_000.0;
+
+/// The four algorithms, by their configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// `fixed_window`
+    FixedWindow,
+    /// `sliding_window` (exact log)
+    SlidingWindow,
+    /// `sliding_window_counter` (approximate, O(1))
+    SlidingWindowCounter,
+    /// `token_bucket` (GCRA)
+    TokenBucket,
+}
+
+impl Algorithm {
+    /// The configuration name, e.g. `token_bucket`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::SlidingWindowCounter => "sliding_window_counter",
+            Algorithm::TokenBucket => "token_bucket",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One algorithm with its parameters. Construct with [`Quota::fixed_window`] and friends, which
+/// reject parameters that cannot work (zero or over-long windows, rates out of range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    algorithm: Algorithm,
+    /// `limit` or `capacity`.
+    limit: u64,
+    /// The window, or for a token bucket the emission interval `T`, in µs; never zero.
+    period: u64,
+}
+
+impl Quota {
+    fn windowed(algorithm: Algorithm, limit: NonZeroU64, window: Duration) -> Result<Self, Error> {
+        let period = duration_micros(window);
+        if period == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "window must be at least 1µs",
+            ));
+        }
+        if window > MAX_PERIOD {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "window must be at most 366 days",
+            ));
+        }
+        Ok(Quota {
+            algorithm,
+            limit: limit.get(),
+            period,
+        })
+    }
+
+    /// At most `limit` per window `floor(now / window)`.
+    pub fn fixed_window(limit: NonZeroU64, window: Duration) -> Result<Self, Error> {
+        Self::windowed(Algorithm::FixedWindow, limit, window)
+    }
+
+    /// At most `limit` in any interval of length `window` (exact log).
+    pub fn sliding_window(limit: NonZeroU64, window: Duration) -> Result<Self, Error> {
+        Self::windowed(Algorithm::SlidingWindow, limit, window)
+    }
+
+    /// About `limit` per sliding `window`, estimated from two counters.
+    pub fn sliding_window_counter(limit: NonZeroU64, window: Duration) -> Result<Self, Error> {
+        Self::windowed(Algorithm::SlidingWindowCounter, limit, window)
+    }
+
+    /// Bursts of up to `capacity`, refilled continuously at `refill_rate` tokens per second.
+    pub fn token_bucket(capacity: NonZeroU64, refill_rate: f64) -> Result<Self, Error> {
+        if !(refill_rate.is_finite() && refill_rate > 0.0) {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "refill_rate must be a positive number of tokens per second, got {refill_rate}"
+                ),
+            ));
+        }
+        if refill_rate > MAX_REFILL_RATE {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "refill_rate must be at most {MAX_REFILL_RATE} tokens per second, got {refill_rate}"
+                ),
+            ));
+        }
+        let exact = 1_000_000.0 / refill_rate;
+        // Ceil, but forgive floating-point noise so that 0.1/s gives exactly 10 s.
+        let nearest = exact.round();
+        let interval = if (exact - nearest).abs() <= exact * 1e-12 {
+            nearest
+        } else {
+            exact.ceil()
+        };
+        let full = interval * capacity.get() as f64;
+        if full > MAX_PERIOD.as_micros() as f64 {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "capacity / refill_rate must be at most 366 days (the time to refill an empty bucket)",
+            ));
+        }
+        Ok(Quota {
+            algorithm: Algorithm::TokenBucket,
+            limit: capacity.get(),
+            // In range: 1 <= interval <= full <= MAX_PERIOD in µs.
+            period: interval as u64,
+        })
+    }
+
+    /// The algorithm.
+    pub const fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The limit per window, or the bucket's capacity: the largest cost that can ever pass.
+    pub const fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window; for a token bucket, the time to refill an empty bucket.
+    pub const fn period(&self) -> Duration {
+        match self.algorithm {
+            Algorithm::TokenBucket => Duration::from_micros(self.limit * self.period),
+            _ => Duration::from_micros(self.period),
+        }
+    }
+
+    /// For a token bucket, the time one token takes to refill (`T`).
+    pub const fn emission_interval(&self) -> Option<Duration> {
+        match self.algorithm {
+            Algorithm::TokenBucket => Some(Duration::from_micros(self.period)),
+            _ => None,
+        }
+    }
+
+    /// The state of a key never seen before (a full quota) at `now`.
+    pub fn new_state(&self, now: Timestamp) -> State {
+        let now = now.as_micros();
+        State(match self.algorithm {
+            Algorithm::FixedWindow => Inner::Fixed(FixedWindow::new(self.period, now)),
+            Algorithm::SlidingWindow => Inner::Log(SlidingLog::default()),
+            Algorithm::SlidingWindowCounter => Inner::Counter(WindowCounter::new(self.period, now)),
+            Algorithm::TokenBucket => Inner::Bucket(Gcra::new(now)),
+        })
+    }
+
+    /// Would a request of `cost` be admitted at `now`? Consumes nothing; may tidy the state
+    /// (roll a window, drop expired log entries) without changing what it means.
+    ///
+    /// A `cost` above [`limit`](Quota::limit) is simply denied here with the wait it would need
+    /// were it to fit; callers that must tell "never" from "later" check the limit first.
+    pub fn evaluate(&self, state: &mut State, now: Timestamp, cost: u64) -> Outcome {
+        self.ensure_kind(state, now);
+        let (l, p, now) = (self.limit, self.period, now.as_micros());
+        match &mut state.0 {
+            Inner::Fixed(s) => s.evaluate(l, p, now, cost),
+            Inner::Log(s) => s.evaluate(l, p, now, cost),
+            Inner::Counter(s) => s.evaluate(l, p, now, cost),
+            Inner::Bucket(s) => s.evaluate(l, p, now, cost),
+        }
+    }
+
+    /// Takes `cost` from `state` at `now` and returns the outcome after it. The caller has
+    /// established, with [`evaluate`](Quota::evaluate) at the same `now` and nothing in
+    /// between, that the request is admitted.
+    pub fn consume(&self, state: &mut State, now: Timestamp, cost: u64) -> Outcome {
+        self.ensure_kind(state, now);
+        let (l, p, now) = (self.limit, self.period, now.as_micros());
+        match &mut state.0 {
+            Inner::Fixed(s) => s.consume(l, p, now, cost),
+            Inner::Log(s) => s.consume(l, p, now, cost),
+            Inner::Counter(s) => s.consume(l, p, now, cost),
+            Inner::Bucket(s) => s.consume(l, p, now, cost),
+        }
+    }
+
+    /// Evaluates and, when admitted, consumes: one whole decision for one key.
+    pub fn acquire(&self, state: &mut State, now: Timestamp, cost: u64) -> Outcome {
+        let outcome = self.evaluate(state, now, cost);
+        if outcome.allowed {
+            self.consume(state, now, cost)
+        } else {
+            outcome
+        }
+    }
+
+    /// The time from which `state` means the same as a [new state](Quota::new_state): a store
+    /// may forget the key from then on.
+    pub fn expires_at(&self, state: &State) -> Timestamp {
+        let p = self.period;
+        Timestamp::from_micros(match &state.0 {
+            Inner::Fixed(s) => s.expires_at(p),
+            Inner::Log(s) => s.expires_at(p),
+            Inner::Counter(s) => s.expires_at(p),
+            Inner::Bucket(s) => s.expires_at(),
+        })
+    }
+
+    fn ensure_kind(&self, state: &mut State, now: Timestamp) {
+        let matches = matches!(
+            (&state.0, self.algorithm),
+            (Inner::Fixed(_), Algorithm::FixedWindow)
+                | (Inner::Log(_), Algorithm::SlidingWindow)
+                | (Inner::Counter(_), Algorithm::SlidingWindowCounter)
+                | (Inner::Bucket(_), Algorithm::TokenBucket)
+        );
+        if !matches {
+            *state = self.new_state(now);
+        }
+    }
+}
+
+/// What one key remembers between requests. Small and fixed-size except for the exact sliding
+/// log, which holds at most `limit` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State(Inner);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Inner {
+    Fixed(FixedWindow),
+    Log(SlidingLog),
+    Counter(WindowCounter),
+    Bucket(Gcra),
+}
+
+/// One limiter's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Whether the request passes this limiter.
+    pub allowed: bool,
+    /// The largest cost that would be admitted right now (after this request, if admitted).
+    pub remaining: u64,
+    reset_after: u64,
+    retry_after: u64,
+}
+
+impl Outcome {
+    pub(crate) const fn new(
+        allowed: bool,
+        remaining: u64,
+        reset_after: u64,
+        retry_after: u64,
+    ) -> Self {
+        Outcome {
+            allowed,
+            remaining,
+            reset_after,
+            retry_after,
+        }
+    }
+
+    /// Time until the key is back at its full quota if nothing else arrives.
+    pub const fn reset_after(&self) -> Duration {
+        Duration::from_micros(self.reset_after)
+    }
+
+    /// On denial, the least wait after which the same request is admitted if nothing else
+    /// consumes meanwhile; zero when admitted.
+    pub const fn retry_after(&self) -> Duration {
+        Duration::from_micros(self.retry_after)
+    }
+}

@@ -1,0 +1,121 @@
+//! `sliding_window_counter`: the previous window's count weighted by its remaining overlap,
+//! plus the current window's count. Admit iff `p·(W − e) + (q + c)·W <= L·W`, in exact
+//! integer arithmetic (`e` is the time into the current window).
+
+use super::Outcome;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WindowCounter {
+    /// `floor(now / window)` of the current window.
+    index: u64,
+    previous: u64,
+    current: u64,
+}
+
+impl WindowCounter {
+    pub(super) fn new(window: u64, now: u64) -> Self {
+        WindowCounter {
+            index: now / window,
+            previous: 0,
+            current: 0,
+        }
+    }
+
+    /// Rolls to the window of `now`; returns the time into the current window.
+    fn advance(&mut self, window: u64, now: u64) -> u64 {
+        let index = now / window;
+        if index == self.index + 1 {
+            self.previous = self.current;
+            self.current = 0;
+            self.index = index;
+        } else if index > self.index + 1 {
+            self.previous = 0;
+            self.current = 0;
+            self.index = index;
+        }
+        now.saturating_sub(self.index * window)
+    }
+
+    /// `L·W − p·(W − e) − q·W`: the room left, scaled by `W`.
+    fn room(&self, limit: u64, window: u64, elapsed: u64) -> i128 {
+        let (l, w) = (i128::from(limit), i128::from(window));
+        l * w
+            - i128::from(self.previous) * i128::from(window - elapsed)
+            - i128::from(self.current) * w
+    }
+
+    fn reset_after(&self, window: u64, elapsed: u64) -> u64 {
+        if self.current > 0 {
+            2 * window - elapsed
+        } else if self.previous > 0 {
+            window - elapsed
+        } else {
+            0
+        }
+    }
+
+    fn remaining(&self, limit: u64, window: u64, elapsed: u64) -> u64 {
+        let room = self.room(limit, window, elapsed).max(0);
+        // room / W <= L, so it fits.
+        (room / i128::from(window)) as u64
+    }
+
+    pub(super) fn evaluate(&mut self, limit: u64, window: u64, now: u64, cost: u64) -> Outcome {
+        let elapsed = self.advance(window, now);
+        let room = self.room(limit, window, elapsed);
+        let w = i128::from(window);
+        let allowed = i128::from(cost) * w <= room;
+        let retry_after = if allowed {
+            0
+        } else {
+            self.retry_after(limit, window, elapsed, cost)
+        };
+        Outcome::new(
+            allowed,
+            self.remaining(limit, window, elapsed),
+            self.reset_after(window, elapsed),
+            retry_after,
+        )
+    }
+
+    fn retry_after(&self, limit: u64, window: u64, elapsed: u64, cost: u64) -> u64 {
+        let w = i128::from(window);
+        let headroom = i128::from(limit) - i128::from(self.current) - i128::from(cost);
+        if headroom >= 0 && self.previous > 0 {
+            // Only the previous window's weight is in the way: wait until it has decayed to
+            // p·(W − e') <= headroom·W.
+            let until = w - (headroom * w) / i128::from(self.previous);
+            return (until - i128::from(elapsed)).max(0) as u64;
+        }
+        // Wait into the next window, where the current count becomes the weighted one.
+        let to_next = window - elapsed;
+        let fit = i128::from(limit.saturating_sub(cost));
+        let into_next = if self.current == 0 {
+            0
+        } else {
+            (w - (fit * w) / i128::from(self.current)).max(0) as u64
+        };
+        to_next + into_next
+    }
+
+    pub(super) fn consume(&mut self, limit: u64, window: u64, now: u64, cost: u64) -> Outcome {
+        let elapsed = self.advance(window, now);
+        self.current = self.current.saturating_add(cost);
+        Outcome::new(
+            true,
+            self.remaining(limit, window, elapsed),
+            self.reset_after(window, elapsed),
+            0,
+        )
+    }
+
+    pub(super) fn expires_at(&self, window: u64) -> u64 {
+        if self.current > 0 {
+            (self.index + 2) * window
+        } else if self.previous > 0 {
+            (self.index + 1) * window
+        } else {
+            0
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The in-process store: sharded, exact under any number of threads, bounded in memory.
+//!
+//! Keys are spread over a power-of-two number of shards, each a `parking_lot::Mutex` around a
+//! `hashbrown::HashTable` keyed by a randomly seeded hash of (slot, key bytes). A one-layer
+//! decision locks one shard; a multi-layer one locks the shards of its layers in ascending
+//! order (so two decisions never deadlock), evaluates every layer, and consumes only if all
+//! admit. There is no global lock. Looking up an existing key allocates nothing; a new key's
+//! bytes are copied once when it is first admitted (denied requests for unknown keys store
+//! nothing).
+//!
+//! Memory is bounded two ways. Every entry records when its state becomes indistinguishable
+//! from a fresh one ([`Quota::expires_at`]); a shard drops such entries whenever it inserts and
+//! its last sweep is more than [`SWEEP_INTERVAL`] old, and [`MemoryStore::purge_expired`] drops
+//! them on demand. And the store never holds more than `max_keys`: a full shard first drops its
+//! expired entries, then evicts the eighth of its entries nearest to expiry — losing the least
+//! information — before inserting.
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+
+use super::{Layer, Store};
+use crate::clock::Timestamp;
+use crate::error::Error;
+use crate::limit::{Outcome, Quota, State};
+
+/// How often a shard that is inserting sweeps out expired entries.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The most shards a store has.
+const MAX_SHARDS: usize = 64;
+/// Shards are only made when each can hold at least this many keys.
+const MIN_KEYS_PER_SHARD: u64 = 16;
+
+struct Entry {
+    hash: u64,
+    slot: u64,
+    key: Box<[u8]>,
+    state: State,
+    /// µs since the epoch from which `state` equals a fresh state.
+    expires_at: u64,
+}
+
+struct Shard {
+    table: HashTable<Entry>,
+    next_sweep: u64,
+}
+
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+/// The in-process store. See the [module docs](self).
+pub struct MemoryStore {
+    shards: Box<[Padded]>,
+    /// `shards.len() - 1`.
+    mask: usize,
+    capacity_per_shard: usize,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .field("max_keys", &self.max_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_keys` keys (at least 1).
+    pub fn new(max_keys: u64) -> Self {
+        let max_keys = max_keys.max(1);
+        let mut shards = 1usize;
+        while shards < MAX_SHARDS && (shards as u64 * 2) * MIN_KEYS_PER_SHARD <= max_keys {
+            shards *= 2;
+        }
+        let capacity_per_shard = usize::try_from(max_keys / shards as u64).unwrap_or(usize::MAX);
+        MemoryStore {
+            shards: (0..shards)
+                .map(|_| {
+                    Padded(Mutex::new(Shard {
+                        table: HashTable::new(),
+                        next_sweep: 0,
+                    }))
+                })
+                .collect(),
+            mask: shards - 1,
+            capacity_per_shard,
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// The most keys this store holds (`max_keys` rounded down to a multiple of the shards).
+    pub fn max_keys(&self) -> usize {
+        self.capacity_per_shard * self.shards.len()
+    }
+
+    fn hash(&self, slot: u64, key: &[u8]) -> u64 {
+        self.hasher.hash_one((slot, key))
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // Not the top bits (hashbrown's control tag) nor the lowest (its bucket index).
+        (hash >> 40) as usize & self.mask
+    }
+
+    fn acquire_one(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) -> Outcome {
+        let hash = self.hash(layer.slot, layer.key);
+        let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let quota = layer.quota;
+        if let Some(entry) = shard
+            .table
+            .find_mut(hash, |e| e.slot == layer.slot && *e.key == *layer.key)
+        {
+            let outcome = quota.evaluate(&mut entry.state, now, cost);
+            if !outcome.allowed {
+                return outcome;
+            }
+            let outcome = quota.consume(&mut entry.state, now, cost);
+            entry.expires_at = quota.expires_at(&entry.state).as_micros();
+            return outcome;
+        }
+        let mut state = quota.new_state(now);
+        let outcome = quota.evaluate(&mut state, now, cost);
+        if !outcome.allowed {
+            return outcome;
+        }
+        let outcome = quota.consume(&mut state, now, cost);
+        self.insert(&mut shard, hash, layer, quota, state, now);
+        outcome
+    }
+
+    fn insert(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        layer: &Layer<'_>,
+        quota: &Quota,
+        state: State,
+        now: Timestamp,
+    ) {
+        let expires_at = quota.expires_at(&state).as_micros();
+        let now = now.as_micros();
+        if expires_at <= now {
+            // A cost-0 request on a fresh key: nothing worth remembering.
+            return;
+        }
+        if now >= shard.next_sweep || shard.table.len() >= self.capacity_per_shard {
+            shard.table.retain(|e| e.expires_at > now);
+            shard.next_sweep = now.saturating_add(SWEEP_INTERVAL.as_micros() as u64);
+        }
+        if shard.table.len() >= self.capacity_per_shard {
+            Self::evict_nearest_expiry(shard, self.capacity_per_shard);
+        }
+        shard.table.insert_unique(
+            hash,
+            Entry {
+                hash,
+                slot: layer.slot,
+                key: layer.key.into(),
+                state,
+                expires_at,
+            },
+            |e| e.hash,
+        );
+    }
+
+    /// Leaves at most `capacity - max(1, capacity / 8)` entries, dropping those nearest to
+    /// expiry first.
+    fn evict_nearest_expiry(shard: &mut Shard, capacity: usize) {
+        let keep = capacity - (capacity / 8).max(1);
+        let len = shard.table.len();
+        if len <= keep {
+            return;
+        }
+        let drop = len - keep;
+        let mut expiries: Vec<u64> = shard.table.iter().map(|e| e.expires_at).collect();
+        let (_, &mut cutoff, _) = expiries.select_nth_unstable(drop - 1);
+        // Drop everything strictly before the cutoff, then as many at the cutoff as needed.
+        let mut at_cutoff = drop - expiries[..drop].iter().filter(|&&x| x < cutoff).count();
+        shard.table.retain(|e| {
+            if e.expires_at < cutoff {
+                false
+            } else if e.expires_at == cutoff && at_cutoff > 0 {
+                at_cutoff -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+impl Store for MemoryStore {
+    fn acquire(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<bool, Error> {
+        debug_assert_eq!(layers.len(), outcomes.len());
+        if let [layer] = layers {
+            outcomes[0] = self.acquire_one(layer, cost, now);
+            return Ok(outcomes[0].allowed);
+        }
+
+        let hashes: SmallVec<[u64; 4]> = layers.iter().map(|l| self.hash(l.slot, l.key)).collect();
+        let mut order: SmallVec<[usize; 4]> = hashes.iter().map(|&h| self.shard_of(h)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> =
+            order.iter().map(|&i| self.shards[i].0.lock()).collect();
+        let guard_of = |hash: u64| order.binary_search(&self.shard_of(hash)).unwrap_or(0);
+
+        // Phase 1: evaluate every layer without consuming.
+        let mut all = true;
+        for ((layer, &hash), outcome) in layers.iter().zip(&hashes).zip(outcomes.iter_mut()) {
+            let shard = &mut guards[guard_of(hash)];
+            *outcome = match shard
+                .table
+                .find_mut(hash, |e| e.slot == layer.slot && *e.key == *layer.key)
+            {
+                Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
+                None => layer
+                    .quota
+                    .evaluate(&mut layer.quota.new_state(now), now, cost),
+            };
+            all &= outcome.allowed;
+        }
+        if !all {
+            return Ok(false);
+        }
+
+        // Phase 2: every layer admits, so every layer consumes.
+        for ((layer, &hash), outcome) in layers.iter().zip(&hashes).zip(outcomes.iter_mut()) {
+            let shard = &mut guards[guard_of(hash)];
+            let quota = layer.quota;
+            if let Some(entry) = shard
+                .table
+                .find_mut(hash, |e| e.slot == layer.slot && *e.key == *layer.key)
+            {
+                *outcome = quota.consume(&mut entry.state, now, cost);
+                entry.expires_at = quota.expires_at(&entry.state).as_micros();
+            } else {
+                let mut state = quota.new_state(now);
+                *outcome = quota.consume(&mut state, now, cost);
+                self.insert(shard, hash, layer, quota, state, now);
+            }
+        }
+        Ok(true)
+    }
+
+    fn purge_expired(&self, now: Timestamp) -> usize {
+        let now = now.as_micros();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut shard = shard.0.lock();
+                let before = shard.table.len();
+                shard.table.retain(|e| e.expires_at > now);
+                before - shard.table.len()
+            })
+            .sum()
+    }
+
+    fn key_count(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().table.len()).sum()
+    }
+}

@@ -1,0 +1,56 @@
+//! Where limiter state lives.
+//!
+//! A [`Store`] applies the layers of one decision — every rule that matched a request, each
+//! with its key — all-or-nothing: either every layer admits and every layer consumes, or
+//! nothing is consumed anywhere. The algorithms themselves are in [`crate::limit`]; a store
+//! only keeps their states and makes the multi-key step atomic.
+//!
+//! [`MemoryStore`] is the in-process default.
+
+mod memory;
+
+use std::fmt;
+
+pub use memory::{MemoryStore, SWEEP_INTERVAL};
+
+use crate::clock::Timestamp;
+use crate::error::Error;
+use crate::limit::{Outcome, Quota};
+
+/// One layer of a decision as a store sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    /// The rule's name (for stores that build readable keys).
+    pub rule: &'a str,
+    /// Identifies the counter namespace: the rule and the policy (role variant) within it.
+    /// Two layers of one decision never share a slot.
+    pub slot: u64,
+    /// The algorithm and parameters to apply.
+    pub quota: &'a Quota,
+    /// The key within the slot: a presence byte (`0` when the request lacked the keyed part)
+    /// followed by the part's bytes.
+    pub key: &'a [u8],
+}
+
+/// Keeps limiter state and applies multi-layer decisions atomically.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Applies `layers` at `now` for a request of `cost`: writes each layer's outcome into
+    /// `outcomes` (same length and order) and returns whether all admitted. When all admit,
+    /// every layer has consumed and its outcome is the state after; otherwise nothing was
+    /// consumed and each outcome is the unchanged state (denying layers carry `retry_after`).
+    ///
+    /// Every layer's `cost <= quota.limit()` has been checked by the caller.
+    fn acquire(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<bool, Error>;
+
+    /// Forgets every key whose state has expired by `now`; returns how many were dropped.
+    fn purge_expired(&self, now: Timestamp) -> usize;
+
+    /// How many keys the store holds now.
+    fn key_count(&self) -> usize;
+}
