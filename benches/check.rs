@@ -113,7 +113,11 @@ fn engine(c: &mut Criterion) {
                 let check = |i: u64| {
                     let request = Request::new("GET", "/api/orders/7")
                         .subject(&keys[i as usize % nkeys])
-                        .role(if i.is_multiple_of(2) { "free" } else { "premium" })
+                        .role(if i.is_multiple_of(2) {
+                            "free"
+                        } else {
+                            "premium"
+                        })
                         .ip("192.0.2.1");
                     let decision = engine.check(&request).expect("check");
                     assert!(black_box(decision.allowed()));

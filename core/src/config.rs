@@ -280,6 +280,9 @@ impl HumanDuration {
     /// Parses `"250ms"`, `"1s"`, `"1.5m"` …; units `us` (or `µs`), `ms`, `s`, `m`, `h`, `d`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let s = text.trim();
+        if s.starts_with('-') {
+            return Err(format!("duration {text:?} is negative"));
+        }
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| {
@@ -395,10 +398,7 @@ impl Config {
         } else {
             Self::from_toml(&text)
         };
-        parsed.map_err(|e| match e.field() {
-            Some(field) => Error::config(field, format!("{} (in {})", e.message(), path.display())),
-            None => Error::config("", format!("{}: {}", path.display(), e.message())),
-        })
+        parsed.map_err(|e| e.in_file(path))
     }
 
     /// Checks every value and compiles the rules, in configuration order.

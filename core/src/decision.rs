@@ -57,7 +57,8 @@ pub struct LayerStatus<'e> {
 }
 
 impl<'e> LayerStatus<'e> {
-    pub(crate) fn new(rule: &'e Rule, policy: &'e Policy, outcome: Outcome) -> Self {
+    #[inline]
+    fn new(rule: &'e Rule, policy: &'e Policy, outcome: Outcome) -> Self {
         LayerStatus {
             rule,
             policy,
@@ -111,27 +112,33 @@ impl<'e> LayerStatus<'e> {
 pub struct Decision<'e> {
     allowed: bool,
     deciding: usize,
-    layers: SmallVec<[LayerStatus<'e>; 4]>,
+    rules: &'e [Rule],
+    /// (rule index, policy index) of each layer, in configuration order.
+    matched: SmallVec<[(usize, usize); 4]>,
+    outcomes: SmallVec<[Outcome; 4]>,
     headers: HeadersConfig,
     store: StoreUsed,
 }
 
 impl<'e> Decision<'e> {
+    #[inline]
     pub(crate) fn new(
         allowed: bool,
-        layers: SmallVec<[LayerStatus<'e>; 4]>,
+        rules: &'e [Rule],
+        matched: SmallVec<[(usize, usize); 4]>,
+        outcomes: SmallVec<[Outcome; 4]>,
         headers: HeadersConfig,
         store: StoreUsed,
     ) -> Self {
         let mut deciding = 0;
-        for (i, layer) in layers.iter().enumerate().skip(1) {
-            let best = &layers[deciding];
+        for (i, layer) in outcomes.iter().enumerate().skip(1) {
+            let best = &outcomes[deciding];
             let better = if allowed {
-                layer.remaining() < best.remaining()
-            } else if !best.allowed() {
-                !layer.allowed() && layer.retry_after() > best.retry_after()
+                layer.remaining < best.remaining
+            } else if !best.allowed {
+                !layer.allowed && layer.retry_after() > best.retry_after()
             } else {
-                !layer.allowed()
+                !layer.allowed
             };
             if better {
                 deciding = i;
@@ -140,24 +147,39 @@ impl<'e> Decision<'e> {
         Decision {
             allowed,
             deciding,
-            layers,
+            rules,
+            matched,
+            outcomes,
             headers,
             store,
         }
     }
 
+    #[inline]
     pub(crate) fn unlimited(headers: HeadersConfig, store: StoreUsed) -> Self {
         Decision {
             allowed: true,
             deciding: 0,
-            layers: SmallVec::new(),
+            rules: &[],
+            matched: SmallVec::new(),
+            outcomes: SmallVec::new(),
             headers,
             store,
         }
     }
 
-    fn deciding(&self) -> Option<&LayerStatus<'e>> {
-        self.layers.get(self.deciding)
+    fn layer(&self, i: usize) -> Option<LayerStatus<'e>> {
+        let &(rule, policy) = self.matched.get(i)?;
+        let rule = &self.rules[rule];
+        Some(LayerStatus::new(
+            rule,
+            &rule.policies()[policy],
+            self.outcomes[i],
+        ))
+    }
+
+    fn deciding(&self) -> Option<LayerStatus<'e>> {
+        self.layer(self.deciding)
     }
 
     /// Whether the request may pass.
@@ -206,8 +228,8 @@ impl<'e> Decision<'e> {
     }
 
     /// Every matched rule's status, in configuration order.
-    pub fn layers(&self) -> &[LayerStatus<'e>] {
-        &self.layers
+    pub fn layers(&self) -> impl ExactSizeIterator<Item = LayerStatus<'e>> + '_ {
+        (0..self.matched.len()).map(|i| self.layer(i).expect("index in range"))
     }
 
     /// Which store decided.
@@ -224,7 +246,7 @@ impl<'e> Decision<'e> {
         if self.headers.ietf {
             let mut policy = String::new();
             let mut state = String::new();
-            for (i, layer) in self.layers.iter().enumerate() {
+            for (i, layer) in self.layers().enumerate() {
                 let sep = if i == 0 { "" } else { ", " };
                 let quota = layer.policy.quota();
                 let _ = write!(

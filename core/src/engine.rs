@@ -13,10 +13,10 @@ use smallvec::SmallVec;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{Config, HeadersConfig};
-use crate::decision::{Decision, LayerStatus, StoreUsed};
+use crate::decision::{Decision, StoreUsed};
 use crate::error::{Error, ErrorKind};
-use crate::limit::{KeyKind, Outcome, RequestPath, Rule};
-use crate::store::{Layer, MemoryStore, Store};
+use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
+use crate::store::{ABSENT, Layer, MemoryStore, Store};
 
 /// One request to decide on. Build it with [`Request::new`] and the consuming setters; only
 /// `method` and `path` are required.
@@ -140,14 +140,7 @@ pub struct Engine {
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
     headers: HeadersConfig,
-    any_paths: bool,
-}
-
-/// A layer before it reaches the store: which rule and policy, and its key bytes.
-struct PendingLayer {
-    rule: usize,
-    policy: usize,
-    key: SmallVec<[u8; 64]>,
+    parse_paths: bool,
 }
 
 impl Engine {
@@ -156,13 +149,16 @@ impl Engine {
         config.check_reserved()?;
         config.check_store()?;
         let rules = config.compile_rules()?;
-        let any_paths = config.rules.iter().any(|r| !r.matching.paths.is_empty());
+        // Paths are split only when a rule matches on them or keys by endpoint.
+        let parse_paths = rules
+            .iter()
+            .any(|r| r.matcher().has_paths() || *r.key() == KeyKind::Endpoint);
         Ok(Engine {
             rules: rules.into(),
             store: Box::new(MemoryStore::new(config.store.max_keys)),
             clock: Arc::new(SystemClock),
             headers: config.headers,
-            any_paths,
+            parse_paths,
         })
     }
 
@@ -178,7 +174,8 @@ impl Engine {
 
     /// Reads a configuration file: JSON if it ends in `.json`, TOML otherwise.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::from_config(Config::from_file(path)?)
+        let path = path.as_ref();
+        Self::from_config(Config::from_file(path)?).map_err(|e| e.in_file(path))
     }
 
     /// Uses `clock` instead of the system clock.
@@ -205,48 +202,48 @@ impl Engine {
     /// limit (it could never pass); nothing is consumed then either.
     pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
         let now = request.now.unwrap_or_else(|| self.clock.now());
-        let path = RequestPath::parse(if self.any_paths { request.path } else { "" });
-        let mut pending: SmallVec<[PendingLayer; 4]> = SmallVec::new();
+        let path = RequestPath::parse(if self.parse_paths { request.path } else { "" });
+        // Every endpoint-keyed layer of one request has the same key: `METHOD /normalised/path`.
+        let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
+        // (rule index, policy index) of every matching rule, in configuration order.
+        let mut matched: SmallVec<[(usize, usize); 4]> = SmallVec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matcher().matches(request.method, &path, request.role) {
                 continue;
             }
-            let (policy, p) = rule.policy_for(request.role);
-            if request.cost > p.quota().limit() {
-                return Err(Error::new(
-                    ErrorKind::CostExceedsLimit,
-                    format!(
-                        "cost {} exceeds the limit {} of rule {:?}{}: it can never be admitted",
-                        request.cost,
-                        p.quota().limit(),
-                        rule.name(),
-                        p.role()
-                            .map(|r| format!(" for role {r:?}"))
-                            .unwrap_or_default()
-                    ),
-                ));
+            let (variant, policy) = rule.policy_for(request.role);
+            if request.cost > policy.quota().limit() {
+                return Err(cost_exceeds_limit(request.cost, rule, policy));
             }
-            let mut key = SmallVec::new();
-            self.write_key(rule.key(), request, &mut key);
-            pending.push(PendingLayer {
-                rule: index,
-                policy,
-                key,
-            });
+            if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
+                endpoint.extend(request.method.bytes().map(|b| b.to_ascii_uppercase()));
+                endpoint.push(b' ');
+                path.write_normalized(&mut endpoint);
+            }
+            matched.push((index, variant));
         }
-        if pending.is_empty() {
+        if matched.is_empty() {
             return Ok(Decision::unlimited(self.headers, StoreUsed::Memory));
         }
 
-        let layers: SmallVec<[Layer<'_>; 4]> = pending
+        let layers: SmallVec<[Layer<'_>; 4]> = matched
             .iter()
-            .map(|p| {
-                let rule = &self.rules[p.rule];
+            .map(|&(index, variant)| {
+                let rule = &self.rules[index];
+                let part = match rule.key() {
+                    KeyKind::Subject => request.subject.map(str::as_bytes),
+                    KeyKind::Ip => request.ip.map(str::as_bytes),
+                    KeyKind::Header(name) => request.header(name).map(str::as_bytes),
+                    KeyKind::Global => Some(&[][..]),
+                    KeyKind::Endpoint => Some(&endpoint[..]),
+                };
                 Layer {
                     rule: rule.name(),
-                    slot: ((p.rule as u64) << 32) | p.policy as u64,
-                    quota: rule.policies()[p.policy].quota(),
-                    key: &p.key,
+                    slot: ((index as u64) << 32)
+                        | variant as u64
+                        | if part.is_none() { ABSENT } else { 0 },
+                    quota: rule.policies()[variant].quota(),
+                    key: part.unwrap_or_default(),
                 }
             })
             .collect();
@@ -255,17 +252,11 @@ impl Engine {
         let allowed = self
             .store
             .acquire(&layers, request.cost, now, &mut outcomes)?;
-        let statuses = pending
-            .iter()
-            .zip(outcomes)
-            .map(|(p, outcome)| {
-                let rule = &self.rules[p.rule];
-                LayerStatus::new(rule, &rule.policies()[p.policy], outcome)
-            })
-            .collect();
         Ok(Decision::new(
             allowed,
-            statuses,
+            &self.rules,
+            matched,
+            outcomes,
             self.headers,
             StoreUsed::Memory,
         ))
@@ -287,28 +278,19 @@ impl Engine {
     pub fn key_count(&self) -> usize {
         self.store.key_count()
     }
+}
 
-    /// Writes a presence byte and the keyed part of the request.
-    fn write_key(&self, kind: &KeyKind, request: &Request<'_>, out: &mut SmallVec<[u8; 64]>) {
-        let part = match kind {
-            KeyKind::Subject => request.subject,
-            KeyKind::Ip => request.ip,
-            KeyKind::Header(name) => request.header(name),
-            KeyKind::Global => Some(""),
-            KeyKind::Endpoint => {
-                out.push(1);
-                out.extend(request.method.bytes().map(|b| b.to_ascii_uppercase()));
-                out.push(b' ');
-                RequestPath::parse(request.path).write_normalized(out);
-                return;
-            }
-        };
-        match part {
-            Some(part) => {
-                out.push(1);
-                out.extend_from_slice(part.as_bytes());
-            }
-            None => out.push(0),
-        }
-    }
+fn cost_exceeds_limit(cost: u64, rule: &Rule, policy: &Policy) -> Error {
+    Error::new(
+        ErrorKind::CostExceedsLimit,
+        format!(
+            "cost {cost} exceeds the limit {} of rule {:?}{}: it can never be admitted",
+            policy.quota().limit(),
+            rule.name(),
+            policy
+                .role()
+                .map(|r| format!(" for role {r:?}"))
+                .unwrap_or_default()
+        ),
+    )
 }

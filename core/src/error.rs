@@ -63,6 +63,12 @@ impl Error {
         }
     }
 
+    /// The same error, its message naming the configuration file it came from.
+    pub(crate) fn in_file(mut self, path: &std::path::Path) -> Self {
+        self.message = format!("{} (in {})", self.message, path.display());
+        self
+    }
+
     /// The kind of error, to branch on.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -202,7 +202,7 @@ impl Quota {
         let now = now.as_micros();
         State(match self.algorithm {
             Algorithm::FixedWindow => Inner::Fixed(FixedWindow::new(self.period, now)),
-            Algorithm::SlidingWindow => Inner::Log(SlidingLog::default()),
+            Algorithm::SlidingWindow => Inner::Log(Box::default()),
             Algorithm::SlidingWindowCounter => Inner::Counter(WindowCounter::new(self.period, now)),
             Algorithm::TokenBucket => Inner::Bucket(Gcra::new(now)),
         })
@@ -282,7 +282,8 @@ pub struct State(Inner);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Inner {
     Fixed(FixedWindow),
-    Log(SlidingLog),
+    // Boxed so that the fixed-size states stay small.
+    Log(Box<SlidingLog>),
     Counter(WindowCounter),
     Bucket(Gcra),
 }

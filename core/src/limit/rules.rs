@@ -203,6 +203,11 @@ impl RuleMatcher {
         }
     }
 
+    /// Whether the matcher looks at the path at all.
+    pub fn has_paths(&self) -> bool {
+        !self.paths.is_empty()
+    }
+
     /// Whether a request with this method (any case), path and role is matched.
     pub fn matches(&self, method: &str, path: &RequestPath<'_>, role: Option<&str>) -> bool {
         (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))

@@ -56,8 +56,12 @@ impl WindowCounter {
 
     fn remaining(&self, limit: u64, window: u64, elapsed: u64) -> u64 {
         let room = self.room(limit, window, elapsed).max(0);
-        // room / W <= L, so it fits.
-        (room / i128::from(window)) as u64
+        // room / W <= L, so it fits; divide in 64 bits when room does (a 128-bit division is
+        // several times slower).
+        match u64::try_from(room) {
+            Ok(room) => room / window,
+            Err(_) => (room / i128::from(window)) as u64,
+        }
     }
 
     pub(super) fn evaluate(&mut self, limit: u64, window: u64, now: u64, cost: u64) -> Outcome {

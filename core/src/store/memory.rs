@@ -5,8 +5,8 @@
 //! decision locks one shard; a multi-layer one locks the shards of its layers in ascending
 //! order (so two decisions never deadlock), evaluates every layer, and consumes only if all
 //! admit. There is no global lock. Looking up an existing key allocates nothing; a new key's
-//! bytes are copied once when it is first admitted (denied requests for unknown keys store
-//! nothing).
+//! bytes are copied once when it is first admitted — inline in the entry when short — and a
+//! denied request for an unknown key stores nothing.
 //!
 //! Memory is bounded two ways. Every entry records when its state becomes indistinguishable
 //! from a fresh one ([`Quota::expires_at`]); a shard drops such entries whenever it inserts and
@@ -38,7 +38,8 @@ const MIN_KEYS_PER_SHARD: u64 = 16;
 struct Entry {
     hash: u64,
     slot: u64,
-    key: Box<[u8]>,
+    /// Inline up to 24 bytes, so that comparing a key costs no extra cache miss.
+    key: SmallVec<[u8; 24]>,
     state: State,
     /// µs since the epoch from which `state` equals a fresh state.
     expires_at: u64,
@@ -114,7 +115,7 @@ impl MemoryStore {
         let quota = layer.quota;
         if let Some(entry) = shard
             .table
-            .find_mut(hash, |e| e.slot == layer.slot && *e.key == *layer.key)
+            .find_mut(hash, |e| e.slot == layer.slot && e.key[..] == *layer.key)
         {
             let outcome = quota.evaluate(&mut entry.state, now, cost);
             if !outcome.allowed {
@@ -161,7 +162,7 @@ impl MemoryStore {
             Entry {
                 hash,
                 slot: layer.slot,
-                key: layer.key.into(),
+                key: SmallVec::from_slice(layer.key),
                 state,
                 expires_at,
             },
@@ -223,7 +224,7 @@ impl Store for MemoryStore {
             let shard = &mut guards[guard_of(hash)];
             *outcome = match shard
                 .table
-                .find_mut(hash, |e| e.slot == layer.slot && *e.key == *layer.key)
+                .find_mut(hash, |e| e.slot == layer.slot && e.key[..] == *layer.key)
             {
                 Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
                 None => layer
@@ -242,7 +243,7 @@ impl Store for MemoryStore {
             let quota = layer.quota;
             if let Some(entry) = shard
                 .table
-                .find_mut(hash, |e| e.slot == layer.slot && *e.key == *layer.key)
+                .find_mut(hash, |e| e.slot == layer.slot && e.key[..] == *layer.key)
             {
                 *outcome = quota.consume(&mut entry.state, now, cost);
                 entry.expires_at = quota.expires_at(&entry.state).as_micros();

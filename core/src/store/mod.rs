@@ -22,15 +22,20 @@ use crate::limit::{Outcome, Quota};
 pub struct Layer<'a> {
     /// The rule's name (for stores that build readable keys).
     pub rule: &'a str,
-    /// Identifies the counter namespace: the rule and the policy (role variant) within it.
-    /// Two layers of one decision never share a slot.
+    /// Identifies the counter namespace: the rule and the policy (role variant) within it, with
+    /// [`ABSENT`] set when the request lacked the keyed part. Two layers of one decision never
+    /// share a slot.
     pub slot: u64,
     /// The algorithm and parameters to apply.
     pub quota: &'a Quota,
-    /// The key within the slot: a presence byte (`0` when the request lacked the keyed part)
-    /// followed by the part's bytes.
+    /// The key within the slot: the keyed part's bytes (empty for `global` and absent parts).
     pub key: &'a [u8],
 }
+
+/// The bit of [`Layer::slot`] that marks a request lacking the keyed part (no subject, no
+/// address, no such header): all such requests share one counter of the rule, apart from a
+/// caller whose part is present but empty.
+pub const ABSENT: u64 = 1 << 63;
 
 /// Keeps limiter state and applies multi-layer decisions atomically.
 pub trait Store: Send + Sync + fmt::Debug {

@@ -1,0 +1,285 @@
+//! Configuration errors name the field and the problem; TOML and JSON read the same schema.
+
+use floodwall::{Config, Engine, ErrorKind, Request, Timestamp};
+
+/// The error from building an engine out of `toml`, as (field, message).
+fn toml_err(toml: &str) -> (String, String) {
+    let err = Engine::from_toml(toml).expect_err("config should be rejected");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    (
+        err.field().unwrap_or("").to_owned(),
+        err.message().to_owned(),
+    )
+}
+
+fn json_err(json: &str) -> (String, String) {
+    let err = Engine::from_json(json).expect_err("config should be rejected");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    (
+        err.field().unwrap_or("").to_owned(),
+        err.message().to_owned(),
+    )
+}
+
+const RULE: &str = r#"
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 10
+window = "1s"
+"#;
+
+#[test]
+fn unknown_field_is_named() {
+    let (field, message) = toml_err(&format!("{RULE}windw = \"1s\""));
+    assert_eq!(field, "rules[0].windw");
+    assert!(message.contains("unknown field `windw`"), "{message}");
+    let (field, message) = toml_err("[store]\nkind = \"memory\"\nmax_key = 5");
+    assert_eq!(field, "store.max_key");
+    assert!(message.contains("unknown field"), "{message}");
+    let (field, _) = json_err(r#"{"rule": []}"#);
+    assert_eq!(field, "rule");
+}
+
+#[test]
+fn zero_window_and_zero_limit() {
+    let (field, message) = toml_err(&RULE.replace("\"1s\"", "\"0ms\""));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("greater than zero"), "{message}");
+    let (field, message) = toml_err(&RULE.replace("limit = 10", "limit = 0"));
+    assert_eq!(field, "rules[0].limit");
+    assert!(message.contains("at least 1"), "{message}");
+}
+
+#[test]
+fn negative_numbers() {
+    let bucket = r#"
+[[rules]]
+name = "b"
+key = "ip"
+algorithm = "token_bucket"
+capacity = 5
+refill_rate = -2
+"#;
+    let (field, message) = toml_err(bucket);
+    assert_eq!(field, "rules[0].refill_rate");
+    assert!(message.contains("positive"), "{message}");
+    let (field, message) = toml_err(&RULE.replace("limit = 10", "limit = -1"));
+    assert_eq!(field, "rules[0].limit");
+    assert!(message.contains("-1"), "{message}");
+    let (field, _) = toml_err(&bucket.replace("-2", "0"));
+    assert_eq!(field, "rules[0].refill_rate");
+    let (field, message) = toml_err(&bucket.replace("-2", "2000000"));
+    assert_eq!(field, "rules[0].refill_rate");
+    assert!(message.contains("at most"), "{message}");
+}
+
+#[test]
+fn unknown_algorithm() {
+    let (field, message) = toml_err(&RULE.replace("fixed_window", "leaky_bucket"));
+    assert_eq!(field, "rules[0].algorithm");
+    assert!(
+        message.contains("leaky_bucket") && message.contains("token_bucket"),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_rule_name() {
+    let (field, message) = toml_err(&format!("{RULE}{RULE}"));
+    assert_eq!(field, "rules[1].name");
+    assert!(
+        message.contains("duplicate rule name \"per-user\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn parameters_must_fit_the_algorithm() {
+    let (field, message) = toml_err(&RULE.replace("limit = 10", "capacity = 10"));
+    assert_eq!(field, "rules[0].capacity");
+    assert!(
+        message.contains("fixed_window takes limit and window"),
+        "{message}"
+    );
+    let (field, message) = toml_err(&RULE.replace("window = \"1s\"", ""));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("needs window"), "{message}");
+    let (field, message) = toml_err(&format!("{RULE}roles.premium = {{ refill_rate = 5 }}"));
+    assert_eq!(field, "rules[0].roles.premium.refill_rate");
+    assert!(message.contains("takes limit and window"), "{message}");
+    let (field, _) = toml_err(&format!("{RULE}roles.premium = {{ window = \"0s\" }}"));
+    assert_eq!(field, "rules[0].roles.premium.window");
+    let (field, _) = toml_err(&format!("{RULE}roles.premium = {{ limits = 5 }}"));
+    assert_eq!(field, "rules[0].roles.premium.limits");
+}
+
+#[test]
+fn durations() {
+    for (text, ms) in [
+        ("250ms", 250),
+        ("1s", 1000),
+        ("1m", 60_000),
+        ("1.5s", 1500),
+        ("2h", 7_200_000),
+        ("1d", 86_400_000),
+    ] {
+        let config = Config::from_toml(&RULE.replace("\"1s\"", &format!("{text:?}"))).unwrap();
+        assert_eq!(config.rules[0].window.unwrap().0.as_millis(), ms, "{text}");
+    }
+    for (text, fragment) in [
+        ("1", "no unit"),
+        ("1x", "unknown unit"),
+        ("ms", "does not start with a number"),
+        ("-1s", "negative"),
+    ] {
+        let (field, message) = toml_err(&RULE.replace("\"1s\"", &format!("{text:?}")));
+        assert_eq!(field, "rules[0].window", "{text}");
+        assert!(message.contains(fragment), "{text}: {message}");
+    }
+    let (field, message) = toml_err(&RULE.replace("\"1s\"", "1"));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("duration string"), "{message}");
+    let (field, message) = toml_err(&RULE.replace("\"1s\"", "\"400d\""));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("366 days"), "{message}");
+}
+
+#[test]
+fn keys_matches_and_names() {
+    let (field, message) = toml_err(&RULE.replace("\"subject\"", "\"user\""));
+    assert_eq!(field, "rules[0].key");
+    assert!(message.contains("header:NAME"), "{message}");
+    let (field, _) = toml_err(&RULE.replace("\"subject\"", "\"header:\""));
+    assert_eq!(field, "rules[0].key");
+    let (field, message) = toml_err(&format!("{RULE}match = {{ paths = [\"/ok\", \"api/*\"] }}"));
+    assert_eq!(field, "rules[0].match.paths[1]");
+    assert!(message.contains("start with '/'"), "{message}");
+    let (field, _) = toml_err(&format!("{RULE}match = {{ methods = [\"GET\", \"G T\"] }}"));
+    assert_eq!(field, "rules[0].match.methods[1]");
+    let (field, message) = toml_err(&RULE.replace("per-user", "per user"));
+    assert_eq!(field, "rules[0].name");
+    assert!(message.contains("letters, digits"), "{message}");
+}
+
+#[test]
+fn store_and_reserved_sections() {
+    let (field, message) = toml_err("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"");
+    assert_eq!(field, "store.kind");
+    assert!(message.contains("not available"), "{message}");
+    let (field, message) = toml_err("[store]\nkind = \"mongo\"");
+    assert_eq!(field, "store.kind");
+    assert!(message.contains("memory"), "{message}");
+    let (field, _) = toml_err("[store]\nmax_keys = 0");
+    assert_eq!(field, "store.max_keys");
+    let (field, message) = toml_err("[auth]\nalgorithms = [\"HS256\"]");
+    assert_eq!(field, "auth");
+    assert!(message.contains("not available"), "{message}");
+    // The reference shape's store fields are all accepted.
+    Engine::from_toml(
+        "[store]\nkind = \"memory\"\nprefix = \"fw:\"\ntimeout = \"50ms\"\non_error = \"fallback\"\nclock = \"redis\"\nmax_keys = 1000",
+    )
+    .unwrap();
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let (field, message) = toml_err("[[rules]]\nname = ");
+    assert_eq!(field, "");
+    assert!(message.contains("line 2"), "{message}");
+    let (field, message) = json_err("{\"rules\": [}");
+    assert_eq!(field, "");
+    assert!(
+        message.contains("invalid JSON") && message.contains("line 1"),
+        "{message}"
+    );
+    let (field, message) = json_err(
+        r#"{"rules": [{"name": "a", "key": "ip", "algorithm": "fixed_window", "limit": 1, "window": "1s"}]} x"#,
+    );
+    assert_eq!(field, "");
+    assert!(message.contains("trailing"), "{message}");
+}
+
+const SAME_TOML: &str = r#"
+[headers]
+legacy = false
+
+[[rules]]
+name = "per-user"
+match = { methods = ["GET"], paths = ["/api/**"] }
+key = "subject"
+algorithm = "token_bucket"
+capacity = 2
+refill_rate = 1
+roles.premium = { capacity = 4 }
+"#;
+
+const SAME_JSON: &str = r#"{
+  "headers": {"legacy": false},
+  "rules": [{
+    "name": "per-user",
+    "match": {"methods": ["GET"], "paths": ["/api/**"]},
+    "key": "subject",
+    "algorithm": "token_bucket",
+    "capacity": 2,
+    "refill_rate": 1,
+    "roles": {"premium": {"capacity": 4}}
+  }]
+}"#;
+
+fn admitted(engine: &Engine, role: &str) -> usize {
+    let t = Timestamp::from_millis(5_000);
+    (0..10)
+        .filter(|_| {
+            let request = Request::new("GET", "/api/x").subject(role).role(role).at(t);
+            engine.check(&request).unwrap().allowed()
+        })
+        .count()
+}
+
+#[test]
+fn toml_json_and_files_read_the_same_schema() {
+    let dir = std::env::temp_dir().join(format!("floodwall-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml_path = dir.join("floodwall.toml");
+    let json_path = dir.join("floodwall.json");
+    std::fs::write(&toml_path, SAME_TOML).unwrap();
+    std::fs::write(&json_path, SAME_JSON).unwrap();
+    let engines = [
+        Engine::from_toml(SAME_TOML).unwrap(),
+        Engine::from_json(SAME_JSON).unwrap(),
+        Engine::from_file(&toml_path).unwrap(),
+        Engine::from_file(&json_path).unwrap(),
+        Engine::from_config(Config::from_value(serde_json::from_str(SAME_JSON).unwrap()).unwrap())
+            .unwrap(),
+    ];
+    for engine in &engines {
+        assert_eq!(
+            (admitted(engine, "free"), admitted(engine, "premium")),
+            (2, 4)
+        );
+        let d = engine
+            .check(
+                &Request::new("GET", "/api/x")
+                    .subject("z")
+                    .at(Timestamp::from_millis(5_000)),
+            )
+            .unwrap();
+        assert_eq!(d.header("RateLimit-Limit"), None, "legacy headers are off");
+        assert!(d.header("RateLimit").is_some());
+    }
+
+    std::fs::write(
+        &toml_path,
+        SAME_TOML.replace("capacity = 2", "capacity = 0"),
+    )
+    .unwrap();
+    let err = Engine::from_file(&toml_path).unwrap_err();
+    assert_eq!(err.field(), Some("rules[0].capacity"));
+    assert!(err.to_string().contains("floodwall.toml"), "{err}");
+    let err = Engine::from_file(dir.join("missing.toml")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
