@@ -121,15 +121,37 @@ pub struct Decision<'e> {
 }
 
 impl<'e> Decision<'e> {
+    /// A decision with no layers yet: admitted, no rule. The engine fills it in place.
     #[inline]
-    pub(crate) fn new(
-        allowed: bool,
-        rules: &'e [Rule],
-        matched: SmallVec<[(usize, usize); 4]>,
-        outcomes: SmallVec<[Outcome; 4]>,
-        headers: HeadersConfig,
-        store: StoreUsed,
-    ) -> Self {
+    pub(crate) fn empty(rules: &'e [Rule], headers: HeadersConfig, store: StoreUsed) -> Self {
+        Decision {
+            allowed: true,
+            deciding: 0,
+            rules,
+            matched: SmallVec::new(),
+            outcomes: SmallVec::new(),
+            headers,
+            store,
+        }
+    }
+
+    /// (rule index, policy index) of each layer, for the engine to fill.
+    #[inline]
+    pub(crate) fn matched_mut(&mut self) -> &mut SmallVec<[(usize, usize); 4]> {
+        &mut self.matched
+    }
+
+    /// The outcomes, one per matched layer, for the engine to fill.
+    #[inline]
+    pub(crate) fn outcomes_mut(&mut self) -> &mut SmallVec<[Outcome; 4]> {
+        &mut self.outcomes
+    }
+
+    /// Records whether all layers admitted and picks the deciding layer.
+    #[inline]
+    pub(crate) fn settle(&mut self, allowed: bool) {
+        self.allowed = allowed;
+        let outcomes = &self.outcomes;
         let mut deciding = 0;
         for (i, layer) in outcomes.iter().enumerate().skip(1) {
             let best = &outcomes[deciding];
@@ -144,28 +166,7 @@ impl<'e> Decision<'e> {
                 deciding = i;
             }
         }
-        Decision {
-            allowed,
-            deciding,
-            rules,
-            matched,
-            outcomes,
-            headers,
-            store,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn unlimited(headers: HeadersConfig, store: StoreUsed) -> Self {
-        Decision {
-            allowed: true,
-            deciding: 0,
-            rules: &[],
-            matched: SmallVec::new(),
-            outcomes: SmallVec::new(),
-            headers,
-            store,
-        }
+        self.deciding = deciding;
     }
 
     fn layer(&self, i: usize) -> Option<LayerStatus<'e>> {

@@ -137,7 +137,7 @@ impl<'a> Request<'a> {
 #[derive(Debug)]
 pub struct Engine {
     rules: Box<[Rule]>,
-    store: Box<dyn Store>,
+    store: MemoryStore,
     clock: Arc<dyn Clock>,
     headers: HeadersConfig,
     parse_paths: bool,
@@ -155,7 +155,7 @@ impl Engine {
             .any(|r| r.matcher().has_paths() || *r.key() == KeyKind::Endpoint);
         Ok(Engine {
             rules: rules.into(),
-            store: Box::new(MemoryStore::new(config.store.max_keys)),
+            store: MemoryStore::new(config.store.max_keys),
             clock: Arc::new(SystemClock),
             headers: config.headers,
             parse_paths,
@@ -202,11 +202,23 @@ impl Engine {
     /// limit (it could never pass); nothing is consumed then either.
     pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
         let now = request.now.unwrap_or_else(|| self.clock.now());
-        let path = RequestPath::parse(if self.parse_paths { request.path } else { "" });
+        let mut path = RequestPath::empty();
+        if self.parse_paths {
+            path.fill(request.path);
+        }
         // Every endpoint-keyed layer of one request has the same key: `METHOD /normalised/path`.
         let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
+        // Built in the return slot, so that the decision is not copied on the way out.
+        let mut result = Ok(Decision::empty(
+            &self.rules,
+            self.headers,
+            StoreUsed::Memory,
+        ));
+        let Ok(decision) = &mut result else {
+            unreachable!("just built")
+        };
         // (rule index, policy index) of every matching rule, in configuration order.
-        let mut matched: SmallVec<[(usize, usize); 4]> = SmallVec::new();
+        let matched = decision.matched_mut();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matcher().matches(request.method, &path, request.role) {
                 continue;
@@ -222,44 +234,41 @@ impl Engine {
             }
             matched.push((index, variant));
         }
-        if matched.is_empty() {
-            return Ok(Decision::unlimited(self.headers, StoreUsed::Memory));
+        let layer = |&(index, variant): &(usize, usize)| {
+            let rule: &Rule = &self.rules[index];
+            let part = match rule.key() {
+                KeyKind::Subject => request.subject.map(str::as_bytes),
+                KeyKind::Ip => request.ip.map(str::as_bytes),
+                KeyKind::Header(name) => request.header(name).map(str::as_bytes),
+                KeyKind::Global => Some(&[][..]),
+                KeyKind::Endpoint => Some(&endpoint[..]),
+            };
+            Layer {
+                rule: rule.name(),
+                slot: ((index as u64) << 32)
+                    | variant as u64
+                    | if part.is_none() { ABSENT } else { 0 },
+                quota: rule.policies()[variant].quota(),
+                key: part.unwrap_or_default(),
+            }
+        };
+        match matched.len() {
+            0 => return Ok(Decision::empty(&[], self.headers, StoreUsed::Memory)),
+            1 => {
+                let layer = layer(&matched[0]);
+                let outcome = self.store.acquire_one(&layer, request.cost, now);
+                decision.outcomes_mut().push(outcome);
+                decision.settle(outcome.allowed);
+            }
+            n => {
+                let layers: SmallVec<[Layer<'_>; 4]> = matched.iter().map(layer).collect();
+                let outcomes = decision.outcomes_mut();
+                outcomes.resize(n, Outcome::default());
+                let allowed = self.store.acquire(&layers, request.cost, now, outcomes)?;
+                decision.settle(allowed);
+            }
         }
-
-        let layers: SmallVec<[Layer<'_>; 4]> = matched
-            .iter()
-            .map(|&(index, variant)| {
-                let rule = &self.rules[index];
-                let part = match rule.key() {
-                    KeyKind::Subject => request.subject.map(str::as_bytes),
-                    KeyKind::Ip => request.ip.map(str::as_bytes),
-                    KeyKind::Header(name) => request.header(name).map(str::as_bytes),
-                    KeyKind::Global => Some(&[][..]),
-                    KeyKind::Endpoint => Some(&endpoint[..]),
-                };
-                Layer {
-                    rule: rule.name(),
-                    slot: ((index as u64) << 32)
-                        | variant as u64
-                        | if part.is_none() { ABSENT } else { 0 },
-                    quota: rule.policies()[variant].quota(),
-                    key: part.unwrap_or_default(),
-                }
-            })
-            .collect();
-        let mut outcomes: SmallVec<[Outcome; 4]> =
-            SmallVec::from_elem(Outcome::default(), layers.len());
-        let allowed = self
-            .store
-            .acquire(&layers, request.cost, now, &mut outcomes)?;
-        Ok(Decision::new(
-            allowed,
-            &self.rules,
-            matched,
-            outcomes,
-            self.headers,
-            StoreUsed::Memory,
-        ))
+        result
     }
 
     /// Decides on each request in turn (each one atomic on its own), returning one result per

@@ -385,3 +385,43 @@ window = "1m"
     }
     assert_eq!(engine.key_count(), 2, "only 'first' and the global counter");
 }
+
+#[test]
+fn endpoint_keys_count_each_normalised_endpoint() {
+    // No rule matches on paths, so the engine must still split them for the endpoint key.
+    let (engine, _clock) = engine(
+        "[[rules]]\nname = \"per-endpoint\"\nkey = \"endpoint\"\nalgorithm = \"fixed_window\"\nlimit = 1\nwindow = \"1m\"\n",
+    );
+    assert!(
+        engine
+            .check(&Request::new("get", "/api/orders/7?x=1"))
+            .unwrap()
+            .allowed()
+    );
+    assert!(
+        !engine
+            .check(&Request::new("GET", "//api/orders/7/"))
+            .unwrap()
+            .allowed()
+    );
+    assert!(
+        engine
+            .check(&Request::new("GET", "/api/orders/8"))
+            .unwrap()
+            .allowed()
+    );
+    assert!(
+        engine
+            .check(&Request::new("POST", "/api/orders/7"))
+            .unwrap()
+            .allowed()
+    );
+}
+
+#[test]
+fn the_demo_configuration_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/floodwall.toml");
+    let engine = Engine::from_file(path).unwrap();
+    let names: Vec<&str> = engine.rules().iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["per-user", "order-writes", "global"]);
+}

@@ -198,6 +198,7 @@ impl Quota {
     }
 
     /// The state of a key never seen before (a full quota) at `now`.
+    #[inline]
     pub fn new_state(&self, now: Timestamp) -> State {
         let now = now.as_micros();
         State(match self.algorithm {
@@ -213,6 +214,7 @@ impl Quota {
     ///
     /// A `cost` above [`limit`](Quota::limit) is simply denied here with the wait it would need
     /// were it to fit; callers that must tell "never" from "later" check the limit first.
+    #[inline]
     pub fn evaluate(&self, state: &mut State, now: Timestamp, cost: u64) -> Outcome {
         self.ensure_kind(state, now);
         let (l, p, now) = (self.limit, self.period, now.as_micros());
@@ -227,6 +229,7 @@ impl Quota {
     /// Takes `cost` from `state` at `now` and returns the outcome after it. The caller has
     /// established, with [`evaluate`](Quota::evaluate) at the same `now` and nothing in
     /// between, that the request is admitted.
+    #[inline]
     pub fn consume(&self, state: &mut State, now: Timestamp, cost: u64) -> Outcome {
         self.ensure_kind(state, now);
         let (l, p, now) = (self.limit, self.period, now.as_micros());
@@ -239,6 +242,7 @@ impl Quota {
     }
 
     /// Evaluates and, when admitted, consumes: one whole decision for one key.
+    #[inline]
     pub fn acquire(&self, state: &mut State, now: Timestamp, cost: u64) -> Outcome {
         let outcome = self.evaluate(state, now, cost);
         if outcome.allowed {
@@ -248,8 +252,40 @@ impl Quota {
         }
     }
 
+    /// [`acquire`](Quota::acquire) in one dispatch; when admitted, also writes
+    /// [`expires_at`](Quota::expires_at) of the state after (in µs) to `expires_at`.
+    #[inline]
+    pub(crate) fn acquire_expiring(
+        &self,
+        state: &mut State,
+        now: Timestamp,
+        cost: u64,
+        expires_at: &mut u64,
+    ) -> Outcome {
+        self.ensure_kind(state, now);
+        let (l, p, now) = (self.limit, self.period, now.as_micros());
+        macro_rules! step {
+            ($s:expr, $expiry:expr) => {{
+                let outcome = $s.evaluate(l, p, now, cost);
+                if !outcome.allowed {
+                    return outcome;
+                }
+                let outcome = $s.consume(l, p, now, cost);
+                *expires_at = $expiry;
+                outcome
+            }};
+        }
+        match &mut state.0 {
+            Inner::Fixed(s) => step!(s, s.expires_at(p)),
+            Inner::Log(s) => step!(s, s.expires_at(p)),
+            Inner::Counter(s) => step!(s, s.expires_at(p)),
+            Inner::Bucket(s) => step!(s, s.expires_at()),
+        }
+    }
+
     /// The time from which `state` means the same as a [new state](Quota::new_state): a store
     /// may forget the key from then on.
+    #[inline]
     pub fn expires_at(&self, state: &State) -> Timestamp {
         let p = self.period;
         Timestamp::from_micros(match &state.0 {
@@ -260,6 +296,7 @@ impl Quota {
         })
     }
 
+    #[inline(always)]
     fn ensure_kind(&self, state: &mut State, now: Timestamp) {
         let matches = matches!(
             (&state.0, self.algorithm),
@@ -269,8 +306,14 @@ impl Quota {
                 | (Inner::Bucket(_), Algorithm::TokenBucket)
         );
         if !matches {
-            *state = self.new_state(now);
+            self.reset(state, now);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reset(&self, state: &mut State, now: Timestamp) {
+        *state = self.new_state(now);
     }
 }
 

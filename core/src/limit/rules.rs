@@ -23,10 +23,32 @@ pub struct RequestPath<'a> {
 
 impl<'a> RequestPath<'a> {
     /// Splits `path` (which may carry `?query` and `#fragment`).
+    #[inline]
     pub fn parse(path: &'a str) -> Self {
-        let end = path.find(['?', '#']).unwrap_or(path.len());
+        let mut parsed = Self::empty();
+        parsed.fill(path);
+        parsed
+    }
+
+    /// The root path, with no segments.
+    #[inline]
+    pub(crate) fn empty() -> Self {
         RequestPath {
-            segments: path[..end].split('/').filter(|s| !s.is_empty()).collect(),
+            segments: SmallVec::new(),
+        }
+    }
+
+    /// Appends the segments of `path` (which may carry `?query` and `#fragment`).
+    #[inline]
+    pub(crate) fn fill(&mut self, path: &'a str) {
+        if path.is_empty() {
+            return;
+        }
+        let end = path.find(['?', '#']).unwrap_or(path.len());
+        for segment in path[..end].split('/') {
+            if !segment.is_empty() {
+                self.segments.push(segment);
+            }
         }
     }
 

@@ -100,38 +100,51 @@ impl MemoryStore {
         self.capacity_per_shard * self.shards.len()
     }
 
+    #[inline]
     fn hash(&self, slot: u64, key: &[u8]) -> u64 {
         self.hasher.hash_one((slot, key))
     }
 
+    #[inline]
     fn shard_of(&self, hash: u64) -> usize {
         // Not the top bits (hashbrown's control tag) nor the lowest (its bucket index).
         (hash >> 40) as usize & self.mask
     }
 
-    fn acquire_one(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) -> Outcome {
+    /// One layer's whole decision: the store's fast path.
+    #[inline]
+    pub(crate) fn acquire_one(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) -> Outcome {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
         let quota = layer.quota;
         if let Some(entry) = shard
             .table
-            .find_mut(hash, |e| e.slot == layer.slot && e.key[..] == *layer.key)
+            .find_mut(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key))
         {
-            let outcome = quota.evaluate(&mut entry.state, now, cost);
-            if !outcome.allowed {
-                return outcome;
-            }
-            let outcome = quota.consume(&mut entry.state, now, cost);
-            entry.expires_at = quota.expires_at(&entry.state).as_micros();
-            return outcome;
+            return quota.acquire_expiring(&mut entry.state, now, cost, &mut entry.expires_at);
         }
+        self.acquire_new(&mut shard, hash, layer, cost, now)
+    }
+
+    /// [`acquire_one`](Self::acquire_one) for a key the shard does not hold.
+    #[cold]
+    #[inline(never)]
+    fn acquire_new(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        layer: &Layer<'_>,
+        cost: u64,
+        now: Timestamp,
+    ) -> Outcome {
+        let quota = layer.quota;
         let mut state = quota.new_state(now);
         let outcome = quota.evaluate(&mut state, now, cost);
         if !outcome.allowed {
             return outcome;
         }
         let outcome = quota.consume(&mut state, now, cost);
-        self.insert(&mut shard, hash, layer, quota, state, now);
+        self.insert(shard, hash, layer, quota, state, now);
         outcome
     }
 
@@ -205,55 +218,11 @@ impl Store for MemoryStore {
         outcomes: &mut [Outcome],
     ) -> Result<bool, Error> {
         debug_assert_eq!(layers.len(), outcomes.len());
-        if let [layer] = layers {
-            outcomes[0] = self.acquire_one(layer, cost, now);
-            return Ok(outcomes[0].allowed);
+        if let ([layer], [outcome]) = (layers, &mut *outcomes) {
+            *outcome = self.acquire_one(layer, cost, now);
+            return Ok(outcome.allowed);
         }
-
-        let hashes: SmallVec<[u64; 4]> = layers.iter().map(|l| self.hash(l.slot, l.key)).collect();
-        let mut order: SmallVec<[usize; 4]> = hashes.iter().map(|&h| self.shard_of(h)).collect();
-        order.sort_unstable();
-        order.dedup();
-        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> =
-            order.iter().map(|&i| self.shards[i].0.lock()).collect();
-        let guard_of = |hash: u64| order.binary_search(&self.shard_of(hash)).unwrap_or(0);
-
-        // Phase 1: evaluate every layer without consuming.
-        let mut all = true;
-        for ((layer, &hash), outcome) in layers.iter().zip(&hashes).zip(outcomes.iter_mut()) {
-            let shard = &mut guards[guard_of(hash)];
-            *outcome = match shard
-                .table
-                .find_mut(hash, |e| e.slot == layer.slot && e.key[..] == *layer.key)
-            {
-                Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
-                None => layer
-                    .quota
-                    .evaluate(&mut layer.quota.new_state(now), now, cost),
-            };
-            all &= outcome.allowed;
-        }
-        if !all {
-            return Ok(false);
-        }
-
-        // Phase 2: every layer admits, so every layer consumes.
-        for ((layer, &hash), outcome) in layers.iter().zip(&hashes).zip(outcomes.iter_mut()) {
-            let shard = &mut guards[guard_of(hash)];
-            let quota = layer.quota;
-            if let Some(entry) = shard
-                .table
-                .find_mut(hash, |e| e.slot == layer.slot && e.key[..] == *layer.key)
-            {
-                *outcome = quota.consume(&mut entry.state, now, cost);
-                entry.expires_at = quota.expires_at(&entry.state).as_micros();
-            } else {
-                let mut state = quota.new_state(now);
-                *outcome = quota.consume(&mut state, now, cost);
-                self.insert(shard, hash, layer, quota, state, now);
-            }
-        }
-        Ok(true)
+        self.acquire_many(layers, cost, now, outcomes)
     }
 
     fn purge_expired(&self, now: Timestamp) -> usize {
@@ -272,4 +241,114 @@ impl Store for MemoryStore {
     fn key_count(&self) -> usize {
         self.shards.iter().map(|s| s.0.lock().table.len()).sum()
     }
+}
+
+impl MemoryStore {
+    /// [`Store::acquire`] for two layers or more.
+    #[inline(never)]
+    fn acquire_many(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<bool, Error> {
+        // Each layer's hash and the index of its shard's guard; the guards are taken in
+        // ascending shard order.
+        let mut order: SmallVec<[usize; 4]> = SmallVec::new();
+        let mut slots: SmallVec<[(u64, usize); 4]> = SmallVec::new();
+        for layer in layers {
+            let hash = self.hash(layer.slot, layer.key);
+            let shard = self.shard_of(hash);
+            order.push(shard);
+            slots.push((hash, shard));
+        }
+        order.sort_unstable();
+        order.dedup();
+        for slot in &mut slots {
+            slot.1 = order.binary_search(&slot.1).unwrap_or(0);
+        }
+        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> = SmallVec::new();
+        for &shard in &order {
+            guards.push(self.shards[shard].0.lock());
+        }
+
+        // Phase 1: evaluate every layer without consuming, remembering where each entry is.
+        let mut buckets: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(layers.len());
+        let mut all = true;
+        for ((layer, &(hash, g)), outcome) in layers.iter().zip(&slots).zip(outcomes.iter_mut()) {
+            let table = &mut guards[g].table;
+            let bucket = table
+                .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key));
+            *outcome = match bucket.and_then(|b| table.get_bucket_mut(b)) {
+                Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
+                None => layer
+                    .quota
+                    .evaluate(&mut layer.quota.new_state(now), now, cost),
+            };
+            buckets.push(bucket);
+            all &= outcome.allowed;
+        }
+        if !all {
+            return Ok(false);
+        }
+
+        // Phase 2: every layer admits, so every layer consumes. An insert may move a shard's
+        // entries, so after one the shard's later layers are looked up again.
+        let mut moved: u64 = 0;
+        for (((layer, &(hash, g)), outcome), &bucket) in layers
+            .iter()
+            .zip(&slots)
+            .zip(outcomes.iter_mut())
+            .zip(&buckets)
+        {
+            let shard = &mut guards[g];
+            let quota = layer.quota;
+            let bucket = if moved & (1 << g) != 0 {
+                shard
+                    .table
+                    .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key))
+            } else {
+                bucket
+            };
+            if let Some(entry) = bucket.and_then(|b| shard.table.get_bucket_mut(b)) {
+                *outcome = quota.consume(&mut entry.state, now, cost);
+                entry.expires_at = quota.expires_at(&entry.state).as_micros();
+            } else {
+                let mut state = quota.new_state(now);
+                *outcome = quota.consume(&mut state, now, cost);
+                self.insert(shard, hash, layer, quota, state, now);
+                moved |= 1 << g;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether two keys are equal, without a call to `memcmp` for the short keys that are usual.
+#[inline(always)]
+fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n > 32 {
+        return a == b;
+    }
+    if n >= 16 {
+        let lo = |s: &[u8]| u128::from_ne_bytes(s[..16].try_into().expect("16 bytes"));
+        let hi = |s: &[u8]| u128::from_ne_bytes(s[n - 16..].try_into().expect("16 bytes"));
+        return lo(a) == lo(b) && hi(a) == hi(b);
+    }
+    if n >= 8 {
+        let lo = |s: &[u8]| u64::from_ne_bytes(s[..8].try_into().expect("8 bytes"));
+        let hi = |s: &[u8]| u64::from_ne_bytes(s[n - 8..].try_into().expect("8 bytes"));
+        return lo(a) == lo(b) && hi(a) == hi(b);
+    }
+    if n >= 4 {
+        let lo = |s: &[u8]| u32::from_ne_bytes(s[..4].try_into().expect("4 bytes"));
+        let hi = |s: &[u8]| u32::from_ne_bytes(s[n - 4..].try_into().expect("4 bytes"));
+        return lo(a) == lo(b) && hi(a) == hi(b);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
