@@ -53,7 +53,8 @@ struct Shard {
 #[repr(align(128))]
 struct Padded(Mutex<Shard>);
 
-/// The in-process store. See the [module docs](self).
+/// The in-process store: sharded, exact under any number of threads, bounded in memory (see
+/// [`crate::store`] for the contract).
 pub struct MemoryStore {
     shards: Box<[Padded]>,
     /// `shards.len() - 1`.
