@@ -228,40 +228,39 @@ impl Engine {
                 return Err(cost_exceeds_limit(request.cost, rule, policy));
             }
             if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
-                endpoint.extend(request.method.bytes().map(|b| b.to_ascii_uppercase()));
+                endpoint.extend_from_slice(request.method.as_bytes());
+                endpoint.make_ascii_uppercase();
                 endpoint.push(b' ');
-                path.write_normalized(&mut endpoint);
+                path.write_normalized_bytes(&mut endpoint);
             }
             matched.push((index, variant));
         }
-        let layer = |&(index, variant): &(usize, usize)| {
-            let rule: &Rule = &self.rules[index];
-            let part = match rule.key() {
-                KeyKind::Subject => request.subject.map(str::as_bytes),
-                KeyKind::Ip => request.ip.map(str::as_bytes),
-                KeyKind::Header(name) => request.header(name).map(str::as_bytes),
-                KeyKind::Global => Some(&[][..]),
-                KeyKind::Endpoint => Some(&endpoint[..]),
-            };
-            Layer {
-                rule: rule.name(),
-                slot: ((index as u64) << 32)
-                    | variant as u64
-                    | if part.is_none() { ABSENT } else { 0 },
-                quota: rule.policies()[variant].quota(),
-                key: part.unwrap_or_default(),
-            }
-        };
         match matched.len() {
             0 => return Ok(Decision::empty(&[], self.headers, StoreUsed::Memory)),
             1 => {
-                let layer = layer(&matched[0]);
+                let layer = self.layer(request, &endpoint, matched[0]);
                 let outcome = self.store.acquire_one(&layer, request.cost, now);
                 decision.outcomes_mut().push(outcome);
                 decision.settle(outcome.allowed);
             }
+            n if n <= 4 => {
+                // A fixed array rather than a `SmallVec`: nothing is moved on the way in.
+                let mut layers = [self.layer(request, &endpoint, matched[0]); 4];
+                for (slot, &m) in layers[1..n].iter_mut().zip(&matched[1..]) {
+                    *slot = self.layer(request, &endpoint, m);
+                }
+                let outcomes = decision.outcomes_mut();
+                outcomes.resize(n, Outcome::default());
+                let allowed = self
+                    .store
+                    .acquire(&layers[..n], request.cost, now, outcomes)?;
+                decision.settle(allowed);
+            }
             n => {
-                let layers: SmallVec<[Layer<'_>; 4]> = matched.iter().map(layer).collect();
+                let layers: SmallVec<[Layer<'_>; 4]> = matched
+                    .iter()
+                    .map(|&m| self.layer(request, &endpoint, m))
+                    .collect();
                 let outcomes = decision.outcomes_mut();
                 outcomes.resize(n, Outcome::default());
                 let allowed = self.store.acquire(&layers, request.cost, now, outcomes)?;
@@ -269,6 +268,30 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// The layer of the matched rule `index` under its policy `variant`.
+    #[inline(always)]
+    fn layer<'a>(
+        &'a self,
+        request: &Request<'a>,
+        endpoint: &'a [u8],
+        (index, variant): (usize, usize),
+    ) -> Layer<'a> {
+        let rule: &Rule = &self.rules[index];
+        let part = match rule.key() {
+            KeyKind::Subject => request.subject.map(str::as_bytes),
+            KeyKind::Ip => request.ip.map(str::as_bytes),
+            KeyKind::Header(name) => request.header(name).map(str::as_bytes),
+            KeyKind::Global => Some(&[][..]),
+            KeyKind::Endpoint => Some(endpoint),
+        };
+        Layer {
+            rule: rule.name(),
+            slot: ((index as u64) << 32) | variant as u64 | if part.is_none() { ABSENT } else { 0 },
+            quota: rule.policies()[variant].quota(),
+            key: part.unwrap_or_default(),
+        }
     }
 
     /// Decides on each request in turn (each one atomic on its own), returning one result per

@@ -16,9 +16,29 @@ use smallvec::SmallVec;
 use super::Quota;
 
 /// A request path split into its non-empty segments, query and fragment dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RequestPath<'a> {
     segments: SmallVec<[&'a str; 12]>,
+    /// The path before its query when it already is in normalised form (`/a/b`): then
+    /// writing the normalised form is one copy.
+    normalized: Option<&'a str>,
+}
+
+// Equality and `Debug` are those of the segments alone.
+impl PartialEq for RequestPath<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.segments == other.segments
+    }
+}
+
+impl Eq for RequestPath<'_> {}
+
+impl fmt::Debug for RequestPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestPath")
+            .field("segments", &self.segments)
+            .finish()
+    }
 }
 
 impl<'a> RequestPath<'a> {
@@ -35,6 +55,7 @@ impl<'a> RequestPath<'a> {
     pub(crate) fn empty() -> Self {
         RequestPath {
             segments: SmallVec::new(),
+            normalized: None,
         }
     }
 
@@ -44,17 +65,60 @@ impl<'a> RequestPath<'a> {
         if path.is_empty() {
             return;
         }
-        let end = path.find(['?', '#']).unwrap_or(path.len());
-        for segment in path[..end].split('/') {
-            if !segment.is_empty() {
-                self.segments.push(segment);
+        let bytes = path.as_bytes();
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'?' || b == b'#')
+            .unwrap_or(bytes.len());
+        let was_empty = self.segments.is_empty();
+        // Already normalised: a leading `/`, no empty segment after it, no trailing `/`.
+        let mut clean = end > 0 && bytes[0] == b'/';
+        // Splitting on the ASCII byte `/` always lands on character boundaries.
+        let mut start = 0;
+        for (i, &b) in bytes[..end].iter().enumerate() {
+            if b == b'/' {
+                if i > start {
+                    self.segments.push(&path[start..i]);
+                } else if i > 0 {
+                    clean = false;
+                }
+                start = i + 1;
             }
         }
+        if end > start {
+            self.segments.push(&path[start..end]);
+        } else {
+            clean = false;
+        }
+        self.normalized = if clean && was_empty {
+            Some(&path[..end])
+        } else {
+            None
+        };
     }
 
     /// The segments, in order.
     pub fn segments(&self) -> &[&'a str] {
         &self.segments
+    }
+
+    /// [`write_normalized`](Self::write_normalized) into a byte buffer, a slice at a time.
+    #[inline]
+    pub(crate) fn write_normalized_bytes<A: smallvec::Array<Item = u8>>(
+        &self,
+        out: &mut SmallVec<A>,
+    ) {
+        if let Some(normalized) = self.normalized {
+            out.extend_from_slice(normalized.as_bytes());
+            return;
+        }
+        if self.segments.is_empty() {
+            out.push(b'/');
+        }
+        for segment in &self.segments {
+            out.push(b'/');
+            out.extend_from_slice(segment.as_bytes());
+        }
     }
 
     /// Appends the normalised form (`/a/b`, or `/` for the root) to `out`.
@@ -130,6 +194,8 @@ impl PathPattern {
 fn match_segments(pattern: &[Segment], path: &[&str]) -> bool {
     match pattern.split_first() {
         None => path.is_empty(),
+        // A trailing `**` matches whatever is left.
+        Some((Segment::Any, [])) => true,
         Some((Segment::Any, rest)) => {
             (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
         }
@@ -367,6 +433,27 @@ mod tests {
         let mut out = Vec::new();
         RequestPath::parse("").write_normalized(&mut out);
         assert_eq!(out, b"/");
+        for (path, normal) in [
+            ("/api/orders/7", "/api/orders/7"),
+            ("/api/orders/7?x#y", "/api/orders/7"),
+            ("/api/orders/7/", "/api/orders/7"),
+            ("//api/orders", "/api/orders"),
+            ("/api//orders", "/api/orders"),
+            ("api/orders", "/api/orders"),
+            ("/", "/"),
+            ("//", "/"),
+            ("/?q", "/"),
+            ("?q", "/"),
+            ("/a", "/a"),
+        ] {
+            let mut out: SmallVec<[u8; 8]> = SmallVec::new();
+            let parsed = RequestPath::parse(path);
+            parsed.write_normalized_bytes(&mut out);
+            assert_eq!(out.as_slice(), normal.as_bytes(), "{path:?}");
+            let mut slow = Vec::new();
+            parsed.write_normalized(&mut slow);
+            assert_eq!(slow, normal.as_bytes(), "{path:?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,9 @@ impl WindowCounter {
     }
 
     fn remaining(&self, limit: u64, window: u64, elapsed: u64) -> u64 {
+        if let Some((budget, used)) = self.room_u64(limit, window, elapsed) {
+            return budget.saturating_sub(used) / window;
+        }
         let room = self.room(limit, window, elapsed).max(0);
         // room / W <= L, so it fits; divide in 64 bits when room does (a 128-bit division is
         // several times slower).
@@ -64,8 +67,35 @@ impl WindowCounter {
         }
     }
 
+    /// `(L·W, p·(W − e) + q·W)` when both fit in 64 bits (the usual case), so that the
+    /// admission test and the remaining count need no 128-bit arithmetic.
+    #[inline]
+    fn room_u64(&self, limit: u64, window: u64, elapsed: u64) -> Option<(u64, u64)> {
+        let budget = limit.checked_mul(window)?;
+        let weighted = self.previous.checked_mul(window - elapsed)?;
+        let used = self.current.checked_mul(window)?.checked_add(weighted)?;
+        Some((budget, used))
+    }
+
     pub(super) fn evaluate(&mut self, limit: u64, window: u64, now: u64, cost: u64) -> Outcome {
         let elapsed = self.advance(window, now);
+        if let Some((budget, used)) = self.room_u64(limit, window, elapsed)
+            && let Some(need) = cost.checked_mul(window)
+        {
+            // Exactly `cost·W <= L·W − used` and `max(0, L·W − used) / W` of the 128-bit path.
+            let allowed = used <= budget && need <= budget - used;
+            let retry_after = if allowed {
+                0
+            } else {
+                self.retry_after(limit, window, elapsed, cost)
+            };
+            return Outcome::new(
+                allowed,
+                budget.saturating_sub(used) / window,
+                self.reset_after(window, elapsed),
+                retry_after,
+            );
+        }
         let room = self.room(limit, window, elapsed);
         let w = i128::from(window);
         let allowed = i128::from(cost) * w <= room;

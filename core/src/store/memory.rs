@@ -32,6 +32,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The most shards a store has.
 const MAX_SHARDS: usize = 64;
+/// Multi-layer decisions of at most this many layers keep their bookkeeping in fixed arrays.
+const FEW: usize = 4;
 /// Shards are only made when each can hold at least this many keys.
 const MIN_KEYS_PER_SHARD: u64 = 16;
 
@@ -248,6 +250,127 @@ impl MemoryStore {
     /// [`Store::acquire`] for two layers or more.
     #[inline(never)]
     fn acquire_many(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<bool, Error> {
+        if layers.len() <= FEW {
+            Ok(self.acquire_few(layers, cost, now, outcomes))
+        } else {
+            self.acquire_more(layers, cost, now, outcomes)
+        }
+    }
+
+    /// [`acquire_many`](Self::acquire_many) for at most [`FEW`] layers: everything on the
+    /// stack in fixed arrays.
+    #[inline(always)]
+    fn acquire_few(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> bool {
+        let n = layers.len();
+        debug_assert!(n <= FEW);
+        // Each layer's hash and the index of its shard's guard; the guards are taken in
+        // ascending shard order.
+        let mut hashes = [0u64; FEW];
+        let mut guard_of = [0usize; FEW];
+        let mut order = [0usize; FEW];
+        let mut unique = 0;
+        for (i, layer) in layers.iter().enumerate() {
+            let hash = self.hash(layer.slot, layer.key);
+            hashes[i] = hash;
+            let shard = self.shard_of(hash);
+            guard_of[i] = shard;
+            // Insert into the sorted, deduplicated `order[..unique]`.
+            let mut j = unique;
+            while j > 0 && order[j - 1] > shard {
+                j -= 1;
+            }
+            if j > 0 && order[j - 1] == shard {
+                continue;
+            }
+            let mut k = unique;
+            while k > j {
+                order[k] = order[k - 1];
+                k -= 1;
+            }
+            order[j] = shard;
+            unique += 1;
+        }
+        for g in &mut guard_of[..n] {
+            let mut j = 0;
+            while order[j] != *g {
+                j += 1;
+            }
+            *g = j;
+        }
+        let mut guards: [Option<MutexGuard<'_, Shard>>; FEW] = [None, None, None, None];
+        for (guard, &shard) in guards.iter_mut().zip(&order[..unique]) {
+            *guard = Some(self.shards[shard].0.lock());
+        }
+
+        // Phase 1: evaluate every layer without consuming, remembering where each entry is.
+        let mut buckets = [None::<usize>; FEW];
+        let mut all = true;
+        for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
+            let Some(shard) = guards[guard_of[i]].as_mut() else {
+                unreachable!("every layer's shard is locked")
+            };
+            let table = &mut shard.table;
+            let bucket = table.find_bucket_index(hashes[i], |e| {
+                e.slot == layer.slot && key_eq(&e.key, layer.key)
+            });
+            *outcome = match bucket.and_then(|b| table.get_bucket_mut(b)) {
+                Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
+                None => layer
+                    .quota
+                    .evaluate(&mut layer.quota.new_state(now), now, cost),
+            };
+            buckets[i] = bucket;
+            all &= outcome.allowed;
+        }
+        if !all {
+            return false;
+        }
+
+        // Phase 2: every layer admits, so every layer consumes. An insert may move a shard's
+        // entries, so after one the shard's later layers are looked up again.
+        let mut moved: u64 = 0;
+        for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
+            let g = guard_of[i];
+            let hash = hashes[i];
+            let Some(shard) = guards[g].as_mut() else {
+                unreachable!("every layer's shard is locked")
+            };
+            let quota = layer.quota;
+            let bucket = if moved & (1 << g) != 0 {
+                shard
+                    .table
+                    .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key))
+            } else {
+                buckets[i]
+            };
+            if let Some(entry) = bucket.and_then(|b| shard.table.get_bucket_mut(b)) {
+                *outcome = quota.consume(&mut entry.state, now, cost);
+                entry.expires_at = quota.expires_at(&entry.state).as_micros();
+            } else {
+                let mut state = quota.new_state(now);
+                *outcome = quota.consume(&mut state, now, cost);
+                self.insert(shard, hash, layer, quota, state, now);
+                moved |= 1 << g;
+            }
+        }
+        true
+    }
+
+    /// [`acquire_many`](Self::acquire_many) for more than [`FEW`] layers.
+    #[inline(never)]
+    fn acquire_more(
         &self,
         layers: &[Layer<'_>],
         cost: u64,
