@@ -46,6 +46,10 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::error::Error;
 use crate::limit::{Algorithm, KeyKind, PathPattern, Policy, Quota, Rule, RuleMatcher, is_token};
 
+/// The most rules one configuration may have (and so the most layers one decision applies
+/// atomically).
+pub const MAX_RULES: usize = 256;
+
 /// The default cap on keys held by the memory store.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 /// The default deadline of one store call.
@@ -403,6 +407,15 @@ impl Config {
 
     /// Checks every value and compiles the rules, in configuration order.
     pub(crate) fn compile_rules(&self) -> Result<Vec<Rule>, Error> {
+        if self.rules.len() > MAX_RULES {
+            return Err(Error::config(
+                "rules",
+                format!(
+                    "{} rules given; at most {MAX_RULES} are allowed",
+                    self.rules.len()
+                ),
+            ));
+        }
         let mut rules: Vec<Rule> = Vec::with_capacity(self.rules.len());
         for (index, rule) in self.rules.iter().enumerate() {
             let compiled = rule.compile(&format!("rules[{index}]"))?;

@@ -283,3 +283,28 @@ fn toml_json_and_files_read_the_same_schema() {
     assert!(err.to_string().contains("missing.toml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn too_many_rules() {
+    let many: String = (0..257)
+        .map(|i| RULE.replace("per-user", &format!("r{i}")))
+        .collect();
+    let (field, message) = toml_err(&many);
+    assert_eq!(field, "rules");
+    assert!(message.contains("at most 256"), "{message}");
+    let at_cap: String = (0..256)
+        .map(|i| RULE.replace("per-user", &format!("r{i}")))
+        .collect();
+    let engine = Engine::from_toml(&at_cap).unwrap();
+    // All 256 layers apply to one request, atomically.
+    let d = engine
+        .check(
+            &Request::new("GET", "/")
+                .subject("a")
+                .at(Timestamp::from_millis(1)),
+        )
+        .unwrap();
+    assert!(d.allowed());
+    assert_eq!(d.layers().len(), 256);
+    assert_eq!(engine.key_count(), 256);
+}

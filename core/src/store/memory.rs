@@ -24,7 +24,7 @@ use smallvec::SmallVec;
 
 use super::{Layer, Store};
 use crate::clock::Timestamp;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::limit::{Outcome, Quota, State};
 
 /// How often a shard that is inserting sweeps out expired entries.
@@ -32,8 +32,10 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The most shards a store has.
 const MAX_SHARDS: usize = 64;
-/// Multi-layer decisions of at most this many layers keep their bookkeeping in fixed arrays.
+/// Multi-layer decisions of at most this many layers use the smallest stack frame.
 const FEW: usize = 4;
+/// The most layers one decision may have: the engine refuses configurations with more rules.
+const MAX_LAYERS: usize = crate::config::MAX_RULES;
 /// Shards are only made when each can hold at least this many keys.
 const MIN_KEYS_PER_SHARD: u64 = 16;
 
@@ -256,17 +258,23 @@ impl MemoryStore {
         now: Timestamp,
         outcomes: &mut [Outcome],
     ) -> Result<bool, Error> {
-        if layers.len() <= FEW {
-            Ok(self.acquire_few(layers, cost, now, outcomes))
-        } else {
-            self.acquire_more(layers, cost, now, outcomes)
+        match layers.len() {
+            n if n <= FEW => Ok(self.acquire_layers::<FEW>(layers, cost, now, outcomes)),
+            n if n <= MAX_LAYERS => {
+                Ok(self.acquire_layers::<MAX_LAYERS>(layers, cost, now, outcomes))
+            }
+            n => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("{n} rules match one request; at most {MAX_LAYERS} can"),
+            )),
         }
     }
 
-    /// [`acquire_many`](Self::acquire_many) for at most [`FEW`] layers: everything on the
-    /// stack in fixed arrays.
+    /// Locks every layer's shard in ascending order, evaluates every layer, and consumes only
+    /// if all admit. The bookkeeping lives in fixed arrays of `N >= layers.len()` entries on the
+    /// stack (growable vectors cost a quarter of a three-layer decision).
     #[inline(always)]
-    fn acquire_few(
+    fn acquire_layers<const N: usize>(
         &self,
         layers: &[Layer<'_>],
         cost: u64,
@@ -274,64 +282,49 @@ impl MemoryStore {
         outcomes: &mut [Outcome],
     ) -> bool {
         let n = layers.len();
-        debug_assert!(n <= FEW);
-        // Each layer's hash and the index of its shard's guard; the guards are taken in
-        // ascending shard order.
-        let mut hashes = [0u64; FEW];
-        let mut guard_of = [0usize; FEW];
-        let mut order = [0usize; FEW];
+        debug_assert!(n <= N);
+        // Each layer's hash and guard; the distinct shards, sorted, are the locking order.
+        let mut hashes = [0u64; N];
+        let mut guard_of = [0usize; N];
+        let mut order = [0usize; N];
         let mut unique = 0;
         for (i, layer) in layers.iter().enumerate() {
-            let hash = self.hash(layer.slot, layer.key);
-            hashes[i] = hash;
-            let shard = self.shard_of(hash);
+            hashes[i] = self.hash(layer.slot, layer.key);
+            let shard = self.shard_of(hashes[i]);
             guard_of[i] = shard;
-            // Insert into the sorted, deduplicated `order[..unique]`.
-            let mut j = unique;
-            while j > 0 && order[j - 1] > shard {
-                j -= 1;
+            if let Err(at) = order[..unique].binary_search(&shard) {
+                order.copy_within(at..unique, at + 1);
+                order[at] = shard;
+                unique += 1;
             }
-            if j > 0 && order[j - 1] == shard {
-                continue;
-            }
-            let mut k = unique;
-            while k > j {
-                order[k] = order[k - 1];
-                k -= 1;
-            }
-            order[j] = shard;
-            unique += 1;
         }
         for g in &mut guard_of[..n] {
-            let mut j = 0;
-            while order[j] != *g {
-                j += 1;
-            }
-            *g = j;
+            *g = order[..unique].binary_search(g).unwrap_or(0);
         }
-        let mut guards: [Option<MutexGuard<'_, Shard>>; FEW] = [None, None, None, None];
+        let mut guards: [Option<MutexGuard<'_, Shard>>; N] = std::array::from_fn(|_| None);
         for (guard, &shard) in guards.iter_mut().zip(&order[..unique]) {
             *guard = Some(self.shards[shard].0.lock());
         }
+        let find = |shard: &Shard, hash: u64, layer: &Layer<'_>| {
+            shard
+                .table
+                .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key))
+        };
 
         // Phase 1: evaluate every layer without consuming, remembering where each entry is.
-        let mut buckets = [None::<usize>; FEW];
+        let mut buckets = [None::<usize>; N];
         let mut all = true;
         for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
             let Some(shard) = guards[guard_of[i]].as_mut() else {
                 unreachable!("every layer's shard is locked")
             };
-            let table = &mut shard.table;
-            let bucket = table.find_bucket_index(hashes[i], |e| {
-                e.slot == layer.slot && key_eq(&e.key, layer.key)
-            });
-            *outcome = match bucket.and_then(|b| table.get_bucket_mut(b)) {
+            buckets[i] = find(shard, hashes[i], layer);
+            *outcome = match buckets[i].and_then(|b| shard.table.get_bucket_mut(b)) {
                 Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
                 None => layer
                     .quota
                     .evaluate(&mut layer.quota.new_state(now), now, cost),
             };
-            buckets[i] = bucket;
             all &= outcome.allowed;
         }
         if !all {
@@ -339,22 +332,20 @@ impl MemoryStore {
         }
 
         // Phase 2: every layer admits, so every layer consumes. An insert may move a shard's
-        // entries, so after one the shard's later layers are looked up again.
+        // entries, so after one the shard's later layers are looked up again. (At most
+        // MAX_SHARDS = 64 guards, so a u64 holds one bit per guard.)
         let mut moved: u64 = 0;
         for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
-            let g = guard_of[i];
-            let hash = hashes[i];
+            let (g, hash) = (guard_of[i], hashes[i]);
             let Some(shard) = guards[g].as_mut() else {
                 unreachable!("every layer's shard is locked")
             };
-            let quota = layer.quota;
             let bucket = if moved & (1 << g) != 0 {
-                shard
-                    .table
-                    .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key))
+                find(shard, hash, layer)
             } else {
                 buckets[i]
             };
+            let quota = layer.quota;
             if let Some(entry) = bucket.and_then(|b| shard.table.get_bucket_mut(b)) {
                 *outcome = quota.consume(&mut entry.state, now, cost);
                 entry.expires_at = quota.expires_at(&entry.state).as_micros();
@@ -366,86 +357,6 @@ impl MemoryStore {
             }
         }
         true
-    }
-
-    /// [`acquire_many`](Self::acquire_many) for more than [`FEW`] layers.
-    #[inline(never)]
-    fn acquire_more(
-        &self,
-        layers: &[Layer<'_>],
-        cost: u64,
-        now: Timestamp,
-        outcomes: &mut [Outcome],
-    ) -> Result<bool, Error> {
-        // Each layer's hash and the index of its shard's guard; the guards are taken in
-        // ascending shard order.
-        let mut order: SmallVec<[usize; 4]> = SmallVec::new();
-        let mut slots: SmallVec<[(u64, usize); 4]> = SmallVec::new();
-        for layer in layers {
-            let hash = self.hash(layer.slot, layer.key);
-            let shard = self.shard_of(hash);
-            order.push(shard);
-            slots.push((hash, shard));
-        }
-        order.sort_unstable();
-        order.dedup();
-        for slot in &mut slots {
-            slot.1 = order.binary_search(&slot.1).unwrap_or(0);
-        }
-        let mut guards: SmallVec<[MutexGuard<'_, Shard>; 4]> = SmallVec::new();
-        for &shard in &order {
-            guards.push(self.shards[shard].0.lock());
-        }
-
-        // Phase 1: evaluate every layer without consuming, remembering where each entry is.
-        let mut buckets: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(layers.len());
-        let mut all = true;
-        for ((layer, &(hash, g)), outcome) in layers.iter().zip(&slots).zip(outcomes.iter_mut()) {
-            let table = &mut guards[g].table;
-            let bucket = table
-                .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key));
-            *outcome = match bucket.and_then(|b| table.get_bucket_mut(b)) {
-                Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
-                None => layer
-                    .quota
-                    .evaluate(&mut layer.quota.new_state(now), now, cost),
-            };
-            buckets.push(bucket);
-            all &= outcome.allowed;
-        }
-        if !all {
-            return Ok(false);
-        }
-
-        // Phase 2: every layer admits, so every layer consumes. An insert may move a shard's
-        // entries, so after one the shard's later layers are looked up again.
-        let mut moved: u64 = 0;
-        for (((layer, &(hash, g)), outcome), &bucket) in layers
-            .iter()
-            .zip(&slots)
-            .zip(outcomes.iter_mut())
-            .zip(&buckets)
-        {
-            let shard = &mut guards[g];
-            let quota = layer.quota;
-            let bucket = if moved & (1 << g) != 0 {
-                shard
-                    .table
-                    .find_bucket_index(hash, |e| e.slot == layer.slot && key_eq(&e.key, layer.key))
-            } else {
-                bucket
-            };
-            if let Some(entry) = bucket.and_then(|b| shard.table.get_bucket_mut(b)) {
-                *outcome = quota.consume(&mut entry.state, now, cost);
-                entry.expires_at = quota.expires_at(&entry.state).as_micros();
-            } else {
-                let mut state = quota.new_state(now);
-                *outcome = quota.consume(&mut state, now, cost);
-                self.insert(shard, hash, layer, quota, state, now);
-                moved |= 1 << g;
-            }
-        }
-        Ok(true)
     }
 }
 
