@@ -236,34 +236,33 @@ impl Engine {
             matched.push((index, variant));
         }
         match matched.len() {
-            0 => return Ok(Decision::empty(&[], self.headers, StoreUsed::Memory)),
+            0 => {}
             1 => {
                 let layer = self.layer(request, &endpoint, matched[0]);
                 let outcome = self.store.acquire_one(&layer, request.cost, now);
                 decision.outcomes_mut().push(outcome);
                 decision.settle(outcome.allowed);
             }
-            n if n <= 4 => {
-                // A fixed array rather than a `SmallVec`: nothing is moved on the way in.
-                let mut layers = [self.layer(request, &endpoint, matched[0]); 4];
-                for (slot, &m) in layers[1..n].iter_mut().zip(&matched[1..]) {
-                    *slot = self.layer(request, &endpoint, m);
-                }
-                let outcomes = decision.outcomes_mut();
-                outcomes.resize(n, Outcome::default());
-                let allowed = self
-                    .store
-                    .acquire(&layers[..n], request.cost, now, outcomes)?;
-                decision.settle(allowed);
-            }
             n => {
-                let layers: SmallVec<[Layer<'_>; 4]> = matched
-                    .iter()
-                    .map(|&m| self.layer(request, &endpoint, m))
-                    .collect();
+                // Up to four layers in a fixed array (nothing is moved on the way in), more in a
+                // vector.
+                let mut few = [self.layer(request, &endpoint, matched[0]); 4];
+                let many: SmallVec<[Layer<'_>; 4]>;
+                let layers: &[Layer<'_>] = if n <= few.len() {
+                    for (slot, &m) in few[1..n].iter_mut().zip(&matched[1..]) {
+                        *slot = self.layer(request, &endpoint, m);
+                    }
+                    &few[..n]
+                } else {
+                    many = matched
+                        .iter()
+                        .map(|&m| self.layer(request, &endpoint, m))
+                        .collect();
+                    &many
+                };
                 let outcomes = decision.outcomes_mut();
                 outcomes.resize(n, Outcome::default());
-                let allowed = self.store.acquire(&layers, request.cost, now, outcomes)?;
+                let allowed = self.store.acquire(layers, request.cost, now, outcomes)?;
                 decision.settle(allowed);
             }
         }
