@@ -6,6 +6,8 @@
 //!
 //! - `store/*`: one layer through `MemoryStore::acquire` vs `governor` `check_key`, on one key
 //!   and cycling over 100,000 keys, on one and two threads.
+//! - `store/floodwall-3-separate-keys/*`: three one-layer decisions in a row (separate, not
+//!   atomic together): the floor under any three-layer decision on this store.
 //! - `engine/*`: the full `Engine::check` (rule matching, role policy, key building, store)
 //!   with one and three layers.
 
@@ -86,6 +88,29 @@ fn store(c: &mut Criterion) {
             (0..nkeys as u64).for_each(acquire);
             group.bench_function(BenchmarkId::new("floodwall", &id), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, &acquire))
+            });
+
+            // The floor of any three-layer decision on this store: three independent one-layer
+            // decisions (not atomic together, no rule matching), to set against the target of
+            // "three layers under 2x governor's one keyed check".
+            let three = |i: u64| {
+                for slot in 0..3 {
+                    let layer = Layer {
+                        rule: "per-user",
+                        slot,
+                        quota: &quota,
+                        key: &key_bytes[i as usize % nkeys],
+                    };
+                    let mut out = [Default::default()];
+                    let allowed = memory
+                        .acquire(&[layer], 1, NOW, &mut out)
+                        .expect("memory store");
+                    assert!(black_box(allowed));
+                }
+            };
+            (0..nkeys as u64).for_each(three);
+            group.bench_function(BenchmarkId::new("floodwall-3-separate-keys", &id), |b| {
+                b.iter_custom(|iters| on_threads(threads, iters, &three))
             });
 
             let limiter = governor();
