@@ -30,19 +30,20 @@
 //! ```
 //!
 //! Durations are strings of a number and a unit: `us`, `ms`, `s`, `m`, `h` or `d`
-//! (`"250ms"`, `"1.5s"`, `"1m"`). The `auth`, `services` and `monitor` sections are reserved for
-//! the features that will read them; until then an engine refuses a configuration that sets
-//! them rather than ignore it.
+//! (`"250ms"`, `"1.5s"`, `"1m"`). The `[auth]` section is [`AuthConfig`]. The `services` and
+//! `monitor` sections are reserved for the features that will read them; until then an engine
+//! refuses a configuration that sets them rather than ignore it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU64;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::auth::AuthConfig;
 use crate::error::Error;
 use crate::limit::{Algorithm, KeyKind, PathPattern, Policy, Quota, Rule, RuleMatcher, is_token};
 
@@ -71,15 +72,19 @@ pub struct Config {
     /// The rate-limit rules, applied together to every request they match.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
-    /// JWT authentication (reserved).
+    /// JWT authentication ([`AuthConfig`]).
     #[serde(default)]
-    pub auth: Option<Reserved>,
+    pub auth: Option<AuthConfig>,
     /// Upstream services (reserved).
     #[serde(default)]
     pub services: Option<Reserved>,
     /// Monitoring (reserved).
     #[serde(default)]
     pub monitor: Option<Reserved>,
+    /// The directory relative file names (key files, JWKS files) are read from: set by
+    /// [`Config::from_file`] to the file's directory; otherwise the working directory.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// A section whose schema belongs to a feature this version does not have yet.
@@ -402,7 +407,14 @@ impl Config {
         } else {
             Self::from_toml(&text)
         };
-        parsed.map_err(|e| e.in_file(path))
+        let mut config = parsed.map_err(|e| e.in_file(path))?;
+        config.base_dir = Some(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+        );
+        Ok(config)
     }
 
     /// Checks every value and compiles the rules, in configuration order.
@@ -460,7 +472,6 @@ impl Config {
     /// Refuses sections whose feature this version does not have.
     pub(crate) fn check_reserved(&self) -> Result<(), Error> {
         for (set, name, feature) in [
-            (self.auth.is_some(), "auth", "JWT authentication"),
             (self.services.is_some(), "services", "upstream balancing"),
             (self.monitor.is_some(), "monitor", "monitoring"),
         ] {

@@ -6,11 +6,13 @@
 //! all layers to the store in one atomic step. On the memory store the whole call allocates
 //! nothing for keys it has seen before.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use smallvec::SmallVec;
 
+use crate::auth::{AuthConfig, Authenticator, Identity};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{Config, HeadersConfig};
 use crate::decision::{Decision, StoreUsed};
@@ -141,6 +143,19 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     headers: HeadersConfig,
     parse_paths: bool,
+    /// Replaced whole by [`Engine::reload_auth`]; a verification holds the read lock.
+    auth: RwLock<Option<Arc<Authenticator>>>,
+    base_dir: Option<PathBuf>,
+}
+
+/// The answer of [`Engine::authenticate_and_check`]: who the caller is and the rate-limit
+/// decision taken with their subject and role.
+#[derive(Debug)]
+pub struct Authorized<'e> {
+    /// The verified identity.
+    pub identity: Arc<Identity>,
+    /// The rate-limit decision.
+    pub decision: Decision<'e>,
 }
 
 impl Engine {
@@ -153,12 +168,23 @@ impl Engine {
         let parse_paths = rules
             .iter()
             .any(|r| r.matcher().has_paths() || *r.key() == KeyKind::Endpoint);
+        let base_dir = config.base_dir.clone();
+        let auth = match &config.auth {
+            Some(auth) => Some(Arc::new(Authenticator::build(
+                auth,
+                base_dir.as_deref(),
+                &|name| std::env::var(name).ok(),
+            )?)),
+            None => None,
+        };
         Ok(Engine {
             rules: rules.into(),
             store: MemoryStore::new(config.store.max_keys),
             clock: Arc::new(SystemClock),
             headers: config.headers,
             parse_paths,
+            auth: RwLock::new(auth),
+            base_dir,
         })
     }
 
@@ -291,6 +317,97 @@ impl Engine {
             quota: rule.policies()[variant].quota(),
             key: part.unwrap_or_default(),
         }
+    }
+
+    /// Verifies a bearer token — an `Authorization` header value (`Bearer <token>`), or a bare
+    /// token when `auth.bare_token` is set — at the engine's current time. See [`crate::auth`]
+    /// for what is checked and the error kinds; every rejection carries its HTTP status and
+    /// `WWW-Authenticate` value. Fails with `invalid_config` when there is no `[auth]` section.
+    pub fn authenticate(&self, authorization: &str) -> Result<Arc<Identity>, Error> {
+        self.authenticate_at(authorization, self.clock.now())
+    }
+
+    /// [`authenticate`](Self::authenticate) at an explicit time.
+    pub fn authenticate_at(
+        &self,
+        authorization: &str,
+        now: Timestamp,
+    ) -> Result<Arc<Identity>, Error> {
+        match &*self.auth.read() {
+            Some(auth) => auth.authenticate(authorization, now),
+            None => Err(Error::config(
+                "auth",
+                "this engine has no [auth] section: it cannot authenticate",
+            )),
+        }
+    }
+
+    /// Authenticates, then checks `request` under the identity's subject and role (whatever
+    /// `request` says of them is replaced): one call per request for a host. The token is
+    /// checked at the request's time if it carries one, else at the engine's clock.
+    ///
+    /// ```
+    /// use floodwall::{Engine, ErrorKind};
+    ///
+    /// let engine = Engine::from_toml(r#"
+    ///     [auth]
+    ///     algorithms = ["HS256"]
+    ///     keys = [{ secret = "an example secret of at least 32 bytes!" }]
+    ///
+    ///     [[rules]]
+    ///     name = "per-user"
+    ///     key = "subject"
+    ///     algorithm = "fixed_window"
+    ///     limit = 10
+    ///     window = "1m"
+    /// "#)?;
+    /// let refused = engine
+    ///     .authenticate_and_check("Bearer not-a-jwt", &floodwall::Request::new("GET", "/"))
+    ///     .unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::MalformedToken);
+    /// assert_eq!(refused.http_status(), 401);
+    /// assert_eq!(
+    ///     refused.www_authenticate(),
+    ///     Some(r#"Bearer realm="floodwall", error="invalid_token", error_description="The access token is malformed""#)
+    /// );
+    /// # Ok::<(), floodwall::Error>(())
+    /// ```
+    pub fn authenticate_and_check(
+        &self,
+        authorization: &str,
+        request: &Request<'_>,
+    ) -> Result<Authorized<'_>, Error> {
+        let now = request.now.unwrap_or_else(|| self.clock.now());
+        let identity = self.authenticate_at(authorization, now)?;
+        let mut as_caller = *request;
+        as_caller.subject = Some(&identity.subject);
+        as_caller.role = identity.role.as_deref();
+        as_caller.now = Some(now);
+        let decision = self.check(&as_caller)?;
+        Ok(Authorized { identity, decision })
+    }
+
+    /// Replaces the `[auth]` section (or removes it, with `None`) while the engine serves:
+    /// keys rotate, JWKS documents are re-read, relative files resolve against the original
+    /// configuration's directory. The verified-token cache starts empty, so no token verified
+    /// by a removed key — or under the old claims policy — is accepted afterwards. On error the
+    /// running authenticator is kept.
+    pub fn reload_auth(&self, auth: Option<&AuthConfig>) -> Result<(), Error> {
+        let next = match auth {
+            Some(auth) => Some(Arc::new(Authenticator::build(
+                auth,
+                self.base_dir.as_deref(),
+                &|name| std::env::var(name).ok(),
+            )?)),
+            None => None,
+        };
+        *self.auth.write() = next;
+        Ok(())
+    }
+
+    /// The current authenticator, if the engine has an `[auth]` section.
+    pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
+        self.auth.read().clone()
     }
 
     /// Decides on each request in turn (each one atomic on its own), returning one result per

@@ -16,6 +16,34 @@ pub enum ErrorKind {
     /// The request's cost is larger than a matching layer's limit (or bucket capacity): it can
     /// never be admitted, however long the caller waits. Nothing was consumed.
     CostExceedsLimit,
+    /// No bearer token: no `Authorization` value, an empty one, or another scheme than `Bearer`.
+    MissingToken,
+    /// The token is not a compact JWS: wrong number of segments, not base64url (or padded),
+    /// header or payload not a JSON object, header without `alg`, unsupported `crit`.
+    MalformedToken,
+    /// The token is longer than the configured cap; it was not decoded at all.
+    TokenTooLarge,
+    /// The header names an algorithm the configuration does not accept (including `none`), or
+    /// one the key its `kid` selects cannot verify (the key-confusion attack).
+    AlgorithmNotAllowed,
+    /// The header's `kid` names no configured key, or no key verifies the token's algorithm.
+    UnknownKey,
+    /// The signature does not verify with the selected key(s).
+    InvalidSignature,
+    /// `exp` has passed (beyond the leeway).
+    TokenExpired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    TokenNotYetValid,
+    /// `iss` is not one of the accepted issuers.
+    InvalidIssuer,
+    /// `aud` names none of the accepted audiences (or names one when none is configured).
+    InvalidAudience,
+    /// A required claim is absent: `exp`, the subject, `iss`/`aud` when configured, or a
+    /// configured custom claim.
+    MissingClaim,
+    /// A claim has the wrong type: a non-numeric `exp`/`nbf`/`iat`, a non-string subject or
+    /// issuer, a role claim that is neither a string nor a list of strings.
+    InvalidClaim,
 }
 
 impl ErrorKind {
@@ -24,7 +52,79 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::CostExceedsLimit => "cost_exceeds_limit",
+            ErrorKind::MissingToken => "missing_token",
+            ErrorKind::MalformedToken => "malformed_token",
+            ErrorKind::TokenTooLarge => "token_too_large",
+            ErrorKind::AlgorithmNotAllowed => "algorithm_not_allowed",
+            ErrorKind::UnknownKey => "unknown_key",
+            ErrorKind::InvalidSignature => "invalid_signature",
+            ErrorKind::TokenExpired => "token_expired",
+            ErrorKind::TokenNotYetValid => "token_not_yet_valid",
+            ErrorKind::InvalidIssuer => "invalid_issuer",
+            ErrorKind::InvalidAudience => "invalid_audience",
+            ErrorKind::MissingClaim => "missing_claim",
+            ErrorKind::InvalidClaim => "invalid_claim",
         }
+    }
+
+    /// Every kind, in declaration order (for bindings that export them and for tests).
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::InvalidConfig,
+        ErrorKind::CostExceedsLimit,
+        ErrorKind::MissingToken,
+        ErrorKind::MalformedToken,
+        ErrorKind::TokenTooLarge,
+        ErrorKind::AlgorithmNotAllowed,
+        ErrorKind::UnknownKey,
+        ErrorKind::InvalidSignature,
+        ErrorKind::TokenExpired,
+        ErrorKind::TokenNotYetValid,
+        ErrorKind::InvalidIssuer,
+        ErrorKind::InvalidAudience,
+        ErrorKind::MissingClaim,
+        ErrorKind::InvalidClaim,
+    ];
+
+    /// Whether this kind is an authentication rejection (the request's credentials are at
+    /// fault, not the configuration or the request's cost).
+    pub const fn is_auth(self) -> bool {
+        !matches!(self, ErrorKind::InvalidConfig | ErrorKind::CostExceedsLimit)
+    }
+
+    /// The HTTP status a server should answer with: 401 for every authentication rejection
+    /// (RFC 6750 §3.1), 429 for a cost that can never be admitted, 500 for a configuration
+    /// error.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidConfig => 500,
+            ErrorKind::CostExceedsLimit => 429,
+            _ => 401,
+        }
+    }
+
+    /// A fixed, human-readable description for the `error_description` attribute of a
+    /// `WWW-Authenticate` challenge; never contains request data. `None` for `missing_token`
+    /// (RFC 6750 §3.1: no error code when the request carried no credentials) and for the
+    /// kinds that are not authentication rejections.
+    pub const fn challenge_description(self) -> Option<&'static str> {
+        Some(match self {
+            ErrorKind::InvalidConfig | ErrorKind::CostExceedsLimit | ErrorKind::MissingToken => {
+                return None;
+            }
+            ErrorKind::MalformedToken => "The access token is malformed",
+            ErrorKind::TokenTooLarge => "The access token is too large",
+            ErrorKind::AlgorithmNotAllowed => {
+                "The access token is signed with an algorithm that is not accepted"
+            }
+            ErrorKind::UnknownKey => "The access token is signed by an unknown key",
+            ErrorKind::InvalidSignature => "The access token signature is invalid",
+            ErrorKind::TokenExpired => "The access token expired",
+            ErrorKind::TokenNotYetValid => "The access token is not valid yet",
+            ErrorKind::InvalidIssuer => "The access token issuer is not accepted",
+            ErrorKind::InvalidAudience => "The access token audience is not accepted",
+            ErrorKind::MissingClaim => "The access token lacks a required claim",
+            ErrorKind::InvalidClaim => "The access token has a claim of the wrong type",
+        })
     }
 }
 
@@ -41,6 +141,8 @@ pub struct Error {
     kind: ErrorKind,
     field: Option<String>,
     message: String,
+    /// For authentication rejections, the `WWW-Authenticate` value to send.
+    challenge: Option<String>,
 }
 
 impl Error {
@@ -49,6 +151,24 @@ impl Error {
             kind,
             field: None,
             message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// An authentication rejection, with the RFC 6750 challenge for `realm` (already checked
+    /// to be a valid quoted-string body).
+    pub(crate) fn auth(kind: ErrorKind, realm: &str, message: impl Into<String>) -> Self {
+        let challenge = match kind.challenge_description() {
+            Some(description) => format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{description}\""
+            ),
+            None => format!("Bearer realm=\"{realm}\""),
+        };
+        Error {
+            kind,
+            field: None,
+            message: message.into(),
+            challenge: Some(challenge),
         }
     }
 
@@ -60,6 +180,7 @@ impl Error {
             kind: ErrorKind::InvalidConfig,
             field: (!field.is_empty()).then_some(field),
             message: message.into(),
+            challenge: None,
         }
     }
 
@@ -82,6 +203,19 @@ impl Error {
     /// The message without the field path.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The HTTP status a server should answer with ([`ErrorKind::http_status`]).
+    pub fn http_status(&self) -> u16 {
+        self.kind.http_status()
+    }
+
+    /// For authentication rejections, the `WWW-Authenticate` header value to send with the
+    /// 401 (RFC 6750 §3): `Bearer realm="api", error="invalid_token", error_description="The
+    /// access token expired"`. It carries a fixed description per kind, never request data;
+    /// the detailed [`message`](Self::message) is for logs.
+    pub fn www_authenticate(&self) -> Option<&str> {
+        self.challenge.as_deref()
     }
 }
 

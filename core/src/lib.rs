@@ -6,6 +6,8 @@
 //! endpoint, global — is applied in one atomic step, and the [`Decision`] says who decided,
 //! what remains, when to retry, and renders the standard response headers.
 //!
+//! - [`auth`]: JWT bearer tokens verified into an [`Identity`] whose subject and role the
+//!   rules use ([`Engine::authenticate_and_check`]).
 //! - [`config`]: the one schema (TOML or JSON), validated with errors that name the field.
 //! - [`limit`]: the algorithms — fixed window, exact sliding window, sliding window counter,
 //!   token bucket (GCRA) — as pure state transitions, and the rule matcher.
@@ -30,6 +32,7 @@
 //! # Ok::<(), floodwall::Error>(())
 //! ```
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 mod decision;
@@ -38,10 +41,11 @@ mod error;
 pub mod limit;
 pub mod store;
 
+pub use auth::{AuthConfig, Authenticator, Identity};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use decision::{Decision, LayerStatus, StoreUsed};
-pub use engine::{Engine, Request};
+pub use engine::{Authorized, Engine, Request};
 pub use error::{Error, ErrorKind};
 
 /// This crate's version.

@@ -173,8 +173,8 @@ fn store_and_reserved_sections() {
     assert!(message.contains("memory"), "{message}");
     let (field, _) = toml_err("[store]\nmax_keys = 0");
     assert_eq!(field, "store.max_keys");
-    let (field, message) = toml_err("[auth]\nalgorithms = [\"HS256\"]");
-    assert_eq!(field, "auth");
+    let (field, message) = toml_err("[monitor]\nstream = \"x\"");
+    assert_eq!(field, "monitor");
     assert!(message.contains("not available"), "{message}");
     // The reference shape's store fields are all accepted.
     Engine::from_toml(
