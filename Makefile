@@ -6,7 +6,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: demo test setup fmt-check clippy unit bench-smoke bench fmt
+.PHONY: demo test setup fmt-check clippy unit bench-smoke bench bench-jwt peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
@@ -38,6 +38,19 @@ bench-smoke:
 # The measurements recorded in README.md's performance section.
 bench:
 	$(CARGO) bench -p floodwall-benches --bench check -- --noplot
+	$(CARGO) bench -p floodwall-benches --bench auth -- --noplot
+
+# JWT verification against node's jsonwebtoken and PyJWT in the same run (README's table).
+bench-jwt: setup peers
+	python3 benches/peers/jwt_compare.py
+
+# The peers the JWT fixtures were minted with and the benchmarks compare against: node's
+# jsonwebtoken (pinned by benches/peers/package-lock.json) and PyJWT in .venv.
+peers:
+	@command -v node >/dev/null || { echo "node is required for the peer benchmarks"; exit 1; }
+	@test -d benches/peers/node_modules/jsonwebtoken || (cd benches/peers && npm ci --no-audit --no-fund)
+	@test -x .venv/bin/python || python3 -m venv .venv
+	@.venv/bin/python -c "import jwt, cryptography" 2>/dev/null || .venv/bin/pip install --quiet pyjwt==2.15.1 cryptography
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,6 +1,6 @@
 //! The verified-token cache: a token seen and verified before is answered from memory.
 //!
-//! Entries are found by a randomly seeded hash of the whole token and confirmed by comparing
+//! Entries are keyed by a randomly seeded hash of the whole token and confirmed by comparing
 //! the whole token, so a hash collision can never pass one token off as another. An entry
 //! lives until the token's `exp` minus the leeway or the configured TTL, whichever is first;
 //! a token that is inside its leeway already is not cached. The cache is bounded both in
@@ -79,13 +79,17 @@ impl TokenCache {
         }
     }
 
+    fn hash(&self, token: &[u8]) -> u64 {
+        self.hasher.hash_one(token)
+    }
+
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
         &self.shards[(hash >> 40) as usize & self.mask].0
     }
 
     /// The identity of `token` if it was verified before and its entry is still valid at `now`.
     pub(crate) fn get(&self, token: &[u8], now_us: u64) -> Option<Arc<Identity>> {
-        let hash = self.hasher.hash_one(token);
+        let hash = self.hash(token);
         let mut shard = self.shard(hash).lock();
         let entry = shard
             .table
@@ -121,7 +125,7 @@ impl TokenCache {
         if bytes > self.bytes_per_shard {
             return;
         }
-        let hash = self.hasher.hash_one(token);
+        let hash = self.hash(token);
         let mut shard = self.shard(hash).lock();
         if let Ok(existing) = shard
             .table
