@@ -72,10 +72,11 @@ fn store(c: &mut Criterion) {
         for threads in [1u64, 2] {
             let id = format!("{label}/{threads}thread");
             let memory = MemoryStore::new(1_000_000);
-            let acquire = |i: u64| {
+            // One one-layer decision on key `i` in counter namespace `slot`.
+            let acquire_in = |slot: u64, i: u64| {
                 let layer = Layer {
                     rule: "per-user",
-                    slot: 0,
+                    slot,
                     quota: &quota,
                     key: &key_bytes[i as usize % nkeys],
                 };
@@ -85,6 +86,7 @@ fn store(c: &mut Criterion) {
                     .expect("memory store");
                 assert!(black_box(allowed));
             };
+            let acquire = |i: u64| acquire_in(0, i);
             (0..nkeys as u64).for_each(acquire);
             group.bench_function(BenchmarkId::new("floodwall", &id), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, &acquire))
@@ -93,21 +95,7 @@ fn store(c: &mut Criterion) {
             // The floor of any three-layer decision on this store: three independent one-layer
             // decisions (not atomic together, no rule matching), to set against the target of
             // "three layers under 2x governor's one keyed check".
-            let three = |i: u64| {
-                for slot in 0..3 {
-                    let layer = Layer {
-                        rule: "per-user",
-                        slot,
-                        quota: &quota,
-                        key: &key_bytes[i as usize % nkeys],
-                    };
-                    let mut out = [Default::default()];
-                    let allowed = memory
-                        .acquire(&[layer], 1, NOW, &mut out)
-                        .expect("memory store");
-                    assert!(black_box(allowed));
-                }
-            };
+            let three = |i: u64| (0..3).for_each(|slot| acquire_in(slot, i));
             (0..nkeys as u64).for_each(three);
             group.bench_function(BenchmarkId::new("floodwall-3-separate-keys", &id), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, &three))

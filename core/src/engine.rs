@@ -333,7 +333,9 @@ impl Engine {
         authorization: &str,
         now: Timestamp,
     ) -> Result<Arc<Identity>, Error> {
-        match &*self.auth.read() {
+        // The lock is not held while verifying: a reload never waits for an RSA check.
+        let auth = self.auth.read().clone();
+        match auth {
             Some(auth) => auth.authenticate(authorization, now),
             None => Err(Error::config(
                 "auth",
@@ -344,7 +346,8 @@ impl Engine {
 
     /// Authenticates, then checks `request` under the identity's subject and role (whatever
     /// `request` says of them is replaced): one call per request for a host. The token is
-    /// checked at the request's time if it carries one, else at the engine's clock.
+    /// always judged at the engine's clock — a request's explicit time only dates the
+    /// rate-limit decision, it cannot revive an expired token.
     ///
     /// ```
     /// use floodwall::{Engine, ErrorKind};
@@ -377,12 +380,10 @@ impl Engine {
         authorization: &str,
         request: &Request<'_>,
     ) -> Result<Authorized<'_>, Error> {
-        let now = request.now.unwrap_or_else(|| self.clock.now());
-        let identity = self.authenticate_at(authorization, now)?;
+        let identity = self.authenticate(authorization)?;
         let mut as_caller = *request;
         as_caller.subject = Some(&identity.subject);
         as_caller.role = identity.role.as_deref();
-        as_caller.now = Some(now);
         let decision = self.check(&as_caller)?;
         Ok(Authorized { identity, decision })
     }
@@ -405,7 +406,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The current authenticator, if the engine has an `[auth]` section.
+    /// The current authenticator, if the engine has an `[auth]` section. It is a snapshot: after
+    /// [`reload_auth`](Self::reload_auth) it keeps the old keys and cache, so ask again rather
+    /// than hold on to it.
     pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
         self.auth.read().clone()
     }

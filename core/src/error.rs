@@ -16,7 +16,8 @@ pub enum ErrorKind {
     /// The request's cost is larger than a matching layer's limit (or bucket capacity): it can
     /// never be admitted, however long the caller waits. Nothing was consumed.
     CostExceedsLimit,
-    /// No bearer token: no `Authorization` value, an empty one, or another scheme than `Bearer`.
+    /// No bearer token: no `Authorization` value, an empty one, another scheme than `Bearer`,
+    /// or a bare token where `auth.bare_token` is off.
     MissingToken,
     /// The token is not a compact JWS: wrong number of segments, not base64url (or padded),
     /// header or payload not a JSON object, header without `alg`, unsupported `crit`.

@@ -6,9 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use floodwall::auth::AuthConfig;
 use floodwall::{Config, Engine, ErrorKind, ManualClock, Request, Timestamp};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 const NOW: u64 = 1_800_000_000;
@@ -122,8 +125,8 @@ fn authorization_values_are_parsed_leniently_in_case_and_strictly_in_shape() {
     ] {
         assert_eq!(kind_of(&engine, value), kind, "{value:?}");
     }
-    // A bare token only where configured.
-    assert_eq!(kind_of(&engine, &t), ErrorKind::MalformedToken);
+    // A bare token only where configured; elsewhere it is no bearer credential at all.
+    assert_eq!(kind_of(&engine, &t), ErrorKind::MissingToken);
     let (bare, _) = self::engine(&base("bare_token = true"));
     assert_eq!(
         bare.authenticate(&t).expect("bare accepted").subject,
@@ -619,4 +622,193 @@ fn pem_keys_and_jwks_from_files_resolve_against_the_config_directory() {
         "eve"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A token whose header and payload are these exact JSON texts, HS256-signed with `SECRET`.
+fn hand_made(header: &str, payload: &Value) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::HS256,
+    )
+    .expect("sign");
+    format!("Bearer {message}.{signature}")
+}
+
+#[test]
+fn the_header_must_be_an_object_without_crit() {
+    let (engine, _) = engine(&base(""));
+    let c = claims("alice", json!({}));
+    assert!(
+        engine
+            .authenticate(&hand_made(r#"{"alg":"HS256","kid":"k1"}"#, &c))
+            .is_ok()
+    );
+    for header in [
+        r#"["HS256","k1"]"#,
+        r#"{"alg":"HS256","kid":"k1","crit":null}"#,
+        r#"{"alg":"HS256","kid":"k1","crit":["exp"]}"#,
+        r#"{"alg":"HS256","alg":"HS256","kid":"k1"}"#,
+        r#"{"kid":"k1"}"#,
+        r#"{"alg":256,"kid":"k1"}"#,
+        r#""HS256""#,
+    ] {
+        assert_eq!(
+            kind_of(&engine, &hand_made(header, &c)),
+            ErrorKind::MalformedToken,
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_kid_is_refused_even_when_kidless_keys_exist() {
+    let toml = base("").replace(
+        "[[rules]]",
+        &format!("[[auth.keys]]\nsecret = \"{OTHER_SECRET}\"\n\n[[rules]]"),
+    );
+    let (engine, _) = engine(&toml);
+    let c = claims("alice", json!({}));
+    let kidless = hs256(None, OTHER_SECRET, &c);
+    assert!(engine.authenticate(&format!("Bearer {kidless}")).is_ok());
+    let named = hs256(Some("nope"), OTHER_SECRET, &c);
+    assert_eq!(
+        kind_of(&engine, &format!("Bearer {named}")),
+        ErrorKind::UnknownKey
+    );
+}
+
+#[test]
+fn jwks_keys_are_used_only_for_signatures_and_oct_keys_need_length() {
+    let jwks = |keys: Value| {
+        let text = json!({ "keys": keys }).to_string().replace('\'', "");
+        format!("[auth]\nalgorithms = [\"HS256\"]\njwks = [{{ json = '{text}' }}]\n")
+    };
+    let k32 = URL_SAFE_NO_PAD.encode(SECRET);
+    let loaded = |keys: Value| {
+        Engine::from_toml(&jwks(keys))
+            .map(|e| e.authenticator().expect("auth").key_count())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        loaded(json!([
+            { "kty": "oct", "kid": "ok", "k": k32 },
+            { "kty": "oct", "kid": "enc", "use": "enc", "k": k32 },
+            { "kty": "oct", "kid": "odd-use", "use": "foo", "k": k32 },
+            { "kty": "oct", "kid": "ops", "key_ops": ["encrypt", "decrypt"], "k": k32 },
+            { "kty": "oct", "kid": "verify", "key_ops": ["verify"], "k": k32 },
+            { "kty": "oct", "kid": "oaep", "alg": "RSA-OAEP", "k": k32 },
+            { "kty": "EC", "kid": "p521", "crv": "P-521", "x": "AA", "y": "AA" },
+        ])),
+        Ok(2)
+    );
+    for short in ["", "c2hvcnQ"] {
+        let e = loaded(json!([{ "kty": "oct", "kid": "short", "k": short }])).unwrap_err();
+        assert!(e.contains("keys[0].k") && e.contains("at least 32"), "{e}");
+    }
+    let e = loaded(json!([{ "kty": "oct", "use": "enc", "k": k32 }])).unwrap_err();
+    assert!(e.contains("no signing key"), "{e}");
+
+    // The JWKS key verifies; the one meant for encryption does not exist.
+    let engine = Engine::from_toml(&jwks(json!([
+        { "kty": "oct", "kid": "ok", "k": k32 },
+        { "kty": "oct", "kid": "enc", "use": "enc", "k": k32 },
+    ])))
+    .expect("loads")
+    .with_clock(ManualClock::new(at(NOW)));
+    let c = json!({ "sub": "a", "exp": NOW + 60 });
+    assert!(
+        engine
+            .authenticate(&format!("Bearer {}", hs256(Some("ok"), SECRET, &c)))
+            .is_ok()
+    );
+    assert_eq!(
+        kind_of(
+            &engine,
+            &format!("Bearer {}", hs256(Some("enc"), SECRET, &c))
+        ),
+        ErrorKind::UnknownKey
+    );
+}
+
+#[test]
+fn the_cache_never_serves_a_token_outside_its_validity() {
+    let (engine, _) = engine(&base("cache = {}"));
+    let later = format!(
+        "Bearer {}",
+        token("alice", json!({ "nbf": NOW + 3600, "exp": NOW + 86_400 }))
+    );
+    assert_eq!(kind_of(&engine, &later), ErrorKind::TokenNotYetValid);
+    // Verified (and cached) at an explicit time when it is valid …
+    assert!(engine.authenticate_at(&later, at(NOW + 7200)).is_ok());
+    // … it is still refused now.
+    assert_eq!(kind_of(&engine, &later), ErrorKind::TokenNotYetValid);
+
+    // A request's explicit time dates the decision, not the token's validity.
+    let old = format!(
+        "Bearer {}",
+        token("bob", json!({ "exp": NOW - 3600, "iat": NOW - 7200 }))
+    );
+    let past = Request::new("GET", "/").at(at(NOW - 5000));
+    assert_eq!(
+        engine
+            .authenticate_and_check(&old, &past)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::TokenExpired
+    );
+}
+
+#[test]
+fn huge_and_odd_numeric_dates_are_handled() {
+    let (engine, _) = engine(&base(""));
+    let far = format!("Bearer {}", token("alice", json!({ "exp": 1e300 })));
+    assert!(engine.authenticate(&far).is_ok());
+    let negative = format!("Bearer {}", token("alice", json!({ "exp": -1 })));
+    assert_eq!(kind_of(&engine, &negative), ErrorKind::TokenExpired);
+    let big = format!("Bearer {}", token("alice", json!({ "nbf": u64::MAX })));
+    assert_eq!(kind_of(&engine, &big), ErrorKind::TokenNotYetValid);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any Authorization value: never a panic, never an identity, always an auth kind.
+    #[test]
+    fn arbitrary_authorization_values_are_rejected_cleanly(value in ".{0,400}") {
+        let (engine, _) = engine(&base(""));
+        let e = engine.authenticate(&value).expect_err("no identity from noise");
+        prop_assert!(e.kind().is_auth(), "{e:?}");
+        prop_assert!(e.www_authenticate().is_some());
+    }
+
+    /// A valid token with one character changed, removed or inserted is refused.
+    #[test]
+    fn mutated_tokens_are_refused(
+        at in any::<prop::sample::Index>(),
+        op in 0..3u8,
+        ch in prop::sample::select(b"AZaz09-_.=+/ ~".to_vec()),
+    ) {
+        let (engine, _) = engine(&base(""));
+        let good = token("alice", json!({}));
+        let mut bytes = good.clone().into_bytes();
+        let i = at.index(bytes.len());
+        match op {
+            0 => bytes[i] = ch,
+            1 => { bytes.remove(i); }
+            _ => bytes.insert(i, ch),
+        }
+        let mutated = String::from_utf8(bytes).expect("ascii");
+        // Spaces around the token are the header's, not the token's.
+        prop_assume!(mutated.trim() != good);
+        match engine.authenticate(&format!("Bearer {mutated}")) {
+            Ok(identity) => prop_assert!(false, "accepted {mutated} as {identity:?}"),
+            Err(e) => prop_assert!(e.kind().is_auth(), "{e:?}"),
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! The verified-token cache: a token seen and verified before is answered from memory.
 //!
 //! Entries are keyed by a randomly seeded hash of the whole token and confirmed by comparing
-//! the whole token, so a hash collision can never pass one token off as another. An entry
-//! lives until the token's `exp` minus the leeway or the configured TTL, whichever is first;
-//! a token that is inside its leeway already is not cached. The cache is bounded both in
-//! entries and in bytes (the token plus an estimate of its identity): a full shard first drops
+//! the whole token, so a hash collision can never pass one token off as another. An entry is
+//! used only inside the token's own validity — from its `nbf`/`iat` minus the leeway to its
+//! `exp` minus the leeway — and for at most the configured TTL, so a token cached at one time
+//! (an explicit `authenticate_at`) is never served at a time it would be refused; a token that
+//! is inside its leeway already is not cached. The cache is bounded both in entries and in
+//! bytes (the token plus its parsed claims, counted value by value): a full shard first drops
 //! its expired entries, then the eighth of its entries nearest to expiry. It belongs to one
 //! [`Authenticator`](super::Authenticator); reloading the `auth` section builds a new one, so
 //! no entry verified by a removed key (or under an older policy) survives a reload.
@@ -26,7 +28,9 @@ struct Entry {
     hash: u64,
     token: Box<[u8]>,
     identity: Arc<Identity>,
-    /// µs since the epoch after which the entry is not used.
+    /// µs since the epoch before which the entry is not used.
+    valid_from: u64,
+    /// µs since the epoch from which the entry is not used.
     valid_until: u64,
     bytes: usize,
 }
@@ -39,6 +43,17 @@ struct Shard {
 
 #[repr(align(128))]
 struct Padded(Mutex<Shard>);
+
+/// When a verified token's entry may be used, and its size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheWindow {
+    /// The token's `nbf`/`iat` minus the leeway, µs since the epoch (0: no such claim).
+    pub(crate) from_us: u64,
+    /// The token's `exp` minus the leeway, µs since the epoch.
+    pub(crate) until_us: Option<u64>,
+    /// The token and its parsed claims, in bytes (approximately).
+    pub(crate) bytes: usize,
+}
 
 pub(crate) struct TokenCache {
     shards: Box<[Padded]>,
@@ -95,33 +110,35 @@ impl TokenCache {
             .table
             .find_entry(hash, |e| e.hash == hash && *e.token == *token)
             .ok()?;
-        if entry.get().valid_until > now_us {
-            return Some(Arc::clone(&entry.get().identity));
+        let found = entry.get();
+        if found.valid_from > now_us {
+            // Not valid yet at this (explicit) time: verification says why.
+            return None;
+        }
+        if found.valid_until > now_us {
+            return Some(Arc::clone(&found.identity));
         }
         let (gone, _) = entry.remove();
         shard.bytes -= gone.bytes;
         None
     }
 
-    /// Remembers that `token` verified to `identity`, until `expires_us` (the token's `exp`
-    /// minus the leeway, if it has one) or the TTL, whichever is first.
+    /// Remembers that `token` verified to `identity`, for use inside `window` and no longer
+    /// than the TTL from `now`.
     pub(crate) fn insert(
         &self,
         token: &[u8],
         identity: &Arc<Identity>,
-        expires_us: Option<u64>,
-        payload_len: usize,
+        window: CacheWindow,
         now_us: u64,
     ) {
         let valid_until = now_us
             .saturating_add(self.ttl_us)
-            .min(expires_us.unwrap_or(u64::MAX));
-        if valid_until <= now_us {
+            .min(window.until_us.unwrap_or(u64::MAX));
+        if valid_until <= now_us || window.from_us > now_us {
             return;
         }
-        // The token, and the identity: its claims parsed from a payload of `payload_len` bytes
-        // take about twice that.
-        let bytes = ENTRY_OVERHEAD + token.len() + 2 * payload_len;
+        let bytes = ENTRY_OVERHEAD + window.bytes;
         if bytes > self.bytes_per_shard {
             return;
         }
@@ -151,6 +168,7 @@ impl TokenCache {
                 hash,
                 token: token.into(),
                 identity: Arc::clone(identity),
+                valid_from: window.from_us,
                 valid_until,
                 bytes,
             },

@@ -14,7 +14,9 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::config::{JwksConfig, KeyConfig};
@@ -174,22 +176,19 @@ impl fmt::Debug for Key {
 pub(crate) struct KeySet {
     keys: Vec<Key>,
     by_kid: HashMap<String, usize>,
-    /// The keys without a `kid`: tried for tokens whose `kid` matches no key.
-    anonymous: Vec<usize>,
 }
 
 /// The keys to try for one token.
 pub(crate) enum Candidates<'k> {
     /// The key the token's `kid` names.
     One(&'k Key),
-    /// Every key that verifies the algorithm (the token has no `kid`, or one that names no key
-    /// while keys without a `kid` exist).
+    /// Every key that verifies the algorithm (the token has no `kid`).
     Some(Vec<&'k Key>),
 }
 
 /// Why no key was selected.
 pub(crate) enum NoKey {
-    /// The `kid` names no key and no key without a `kid` verifies the algorithm.
+    /// The `kid` names no key.
     UnknownKid,
     /// The `kid` names a key of a family that cannot verify the algorithm.
     WrongAlgorithm(AlgSet),
@@ -239,16 +238,13 @@ impl KeySet {
 
     fn add(&mut self, key: Key, at: &str) -> Result<(), Error> {
         let index = self.keys.len();
-        match &key.kid {
-            Some(kid) => {
-                if self.by_kid.insert(kid.clone(), index).is_some() {
-                    return Err(Error::config(
-                        format!("{at}.kid"),
-                        format!("duplicate key id {kid:?}: every kid must name one key"),
-                    ));
-                }
-            }
-            None => self.anonymous.push(index),
+        if let Some(kid) = &key.kid
+            && self.by_kid.insert(kid.clone(), index).is_some()
+        {
+            return Err(Error::config(
+                format!("{at}.kid"),
+                format!("duplicate key id {kid:?}: every kid must name one key"),
+            ));
         }
         self.keys.push(key);
         Ok(())
@@ -274,17 +270,7 @@ impl KeySet {
                     Err(NoKey::WrongAlgorithm(key.algorithms))
                 };
             }
-            let anonymous: Vec<&Key> = self
-                .anonymous
-                .iter()
-                .map(|&i| &self.keys[i])
-                .filter(|k| k.algorithms.contains(alg))
-                .collect();
-            return if anonymous.is_empty() {
-                Err(NoKey::UnknownKid)
-            } else {
-                Ok(Candidates::Some(anonymous))
-            };
+            return Err(NoKey::UnknownKid);
         }
         let all: Vec<&Key> = self
             .keys
@@ -494,9 +480,11 @@ fn parse_public_pem(pem: &str) -> Result<(Family, DecodingKey), String> {
     Err("not a readable RSA, EC (P-256, P-384) or Ed25519 public key".to_owned())
 }
 
-/// Reads a JWKS document and returns its usable signing keys. Keys meant for encryption (`use`
-/// `enc`, an `RSA-OAEP`-like `alg`) and keys of curves or algorithms floodwall does not verify
-/// (P-521, Ed448, `ES512`) are skipped; a key that cannot be read at all is an error.
+/// Reads a JWKS document and returns its usable signing keys. Keys not meant for verifying
+/// signatures (`use` other than `sig`, `key_ops` without `verify`, an `RSA-OAEP`-like `alg`)
+/// and keys of curves or algorithms floodwall does not verify (P-521, Ed448, `ES512`) are
+/// skipped; a key that cannot be read at all, or an `oct` key shorter than RFC 7518 §3.2
+/// allows, is an error.
 fn load_jwks(
     source: &JwksConfig,
     allowed: AlgSet,
@@ -540,7 +528,18 @@ fn load_jwks(
         }
         let jwk: Jwk = serde_json::from_value(value.clone())
             .map_err(|e| Error::config(&key_at, format!("not a readable JWK: {e}")))?;
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        // Only keys meant for signatures (RFC 7517 §4.2, §4.3).
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+            || jwk
+                .common
+                .key_operations
+                .as_ref()
+                .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+        {
             continue;
         }
         let family = match &jwk.algorithm {
@@ -576,6 +575,27 @@ fn load_jwks(
                 // An encryption or unknown algorithm: not a key to verify signatures with.
                 None => continue,
             }
+        }
+        if family == Family::Hmac {
+            // RFC 7518 §3.2, as for configured secrets: a short `k` verifies nothing.
+            let len = match &jwk.algorithm {
+                AlgorithmParameters::OctetKey(p) => URL_SAFE_NO_PAD
+                    .decode(p.value.trim_end_matches('='))
+                    .map(|k| k.len())
+                    .map_err(|e| Error::config(&key_at, format!("\"k\" is not base64url: {e}")))?,
+                _ => 0,
+            };
+            let mut fit = AlgSet::empty();
+            for alg in algorithms.iter().filter(|&a| len >= hmac_min_len(a)) {
+                fit.insert(alg);
+            }
+            if fit.is_empty() && !algorithms.is_empty() {
+                return Err(Error::config(
+                    format!("{key_at}.k"),
+                    format!("the secret is {len} bytes; HS256 needs at least 32 (RFC 7518 §3.2)"),
+                ));
+            }
+            algorithms = fit;
         }
         if algorithms.is_empty() {
             continue;

@@ -5,23 +5,27 @@
 //! [`Engine::authenticate`](crate::Engine::authenticate) and
 //! [`Engine::authenticate_and_check`](crate::Engine::authenticate_and_check). Signatures are
 //! checked by the `jsonwebtoken` crate on its `aws_lc_rs` backend (chosen by measurement: RSA
-//! and ECDSA verify 4–9× faster than on `rust_crypto`, see the README's performance section);
+//! and ECDSA verify 4–9× faster than on `rust_crypto`, see the README's performance section),
+//! called directly rather than through jsonwebtoken's process-wide provider, which another
+//! crate's features or a host's `install_default` could change;
 //! everything around them — token shape, header, key selection, claims — is checked here, so
 //! that every rejection has its own kind and the clock is the engine's (injected in tests).
 //!
 //! # What is checked, in order
 //!
 //! 1. The `Authorization` value: `Bearer <token>` (scheme in any case), or a bare token when
-//!    `bare_token` is set. Nothing, or another scheme: `missing_token`.
+//!    `bare_token` is set. Nothing, another scheme, or a bare token otherwise: `missing_token`
+//!    (RFC 6750 §3.1: no credentials, so a challenge without an error code).
 //! 2. The token's length against `max_token_bytes` (default 8 KiB), before any decoding:
 //!    `token_too_large`.
 //! 3. Its shape: three segments of unpadded base64url, a header that is a JSON object with a
-//!    string `alg`, no `crit`; otherwise `malformed_token`.
+//!    string `alg`, no `crit` (not even `null`); otherwise `malformed_token`.
 //! 4. `alg` is one of `algorithms` (never `none`): `algorithm_not_allowed`.
 //! 5. The key: the token's `kid` selects that key alone, and the key must verify `alg` —
 //!    otherwise `algorithm_not_allowed` (an `HS256` token naming an RSA key's `kid` is the
-//!    key-confusion attack). A `kid` that names no key is `unknown_key`, unless keys without a
-//!    `kid` are configured: those are tried then, as they are for tokens without a `kid`.
+//!    key-confusion attack). A `kid` that names no key is `unknown_key`. A token without a
+//!    `kid` is tried against every key that verifies its `alg` (so give keys a `kid` when
+//!    there are many: each try of a forged token costs a verification).
 //! 6. The signature: `invalid_signature`.
 //! 7. The payload is a JSON object (`malformed_token`), then the claims: `exp` (required unless
 //!    `require_exp = false`; expired when `now >= exp + leeway`: `token_expired`), `nbf` and
@@ -72,6 +76,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::crypto::aws_lc;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
@@ -83,7 +88,7 @@ pub use config::{
 
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind};
-use cache::TokenCache;
+use cache::{CacheWindow, TokenCache};
 use keys::{AlgSet, Candidates, Key, KeySet, NoKey, alg_by_name, alg_name};
 
 /// Who a verified token says the caller is.
@@ -141,8 +146,13 @@ struct Header<'a> {
     alg: Cow<'a, str>,
     #[serde(default, borrow)]
     kid: Option<Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
+    /// Whether `crit` is present at all (even as `null`).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
 }
 
 impl Authenticator {
@@ -337,16 +347,10 @@ impl Authenticator {
         {
             return Ok(identity);
         }
-        let (identity, cache_until, payload_len) = self.verify(token, now)?;
+        let (identity, window) = self.verify(token, now)?;
         let identity = Arc::new(identity);
         if let Some(cache) = &self.cache {
-            cache.insert(
-                token.as_bytes(),
-                &identity,
-                cache_until,
-                payload_len,
-                now_us,
-            );
+            cache.insert(token.as_bytes(), &identity, window, now_us);
         }
         Ok(identity)
     }
@@ -379,16 +383,16 @@ impl Authenticator {
                 "the Authorization value is \"Bearer\" with no token",
             )),
             None if self.bare_token => Ok(value),
+            // No Bearer credentials (RFC 6750 §3.1): a challenge without an error code.
             None => Err(self.reject(
-                ErrorKind::MalformedToken,
+                ErrorKind::MissingToken,
                 "the Authorization value must be \"Bearer <token>\" (bare tokens are not accepted: auth.bare_token)",
             )),
         }
     }
 
-    /// Verifies one token: its identity, when a cache entry for it must expire (µs), and the
-    /// payload's size.
-    fn verify(&self, token: &str, now: Timestamp) -> Result<(Identity, Option<u64>, usize), Error> {
+    /// Verifies one token: its identity, and when and how a cache entry of it may be used.
+    fn verify(&self, token: &str, now: Timestamp) -> Result<(Identity, CacheWindow), Error> {
         let malformed = |message: String| self.reject(ErrorKind::MalformedToken, message);
         let mut segments = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (
@@ -412,12 +416,16 @@ impl Authenticator {
         let header_json = decode(h, "header").map_err(&malformed)?;
         let payload = decode(p, "payload").map_err(&malformed)?;
         let signature = decode(s, "signature").map_err(&malformed)?;
+        // A JSON object, not the array serde would also read into the struct.
+        if header_json.trim_ascii_start().first() != Some(&b'{') {
+            return Err(malformed("the header is not a JSON object".to_owned()));
+        }
         let header: Header<'_> = serde_json::from_slice(&header_json).map_err(|e| {
             malformed(format!(
                 "the header is not a JSON object with a string \"alg\": {e}"
             ))
         })?;
-        if header.crit.is_some() {
+        if header.crit {
             return Err(malformed(
                 "the header has critical parameters (\"crit\"), which floodwall does not support"
                     .to_owned(),
@@ -459,8 +467,11 @@ impl Authenticator {
             return Err(self.reject(ErrorKind::InvalidSignature, "the signature is empty"));
         }
         let message = &token.as_bytes()[..h.len() + 1 + p.len()];
+        // floodwall's own backend, not the process-wide default a host (or another crate's
+        // features) could change.
         let verifies = |key: &Key| {
-            jsonwebtoken::crypto::verify(s, message, &key.decoding, alg).unwrap_or(false)
+            (aws_lc::DEFAULT_PROVIDER.verifier_factory)(&alg, &key.decoding)
+                .is_ok_and(|verifier| verifier.verify(message, &signature).is_ok())
         };
         let key = match candidates {
             Candidates::One(key) => verifies(key).then_some(key),
@@ -485,9 +496,18 @@ impl Authenticator {
 
         let claims: Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|e| malformed(format!("the payload is not a JSON object: {e}")))?;
-        let (exp, subject, role) = self.check_claims(&claims, now)?;
+        let Checked {
+            exp,
+            not_before,
+            subject,
+            role,
+        } = self.check_claims(&claims, now)?;
         let leeway_s = self.leeway_us as f64 / 1e6;
-        let cache_until = exp.map(|exp| seconds_to_micros(exp - leeway_s));
+        let window = CacheWindow {
+            from_us: not_before.map_or(0, |at| seconds_to_micros(at - leeway_s)),
+            until_us: exp.map(|exp| seconds_to_micros(exp - leeway_s)),
+            bytes: token.len() + map_bytes(&claims),
+        };
         let identity = Identity {
             subject,
             role,
@@ -496,15 +516,11 @@ impl Authenticator {
             expires_at: exp.map(|e| Timestamp::from_micros(seconds_to_micros(e))),
             claims,
         };
-        Ok((identity, cache_until, payload.len()))
+        Ok((identity, window))
     }
 
     /// Checks the registered and configured claims; returns `exp`, the subject and the role.
-    fn check_claims(
-        &self,
-        claims: &Map<String, Value>,
-        now: Timestamp,
-    ) -> Result<(Option<f64>, String, Option<String>), Error> {
+    fn check_claims(&self, claims: &Map<String, Value>, now: Timestamp) -> Result<Checked, Error> {
         let now_s = now.as_micros() as f64 / 1e6;
         let leeway_s = self.leeway_us as f64 / 1e6;
         let exp = self.numeric_date(claims, "exp")?;
@@ -523,8 +539,13 @@ impl Authenticator {
             }
             _ => {}
         }
+        let mut not_before = None::<f64>;
         for name in ["nbf", "iat"] {
-            if let Some(at) = self.numeric_date(claims, name)?
+            let at = self.numeric_date(claims, name)?;
+            if let Some(at) = at {
+                not_before = Some(not_before.map_or(at, |nb| nb.max(at)));
+            }
+            if let Some(at) = at
                 && at > now_s + leeway_s
             {
                 return Err(self.reject(
@@ -626,7 +647,12 @@ impl Authenticator {
             }
         }
         let role = self.role(claims)?;
-        Ok((exp, subject, role))
+        Ok(Checked {
+            exp,
+            not_before,
+            subject,
+            role,
+        })
     }
 
     fn role(&self, claims: &Map<String, Value>) -> Result<Option<String>, Error> {
@@ -668,7 +694,13 @@ impl Authenticator {
     fn numeric_date(&self, claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Error> {
         match claims.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(seconds) if seconds.is_finite() => Ok(Some(seconds)),
+                _ => Err(self.reject(
+                    ErrorKind::InvalidClaim,
+                    format!("\"{name}\" is not a representable number of seconds"),
+                )),
+            },
             Some(other) => Err(self.reject(
                 ErrorKind::InvalidClaim,
                 format!(
@@ -678,6 +710,15 @@ impl Authenticator {
             )),
         }
     }
+}
+
+/// What the claim checks yield.
+struct Checked {
+    exp: Option<f64>,
+    /// The later of `nbf` and `iat`.
+    not_before: Option<f64>,
+    subject: String,
+    role: Option<String>,
 }
 
 /// The claim at `path`: the top-level claim of that exact name, else the dotted path.
@@ -723,6 +764,24 @@ fn decode_segment(segment: &str, name: &str, token: &str) -> Result<Vec<u8>, Str
             None => format!("the {name} is not valid base64url: {e}"),
         }
     })
+}
+
+/// About how many bytes a parsed JSON value takes, with its allocations.
+fn value_bytes(value: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    match value {
+        Value::String(s) => NODE + s.len(),
+        Value::Array(items) => NODE + items.iter().map(value_bytes).sum::<usize>(),
+        Value::Object(map) => NODE + map_bytes(map),
+        _ => NODE,
+    }
+}
+
+/// [`value_bytes`] of a map's entries (keys and B-tree node overhead included).
+fn map_bytes(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(k, v)| 2 * std::mem::size_of::<String>() + k.len() + value_bytes(v))
+        .sum()
 }
 
 fn seconds_to_micros(seconds: f64) -> u64 {
