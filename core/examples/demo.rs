@@ -1,5 +1,6 @@
 //! `make demo`: a free and a premium caller against layered limits on the memory store,
-//! admitted and denied, with the headers a server would send.
+//! admitted and denied, with the headers a server would send; then the same callers with
+//! bearer tokens, and the tokens a server must refuse.
 //!
 //! Reads `examples/floodwall.toml`, or the file given as the first argument. Time is a manual
 //! clock so the run is the same every time and shows refills without sleeping.
@@ -7,6 +8,24 @@
 use std::time::Duration;
 
 use floodwall::{Decision, Engine, ManualClock, Request, Timestamp};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+
+/// The demo configuration's HMAC key (see `examples/floodwall.toml`).
+const DEMO_KID: &str = "demo-2026";
+const DEMO_SECRET: &str = "demo-only-secret-use-secret_env-in-production";
+
+/// A token as the demo's identity provider would mint it.
+fn mint(claims: &serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(DEMO_KID.to_owned());
+    encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(DEMO_SECRET.as_bytes()),
+    )
+    .expect("HS256 signing")
+}
 
 fn show(who: &str, request: &Request<'_>, decision: &Decision<'_>) {
     let verdict = if decision.allowed() {
@@ -24,6 +43,12 @@ fn show(who: &str, request: &Request<'_>, decision: &Decision<'_>) {
             .map_or("-".to_owned(), |r| r.to_string()),
         decision.retry_after_ms(),
     );
+}
+
+/// Unpadded base64url, as JWT segments are encoded.
+fn base64_url(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
 fn show_headers(decision: &Decision<'_>) {
@@ -121,6 +146,85 @@ fn main() -> Result<(), floodwall::Error> {
     match engine.check(&alice.cost(6)) {
         Ok(d) => show("alice (free)", &alice, &d),
         Err(e) => println!("  error {}: {e}", e.kind()),
+    }
+
+    println!("\nWith bearer tokens: one call verifies the token and checks the limits under its");
+    println!(
+        "subject and role (dave has no role claim, so he is \"free\"; erin's token says premium)."
+    );
+    let now = engine.now().as_millis() / 1000;
+    let claims = |sub: &str, extra: serde_json::Value| {
+        let mut c = json!({
+            "sub": sub, "iss": "https://login.example.com", "aud": "orders-api",
+            "iat": now - 60, "exp": now + 3600,
+        });
+        c.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        c
+    };
+    let dave = format!("Bearer {}", mint(&claims("dave", json!({}))));
+    let erin = format!(
+        "Bearer {}",
+        mint(&claims("erin", json!({ "roles": ["staff", "premium"] })))
+    );
+    let list = Request::new("GET", "/api/orders");
+    for (who, bearer) in [("dave (token)", &dave), ("erin (token)", &erin)] {
+        let ok = engine.authenticate_and_check(bearer, &list)?;
+        println!(
+            "  {who:<15} subject={} role={}",
+            ok.identity.subject,
+            ok.identity.role.as_deref().unwrap_or("-")
+        );
+        show(who, &list, &ok.decision);
+    }
+
+    println!("\nTokens a server must refuse, each with its kind, status and challenge:");
+    let forged = mint(&claims("mallory", json!({ "roles": ["premium"] })));
+    let (head, rest) = forged.split_once('.').expect("a JWT");
+    let (_, signature) = rest.split_once('.').expect("a JWT");
+    let elevated = format!(
+        "{head}.{}.{signature}",
+        base64_url(&claims("mallory", json!({ "roles": ["premium"], "sub": "admin" })).to_string())
+    );
+    let unsigned = format!(
+        "{}.{}.",
+        base64_url(r#"{"alg":"none","typ":"JWT"}"#),
+        base64_url(&claims("mallory", json!({})).to_string())
+    );
+    let refused = [
+        ("no token", String::new()),
+        (
+            "expired",
+            format!(
+                "Bearer {}",
+                mint(&claims("dave", json!({ "exp": now - 3600 })))
+            ),
+        ),
+        ("tampered payload", format!("Bearer {elevated}")),
+        ("alg none", format!("Bearer {unsigned}")),
+        (
+            "wrong audience",
+            format!(
+                "Bearer {}",
+                mint(&claims("dave", json!({ "aud": "billing" })))
+            ),
+        ),
+    ];
+    for (what, bearer) in refused {
+        let e = engine
+            .authenticate_and_check(&bearer, &list)
+            .expect_err("refused");
+        println!(
+            "  {what:<17} -> {} {}: {}",
+            e.http_status(),
+            e.kind(),
+            e.message()
+        );
+        println!(
+            "      WWW-Authenticate: {}",
+            e.www_authenticate().unwrap_or("-")
+        );
     }
     Ok(())
 }
