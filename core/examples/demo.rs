@@ -170,7 +170,7 @@ fn main() -> Result<(), floodwall::Error> {
     );
     let list = Request::new("GET", "/api/orders");
     for (who, bearer) in [("dave (token)", &dave), ("erin (token)", &erin)] {
-        let ok = engine.authenticate_and_check(bearer, &list)?;
+        let ok = engine.authorize(bearer, &list)?;
         println!(
             "  {who:<15} subject={} role={}",
             ok.identity.subject,
@@ -212,9 +212,7 @@ fn main() -> Result<(), floodwall::Error> {
         ),
     ];
     for (what, bearer) in refused {
-        let e = engine
-            .authenticate_and_check(&bearer, &list)
-            .expect_err("refused");
+        let e = engine.authorize(&bearer, &list).expect_err("refused");
         println!(
             "  {what:<17} -> {} {}: {}",
             e.http_status(),

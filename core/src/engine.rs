@@ -148,7 +148,7 @@ pub struct Engine {
     base_dir: Option<PathBuf>,
 }
 
-/// The answer of [`Engine::authenticate_and_check`]: who the caller is and the rate-limit
+/// The answer of [`Engine::authorize`]: who the caller is and the rate-limit
 /// decision taken with their subject and role.
 #[derive(Debug)]
 pub struct Authorized<'e> {
@@ -365,7 +365,7 @@ impl Engine {
     ///     window = "1m"
     /// "#)?;
     /// let refused = engine
-    ///     .authenticate_and_check("Bearer not-a-jwt", &floodwall::Request::new("GET", "/"))
+    ///     .authorize("Bearer not-a-jwt", &floodwall::Request::new("GET", "/"))
     ///     .unwrap_err();
     /// assert_eq!(refused.kind(), ErrorKind::MalformedToken);
     /// assert_eq!(refused.http_status(), 401);
@@ -375,7 +375,7 @@ impl Engine {
     /// );
     /// # Ok::<(), floodwall::Error>(())
     /// ```
-    pub fn authenticate_and_check(
+    pub fn authorize(
         &self,
         authorization: &str,
         request: &Request<'_>,

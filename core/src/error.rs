@@ -30,15 +30,15 @@ pub enum ErrorKind {
     /// The header's `kid` names no configured key, or no key verifies the token's algorithm.
     UnknownKey,
     /// The signature does not verify with the selected key(s).
-    InvalidSignature,
+    BadSignature,
     /// `exp` has passed (beyond the leeway).
-    TokenExpired,
+    Expired,
     /// `nbf` or `iat` is in the future (beyond the leeway).
-    TokenNotYetValid,
+    NotYetValid,
     /// `iss` is not one of the accepted issuers.
-    InvalidIssuer,
+    WrongIssuer,
     /// `aud` names none of the accepted audiences (or names one when none is configured).
-    InvalidAudience,
+    WrongAudience,
     /// A required claim is absent: `exp`, the subject, `iss`/`aud` when configured, or a
     /// configured custom claim.
     MissingClaim,
@@ -58,11 +58,11 @@ impl ErrorKind {
             ErrorKind::TokenTooLarge => "token_too_large",
             ErrorKind::AlgorithmNotAllowed => "algorithm_not_allowed",
             ErrorKind::UnknownKey => "unknown_key",
-            ErrorKind::InvalidSignature => "invalid_signature",
-            ErrorKind::TokenExpired => "token_expired",
-            ErrorKind::TokenNotYetValid => "token_not_yet_valid",
-            ErrorKind::InvalidIssuer => "invalid_issuer",
-            ErrorKind::InvalidAudience => "invalid_audience",
+            ErrorKind::BadSignature => "bad_signature",
+            ErrorKind::Expired => "expired",
+            ErrorKind::NotYetValid => "not_yet_valid",
+            ErrorKind::WrongIssuer => "wrong_issuer",
+            ErrorKind::WrongAudience => "wrong_audience",
             ErrorKind::MissingClaim => "missing_claim",
             ErrorKind::InvalidClaim => "invalid_claim",
         }
@@ -77,11 +77,11 @@ impl ErrorKind {
         ErrorKind::TokenTooLarge,
         ErrorKind::AlgorithmNotAllowed,
         ErrorKind::UnknownKey,
-        ErrorKind::InvalidSignature,
-        ErrorKind::TokenExpired,
-        ErrorKind::TokenNotYetValid,
-        ErrorKind::InvalidIssuer,
-        ErrorKind::InvalidAudience,
+        ErrorKind::BadSignature,
+        ErrorKind::Expired,
+        ErrorKind::NotYetValid,
+        ErrorKind::WrongIssuer,
+        ErrorKind::WrongAudience,
         ErrorKind::MissingClaim,
         ErrorKind::InvalidClaim,
     ];
@@ -118,11 +118,11 @@ impl ErrorKind {
                 "The access token is signed with an algorithm that is not accepted"
             }
             ErrorKind::UnknownKey => "The access token is signed by an unknown key",
-            ErrorKind::InvalidSignature => "The access token signature is invalid",
-            ErrorKind::TokenExpired => "The access token expired",
-            ErrorKind::TokenNotYetValid => "The access token is not valid yet",
-            ErrorKind::InvalidIssuer => "The access token issuer is not accepted",
-            ErrorKind::InvalidAudience => "The access token audience is not accepted",
+            ErrorKind::BadSignature => "The access token signature is invalid",
+            ErrorKind::Expired => "The access token expired",
+            ErrorKind::NotYetValid => "The access token is not valid yet",
+            ErrorKind::WrongIssuer => "The access token issuer is not accepted",
+            ErrorKind::WrongAudience => "The access token audience is not accepted",
             ErrorKind::MissingClaim => "The access token lacks a required claim",
             ErrorKind::InvalidClaim => "The access token has a claim of the wrong type",
         })

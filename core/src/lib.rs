@@ -7,7 +7,7 @@
 //! what remains, when to retry, and renders the standard response headers.
 //!
 //! - [`auth`]: JWT bearer tokens verified into an [`Identity`] whose subject and role the
-//!   rules use ([`Engine::authenticate_and_check`]).
+//!   rules use ([`Engine::authorize`]).
 //! - [`config`]: the one schema (TOML or JSON), validated with errors that name the field.
 //! - [`limit`]: the algorithms — fixed window, exact sliding window, sliding window counter,
 //!   token bucket (GCRA) — as pure state transitions, and the rule matcher.

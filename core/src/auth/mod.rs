@@ -3,7 +3,7 @@
 //!
 //! Built from the `[auth]` section ([`AuthConfig`]) and reached through
 //! [`Engine::authenticate`](crate::Engine::authenticate) and
-//! [`Engine::authenticate_and_check`](crate::Engine::authenticate_and_check). Signatures are
+//! [`Engine::authorize`](crate::Engine::authorize). Signatures are
 //! checked by the `jsonwebtoken` crate on its `aws_lc_rs` backend (chosen by measurement: RSA
 //! and ECDSA verify 4–9× faster than on `rust_crypto`, see the README's performance section),
 //! called directly rather than through jsonwebtoken's process-wide provider, which another
@@ -26,11 +26,11 @@
 //!    key-confusion attack). A `kid` that names no key is `unknown_key`. A token without a
 //!    `kid` is tried against every key that verifies its `alg` (so give keys a `kid` when
 //!    there are many: each try of a forged token costs a verification).
-//! 6. The signature: `invalid_signature`.
+//! 6. The signature: `bad_signature`.
 //! 7. The payload is a JSON object (`malformed_token`), then the claims: `exp` (required unless
-//!    `require_exp = false`; expired when `now >= exp + leeway`: `token_expired`), `nbf` and
-//!    `iat` (`> now + leeway`: `token_not_yet_valid`), `iss` (`invalid_issuer`), `aud` (string
-//!    or list; `invalid_audience` — a token naming an audience is refused when none is
+//!    `require_exp = false`; expired when `now >= exp + leeway`: `expired`), `nbf` and
+//!    `iat` (`> now + leeway`: `not_yet_valid`), `iss` (`wrong_issuer`), `aud` (string
+//!    or list; `wrong_audience` — a token naming an audience is refused when none is
 //!    configured), the subject (a non-empty string), the required claims (`missing_claim`),
 //!    and claims of the wrong type (`invalid_claim`).
 //! 8. The role: the claim at `role_claim` (a dotted path, e.g. `realm_access.roles`; a
@@ -48,11 +48,11 @@
 //! | `token_too_large` | over `max_token_bytes` | 401 | `error="invalid_token"` |
 //! | `algorithm_not_allowed` | `alg` not accepted, or not the selected key's | 401 | `error="invalid_token"` |
 //! | `unknown_key` | `kid` names no key / no key for `alg` | 401 | `error="invalid_token"` |
-//! | `invalid_signature` | the signature does not verify | 401 | `error="invalid_token"` |
-//! | `token_expired` | `exp` passed | 401 | `error="invalid_token"` |
-//! | `token_not_yet_valid` | `nbf`/`iat` in the future | 401 | `error="invalid_token"` |
-//! | `invalid_issuer` | `iss` not accepted | 401 | `error="invalid_token"` |
-//! | `invalid_audience` | `aud` not accepted | 401 | `error="invalid_token"` |
+//! | `bad_signature` | the signature does not verify | 401 | `error="invalid_token"` |
+//! | `expired` | `exp` passed | 401 | `error="invalid_token"` |
+//! | `not_yet_valid` | `nbf`/`iat` in the future | 401 | `error="invalid_token"` |
+//! | `wrong_issuer` | `iss` not accepted | 401 | `error="invalid_token"` |
+//! | `wrong_audience` | `aud` not accepted | 401 | `error="invalid_token"` |
 //! | `missing_claim` | `exp`, subject, `iss`/`aud` or a required claim absent | 401 | `error="invalid_token"` |
 //! | `invalid_claim` | a claim of the wrong type | 401 | `error="invalid_token"` |
 //!
@@ -464,7 +464,7 @@ impl Authenticator {
             ),
         })?;
         if signature.is_empty() {
-            return Err(self.reject(ErrorKind::InvalidSignature, "the signature is empty"));
+            return Err(self.reject(ErrorKind::BadSignature, "the signature is empty"));
         }
         let message = &token.as_bytes()[..h.len() + 1 + p.len()];
         // floodwall's own backend, not the process-wide default a host (or another crate's
@@ -479,7 +479,7 @@ impl Authenticator {
         }
         .ok_or_else(|| {
             self.reject(
-                ErrorKind::InvalidSignature,
+                ErrorKind::BadSignature,
                 match kid {
                     Some(kid) => format!(
                         "the {} signature does not verify with key {}",
@@ -533,7 +533,7 @@ impl Authenticator {
             }
             Some(exp) if now_s >= exp + leeway_s => {
                 return Err(self.reject(
-                    ErrorKind::TokenExpired,
+                    ErrorKind::Expired,
                     format!("the token expired at {exp} (now {now_s}, leeway {leeway_s} s)"),
                 ));
             }
@@ -549,7 +549,7 @@ impl Authenticator {
                 && at > now_s + leeway_s
             {
                 return Err(self.reject(
-                    ErrorKind::TokenNotYetValid,
+                    ErrorKind::NotYetValid,
                     format!(
                         "the token's \"{name}\" is {at}, in the future (now {now_s}, leeway {leeway_s} s)"
                     ),
@@ -566,7 +566,7 @@ impl Authenticator {
                 Some(Value::String(iss)) if self.issuers.contains(iss) => {}
                 Some(Value::String(iss)) => {
                     return Err(self.reject(
-                        ErrorKind::InvalidIssuer,
+                        ErrorKind::WrongIssuer,
                         format!("issuer {} is not accepted", shown(iss)),
                     ));
                 }
@@ -601,13 +601,13 @@ impl Authenticator {
                 };
                 if self.audiences.is_empty() {
                     return Err(self.reject(
-                        ErrorKind::InvalidAudience,
+                        ErrorKind::WrongAudience,
                         "the token names an audience and auth.audience accepts none",
                     ));
                 }
                 if !names.iter().any(|n| self.audiences.iter().any(|a| a == n)) {
                     return Err(self.reject(
-                        ErrorKind::InvalidAudience,
+                        ErrorKind::WrongAudience,
                         format!("audience {} is not accepted", shown(&names.join(", "))),
                     ));
                 }
