@@ -30,9 +30,10 @@
 //! ```
 //!
 //! Durations are strings of a number and a unit: `us`, `ms`, `s`, `m`, `h` or `d`
-//! (`"250ms"`, `"1.5s"`, `"1m"`). The `[auth]` section is [`AuthConfig`]. The `services` and
-//! `monitor` sections are reserved for the features that will read them; until then an engine
-//! refuses a configuration that sets them rather than ignore it.
+//! (`"250ms"`, `"1.5s"`, `"1m"`). The `[auth]` section is [`AuthConfig`], each
+//! `[services.NAME]` a [`ServiceConfig`]. The `monitor` section is reserved for the feature
+//! that will read it; until then an engine refuses a configuration that sets it rather than
+//! ignore it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +45,7 @@ use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::AuthConfig;
+use crate::balance::ServiceConfig;
 use crate::error::Error;
 use crate::limit::{Algorithm, KeyKind, PathPattern, Policy, Quota, Rule, RuleMatcher, is_token};
 
@@ -75,9 +77,9 @@ pub struct Config {
     /// JWT authentication ([`AuthConfig`]).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
-    /// Upstream services (reserved).
+    /// Upstream services by name (`[services.orders]`), for [`Engine::pick`](crate::Engine::pick).
     #[serde(default)]
-    pub services: Option<Reserved>,
+    pub services: BTreeMap<String, ServiceConfig>,
     /// Monitoring (reserved).
     #[serde(default)]
     pub monitor: Option<Reserved>,
@@ -471,10 +473,7 @@ impl Config {
 
     /// Refuses sections whose feature this version does not have.
     pub(crate) fn check_reserved(&self) -> Result<(), Error> {
-        for (set, name, feature) in [
-            (self.services.is_some(), "services", "upstream balancing"),
-            (self.monitor.is_some(), "monitor", "monitoring"),
-        ] {
+        for (set, name, feature) in [(self.monitor.is_some(), "monitor", "monitoring")] {
             if set {
                 return Err(Error::config(
                     name,

@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use crate::auth::{AuthConfig, Authenticator, Identity};
+use crate::balance::{BreakerEvent, Lease, Services, UpstreamConfig, UpstreamStatus};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{Config, HeadersConfig};
 use crate::decision::{Decision, StoreUsed};
@@ -146,6 +147,7 @@ pub struct Engine {
     /// Replaced whole by [`Engine::reload_auth`]; a verification holds the read lock.
     auth: RwLock<Option<Arc<Authenticator>>>,
     base_dir: Option<PathBuf>,
+    services: Services,
 }
 
 /// The answer of [`Engine::authorize`]: who the caller is and the rate-limit
@@ -177,6 +179,7 @@ impl Engine {
             )?)),
             None => None,
         };
+        let services = Services::compile(&config.services)?;
         Ok(Engine {
             rules: rules.into(),
             store: MemoryStore::new(config.store.max_keys),
@@ -185,6 +188,7 @@ impl Engine {
             parse_paths,
             auth: RwLock::new(auth),
             base_dir,
+            services,
         })
     }
 
@@ -411,6 +415,68 @@ impl Engine {
     /// than hold on to it.
     pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
         self.auth.read().clone()
+    }
+
+    /// Picks an upstream of `service` for one call: by the service's strategy, among upstreams
+    /// not marked down whose breaker admits a call (see [`crate::balance`]). Finish the lease
+    /// with the call's outcome and latency; a lease dropped unfinished counts as a failure.
+    ///
+    /// Fails with `no_upstream_available` (and [`Error::available_at`]) when no upstream can
+    /// take the call, `unknown_service` for a name that is not configured.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodwall::{CallOutcome, Engine};
+    ///
+    /// let engine = Engine::from_toml(r#"
+    ///     [services.orders]
+    ///     upstreams = [{ url = "http://10.0.0.1:8080" }, { url = "http://10.0.0.2:8080", weight = 2 }]
+    /// "#)?;
+    /// let lease = engine.pick("orders")?;
+    /// assert_eq!(lease.url(), "http://10.0.0.2:8080");
+    /// lease.finish(CallOutcome::Success, Duration::from_millis(12));
+    /// # Ok::<(), floodwall::Error>(())
+    /// ```
+    pub fn pick(&self, service: &str) -> Result<Lease, Error> {
+        self.services.pick(service, &self.clock)
+    }
+
+    /// Every upstream of `service`: breaker state, in-flight calls, call statistics.
+    pub fn upstreams(&self, service: &str) -> Result<Vec<UpstreamStatus>, Error> {
+        self.services.status(service, self.clock.now())
+    }
+
+    /// Breaker state changes after sequence number `after` (0 for all that are kept: the
+    /// newest [`EVENT_LOG_CAPACITY`](crate::balance::EVENT_LOG_CAPACITY)).
+    pub fn breaker_events(&self, after: u64) -> Vec<BreakerEvent> {
+        self.services.events.since(after)
+    }
+
+    /// Marks an upstream down (no call is picked for it, whatever its breaker says) or up
+    /// again: for hosts that run active health checks.
+    pub fn set_upstream_down(
+        &self,
+        service: &str,
+        upstream: &str,
+        down: bool,
+    ) -> Result<(), Error> {
+        self.services.set_down(service, upstream, down)
+    }
+
+    /// Closes an upstream's breaker now, with an empty window (an operator's override).
+    pub fn reset_breaker(&self, service: &str, upstream: &str) -> Result<(), Error> {
+        self.services
+            .reset_breaker(service, upstream, self.clock.now())
+    }
+
+    /// Adds an upstream to `service` while serving; it starts closed with no history.
+    pub fn add_upstream(&self, service: &str, upstream: &UpstreamConfig) -> Result<(), Error> {
+        self.services.add_upstream(service, upstream)
+    }
+
+    /// Removes an upstream from `service`; leases already on it finish normally.
+    pub fn remove_upstream(&self, service: &str, upstream: &str) -> Result<(), Error> {
+        self.services.remove_upstream(service, upstream)
     }
 
     /// Decides on each request in turn (each one atomic on its own), returning one result per

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::clock::Timestamp;
+
 /// What went wrong, as a stable, enumerable kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -45,6 +47,13 @@ pub enum ErrorKind {
     /// A claim has the wrong type: a non-numeric `exp`/`nbf`/`iat`, a non-string subject or
     /// issuer, a role claim that is neither a string nor a list of strings.
     InvalidClaim,
+    /// No upstream of the service can take a call now: every one is down, open, or half-open
+    /// with all its probes out. [`Error::available_at`] says when the first may reopen.
+    NoUpstreamAvailable,
+    /// No service of that name is configured.
+    UnknownService,
+    /// The service has no upstream of that name.
+    UnknownUpstream,
 }
 
 impl ErrorKind {
@@ -65,11 +74,14 @@ impl ErrorKind {
             ErrorKind::WrongAudience => "wrong_audience",
             ErrorKind::MissingClaim => "missing_claim",
             ErrorKind::InvalidClaim => "invalid_claim",
+            ErrorKind::NoUpstreamAvailable => "no_upstream_available",
+            ErrorKind::UnknownService => "unknown_service",
+            ErrorKind::UnknownUpstream => "unknown_upstream",
         }
     }
 
     /// Every kind, in declaration order (for bindings that export them and for tests).
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidConfig,
         ErrorKind::CostExceedsLimit,
         ErrorKind::MissingToken,
@@ -84,21 +96,35 @@ impl ErrorKind {
         ErrorKind::WrongAudience,
         ErrorKind::MissingClaim,
         ErrorKind::InvalidClaim,
+        ErrorKind::NoUpstreamAvailable,
+        ErrorKind::UnknownService,
+        ErrorKind::UnknownUpstream,
     ];
 
     /// Whether this kind is an authentication rejection (the request's credentials are at
     /// fault, not the configuration or the request's cost).
     pub const fn is_auth(self) -> bool {
-        !matches!(self, ErrorKind::InvalidConfig | ErrorKind::CostExceedsLimit)
+        !matches!(
+            self,
+            ErrorKind::InvalidConfig
+                | ErrorKind::CostExceedsLimit
+                | ErrorKind::NoUpstreamAvailable
+                | ErrorKind::UnknownService
+                | ErrorKind::UnknownUpstream
+        )
     }
 
     /// The HTTP status a server should answer with: 401 for every authentication rejection
-    /// (RFC 6750 §3.1), 429 for a cost that can never be admitted, 500 for a configuration
-    /// error.
+    /// (RFC 6750 §3.1), 429 for a cost that can never be admitted, 503 when no upstream can
+    /// take the call, 500 for a configuration error or an unknown service or upstream (the
+    /// host's mistake, not the client's).
     pub const fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidConfig => 500,
+            ErrorKind::InvalidConfig | ErrorKind::UnknownService | ErrorKind::UnknownUpstream => {
+                500
+            }
             ErrorKind::CostExceedsLimit => 429,
+            ErrorKind::NoUpstreamAvailable => 503,
             _ => 401,
         }
     }
@@ -109,7 +135,12 @@ impl ErrorKind {
     /// kinds that are not authentication rejections.
     pub const fn challenge_description(self) -> Option<&'static str> {
         Some(match self {
-            ErrorKind::InvalidConfig | ErrorKind::CostExceedsLimit | ErrorKind::MissingToken => {
+            ErrorKind::InvalidConfig
+            | ErrorKind::CostExceedsLimit
+            | ErrorKind::MissingToken
+            | ErrorKind::NoUpstreamAvailable
+            | ErrorKind::UnknownService
+            | ErrorKind::UnknownUpstream => {
                 return None;
             }
             ErrorKind::MalformedToken => "The access token is malformed",
@@ -144,6 +175,8 @@ pub struct Error {
     message: String,
     /// For authentication rejections, the `WWW-Authenticate` value to send.
     challenge: Option<String>,
+    /// For `no_upstream_available`, when the first upstream may take calls again.
+    available_at: Option<Timestamp>,
 }
 
 impl Error {
@@ -153,6 +186,7 @@ impl Error {
             field: None,
             message: message.into(),
             challenge: None,
+            available_at: None,
         }
     }
 
@@ -170,6 +204,7 @@ impl Error {
             field: None,
             message: message.into(),
             challenge: Some(challenge),
+            available_at: None,
         }
     }
 
@@ -182,7 +217,16 @@ impl Error {
             field: (!field.is_empty()).then_some(field),
             message: message.into(),
             challenge: None,
+            available_at: None,
         }
+    }
+
+    /// A `no_upstream_available` error; `available_at` is when the first upstream reopens, if
+    /// any is merely waiting for its open time to end.
+    pub(crate) fn no_upstream(message: impl Into<String>, available_at: Option<Timestamp>) -> Self {
+        let mut e = Error::new(ErrorKind::NoUpstreamAvailable, message);
+        e.available_at = available_at;
+        e
     }
 
     /// The same error, its message naming the configuration file it came from.
@@ -204,6 +248,12 @@ impl Error {
     /// The message without the field path.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// For `no_upstream_available`: the earliest time an upstream's breaker turns half-open
+    /// (send it as `Retry-After`). `None` when every upstream is down or busy with its probes.
+    pub fn available_at(&self) -> Option<Timestamp> {
+        self.available_at
     }
 
     /// The HTTP status a server should answer with ([`ErrorKind::http_status`]).

@@ -8,6 +8,9 @@
 //!
 //! - [`auth`]: JWT bearer tokens verified into an [`Identity`] whose subject and role the
 //!   rules use ([`Engine::authorize`]).
+//! - [`balance`] and [`breaker`]: where a call goes ([`Engine::pick`]) — smooth weighted
+//!   round-robin, least-connections or power-of-two-choices among upstreams whose circuit
+//!   breaker admits it — and what came of it ([`Lease::finish`]).
 //! - [`config`]: the one schema (TOML or JSON), validated with errors that name the field.
 //! - [`limit`]: the algorithms — fixed window, exact sliding window, sliding window counter,
 //!   token bucket (GCRA) — as pure state transitions, and the rule matcher.
@@ -33,6 +36,8 @@
 //! ```
 
 pub mod auth;
+pub mod balance;
+pub mod breaker;
 pub mod clock;
 pub mod config;
 mod decision;
@@ -42,6 +47,8 @@ pub mod limit;
 pub mod store;
 
 pub use auth::{AuthConfig, Authenticator, Identity};
+pub use balance::{Lease, UpstreamStatus};
+pub use breaker::{BreakerState, CallOutcome};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use decision::{Decision, LayerStatus, StoreUsed};
