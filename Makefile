@@ -39,6 +39,7 @@ bench-smoke:
 bench:
 	$(CARGO) bench -p floodwall-benches --bench check -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench auth -- --noplot
+	$(CARGO) bench -p floodwall-benches --bench balance -- --noplot
 
 # JWT verification against node's jsonwebtoken and PyJWT in the same run (README's table).
 bench-jwt: setup peers

@@ -13,13 +13,12 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use floodwall::store::{Layer, MemoryStore, Store};
 use floodwall::{Engine, ManualClock, Request, Timestamp};
 use floodwall_benches::{
-    CAPACITY, MANY_KEYS, ONE_LAYER, REFILL_PER_SECOND, THREE_LAYERS, quota, subjects,
+    CAPACITY, MANY_KEYS, ONE_LAYER, REFILL_PER_SECOND, THREE_LAYERS, on_threads, quota, subjects,
 };
 use governor::clock::FakeRelativeClock;
 use governor::middleware::NoOpMiddleware;
@@ -44,21 +43,6 @@ fn governor() -> Governor {
 }
 
 const NOW: Timestamp = Timestamp::from_millis(1_700_000_000_000);
-
-/// Runs `op(i)` `iters` times spread over `threads` threads; returns the wall time.
-fn on_threads(threads: u64, iters: u64, op: &(impl Fn(u64) + Sync)) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            s.spawn(move || {
-                for i in 0..iters / threads {
-                    op(i * threads + t);
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
 
 fn store(c: &mut Criterion) {
     let quota = quota();

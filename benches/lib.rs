@@ -2,6 +2,7 @@
 //! are measured with, so every bench compares like with like.
 
 use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
 
 /// How many distinct keys the "many keys" benches cycle through.
 pub const MANY_KEYS: usize = 100_000;
@@ -70,3 +71,19 @@ algorithm = "fixed_window"
 limit = 1000000000
 window = "1m"
 "#;
+
+/// Runs `op(i)` `iters` times spread over `threads` threads; returns the wall time (criterion's
+/// `iter_custom`), so that on two threads the figure is wall time per operation.
+pub fn on_threads(threads: u64, iters: u64, op: &(impl Fn(u64) + Sync)) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in 0..iters / threads {
+                    op(i * threads + t);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}

@@ -388,6 +388,7 @@ struct UpstreamState {
     breaker: Breaker,
     stats: CallStats,
     latency_total_us: u128,
+    ewma_us: u64,
 }
 
 /// Gate values: when `now >= gate` an upstream is eligible (barring `down`).
@@ -424,6 +425,7 @@ impl Upstream {
                 breaker: Breaker::new(settings),
                 stats: CallStats::default(),
                 latency_total_us: 0,
+                ewma_us: 0,
             }),
         }
     }
@@ -464,12 +466,14 @@ pub(crate) struct Service {
     turn: AtomicU64,
     /// The p2c random state (a Weyl sequence run through a mixer).
     rng: AtomicU64,
+    /// The engine's breaker event log (shared by its services).
+    events: Arc<EventLog>,
 }
 
 /// The services of an engine.
 #[derive(Debug, Default)]
 pub(crate) struct Services {
-    by_name: HashMap<String, Arc<Service>>,
+    by_name: HashMap<String, Arc<Service>, foldhash::fast::RandomState>,
     pub(crate) events: Arc<EventLog>,
 }
 
@@ -485,7 +489,8 @@ fn check_name(name: &str, field: &str, what: &str) -> Result<(), Error> {
 
 impl Services {
     pub(crate) fn compile(configs: &BTreeMap<String, ServiceConfig>) -> Result<Self, Error> {
-        let mut by_name = HashMap::new();
+        let events: Arc<EventLog> = Arc::default();
+        let mut by_name = HashMap::default();
         for (name, config) in configs {
             let at = format!("services.{name}");
             check_name(name, &at, "service name")?;
@@ -529,13 +534,11 @@ impl Services {
                     rr: Mutex::new(()),
                     turn: AtomicU64::new(0),
                     rng: AtomicU64::new(foldhash_seed()),
+                    events: Arc::clone(&events),
                 }),
             );
         }
-        Ok(Services {
-            by_name,
-            events: Arc::default(),
-        })
+        Ok(Services { by_name, events })
     }
 
     fn service(&self, name: &str) -> Result<&Arc<Service>, Error> {
@@ -560,7 +563,7 @@ impl Services {
     pub(crate) fn pick(&self, service: &str, clock: &Arc<dyn Clock>) -> Result<Lease, Error> {
         let service = self.service(service)?;
         let now = clock.now();
-        let upstreams = service.upstreams.read().clone();
+        let upstreams = service.upstreams.read();
         let mut left_out: SmallVec<[bool; 16]> = SmallVec::from_elem(false, upstreams.len());
         for _ in 0..upstreams.len() {
             let Some(i) = service.choose(&upstreams, &left_out, now) else {
@@ -588,7 +591,6 @@ impl Services {
                             permit,
                             started: now,
                             clock: Arc::clone(clock),
-                            events: Arc::clone(&self.events),
                         }),
                     });
                 }
@@ -847,7 +849,6 @@ struct Call {
     permit: Permit,
     started: Timestamp,
     clock: Arc<dyn Clock>,
-    events: Arc<EventLog>,
 }
 
 impl Lease {
@@ -919,12 +920,15 @@ impl Call {
                 CallOutcome::Timeout => stats.timeouts += 1,
             }
             stats.max_latency = stats.max_latency.max(latency);
-            stats.ewma_latency = if stats.calls == 1 {
-                latency
-            } else {
-                stats.ewma_latency.mul_f64(0.9) + latency.mul_f64(0.1)
-            };
             let calls = stats.calls;
+            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            // α = 1/10, in integer µs.
+            state.ewma_us = if calls == 1 {
+                us
+            } else {
+                state.ewma_us - state.ewma_us / 10 + us / 10
+            };
+            state.stats.ewma_latency = Duration::from_micros(state.ewma_us);
             state.latency_total_us += latency.as_micros();
             let mean = state.latency_total_us / u128::from(calls);
             state.stats.mean_latency =
@@ -935,7 +939,9 @@ impl Call {
             transition
         };
         if let Some(t) = transition {
-            self.events.push(&self.service.name, &upstream.name, t);
+            self.service
+                .events
+                .push(&self.service.name, &upstream.name, t);
         }
     }
 }

@@ -323,6 +323,8 @@ fn dropped_leases_count_as_failures_with_their_elapsed_time() {
     let u = status.iter().find(|u| u.name == name).expect("upstream");
     assert_eq!((u.stats.calls, u.stats.failures), (1, 1));
     assert_eq!(u.stats.max_latency, Duration::from_millis(250));
+    assert_eq!(u.stats.mean_latency, Duration::from_millis(250));
+    assert_eq!(u.stats.ewma_latency, Duration::from_millis(250));
 }
 
 #[test]
