@@ -1,13 +1,14 @@
 //! `make demo`: a free and a premium caller against layered limits on the memory store,
 //! admitted and denied, with the headers a server would send; then the same callers with
-//! bearer tokens, and the tokens a server must refuse.
+//! bearer tokens, and the tokens a server must refuse; then an upstream that fails, is skipped
+//! by its breaker, and comes back after its probes succeed.
 //!
 //! Reads `examples/floodwall.toml`, or the file given as the first argument. Time is a manual
 //! clock so the run is the same every time and shows refills without sleeping.
 
 use std::time::Duration;
 
-use floodwall::{Decision, Engine, ManualClock, Request, Timestamp};
+use floodwall::{CallOutcome, Decision, Engine, ManualClock, Request, Timestamp};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 
@@ -222,6 +223,50 @@ fn main() -> Result<(), floodwall::Error> {
         println!(
             "      WWW-Authenticate: {}",
             e.www_authenticate().unwrap_or("-")
+        );
+    }
+
+    println!(
+        "\nUpstreams: orders-a starts failing; its breaker opens and orders-b takes everything."
+    );
+    let a_healthy = std::cell::Cell::new(false);
+    let call = |engine: &Engine, label: &str| -> Result<(), floodwall::Error> {
+        let lease = engine.pick("orders")?;
+        let upstream = lease.upstream().to_owned();
+        let outcome = if upstream == "orders-a" && !a_healthy.get() {
+            CallOutcome::Failure
+        } else {
+            CallOutcome::Success
+        };
+        println!(
+            "  {label:<10} -> {upstream:<9} {}{}",
+            outcome.as_str(),
+            if lease.is_probe() { " (probe)" } else { "" }
+        );
+        lease.finish(outcome, Duration::from_millis(20));
+        Ok(())
+    };
+    for i in 1..=10 {
+        call(&engine, &format!("call {i}"))?;
+    }
+    for u in engine.upstreams("orders")? {
+        println!(
+            "  {} breaker {} ({} calls, {} failures)",
+            u.name, u.state, u.stats.calls, u.stats.failures
+        );
+    }
+    println!(
+        "\n2 s later orders-a has healed: it gets its two probe calls, closes, and shares again."
+    );
+    clock.advance(Duration::from_secs(2));
+    a_healthy.set(true);
+    for i in 11..=16 {
+        call(&engine, &format!("call {i}"))?;
+    }
+    for event in engine.breaker_events(0) {
+        println!(
+            "  event {}: {} {} -> {}",
+            event.seq, event.upstream, event.transition.from, event.transition.to
         );
     }
     Ok(())
