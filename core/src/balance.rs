@@ -213,83 +213,11 @@ fn default_half_open_calls() -> u32 {
 
 impl BreakerConfig {
     fn compile(&self, at: &str) -> Result<BreakerSettings, Error> {
-        let field = |name: &str| format!("{at}.{name}");
-        for (name, rate) in [
-            ("failure_rate", self.failure_rate),
-            ("slow_call_rate", self.slow_call_rate),
-        ] {
-            if !(rate > 0.0 && rate <= 1.0) {
-                return Err(Error::config(
-                    field(name),
-                    format!("must be a rate over (0, 1], got {rate}"),
-                ));
-            }
-        }
-        if self.min_calls == 0 {
-            return Err(Error::config(field("min_calls"), "must be at least 1"));
-        }
-        let window = match self.window {
-            WindowConfig::Calls(0) => {
-                return Err(Error::config(field("window"), "must hold at least 1 call"));
-            }
-            WindowConfig::Calls(n) if n > 100_000 => {
-                return Err(Error::config(
-                    field("window"),
-                    format!("{n} calls; at most 100000 are kept"),
-                ));
-            }
-            WindowConfig::Calls(n) => {
-                if self.min_calls > n {
-                    return Err(Error::config(
-                        field("min_calls"),
-                        format!(
-                            "{} is more than the window's {n} calls: it could never trip",
-                            self.min_calls
-                        ),
-                    ));
-                }
-                WindowKind::Count(n)
-            }
-            WindowConfig::Span(d) if d.0 < Duration::from_millis(10) => {
-                return Err(Error::config(field("window"), "must be at least 10ms"));
-            }
-            WindowConfig::Span(d) => WindowKind::Time(d.0),
-        };
-        if self.open_for.0.is_zero() {
-            return Err(Error::config(
-                field("open_for"),
-                "must be greater than zero",
-            ));
-        }
-        if !(self.backoff >= 1.0 && self.backoff.is_finite()) {
-            return Err(Error::config(
-                field("backoff"),
-                format!("must be a factor of at least 1, got {}", self.backoff),
-            ));
-        }
-        if self.max_open_for.0 < self.open_for.0 {
-            return Err(Error::config(
-                field("max_open_for"),
-                format!(
-                    "{} is shorter than open_for ({})",
-                    self.max_open_for, self.open_for
-                ),
-            ));
-        }
-        if self.half_open_calls == 0 {
-            return Err(Error::config(
-                field("half_open_calls"),
-                "must be at least 1",
-            ));
-        }
-        if self.slow_call_duration.is_some_and(|d| d.0.is_zero()) {
-            return Err(Error::config(
-                field("slow_call_duration"),
-                "must be greater than zero",
-            ));
-        }
-        Ok(BreakerSettings {
-            window,
+        let settings = BreakerSettings {
+            window: match self.window {
+                WindowConfig::Calls(n) => WindowKind::Count(n),
+                WindowConfig::Span(d) => WindowKind::Time(d.0),
+            },
             min_calls: self.min_calls,
             failure_rate: self.failure_rate,
             slow_call_duration: self.slow_call_duration.map(|d| d.0),
@@ -298,7 +226,11 @@ impl BreakerConfig {
             backoff: self.backoff,
             max_open_for: self.max_open_for.0,
             half_open_calls: self.half_open_calls,
-        })
+        };
+        settings
+            .validate()
+            .map_err(|(field, message)| Error::config(format!("{at}.{field}"), message))?;
+        Ok(settings)
     }
 }
 
@@ -391,9 +323,8 @@ struct UpstreamState {
     ewma_us: u64,
 }
 
-/// Gate values: when `now >= gate` an upstream is eligible (barring `down`).
+/// The gate of an upstream that admits calls: eligible whenever `now >= gate`.
 const GATE_OPEN: u64 = 0;
-const GATE_SHUT: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Upstream {
@@ -404,9 +335,9 @@ struct Upstream {
     in_flight: AtomicU64,
     /// The smooth round-robin score (changed only under the service's `rr` lock).
     score: AtomicI64,
-    /// µs from which the breaker admits again: 0 closed or half-open with a probe slot free,
-    /// the open time's end, or `GATE_SHUT` while every probe is out. Kept in step with the
-    /// breaker under `state`'s lock, read without it to choose.
+    /// µs from which the breaker may admit again: 0 when closed or half-open with a probe slot
+    /// free, the open time's end, or the probe deadline while every probe is out. Kept in step
+    /// with the breaker under `state`'s lock, read without it to choose.
     gate: AtomicU64,
     state: Mutex<UpstreamState>,
 }
@@ -422,7 +353,7 @@ impl Upstream {
             score: AtomicI64::new(0),
             gate: AtomicU64::new(GATE_OPEN),
             state: Mutex::new(UpstreamState {
-                breaker: Breaker::new(settings),
+                breaker: Breaker::new(settings).expect("settings validated by the service"),
                 stats: CallStats::default(),
                 latency_total_us: 0,
                 ewma_us: 0,
@@ -437,8 +368,11 @@ impl Upstream {
     fn set_gate(&self, breaker: &Breaker, now: Timestamp) {
         let gate = match breaker.state(now) {
             BreakerState::Closed => GATE_OPEN,
-            BreakerState::HalfOpen if breaker.available(now) => GATE_OPEN,
-            BreakerState::HalfOpen => GATE_SHUT,
+            BreakerState::HalfOpen => match breaker.probe_deadline() {
+                // Every probe out: eligible again when the breaker stops waiting for them.
+                Some(deadline) => deadline.as_micros(),
+                None => GATE_OPEN,
+            },
             BreakerState::Open { until } => until.as_micros(),
         };
         self.gate.store(gate, Ordering::Release);
@@ -564,9 +498,12 @@ impl Services {
         let service = self.service(service)?;
         let now = clock.now();
         let upstreams = service.upstreams.read();
+        // Round-robin steps are serialised through the permit, so that the step of a refused
+        // permit can be taken back exactly.
+        let _rr = (service.strategy == Strategy::RoundRobin).then(|| service.rr.lock());
         let mut left_out: SmallVec<[bool; 16]> = SmallVec::from_elem(false, upstreams.len());
         for _ in 0..upstreams.len() {
-            let Some(i) = service.choose(&upstreams, &left_out, now) else {
+            let Some((i, step)) = service.choose(&upstreams, &left_out, now) else {
                 break;
             };
             let upstream = &upstreams[i];
@@ -594,7 +531,12 @@ impl Services {
                         }),
                     });
                 }
-                None => left_out[i] = true,
+                None => {
+                    if let Some(step) = step {
+                        step.undo(&upstreams, i);
+                    }
+                    left_out[i] = true;
+                }
             }
         }
         Err(no_upstream(service, &upstreams, now))
@@ -617,7 +559,7 @@ impl Services {
                     weight: u.weight,
                     down: u.down.load(Ordering::Relaxed),
                     state: state.breaker.state(now),
-                    window_rates: state.breaker.rates(),
+                    window_rates: state.breaker.rates(now),
                     in_flight: u.in_flight.load(Ordering::Relaxed),
                     stats: state.stats,
                 }
@@ -693,13 +635,22 @@ impl Services {
     }
 
     pub(crate) fn remove_upstream(&self, service: &str, upstream: &str) -> Result<(), Error> {
-        let (s, _) = self.upstream(service, upstream)?;
+        let (s, found) = self.upstream(service, upstream)?;
         let mut list = s.upstreams.write();
+        // The very upstream looked up: one added since under the same name stays.
         let next: Vec<Arc<Upstream>> = list
             .iter()
-            .filter(|u| u.name != upstream)
+            .filter(|u| !Arc::ptr_eq(u, &found))
             .cloned()
             .collect();
+        if next.is_empty() {
+            return Err(Error::config(
+                "upstream",
+                format!(
+                    "{upstream:?} is the last upstream of service {service:?}; add another first"
+                ),
+            ));
+        }
         *list = next.into();
         Ok(())
     }
@@ -736,7 +687,16 @@ fn no_upstream(service: &Service, upstreams: &[Arc<Upstream>], now: Timestamp) -
                         until.as_millis().saturating_sub(now.as_millis())
                     )
                 }
-                BreakerState::HalfOpen => "half-open, its probe calls all out".to_owned(),
+                BreakerState::HalfOpen => match state.breaker.probe_deadline() {
+                    Some(deadline) => {
+                        earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                        format!(
+                            "half-open, its probe calls all out for {} ms more at most",
+                            deadline.as_millis().saturating_sub(now.as_millis())
+                        )
+                    }
+                    None => "half-open".to_owned(),
+                },
                 BreakerState::Closed => "taken by a concurrent change".to_owned(),
             }
         };
@@ -755,19 +715,42 @@ fn no_upstream(service: &Service, upstreams: &[Arc<Upstream>], now: Timestamp) -
     )
 }
 
+/// One smooth round-robin step: who took part and the weight they shared.
+struct RoundRobinStep {
+    took_part: SmallVec<[usize; 16]>,
+    total: i64,
+}
+
+impl RoundRobinStep {
+    /// Takes the step back (the chosen upstream's permit was refused).
+    fn undo(&self, upstreams: &[Arc<Upstream>], chosen: usize) {
+        for &i in &self.took_part {
+            upstreams[i]
+                .score
+                .fetch_sub(i64::from(upstreams[i].weight), Ordering::Relaxed);
+        }
+        upstreams[chosen]
+            .score
+            .fetch_add(self.total, Ordering::Relaxed);
+    }
+}
+
 impl Service {
-    /// The index of the upstream the strategy chooses among the eligible ones not left out.
+    /// The index of the upstream the strategy chooses among the eligible ones not left out
+    /// (and, for round-robin, the step taken: the caller holds `rr`).
     fn choose(
         &self,
         upstreams: &[Arc<Upstream>],
         left_out: &[bool],
         now: Timestamp,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Option<RoundRobinStep>)> {
         let eligible = |i: usize| !left_out[i] && upstreams[i].eligible(now);
         match self.strategy {
             Strategy::RoundRobin => {
-                let _step = self.rr.lock();
-                let mut total: i64 = 0;
+                let mut step = RoundRobinStep {
+                    took_part: SmallVec::new(),
+                    total: 0,
+                };
                 let mut best: Option<(usize, i64)> = None;
                 for (i, u) in upstreams.iter().enumerate() {
                     if !eligible(i) {
@@ -776,14 +759,17 @@ impl Service {
                     let weight = i64::from(u.weight);
                     let score = u.score.load(Ordering::Relaxed) + weight;
                     u.score.store(score, Ordering::Relaxed);
-                    total += weight;
+                    step.total += weight;
+                    step.took_part.push(i);
                     if best.is_none_or(|(_, s)| score > s) {
                         best = Some((i, score));
                     }
                 }
                 let (i, score) = best?;
-                upstreams[i].score.store(score - total, Ordering::Relaxed);
-                Some(i)
+                upstreams[i]
+                    .score
+                    .store(score - step.total, Ordering::Relaxed);
+                Some((i, Some(step)))
             }
             Strategy::LeastConnections => {
                 let n = upstreams.len();
@@ -795,12 +781,12 @@ impl Service {
                         best = Some(i);
                     }
                 }
-                best
+                best.map(|i| (i, None))
             }
             Strategy::P2c => {
                 let candidates: SmallVec<[usize; 16]> =
                     (0..upstreams.len()).filter(|&i| eligible(i)).collect();
-                match candidates.len() {
+                let chosen = match candidates.len() {
                     0 => None,
                     1 => Some(candidates[0]),
                     n => {
@@ -814,7 +800,8 @@ impl Service {
                             a
                         })
                     }
-                }
+                };
+                chosen.map(|i| (i, None))
             }
         }
     }
@@ -910,7 +897,7 @@ impl Call {
     fn complete(self, outcome: CallOutcome, latency: Duration) {
         let now = self.clock.now();
         let upstream = &self.upstream;
-        let transition = {
+        {
             let mut state = upstream.state.lock();
             let stats = &mut state.stats;
             stats.calls += 1;
@@ -933,15 +920,15 @@ impl Call {
             let mean = state.latency_total_us / u128::from(calls);
             state.stats.mean_latency =
                 Duration::from_micros(u64::try_from(mean).unwrap_or(u64::MAX));
+            upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
             let transition = state.breaker.record(self.permit, outcome, latency, now);
             upstream.set_gate(&state.breaker, now);
-            upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
-            transition
-        };
-        if let Some(t) = transition {
-            self.service
-                .events
-                .push(&self.service.name, &upstream.name, t);
+            // Logged under the upstream's lock, so its events are in the order they happened.
+            if let Some(t) = transition {
+                self.service
+                    .events
+                    .push(&self.service.name, &upstream.name, t);
+            }
         }
     }
 }

@@ -11,7 +11,9 @@
 //! - **Half-open**: once the open time is over, exactly `half_open_calls` probe calls pass
 //!   (however many callers race for them); the rest are refused until the probes report. The
 //!   breaker closes, with an empty window and the backoff reset, when every probe succeeded
-//!   (and, with a slow-call threshold, was not slow); it opens again at the first that did not.
+//!   (and, with a slow-call threshold, was not slow); it opens again at the first that did not
+//!   — or when every probe is out and `open_for` has passed since the latest was admitted with
+//!   no answer (a hung probe counts as failed, so an upstream is never stuck half-open).
 //!
 //! Each admission returns a [`Permit`] stamped with the breaker's epoch (it changes at every
 //! transition), so the outcome of a call admitted before a transition — a slow call that ends
@@ -22,6 +24,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
+use crate::error::Error;
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +126,8 @@ pub struct BreakerSettings {
 }
 
 /// Leave to make one call, from [`Breaker::try_acquire`]; hand it back to
-/// [`Breaker::record`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`Breaker::record`] or [`Breaker::release`] — once: it is neither `Clone` nor `Copy`.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Permit {
     epoch: u64,
     probe: bool,
@@ -156,9 +159,9 @@ pub struct Transition {
 struct Bucket {
     /// Start of the bucket's span in µs (time windows); unused for count windows.
     start: u64,
-    calls: u32,
-    failures: u32,
-    slow: u32,
+    calls: u64,
+    failures: u64,
+    slow: u64,
 }
 
 /// The rolling window: counts over the last N calls or the last T.
@@ -168,9 +171,9 @@ struct Window {
     /// Count window: one entry per call (`calls` 1); time window: ten buckets.
     slots: Box<[Bucket]>,
     next: usize,
-    calls: u32,
-    failures: u32,
-    slow: u32,
+    calls: u64,
+    failures: u64,
+    slow: u64,
 }
 
 const TIME_BUCKETS: usize = 10;
@@ -241,22 +244,31 @@ impl Window {
         };
         let b = &mut self.slots[i];
         b.calls += 1;
-        b.failures += u32::from(failed);
-        b.slow += u32::from(slow);
+        b.failures += u64::from(failed);
+        b.slow += u64::from(slow);
         self.calls += 1;
-        self.failures += u32::from(failed);
-        self.slow += u32::from(slow);
+        self.failures += u64::from(failed);
+        self.slow += u64::from(slow);
     }
 
-    fn rates(&self) -> (f64, f64) {
-        if self.calls == 0 {
+    /// The failure and slow-call rates; at `now`, for a time window, as if it had expired.
+    fn rates(&self, now: Option<u64>) -> (f64, f64) {
+        let (calls, failures, slow) = match (self.kind, now) {
+            (WindowKind::Time(span), Some(now)) => {
+                let span = span.as_micros() as u64;
+                self.slots
+                    .iter()
+                    .filter(|b| b.calls > 0 && b.start.saturating_add(span) > now)
+                    .fold((0, 0, 0), |(c, f, s), b| {
+                        (c + b.calls, f + b.failures, s + b.slow)
+                    })
+            }
+            _ => (self.calls, self.failures, self.slow),
+        };
+        if calls == 0 {
             return (0.0, 0.0);
         }
-        let calls = f64::from(self.calls);
-        (
-            f64::from(self.failures) / calls,
-            f64::from(self.slow) / calls,
-        )
+        (failures as f64 / calls as f64, slow as f64 / calls as f64)
     }
 }
 
@@ -271,12 +283,79 @@ pub struct Breaker {
     trips: u32,
     probes_admitted: u32,
     probes_succeeded: u32,
+    /// While half-open: when the latest probe was admitted plus `open_for`. If every probe is
+    /// out and none has failed by then, the breaker opens again (a hung probe is a failure).
+    probe_deadline: Timestamp,
+}
+
+impl BreakerSettings {
+    /// Checks the settings; the error names the field (`failure_rate` …) and the problem.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (name, rate) in [
+            ("failure_rate", self.failure_rate),
+            ("slow_call_rate", self.slow_call_rate),
+        ] {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err((name, format!("must be a rate over (0, 1], got {rate}")));
+            }
+        }
+        if self.min_calls == 0 {
+            return Err(("min_calls", "must be at least 1".to_owned()));
+        }
+        match self.window {
+            WindowKind::Count(0) => return Err(("window", "must hold at least 1 call".to_owned())),
+            WindowKind::Count(n) if n > 100_000 => {
+                return Err(("window", format!("{n} calls; at most 100000 are kept")));
+            }
+            WindowKind::Count(n) if self.min_calls > n => {
+                return Err((
+                    "min_calls",
+                    format!(
+                        "{} is more than the window's {n} calls: it could never trip",
+                        self.min_calls
+                    ),
+                ));
+            }
+            WindowKind::Time(d) if d < Duration::from_millis(10) => {
+                return Err(("window", "must be at least 10ms".to_owned()));
+            }
+            _ => {}
+        }
+        if self.open_for.is_zero() {
+            return Err(("open_for", "must be greater than zero".to_owned()));
+        }
+        if !(self.backoff >= 1.0 && self.backoff.is_finite()) {
+            return Err((
+                "backoff",
+                format!("must be a factor of at least 1, got {}", self.backoff),
+            ));
+        }
+        if self.max_open_for < self.open_for {
+            return Err((
+                "max_open_for",
+                format!(
+                    "{:?} is shorter than open_for ({:?})",
+                    self.max_open_for, self.open_for
+                ),
+            ));
+        }
+        if self.half_open_calls == 0 {
+            return Err(("half_open_calls", "must be at least 1".to_owned()));
+        }
+        if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
+            return Err(("slow_call_duration", "must be greater than zero".to_owned()));
+        }
+        Ok(())
+    }
 }
 
 impl Breaker {
-    /// A closed breaker.
-    pub fn new(settings: BreakerSettings) -> Self {
-        Breaker {
+    /// A closed breaker, if the settings are valid ([`BreakerSettings::validate`]).
+    pub fn new(settings: BreakerSettings) -> Result<Self, Error> {
+        settings
+            .validate()
+            .map_err(|(field, message)| Error::config(format!("breaker.{field}"), message))?;
+        Ok(Breaker {
             settings,
             state: BreakerState::Closed,
             epoch: 0,
@@ -284,7 +363,8 @@ impl Breaker {
             trips: 0,
             probes_admitted: 0,
             probes_succeeded: 0,
-        }
+            probe_deadline: Timestamp::from_micros(0),
+        })
     }
 
     /// The state at `now` (an open breaker whose time is over reads as half-open).
@@ -295,9 +375,9 @@ impl Breaker {
         }
     }
 
-    /// The failure and slow-call rates of the current window (0 when it is empty).
-    pub fn rates(&self) -> (f64, f64) {
-        self.window.rates()
+    /// The failure and slow-call rates of the window at `now` (0 when it is empty).
+    pub fn rates(&self, now: Timestamp) -> (f64, f64) {
+        self.window.rates(Some(now.as_micros()))
     }
 
     /// Whether a call could pass at `now`, without taking a probe slot.
@@ -308,8 +388,16 @@ impl Breaker {
             BreakerState::HalfOpen => {
                 matches!(self.state, BreakerState::Open { .. })
                     || self.probes_admitted < self.settings.half_open_calls
+                    || now >= self.probe_deadline
             }
         }
+    }
+
+    /// While half-open with every probe out: when the breaker gives up waiting for them.
+    pub fn probe_deadline(&self) -> Option<Timestamp> {
+        (self.state == BreakerState::HalfOpen
+            && self.probes_admitted >= self.settings.half_open_calls)
+            .then_some(self.probe_deadline)
     }
 
     /// When an open breaker turns half-open; `None` when it is not open.
@@ -329,6 +417,13 @@ impl Breaker {
             }
             transition = Some(self.enter(BreakerState::HalfOpen, now, 0.0, 0.0));
         }
+        if self
+            .probe_deadline()
+            .is_some_and(|deadline| now >= deadline)
+        {
+            // Every probe is out and none answered in time: as good as failed.
+            return (None, Some(self.trip(now, 0.0, 0.0)));
+        }
         let permit = match self.state {
             BreakerState::Closed => Some(Permit {
                 epoch: self.epoch,
@@ -336,6 +431,7 @@ impl Breaker {
             }),
             BreakerState::HalfOpen if self.probes_admitted < self.settings.half_open_calls => {
                 self.probes_admitted += 1;
+                self.probe_deadline = now.saturating_add(self.settings.open_for);
                 Some(Permit {
                     epoch: self.epoch,
                     probe: true,
@@ -348,6 +444,7 @@ impl Breaker {
 
     /// Gives back a permit that was never used for a call (nothing is recorded).
     pub fn release(&mut self, permit: Permit) {
+        // Only while the slot's half-open period lasts and no probe has reported.
         if permit.probe && permit.epoch == self.epoch && self.probes_admitted > 0 {
             self.probes_admitted -= 1;
         }
@@ -373,10 +470,10 @@ impl Breaker {
         match self.state {
             BreakerState::Closed => {
                 self.window.add(outcome.failed(), slow, now.as_micros());
-                if self.window.calls < self.settings.min_calls {
+                if self.window.calls < u64::from(self.settings.min_calls) {
                     return None;
                 }
-                let (failure_rate, slow_rate) = self.window.rates();
+                let (failure_rate, slow_rate) = self.window.rates(None);
                 let trips_on_slow = self.settings.slow_call_duration.is_some()
                     && slow_rate >= self.settings.slow_call_rate;
                 if failure_rate >= self.settings.failure_rate || trips_on_slow {
@@ -406,7 +503,8 @@ impl Breaker {
     fn trip(&mut self, now: Timestamp, failure_rate: f64, slow_rate: f64) -> Transition {
         let s = &self.settings;
         let grown = s.open_for.as_secs_f64() * s.backoff.powi(self.trips.min(64) as i32);
-        let open_for = if grown.is_finite() && grown < s.max_open_for.as_secs_f64() {
+        let open_for = if grown.is_finite() && grown >= 0.0 && grown < s.max_open_for.as_secs_f64()
+        {
             Duration::from_secs_f64(grown)
         } else {
             s.max_open_for

@@ -251,7 +251,8 @@ impl Error {
     }
 
     /// For `no_upstream_available`: the earliest time an upstream's breaker turns half-open
-    /// (send it as `Retry-After`). `None` when every upstream is down or busy with its probes.
+    /// or stops waiting for its probes (send it as `Retry-After`). `None` when every upstream
+    /// is marked down.
     pub fn available_at(&self) -> Option<Timestamp> {
         self.available_at
     }

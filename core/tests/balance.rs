@@ -454,3 +454,144 @@ fn invalid_service_configurations_name_the_field() {
         assert!(e.message().contains(words), "{body}: {e}");
     }
 }
+
+#[test]
+fn breaker_events_of_an_upstream_form_a_chain_under_concurrency() {
+    let clock = ManualClock::new(Timestamp::from_millis(T0));
+    let engine = Arc::new(
+        Engine::from_toml(
+            r#"
+            [services.api]
+            upstreams = [{ url = "http://only" }]
+            breaker = { window = 1, min_calls = 1, open_for = "1ms", half_open_calls = 1 }
+            "#,
+        )
+        .expect("config")
+        .with_clock(clock.clone()),
+    );
+    let workers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (engine, clock) = (Arc::clone(&engine), clock.clone());
+            std::thread::spawn(move || {
+                for i in 0..2_000u64 {
+                    if let Ok(lease) = engine.pick("api") {
+                        let outcome = if (i + t) % 3 == 0 {
+                            CallOutcome::Failure
+                        } else {
+                            CallOutcome::Success
+                        };
+                        lease.finish(outcome, Duration::ZERO);
+                    }
+                    if i % 16 == 0 {
+                        clock.advance(Duration::from_millis(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let events = engine.breaker_events(0);
+    assert!(events.len() > 10, "{}", events.len());
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert_eq!(
+            pair[1].transition.from.as_str(),
+            pair[0].transition.to.as_str(),
+            "{:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[test]
+fn a_dropped_probe_reopens_and_a_hung_one_is_given_up_on() {
+    let (engine, clock) = engine(
+        r#"
+        [services.api]
+        upstreams = [{ url = "http://only" }]
+        breaker = { window = 10, min_calls = 2, open_for = "1s", half_open_calls = 1 }
+        "#,
+    );
+    let fail = |engine: &Engine| {
+        engine
+            .pick("api")
+            .expect("closed")
+            .finish(CallOutcome::Failure, Duration::ZERO)
+    };
+    fail(&engine);
+    fail(&engine);
+    clock.advance(Duration::from_secs(1));
+    drop(engine.pick("api").expect("the probe"));
+    assert!(matches!(
+        engine.upstreams("api").expect("service")[0].state,
+        BreakerState::Open { .. }
+    ));
+    // A probe that never reports: after open_for the breaker stops waiting and reopens.
+    clock.advance(Duration::from_secs(1));
+    let hung = engine.pick("api").expect("the next probe");
+    let e = engine.pick("api").unwrap_err();
+    assert_eq!(
+        e.available_at(),
+        Some(Timestamp::from_millis(T0 + 3000)),
+        "{e}"
+    );
+    clock.advance(Duration::from_secs(1));
+    let e = engine.pick("api").unwrap_err();
+    assert!(e.message().contains("open for 1000 ms more"), "{e}");
+    std::mem::forget(hung);
+}
+
+#[test]
+fn round_robin_keeps_exact_shares_among_the_upstreams_left() {
+    let (engine, _) = engine(
+        r#"
+        [services.api]
+        upstreams = [
+            { name = "a", url = "http://a", weight = 3 },
+            { name = "b", url = "http://b", weight = 2 },
+            { name = "c", url = "http://c", weight = 1 },
+        ]
+        "#,
+    );
+    engine.set_upstream_down("api", "a", true).expect("known");
+    let seq = picks(&engine, "api", 30);
+    for cycle in seq.chunks(3) {
+        let c = counts(cycle);
+        assert_eq!((c["b"], c["c"]), (2, 1), "{cycle:?}");
+    }
+    engine.set_upstream_down("api", "a", false).expect("known");
+    let c = counts(&picks(&engine, "api", 60));
+    assert_eq!((c["a"], c["b"], c["c"]), (30, 20, 10));
+}
+
+#[test]
+fn least_connections_and_p2c_skip_upstreams_marked_down() {
+    for strategy in ["least_connections", "p2c"] {
+        let (engine, _) = engine(&format!(
+            r#"
+            [services.api]
+            strategy = "{strategy}"
+            upstreams = [{{ name = "a", url = "http://a" }}, {{ name = "b", url = "http://b" }}]
+            "#
+        ));
+        engine.set_upstream_down("api", "a", true).expect("known");
+        assert!(
+            picks(&engine, "api", 50).iter().all(|u| u == "b"),
+            "{strategy}"
+        );
+        engine.set_upstream_down("api", "a", false).expect("known");
+        let c = counts(&picks(&engine, "api", 50));
+        assert!(c["a"] > 0 && c["b"] > 0, "{strategy}: {c:?}");
+    }
+}
+
+#[test]
+fn the_last_upstream_cannot_be_removed() {
+    let (engine, _) = engine("[services.api]\nupstreams = [{ url = \"http://only\" }]\n");
+    let e = engine.remove_upstream("api", "http://only").unwrap_err();
+    assert!(e.message().contains("last upstream"), "{e}");
+    assert!(engine.pick("api").is_ok());
+}

@@ -38,7 +38,7 @@ fn call(b: &mut Breaker, now: Timestamp, outcome: CallOutcome) -> Option<Breaker
 
 #[test]
 fn opens_only_after_min_calls_at_the_failure_rate() {
-    let mut b = Breaker::new(settings());
+    let mut b = Breaker::new(settings()).expect("valid");
     // Three failures: below min_calls, still closed.
     for _ in 0..3 {
         assert_eq!(call(&mut b, at(0), CallOutcome::Failure), None);
@@ -55,7 +55,7 @@ fn opens_only_after_min_calls_at_the_failure_rate() {
 
 #[test]
 fn a_rate_below_the_threshold_keeps_it_closed_and_the_count_window_rolls() {
-    let mut b = Breaker::new(settings());
+    let mut b = Breaker::new(settings()).expect("valid");
     // 10 calls, 4 failures (40%), never 50% once min_calls (4) is reached.
     let outcomes = "FSSSSSSFFF";
     for (i, o) in outcomes.chars().enumerate() {
@@ -66,10 +66,10 @@ fn a_rate_below_the_threshold_keeps_it_closed_and_the_count_window_rolls() {
         };
         assert_eq!(call(&mut b, at(0), outcome), None, "call {i}");
     }
-    assert_eq!(b.rates().0, 0.4);
+    assert_eq!(b.rates(at(0)).0, 0.4);
     // The window holds the last 10: a failure that pushes the oldest (a failure) out keeps 4/10 …
     assert_eq!(call(&mut b, at(0), CallOutcome::Failure), None);
-    assert_eq!(b.rates().0, 0.4);
+    assert_eq!(b.rates(at(0)).0, 0.4);
     // … one that pushes a success out makes 5/10.
     assert_eq!(
         call(&mut b, at(0), CallOutcome::Failure),
@@ -85,15 +85,22 @@ fn a_time_window_forgets_old_calls() {
             min_calls: 8,
             ..settings()
         })
+        .expect("valid")
     };
     let mut b = time_window();
     for _ in 0..3 {
         call(&mut b, at(0), CallOutcome::Failure);
     }
-    assert_eq!(b.rates().0, 1.0);
+    assert_eq!(b.rates(at(0)).0, 1.0);
     // 10 s later those three have left the window (buckets of 1 s).
+    assert_eq!(b.rates(at(9_999)).0, 1.0);
+    assert_eq!(
+        b.rates(at(10_000)),
+        (0.0, 0.0),
+        "the report forgets them too"
+    );
     assert_eq!(call(&mut b, at(10_000), CallOutcome::Success), None);
-    assert_eq!(b.rates(), (0.0, 0.0));
+    assert_eq!(b.rates(at(10_000)), (0.0, 0.0));
 
     // Within the window they count: 3 failures, 4 successes, then a failure: 4/8.
     let mut b = time_window();
@@ -115,7 +122,8 @@ fn slow_calls_trip_it_when_configured() {
         slow_call_duration: Some(Duration::from_millis(500)),
         slow_call_rate: 0.75,
         ..settings()
-    });
+    })
+    .expect("valid");
     let slow = |b: &mut Breaker, ms: u64| {
         let p = permit(b, at(0));
         b.record(p, CallOutcome::Success, Duration::from_millis(ms), at(0))
@@ -130,7 +138,7 @@ fn slow_calls_trip_it_when_configured() {
 
 #[test]
 fn half_open_admits_exactly_the_probes_and_closes_when_all_succeed() {
-    let mut b = Breaker::new(settings());
+    let mut b = Breaker::new(settings()).expect("valid");
     for _ in 0..4 {
         call(&mut b, at(0), CallOutcome::Failure);
     }
@@ -151,7 +159,7 @@ fn half_open_admits_exactly_the_probes_and_closes_when_all_succeed() {
     );
     let closed = b.record(second, CallOutcome::Success, Duration::ZERO, at(5_020));
     assert_eq!(closed.map(|t| t.to), Some(BreakerState::Closed));
-    assert_eq!(b.rates(), (0.0, 0.0), "a fresh window");
+    assert_eq!(b.rates(at(5_020)), (0.0, 0.0), "a fresh window");
     let normal = permit(&mut b, at(5_021));
     assert!(!normal.is_probe());
 }
@@ -162,7 +170,8 @@ fn a_failed_probe_reopens_with_a_growing_capped_open_time() {
         backoff: 2.0,
         max_open_for: Duration::from_secs(15),
         ..settings()
-    });
+    })
+    .expect("valid");
     for _ in 0..4 {
         call(&mut b, at(0), CallOutcome::Failure);
     }
@@ -194,33 +203,146 @@ fn a_failed_probe_reopens_with_a_growing_capped_open_time() {
 
 #[test]
 fn outcomes_of_calls_admitted_before_a_transition_do_not_count_as_probes() {
-    let mut b = Breaker::new(settings());
-    let early = permit(&mut b, at(0));
-    for _ in 0..4 {
-        call(&mut b, at(0), CallOutcome::Failure);
-    }
+    let tripped = |early: usize| {
+        let mut b = Breaker::new(settings()).expect("valid");
+        let early: Vec<Permit> = (0..early).map(|_| permit(&mut b, at(0))).collect();
+        for _ in 0..4 {
+            call(&mut b, at(0), CallOutcome::Failure);
+        }
+        (b, early)
+    };
+    // A call admitted while closed ends during half-open, successfully: not a probe.
+    let (mut b, mut early) = tripped(1);
     let probe = b.try_acquire(at(5_000)).0.expect("probe");
-    // The call admitted while closed ends now, successfully: not a probe.
+    let late = early.pop().expect("one");
     assert_eq!(
-        b.record(early, CallOutcome::Success, Duration::ZERO, at(5_001)),
+        b.record(late, CallOutcome::Success, Duration::ZERO, at(5_001)),
         None
     );
     assert_eq!(b.state(at(5_001)), BreakerState::HalfOpen);
-    // Nor does a late failure reopen it.
-    let mut b2 = b.clone();
-    assert_eq!(
-        b2.record(early, CallOutcome::Failure, Duration::ZERO, at(5_001)),
-        None
-    );
-    assert_eq!(b2.state(at(5_001)), BreakerState::HalfOpen);
     // A released probe gives its slot back.
     b.release(probe);
     assert!(b.try_acquire(at(5_002)).0.is_some());
+
+    // Nor does a late failure reopen it.
+    let (mut b, mut early) = tripped(1);
+    let _probe = b.try_acquire(at(5_000)).0.expect("probe");
+    let late = early.pop().expect("one");
+    assert_eq!(
+        b.record(late, CallOutcome::Failure, Duration::ZERO, at(5_001)),
+        None
+    );
+    assert_eq!(b.state(at(5_001)), BreakerState::HalfOpen);
+}
+
+#[test]
+fn probes_that_never_answer_reopen_the_breaker_after_open_for() {
+    let mut b = Breaker::new(settings()).expect("valid");
+    for _ in 0..4 {
+        call(&mut b, at(0), CallOutcome::Failure);
+    }
+    let _hung = [permit(&mut b, at(5_000)), permit(&mut b, at(6_000))];
+    assert_eq!(b.probe_deadline(), Some(at(11_000)));
+    assert!(!b.available(at(10_999)));
+    assert!(
+        b.available(at(11_000)),
+        "worth asking: it gives up on the probes"
+    );
+    let (none, t) = b.try_acquire(at(11_000));
+    assert!(none.is_none());
+    assert_eq!(
+        t.map(|t| t.to),
+        Some(BreakerState::Open { until: at(16_000) })
+    );
+}
+
+#[test]
+fn a_slow_probe_reopens_the_breaker() {
+    let mut b = Breaker::new(BreakerSettings {
+        slow_call_duration: Some(Duration::from_millis(500)),
+        ..settings()
+    })
+    .expect("valid");
+    for _ in 0..4 {
+        call(&mut b, at(0), CallOutcome::Failure);
+    }
+    let probe = permit(&mut b, at(5_000));
+    let t = b.record(
+        probe,
+        CallOutcome::Success,
+        Duration::from_millis(700),
+        at(5_700),
+    );
+    assert!(matches!(t.map(|t| t.to), Some(BreakerState::Open { .. })));
+}
+
+#[test]
+fn settings_are_validated() {
+    for (bad, field) in [
+        (
+            BreakerSettings {
+                backoff: -2.0,
+                ..settings()
+            },
+            "breaker.backoff",
+        ),
+        (
+            BreakerSettings {
+                half_open_calls: 0,
+                ..settings()
+            },
+            "breaker.half_open_calls",
+        ),
+        (
+            BreakerSettings {
+                failure_rate: f64::NAN,
+                ..settings()
+            },
+            "breaker.failure_rate",
+        ),
+        (
+            BreakerSettings {
+                min_calls: 11,
+                ..settings()
+            },
+            "breaker.min_calls",
+        ),
+        (
+            BreakerSettings {
+                max_open_for: Duration::from_secs(1),
+                ..settings()
+            },
+            "breaker.max_open_for",
+        ),
+    ] {
+        let e = Breaker::new(bad).expect_err(field);
+        assert_eq!(e.field(), Some(field), "{e}");
+    }
+}
+
+#[test]
+fn the_open_time_saturates_at_its_cap_whatever_the_trips() {
+    let mut b = Breaker::new(BreakerSettings {
+        backoff: 10.0,
+        max_open_for: Duration::from_secs(3600),
+        ..settings()
+    })
+    .expect("valid");
+    for _ in 0..4 {
+        call(&mut b, at(0), CallOutcome::Failure);
+    }
+    let mut now = 0;
+    for _ in 0..400 {
+        now = b.reopens_at().expect("open").as_millis() - T0;
+        let p = permit(&mut b, at(now));
+        b.record(p, CallOutcome::Failure, Duration::ZERO, at(now));
+    }
+    assert_eq!(b.reopens_at(), Some(at(now + 3_600_000)));
 }
 
 #[test]
 fn reset_closes_at_once() {
-    let mut b = Breaker::new(settings());
+    let mut b = Breaker::new(settings()).expect("valid");
     for _ in 0..4 {
         call(&mut b, at(0), CallOutcome::Failure);
     }
