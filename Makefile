@@ -1,7 +1,8 @@
 # floodwall — the two commands a new user runs (see README.md):
 #   make demo   runs the demo on the memory store
 #   make test   format check, clippy with -D warnings, and every test
-# Both install what they need (the Rust components rustfmt and clippy) instead of assuming it.
+# Both install what they need (the Rust components rustfmt and clippy, and redis-server for the
+# Redis store's tests) instead of assuming it.
 
 CARGO ?= cargo
 SHELL := /bin/bash
@@ -18,6 +19,10 @@ setup:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required: install Rust from rustup"; exit 1; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server (the Redis store's tests start their own servers)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -457,20 +457,14 @@ impl Config {
             return Err(Error::config("store.timeout", "must be greater than zero"));
         }
         match store.kind {
-            StoreKind::Memory => Ok(()),
-            StoreKind::Redis | StoreKind::RedisCluster => Err(Error::config(
-                "store.kind",
-                format!(
-                    "the {} store is not available in this version of floodwall; use \"memory\"",
-                    match store.kind {
-                        StoreKind::Redis => "redis",
-                        _ => "redis_cluster",
-                    }
-                ),
+            StoreKind::Memory | StoreKind::RedisCluster => Ok(()),
+            StoreKind::Redis if store.url.is_none() => Err(Error::config(
+                "store.url",
+                "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
             )),
+            StoreKind::Redis => Ok(()),
         }
     }
-
     /// Refuses sections whose feature this version does not have.
     pub(crate) fn check_reserved(&self) -> Result<(), Error> {
         for (set, name, feature) in [(self.monitor.is_some(), "monitor", "monitoring")] {

@@ -29,15 +29,18 @@ pub enum StoreUsed {
     Redis,
     /// The in-process fallback, while the shared store is unavailable.
     Fallback,
+    /// The shared store was unavailable and `on_error` (`allow` or `deny`) decided alone.
+    Unavailable,
 }
 
 impl StoreUsed {
-    /// `memory`, `redis` or `fallback`.
+    /// `memory`, `redis`, `fallback` or `unavailable`.
     pub const fn as_str(self) -> &'static str {
         match self {
             StoreUsed::Memory => "memory",
             StoreUsed::Redis => "redis",
             StoreUsed::Fallback => "fallback",
+            StoreUsed::Unavailable => "unavailable",
         }
     }
 }
@@ -133,6 +136,12 @@ impl<'e> Decision<'e> {
             headers,
             store,
         }
+    }
+
+    /// Records which store decided.
+    #[inline]
+    pub(crate) fn set_store(&mut self, store: StoreUsed) {
+        self.store = store;
     }
 
     /// (rule index, policy index) of each layer, for the engine to fill.

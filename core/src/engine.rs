@@ -14,11 +14,15 @@ use smallvec::SmallVec;
 
 use crate::auth::{AuthConfig, Authenticator, Identity};
 use crate::balance::{BreakerEvent, Lease, Services, UpstreamConfig, UpstreamStatus};
+use crate::breaker::{Breaker, BreakerSettings, CallOutcome, WindowKind};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{Config, HeadersConfig};
+use crate::config::{OnStoreError, StoreKind};
 use crate::decision::{Decision, StoreUsed};
 use crate::error::{Error, ErrorKind};
+use crate::limit::Algorithm;
 use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
+use crate::store::redis::{RedisStore, StoreFailure};
 use crate::store::{ABSENT, Layer, MemoryStore, Store};
 
 /// One request to decide on. Build it with [`Request::new`] and the consuming setters; only
@@ -148,6 +152,39 @@ pub struct Engine {
     auth: RwLock<Option<Arc<Authenticator>>>,
     base_dir: Option<PathBuf>,
     services: Services,
+    /// The shared store, when the configuration names one; `store` is then its fallback.
+    shared: Option<Shared>,
+}
+
+/// A shared store with its failure policy and the breaker that spares callers its deadline
+/// while it is down.
+#[derive(Debug)]
+struct Shared {
+    redis: RedisStore,
+    policy: OnStoreError,
+    breaker: parking_lot::Mutex<Breaker>,
+    last_failure: parking_lot::Mutex<Option<StoreFailure>>,
+}
+
+/// How long a caller denied because the shared store is unavailable (`on_error = "deny"`) is
+/// told to wait.
+pub(crate) const UNAVAILABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The breaker around the shared store: open after 3 failures in the last 10 calls (half of
+/// them failing), for 500 ms, doubling up to 30 s while Redis stays down; one probe at a time.
+fn store_breaker() -> Breaker {
+    Breaker::new(BreakerSettings {
+        window: WindowKind::Count(10),
+        min_calls: 3,
+        failure_rate: 0.5,
+        slow_call_duration: None,
+        slow_call_rate: 1.0,
+        open_for: std::time::Duration::from_millis(500),
+        backoff: 2.0,
+        max_open_for: std::time::Duration::from_secs(30),
+        half_open_calls: 1,
+    })
+    .expect("valid breaker settings")
 }
 
 /// The answer of [`Engine::authorize`]: who the caller is and the rate-limit
@@ -180,6 +217,24 @@ impl Engine {
             None => None,
         };
         let services = Services::compile(&config.services)?;
+        let shared = match config.store.kind {
+            StoreKind::Memory => None,
+            StoreKind::Redis => {
+                check_redis_arithmetic(&rules)?;
+                Some(Shared {
+                    redis: RedisStore::new(&config.store)?,
+                    policy: config.store.on_error,
+                    breaker: parking_lot::Mutex::new(store_breaker()),
+                    last_failure: parking_lot::Mutex::new(None),
+                })
+            }
+            StoreKind::RedisCluster => {
+                return Err(Error::config(
+                    "store.kind",
+                    "the redis_cluster store is not available in this version of floodwall; use \"redis\" or \"memory\"",
+                ));
+            }
+        };
         Ok(Engine {
             rules: rules.into(),
             store: MemoryStore::new(config.store.max_keys),
@@ -189,6 +244,7 @@ impl Engine {
             auth: RwLock::new(auth),
             base_dir,
             services,
+            shared,
         })
     }
 
@@ -242,7 +298,11 @@ impl Engine {
         let mut result = Ok(Decision::empty(
             &self.rules,
             self.headers,
-            StoreUsed::Memory,
+            if self.shared.is_some() {
+                StoreUsed::Redis
+            } else {
+                StoreUsed::Memory
+            },
         ));
         let Ok(decision) = &mut result else {
             unreachable!("just built")
@@ -267,7 +327,7 @@ impl Engine {
         }
         match matched.len() {
             0 => {}
-            1 => {
+            1 if self.shared.is_none() => {
                 let layer = self.layer(request, &endpoint, matched[0]);
                 let outcome = self.store.acquire_one(&layer, request.cost, now);
                 decision.outcomes_mut().push(outcome);
@@ -292,11 +352,79 @@ impl Engine {
                 };
                 let outcomes = decision.outcomes_mut();
                 outcomes.resize(n, Outcome::default());
-                let allowed = self.store.acquire(layers, request.cost, now, outcomes)?;
+                let allowed = match &self.shared {
+                    None => self.store.acquire(layers, request.cost, now, outcomes)?,
+                    Some(shared) => {
+                        let (allowed, used) =
+                            self.decide_shared(shared, layers, request.cost, now, outcomes)?;
+                        decision.set_store(used);
+                        allowed
+                    }
+                };
                 decision.settle(allowed);
             }
         }
         result
+    }
+
+    /// A decision on the shared store, or — when it fails, is slow, or its breaker is open —
+    /// by the `on_error` policy.
+    fn decide_shared(
+        &self,
+        shared: &Shared,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<(bool, StoreUsed), Error> {
+        let wall = self.clock.now();
+        let permit = {
+            let mut breaker = shared.breaker.lock();
+            breaker.try_acquire(wall).0
+        };
+        if let Some(permit) = permit {
+            let started = std::time::Instant::now();
+            let result = shared.redis.decide(layers, cost, now, outcomes);
+            let outcome = if result.is_ok() {
+                CallOutcome::Success
+            } else {
+                CallOutcome::Failure
+            };
+            shared
+                .breaker
+                .lock()
+                .record(permit, outcome, started.elapsed(), self.clock.now());
+            match result {
+                Ok(allowed) => return Ok((allowed, StoreUsed::Redis)),
+                Err(failure) => *shared.last_failure.lock() = Some(failure),
+            }
+        }
+        match shared.policy {
+            OnStoreError::Fallback => Ok((
+                self.store.acquire(layers, cost, now, outcomes)?,
+                StoreUsed::Fallback,
+            )),
+            OnStoreError::Allow => {
+                for (outcome, layer) in outcomes.iter_mut().zip(layers) {
+                    *outcome = Outcome::new(true, layer.quota.limit(), 0, 0);
+                }
+                Ok((true, StoreUsed::Unavailable))
+            }
+            OnStoreError::Deny => {
+                let retry = u64::try_from(UNAVAILABLE_RETRY.as_micros()).unwrap_or(u64::MAX);
+                for outcome in outcomes.iter_mut() {
+                    *outcome = Outcome::new(false, 0, 0, retry);
+                }
+                Ok((false, StoreUsed::Unavailable))
+            }
+        }
+    }
+
+    /// Why the shared store last failed, if it has (for health checks and logs).
+    pub fn store_failure(&self) -> Option<String> {
+        self.shared
+            .as_ref()
+            .and_then(|s| s.last_failure.lock().as_ref().map(ToString::to_string))
     }
 
     /// The layer of the matched rule `index` under its policy `variant`.
@@ -510,4 +638,32 @@ fn cost_exceeds_limit(cost: u64, rule: &Rule, policy: &Policy) -> Error {
                 .unwrap_or_default()
         ),
     )
+}
+
+/// Refuses, for the Redis store, a `sliding_window_counter` whose `limit × window` (µs) reaches
+/// 2^53: the decision script computes in Lua's doubles, exact only below that.
+fn check_redis_arithmetic(rules: &[Rule]) -> Result<(), Error> {
+    const EXACT: u128 = 1 << 53;
+    for (i, rule) in rules.iter().enumerate() {
+        for policy in rule.policies() {
+            let q = policy.quota();
+            if q.algorithm() == Algorithm::SlidingWindowCounter
+                && u128::from(q.limit()) * q.period().as_micros() >= EXACT
+            {
+                return Err(Error::config(
+                    format!("rules[{i}]"),
+                    format!(
+                        "with the redis store, a sliding_window_counter's limit × window must stay below 2^53 µs (about 285 years); {} × {:?}{} is over: use a shorter window, a smaller limit, or fixed_window / token_bucket",
+                        q.limit(),
+                        q.period(),
+                        policy
+                            .role()
+                            .map(|r| format!(" for role {r:?}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

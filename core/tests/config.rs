@@ -165,9 +165,14 @@ fn keys_matches_and_names() {
 
 #[test]
 fn store_and_reserved_sections() {
-    let (field, message) = toml_err("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"");
+    let (field, message) = toml_err("[store]\nkind = \"redis_cluster\"");
     assert_eq!(field, "store.kind");
     assert!(message.contains("not available"), "{message}");
+    let (field, message) = toml_err("[store]\nkind = \"redis\"");
+    assert_eq!(field, "store.url");
+    assert!(message.contains("needs a url"), "{message}");
+    let (field, _) = toml_err("[store]\nkind = \"redis\"\nurl = \"http://x\"");
+    assert_eq!(field, "store.url");
     let (field, message) = toml_err("[store]\nkind = \"mongo\"");
     assert_eq!(field, "store.kind");
     assert!(message.contains("memory"), "{message}");

@@ -140,6 +140,16 @@ pub fn run_case(
     case: &Case,
     build: impl FnOnce(&serde_json::Value) -> Result<Engine, floodwall::Error>,
 ) -> Vec<String> {
+    run_case_on(case, None, build)
+}
+
+/// [`run_case`], also requiring every decision to come from `store` (so that a shared store
+/// that silently fell back to memory cannot pass for one that works).
+pub fn run_case_on(
+    case: &Case,
+    store: Option<floodwall::StoreUsed>,
+    build: impl FnOnce(&serde_json::Value) -> Result<Engine, floodwall::Error>,
+) -> Vec<String> {
     let engine = match build(&case.config) {
         Ok(engine) => engine,
         Err(e) => return vec![format!("{}: config rejected: {e}", case.name)],
@@ -173,6 +183,14 @@ pub fn run_case(
                 let _ = write!(wrong, " a decision instead of error {kind}");
             }
             (Ok(d), None) => {
+                if let Some(store) = store
+                    && d.store() != store
+                {
+                    wrong.push_str(&format!(
+                        "\n  decided by the {} store, expected {store}",
+                        d.store()
+                    ));
+                }
                 let mut check = |what: &str, got: String, want: String| {
                     if got != want {
                         let _ = write!(wrong, " {what}: got {got}, want {want};");
@@ -230,3 +248,5 @@ pub fn run_case(
     }
     failures
 }
+
+pub mod redis_server;

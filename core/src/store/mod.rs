@@ -5,9 +5,11 @@
 //! nothing is consumed anywhere. The algorithms themselves are in [`crate::limit`]; a store
 //! only keeps their states and makes the multi-key step atomic.
 //!
-//! [`MemoryStore`] is the in-process default.
+//! [`MemoryStore`] is the in-process default; [`redis::RedisStore`] shares limits between
+//! processes through one Redis.
 
 mod memory;
+pub mod redis;
 
 use std::fmt;
 

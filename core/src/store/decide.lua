@@ -1,0 +1,335 @@
+-- floodwall: one rate-limit decision, every layer all-or-nothing (see store/redis.rs).
+--
+-- The algorithms are ports of core/src/limit/*.rs, step for step, in integer arithmetic on
+-- Lua's doubles: every value stays below 2^53 (the engine refuses configurations where
+-- limit x window could not), so the results are exact and equal to the memory store's.
+--
+-- KEYS: the state key of each layer, in order; a sliding_window layer has two (its log, a
+--       list of "t:cost" oldest first, and its total).
+-- ARGV: [1] now in µs since the epoch, or "" for the server's TIME
+--       [2] cost  [3] number of layers
+--       then per layer: algorithm (f fixed_window, s sliding_window, c sliding_window_counter,
+--       b token_bucket), limit (or capacity), period (window, or the bucket's interval) in µs
+-- Returns: { all_allowed, then per layer: allowed, remaining, reset_after, retry_after }
+
+local floor = math.floor
+local max = math.max
+local min = math.min
+
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+local cost = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+
+-- Integers as digits: Lua's own tostring would write 1.7e+15 for a µs timestamp.
+local function num(x)
+  return string.format('%.0f', x)
+end
+
+local function split(s)
+  local out = {}
+  for part in string.gmatch(s, '[^:]+') do
+    out[#out + 1] = tonumber(part)
+  end
+  return out
+end
+
+-- fixed_window -------------------------------------------------------------------------------
+local Fixed = {}
+function Fixed.load(l)
+  local v = redis.call('GET', l.key)
+  if v then
+    local p = split(v)
+    l.index, l.count = p[1], p[2]
+  else
+    l.index, l.count = floor(now / l.period), 0
+  end
+end
+function Fixed.advance(l)
+  local index = floor(now / l.period)
+  if index > l.index then
+    l.index, l.count = index, 0
+    return now
+  end
+  return max(now, l.index * l.period)
+end
+function Fixed.outcome(l, t, allowed)
+  local stop = (l.index + 1) * l.period
+  local reset = 0
+  if l.count > 0 then reset = stop - t end
+  local retry = 0
+  if not allowed then retry = stop - t end
+  return { allowed, l.limit - l.count, reset, retry }
+end
+function Fixed.evaluate(l)
+  local t = Fixed.advance(l)
+  return Fixed.outcome(l, t, l.count + cost <= l.limit)
+end
+function Fixed.consume(l)
+  local t = Fixed.advance(l)
+  l.count = min(l.count + cost, l.limit)
+  return Fixed.outcome(l, t, true)
+end
+function Fixed.save(l)
+  if l.count == 0 then
+    redis.call('DEL', l.key)
+    return
+  end
+  local ttl = (l.index + 1) * l.period - now
+  if ttl <= 0 then
+    redis.call('DEL', l.key)
+  else
+    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.count), 'PX', num(math.ceil(ttl / 1000)))
+  end
+end
+
+-- sliding_window (exact log) -----------------------------------------------------------------
+local Log = {}
+function Log.load(l)
+  l.total = tonumber(redis.call('GET', l.key2) or '0')
+  local newest = redis.call('LINDEX', l.key, -1)
+  l.newest = nil
+  if newest then l.newest = split(newest) end
+end
+function Log.advance(l)
+  local t = now
+  if l.newest then t = max(now, l.newest[1]) end
+  -- Trimmed on every call: entries that have left the window go, whatever the decision.
+  while true do
+    local oldest = redis.call('LINDEX', l.key, 0)
+    if not oldest then break end
+    local e = split(oldest)
+    if e[1] + l.period > t then break end
+    redis.call('LPOP', l.key)
+    l.total = l.total - e[2]
+    l.trimmed = true
+  end
+  if l.total <= 0 or redis.call('LLEN', l.key) == 0 then
+    l.total = 0
+    l.newest = nil
+  end
+  return t
+end
+function Log.reset_after(l, t)
+  if l.newest then return l.newest[1] + l.period - t end
+  return 0
+end
+function Log.evaluate(l)
+  local t = Log.advance(l)
+  local remaining = max(l.limit - l.total, 0)
+  local reset = Log.reset_after(l, t)
+  if cost <= remaining then return { true, remaining, reset, 0 } end
+  local must_free = l.total + cost - l.limit
+  local freed = 0
+  local retry = nil
+  local from = 0
+  while retry == nil do
+    local chunk = redis.call('LRANGE', l.key, from, from + 99)
+    if #chunk == 0 then break end
+    for _, entry in ipairs(chunk) do
+      local e = split(entry)
+      freed = freed + e[2]
+      if freed >= must_free then
+        retry = e[1] + l.period - t
+        break
+      end
+    end
+    from = from + 100
+  end
+  if retry == nil then retry = reset end
+  return { false, remaining, reset, retry }
+end
+function Log.consume(l)
+  local t = Log.advance(l)
+  if cost > 0 then
+    if l.newest and l.newest[1] == t then
+      l.newest[2] = l.newest[2] + cost
+      redis.call('LSET', l.key, -1, num(t) .. ':' .. num(l.newest[2]))
+    else
+      l.newest = { t, cost }
+      redis.call('RPUSH', l.key, num(t) .. ':' .. num(cost))
+    end
+    l.total = l.total + cost
+    l.dirty = true
+  end
+  return { true, max(l.limit - l.total, 0), Log.reset_after(l, t), 0 }
+end
+function Log.save(l)
+  if not l.newest then
+    redis.call('DEL', l.key, l.key2)
+    return
+  end
+  local ttl = math.ceil((l.newest[1] + l.period - now) / 1000)
+  if ttl <= 0 then
+    redis.call('DEL', l.key, l.key2)
+    return
+  end
+  redis.call('SET', l.key2, num(l.total), 'PX', num(ttl))
+  redis.call('PEXPIRE', l.key, num(ttl))
+end
+
+-- sliding_window_counter ---------------------------------------------------------------------
+local Counter = {}
+function Counter.load(l)
+  local v = redis.call('GET', l.key)
+  if v then
+    local p = split(v)
+    l.index, l.previous, l.current = p[1], p[2], p[3]
+  else
+    l.index, l.previous, l.current = floor(now / l.period), 0, 0
+  end
+end
+function Counter.advance(l)
+  local w = l.period
+  local index = floor(now / w)
+  if index == l.index + 1 then
+    l.previous, l.current, l.index = l.current, 0, index
+  elseif index > l.index + 1 then
+    l.previous, l.current, l.index = 0, 0, index
+  end
+  return max(now - l.index * w, 0)
+end
+function Counter.reset_after(l, e)
+  if l.current > 0 then return 2 * l.period - e end
+  if l.previous > 0 then return l.period - e end
+  return 0
+end
+function Counter.remaining(l, e)
+  local w = l.period
+  local room = l.limit * w - l.previous * (w - e) - l.current * w
+  return floor(max(room, 0) / w)
+end
+function Counter.retry_after(l, e)
+  local w = l.period
+  local headroom = l.limit - l.current - cost
+  if headroom >= 0 and l.previous > 0 then
+    local untl = w - floor(headroom * w / l.previous)
+    return max(untl - e, 0)
+  end
+  local to_next = w - e
+  local fit = max(l.limit - cost, 0)
+  local into_next = 0
+  if l.current > 0 then into_next = max(w - floor(fit * w / l.current), 0) end
+  return to_next + into_next
+end
+function Counter.evaluate(l)
+  local e = Counter.advance(l)
+  local w = l.period
+  local budget = l.limit * w
+  local used = l.current * w + l.previous * (w - e)
+  local allowed = used <= budget and cost * w <= budget - used
+  local retry = 0
+  if not allowed then retry = Counter.retry_after(l, e) end
+  return { allowed, floor(max(budget - used, 0) / w), Counter.reset_after(l, e), retry }
+end
+function Counter.consume(l)
+  local e = Counter.advance(l)
+  l.current = l.current + cost
+  return { true, Counter.remaining(l, e), Counter.reset_after(l, e), 0 }
+end
+function Counter.save(l)
+  local expires = 0
+  if l.current > 0 then
+    expires = (l.index + 2) * l.period
+  elseif l.previous > 0 then
+    expires = (l.index + 1) * l.period
+  end
+  local ttl = math.ceil((expires - now) / 1000)
+  if expires == 0 or ttl <= 0 then
+    redis.call('DEL', l.key)
+  else
+    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.previous) .. ':' .. num(l.current), 'PX', num(ttl))
+  end
+end
+
+-- token_bucket (GCRA) ------------------------------------------------------------------------
+local Bucket = {}
+function Bucket.load(l)
+  l.tat = tonumber(redis.call('GET', l.key) or now)
+end
+function Bucket.outcome(l, tat, allowed, retry)
+  local tolerance = l.limit * l.period
+  local remaining = min(floor(max(now + tolerance - tat, 0) / l.period), l.limit)
+  return { allowed, remaining, tat - now, retry }
+end
+function Bucket.evaluate(l)
+  local start = max(l.tat, now)
+  local tolerance = l.limit * l.period
+  local needed = start + cost * l.period - now
+  local allowed = needed <= tolerance
+  local retry = 0
+  if not allowed then retry = needed - tolerance end
+  return Bucket.outcome(l, start, allowed, retry)
+end
+function Bucket.consume(l)
+  local start = max(l.tat, now)
+  l.tat = start + cost * l.period
+  return Bucket.outcome(l, l.tat, true, 0)
+end
+function Bucket.save(l)
+  local ttl = math.ceil((l.tat - now) / 1000)
+  if ttl <= 0 then
+    redis.call('DEL', l.key)
+  else
+    redis.call('SET', l.key, num(l.tat), 'PX', num(ttl))
+  end
+end
+
+-- the decision -------------------------------------------------------------------------------
+local kinds = { f = Fixed, s = Log, c = Counter, b = Bucket }
+local layers = {}
+local k = 1
+for i = 1, n do
+  local base = 3 + (i - 1) * 3
+  local l = {
+    kind = kinds[ARGV[base + 1]],
+    limit = tonumber(ARGV[base + 2]),
+    period = tonumber(ARGV[base + 3]),
+    key = KEYS[k],
+  }
+  if ARGV[base + 1] == 's' then
+    l.key2 = KEYS[k + 1]
+    k = k + 2
+  else
+    k = k + 1
+  end
+  l.kind.load(l)
+  layers[i] = l
+end
+
+local outcomes = {}
+local all = true
+for i = 1, n do
+  local o = layers[i].kind.evaluate(layers[i])
+  outcomes[i] = o
+  if not o[1] then all = false end
+end
+
+if all then
+  for i = 1, n do
+    local l = layers[i]
+    outcomes[i] = l.kind.consume(l)
+    l.kind.save(l)
+  end
+else
+  -- Nothing is consumed; a log whose expired entries were trimmed keeps its total in step.
+  for i = 1, n do
+    local l = layers[i]
+    if l.trimmed then l.kind.save(l) end
+  end
+end
+
+local reply = { all and 1 or 0 }
+for i = 1, n do
+  local o = outcomes[i]
+  reply[#reply + 1] = o[1] and 1 or 0
+  reply[#reply + 1] = o[2]
+  reply[#reply + 1] = o[3]
+  reply[#reply + 1] = o[4]
+end
+return reply

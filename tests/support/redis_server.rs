@@ -1,0 +1,123 @@
+//! `redis-server` processes for tests: a single node on a free loopback port, started with
+//! no persistence and stopped (killed) when dropped. A test that needs Redis fails — it does
+//! not skip — when `redis-server` cannot be started (`make test` installs it when missing).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `redis-server`.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl RedisServer {
+    /// Starts a single node and waits (at most 10 s) until it answers `PING`.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a single node on `port` (e.g. to restart one that was stopped).
+    pub fn start_on(port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("floodwall-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                dir.to_str().expect("utf-8 temp dir"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); `make test` does")
+            });
+        let server = RedisServer { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends one command (inline protocol) and returns the raw reply.
+    pub fn command(&self, command: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("send");
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Read until the reply is complete: one read is enough for the short replies used here,
+        // but a large SCAN page may need more.
+        loop {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            reply.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    fn answers_ping(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
+            s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+            let mut buf = [0u8; 16];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+        })
+    }
+
+    /// Stops the server now (kills it), as a crash would.
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
