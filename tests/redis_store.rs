@@ -1,0 +1,249 @@
+//! The Redis store against real `redis-server` processes: exact admission from many threads
+//! and from separate processes, NOSCRIPT recovery, Redis killed and restarted under each
+//! `on_error` policy, and a TTL on every key written.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floodwall::{Engine, Request, StoreUsed};
+use floodwall_tests::redis_server::RedisServer;
+
+/// One rule per exact algorithm, each allowing 100 per hour on one global key, plus a
+/// three-layer rule set on `/layered`.
+fn config(url: &str, prefix: &str, on_error: &str) -> String {
+    format!(
+        r#"
+[store]
+kind = "redis"
+url = "{url}"
+prefix = "{prefix}"
+on_error = "{on_error}"
+timeout = "300ms"
+
+[[rules]]
+name = "fixed"
+match = {{ paths = ["/fixed"] }}
+key = "global"
+algorithm = "fixed_window"
+limit = 100
+window = "1h"
+
+[[rules]]
+name = "log"
+match = {{ paths = ["/log"] }}
+key = "global"
+algorithm = "sliding_window"
+limit = 100
+window = "1h"
+
+[[rules]]
+name = "bucket"
+match = {{ paths = ["/bucket"] }}
+key = "global"
+algorithm = "token_bucket"
+capacity = 100
+refill_rate = 0.0001
+
+[[rules]]
+name = "per-user"
+match = {{ paths = ["/layered"] }}
+key = "subject"
+algorithm = "sliding_window_counter"
+limit = 1000
+window = "1h"
+
+[[rules]]
+name = "layered-global"
+match = {{ paths = ["/layered"] }}
+key = "global"
+algorithm = "fixed_window"
+limit = 100
+window = "1h"
+"#
+    )
+}
+
+fn engine(server: &RedisServer, prefix: &str, on_error: &str) -> Engine {
+    Engine::from_toml(&config(&server.url(), prefix, on_error)).expect("config")
+}
+
+/// Admitted requests out of `n` on `path`, from Redis only.
+fn admitted(engine: &Engine, path: &str, subject: &str, n: usize) -> usize {
+    let request = Request::new("GET", path).subject(subject);
+    (0..n)
+        .filter(|_| {
+            let d = engine.check(&request).expect("decision");
+            assert_eq!(
+                d.store(),
+                StoreUsed::Redis,
+                "{}",
+                engine.store_failure().unwrap_or_default()
+            );
+            d.allowed()
+        })
+        .count()
+}
+
+#[test]
+fn eight_threads_on_one_key_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    let engine = Arc::new(engine(&server, "threads:", "deny"));
+    for path in ["/fixed", "/log", "/bucket", "/layered"] {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                std::thread::spawn(move || admitted(&engine, path, &format!("user-{t}"), 40))
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+        assert_eq!(total, 100, "{path}: 320 requests from 8 threads");
+    }
+}
+
+/// Run by `four_processes_on_one_key_admit_exactly_the_limit` in child processes.
+#[test]
+#[ignore = "a worker of the multi-process test; runs only when it sets FLOODWALL_TEST_REDIS_URL"]
+fn process_worker() {
+    let Ok(url) = std::env::var("FLOODWALL_TEST_REDIS_URL") else {
+        return;
+    };
+    let engine = Engine::from_toml(&config(&url, "processes:", "deny")).expect("config");
+    let mut counts = Vec::new();
+    for path in ["/fixed", "/log", "/bucket", "/layered"] {
+        counts.push(format!("{path}={}", admitted(&engine, path, "worker", 60)));
+    }
+    println!("ADMITTED {}", counts.join(" "));
+}
+
+#[test]
+fn four_processes_on_one_key_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    let exe = std::env::current_exe().expect("test binary");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", "process_worker", "--ignored", "--nocapture"])
+                .env("FLOODWALL_TEST_REDIS_URL", server.url())
+                .output()
+        })
+        .collect();
+    let mut totals = std::collections::BTreeMap::<String, usize>::new();
+    for child in children {
+        let out = child.expect("worker process");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("ADMITTED"))
+            .unwrap_or_else(|| panic!("no ADMITTED line in {stdout}"));
+        for part in line.split_whitespace().skip(1) {
+            let (path, n) = part.split_once('=').expect("path=n");
+            *totals.entry(path.to_owned()).or_default() += n.parse::<usize>().expect("count");
+        }
+    }
+    for path in ["/fixed", "/log", "/bucket", "/layered"] {
+        assert_eq!(totals[path], 100, "{path}: 240 requests from 4 processes");
+    }
+}
+
+#[test]
+fn scripts_flushed_from_redis_are_loaded_again() {
+    let server = RedisServer::start();
+    let engine = engine(&server, "flush:", "deny");
+    assert_eq!(admitted(&engine, "/fixed", "a", 3), 3);
+    assert!(server.command("SCRIPT FLUSH").starts_with("+OK"));
+    assert_eq!(admitted(&engine, "/fixed", "a", 3), 3, "after SCRIPT FLUSH");
+    assert_eq!(engine.store_failure(), None);
+}
+
+#[test]
+fn every_key_written_has_a_ttl() {
+    let server = RedisServer::start();
+    let engine = engine(&server, "ttl:", "deny");
+    for path in ["/fixed", "/log", "/bucket", "/layered"] {
+        for subject in ["a", "b", "c"] {
+            admitted(&engine, path, subject, 50);
+        }
+    }
+    let keys = server.command("KEYS ttl:*");
+    let names: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    assert!(names.len() >= 7, "{keys}");
+    for name in names {
+        let ttl = server.command(&format!("PTTL \"{name}\""));
+        let ms: i64 = ttl
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("PTTL reply");
+        assert!(ms > 0, "{name} has PTTL {ms}");
+    }
+}
+
+/// Decisions while Redis is killed and after it is back, under `policy`.
+fn survive_restart(policy: &str, while_down: impl Fn(&floodwall::Decision<'_>)) {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let engine = engine(&server, "restart:", policy);
+    assert_eq!(admitted(&engine, "/layered", "u", 5), 5);
+    server.kill();
+    let request = Request::new("GET", "/layered").subject("u");
+    let started = Instant::now();
+    for _ in 0..50 {
+        let d = engine.check(&request).expect("a decision, never an error");
+        while_down(&d);
+    }
+    // The breaker spares callers the deadline: 50 decisions take far less than 50 × 300 ms.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(engine.store_failure().is_some());
+
+    let _restarted = RedisServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = engine.check(&request).expect("decision");
+        if d.store() == StoreUsed::Redis {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis not used again within 20 s of its restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn redis_killed_and_restarted_under_fallback() {
+    survive_restart("fallback", |d| {
+        assert_eq!(d.store(), StoreUsed::Fallback);
+        assert!(d.allowed());
+    });
+}
+
+#[test]
+fn redis_killed_and_restarted_under_allow() {
+    survive_restart("allow", |d| {
+        assert_eq!(d.store(), StoreUsed::Unavailable);
+        assert!(d.allowed());
+    });
+}
+
+#[test]
+fn redis_killed_and_restarted_under_deny() {
+    survive_restart("deny", |d| {
+        assert_eq!(d.store(), StoreUsed::Unavailable);
+        assert!(!d.allowed());
+        assert_eq!(d.retry_after_ms(), 1000);
+    });
+}
