@@ -247,3 +247,41 @@ fn redis_killed_and_restarted_under_deny() {
         assert_eq!(d.retry_after_ms(), 1000);
     });
 }
+
+#[test]
+fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
+    let mut server = RedisServer::start();
+    let engine = engine(&server, "batch:", "fallback");
+    let requests: Vec<Request<'_>> = (0..250)
+        .map(|i| Request::new("GET", if i % 2 == 0 { "/fixed" } else { "/log" }).subject("batch"))
+        .collect();
+    let decisions = engine.check_many(&requests);
+    assert_eq!(decisions.len(), 250);
+    let mut admitted = std::collections::BTreeMap::<&str, usize>::new();
+    for (request, d) in requests.iter().zip(&decisions) {
+        let d = d.as_ref().expect("decision");
+        assert_eq!(d.store(), StoreUsed::Redis);
+        *admitted.entry(request.path).or_default() += usize::from(d.allowed());
+    }
+    assert_eq!(admitted["/fixed"], 100);
+    assert_eq!(admitted["/log"], 100);
+    // A request whose cost exceeds its limit is an error in its own slot only.
+    let mixed = [
+        Request::new("GET", "/bucket").subject("batch"),
+        Request::new("GET", "/bucket").subject("batch").cost(101),
+        Request::new("GET", "/nothing-matches"),
+    ];
+    let out = engine.check_many(&mixed);
+    assert!(out[0].as_ref().expect("ok").allowed());
+    assert_eq!(
+        out[1].as_ref().unwrap_err().kind(),
+        floodwall::ErrorKind::CostExceedsLimit
+    );
+    assert!(out[2].as_ref().expect("ok").allowed());
+
+    // With Redis gone, each request of the batch gets the policy (here: fallback).
+    server.kill();
+    for d in engine.check_many(&mixed[..1]) {
+        assert_eq!(d.expect("decision").store(), StoreUsed::Fallback);
+    }
+}

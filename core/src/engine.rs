@@ -288,43 +288,15 @@ impl Engine {
     /// limit (it could never pass); nothing is consumed then either.
     pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
         let now = request.now.unwrap_or_else(|| self.clock.now());
-        let mut path = RequestPath::empty();
-        if self.parse_paths {
-            path.fill(request.path);
-        }
         // Every endpoint-keyed layer of one request has the same key: `METHOD /normalised/path`.
         let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
         // Built in the return slot, so that the decision is not copied on the way out.
-        let mut result = Ok(Decision::empty(
-            &self.rules,
-            self.headers,
-            if self.shared.is_some() {
-                StoreUsed::Redis
-            } else {
-                StoreUsed::Memory
-            },
-        ));
+        let mut result = Ok(self.empty_decision());
         let Ok(decision) = &mut result else {
             unreachable!("just built")
         };
-        // (rule index, policy index) of every matching rule, in configuration order.
+        self.match_rules(request, &mut endpoint, decision)?;
         let matched = decision.matched_mut();
-        for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matcher().matches(request.method, &path, request.role) {
-                continue;
-            }
-            let (variant, policy) = rule.policy_for(request.role);
-            if request.cost > policy.quota().limit() {
-                return Err(cost_exceeds_limit(request.cost, rule, policy));
-            }
-            if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
-                endpoint.extend_from_slice(request.method.as_bytes());
-                endpoint.make_ascii_uppercase();
-                endpoint.push(b' ');
-                path.write_normalized_bytes(&mut endpoint);
-            }
-            matched.push((index, variant));
-        }
         match matched.len() {
             0 => {}
             1 if self.shared.is_none() => {
@@ -367,6 +339,51 @@ impl Engine {
         result
     }
 
+    fn empty_decision(&self) -> Decision<'_> {
+        Decision::empty(
+            &self.rules,
+            self.headers,
+            if self.shared.is_some() {
+                StoreUsed::Redis
+            } else {
+                StoreUsed::Memory
+            },
+        )
+    }
+
+    /// Records in `decision` the (rule index, policy index) of every rule matching `request`,
+    /// in configuration order, and builds the endpoint key if a matching rule needs it.
+    #[inline(always)]
+    fn match_rules<'e>(
+        &'e self,
+        request: &Request<'_>,
+        endpoint: &mut SmallVec<[u8; 128]>,
+        decision: &mut Decision<'e>,
+    ) -> Result<(), Error> {
+        let mut path = RequestPath::empty();
+        if self.parse_paths {
+            path.fill(request.path);
+        }
+        let matched = decision.matched_mut();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.matcher().matches(request.method, &path, request.role) {
+                continue;
+            }
+            let (variant, policy) = rule.policy_for(request.role);
+            if request.cost > policy.quota().limit() {
+                return Err(cost_exceeds_limit(request.cost, rule, policy));
+            }
+            if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
+                endpoint.extend_from_slice(request.method.as_bytes());
+                endpoint.make_ascii_uppercase();
+                endpoint.push(b' ');
+                path.write_normalized_bytes(endpoint);
+            }
+            matched.push((index, variant));
+        }
+        Ok(())
+    }
+
     /// A decision on the shared store, or — when it fails, is slow, or its breaker is open —
     /// by the `on_error` policy.
     fn decide_shared(
@@ -399,6 +416,18 @@ impl Engine {
                 Err(failure) => *shared.last_failure.lock() = Some(failure),
             }
         }
+        self.decide_unavailable(shared, layers, cost, now, outcomes)
+    }
+
+    /// A decision while the shared store is unavailable, by the `on_error` policy.
+    fn decide_unavailable(
+        &self,
+        shared: &Shared,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<(bool, StoreUsed), Error> {
         match shared.policy {
             OnStoreError::Fallback => Ok((
                 self.store.acquire(layers, cost, now, outcomes)?,
@@ -608,9 +637,123 @@ impl Engine {
     }
 
     /// Decides on each request in turn (each one atomic on its own), returning one result per
-    /// request in order. On a shared store this is one round trip for the batch.
+    /// request in order. On a shared store the batch is one round trip (a pipeline of script
+    /// calls); if that fails, each request gets the `on_error` policy.
     pub fn check_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision<'_>, Error>> {
-        requests.iter().map(|r| self.check(r)).collect()
+        let Some(shared) = &self.shared else {
+            return requests.iter().map(|r| self.check(r)).collect();
+        };
+        /// One request's layers, with the keys copied out of the request.
+        struct Prepared<'e> {
+            decision: Decision<'e>,
+            cost: u64,
+            now: Timestamp,
+        }
+        /// ((rule index, policy index), slot, key) of each layer of one request.
+        type Parts = Vec<((usize, usize), u64, SmallVec<[u8; 32]>)>;
+        let mut parts: Vec<Parts> = Vec::with_capacity(requests.len());
+        let prepared: Vec<Result<Prepared<'_>, Error>> = requests
+            .iter()
+            .map(|request| {
+                parts.push(Vec::new());
+                let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
+                let mut decision = self.empty_decision();
+                self.match_rules(request, &mut endpoint, &mut decision)?;
+                let these = decision
+                    .matched_mut()
+                    .iter()
+                    .map(|&m| {
+                        let layer = self.layer(request, &endpoint, m);
+                        (m, layer.slot, SmallVec::from_slice(layer.key))
+                    })
+                    .collect();
+                if let Some(last) = parts.last_mut() {
+                    *last = these;
+                }
+                Ok(Prepared {
+                    decision,
+                    cost: request.cost,
+                    now: request.now.unwrap_or_else(|| self.clock.now()),
+                })
+            })
+            .collect();
+        // The layers of every prepared request, rebuilt over the copied keys.
+        let mut layers: Vec<Vec<Layer<'_>>> = Vec::with_capacity(prepared.len());
+        let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(prepared.len());
+        for (p, request_parts) in prepared.iter().zip(&parts) {
+            let (these, out) = match p {
+                Ok(_) => {
+                    let these: Vec<Layer<'_>> = request_parts
+                        .iter()
+                        .map(|((index, variant), slot, key)| {
+                            let rule = &self.rules[*index];
+                            Layer {
+                                rule: rule.name(),
+                                slot: *slot,
+                                quota: rule.policies()[*variant].quota(),
+                                key,
+                            }
+                        })
+                        .collect();
+                    let n = these.len();
+                    (these, vec![Outcome::default(); n])
+                }
+                Err(_) => (Vec::new(), Vec::new()),
+            };
+            layers.push(these);
+            outcomes.push(out);
+        }
+        let wall = self.clock.now();
+        let permit = shared.breaker.lock().try_acquire(wall).0;
+        let mut verdicts: Option<Vec<bool>> = None;
+        if let Some(permit) = permit {
+            let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = prepared
+                .iter()
+                .zip(&layers)
+                .filter_map(|(p, l)| p.as_ref().ok().map(|p| (l.as_slice(), p.cost, p.now)))
+                .filter(|(l, _, _)| !l.is_empty())
+                .collect();
+            let mut slices: Vec<&mut [Outcome]> = prepared
+                .iter()
+                .zip(outcomes.iter_mut())
+                .filter(|(p, o)| p.is_ok() && !o.is_empty())
+                .map(|(_, o)| o.as_mut_slice())
+                .collect();
+            let started = std::time::Instant::now();
+            let result = shared.redis.decide_many(&batch, &mut slices);
+            let outcome = if result.is_ok() {
+                CallOutcome::Success
+            } else {
+                CallOutcome::Failure
+            };
+            shared
+                .breaker
+                .lock()
+                .record(permit, outcome, started.elapsed(), self.clock.now());
+            match result {
+                Ok(v) => verdicts = Some(v),
+                Err(failure) => *shared.last_failure.lock() = Some(failure),
+            }
+        }
+        let mut verdicts = verdicts.map(Vec::into_iter);
+        prepared
+            .into_iter()
+            .zip(layers.iter().zip(outcomes))
+            .map(|(p, (these, mut out))| {
+                let mut p = p?;
+                if these.is_empty() {
+                    return Ok(p.decision);
+                }
+                let (allowed, used) = match verdicts.as_mut() {
+                    Some(v) => (v.next().unwrap_or(false), StoreUsed::Redis),
+                    None => self.decide_unavailable(shared, these, p.cost, p.now, &mut out)?,
+                };
+                *p.decision.outcomes_mut() = out.into_iter().collect();
+                p.decision.set_store(used);
+                p.decision.settle(allowed);
+                Ok(p.decision)
+            })
+            .collect()
     }
 
     /// Forgets keys whose state has expired (the memory store also does this by itself as it

@@ -138,24 +138,17 @@ impl RedisStore {
         Ok(c)
     }
 
-    /// Applies `layers` at `now` (or the server's time) in one script call; fills `outcomes`
-    /// and returns whether all admitted.
-    pub fn decide(
-        &self,
-        layers: &[Layer<'_>],
-        cost: u64,
-        now: Timestamp,
-        outcomes: &mut [Outcome],
-    ) -> Result<bool, StoreFailure> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .arg(if self.local_clock {
-                now.as_micros().to_string()
-            } else {
-                String::new()
-            })
-            .arg(cost)
-            .arg(layers.len());
+    /// The `EVALSHA` of one decision.
+    fn command(&self, layers: &[Layer<'_>], cost: u64, now: Timestamp) -> redis::Cmd {
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(layers.len() + 1);
+        let mut args: Vec<String> = Vec::with_capacity(3 + 3 * layers.len());
+        args.push(if self.local_clock {
+            now.as_micros().to_string()
+        } else {
+            String::new()
+        });
+        args.push(cost.to_string());
+        args.push(layers.len().to_string());
         for layer in layers {
             let key = self.key(layer);
             let quota = layer.quota;
@@ -173,37 +166,117 @@ impl RedisStore {
             if code == "s" {
                 let mut total = key.clone();
                 total.extend_from_slice(b":total");
-                invocation.key(key).key(total);
+                keys.push(key);
+                keys.push(total);
             } else {
-                invocation.key(key);
+                keys.push(key);
             }
-            invocation
-                .arg(code)
-                .arg(quota.limit())
-                .arg(u64::try_from(period.as_micros()).unwrap_or(u64::MAX));
+            args.push(code.to_owned());
+            args.push(quota.limit().to_string());
+            args.push(period.as_micros().to_string());
         }
-        let reply: Vec<i64> = self.runtime.block_on(async {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        cmd
+    }
+
+    /// Runs `commands` (one round trip: pipelined when several) within the deadline, loading
+    /// the script and trying once more when Redis does not know it (`NOSCRIPT`).
+    fn run(&self, commands: &[redis::Cmd]) -> Result<Vec<Vec<i64>>, StoreFailure> {
+        self.runtime.block_on(async {
             let call = async {
                 let mut connection = self.connection().await?;
-                invocation.invoke_async(&mut connection).await
+                for attempt in 0..2 {
+                    let result: redis::RedisResult<Vec<Vec<i64>>> = if let [one] = commands {
+                        one.query_async(&mut connection).await.map(|r| vec![r])
+                    } else {
+                        let mut pipe = redis::pipe();
+                        for c in commands {
+                            pipe.add_command(c.clone());
+                        }
+                        pipe.query_async(&mut connection).await
+                    };
+                    match result {
+                        Err(e)
+                            if attempt == 0
+                                && e.kind()
+                                    == redis::ErrorKind::Server(
+                                        redis::ServerErrorKind::NoScript,
+                                    ) =>
+                        {
+                            self.script.load_async(&mut connection).await?;
+                        }
+                        other => return other,
+                    }
+                }
+                unreachable!("the second attempt returns")
             };
             match tokio::time::timeout(self.timeout, call).await {
-                Ok(Ok(reply)) => Ok(reply),
+                Ok(Ok(replies)) => Ok(replies),
                 Ok(Err(e)) => Err(StoreFailure::Redis(e.to_string())),
                 Err(_) => Err(StoreFailure::Timeout),
             }
-        })?;
-        if reply.len() != 1 + 4 * layers.len() {
+        })
+    }
+
+    /// Applies `layers` at `now` (or the server's time) in one script call; fills `outcomes`
+    /// and returns whether all admitted.
+    pub fn decide(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<bool, StoreFailure> {
+        let replies = self.run(&[self.command(layers, cost, now)])?;
+        read_reply(&replies[0], outcomes)
+    }
+
+    /// Several decisions in one round trip (a pipeline of script calls, each atomic on its
+    /// own): `(layers, cost, now)` each, their outcomes written to the matching slice.
+    pub fn decide_many(
+        &self,
+        batch: &[(&[Layer<'_>], u64, Timestamp)],
+        outcomes: &mut [&mut [Outcome]],
+    ) -> Result<Vec<bool>, StoreFailure> {
+        let commands: Vec<redis::Cmd> = batch
+            .iter()
+            .map(|&(layers, cost, now)| self.command(layers, cost, now))
+            .collect();
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies = self.run(&commands)?;
+        if replies.len() != batch.len() {
             return Err(StoreFailure::Redis(format!(
-                "the decision script answered {} values for {} layers",
-                reply.len(),
-                layers.len()
+                "{} replies to {} decisions",
+                replies.len(),
+                batch.len()
             )));
         }
-        for (outcome, values) in outcomes.iter_mut().zip(reply[1..].chunks(4)) {
-            let u = |v: i64| u64::try_from(v).unwrap_or(0);
-            *outcome = Outcome::new(values[0] == 1, u(values[1]), u(values[2]), u(values[3]));
-        }
-        Ok(reply[0] == 1)
+        replies
+            .iter()
+            .zip(outcomes.iter_mut())
+            .map(|(reply, out)| read_reply(reply, out))
+            .collect()
     }
+}
+
+/// One script reply: `[all, then allowed, remaining, reset_after, retry_after per layer]`.
+fn read_reply(reply: &[i64], outcomes: &mut [Outcome]) -> Result<bool, StoreFailure> {
+    if reply.len() != 1 + 4 * outcomes.len() {
+        return Err(StoreFailure::Redis(format!(
+            "the decision script answered {} values for {} layers",
+            reply.len(),
+            outcomes.len()
+        )));
+    }
+    for (outcome, values) in outcomes.iter_mut().zip(reply[1..].chunks(4)) {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        *outcome = Outcome::new(values[0] == 1, u(values[1]), u(values[2]), u(values[3]));
+    }
+    Ok(reply[0] == 1)
 }
