@@ -285,3 +285,45 @@ fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
         assert_eq!(d.expect("decision").store(), StoreUsed::Fallback);
     }
 }
+
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    server
+        .command("INFO commandstats")
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_from_one_caller_costs_redis_nothing_after_the_first_denial() {
+    let server = RedisServer::start();
+    let engine = engine(&server, "flood:", "deny");
+    assert_eq!(admitted(&engine, "/fixed", "x", 100), 100);
+    let before = evalsha_calls(&server);
+    let request = Request::new("GET", "/fixed").subject("x");
+    for _ in 0..1000 {
+        let d = engine.check(&request).expect("decision");
+        assert!(!d.allowed());
+        assert!(d.retry_after_ms() > 0);
+        assert_eq!(d.remaining(), Some(0));
+    }
+    assert_eq!(
+        evalsha_calls(&server) - before,
+        1,
+        "only the first denial asked Redis"
+    );
+
+    // Off by configuration: every request asks.
+    let toml = config(&server.url(), "flood-off:", "deny").replace(
+        "timeout = \"300ms\"",
+        "timeout = \"300ms\"\ndeny_cache = false",
+    );
+    let engine = Engine::from_toml(&toml).expect("config");
+    assert_eq!(admitted(&engine, "/fixed", "x", 110), 100);
+    let before = evalsha_calls(&server);
+    admitted(&engine, "/fixed", "x", 10);
+    assert_eq!(evalsha_calls(&server) - before, 10);
+}

@@ -164,6 +164,10 @@ pub struct StoreConfig {
     /// The most keys the memory store holds; past it, the keys nearest to expiry are evicted.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
+    /// Shared stores: remember each denial until its `retry_after`, and deny a repeat of the
+    /// same request (same layers, keys and cost) before then without a round trip.
+    #[serde(default = "yes")]
+    pub deny_cache: bool,
 }
 
 fn default_prefix() -> String {
@@ -187,6 +191,7 @@ impl Default for StoreConfig {
             on_error: OnStoreError::Fallback,
             clock: StoreClock::Redis,
             max_keys: DEFAULT_MAX_KEYS,
+            deny_cache: true,
         }
     }
 }

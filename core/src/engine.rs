@@ -164,6 +164,97 @@ struct Shared {
     policy: OnStoreError,
     breaker: parking_lot::Mutex<Breaker>,
     last_failure: parking_lot::Mutex<Option<StoreFailure>>,
+    /// Denials remembered until they expire (`store.deny_cache`).
+    denials: Option<DenyCache>,
+}
+
+/// The most denials remembered; past it, expired ones are dropped, then the whole map.
+const DENY_CACHE_CAPACITY: usize = 100_000;
+
+/// Recent denials by the shared store of requests of cost 1, keyed by the request's layers and
+/// keys.
+///
+/// A denial whose longest `retry_after` is R holds for R at least: limits only fill up when
+/// others consume, they never give back, so until then the same request is denied again. It
+/// is answered here with `allowed = false`, the exact remaining wait, and the denying layer's
+/// `remaining` (0 until then, for a cost of 1) and `reset_after` (which only runs down). Only
+/// the figures of the layers that admitted — shared counters others keep consuming — may be
+/// staler than a round trip would give. A larger cost is not cached: what remains can grow
+/// below it before it fits.
+#[derive(Debug, Default)]
+struct DenyCache {
+    entries: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, Denial>>,
+}
+
+#[derive(Debug, Clone)]
+struct Denial {
+    at: u64,
+    until: u64,
+    outcomes: SmallVec<[Outcome; 4]>,
+}
+
+impl DenyCache {
+    fn key(layers: &[Layer<'_>], cost: u64) -> Vec<u8> {
+        let mut key =
+            Vec::with_capacity(16 + layers.iter().map(|l| l.key.len() + 12).sum::<usize>());
+        key.extend_from_slice(&cost.to_le_bytes());
+        for layer in layers {
+            key.extend_from_slice(&layer.slot.to_le_bytes());
+            key.extend_from_slice(&(layer.key.len() as u32).to_le_bytes());
+            key.extend_from_slice(layer.key);
+        }
+        key
+    }
+
+    /// The remembered denial of this request at `now`, aged, if it still holds.
+    fn get(&self, key: &[u8], now: Timestamp, outcomes: &mut [Outcome]) -> bool {
+        let now = now.as_micros();
+        let entries = self.entries.lock();
+        let Some(d) = entries.get(key) else {
+            return false;
+        };
+        if now >= d.until || now < d.at || d.outcomes.len() != outcomes.len() {
+            return false;
+        }
+        let aged = now - d.at;
+        for (out, o) in outcomes.iter_mut().zip(&d.outcomes) {
+            *out = Outcome::new(
+                o.allowed,
+                o.remaining,
+                o.reset_after_us().saturating_sub(aged),
+                o.retry_after_us().saturating_sub(aged),
+            );
+        }
+        true
+    }
+
+    fn put(&self, key: Vec<u8>, now: Timestamp, outcomes: &[Outcome]) {
+        let wait = outcomes
+            .iter()
+            .filter(|o| !o.allowed)
+            .map(Outcome::retry_after_us)
+            .max()
+            .unwrap_or(0);
+        if wait == 0 {
+            return;
+        }
+        let now = now.as_micros();
+        let mut entries = self.entries.lock();
+        if entries.len() >= DENY_CACHE_CAPACITY {
+            entries.retain(|_, d| d.until > now);
+            if entries.len() >= DENY_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            Denial {
+                at: now,
+                until: now.saturating_add(wait),
+                outcomes: outcomes.iter().copied().collect(),
+            },
+        );
+    }
 }
 
 /// How long a caller denied because the shared store is unavailable (`on_error = "deny"`) is
@@ -226,6 +317,7 @@ impl Engine {
                     policy: config.store.on_error,
                     breaker: parking_lot::Mutex::new(store_breaker()),
                     last_failure: parking_lot::Mutex::new(None),
+                    denials: config.store.deny_cache.then(DenyCache::default),
                 })
             }
             StoreKind::RedisCluster => {
@@ -394,6 +486,16 @@ impl Engine {
         now: Timestamp,
         outcomes: &mut [Outcome],
     ) -> Result<(bool, StoreUsed), Error> {
+        let cache_key = shared
+            .denials
+            .as_ref()
+            .filter(|_| cost == 1)
+            .map(|_| DenyCache::key(layers, cost));
+        if let (Some(cache), Some(key)) = (&shared.denials, &cache_key)
+            && cache.get(key, now, outcomes)
+        {
+            return Ok((false, StoreUsed::Redis));
+        }
         let wall = self.clock.now();
         let permit = {
             let mut breaker = shared.breaker.lock();
@@ -402,6 +504,9 @@ impl Engine {
         if let Some(permit) = permit {
             let started = std::time::Instant::now();
             let result = shared.redis.decide(layers, cost, now, outcomes);
+            if let (Ok(false), Some(cache), Some(key)) = (&result, &shared.denials, cache_key) {
+                cache.put(key, now, outcomes);
+            }
             let outcome = if result.is_ok() {
                 CallOutcome::Success
             } else {

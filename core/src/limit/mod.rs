@@ -343,6 +343,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// `reset_after` in µs.
+    pub(crate) const fn reset_after_us(&self) -> u64 {
+        self.reset_after
+    }
+
+    /// `retry_after` in µs.
+    pub(crate) const fn retry_after_us(&self) -> u64 {
+        self.retry_after
+    }
+
     pub(crate) const fn new(
         allowed: bool,
         remaining: u64,
