@@ -7,7 +7,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: demo test setup fmt-check clippy unit bench-smoke bench bench-jwt peers fmt
+.PHONY: demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
@@ -45,6 +45,10 @@ bench:
 	$(CARGO) bench -p floodwall-benches --bench check -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench auth -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench balance -- --noplot
+
+# Decisions per second and latency against a local Redis, beside redis-benchmark (README's table).
+bench-redis: setup
+	$(CARGO) bench -p floodwall-benches --bench redis_load
 
 # JWT verification against node's jsonwebtoken and PyJWT in the same run (README's table).
 bench-jwt: setup peers
