@@ -117,9 +117,21 @@ fn measure(engine: &Arc<Engine>, callers: usize, batched: bool, span: Duration) 
 }
 
 /// `redis-benchmark --csv` for one test: (requests/s, p50 ms, p99 ms).
-fn redis_benchmark(port: u16, clients: usize, requests: usize, command: &[&str]) -> (f64, f64, f64) {
+fn redis_benchmark(
+    port: u16,
+    clients: usize,
+    requests: usize,
+    command: &[&str],
+) -> (f64, f64, f64) {
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &clients.to_string()])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-c",
+            &clients.to_string(),
+        ])
         .args(["-n", &requests.to_string(), "--csv"])
         .args(command)
         .output()
@@ -164,14 +176,19 @@ fn main() {
     println!("|---|---|---|---|---|");
     let mut ceiling = std::collections::BTreeMap::new();
     for clients in [1, 16, 64] {
-        for (name, cmd) in [("PING", vec!["PING"]), ("EVALSHA trivial", vec!["EVALSHA", &sha, "0"])] {
+        for (name, cmd) in [
+            ("PING", vec!["PING"]),
+            ("EVALSHA trivial", vec!["EVALSHA", &sha, "0"]),
+        ] {
             let (rps, p50, p99) = redis_benchmark(server.port(), clients, requests, &cmd);
             println!("| {name} | {clients} | {rps:.0} | {p50:.3} ms | {p99:.3} ms |");
             ceiling.insert((name, clients), (rps, p50));
         }
     }
     println!();
-    println!("| floodwall | layers | callers | decisions/s | p50 per call | p99 per call | vs EVALSHA ceiling |");
+    println!(
+        "| floodwall | layers | callers | decisions/s | p50 per call | p99 per call | vs EVALSHA ceiling |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for layers in [1, 3] {
         let engine = Arc::new(engine(&server.url(), layers));
@@ -191,5 +208,7 @@ fn main() {
         }
     }
     let (_, ping_p50) = ceiling[&("PING", 1)];
-    println!("\nPING p50 at 1 client: {ping_p50:.3} ms (target: floodwall's p99 at 1 caller under twice that)");
+    println!(
+        "\nPING p50 at 1 client: {ping_p50:.3} ms (target: floodwall's p99 at 1 caller under twice that)"
+    );
 }

@@ -462,7 +462,12 @@ impl Config {
             return Err(Error::config("store.timeout", "must be greater than zero"));
         }
         match store.kind {
-            StoreKind::Memory | StoreKind::RedisCluster => Ok(()),
+            StoreKind::Memory => Ok(()),
+            StoreKind::RedisCluster if store.urls.is_empty() => Err(Error::config(
+                "store.urls",
+                "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
+            )),
+            StoreKind::RedisCluster => Ok(()),
             StoreKind::Redis if store.url.is_none() => Err(Error::config(
                 "store.url",
                 "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",

@@ -310,7 +310,7 @@ impl Engine {
         let services = Services::compile(&config.services)?;
         let shared = match config.store.kind {
             StoreKind::Memory => None,
-            StoreKind::Redis => {
+            StoreKind::Redis | StoreKind::RedisCluster => {
                 check_redis_arithmetic(&rules)?;
                 Some(Shared {
                     redis: RedisStore::new(&config.store)?,
@@ -319,12 +319,6 @@ impl Engine {
                     last_failure: parking_lot::Mutex::new(None),
                     denials: config.store.deny_cache.then(DenyCache::default),
                 })
-            }
-            StoreKind::RedisCluster => {
-                return Err(Error::config(
-                    "store.kind",
-                    "the redis_cluster store is not available in this version of floodwall; use \"redis\" or \"memory\"",
-                ));
             }
         };
         Ok(Engine {

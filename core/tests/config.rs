@@ -166,8 +166,8 @@ fn keys_matches_and_names() {
 #[test]
 fn store_and_reserved_sections() {
     let (field, message) = toml_err("[store]\nkind = \"redis_cluster\"");
-    assert_eq!(field, "store.kind");
-    assert!(message.contains("not available"), "{message}");
+    assert_eq!(field, "store.urls");
+    assert!(message.contains("seed nodes"), "{message}");
     let (field, message) = toml_err("[store]\nkind = \"redis\"");
     assert_eq!(field, "store.url");
     assert!(message.contains("needs a url"), "{message}");

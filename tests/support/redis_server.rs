@@ -31,6 +31,11 @@ impl RedisServer {
 
     /// Starts a single node on `port` (e.g. to restart one that was stopped).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a node on `port` with `extra` arguments.
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("floodwall-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
@@ -47,6 +52,7 @@ impl RedisServer {
                 "--dir",
                 dir.to_str().expect("utf-8 temp dir"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -119,5 +125,103 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A Redis Cluster of three primaries (no replicas) on free loopback ports.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled nodes, joins them with `redis-cli --cluster create`, and
+    /// waits (at most 20 s) until every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                RedisServer::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (Debian package redis-tools) runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes
+            .iter()
+            .all(|n| n.command("CLUSTER INFO").contains("cluster_state:ok"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ok within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed URLs of its nodes.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Its nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// How many CROSSSLOT errors its nodes have answered.
+    pub fn crossslot_errors(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.command("INFO errorstats")
+                    .lines()
+                    .find(|l| l.starts_with("errorstat_CROSSSLOT:"))
+                    .and_then(|l| l.split("count=").nth(1))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// `EVALSHA` calls its nodes have answered.
+    pub fn evalsha_calls(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.command("INFO commandstats")
+                    .lines()
+                    .find(|l| l.starts_with("cmdstat_evalsha:"))
+                    .and_then(|l| l.split("calls=").nth(1))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }

@@ -6,25 +6,30 @@
 --
 -- KEYS: the state key of each layer, in order; a sliding_window layer has two (its log, a
 --       list of "t:cost" oldest first, and its total).
--- ARGV: [1] now in µs since the epoch, or "" for the server's TIME
---       [2] cost  [3] number of layers
+-- ARGV: [1] mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
+--           r refund (give back what a decide at [2] consumed; a cluster decision whose layers
+--           live on several nodes consumes node by node and refunds when a later one denies)
+--       [2] now in µs since the epoch, or "" for the server's TIME
+--       [3] cost  [4] number of layers
 --       then per layer: algorithm (f fixed_window, s sliding_window, c sliding_window_counter,
 --       b token_bucket), limit (or capacity), period (window, or the bucket's interval) in µs
--- Returns: { all_allowed, then per layer: allowed, remaining, reset_after, retry_after }
+-- Returns: { all_allowed, then per layer: allowed, remaining, reset_after, retry_after; then
+--            the time used }
 
 local floor = math.floor
 local max = math.max
 local min = math.min
 
 local now
-if ARGV[1] == '' then
+local mode = ARGV[1]
+if ARGV[2] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[1])
+  now = tonumber(ARGV[2])
 end
-local cost = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local cost = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 
 -- Integers as digits: Lua's own tostring would write 1.7e+15 for a µs timestamp.
 local function num(x)
@@ -280,12 +285,57 @@ function Bucket.save(l)
   end
 end
 
+-- refunds: undo one consumption of `cost` made at `now` ----------------------------------------
+function Fixed.refund(l)
+  if l.index == floor(now / l.period) then
+    l.count = max(l.count - cost, 0)
+    Fixed.save(l)
+  end
+end
+function Log.refund(l)
+  local len = redis.call('LLEN', l.key)
+  for i = len - 1, 0, -1 do
+    local e = split(redis.call('LINDEX', l.key, i))
+    if e[1] == now then
+      local left = e[2] - cost
+      if left > 0 then
+        redis.call('LSET', l.key, i, num(e[1]) .. ':' .. num(left))
+      else
+        redis.call('LSET', l.key, i, '-')
+        redis.call('LREM', l.key, 1, '-')
+      end
+      l.total = max(l.total - cost, 0)
+      break
+    end
+    if e[1] < now then break end
+  end
+  local newest = redis.call('LINDEX', l.key, -1)
+  l.newest = nil
+  if newest then l.newest = split(newest) end
+  Log.save(l)
+end
+function Counter.refund(l)
+  local index = floor(now / l.period)
+  if l.index == index then
+    l.current = max(l.current - cost, 0)
+  elseif l.index == index + 1 then
+    l.previous = max(l.previous - cost, 0)
+  else
+    return
+  end
+  Counter.save(l)
+end
+function Bucket.refund(l)
+  l.tat = l.tat - cost * l.period
+  Bucket.save(l)
+end
+
 -- the decision -------------------------------------------------------------------------------
 local kinds = { f = Fixed, s = Log, c = Counter, b = Bucket }
 local layers = {}
 local k = 1
 for i = 1, n do
-  local base = 3 + (i - 1) * 3
+  local base = 4 + (i - 1) * 3
   local l = {
     kind = kinds[ARGV[base + 1]],
     limit = tonumber(ARGV[base + 2]),
@@ -302,6 +352,13 @@ for i = 1, n do
   layers[i] = l
 end
 
+if mode == 'r' then
+  for i = 1, n do
+    layers[i].kind.refund(layers[i])
+  end
+  return { 1, now }
+end
+
 local outcomes = {}
 local all = true
 for i = 1, n do
@@ -310,7 +367,7 @@ for i = 1, n do
   if not o[1] then all = false end
 end
 
-if all then
+if all and mode == 'd' then
   for i = 1, n do
     local l = layers[i]
     outcomes[i] = l.kind.consume(l)
@@ -332,4 +389,5 @@ for i = 1, n do
   reply[#reply + 1] = o[3]
   reply[#reply + 1] = o[4]
 end
+reply[#reply + 1] = now
 return reply
