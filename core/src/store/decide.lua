@@ -31,25 +31,47 @@ end
 local cost = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 
+-- Only the algorithms this call uses are defined: each definition is a closure made anew on
+-- every call, and making them all would cost more than the decision itself.
+local need = {}
+for i = 1, n do
+  need[ARGV[4 + (i - 1) * 3 + 1]] = true
+end
+local refunding = mode == 'r'
+
 -- Integers as digits: Lua's own tostring would write 1.7e+15 for a µs timestamp.
 local function num(x)
   return string.format('%.0f', x)
 end
 
+-- A key lives at least this long past its last write (ms). Longer than its state needs is
+-- harmless — the state is judged by its own times, and a stale one reads as fresh — and it
+-- keeps a caller whose clock runs apart from Redis's (clock = "local") from losing state to
+-- an expiry measured on Redis's clock.
+local MIN_TTL_MS = 1000
+
+local find, sub = string.find, string.sub
 local function split(s)
   local out = {}
-  for part in string.gmatch(s, '[^:]+') do
-    out[#out + 1] = tonumber(part)
+  local from = 1
+  while true do
+    local at = find(s, ':', from, true)
+    if not at then
+      out[#out + 1] = tonumber(sub(s, from))
+      return out
+    end
+    out[#out + 1] = tonumber(sub(s, from, at - 1))
+    from = at + 1
   end
-  return out
 end
 
 -- fixed_window -------------------------------------------------------------------------------
 local Fixed = {}
+if need.f then
 function Fixed.load(l)
   local v = redis.call('GET', l.key)
-  if v then
-    local p = split(v)
+  local p = v and split(v) or {}
+  if p[1] and p[2] then
     l.index, l.count = p[1], p[2]
   else
     l.index, l.count = floor(now / l.period), 0
@@ -89,14 +111,16 @@ function Fixed.save(l)
   if ttl <= 0 then
     redis.call('DEL', l.key)
   else
-    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.count), 'PX', num(math.ceil(ttl / 1000)))
+    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.count), 'PX', num(max(math.ceil(ttl / 1000), MIN_TTL_MS)))
   end
+end
 end
 
 -- sliding_window (exact log) -----------------------------------------------------------------
 local Log = {}
+if need.s then
 function Log.load(l)
-  l.total = tonumber(redis.call('GET', l.key2) or '0')
+  l.total = tonumber(redis.call('GET', l.key2) or '0') or 0
   local newest = redis.call('LINDEX', l.key, -1)
   l.newest = nil
   if newest then l.newest = split(newest) end
@@ -174,16 +198,19 @@ function Log.save(l)
     redis.call('DEL', l.key, l.key2)
     return
   end
+  ttl = max(ttl, MIN_TTL_MS)
   redis.call('SET', l.key2, num(l.total), 'PX', num(ttl))
   redis.call('PEXPIRE', l.key, num(ttl))
+end
 end
 
 -- sliding_window_counter ---------------------------------------------------------------------
 local Counter = {}
+if need.c then
 function Counter.load(l)
   local v = redis.call('GET', l.key)
-  if v then
-    local p = split(v)
+  local p = v and split(v) or {}
+  if p[1] and p[2] and p[3] then
     l.index, l.previous, l.current = p[1], p[2], p[3]
   else
     l.index, l.previous, l.current = floor(now / l.period), 0, 0
@@ -248,14 +275,16 @@ function Counter.save(l)
   if expires == 0 or ttl <= 0 then
     redis.call('DEL', l.key)
   else
-    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.previous) .. ':' .. num(l.current), 'PX', num(ttl))
+    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.previous) .. ':' .. num(l.current), 'PX', num(max(ttl, MIN_TTL_MS)))
   end
+end
 end
 
 -- token_bucket (GCRA) ------------------------------------------------------------------------
 local Bucket = {}
+if need.b then
 function Bucket.load(l)
-  l.tat = tonumber(redis.call('GET', l.key) or now)
+  l.tat = tonumber(redis.call('GET', l.key) or now) or now
 end
 function Bucket.outcome(l, tat, allowed, retry)
   local tolerance = l.limit * l.period
@@ -281,11 +310,13 @@ function Bucket.save(l)
   if ttl <= 0 then
     redis.call('DEL', l.key)
   else
-    redis.call('SET', l.key, num(l.tat), 'PX', num(ttl))
+    redis.call('SET', l.key, num(l.tat), 'PX', num(max(ttl, MIN_TTL_MS)))
   end
+end
 end
 
 -- refunds: undo one consumption of `cost` made at `now` ----------------------------------------
+if refunding then
 function Fixed.refund(l)
   if l.index == floor(now / l.period) then
     l.count = max(l.count - cost, 0)
@@ -328,6 +359,7 @@ end
 function Bucket.refund(l)
   l.tat = l.tat - cost * l.period
   Bucket.save(l)
+end
 end
 
 -- the decision -------------------------------------------------------------------------------

@@ -6,11 +6,14 @@
 //!   FLUSH` the `NOSCRIPT` reply makes the client load the script and call again, transparently.
 //! - **Time** is the server's (`TIME`) unless `store.clock = "local"`: then the caller's clock,
 //!   or a request's explicit time, is passed in (the conformance vectors run that way).
-//! - **Keys** are `PREFIX{RULE/VARIANT/=KEY}` (a `-` instead of `=KEY` for requests lacking the
-//!   keyed part; a sliding log adds a `:total` key next to its list). Every key is written with
-//!   a TTL (`PX`, relative to the script's time, rounded up to the millisecond) after which its
-//!   state equals a fresh one; keys whose state is fresh are deleted rather than written. A
-//!   sliding log is trimmed on every call, so it holds at most `limit` entries.
+//! - **Keys** are `PREFIX{RULE/VARIANT/=KEY}ALG` (a `-` instead of `=KEY` for requests lacking
+//!   the keyed part; `ALG` is `f`, `s`, `c` or `b`, so that a rule whose algorithm changes
+//!   starts afresh; a sliding log adds a `:total` key next to its list). A value that cannot be
+//!   read as the algorithm's state is taken for a fresh state. Every key is written with
+//!   a TTL (`PX`, relative to the script's time, rounded up to the millisecond, at least one
+//!   second) after which its state equals a fresh one; keys whose state is fresh are deleted
+//!   rather than written. A sliding log is trimmed on every call, so it holds at most `limit`
+//!   entries.
 //! - **Connections**: one multiplexed connection (`ConnectionManager`, which reconnects by
 //!   itself; a cluster connection, which follows `MOVED`/`ASK`, for `redis_cluster`) shared by
 //!   every caller, so that concurrent decisions pipeline on it; a small tokio runtime owned by
@@ -241,6 +244,10 @@ impl RedisStore {
                         .unwrap_or(Duration::from_micros(1)),
                 ),
             };
+            // The algorithm is part of the key: a rule whose algorithm changes starts afresh
+            // instead of reading another algorithm's state.
+            let mut key = key;
+            key.extend_from_slice(code.as_bytes());
             if code == "s" {
                 let mut total = key.clone();
                 total.extend_from_slice(b":total");
