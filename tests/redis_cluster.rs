@@ -4,39 +4,26 @@
 
 use std::sync::Arc;
 
-use floodwall::{Config, Engine, Request, StoreUsed};
+use floodwall::{Engine, Request, StoreUsed};
 use floodwall_tests::redis_server::RedisCluster;
-use floodwall_tests::{load_vectors, run_case_on};
+use floodwall_tests::run_vectors_on;
 
 #[test]
 fn redis_cluster_conforms_and_stays_exact() {
     let cluster = RedisCluster::start();
-    let mut cases = 0;
-    let mut failures = Vec::new();
-    for (_, vectors) in &load_vectors() {
-        for case in &vectors.cases {
-            cases += 1;
-            failures.extend(run_case_on(case, Some(StoreUsed::Redis), |config| {
-                let mut config = config.clone();
-                config["store"] = serde_json::json!({
-                    "kind": "redis_cluster",
-                    "urls": cluster.urls(),
-                    "clock": "local",
-                    "prefix": format!("c{cases}:"),
-                    "on_error": "deny",
-                    "timeout": "3s",
-                    "deny_cache": false,
-                });
-                Engine::from_config(Config::from_value(config)?)
-            }));
-        }
-    }
-    assert!(cases >= 40);
-    assert!(
-        failures.is_empty(),
-        "{} mismatches on the cluster:\n{}",
-        failures.len(),
-        failures.join("\n")
+    run_vectors_on(
+        |case| {
+            serde_json::json!({
+                "kind": "redis_cluster",
+                "urls": cluster.urls(),
+                "clock": "local",
+                "prefix": format!("c{case}:"),
+                "on_error": "deny",
+                "timeout": "3s",
+                "deny_cache": false,
+            })
+        },
+        StoreUsed::Redis,
     );
     assert!(
         cluster.evalsha_calls() >= 300,

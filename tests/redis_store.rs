@@ -286,23 +286,12 @@ fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
     }
 }
 
-fn evalsha_calls(server: &RedisServer) -> u64 {
-    server
-        .command("INFO commandstats")
-        .lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .and_then(|l| l.split("calls=").nth(1))
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_flood_from_one_caller_costs_redis_nothing_after_the_first_denial() {
     let server = RedisServer::start();
     let engine = engine(&server, "flood:", "deny");
     assert_eq!(admitted(&engine, "/fixed", "x", 100), 100);
-    let before = evalsha_calls(&server);
+    let before = server.evalsha_calls();
     let request = Request::new("GET", "/fixed").subject("x");
     for _ in 0..1000 {
         let d = engine.check(&request).expect("decision");
@@ -311,7 +300,7 @@ fn a_flood_from_one_caller_costs_redis_nothing_after_the_first_denial() {
         assert_eq!(d.remaining(), Some(0));
     }
     assert_eq!(
-        evalsha_calls(&server) - before,
+        server.evalsha_calls() - before,
         1,
         "only the first denial asked Redis"
     );
@@ -323,7 +312,7 @@ fn a_flood_from_one_caller_costs_redis_nothing_after_the_first_denial() {
     );
     let engine = Engine::from_toml(&toml).expect("config");
     assert_eq!(admitted(&engine, "/fixed", "x", 110), 100);
-    let before = evalsha_calls(&server);
+    let before = server.evalsha_calls();
     admitted(&engine, "/fixed", "x", 10);
-    assert_eq!(evalsha_calls(&server) - before, 10);
+    assert_eq!(server.evalsha_calls() - before, 10);
 }

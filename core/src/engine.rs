@@ -490,32 +490,40 @@ impl Engine {
         {
             return Ok((false, StoreUsed::Redis));
         }
-        let wall = self.clock.now();
-        let permit = {
-            let mut breaker = shared.breaker.lock();
-            breaker.try_acquire(wall).0
-        };
-        if let Some(permit) = permit {
-            let started = std::time::Instant::now();
-            let result = shared.redis.decide(layers, cost, now, outcomes);
-            if let (Ok(false), Some(cache), Some(key)) = (&result, &shared.denials, cache_key) {
+        if let Some(allowed) =
+            self.through_breaker(shared, || shared.redis.decide(layers, cost, now, outcomes))
+        {
+            if let (false, Some(cache), Some(key)) = (allowed, &shared.denials, cache_key) {
                 cache.put(key, now, outcomes);
             }
-            let outcome = if result.is_ok() {
-                CallOutcome::Success
-            } else {
-                CallOutcome::Failure
-            };
-            shared
-                .breaker
-                .lock()
-                .record(permit, outcome, started.elapsed(), self.clock.now());
-            match result {
-                Ok(allowed) => return Ok((allowed, StoreUsed::Redis)),
-                Err(failure) => *shared.last_failure.lock() = Some(failure),
-            }
+            return Ok((allowed, StoreUsed::Redis));
         }
         self.decide_unavailable(shared, layers, cost, now, outcomes)
+    }
+
+    /// Runs `call` on the shared store unless its breaker is open, and tells the breaker how
+    /// it went; `None` when the store was not asked or failed (the failure is kept for
+    /// [`store_failure`](Self::store_failure)).
+    fn through_breaker<T>(
+        &self,
+        shared: &Shared,
+        call: impl FnOnce() -> Result<T, StoreFailure>,
+    ) -> Option<T> {
+        let permit = shared.breaker.lock().try_acquire(self.clock.now()).0?;
+        let started = std::time::Instant::now();
+        let result = call();
+        let outcome = if result.is_ok() {
+            CallOutcome::Success
+        } else {
+            CallOutcome::Failure
+        };
+        shared
+            .breaker
+            .lock()
+            .record(permit, outcome, started.elapsed(), self.clock.now());
+        result
+            .map_err(|failure| *shared.last_failure.lock() = Some(failure))
+            .ok()
     }
 
     /// A decision while the shared store is unavailable, by the `on_error` policy.
@@ -802,38 +810,20 @@ impl Engine {
             layers.push(these);
             outcomes.push(out);
         }
-        let wall = self.clock.now();
-        let permit = shared.breaker.lock().try_acquire(wall).0;
-        let mut verdicts: Option<Vec<bool>> = None;
-        if let Some(permit) = permit {
-            let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = prepared
-                .iter()
-                .zip(&layers)
-                .filter_map(|(p, l)| p.as_ref().ok().map(|p| (l.as_slice(), p.cost, p.now)))
-                .filter(|(l, _, _)| !l.is_empty())
-                .collect();
-            let mut slices: Vec<&mut [Outcome]> = prepared
-                .iter()
-                .zip(outcomes.iter_mut())
-                .filter(|(p, o)| p.is_ok() && !o.is_empty())
-                .map(|(_, o)| o.as_mut_slice())
-                .collect();
-            let started = std::time::Instant::now();
-            let result = shared.redis.decide_many(&batch, &mut slices);
-            let outcome = if result.is_ok() {
-                CallOutcome::Success
-            } else {
-                CallOutcome::Failure
-            };
-            shared
-                .breaker
-                .lock()
-                .record(permit, outcome, started.elapsed(), self.clock.now());
-            match result {
-                Ok(v) => verdicts = Some(v),
-                Err(failure) => *shared.last_failure.lock() = Some(failure),
-            }
-        }
+        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = prepared
+            .iter()
+            .zip(&layers)
+            .filter_map(|(p, l)| p.as_ref().ok().map(|p| (l.as_slice(), p.cost, p.now)))
+            .filter(|(l, _, _)| !l.is_empty())
+            .collect();
+        let mut slices: Vec<&mut [Outcome]> = prepared
+            .iter()
+            .zip(outcomes.iter_mut())
+            .filter(|(p, o)| p.is_ok() && !o.is_empty())
+            .map(|(_, o)| o.as_mut_slice())
+            .collect();
+        let verdicts =
+            self.through_breaker(shared, || shared.redis.decide_many(&batch, &mut slices));
         let mut verdicts = verdicts.map(Vec::into_iter);
         prepared
             .into_iter()

@@ -249,4 +249,35 @@ pub fn run_case_on(
     failures
 }
 
+/// Runs every vector with the `[store]` section `store(case_number)` (a JSON object), requiring
+/// every decision to come from `expected`; panics with every mismatch. Returns how many cases
+/// and steps ran.
+pub fn run_vectors_on(
+    store: impl Fn(usize) -> serde_json::Value,
+    expected: floodwall::StoreUsed,
+) -> (usize, usize) {
+    let mut cases = 0;
+    let mut steps = 0;
+    let mut failures = Vec::new();
+    for (_, vectors) in &load_vectors() {
+        for case in &vectors.cases {
+            cases += 1;
+            steps += case.steps.len();
+            failures.extend(run_case_on(case, Some(expected), |config| {
+                let mut config = config.clone();
+                config["store"] = store(cases);
+                Engine::from_config(floodwall::Config::from_value(config)?)
+            }));
+        }
+    }
+    assert!(cases >= 40, "only {cases} vector cases");
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    (cases, steps)
+}
+
 pub mod redis_server;

@@ -104,6 +104,17 @@ impl RedisServer {
         String::from_utf8_lossy(&reply).into_owned()
     }
 
+    /// How many `EVALSHA` calls this server has answered.
+    pub fn evalsha_calls(&self) -> u64 {
+        self.command("INFO commandstats")
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
     fn answers_ping(&self) -> bool {
         TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|mut s| {
             s.set_read_timeout(Some(Duration::from_millis(500))).ok();
@@ -211,17 +222,6 @@ impl RedisCluster {
 
     /// `EVALSHA` calls its nodes have answered.
     pub fn evalsha_calls(&self) -> u64 {
-        self.nodes
-            .iter()
-            .map(|n| {
-                n.command("INFO commandstats")
-                    .lines()
-                    .find(|l| l.starts_with("cmdstat_evalsha:"))
-                    .and_then(|l| l.split("calls=").nth(1))
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
+        self.nodes.iter().map(RedisServer::evalsha_calls).sum()
     }
 }
