@@ -84,3 +84,113 @@ window = "1h"
     assert_eq!(admitted, 100, "320 requests, global limit 100");
     assert_eq!(cluster.crossslot_errors(), 0);
 }
+
+/// The id of `node` and the slot ranges it serves, from `CLUSTER NODES`.
+fn myself(node: &floodwall_tests::redis_server::RedisServer) -> (String, Vec<(u16, u16)>) {
+    let nodes = node.command("CLUSTER NODES");
+    let line = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .expect("a myself line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let ranges = fields[8..]
+        .iter()
+        .filter(|f| !f.starts_with('['))
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse().expect("slot"), b.parse().expect("slot")),
+            None => {
+                let s = r.parse().expect("slot");
+                (s, s)
+            }
+        })
+        .collect();
+    (fields[0].to_owned(), ranges)
+}
+
+#[test]
+fn decisions_follow_a_slot_migrating_between_nodes() {
+    let cluster = RedisCluster::start();
+    let toml = format!(
+        r#"
+[store]
+kind = "redis_cluster"
+urls = {urls:?}
+prefix = "mig:"
+timeout = "3s"
+on_error = "deny"
+deny_cache = false
+
+[[rules]]
+name = "global"
+key = "global"
+algorithm = "fixed_window"
+limit = 200
+window = "1h"
+"#,
+        urls = cluster.urls()
+    );
+    let engine = Engine::from_toml(&toml).expect("config");
+    let request = Request::new("GET", "/");
+    let mut admitted = 0;
+    let mut decide = |n: usize| {
+        for _ in 0..n {
+            let d = engine.check(&request).expect("decision");
+            assert_eq!(d.store(), StoreUsed::Redis, "{:?}", engine.store_failure());
+            admitted += usize::from(d.allowed());
+        }
+    };
+    decide(100);
+
+    // Move the global counter's slot to another node, key and all, as `redis-cli --cluster
+    // reshard` does: IMPORTING / MIGRATING, MIGRATE the keys, then assign the slot.
+    let key = "mig:{global/0/=}f";
+    let nodes = cluster.nodes();
+    let slot: u16 = nodes[0]
+        .command(&format!("CLUSTER KEYSLOT {key}"))
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("slot");
+    let owners: Vec<(String, Vec<(u16, u16)>)> = nodes.iter().map(myself).collect();
+    let from = owners
+        .iter()
+        .position(|(_, ranges)| ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .expect("an owner");
+    let to = (from + 1) % nodes.len();
+    let (from_id, to_id) = (&owners[from].0, &owners[to].0);
+    assert!(
+        nodes[to]
+            .command(&format!("CLUSTER SETSLOT {slot} IMPORTING {from_id}"))
+            .starts_with("+OK")
+    );
+    assert!(
+        nodes[from]
+            .command(&format!("CLUSTER SETSLOT {slot} MIGRATING {to_id}"))
+            .starts_with("+OK")
+    );
+    // Mid-migration: the key is still on the source, which answers ASK for keys it lacks.
+    decide(50);
+    let migrated = nodes[from].command(&format!(
+        "MIGRATE 127.0.0.1 {} \"\" 0 5000 KEYS {key}",
+        nodes[to].port()
+    ));
+    assert!(
+        migrated.starts_with("+OK") || migrated.starts_with("+NOKEY"),
+        "{migrated}"
+    );
+    // The key has moved, the slot not yet: the source answers ASK and the client follows it.
+    decide(20);
+    for node in nodes {
+        assert!(
+            node.command(&format!("CLUSTER SETSLOT {slot} NODE {to_id}"))
+                .starts_with("+OK")
+        );
+    }
+    // After: the client is told MOVED and follows; the count carried over with the key.
+    decide(130);
+    assert_eq!(
+        admitted, 200,
+        "300 requests across the migration, limit 200"
+    );
+    assert_eq!(cluster.crossslot_errors(), 0);
+}
