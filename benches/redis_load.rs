@@ -154,7 +154,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let server = RedisServer::start();
     let span = if full {
-        Duration::from_secs(3)
+        Duration::from_secs(2)
     } else {
         Duration::from_millis(200)
     };
