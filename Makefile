@@ -1,28 +1,28 @@
 # floodwall — the two commands a new user runs (see README.md):
 #   make demo   runs the demo on the memory store
 #   make test   format check, clippy with -D warnings, and every test
-# Both install what they need (the Rust components rustfmt and clippy, and redis-server for the
-# Redis store's tests) instead of assuming it.
+# Both install what they need (the Rust components rustfmt and clippy; redis-server, valgrind and
+# a C compiler for the Redis and C ABI tests) instead of assuming it.
 
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
 
-test: setup fmt-check clippy bench-smoke unit
+test: setup fmt-check clippy bench-smoke unit c-test
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required: install Rust from rustup"; exit 1; }
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
-	@command -v redis-server >/dev/null || { \
-		echo "installing redis-server (the Redis store's tests start their own servers)"; \
+	@command -v redis-server >/dev/null && command -v valgrind >/dev/null && command -v cc >/dev/null || { \
+		echo "installing redis-server (the Redis store's tests start their own), valgrind and a C compiler (the C ABI's tests)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server valgrind gcc >/dev/null; }
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -34,6 +34,19 @@ clippy:
 unit:
 	@mkdir -p target; set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/unit-tests.log
+
+# The C ABI from C: tests/c/ffi_test.c against the static library, with -Werror, under
+# AddressSanitizer and UBSan, then under valgrind (no leak, no error). The header itself is
+# checked by `cargo test -p floodwall-ffi --test header` (part of `unit`).
+C_FLAGS = -Wall -Wextra -Werror -std=c11 -g -Iinclude
+C_LIBS = target/debug/libfloodwall.a -lpthread -ldl -lm
+c-test:
+	$(CARGO) build --locked -p floodwall-ffi
+	@mkdir -p target/c
+	cc $(C_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all tests/c/ffi_test.c $(C_LIBS) -o target/c/ffi_test_sanitized
+	./target/c/ffi_test_sanitized
+	cc $(C_FLAGS) tests/c/ffi_test.c $(C_LIBS) -o target/c/ffi_test
+	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1 ./target/c/ffi_test
 
 # Runs every criterion bench once as a test (nothing is timed), so the benches keep compiling
 # and their assertions hold.

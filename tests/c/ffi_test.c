@@ -1,0 +1,179 @@
+/* Exercises every function of include/floodwall.h, error paths included. Built by
+ * `make c-test` with -Wall -Werror and AddressSanitizer/UBSan, then run under valgrind. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "floodwall.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                                   \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);        \
+      failures++;                                                                     \
+    }                                                                                 \
+  } while (0)
+
+static const char *CONFIG =
+    "[auth]\n"
+    "algorithms = [\"HS256\"]\n"
+    "role_claim = \"role\"\n"
+    "keys = [{ kid = \"k1\", secret = \"a-c-test-secret-of-at-least-32-bytes!!\" }]\n"
+    "[[rules]]\n"
+    "name = \"per-user\"\n"
+    "key = \"subject\"\n"
+    "algorithm = \"fixed_window\"\n"
+    "limit = 2\n"
+    "window = \"1m\"\n"
+    "roles.premium = { limit = 5 }\n"
+    "[services.api]\n"
+    "upstreams = [{ name = \"a\", url = \"http://127.0.0.1:9001\" }, { name = \"b\", url = \"http://127.0.0.1:9002\" }]\n";
+
+/* HS256, kid k1, {"sub":"carol","role":"premium","exp":4102444800}, made with PyJWT: signed
+ * with the secret above, and with another secret (a bad signature). */
+static const char *TOKEN =
+    "Bearer eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0."
+    "eyJzdWIiOiJjYXJvbCIsInJvbGUiOiJwcmVtaXVtIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
+    "WhBVZuK7PeESvCs6GC_LEZl3Wk4jORRu_4G8gxjRl3Y";
+static const char *FORGED =
+    "Bearer eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0."
+    "eyJzdWIiOiJjYXJvbCIsInJvbGUiOiJwcmVtaXVtIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
+    "ZZEPuM6Osc9xRKZKJKkWz9X9yPcepEvxwRZsT8qSQfQ";
+
+static void last_message(char *buf, size_t len) {
+  size_t n = 0;
+  if (fw_last_error_message(buf, len, &n) != FW_OK) buf[0] = 0;
+}
+
+int main(void) {
+  char buf[512];
+  size_t n = 0;
+
+  /* Version. */
+  CHECK(strcmp(fw_version(), "0.1.0") == 0);
+  CHECK(FW_VERSION_MAJOR == 0 && FW_VERSION_MINOR == 1);
+
+  /* Construction errors: NULL, bad UTF-8, invalid config, missing file. */
+  fw_engine *engine = NULL;
+  CHECK(fw_engine_from_toml(NULL, &engine) == FW_NULL_ARGUMENT && engine == NULL);
+  CHECK(fw_engine_from_toml(CONFIG, NULL) == FW_NULL_ARGUMENT);
+  CHECK(fw_engine_from_toml("name = \"\xff\"", &engine) == FW_INVALID_UTF8 && engine == NULL);
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"x\"\nkey = \"global\"\nalgorithm = \"fixed_window\"\nlimit = 0\nwindow = \"1s\"\n", &engine) == FW_INVALID_CONFIG);
+  last_message(buf, sizeof buf);
+  CHECK(strstr(buf, "rules[0].limit") != NULL);
+  CHECK(fw_engine_from_json("{\"rules\": 3}", &engine) == FW_INVALID_CONFIG);
+  CHECK(fw_engine_from_file("/nonexistent/floodwall.toml", &engine) == FW_INVALID_CONFIG);
+  fw_engine_free(NULL);
+
+  /* A message too long for the buffer reports its length. */
+  CHECK(fw_last_error_message(buf, 4, &n) == FW_BUFFER_TOO_SMALL && n > 4);
+
+  CHECK(fw_engine_from_toml(CONFIG, &engine) == FW_OK && engine != NULL);
+  fw_engine_free(engine);
+  CHECK(fw_engine_from_json("{\"rules\": []}", &engine) == FW_OK);
+  fw_engine_free(engine);
+  CHECK(fw_engine_from_toml(CONFIG, &engine) == FW_OK);
+
+  /* Rule names. */
+  CHECK(fw_engine_rule_name(engine, 0, buf, sizeof buf, &n) == FW_OK && strcmp(buf, "per-user") == 0 && n == 8);
+  CHECK(fw_engine_rule_name(engine, 0, buf, 3, &n) == FW_BUFFER_TOO_SMALL && n == 8);
+  CHECK(fw_engine_rule_name(engine, 7, buf, sizeof buf, &n) == FW_INVALID_ARGUMENT);
+  CHECK(fw_engine_rule_name(NULL, 0, buf, sizeof buf, &n) == FW_NULL_ARGUMENT);
+
+  /* Checks: admitted twice, then denied with a retry. */
+  fw_request req = {"GET", "/api/orders", "alice", "free", "192.0.2.1", 1, 60000};
+  fw_decision d;
+  memset(&d, 0, sizeof d);
+  CHECK(fw_check(engine, &req, &d) == FW_OK && d.allowed && d.remaining == 1 && d.rule_index == 0);
+  CHECK(d.store == FW_STORE_MEMORY && d.limit == 2);
+  CHECK(fw_check(engine, &req, &d) == FW_OK && d.allowed && d.remaining == 0);
+  CHECK(fw_check(engine, &req, &d) == FW_OK && !d.allowed && d.retry_after_ms == 60000);
+  fw_request bad = req;
+  bad.path = NULL;
+  CHECK(fw_check(engine, &bad, &d) == FW_NULL_ARGUMENT);
+  bad = req;
+  bad.subject = "\xc3\x28";
+  CHECK(fw_check(engine, &bad, &d) == FW_INVALID_UTF8);
+  bad = req;
+  bad.cost = 3;
+  CHECK(fw_check(engine, &bad, &d) == FW_COST_EXCEEDS_LIMIT);
+  CHECK(fw_check(engine, NULL, &d) == FW_NULL_ARGUMENT);
+  CHECK(fw_check(engine, &req, NULL) == FW_NULL_ARGUMENT);
+
+  /* Headers of a denial. */
+  fw_headers *headers = NULL;
+  CHECK(fw_check_with_headers(engine, &req, &d, &headers) == FW_OK && !d.allowed);
+  size_t count = fw_headers_len(headers);
+  int saw_retry = 0;
+  for (size_t i = 0; i < count; i++) {
+    const char *name = NULL, *value = NULL;
+    CHECK(fw_headers_get(headers, i, &name, &value) == FW_OK);
+    if (strcmp(name, "Retry-After") == 0 && strcmp(value, "60") == 0) saw_retry = 1;
+  }
+  CHECK(saw_retry);
+  const char *name = NULL, *value = NULL;
+  CHECK(fw_headers_get(headers, count, &name, &value) == FW_INVALID_ARGUMENT);
+  CHECK(fw_headers_len(NULL) == 0);
+  fw_headers_free(headers);
+  fw_headers_free(NULL);
+
+  /* A batch: one fine, one with a cost over the limit. */
+  fw_request batch[2] = {{"GET", "/", "bob", NULL, NULL, 1, 60000}, {"GET", "/", "bob", NULL, NULL, 9, 60000}};
+  fw_decision out[2];
+  fw_result results[2];
+  CHECK(fw_check_many(engine, batch, 2, out, results) == FW_OK);
+  CHECK(results[0] == FW_OK && out[0].allowed && results[1] == FW_COST_EXCEEDS_LIMIT);
+  CHECK(fw_check_many(engine, NULL, 0, NULL, NULL) == FW_OK);
+  CHECK(fw_check_many(engine, NULL, 2, out, results) == FW_NULL_ARGUMENT);
+
+  /* Authentication: a forged token is refused with its kind and challenge. */
+  fw_identity *identity = NULL;
+  CHECK(fw_authenticate(engine, FORGED, &identity) == FW_BAD_SIGNATURE && identity == NULL);
+  CHECK(fw_last_error_www_authenticate(buf, sizeof buf, &n) == FW_OK);
+  CHECK(strstr(buf, "error=\"invalid_token\"") != NULL);
+  CHECK(fw_authenticate(engine, "", &identity) == FW_MISSING_TOKEN);
+  CHECK(fw_authenticate(engine, "Bearer x.y", &identity) == FW_MALFORMED_TOKEN);
+  CHECK(fw_authenticate(engine, NULL, &identity) == FW_NULL_ARGUMENT);
+  CHECK(fw_authorize(engine, FORGED, &req, &identity, &d) == FW_BAD_SIGNATURE);
+  CHECK(fw_identity_subject(NULL) == NULL && fw_identity_role(NULL) == NULL);
+  CHECK(fw_identity_claims_json(NULL, buf, sizeof buf, &n) == FW_NULL_ARGUMENT);
+  fw_identity_free(NULL);
+
+  /* A valid token goes all the way through. */
+  const char *valid = TOKEN;
+  {
+    CHECK(fw_authenticate(engine, valid, &identity) == FW_OK && identity != NULL);
+    CHECK(strcmp(fw_identity_subject(identity), "carol") == 0);
+    CHECK(strcmp(fw_identity_role(identity), "premium") == 0);
+    CHECK(fw_identity_claims_json(identity, buf, sizeof buf, &n) == FW_OK && strstr(buf, "\"sub\":\"carol\"") != NULL);
+    fw_identity_free(identity);
+    identity = NULL;
+    CHECK(fw_authorize(engine, valid, &req, &identity, &d) == FW_OK && d.allowed && d.remaining == 4);
+    fw_identity_free(identity);
+  }
+
+  /* Upstreams. */
+  fw_lease *lease = NULL;
+  CHECK(fw_pick(engine, "api", &lease) == FW_OK && lease != NULL);
+  CHECK(strcmp(fw_lease_upstream(lease), "a") == 0);
+  CHECK(strcmp(fw_lease_url(lease), "http://127.0.0.1:9001") == 0);
+  CHECK(fw_lease_finish(lease, FW_OUTCOME_SUCCESS, 1500) == FW_OK);
+  CHECK(fw_pick(engine, "api", &lease) == FW_OK);
+  fw_lease_free(lease); /* counted as a failure */
+  CHECK(fw_pick(engine, "api", &lease) == FW_OK);
+  CHECK(fw_lease_finish(lease, 77, 0) == FW_INVALID_ARGUMENT); /* still consumed */
+  CHECK(fw_pick(engine, "nope", &lease) == FW_UNKNOWN_SERVICE);
+  CHECK(fw_lease_finish(NULL, FW_OUTCOME_SUCCESS, 0) == FW_NULL_ARGUMENT);
+  CHECK(fw_lease_upstream(NULL) == NULL && fw_lease_url(NULL) == NULL);
+  fw_lease_free(NULL);
+
+  fw_engine_free(engine);
+  if (failures) {
+    fprintf(stderr, "%d checks failed\n", failures);
+    return 1;
+  }
+  printf("c ffi test: all checks passed\n");
+  return 0;
+}
