@@ -7,12 +7,12 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
 
-test: setup fmt-check clippy bench-smoke unit c-test
+test: setup fmt-check clippy bench-smoke unit c-test go-test
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:
@@ -47,6 +47,12 @@ c-test:
 	./target/c/ffi_test_sanitized
 	cc $(C_FLAGS) tests/c/ffi_test.c $(C_LIBS) -o target/c/ffi_test
 	valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1 ./target/c/ffi_test
+
+# The Go package over the C ABI (ffi/go): vet and tests, standard library only.
+go-test: c-test
+	@command -v go >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq golang-go >/dev/null; }
+	cd ffi/go && GOPROXY=off GOFLAGS=-mod=mod go vet ./... && GOPROXY=off GOFLAGS=-mod=mod go test -count=1 ./...
 
 # Runs every criterion bench once as a test (nothing is timed), so the benches keep compiling
 # and their assertions hold.

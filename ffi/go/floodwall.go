@@ -1,0 +1,440 @@
+// Package floodwall wraps floodwall's C ABI (include/floodwall.h, libfloodwall.a) for Go:
+// an Engine that authenticates bearer tokens, decides on requests against layered rate
+// limits, and picks upstreams; and Middleware, an http.Handler that does all three.
+//
+// Build the library first (`cargo build -p floodwall-ffi`, which `make test` does): cgo links
+// target/debug/libfloodwall.a from the repository.
+package floodwall
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo LDFLAGS: ${SRCDIR}/../../target/debug/libfloodwall.a -lpthread -ldl -lm
+#include <stdlib.h>
+#include "floodwall.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+	"unsafe"
+)
+
+// Code is the outcome of a call into floodwall, one per error kind of the core.
+type Code uint32
+
+// The codes of include/floodwall.h.
+const (
+	OK                  Code = C.FW_OK
+	NullArgument        Code = C.FW_NULL_ARGUMENT
+	InvalidUTF8         Code = C.FW_INVALID_UTF8
+	InvalidArgument     Code = C.FW_INVALID_ARGUMENT
+	BufferTooSmall      Code = C.FW_BUFFER_TOO_SMALL
+	Panic               Code = C.FW_PANIC
+	UnknownError        Code = C.FW_UNKNOWN_ERROR
+	InvalidConfig       Code = C.FW_INVALID_CONFIG
+	CostExceedsLimit    Code = C.FW_COST_EXCEEDS_LIMIT
+	MissingToken        Code = C.FW_MISSING_TOKEN
+	MalformedToken      Code = C.FW_MALFORMED_TOKEN
+	TokenTooLarge       Code = C.FW_TOKEN_TOO_LARGE
+	AlgorithmNotAllowed Code = C.FW_ALGORITHM_NOT_ALLOWED
+	UnknownKey          Code = C.FW_UNKNOWN_KEY
+	BadSignature        Code = C.FW_BAD_SIGNATURE
+	Expired             Code = C.FW_EXPIRED
+	NotYetValid         Code = C.FW_NOT_YET_VALID
+	WrongIssuer         Code = C.FW_WRONG_ISSUER
+	WrongAudience       Code = C.FW_WRONG_AUDIENCE
+	MissingClaim        Code = C.FW_MISSING_CLAIM
+	InvalidClaim        Code = C.FW_INVALID_CLAIM
+	NoUpstreamAvailable Code = C.FW_NO_UPSTREAM_AVAILABLE
+	UnknownService      Code = C.FW_UNKNOWN_SERVICE
+	UnknownUpstream     Code = C.FW_UNKNOWN_UPSTREAM
+)
+
+// IsAuth reports whether the code is an authentication rejection (a 401).
+func (c Code) IsAuth() bool { return c >= 400 && c < 500 }
+
+// Error is a failed call: its code, the library's message and, for authentication
+// rejections, the WWW-Authenticate value to send with the 401.
+type Error struct {
+	Code            Code
+	Message         string
+	WWWAuthenticate string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("floodwall: %s (code %d)", e.Message, e.Code) }
+
+// Is makes errors.Is(err, &Error{Code: X}) compare codes.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Code == e.Code
+}
+
+func lastString(f func(*C.char, C.size_t, *C.size_t) C.fw_result) string {
+	var n C.size_t
+	f(nil, 0, &n)
+	if n == 0 {
+		return ""
+	}
+	buf := make([]byte, int(n)+1)
+	if f((*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n) != C.FW_OK {
+		return ""
+	}
+	return string(buf[:n])
+}
+
+// fail turns a code into an error, reading the thread's last message (the caller is locked
+// to its OS thread for the call and the read).
+func fail(code C.fw_result) error {
+	if code == C.FW_OK {
+		return nil
+	}
+	e := &Error{
+		Code: Code(code),
+		Message: lastString(func(b *C.char, l C.size_t, n *C.size_t) C.fw_result {
+			return C.fw_last_error_message(b, l, n)
+		}),
+	}
+	if e.Code.IsAuth() {
+		e.WWWAuthenticate = lastString(func(b *C.char, l C.size_t, n *C.size_t) C.fw_result {
+			return C.fw_last_error_www_authenticate(b, l, n)
+		})
+	}
+	return e
+}
+
+// call runs f on a locked OS thread, so that the thread-local last error it reads is its own.
+func call(f func() C.fw_result) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return fail(f())
+}
+
+// Version is the library's version.
+func Version() string { return C.GoString(C.fw_version()) }
+
+// Engine is a floodwall engine; safe for concurrent use. Close it when done.
+type Engine struct {
+	ptr *C.fw_engine
+}
+
+func newEngine(f func(*C.char, **C.fw_engine) C.fw_result, text string) (*Engine, error) {
+	ctext := C.CString(text)
+	defer C.free(unsafe.Pointer(ctext))
+	e := &Engine{}
+	if err := call(func() C.fw_result { return f(ctext, &e.ptr) }); err != nil {
+		return nil, err
+	}
+	runtime.SetFinalizer(e, (*Engine).Close)
+	return e, nil
+}
+
+// FromTOML builds an engine from a TOML configuration.
+func FromTOML(toml string) (*Engine, error) {
+	return newEngine(func(t *C.char, o **C.fw_engine) C.fw_result { return C.fw_engine_from_toml(t, o) }, toml)
+}
+
+// FromJSON builds an engine from a JSON configuration of the same structure.
+func FromJSON(json string) (*Engine, error) {
+	return newEngine(func(t *C.char, o **C.fw_engine) C.fw_result { return C.fw_engine_from_json(t, o) }, json)
+}
+
+// FromFile builds an engine from a configuration file (JSON if it ends in .json).
+func FromFile(path string) (*Engine, error) {
+	return newEngine(func(t *C.char, o **C.fw_engine) C.fw_result { return C.fw_engine_from_file(t, o) }, path)
+}
+
+// Close frees the engine; it may not be used afterwards. Closing twice is harmless.
+func (e *Engine) Close() {
+	if e.ptr != nil {
+		C.fw_engine_free(e.ptr)
+		e.ptr = nil
+		runtime.SetFinalizer(e, nil)
+	}
+}
+
+// Request is one request to decide on. Method and Path are required.
+type Request struct {
+	Method, Path, Subject, Role, IP string
+	// Cost is taken from every matching limit; 0 means 1 (use Peek for a cost of 0).
+	Cost uint64
+	// Peek asks without consuming (a cost of 0).
+	Peek bool
+	// Now is an explicit time (tests, replays); zero means the engine's clock.
+	Now time.Time
+}
+
+// Store says which store decided.
+type Store int
+
+// The stores.
+const (
+	StoreMemory      Store = C.FW_STORE_MEMORY
+	StoreRedis       Store = C.FW_STORE_REDIS
+	StoreFallback    Store = C.FW_STORE_FALLBACK
+	StoreUnavailable Store = C.FW_STORE_UNAVAILABLE
+)
+
+// Decision is a rate-limit decision.
+type Decision struct {
+	Allowed    bool
+	Rule       string // the deciding rule, "" when none matched
+	Limit      uint64
+	Remaining  uint64
+	ResetAfter time.Duration
+	RetryAfter time.Duration
+	Store      Store
+	// Headers are the response headers to send (with CheckWithHeaders and the middleware).
+	Headers map[string]string
+}
+
+type cRequest struct {
+	req     C.fw_request
+	strings []*C.char
+}
+
+func (r *Request) toC() *cRequest {
+	c := &cRequest{}
+	str := func(s string, optional bool) *C.char {
+		if optional && s == "" {
+			return nil
+		}
+		p := C.CString(s)
+		c.strings = append(c.strings, p)
+		return p
+	}
+	c.req.method = str(r.Method, false)
+	c.req.path = str(r.Path, false)
+	c.req.subject = str(r.Subject, true)
+	c.req.role = str(r.Role, true)
+	c.req.ip = str(r.IP, true)
+	switch {
+	case r.Peek:
+		c.req.cost = 0
+	case r.Cost == 0:
+		c.req.cost = 1
+	default:
+		c.req.cost = C.uint64_t(r.Cost)
+	}
+	c.req.now_ms = -1
+	if !r.Now.IsZero() {
+		c.req.now_ms = C.int64_t(r.Now.UnixMilli())
+	}
+	return c
+}
+
+func (c *cRequest) free() {
+	for _, p := range c.strings {
+		C.free(unsafe.Pointer(p))
+	}
+}
+
+func (e *Engine) ruleName(index C.int32_t) string {
+	if index < 0 {
+		return ""
+	}
+	var n C.size_t
+	buf := make([]byte, 128)
+	for {
+		code := C.fw_engine_rule_name(e.ptr, C.size_t(index), (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n)
+		if code == C.FW_OK {
+			return string(buf[:n])
+		}
+		if code != C.FW_BUFFER_TOO_SMALL {
+			return ""
+		}
+		buf = make([]byte, int(n)+1)
+	}
+}
+
+func (e *Engine) decision(d *C.fw_decision) Decision {
+	return Decision{
+		Allowed:    bool(d.allowed),
+		Rule:       e.ruleName(d.rule_index),
+		Limit:      uint64(d.limit),
+		Remaining:  uint64(d.remaining),
+		ResetAfter: time.Duration(d.reset_after_ms) * time.Millisecond,
+		RetryAfter: time.Duration(d.retry_after_ms) * time.Millisecond,
+		Store:      Store(d.store),
+	}
+}
+
+// Check decides on a request: every matching rule at once, all-or-nothing.
+func (e *Engine) Check(r Request) (Decision, error) {
+	c := r.toC()
+	defer c.free()
+	var d C.fw_decision
+	if err := call(func() C.fw_result { return C.fw_check(e.ptr, &c.req, &d) }); err != nil {
+		return Decision{}, err
+	}
+	runtime.KeepAlive(e)
+	return e.decision(&d), nil
+}
+
+// CheckWithHeaders decides and renders the response headers.
+func (e *Engine) CheckWithHeaders(r Request) (Decision, error) {
+	c := r.toC()
+	defer c.free()
+	var d C.fw_decision
+	var h *C.fw_headers
+	if err := call(func() C.fw_result { return C.fw_check_with_headers(e.ptr, &c.req, &d, &h) }); err != nil {
+		return Decision{}, err
+	}
+	defer C.fw_headers_free(h)
+	out := e.decision(&d)
+	out.Headers = headersOf(h)
+	runtime.KeepAlive(e)
+	return out, nil
+}
+
+func headersOf(h *C.fw_headers) map[string]string {
+	n := int(C.fw_headers_len(h))
+	out := make(map[string]string, n)
+	for i := 0; i < n; i++ {
+		var name, value *C.char
+		if C.fw_headers_get(h, C.size_t(i), &name, &value) == C.FW_OK {
+			out[C.GoString(name)] = C.GoString(value)
+		}
+	}
+	return out
+}
+
+// CheckMany decides on each request in turn (one round trip on Redis); each result has its
+// decision or its error.
+func (e *Engine) CheckMany(rs []Request) ([]Decision, []error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	cs := make([]*cRequest, len(rs))
+	creqs := (*[1 << 20]C.fw_request)(C.malloc(C.size_t(len(rs)) * C.size_t(unsafe.Sizeof(C.fw_request{}))))[:len(rs):len(rs)]
+	defer C.free(unsafe.Pointer(&creqs[0]))
+	for i := range rs {
+		cs[i] = rs[i].toC()
+		defer cs[i].free()
+		creqs[i] = cs[i].req
+	}
+	out := make([]C.fw_decision, len(rs))
+	results := make([]C.fw_result, len(rs))
+	decisions := make([]Decision, len(rs))
+	errs := make([]error, len(rs))
+	if err := call(func() C.fw_result {
+		return C.fw_check_many(e.ptr, &creqs[0], C.size_t(len(rs)), &out[0], &results[0])
+	}); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return decisions, errs
+	}
+	for i := range rs {
+		if results[i] == C.FW_OK {
+			decisions[i] = e.decision(&out[i])
+		} else {
+			errs[i] = &Error{Code: Code(results[i]), Message: fmt.Sprintf("request %d refused with code %d", i, results[i])}
+		}
+	}
+	runtime.KeepAlive(e)
+	return decisions, errs
+}
+
+// Identity is a verified caller.
+type Identity struct {
+	Subject string
+	Role    string // "" when the token carries none and no default is configured
+	// Claims is the token's payload as JSON.
+	Claims string
+}
+
+func identityOf(id *C.fw_identity) Identity {
+	defer C.fw_identity_free(id)
+	out := Identity{Subject: C.GoString(C.fw_identity_subject(id))}
+	if role := C.fw_identity_role(id); role != nil {
+		out.Role = C.GoString(role)
+	}
+	out.Claims = lastString(func(b *C.char, l C.size_t, n *C.size_t) C.fw_result {
+		return C.fw_identity_claims_json(id, b, l, n)
+	})
+	return out
+}
+
+// Authenticate verifies a bearer token (an Authorization header value).
+func (e *Engine) Authenticate(authorization string) (Identity, error) {
+	ch := C.CString(authorization)
+	defer C.free(unsafe.Pointer(ch))
+	var id *C.fw_identity
+	if err := call(func() C.fw_result { return C.fw_authenticate(e.ptr, ch, &id) }); err != nil {
+		return Identity{}, err
+	}
+	runtime.KeepAlive(e)
+	return identityOf(id), nil
+}
+
+// Authorize authenticates, then checks the request under the token's subject and role.
+func (e *Engine) Authorize(authorization string, r Request) (Identity, Decision, error) {
+	ch := C.CString(authorization)
+	defer C.free(unsafe.Pointer(ch))
+	c := r.toC()
+	defer c.free()
+	var id *C.fw_identity
+	var d C.fw_decision
+	if err := call(func() C.fw_result { return C.fw_authorize(e.ptr, ch, &c.req, &id, &d) }); err != nil {
+		return Identity{}, Decision{}, err
+	}
+	runtime.KeepAlive(e)
+	return identityOf(id), e.decision(&d), nil
+}
+
+// Outcome is how a call through an upstream ended.
+type Outcome uint32
+
+// The outcomes.
+const (
+	Success Outcome = C.FW_OUTCOME_SUCCESS
+	Failure Outcome = C.FW_OUTCOME_FAILURE
+	Timeout Outcome = C.FW_OUTCOME_TIMEOUT
+)
+
+// Lease is a call in progress on one upstream: Finish it once, or Release it (a failure).
+type Lease struct {
+	ptr      *C.fw_lease
+	Upstream string
+	URL      string
+}
+
+// Pick chooses an upstream of the service.
+func (e *Engine) Pick(service string) (*Lease, error) {
+	cs := C.CString(service)
+	defer C.free(unsafe.Pointer(cs))
+	l := &Lease{}
+	if err := call(func() C.fw_result { return C.fw_pick(e.ptr, cs, &l.ptr) }); err != nil {
+		return nil, err
+	}
+	l.Upstream = C.GoString(C.fw_lease_upstream(l.ptr))
+	l.URL = C.GoString(C.fw_lease_url(l.ptr))
+	runtime.SetFinalizer(l, (*Lease).Release)
+	runtime.KeepAlive(e)
+	return l, nil
+}
+
+// Finish records how the call ended and how long it took. A second call does nothing.
+func (l *Lease) Finish(outcome Outcome, latency time.Duration) error {
+	if l.ptr == nil {
+		return nil
+	}
+	p := l.ptr
+	l.ptr = nil
+	runtime.SetFinalizer(l, nil)
+	return call(func() C.fw_result {
+		return C.fw_lease_finish(p, C.uint32_t(outcome), C.uint64_t(latency.Microseconds()))
+	})
+}
+
+// Release gives the lease up unfinished: the call counts as a failure.
+func (l *Lease) Release() {
+	if l.ptr != nil {
+		C.fw_lease_free(l.ptr)
+		l.ptr = nil
+		runtime.SetFinalizer(l, nil)
+	}
+}

@@ -1,0 +1,3 @@
+module floodwall.dev/floodwall
+
+go 1.19
