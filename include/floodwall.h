@@ -339,6 +339,21 @@ fw_result fw_lease_finish(fw_lease *lease, uint32_t outcome, uint64_t latency_us
 // `lease` is NULL or a live handle, not used afterwards.
 void fw_lease_free(fw_lease *lease);
 
+// Copies the state of `service`'s upstreams into `buf` as a JSON array: per upstream its
+// `name`, `url`, `weight`, `down`, breaker `state` (`closed`, `open`, `half_open`) and
+// `open_until_ms` (when open), `in_flight`, the breaker window's `failure_rate` and
+// `slow_call_rate`, and `calls`, `successes`, `failures`, `timeouts`, `mean_latency_us`,
+// `max_latency_us`.
+//
+// # Safety
+// `engine` is a live handle; `service` NUL-terminated; `buf` NULL or valid for `len` bytes;
+// `out_len` valid.
+fw_result fw_upstreams_json(const fw_engine *engine,
+                            const char *service,
+                            char *buf,
+                            size_t len,
+                            size_t *out_len);
+
 // Copies the message of the last failed call on this thread into `buf` (`FW_OK` with an
 // empty string when there was none).
 //

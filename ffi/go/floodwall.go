@@ -430,6 +430,25 @@ func (l *Lease) Finish(outcome Outcome, latency time.Duration) error {
 	})
 }
 
+// Upstreams returns the state of the service's upstreams as JSON (see fw_upstreams_json).
+func (e *Engine) Upstreams(service string) (string, error) {
+	cs := C.CString(service)
+	defer C.free(unsafe.Pointer(cs))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var n C.size_t
+	code := C.fw_upstreams_json(e.ptr, cs, nil, 0, &n)
+	if code != C.FW_BUFFER_TOO_SMALL {
+		return "", fail(code)
+	}
+	buf := make([]byte, int(n)+1)
+	if err := fail(C.fw_upstreams_json(e.ptr, cs, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n)); err != nil {
+		return "", err
+	}
+	runtime.KeepAlive(e)
+	return string(buf[:n]), nil
+}
+
 // Release gives the lease up unfinished: the call counts as a failure.
 func (l *Lease) Release() {
 	if l.ptr != nil {

@@ -149,6 +149,10 @@ func TestPickAndFinishAcrossGoroutines(t *testing.T) {
 	if _, err := e.Pick("nope"); !errors.Is(err, &Error{Code: UnknownService}) {
 		t.Fatalf("got %v", err)
 	}
+	state, err := e.Upstreams("api")
+	if err != nil || !strings.Contains(state, `"calls":`) || !strings.Contains(state, `"in_flight":0`) {
+		t.Fatalf("%s %v", state, err)
+	}
 }
 
 func TestMiddleware(t *testing.T) {

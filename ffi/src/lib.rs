@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodwall_core::{
-    CallOutcome, Decision, Engine, ErrorKind, Identity, Lease, Request, StoreUsed, Timestamp,
+    BreakerState, CallOutcome, Decision, Engine, ErrorKind, Identity, Lease, Request, StoreUsed,
+    Timestamp,
 };
 
 /// Major version of the library (matches `Cargo.toml`).
@@ -894,6 +895,59 @@ pub unsafe extern "C" fn fw_lease_free(lease: *mut fw_lease) {
         }
         Ok(())
     });
+}
+
+/// Copies the state of `service`'s upstreams into `buf` as a JSON array: per upstream its
+/// `name`, `url`, `weight`, `down`, breaker `state` (`closed`, `open`, `half_open`) and
+/// `open_until_ms` (when open), `in_flight`, the breaker window's `failure_rate` and
+/// `slow_call_rate`, and `calls`, `successes`, `failures`, `timeouts`, `mean_latency_us`,
+/// `max_latency_us`.
+///
+/// # Safety
+/// `engine` is a live handle; `service` NUL-terminated; `buf` NULL or valid for `len` bytes;
+/// `out_len` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_upstreams_json(
+    engine: *const fw_engine,
+    service: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> fw_result {
+    guard(|| {
+        // SAFETY: see the function's contract.
+        let (engine, service) = unsafe { (engine_ref(engine)?, text(service, "service")?) };
+        let upstreams: Vec<serde_json::Value> = engine
+            .upstreams(service)?
+            .into_iter()
+            .map(|u| {
+                let (state, open_until_ms) = match u.state {
+                    BreakerState::Open { until } => ("open", Some(until.as_millis())),
+                    other => (other.as_str(), None),
+                };
+                serde_json::json!({
+                    "name": u.name,
+                    "url": u.url,
+                    "weight": u.weight,
+                    "down": u.down,
+                    "state": state,
+                    "open_until_ms": open_until_ms,
+                    "in_flight": u.in_flight,
+                    "failure_rate": u.window_rates.0,
+                    "slow_call_rate": u.window_rates.1,
+                    "calls": u.stats.calls,
+                    "successes": u.stats.successes,
+                    "failures": u.stats.failures,
+                    "timeouts": u.stats.timeouts,
+                    "mean_latency_us": u.stats.mean_latency.as_micros() as u64,
+                    "max_latency_us": u.stats.max_latency.as_micros() as u64,
+                })
+            })
+            .collect();
+        let json = serde_json::Value::Array(upstreams).to_string();
+        // SAFETY: see the function's contract.
+        unsafe { copy_out(json.as_bytes(), buf, len, out_len) }
+    })
 }
 
 /// Copies the message of the last failed call on this thread into `buf` (`FW_OK` with an

@@ -165,6 +165,11 @@ int main(void) {
   CHECK(fw_pick(engine, "api", &lease) == FW_OK);
   CHECK(fw_lease_finish(lease, 77, 0) == FW_INVALID_ARGUMENT); /* still consumed */
   CHECK(fw_pick(engine, "nope", &lease) == FW_UNKNOWN_SERVICE);
+  CHECK(fw_upstreams_json(engine, "api", buf, sizeof buf, &n) == FW_OK);
+  CHECK(strstr(buf, "\"name\":\"a\"") != NULL && strstr(buf, "\"state\":\"closed\"") != NULL);
+  CHECK(strstr(buf, "\"calls\":2") != NULL);
+  CHECK(fw_upstreams_json(engine, "api", buf, 8, &n) == FW_BUFFER_TOO_SMALL && n > 8);
+  CHECK(fw_upstreams_json(engine, "nope", buf, sizeof buf, &n) == FW_UNKNOWN_SERVICE);
   CHECK(fw_lease_finish(NULL, FW_OUTCOME_SUCCESS, 0) == FW_NULL_ARGUMENT);
   CHECK(fw_lease_upstream(NULL) == NULL && fw_lease_url(NULL) == NULL);
   fw_lease_free(NULL);
