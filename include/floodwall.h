@@ -242,11 +242,11 @@ fw_result fw_check_with_headers(const fw_engine *engine,
                                 fw_decision *out,
                                 fw_headers **out_headers);
 
-// How many headers there are (0 for NULL).
+// How many headers there are.
 //
 // # Safety
-// `headers` is NULL or a live handle.
-size_t fw_headers_len(const fw_headers *headers);
+// `headers` is a live handle; `out` is valid for a write.
+fw_result fw_headers_len(const fw_headers *headers, size_t *out);
 
 // Header `index`: its name and value, NUL-terminated, owned by `headers`.
 //
@@ -281,17 +281,17 @@ fw_result fw_authorize(const fw_engine *engine,
                        fw_identity **out_identity,
                        fw_decision *out);
 
-// The identity's subject (owned by `identity`; NULL for NULL).
+// The identity's subject (NUL-terminated, owned by `identity`).
 //
 // # Safety
-// `identity` is NULL or a live handle.
-const char *fw_identity_subject(const fw_identity *identity);
+// `identity` is a live handle; `out` is valid for a write.
+fw_result fw_identity_subject(const fw_identity *identity, const char **out);
 
-// The identity's role, or NULL when it has none (owned by `identity`).
+// The identity's role (NUL-terminated, owned by `identity`), or NULL when it has none.
 //
 // # Safety
-// `identity` is NULL or a live handle.
-const char *fw_identity_role(const fw_identity *identity);
+// `identity` is a live handle; `out` is valid for a write.
+fw_result fw_identity_role(const fw_identity *identity, const char **out);
 
 // Copies the token's claims, as a JSON object, into `buf`.
 //
@@ -314,17 +314,17 @@ void fw_identity_free(fw_identity *identity);
 // `engine` is a live handle; `service` NUL-terminated; `out` valid.
 fw_result fw_pick(const fw_engine *engine, const char *service, fw_lease **out);
 
-// The lease's upstream name (owned by `lease`; NULL for NULL).
+// The lease's upstream name (NUL-terminated, owned by `lease`).
 //
 // # Safety
-// `lease` is NULL or a live handle.
-const char *fw_lease_upstream(const fw_lease *lease);
+// `lease` is a live handle; `out` is valid for a write.
+fw_result fw_lease_upstream(const fw_lease *lease, const char **out);
 
-// The lease's upstream URL (owned by `lease`; NULL for NULL).
+// The lease's upstream URL (NUL-terminated, owned by `lease`).
 //
 // # Safety
-// `lease` is NULL or a live handle.
-const char *fw_lease_url(const fw_lease *lease);
+// `lease` is a live handle; `out` is valid for a write.
+fw_result fw_lease_url(const fw_lease *lease, const char **out);
 
 // Records how the call ended and how long it took (µs), and frees the lease. The lease is
 // consumed even when the outcome is invalid (then counted as a failure).

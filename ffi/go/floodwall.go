@@ -290,7 +290,9 @@ func (e *Engine) CheckWithHeaders(r Request) (Decision, error) {
 }
 
 func headersOf(h *C.fw_headers) map[string]string {
-	n := int(C.fw_headers_len(h))
+	var count C.size_t
+	C.fw_headers_len(h, &count)
+	n := int(count)
 	out := make(map[string]string, n)
 	for i := 0; i < n; i++ {
 		var name, value *C.char
@@ -348,8 +350,11 @@ type Identity struct {
 
 func identityOf(id *C.fw_identity) Identity {
 	defer C.fw_identity_free(id)
-	out := Identity{Subject: C.GoString(C.fw_identity_subject(id))}
-	if role := C.fw_identity_role(id); role != nil {
+	var subject, role *C.char
+	C.fw_identity_subject(id, &subject)
+	C.fw_identity_role(id, &role)
+	out := Identity{Subject: C.GoString(subject)}
+	if role != nil {
 		out.Role = C.GoString(role)
 	}
 	out.Claims = lastString(func(b *C.char, l C.size_t, n *C.size_t) C.fw_result {
@@ -410,8 +415,11 @@ func (e *Engine) Pick(service string) (*Lease, error) {
 	if err := call(func() C.fw_result { return C.fw_pick(e.ptr, cs, &l.ptr) }); err != nil {
 		return nil, err
 	}
-	l.Upstream = C.GoString(C.fw_lease_upstream(l.ptr))
-	l.URL = C.GoString(C.fw_lease_url(l.ptr))
+	var upstream, url *C.char
+	C.fw_lease_upstream(l.ptr, &upstream)
+	C.fw_lease_url(l.ptr, &url)
+	l.Upstream = C.GoString(upstream)
+	l.URL = C.GoString(url)
 	runtime.SetFinalizer(l, (*Lease).Release)
 	runtime.KeepAlive(e)
 	return l, nil

@@ -1,7 +1,8 @@
 //! The C ABI of floodwall: `include/floodwall.h`, generated from this file by cbindgen.
 //!
 //! Conventions (after rustls-ffi):
-//! - Every function returns an [`fw_result`]: `FW_OK`, or a code from a group that never
+//! - Every function returns an [`fw_result`] — but `fw_version` (a static string) and the
+//!   `_free` functions (which cannot fail): `FW_OK`, or a code from a group that never
 //!   changes meaning (1xx the caller's use of the ABI, 2xx configuration, 3xx rate limits,
 //!   4xx authentication, 5xx upstreams); the core's error kinds map one to one.
 //! - Results go through out-pointers, written only on success.
@@ -610,17 +611,19 @@ pub unsafe extern "C" fn fw_check_with_headers(
     })
 }
 
-/// How many headers there are (0 for NULL).
+/// How many headers there are.
 ///
 /// # Safety
-/// `headers` is NULL or a live handle.
+/// `headers` is a live handle; `out` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fw_headers_len(headers: *const fw_headers) -> usize {
-    if headers.is_null() {
-        return 0;
-    }
-    // SAFETY: a live handle is a `Box<HeadersBox>`.
-    unsafe { &*headers.cast::<HeadersBox>() }.0.len()
+pub unsafe extern "C" fn fw_headers_len(headers: *const fw_headers, out: *mut usize) -> fw_result {
+    guard(|| {
+        non_null(headers, "headers")?;
+        non_null(out, "out")?;
+        // SAFETY: a live handle is a `Box<HeadersBox>`; `out` checked.
+        unsafe { *out = (*headers.cast::<HeadersBox>()).0.len() };
+        Ok(())
+    })
 }
 
 /// Header `index`: its name and value, NUL-terminated, owned by `headers`.
@@ -661,10 +664,13 @@ pub unsafe extern "C" fn fw_headers_get(
 /// `headers` is NULL or a live handle, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fw_headers_free(headers: *mut fw_headers) {
-    if !headers.is_null() {
-        // SAFETY: a live handle is a leaked `Box<HeadersBox>`.
-        drop(unsafe { Box::from_raw(headers.cast::<HeadersBox>()) });
-    }
+    let _ = guard(|| {
+        if !headers.is_null() {
+            // SAFETY: a live handle is a leaked `Box<HeadersBox>`.
+            drop(unsafe { Box::from_raw(headers.cast::<HeadersBox>()) });
+        }
+        Ok(())
+    });
 }
 
 fn publish_identity(identity: Arc<Identity>, out: *mut *mut fw_identity) {
@@ -730,33 +736,45 @@ pub unsafe extern "C" fn fw_authorize(
     })
 }
 
-/// The identity's subject (owned by `identity`; NULL for NULL).
+/// The identity's subject (NUL-terminated, owned by `identity`).
 ///
 /// # Safety
-/// `identity` is NULL or a live handle.
+/// `identity` is a live handle; `out` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fw_identity_subject(identity: *const fw_identity) -> *const c_char {
-    if identity.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: a live handle is a `Box<IdentityBox>`.
-    unsafe { &*identity.cast::<IdentityBox>() }.subject.as_ptr()
+pub unsafe extern "C" fn fw_identity_subject(
+    identity: *const fw_identity,
+    out: *mut *const c_char,
+) -> fw_result {
+    guard(|| {
+        non_null(identity, "identity")?;
+        non_null(out, "out")?;
+        // SAFETY: a live handle is a `Box<IdentityBox>`; `out` checked.
+        unsafe { *out = (*identity.cast::<IdentityBox>()).subject.as_ptr() };
+        Ok(())
+    })
 }
 
-/// The identity's role, or NULL when it has none (owned by `identity`).
+/// The identity's role (NUL-terminated, owned by `identity`), or NULL when it has none.
 ///
 /// # Safety
-/// `identity` is NULL or a live handle.
+/// `identity` is a live handle; `out` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fw_identity_role(identity: *const fw_identity) -> *const c_char {
-    if identity.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: a live handle is a `Box<IdentityBox>`.
-    unsafe { &*identity.cast::<IdentityBox>() }
-        .role
-        .as_ref()
-        .map_or(std::ptr::null(), |r| r.as_ptr())
+pub unsafe extern "C" fn fw_identity_role(
+    identity: *const fw_identity,
+    out: *mut *const c_char,
+) -> fw_result {
+    guard(|| {
+        non_null(identity, "identity")?;
+        non_null(out, "out")?;
+        // SAFETY: a live handle is a `Box<IdentityBox>`; `out` checked.
+        unsafe {
+            *out = (*identity.cast::<IdentityBox>())
+                .role
+                .as_ref()
+                .map_or(std::ptr::null(), |r| r.as_ptr());
+        }
+        Ok(())
+    })
 }
 
 /// Copies the token's claims, as a JSON object, into `buf`.
@@ -790,10 +808,13 @@ fn serde_json_claims(identity: &Identity) -> String {
 /// `identity` is NULL or a live handle, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fw_identity_free(identity: *mut fw_identity) {
-    if !identity.is_null() {
-        // SAFETY: a live handle is a leaked `Box<IdentityBox>`.
-        drop(unsafe { Box::from_raw(identity.cast::<IdentityBox>()) });
-    }
+    let _ = guard(|| {
+        if !identity.is_null() {
+            // SAFETY: a live handle is a leaked `Box<IdentityBox>`.
+            drop(unsafe { Box::from_raw(identity.cast::<IdentityBox>()) });
+        }
+        Ok(())
+    });
 }
 
 /// Picks an upstream of `service` for one call.
@@ -822,30 +843,40 @@ pub unsafe extern "C" fn fw_pick(
     })
 }
 
-/// The lease's upstream name (owned by `lease`; NULL for NULL).
+/// The lease's upstream name (NUL-terminated, owned by `lease`).
 ///
 /// # Safety
-/// `lease` is NULL or a live handle.
+/// `lease` is a live handle; `out` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fw_lease_upstream(lease: *const fw_lease) -> *const c_char {
-    if lease.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: a live handle is a `Box<LeaseBox>`.
-    unsafe { &*lease.cast::<LeaseBox>() }.upstream.as_ptr()
+pub unsafe extern "C" fn fw_lease_upstream(
+    lease: *const fw_lease,
+    out: *mut *const c_char,
+) -> fw_result {
+    guard(|| {
+        non_null(lease, "lease")?;
+        non_null(out, "out")?;
+        // SAFETY: a live handle is a `Box<LeaseBox>`; `out` checked.
+        unsafe { *out = (*lease.cast::<LeaseBox>()).upstream.as_ptr() };
+        Ok(())
+    })
 }
 
-/// The lease's upstream URL (owned by `lease`; NULL for NULL).
+/// The lease's upstream URL (NUL-terminated, owned by `lease`).
 ///
 /// # Safety
-/// `lease` is NULL or a live handle.
+/// `lease` is a live handle; `out` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fw_lease_url(lease: *const fw_lease) -> *const c_char {
-    if lease.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: a live handle is a `Box<LeaseBox>`.
-    unsafe { &*lease.cast::<LeaseBox>() }.url.as_ptr()
+pub unsafe extern "C" fn fw_lease_url(
+    lease: *const fw_lease,
+    out: *mut *const c_char,
+) -> fw_result {
+    guard(|| {
+        non_null(lease, "lease")?;
+        non_null(out, "out")?;
+        // SAFETY: a live handle is a `Box<LeaseBox>`; `out` checked.
+        unsafe { *out = (*lease.cast::<LeaseBox>()).url.as_ptr() };
+        Ok(())
+    })
 }
 
 /// Records how the call ended and how long it took (µs), and frees the lease. The lease is
