@@ -315,6 +315,36 @@ pub struct UpstreamStatus {
     pub stats: CallStats,
 }
 
+impl UpstreamStatus {
+    /// The status as a JSON object, the shape every binding reports: `name`, `url`, `weight`,
+    /// `down`, breaker `state` (`closed`, `open`, `half_open`) and `open_until_ms` (when open),
+    /// `in_flight`, the window's `failure_rate` and `slow_call_rate`, and `calls`,
+    /// `successes`, `failures`, `timeouts`, `mean_latency_us`, `max_latency_us`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let open_until_ms = match self.state {
+            BreakerState::Open { until } => Some(until.as_millis()),
+            _ => None,
+        };
+        serde_json::json!({
+            "name": self.name,
+            "url": self.url,
+            "weight": self.weight,
+            "down": self.down,
+            "state": self.state.as_str(),
+            "open_until_ms": open_until_ms,
+            "in_flight": self.in_flight,
+            "failure_rate": self.window_rates.0,
+            "slow_call_rate": self.window_rates.1,
+            "calls": self.stats.calls,
+            "successes": self.stats.successes,
+            "failures": self.stats.failures,
+            "timeouts": self.stats.timeouts,
+            "mean_latency_us": u64::try_from(self.stats.mean_latency.as_micros()).unwrap_or(u64::MAX),
+            "max_latency_us": u64::try_from(self.stats.max_latency.as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct UpstreamState {
     breaker: Breaker,

@@ -202,6 +202,12 @@ impl<'e> Decision<'e> {
         self.deciding().map(|l| l.rule())
     }
 
+    /// The deciding rule's position in [`Engine::rules`](crate::Engine::rules) (configuration
+    /// order); `None` when no rule matched.
+    pub fn rule_index(&self) -> Option<usize> {
+        self.matched.get(self.deciding).map(|&(rule, _)| rule)
+    }
+
     /// The deciding layer's limit (or bucket capacity).
     pub fn limit(&self) -> Option<u64> {
         self.deciding().map(|l| l.limit())

@@ -194,10 +194,8 @@ struct Denial {
 }
 
 impl DenyCache {
-    fn key(layers: &[Layer<'_>], cost: u64) -> Vec<u8> {
-        let mut key =
-            Vec::with_capacity(16 + layers.iter().map(|l| l.key.len() + 12).sum::<usize>());
-        key.extend_from_slice(&cost.to_le_bytes());
+    fn key(layers: &[Layer<'_>]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(layers.iter().map(|l| l.key.len() + 12).sum::<usize>());
         for layer in layers {
             key.extend_from_slice(&layer.slot.to_le_bytes());
             key.extend_from_slice(&(layer.key.len() as u32).to_le_bytes());
@@ -480,12 +478,13 @@ impl Engine {
         now: Timestamp,
         outcomes: &mut [Outcome],
     ) -> Result<(bool, StoreUsed), Error> {
-        let cache_key = shared
+        // Only cost-1 denials are remembered (see `DenyCache`).
+        let cached = shared
             .denials
             .as_ref()
             .filter(|_| cost == 1)
-            .map(|_| DenyCache::key(layers, cost));
-        if let (Some(cache), Some(key)) = (&shared.denials, &cache_key)
+            .map(|cache| (cache, DenyCache::key(layers)));
+        if let Some((cache, key)) = &cached
             && cache.get(key, now, outcomes)
         {
             return Ok((false, StoreUsed::Redis));
@@ -493,7 +492,7 @@ impl Engine {
         if let Some(allowed) =
             self.through_breaker(shared, || shared.redis.decide(layers, cost, now, outcomes))
         {
-            if let (false, Some(cache), Some(key)) = (allowed, &shared.denials, cache_key) {
+            if let (false, Some((cache, key))) = (allowed, cached) {
                 cache.put(key, now, outcomes);
             }
             return Ok((allowed, StoreUsed::Redis));

@@ -103,6 +103,11 @@ window = "1h"
         .unwrap();
     assert!(!global.allowed());
     assert_eq!(global.rule(), Some("global"));
+    assert_eq!(
+        global.rule_index().map(|i| engine.rules()[i].name()),
+        Some("global"),
+        "the index names the same rule"
+    );
     let spent: u64 = users
         .iter()
         .map(|user| {

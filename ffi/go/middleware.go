@@ -2,6 +2,7 @@ package floodwall
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -48,7 +49,7 @@ func (m *Middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id, err := m.Engine.Authenticate(r.Header.Get("Authorization"))
 		if err != nil {
 			var fe *Error
-			if asError(err, &fe) && fe.Code.IsAuth() {
+			if errors.As(err, &fe) && fe.Code.IsAuth() {
 				w.Header().Set("WWW-Authenticate", fe.WWWAuthenticate)
 				http.Error(w, "unauthorized", http.StatusUnauthorized)
 				return
@@ -62,7 +63,7 @@ func (m *Middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d, err := m.Engine.CheckWithHeaders(req)
 	if err != nil {
 		var fe *Error
-		if asError(err, &fe) && fe.Code == CostExceedsLimit {
+		if errors.As(err, &fe) && fe.Code == CostExceedsLimit {
 			http.Error(w, "request too costly", http.StatusTooManyRequests)
 			return
 		}
@@ -80,12 +81,4 @@ func (m *Middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.Next.ServeHTTP(w, r.WithContext(ctx))
-}
-
-func asError(err error, target **Error) bool {
-	e, ok := err.(*Error)
-	if ok {
-		*target = e
-	}
-	return ok
 }

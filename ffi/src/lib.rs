@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodwall_core::{
-    BreakerState, CallOutcome, Decision, Engine, ErrorKind, Identity, Lease, Request, StoreUsed,
-    Timestamp,
+    CallOutcome, Decision, Engine, ErrorKind, Identity, Lease, Request, StoreUsed, Timestamp,
+    UpstreamStatus,
 };
 
 /// Major version of the library (matches `Cargo.toml`).
@@ -322,7 +322,7 @@ fn non_null<T>(p: *const T, name: &str) -> Result<(), Failure> {
 /// `engine` is NULL or a live handle from this library.
 unsafe fn engine_ref<'a>(engine: *const fw_engine) -> Result<&'a Engine, Failure> {
     non_null(engine, "engine")?;
-    // SAFETY: a live handle is a `Box<Engine>` made by `publish_engine`.
+    // SAFETY: a live handle is a `Box<Engine>` made by `new_engine`.
     Ok(unsafe { &*engine.cast::<Engine>() })
 }
 
@@ -352,11 +352,8 @@ unsafe fn request_of<'a>(request: *const fw_request) -> Result<Request<'a>, Fail
     Ok(out)
 }
 
-fn decision_of(engine: &Engine, d: &Decision<'_>) -> fw_decision {
-    let rule_index = d
-        .rule()
-        .and_then(|name| engine.rules().iter().position(|r| r.name() == name))
-        .map_or(-1, |i| i as i32);
+fn decision_of(d: &Decision<'_>) -> fw_decision {
+    let rule_index = d.rule_index().map_or(-1, |i| i as i32);
     fw_decision {
         allowed: d.allowed(),
         rule_index,
@@ -401,16 +398,93 @@ unsafe fn copy_out(
     Ok(())
 }
 
+/// Frees a handle made by `Box::into_raw` of a `T` (NULL does nothing), behind the panic
+/// boundary.
+///
+/// # Safety
+/// `handle` is NULL or a live handle whose box holds a `T`, freed once.
+unsafe fn free_handle<H, T>(handle: *mut H) {
+    let _ = guard(|| {
+        if !handle.is_null() {
+            // SAFETY: a live handle is a leaked `Box<T>`.
+            drop(unsafe { Box::from_raw(handle.cast::<T>()) });
+        }
+        Ok(())
+    });
+}
+
+/// Writes to `out` a string owned by the handle's `T`, as `field` picks it.
+///
+/// # Safety
+/// `handle` is NULL or a live handle whose box holds a `T`; `out` is NULL or valid.
+unsafe fn read_field<H, T>(
+    handle: *const H,
+    out: *mut *const c_char,
+    field: impl FnOnce(&T) -> *const c_char,
+) -> fw_result {
+    guard(|| {
+        non_null(handle, "handle")?;
+        non_null(out, "out")?;
+        // SAFETY: a live handle is a `Box<T>`; `out` checked.
+        unsafe { *out = field(&*handle.cast::<T>()) };
+        Ok(())
+    })
+}
+
+/// Builds an engine from the string argument `input` with `build`.
+///
+/// # Safety
+/// `input` is NULL or NUL-terminated; `out` is NULL or valid for a write.
+unsafe fn new_engine(
+    input: *const c_char,
+    name: &str,
+    out: *mut *mut fw_engine,
+    build: impl FnOnce(&str) -> Result<Engine, floodwall_core::Error>,
+) -> fw_result {
+    guard(|| {
+        non_null(out, "out")?;
+        // SAFETY: see the function's contract.
+        let input = unsafe { text(input, name) }?;
+        let engine = build(input)?;
+        // SAFETY: `out` checked.
+        unsafe { *out = Box::into_raw(Box::new(engine)).cast::<fw_engine>() };
+        Ok(())
+    })
+}
+
+/// Copies the part of this thread's last error that `part` picks (empty when none).
+///
+/// # Safety
+/// `buf` is NULL or valid for `len` bytes; `out_len` is NULL or valid.
+unsafe fn copy_last_error(
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+    part: impl FnOnce(&(CString, Option<CString>)) -> Option<&CString>,
+) -> fw_result {
+    let text = LAST_ERROR.with(|l| {
+        l.borrow()
+            .as_ref()
+            .and_then(part)
+            .map(|t| t.as_bytes().to_vec())
+            .unwrap_or_default()
+    });
+    // Not through `guard`: a too-small buffer must not replace the error being read.
+    match catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: see the function's contract.
+        unsafe { copy_out(&text, buf, len, out_len) }
+    })) {
+        Ok(Ok(())) => fw_result::FW_OK,
+        Ok(Err(f)) => f.code,
+        Err(_) => fw_result::FW_PANIC,
+    }
+}
+
 /// The library's version, e.g. `"0.1.0"` (static; never freed).
 #[unsafe(no_mangle)]
 pub extern "C" fn fw_version() -> *const c_char {
     static VERSION: &CStr = c"0.1.0";
     VERSION.as_ptr()
-}
-
-fn publish_engine(engine: Engine, out: *mut *mut fw_engine) {
-    // SAFETY: `out` was checked non-null by the caller of this function.
-    unsafe { *out = Box::into_raw(Box::new(engine)).cast::<fw_engine>() };
 }
 
 /// Builds an engine from a TOML configuration (NUL-terminated).
@@ -422,13 +496,8 @@ pub unsafe extern "C" fn fw_engine_from_toml(
     toml: *const c_char,
     out: *mut *mut fw_engine,
 ) -> fw_result {
-    guard(|| {
-        non_null(out, "out")?;
-        // SAFETY: see the function's contract.
-        let text = unsafe { text(toml, "toml") }?;
-        publish_engine(Engine::from_toml(text)?, out);
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { new_engine(toml, "toml", out, Engine::from_toml) }
 }
 
 /// Builds an engine from a JSON configuration of the same structure.
@@ -440,13 +509,8 @@ pub unsafe extern "C" fn fw_engine_from_json(
     json: *const c_char,
     out: *mut *mut fw_engine,
 ) -> fw_result {
-    guard(|| {
-        non_null(out, "out")?;
-        // SAFETY: see the function's contract.
-        let text = unsafe { text(json, "json") }?;
-        publish_engine(Engine::from_json(text)?, out);
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { new_engine(json, "json", out, Engine::from_json) }
 }
 
 /// Builds an engine from a configuration file (JSON if it ends in `.json`, TOML otherwise).
@@ -458,13 +522,8 @@ pub unsafe extern "C" fn fw_engine_from_file(
     path: *const c_char,
     out: *mut *mut fw_engine,
 ) -> fw_result {
-    guard(|| {
-        non_null(out, "out")?;
-        // SAFETY: see the function's contract.
-        let path = unsafe { text(path, "path") }?;
-        publish_engine(Engine::from_file(path)?, out);
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { new_engine(path, "path", out, |p| Engine::from_file(p)) }
 }
 
 /// Frees an engine (NULL does nothing). No other call may be using it.
@@ -473,13 +532,8 @@ pub unsafe extern "C" fn fw_engine_from_file(
 /// `engine` is NULL or a live handle from this library, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fw_engine_free(engine: *mut fw_engine) {
-    let _ = guard(|| {
-        if !engine.is_null() {
-            // SAFETY: a live handle is a leaked `Box<Engine>`.
-            drop(unsafe { Box::from_raw(engine.cast::<Engine>()) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded contract.
+    unsafe { free_handle::<fw_engine, Engine>(engine) }
 }
 
 /// Copies the name of rule `index` into `buf`; `out_len` receives its length.
@@ -524,7 +578,7 @@ pub unsafe extern "C" fn fw_check(
         let (engine, request) = unsafe { (engine_ref(engine)?, request_of(request)?) };
         let d = engine.check(&request)?;
         // SAFETY: checked non-null.
-        unsafe { *out = decision_of(engine, &d) };
+        unsafe { *out = decision_of(&d) };
         Ok(())
     })
 }
@@ -568,7 +622,7 @@ pub unsafe extern "C" fn fw_check_many(
         for (i, d) in engine.check_many(&parsed).into_iter().enumerate() {
             match d {
                 Ok(d) => {
-                    out[i] = decision_of(engine, &d);
+                    out[i] = decision_of(&d);
                     results[i] = fw_result::FW_OK;
                 }
                 Err(e) => results[i] = fw_result::of(e.kind()),
@@ -604,7 +658,7 @@ pub unsafe extern "C" fn fw_check_with_headers(
         );
         // SAFETY: checked non-null.
         unsafe {
-            *out = decision_of(engine, &d);
+            *out = decision_of(&d);
             *out_headers = Box::into_raw(Box::new(headers)).cast::<fw_headers>();
         }
         Ok(())
@@ -664,13 +718,8 @@ pub unsafe extern "C" fn fw_headers_get(
 /// `headers` is NULL or a live handle, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fw_headers_free(headers: *mut fw_headers) {
-    let _ = guard(|| {
-        if !headers.is_null() {
-            // SAFETY: a live handle is a leaked `Box<HeadersBox>`.
-            drop(unsafe { Box::from_raw(headers.cast::<HeadersBox>()) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded contract.
+    unsafe { free_handle::<fw_headers, HeadersBox>(headers) }
 }
 
 fn publish_identity(identity: Arc<Identity>, out: *mut *mut fw_identity) {
@@ -730,7 +779,7 @@ pub unsafe extern "C" fn fw_authorize(
         };
         let authorized = engine.authorize(header, &request)?;
         // SAFETY: checked non-null.
-        unsafe { *out = decision_of(engine, &authorized.decision) };
+        unsafe { *out = decision_of(&authorized.decision) };
         publish_identity(authorized.identity, out_identity);
         Ok(())
     })
@@ -745,13 +794,8 @@ pub unsafe extern "C" fn fw_identity_subject(
     identity: *const fw_identity,
     out: *mut *const c_char,
 ) -> fw_result {
-    guard(|| {
-        non_null(identity, "identity")?;
-        non_null(out, "out")?;
-        // SAFETY: a live handle is a `Box<IdentityBox>`; `out` checked.
-        unsafe { *out = (*identity.cast::<IdentityBox>()).subject.as_ptr() };
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { read_field(identity, out, |id: &IdentityBox| id.subject.as_ptr()) }
 }
 
 /// The identity's role (NUL-terminated, owned by `identity`), or NULL when it has none.
@@ -763,18 +807,12 @@ pub unsafe extern "C" fn fw_identity_role(
     identity: *const fw_identity,
     out: *mut *const c_char,
 ) -> fw_result {
-    guard(|| {
-        non_null(identity, "identity")?;
-        non_null(out, "out")?;
-        // SAFETY: a live handle is a `Box<IdentityBox>`; `out` checked.
-        unsafe {
-            *out = (*identity.cast::<IdentityBox>())
-                .role
-                .as_ref()
-                .map_or(std::ptr::null(), |r| r.as_ptr());
-        }
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        read_field(identity, out, |id: &IdentityBox| {
+            id.role.as_ref().map_or(std::ptr::null(), |r| r.as_ptr())
+        })
+    }
 }
 
 /// Copies the token's claims, as a JSON object, into `buf`.
@@ -792,14 +830,10 @@ pub unsafe extern "C" fn fw_identity_claims_json(
         non_null(identity, "identity")?;
         // SAFETY: a live handle is a `Box<IdentityBox>`.
         let id = unsafe { &*identity.cast::<IdentityBox>() };
-        let json = serde_json_claims(&id.identity);
+        let json = serde_json::to_string(&id.identity.claims).unwrap_or_default();
         // SAFETY: see the function's contract.
         unsafe { copy_out(json.as_bytes(), buf, len, out_len) }
     })
-}
-
-fn serde_json_claims(identity: &Identity) -> String {
-    serde_json::Value::Object(identity.claims.clone()).to_string()
 }
 
 /// Frees an identity (NULL does nothing).
@@ -808,13 +842,8 @@ fn serde_json_claims(identity: &Identity) -> String {
 /// `identity` is NULL or a live handle, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fw_identity_free(identity: *mut fw_identity) {
-    let _ = guard(|| {
-        if !identity.is_null() {
-            // SAFETY: a live handle is a leaked `Box<IdentityBox>`.
-            drop(unsafe { Box::from_raw(identity.cast::<IdentityBox>()) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded contract.
+    unsafe { free_handle::<fw_identity, IdentityBox>(identity) }
 }
 
 /// Picks an upstream of `service` for one call.
@@ -852,13 +881,8 @@ pub unsafe extern "C" fn fw_lease_upstream(
     lease: *const fw_lease,
     out: *mut *const c_char,
 ) -> fw_result {
-    guard(|| {
-        non_null(lease, "lease")?;
-        non_null(out, "out")?;
-        // SAFETY: a live handle is a `Box<LeaseBox>`; `out` checked.
-        unsafe { *out = (*lease.cast::<LeaseBox>()).upstream.as_ptr() };
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { read_field(lease, out, |l: &LeaseBox| l.upstream.as_ptr()) }
 }
 
 /// The lease's upstream URL (NUL-terminated, owned by `lease`).
@@ -870,13 +894,8 @@ pub unsafe extern "C" fn fw_lease_url(
     lease: *const fw_lease,
     out: *mut *const c_char,
 ) -> fw_result {
-    guard(|| {
-        non_null(lease, "lease")?;
-        non_null(out, "out")?;
-        // SAFETY: a live handle is a `Box<LeaseBox>`; `out` checked.
-        unsafe { *out = (*lease.cast::<LeaseBox>()).url.as_ptr() };
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { read_field(lease, out, |l: &LeaseBox| l.url.as_ptr()) }
 }
 
 /// Records how the call ended and how long it took (µs), and frees the lease. The lease is
@@ -919,13 +938,8 @@ pub unsafe extern "C" fn fw_lease_finish(
 /// `lease` is NULL or a live handle, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fw_lease_free(lease: *mut fw_lease) {
-    let _ = guard(|| {
-        if !lease.is_null() {
-            // SAFETY: a live handle is a leaked `Box<LeaseBox>`.
-            drop(unsafe { Box::from_raw(lease.cast::<LeaseBox>()) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded contract.
+    unsafe { free_handle::<fw_lease, LeaseBox>(lease) }
 }
 
 /// Copies the state of `service`'s upstreams into `buf` as a JSON array: per upstream its
@@ -950,30 +964,8 @@ pub unsafe extern "C" fn fw_upstreams_json(
         let (engine, service) = unsafe { (engine_ref(engine)?, text(service, "service")?) };
         let upstreams: Vec<serde_json::Value> = engine
             .upstreams(service)?
-            .into_iter()
-            .map(|u| {
-                let (state, open_until_ms) = match u.state {
-                    BreakerState::Open { until } => ("open", Some(until.as_millis())),
-                    other => (other.as_str(), None),
-                };
-                serde_json::json!({
-                    "name": u.name,
-                    "url": u.url,
-                    "weight": u.weight,
-                    "down": u.down,
-                    "state": state,
-                    "open_until_ms": open_until_ms,
-                    "in_flight": u.in_flight,
-                    "failure_rate": u.window_rates.0,
-                    "slow_call_rate": u.window_rates.1,
-                    "calls": u.stats.calls,
-                    "successes": u.stats.successes,
-                    "failures": u.stats.failures,
-                    "timeouts": u.stats.timeouts,
-                    "mean_latency_us": u.stats.mean_latency.as_micros() as u64,
-                    "max_latency_us": u.stats.max_latency.as_micros() as u64,
-                })
-            })
+            .iter()
+            .map(UpstreamStatus::to_json)
             .collect();
         let json = serde_json::Value::Array(upstreams).to_string();
         // SAFETY: see the function's contract.
@@ -992,16 +984,8 @@ pub unsafe extern "C" fn fw_last_error_message(
     len: usize,
     out_len: *mut usize,
 ) -> fw_result {
-    let message = LAST_ERROR.with(|l| l.borrow().as_ref().map(|(m, _)| m.as_bytes().to_vec()));
-    let message = message.unwrap_or_default();
-    match catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: see the function's contract.
-        unsafe { copy_out(&message, buf, len, out_len) }
-    })) {
-        Ok(Ok(())) => fw_result::FW_OK,
-        Ok(Err(f)) => f.code,
-        Err(_) => fw_result::FW_PANIC,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { copy_last_error(buf, len, out_len, |(message, _)| Some(message)) }
 }
 
 /// Copies the `WWW-Authenticate` value of the last failed authentication on this thread into
@@ -1015,20 +999,8 @@ pub unsafe extern "C" fn fw_last_error_www_authenticate(
     len: usize,
     out_len: *mut usize,
 ) -> fw_result {
-    let challenge = LAST_ERROR.with(|l| {
-        l.borrow()
-            .as_ref()
-            .and_then(|(_, c)| c.as_ref().map(|c| c.as_bytes().to_vec()))
-    });
-    let challenge = challenge.unwrap_or_default();
-    match catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: see the function's contract.
-        unsafe { copy_out(&challenge, buf, len, out_len) }
-    })) {
-        Ok(Ok(())) => fw_result::FW_OK,
-        Ok(Err(f)) => f.code,
-        Err(_) => fw_result::FW_PANIC,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { copy_last_error(buf, len, out_len, |(_, challenge)| challenge.as_ref()) }
 }
 
 /// Keeps the rule of `decision_of` that every `fw_store` value has a core counterpart.
@@ -1036,3 +1008,25 @@ const _: () = {
     let _ = fw_store::FW_STORE_UNAVAILABLE;
     let _ = fw_outcome::FW_OUTCOME_TIMEOUT;
 };
+
+#[cfg(test)]
+mod tests {
+    use super::{ErrorKind, fw_result};
+
+    /// The mapping needs a wildcard arm (the core's `ErrorKind` is non-exhaustive); this keeps it
+    /// from ever being taken by a kind the core has: a new kind without its own code fails here.
+    #[test]
+    fn every_core_error_kind_has_its_own_code() {
+        let mut codes: Vec<u32> = ErrorKind::ALL
+            .iter()
+            .map(|&k| fw_result::of(k) as u32)
+            .collect();
+        assert!(
+            !codes.contains(&(fw_result::FW_UNKNOWN_ERROR as u32)),
+            "{codes:?}"
+        );
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorKind::ALL.len(), "two kinds share a code");
+    }
+}

@@ -69,6 +69,8 @@ int main(void) {
 
   /* A message too long for the buffer reports its length. */
   CHECK(fw_last_error_message(buf, 4, &n) == FW_BUFFER_TOO_SMALL && n > 4);
+  /* … and asking with too small a buffer does not replace the message being read. */
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "cannot read") != NULL);
 
   CHECK(fw_engine_from_toml(CONFIG, &engine) == FW_OK && engine != NULL);
   fw_engine_free(engine);
