@@ -1,7 +1,40 @@
-//! The Python binding of floodwall.
+//! The native module `floodwall._floodwall`, under the pure-Python package `floodwall`.
 //!
-//! Filled by the Python package issue; for now it only links the core so that the workspace
-//! builds and tests it as one.
+//! Each file mirrors a core module and is thin: convert the arguments, call the core (with the
+//! interpreter released whenever the call may wait on the network or verify a signature),
+//! convert the result. The Python layer (`python/floodwall/`) adds the async variants, the
+//! exception classes and the ASGI/WSGI middleware; `floodwall/_floodwall.pyi` types this module
+//! and `mypy.stubtest` checks it against the build.
 
-/// The version of the floodwall core this binding wraps.
-pub const CORE_VERSION: &str = floodwall::VERSION;
+mod auth;
+mod balance;
+mod decision;
+mod engine;
+mod error;
+mod text;
+
+use pyo3::prelude::*;
+
+/// The native module.
+#[pymodule]
+mod _floodwall {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use crate::auth::{Authorized, Identity};
+    #[pymodule_export]
+    use crate::balance::{BreakerEvent, Lease, UpstreamStatus};
+    #[pymodule_export]
+    use crate::decision::{Decision, Layer};
+    #[pymodule_export]
+    use crate::engine::Engine;
+
+    #[pymodule_init]
+    fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
+        module.add("__version__", floodwall::VERSION)?;
+        let py = module.py();
+        module.add("ERROR_CODES", crate::error::codes(py)?)?;
+        module.add("_error_classes", crate::error::classes(py)?)?;
+        Ok(())
+    }
+}

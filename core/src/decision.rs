@@ -306,6 +306,63 @@ impl<'e> Decision<'e> {
     }
 }
 
+/// A [`Decision`] without its borrow of the engine: plain, owned data that a binding can keep
+/// in a heap object (a Python or JavaScript value) after the call returns, and turn back into
+/// a `Decision` with [`Engine::attach`](crate::Engine::attach) when it is asked for headers or
+/// layers. Detaching copies a few dozen bytes and allocates nothing (up to four layers).
+#[derive(Debug, Clone)]
+pub struct DetachedDecision {
+    allowed: bool,
+    deciding: usize,
+    matched: SmallVec<[(usize, usize); 4]>,
+    outcomes: SmallVec<[Outcome; 4]>,
+    headers: HeadersConfig,
+    store: StoreUsed,
+    /// Which engine's rules the indices refer to (the address of its rule table).
+    rules_id: usize,
+}
+
+impl DetachedDecision {
+    /// Whether the request may pass.
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Which store decided.
+    pub fn store(&self) -> StoreUsed {
+        self.store
+    }
+
+    /// The decision again, borrowing `rules` — the table of the engine that made it; `None`
+    /// for another engine's table.
+    pub(crate) fn attach<'e>(&self, rules: &'e [Rule]) -> Option<Decision<'e>> {
+        (rules.as_ptr() as usize == self.rules_id).then(|| Decision {
+            allowed: self.allowed,
+            deciding: self.deciding,
+            rules,
+            matched: self.matched.clone(),
+            outcomes: self.outcomes.clone(),
+            headers: self.headers,
+            store: self.store,
+        })
+    }
+}
+
+impl Decision<'_> {
+    /// The decision as owned data, to keep beyond the engine borrow (see [`DetachedDecision`]).
+    pub fn detach(&self) -> DetachedDecision {
+        DetachedDecision {
+            allowed: self.allowed,
+            deciding: self.deciding,
+            matched: self.matched.clone(),
+            outcomes: self.outcomes.clone(),
+            headers: self.headers,
+            store: self.store,
+            rules_id: self.rules.as_ptr() as usize,
+        }
+    }
+}
+
 fn ceil_millis(d: Duration) -> u64 {
     u64::try_from(d.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX)
 }

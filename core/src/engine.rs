@@ -18,7 +18,7 @@ use crate::breaker::{Breaker, BreakerSettings, CallOutcome, WindowKind};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{Config, HeadersConfig};
 use crate::config::{OnStoreError, StoreKind};
-use crate::decision::{Decision, StoreUsed};
+use crate::decision::{Decision, DetachedDecision, StoreUsed};
 use crate::error::{Error, ErrorKind};
 use crate::limit::Algorithm;
 use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
@@ -154,6 +154,7 @@ pub struct Engine {
     services: Services,
     /// The shared store, when the configuration names one; `store` is then its fallback.
     shared: Option<Shared>,
+    store_kind: StoreKind,
 }
 
 /// A shared store with its failure policy and the breaker that spares callers its deadline
@@ -329,6 +330,7 @@ impl Engine {
             base_dir,
             services,
             shared,
+            store_kind: config.store.kind,
         })
     }
 
@@ -352,6 +354,19 @@ impl Engine {
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
         self
+    }
+
+    /// A [`Decision::detach`]ed decision back as a [`Decision`], for the engine that made it;
+    /// `None` when another engine made it.
+    pub fn attach(&self, decision: &DetachedDecision) -> Option<Decision<'_>> {
+        decision.attach(&self.rules)
+    }
+
+    /// The kind of store the configuration names: anything but `memory` may wait on the
+    /// network (up to `store.timeout`) in [`check`](Self::check), which bindings use to decide
+    /// whether to release their interpreter or run the call off their event loop.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store_kind
     }
 
     /// The compiled rules, in configuration order.

@@ -51,7 +51,7 @@ pub use balance::{Lease, UpstreamStatus};
 pub use breaker::{BreakerState, CallOutcome};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
-pub use decision::{Decision, LayerStatus, StoreUsed};
+pub use decision::{Decision, DetachedDecision, LayerStatus, StoreUsed};
 pub use engine::{Authorized, Engine, Request};
 pub use error::{Error, ErrorKind};
 

@@ -1,0 +1,448 @@
+//! `Engine`: the core engine as a Python class (subclassed by `floodwall.Engine`, which adds
+//! the constructors' friendly signatures and the async variants).
+//!
+//! When a call releases the interpreter: a `check` on a Redis store (it may wait up to
+//! `store.timeout` on the network), every `authenticate` and `authorize` (signature
+//! verification takes microseconds to tens of microseconds), building an engine (files, key
+//! sets). A `check` on the memory store keeps it: the decision takes less time than releasing
+//! and re-acquiring the interpreter would.
+
+use floodwall::config::StoreKind;
+use floodwall::{Config, Request, Timestamp};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
+
+use crate::auth::{Authorized, Identity};
+use crate::balance::{BreakerEvent, Lease, UpstreamStatus};
+use crate::decision::Decision;
+use crate::error::{IntoPyResult, exception};
+use crate::text::{borrow_opt, borrow_str};
+
+/// The traffic-control engine: rules, a store, keys, services.
+#[pyclass(module = "floodwall._floodwall", subclass, frozen)]
+pub(crate) struct Engine {
+    core: floodwall::Engine,
+    /// Whether `check` may wait on the network (the store is Redis).
+    may_wait: bool,
+}
+
+impl Engine {
+    pub(crate) fn core(&self) -> &floodwall::Engine {
+        &self.core
+    }
+}
+
+/// A request's parts, borrowed from the caller's Python strings for the length of one call.
+#[derive(Default)]
+struct Parts<'a> {
+    subject: Option<&'a str>,
+    role: Option<&'a str>,
+    method: Option<&'a str>,
+    path: Option<&'a str>,
+    ip: Option<&'a str>,
+    headers: Vec<(&'a str, &'a str)>,
+    cost: u64,
+    now_ms: Option<u64>,
+}
+
+impl Parts<'_> {
+    fn request(&self) -> Request<'_> {
+        Request {
+            method: self.method.unwrap_or("GET"),
+            path: self.path.unwrap_or("/"),
+            subject: self.subject,
+            role: self.role,
+            ip: self.ip,
+            headers: &self.headers,
+            cost: self.cost,
+            now: self.now_ms.map(Timestamp::from_millis),
+        }
+    }
+}
+
+/// The items of `headers=` (a mapping of header name to value), held while they are borrowed.
+fn header_items<'py>(
+    headers: Option<&Bound<'py, PyAny>>,
+    what: &str,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let Some(headers) = headers.filter(|h| !h.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let mapping = headers.cast::<PyMapping>().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be a mapping of header name to value"))
+    })?;
+    let mut out = Vec::new();
+    for item in mapping.items()?.iter() {
+        let (name, value) = item.extract()?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+fn borrow_headers<'a>(
+    items: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+    what: &str,
+) -> PyResult<Vec<(&'a str, &'a str)>> {
+    items
+        .iter()
+        .map(|(n, v)| Ok((borrow_str(n, what)?, borrow_str(v, what)?)))
+        .collect()
+}
+
+const REQUEST_FIELDS: &str = "subject, role, method, path, ip, cost, headers, now_ms";
+
+/// One request of `check_many` (a dict with the keyword arguments of `check`), its values held
+/// while they are borrowed.
+#[derive(Default)]
+struct Held<'py> {
+    text: [Option<Bound<'py, PyAny>>; 5],
+    headers: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    cost: u64,
+    now_ms: Option<u64>,
+}
+
+const TEXT_FIELDS: [&str; 5] = ["subject", "role", "method", "path", "ip"];
+
+fn hold_request<'py>(request: &Bound<'py, PyAny>, index: usize) -> PyResult<Held<'py>> {
+    let dict = request.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "requests[{index}] must be a dict with the keys of check() ({REQUEST_FIELDS})"
+        ))
+    })?;
+    let mut held = Held {
+        cost: 1,
+        ..Held::default()
+    };
+    for (key, value) in dict.iter() {
+        let key = borrow_str(&key, &format!("requests[{index}]'s keys"))?.to_owned();
+        let what = format!("requests[{index}].{key}");
+        let field = |e: PyErr| PyTypeError::new_err(format!("{what}: {e}"));
+        if let Some(slot) = TEXT_FIELDS.iter().position(|f| *f == key) {
+            held.text[slot] = Some(value);
+            continue;
+        }
+        match key.as_str() {
+            "cost" => held.cost = value.extract().map_err(field)?,
+            "now_ms" => held.now_ms = value.extract().map_err(field)?,
+            "headers" => held.headers = header_items(Some(&value), &what)?,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "requests[{index}] has an unknown key '{other}' (known: {REQUEST_FIELDS})"
+                )));
+            }
+        }
+    }
+    Ok(held)
+}
+
+impl<'py> Held<'py> {
+    fn parts(&self, index: usize) -> PyResult<Parts<'_>> {
+        let text = |slot: usize| {
+            borrow_opt(
+                self.text[slot].as_ref(),
+                &format!("requests[{index}].{}", TEXT_FIELDS[slot]),
+            )
+        };
+        Ok(Parts {
+            subject: text(0)?,
+            role: text(1)?,
+            method: text(2)?,
+            path: text(3)?,
+            ip: text(4)?,
+            headers: borrow_headers(&self.headers, &format!("requests[{index}].headers"))?,
+            cost: self.cost,
+            now_ms: self.now_ms,
+        })
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// Builds an engine from `source`, read as `format`: `toml` or `json` text, or a `file`
+    /// path (JSON if it ends in `.json`, TOML otherwise). `floodwall.Engine`'s constructors
+    /// are the friendly way in.
+    #[new]
+    fn new(py: Python<'_>, source: PyBackedStr, format: &str) -> PyResult<Self> {
+        let read: fn(&str) -> Result<Config, floodwall::Error> = match format {
+            "toml" => Config::from_toml,
+            "json" => Config::from_json,
+            "file" => |path| Config::from_file(path),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "format must be 'toml', 'json' or 'file', not '{other}'"
+                )));
+            }
+        };
+        let core = py
+            .detach(|| read(&source).and_then(floodwall::Engine::from_config))
+            .py_err()?;
+        let may_wait = core.store_kind() != StoreKind::Memory;
+        Ok(Engine { core, may_wait })
+    }
+
+    /// Decides whether a request may pass, consuming `cost` from every matching limit when
+    /// all of them admit it (all or nothing). `now_ms` replaces the clock (tests, replays).
+    #[pyo3(signature = (*, subject = None, role = None, method = None, path = None, ip = None, cost = 1, headers = None, now_ms = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn check<'py>(
+        slf: &Bound<'py, Self>,
+        subject: Option<&Bound<'py, PyAny>>,
+        role: Option<&Bound<'py, PyAny>>,
+        method: Option<&Bound<'py, PyAny>>,
+        path: Option<&Bound<'py, PyAny>>,
+        ip: Option<&Bound<'py, PyAny>>,
+        cost: u64,
+        headers: Option<&Bound<'py, PyAny>>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Decision> {
+        let items = header_items(headers, "headers")?;
+        let parts = Parts {
+            subject: borrow_opt(subject, "subject")?,
+            role: borrow_opt(role, "role")?,
+            method: borrow_opt(method, "method")?,
+            path: borrow_opt(path, "path")?,
+            ip: borrow_opt(ip, "ip")?,
+            headers: borrow_headers(&items, "headers")?,
+            cost,
+            now_ms,
+        };
+        let engine = slf.get();
+        let decide = || engine.core.check(&parts.request()).map(|d| d.detach());
+        let detached = if engine.may_wait {
+            slf.py().detach(decide)
+        } else {
+            decide()
+        }
+        .py_err()?;
+        Ok(Decision::new(slf.clone().unbind(), detached))
+    }
+
+    /// Decides a batch (on Redis, in one pipelined round trip): each request is a dict with
+    /// the keyword arguments of `check`. Answers one entry per request, in order: a
+    /// `Decision`, or the exception instance (not raised) for a request that failed.
+    fn check_many<'py>(
+        slf: &Bound<'py, Self>,
+        requests: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let mut held = Vec::new();
+        for (index, request) in requests.try_iter()?.enumerate() {
+            held.push(hold_request(&request?, index)?);
+        }
+        let parts = held
+            .iter()
+            .enumerate()
+            .map(|(index, h)| h.parts(index))
+            .collect::<PyResult<Vec<_>>>()?;
+        let engine = slf.get();
+        let decide = || {
+            let requests: Vec<Request<'_>> = parts.iter().map(Parts::request).collect();
+            engine
+                .core
+                .check_many(&requests)
+                .into_iter()
+                .map(|r| r.map(|d| d.detach()))
+                .collect::<Vec<_>>()
+        };
+        let results = if engine.may_wait {
+            py.detach(decide)
+        } else {
+            decide()
+        };
+        let out = PyList::empty(py);
+        for result in results {
+            match result {
+                Ok(detached) => {
+                    out.append(Decision::new(slf.clone().unbind(), detached))?;
+                }
+                Err(error) => out.append(exception(py, &error)?)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Verifies a bearer token: an `Authorization` header value (`Bearer <token>`), or a bare
+    /// token when `auth.bare_token` is set. Raises `AuthError` (`.code`, `.status`,
+    /// `.www_authenticate`) when the token is refused; `now_ms` replaces the clock.
+    #[pyo3(signature = (authorization, *, now_ms = None))]
+    fn authenticate(
+        &self,
+        authorization: &Bound<'_, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Identity> {
+        let token = borrow_str(authorization, "authorization")?;
+        let identity = authorization
+            .py()
+            .detach(|| match now_ms {
+                Some(ms) => self.core.authenticate_at(token, Timestamp::from_millis(ms)),
+                None => self.core.authenticate(token),
+            })
+            .py_err()?;
+        Ok(Identity::new(identity))
+    }
+
+    /// Authenticates, then checks the request under the identity's subject and role: one
+    /// call per request for a server. `now_ms` dates the rate-limit decision only; the token
+    /// is always judged at the engine's clock.
+    #[pyo3(signature = (authorization, *, method = None, path = None, ip = None, cost = 1, headers = None, now_ms = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn authorize<'py>(
+        slf: &Bound<'py, Self>,
+        authorization: &Bound<'py, PyAny>,
+        method: Option<&Bound<'py, PyAny>>,
+        path: Option<&Bound<'py, PyAny>>,
+        ip: Option<&Bound<'py, PyAny>>,
+        cost: u64,
+        headers: Option<&Bound<'py, PyAny>>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Authorized> {
+        let py = slf.py();
+        let authorization = borrow_str(authorization, "authorization")?;
+        let items = header_items(headers, "headers")?;
+        let parts = Parts {
+            method: borrow_opt(method, "method")?,
+            path: borrow_opt(path, "path")?,
+            ip: borrow_opt(ip, "ip")?,
+            headers: borrow_headers(&items, "headers")?,
+            cost,
+            now_ms,
+            ..Parts::default()
+        };
+        let engine = slf.get();
+        let (identity, detached) = py
+            .detach(|| {
+                engine
+                    .core
+                    .authorize(authorization, &parts.request())
+                    .map(|a| (a.identity, a.decision.detach()))
+            })
+            .py_err()?;
+        let decision = Py::new(py, Decision::new(slf.clone().unbind(), detached))?;
+        let identity = Py::new(py, Identity::new(identity))?;
+        Ok(Authorized::new(identity, decision))
+    }
+
+    /// Replaces the `[auth]` section while the engine serves (key rotation): `auth_json` is
+    /// the section as JSON, or `None` to remove it. On error the running keys are kept.
+    fn _reload_auth_json(&self, py: Python<'_>, auth_json: Option<PyBackedStr>) -> PyResult<()> {
+        py.detach(|| {
+            let auth = match &auth_json {
+                Some(text) => Config::from_json(&format!("{{\"auth\": {}}}", &**text))?.auth,
+                None => None,
+            };
+            self.core.reload_auth(auth.as_ref())
+        })
+        .py_err()
+    }
+
+    /// Picks an upstream of `service` for one call (by the service's strategy, among those
+    /// not down whose breaker admits a call). Raises `NoUpstreamError` (with
+    /// `.available_at_ms`) when none can take it, `UnknownServiceError` for an unknown name.
+    fn pick(&self, service: &str) -> PyResult<Lease> {
+        Ok(Lease::new(self.core.pick(service).py_err()?))
+    }
+
+    /// Every upstream of `service`: breaker state, in-flight calls, call statistics.
+    fn upstreams(&self, service: &str) -> PyResult<Vec<UpstreamStatus>> {
+        Ok(self
+            .core
+            .upstreams(service)
+            .py_err()?
+            .into_iter()
+            .map(UpstreamStatus::from)
+            .collect())
+    }
+
+    /// Breaker state changes after sequence number `after` (0: all that are kept).
+    #[pyo3(signature = (after = 0))]
+    fn breaker_events(&self, after: u64) -> Vec<BreakerEvent> {
+        self.core
+            .breaker_events(after)
+            .into_iter()
+            .map(BreakerEvent::from)
+            .collect()
+    }
+
+    /// Marks an upstream down (never picked, whatever its breaker says) or up again.
+    #[pyo3(signature = (service, upstream, down = true))]
+    fn set_upstream_down(&self, service: &str, upstream: &str, down: bool) -> PyResult<()> {
+        self.core
+            .set_upstream_down(service, upstream, down)
+            .py_err()
+    }
+
+    /// Closes an upstream's breaker and clears its window.
+    fn reset_breaker(&self, service: &str, upstream: &str) -> PyResult<()> {
+        self.core.reset_breaker(service, upstream).py_err()
+    }
+
+    /// Adds an upstream to a service while it serves.
+    #[pyo3(signature = (service, url, *, name = None, weight = 1))]
+    fn add_upstream(
+        &self,
+        service: &str,
+        url: &str,
+        name: Option<String>,
+        weight: u32,
+    ) -> PyResult<()> {
+        let mut upstream = floodwall::balance::UpstreamConfig::new(url);
+        upstream.name = name;
+        upstream.weight = weight;
+        self.core.add_upstream(service, &upstream).py_err()
+    }
+
+    /// Removes an upstream from a service; calls in flight on it finish normally.
+    fn remove_upstream(&self, service: &str, upstream: &str) -> PyResult<()> {
+        self.core.remove_upstream(service, upstream).py_err()
+    }
+
+    /// The configured store: `memory`, `redis` or `redis_cluster`.
+    #[getter]
+    fn store_kind(&self) -> &'static str {
+        match self.core.store_kind() {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+            StoreKind::RedisCluster => "redis_cluster",
+        }
+    }
+
+    /// Whether `check` may wait on the network (the store is Redis): the async variants then
+    /// run it on a worker thread.
+    #[getter]
+    fn may_wait(&self) -> bool {
+        self.may_wait
+    }
+
+    /// The shared store's last failure while it is failing (`None` when healthy or memory).
+    #[getter]
+    fn store_failure(&self) -> Option<String> {
+        self.core.store_failure()
+    }
+
+    /// The rules' names, in configuration order.
+    #[getter]
+    fn rules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.core.rules().iter().map(|r| r.name()))
+    }
+
+    /// Keys the memory store holds now.
+    #[getter]
+    fn key_count(&self) -> usize {
+        self.core.key_count()
+    }
+
+    /// Drops the memory store's expired keys now (it also does so on its own); answers how many.
+    fn purge_expired(&self) -> usize {
+        self.core.purge_expired()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Engine(store_kind='{}', rules={})",
+            self.store_kind(),
+            self.core.rules().len()
+        )
+    }
+}
