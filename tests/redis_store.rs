@@ -221,6 +221,8 @@ fn survive_restart(policy: &str, while_down: impl Fn(&floodwall::Decision<'_>)) 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A health check reading the failure sees Redis healthy again.
+    assert_eq!(engine.store_failure(), None);
 }
 
 #[test]

@@ -186,7 +186,7 @@ pub(crate) struct UpstreamStatus {
     calls: u64,
     /// Calls that succeeded.
     successes: u64,
-    /// Calls that failed (timeouts included).
+    /// Calls that failed (timeouts are counted apart, in `timeouts`).
     failures: u64,
     /// Calls that timed out.
     timeouts: u64,

@@ -67,9 +67,12 @@ fn header_items<'py>(
     headers: Option<&Bound<'py, PyAny>>,
     what: &str,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-    let Some(headers) = headers.filter(|h| !h.is_none()) else {
+    let Some(headers) = headers else {
         return Ok(Vec::new());
     };
+    if headers.is_none() {
+        return Ok(Vec::new());
+    }
     let mapping = headers.cast::<PyMapping>().map_err(|_| {
         PyTypeError::new_err(format!("{what} must be a mapping of header name to value"))
     })?;
@@ -158,6 +161,57 @@ impl<'py> Held<'py> {
     }
 }
 
+/// The arguments of `Engine.check`, as the caller passed them (`None` when absent).
+#[derive(Default)]
+pub(crate) struct CheckArgs<'a, 'py> {
+    pub(crate) subject: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) role: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) method: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) path: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) ip: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) cost: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) headers: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) now_ms: Option<&'a Bound<'py, PyAny>>,
+}
+
+/// An optional count argument (`cost`, `now_ms`): `None` when absent or `None`.
+fn number(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<u64>> {
+    match value {
+        Some(v) if !v.is_none() => v.extract::<u64>().map(Some).map_err(|_| {
+            let shown = v
+                .repr()
+                .map_or_else(|_| "that".to_owned(), |r| r.to_string());
+            PyTypeError::new_err(format!("{what} must be an int >= 0, not {shown}"))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// `Engine.check`: decides whether a request may pass, consuming `cost` from every matching
+/// limit when all of them admit it (all or nothing); `now_ms` replaces the clock.
+pub(crate) fn check(slf: &Bound<'_, Engine>, args: &CheckArgs<'_, '_>) -> PyResult<Decision> {
+    let items = header_items(args.headers, "headers")?;
+    let parts = Parts {
+        subject: borrow_opt(args.subject, "subject")?,
+        role: borrow_opt(args.role, "role")?,
+        method: borrow_opt(args.method, "method")?,
+        path: borrow_opt(args.path, "path")?,
+        ip: borrow_opt(args.ip, "ip")?,
+        headers: borrow_headers(&items, "headers")?,
+        cost: number(args.cost, "cost")?.unwrap_or(1),
+        now_ms: number(args.now_ms, "now_ms")?,
+    };
+    let engine = slf.get();
+    let decide = || engine.core.check(&parts.request()).map(|d| d.detach());
+    let detached = if engine.may_wait {
+        slf.py().detach(decide)
+    } else {
+        decide()
+    }
+    .py_err()?;
+    Ok(Decision::new(slf.clone().unbind(), detached))
+}
+
 #[pymethods]
 impl Engine {
     /// Builds an engine from `source`, read as `format`: `toml` or `json` text, or a `file`
@@ -180,43 +234,6 @@ impl Engine {
             .py_err()?;
         let may_wait = core.store_kind() != StoreKind::Memory;
         Ok(Engine { core, may_wait })
-    }
-
-    /// Decides whether a request may pass, consuming `cost` from every matching limit when
-    /// all of them admit it (all or nothing). `now_ms` replaces the clock (tests, replays).
-    #[pyo3(signature = (*, subject = None, role = None, method = None, path = None, ip = None, cost = 1, headers = None, now_ms = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn check<'py>(
-        slf: &Bound<'py, Self>,
-        subject: Option<&Bound<'py, PyAny>>,
-        role: Option<&Bound<'py, PyAny>>,
-        method: Option<&Bound<'py, PyAny>>,
-        path: Option<&Bound<'py, PyAny>>,
-        ip: Option<&Bound<'py, PyAny>>,
-        cost: u64,
-        headers: Option<&Bound<'py, PyAny>>,
-        now_ms: Option<u64>,
-    ) -> PyResult<Decision> {
-        let items = header_items(headers, "headers")?;
-        let parts = Parts {
-            subject: borrow_opt(subject, "subject")?,
-            role: borrow_opt(role, "role")?,
-            method: borrow_opt(method, "method")?,
-            path: borrow_opt(path, "path")?,
-            ip: borrow_opt(ip, "ip")?,
-            headers: borrow_headers(&items, "headers")?,
-            cost,
-            now_ms,
-        };
-        let engine = slf.get();
-        let decide = || engine.core.check(&parts.request()).map(|d| d.detach());
-        let detached = if engine.may_wait {
-            slf.py().detach(decide)
-        } else {
-            decide()
-        }
-        .py_err()?;
-        Ok(Decision::new(slf.clone().unbind(), detached))
     }
 
     /// Decides a batch (on Redis, in one pipelined round trip): each request is a dict with
@@ -286,7 +303,10 @@ impl Engine {
     /// Authenticates, then checks the request under the identity's subject and role: one
     /// call per request for a server. `now_ms` dates the rate-limit decision only; the token
     /// is always judged at the engine's clock.
-    #[pyo3(signature = (authorization, *, method = None, path = None, ip = None, cost = 1, headers = None, now_ms = None))]
+    #[pyo3(
+        signature = (authorization, *, method = None, path = None, ip = None, cost = None, headers = None, now_ms = None),
+        text_signature = "($self, authorization, *, method=None, path=None, ip=None, cost=1, headers=None, now_ms=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn authorize<'py>(
         slf: &Bound<'py, Self>,
@@ -294,9 +314,9 @@ impl Engine {
         method: Option<&Bound<'py, PyAny>>,
         path: Option<&Bound<'py, PyAny>>,
         ip: Option<&Bound<'py, PyAny>>,
-        cost: u64,
+        cost: Option<&Bound<'py, PyAny>>,
         headers: Option<&Bound<'py, PyAny>>,
-        now_ms: Option<u64>,
+        now_ms: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Authorized> {
         let py = slf.py();
         let authorization = borrow_str(authorization, "authorization")?;
@@ -306,8 +326,8 @@ impl Engine {
             path: borrow_opt(path, "path")?,
             ip: borrow_opt(ip, "ip")?,
             headers: borrow_headers(&items, "headers")?,
-            cost,
-            now_ms,
+            cost: number(cost, "cost")?.unwrap_or(1),
+            now_ms: number(now_ms, "now_ms")?,
             ..Parts::default()
         };
         let engine = slf.get();
@@ -413,6 +433,12 @@ impl Engine {
     #[getter]
     fn may_wait(&self) -> bool {
         self.may_wait
+    }
+
+    /// Whether the engine has an `[auth]` section (it can authenticate).
+    #[getter]
+    fn has_auth(&self) -> bool {
+        self.core.authenticator().is_some()
     }
 
     /// The shared store's last failure while it is failing (`None` when healthy or memory).

@@ -11,6 +11,7 @@ mod balance;
 mod decision;
 mod engine;
 mod error;
+mod fastcall;
 mod text;
 
 use pyo3::prelude::*;
@@ -35,6 +36,7 @@ mod _floodwall {
         let py = module.py();
         module.add("ERROR_CODES", crate::error::codes(py)?)?;
         module.add("_error_classes", crate::error::classes(py)?)?;
+        crate::fastcall::install(py)?;
         Ok(())
     }
 }

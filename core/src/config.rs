@@ -373,6 +373,15 @@ impl Serialize for HumanDuration {
     }
 }
 
+/// serde reads a struct from a sequence field by field, so an array would silently pass for
+/// a configuration; only an object is one.
+fn not_an_object() -> Error {
+    Error::config(
+        "",
+        "a JSON configuration must be an object ({ \"rules\": [...], ... }), not an array or a single value",
+    )
+}
+
 impl Config {
     /// Reads a TOML document.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
@@ -385,6 +394,9 @@ impl Config {
 
     /// Reads a JSON document with the same structure.
     pub fn from_json(text: &str) -> Result<Self, Error> {
+        if !text.trim_start().starts_with('{') {
+            return Err(not_an_object());
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
         de.end()
@@ -394,6 +406,9 @@ impl Config {
 
     /// Reads the same structure from an already parsed JSON value (a binding's dict or object).
     pub fn from_value(value: serde_json::Value) -> Result<Self, Error> {
+        if !value.is_object() {
+            return Err(not_an_object());
+        }
         serde_path_to_error::deserialize(value).map_err(json_error)
     }
 

@@ -313,11 +313,13 @@ impl<'e> Decision<'e> {
 #[derive(Debug, Clone)]
 pub struct DetachedDecision {
     allowed: bool,
-    deciding: usize,
-    matched: SmallVec<[(usize, usize); 4]>,
-    outcomes: SmallVec<[Outcome; 4]>,
-    headers: HeadersConfig,
     store: StoreUsed,
+    headers: HeadersConfig,
+    /// Narrower than a decision's indices (rules and role variants are far fewer than 2³²),
+    /// so that the whole value is small to move.
+    deciding: u32,
+    matched: SmallVec<[(u32, u32); 4]>,
+    outcomes: SmallVec<[Outcome; 2]>,
     /// Which engine's rules the indices refer to (the address of its rule table).
     rules_id: usize,
 }
@@ -338,10 +340,14 @@ impl DetachedDecision {
     pub(crate) fn attach<'e>(&self, rules: &'e [Rule]) -> Option<Decision<'e>> {
         (rules.as_ptr() as usize == self.rules_id).then(|| Decision {
             allowed: self.allowed,
-            deciding: self.deciding,
+            deciding: self.deciding as usize,
             rules,
-            matched: self.matched.clone(),
-            outcomes: self.outcomes.clone(),
+            matched: self
+                .matched
+                .iter()
+                .map(|&(r, p)| (r as usize, p as usize))
+                .collect(),
+            outcomes: self.outcomes.iter().copied().collect(),
             headers: self.headers,
             store: self.store,
         })
@@ -353,11 +359,16 @@ impl Decision<'_> {
     pub fn detach(&self) -> DetachedDecision {
         DetachedDecision {
             allowed: self.allowed,
-            deciding: self.deciding,
-            matched: self.matched.clone(),
-            outcomes: self.outcomes.clone(),
-            headers: self.headers,
             store: self.store,
+            headers: self.headers,
+            // Indices into the rule table (at most MAX_RULES) and a rule's role variants.
+            deciding: self.deciding as u32,
+            matched: self
+                .matched
+                .iter()
+                .map(|&(r, p)| (r as u32, p as u32))
+                .collect(),
+            outcomes: self.outcomes.iter().copied().collect(),
             rules_id: self.rules.as_ptr() as usize,
         }
     }

@@ -516,8 +516,8 @@ impl Engine {
     }
 
     /// Runs `call` on the shared store unless its breaker is open, and tells the breaker how
-    /// it went; `None` when the store was not asked or failed (the failure is kept for
-    /// [`store_failure`](Self::store_failure)).
+    /// it went; `None` when the store was not asked or failed. A failure is kept for
+    /// [`store_failure`](Self::store_failure) until a call succeeds.
     fn through_breaker<T>(
         &self,
         shared: &Shared,
@@ -535,9 +535,19 @@ impl Engine {
             .breaker
             .lock()
             .record(permit, outcome, started.elapsed(), self.clock.now());
-        result
-            .map_err(|failure| *shared.last_failure.lock() = Some(failure))
-            .ok()
+        match result {
+            Ok(value) => {
+                let mut last = shared.last_failure.lock();
+                if last.is_some() {
+                    *last = None;
+                }
+                Some(value)
+            }
+            Err(failure) => {
+                *shared.last_failure.lock() = Some(failure);
+                None
+            }
+        }
     }
 
     /// A decision while the shared store is unavailable, by the `on_error` policy.
@@ -570,7 +580,8 @@ impl Engine {
         }
     }
 
-    /// Why the shared store last failed, if it has (for health checks and logs).
+    /// Why the shared store is failing: its last failure, until a call to it succeeds again
+    /// (`None` when it is healthy, and always for the memory store). For health checks and logs.
     pub fn store_failure(&self) -> Option<String> {
         self.shared
             .as_ref()

@@ -313,3 +313,17 @@ fn too_many_rules() {
     assert_eq!(d.layers().len(), 256);
     assert_eq!(engine.key_count(), 256);
 }
+
+#[test]
+fn a_json_configuration_must_be_an_object() {
+    // serde would read a struct from an array field by field: `[]` must not pass for an
+    // empty configuration, nor a positional array for a real one.
+    for json in ["[]", "  [{\"kind\": \"memory\"}]", "42", "\"rules\"", "null"] {
+        let (field, message) = json_err(json);
+        assert_eq!(field, "", "{json}");
+        assert!(message.contains("must be an object"), "{json}: {message}");
+    }
+    let err = Config::from_value(serde_json::json!([])).expect_err("an array is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(Config::from_json(" {} ").is_ok());
+}

@@ -24,7 +24,7 @@ import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 from . import _floodwall
 from ._errors import (
@@ -103,7 +103,7 @@ class Engine(_floodwall.Engine):
         self._executor_lock = threading.Lock()
 
     @classmethod
-    def _build(cls, source: str, format: str) -> Engine:
+    def _build(cls, source: str, format: Literal["toml", "json", "file"]) -> Engine:
         engine = _floodwall.Engine.__new__(cls, source, format)
         engine._executor = None
         engine._executor_lock = threading.Lock()

@@ -4,16 +4,30 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, Optional, Union, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from ._errors import FloodwallError
+
+__all__ = [
+    "Authorized",
+    "BreakerEvent",
+    "Decision",
+    "ERROR_CODES",
+    "Engine",
+    "Identity",
+    "Layer",
+    "Lease",
+    "UpstreamStatus",
+    "__version__",
+    "_error_classes",
+]
 
 __version__: Final[str]
 ERROR_CODES: Final[tuple[str, ...]]
 _error_classes: Final[dict[str, str]]
 
-StoreUsed = Literal["memory", "redis", "fallback", "unavailable"]
-BreakerStateName = Literal["closed", "open", "half_open"]
+_StoreUsed = Literal["memory", "redis", "fallback", "unavailable"]
+_BreakerStateName = Literal["closed", "open", "half_open"]
 
 @final
 class Layer:
@@ -49,7 +63,7 @@ class Decision:
     @property
     def retry_after_ms(self) -> int: ...
     @property
-    def store(self) -> StoreUsed: ...
+    def store(self) -> _StoreUsed: ...
     @property
     def headers(self) -> dict[str, str]: ...
     @property
@@ -125,7 +139,7 @@ class UpstreamStatus:
     @property
     def down(self) -> bool: ...
     @property
-    def state(self) -> BreakerStateName: ...
+    def state(self) -> _BreakerStateName: ...
     @property
     def open_until_ms(self) -> Optional[int]: ...
     @property
@@ -158,9 +172,9 @@ class BreakerEvent:
     @property
     def upstream(self) -> str: ...
     @property
-    def from_state(self) -> BreakerStateName: ...
+    def from_state(self) -> _BreakerStateName: ...
     @property
-    def to_state(self) -> BreakerStateName: ...
+    def to_state(self) -> _BreakerStateName: ...
     @property
     def at_ms(self) -> int: ...
     @property
@@ -168,6 +182,7 @@ class BreakerEvent:
     @property
     def slow_call_rate(self) -> float: ...
 
+@disjoint_base
 class Engine:
     """The native engine; ``floodwall.Engine`` is the class to use."""
 
@@ -213,6 +228,8 @@ class Engine:
     def store_kind(self) -> Literal["memory", "redis", "redis_cluster"]: ...
     @property
     def may_wait(self) -> bool: ...
+    @property
+    def has_auth(self) -> bool: ...
     @property
     def store_failure(self) -> Optional[str]: ...
     @property

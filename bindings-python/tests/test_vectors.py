@@ -1,0 +1,107 @@
+"""The conformance vectors (``tests/vectors/*.json``, format in its README) through the binding:
+every step of every case on a fresh engine, on the memory store and on a real Redis — as
+``tests/vectors.rs`` and ``tests/redis_vectors.rs`` run them in Rust."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable
+
+import pytest
+
+import floodwall
+from conftest import VECTORS
+
+REQUEST_FIELDS = ("subject", "role", "method", "path", "ip", "headers", "cost")
+
+
+def _load_cases() -> list[dict[str, Any]]:
+    cases = []
+    for path in sorted(VECTORS.glob("*.json")):
+        document = json.loads(path.read_text())
+        assert document["format"] == 1, f"{path.name}: unknown format"
+        cases.extend(document["cases"])
+    return cases
+
+
+CASES = _load_cases()
+CASE_PARAMS = [pytest.param(case, id=case["name"]) for case in CASES]
+
+
+def run_case(engine: floodwall.Engine, case: dict[str, Any], store: str) -> list[str]:
+    """Every mismatch of ``case`` on ``engine``, one line each; every decision must come from
+    ``store``."""
+    failures = []
+    for i, step in enumerate(case["steps"]):
+        request = step.get("request", {})
+        unknown = set(request) - set(REQUEST_FIELDS)
+        assert not unknown, f"{case['name']} step {i}: unknown request fields {unknown}"
+        kwargs = {name: request[name] for name in REQUEST_FIELDS if name in request}
+        expect = step["expect"]
+        wrong: list[str] = []
+        try:
+            decision = engine.check(**kwargs, now_ms=step["now_ms"])
+        except floodwall.FloodwallError as error:
+            if error.code != expect.get("error"):
+                wrong.append(f"error {error.code!r} ({error})")
+        else:
+            if "error" in expect:
+                wrong.append(f"{decision!r} instead of error {expect['error']!r}")
+            else:
+                got = {
+                    "allowed": decision.allowed,
+                    "rule": decision.rule,
+                    "limit": decision.limit,
+                    "remaining": decision.remaining,
+                    "reset_after_ms": decision.reset_after_ms,
+                    "retry_after_ms": decision.retry_after_ms,
+                }
+                for field, value in got.items():
+                    if field in expect and value != expect[field]:
+                        wrong.append(f"{field}: got {value!r}, want {expect[field]!r}")
+                if bool(decision) is not decision.allowed:
+                    wrong.append(f"bool() is {bool(decision)}, allowed is {decision.allowed}")
+                if decision.store != store:
+                    wrong.append(f"decided by the {decision.store!r} store, not {store!r}")
+                headers = {name.lower(): value for name, value in decision.headers.items()}
+                for name, want in expect.get("headers", {}).items():
+                    if headers.get(name.lower()) != want:
+                        wrong.append(
+                            f"header {name}: got {headers.get(name.lower())!r}, want {want!r}"
+                        )
+        if wrong:
+            failures.append(f"{case['name']} step {i} (now_ms {step['now_ms']}): " + "; ".join(wrong))
+    return failures
+
+
+def test_the_vectors_are_all_there_with_unique_names() -> None:
+    names = [case["name"] for case in CASES]
+    assert len(names) == len(set(names)), "duplicate case names"
+    assert len(names) >= 40
+    error_steps = [s for c in CASES for s in c["steps"] if "error" in s["expect"]]
+    assert error_steps, "no step expects an error"
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_memory_store_conforms(case: dict[str, Any]) -> None:
+    engine = floodwall.Engine.from_dict(case["config"])
+    assert engine.store_kind == "memory"
+    failures = run_case(engine, case, "memory")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("deny_cache", [False, True], ids=["deny_cache_off", "deny_cache_on"])
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_redis_store_conforms(
+    case: dict[str, Any], deny_cache: bool, redis_store: Callable[..., dict[str, Any]]
+) -> None:
+    """As ``tests/redis_vectors.rs``: the vectors' explicit times on the caller's clock
+    (``clock = "local"``), a key prefix per case, and every decision from Redis (``deny`` on
+    error, so that a failing store cannot pass for a working one)."""
+    config = copy.deepcopy(case["config"])
+    config["store"] = redis_store(clock="local", on_error="deny", deny_cache=deny_cache)
+    engine = floodwall.Engine.from_dict(config)
+    assert engine.store_kind == "redis"
+    failures = run_case(engine, case, "redis")
+    assert not failures, "\n".join(failures) + f"\nstore failure: {engine.store_failure}"
