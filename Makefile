@@ -7,12 +7,12 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test go-test demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test python-test bench-python demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
 
-test: setup fmt-check clippy bench-smoke unit c-test go-test
+test: setup fmt-check clippy bench-smoke unit c-test go-test python-test
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:
@@ -53,6 +53,34 @@ go-test: c-test
 	@command -v go >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq golang-go >/dev/null; }
 	cd ffi/go && GOPROXY=off GOFLAGS=-mod=mod go vet ./... && GOPROXY=off GOFLAGS=-mod=mod go test -count=1 ./...
+
+# The Python package (bindings-python): a virtual environment in target/, the abi3 wheel
+# built by maturin and installed there, then pytest (memory and Redis, FastAPI and Flask over
+# real HTTP), the stubs checked against the built module (mypy.stubtest), mypy --strict on the
+# package, and the peer benchmark once in its quick mode (nothing judged).
+PY_VENV = target/py-venv
+PY = $(PY_VENV)/bin/python
+$(PY): bindings-python/requirements-dev.txt
+	@command -v python3 >/dev/null || { echo "python3 is required for the Python package"; exit 1; }
+	rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r bindings-python/requirements-dev.txt
+
+python-test: setup $(PY)
+	rm -rf target/wheels/debug
+	cd bindings-python && ../$(PY_VENV)/bin/maturin build --locked --quiet --out ../target/wheels/debug
+	$(PY) -m pip install --quiet --force-reinstall --no-deps target/wheels/debug/floodwall-*.whl
+	cd bindings-python && ../$(PY) -m pytest -q -p no:cacheprovider
+	cd bindings-python && ../$(PY) -m mypy.stubtest floodwall
+	cd bindings-python && ../$(PY) -m mypy --strict --no-incremental python/floodwall
+	cd bindings-python && ../$(PY) bench/compare.py --quick
+
+# The Python binding beside limits and PyJWT, same run (README's table): the release wheel.
+bench-python: setup $(PY)
+	rm -rf target/wheels/release
+	cd bindings-python && ../$(PY_VENV)/bin/maturin build --locked --release --quiet --out ../target/wheels/release
+	$(PY) -m pip install --quiet --force-reinstall --no-deps target/wheels/release/floodwall-*.whl
+	cd bindings-python && ../$(PY) bench/compare.py
 
 # Runs every criterion bench once as a test (nothing is timed), so the benches keep compiling
 # and their assertions hold.

@@ -70,6 +70,8 @@ enum fw_result
   FW_UNKNOWN_SERVICE = 501,
   // `unknown_upstream`.
   FW_UNKNOWN_UPSTREAM = 502,
+  // `store_unavailable`: the shared store failed and `store.on_error` is `"error"`.
+  FW_STORE_FAILED = 600,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

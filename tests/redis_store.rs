@@ -318,3 +318,44 @@ fn a_flood_from_one_caller_costs_redis_nothing_after_the_first_denial() {
     admitted(&engine, "/fixed", "x", 10);
     assert_eq!(server.evalsha_calls() - before, 10);
 }
+
+#[test]
+fn redis_killed_and_restarted_under_error() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let engine = engine(&server, "error-policy:", "error");
+    assert_eq!(admitted(&engine, "/layered", "u", 5), 5);
+    server.kill();
+    let request = Request::new("GET", "/layered").subject("u");
+    for _ in 0..20 {
+        let err = engine
+            .check(&request)
+            .expect_err("the failure, not a decision");
+        assert_eq!(err.kind(), floodwall::ErrorKind::StoreUnavailable, "{err}");
+        assert_eq!(err.http_status(), 503);
+        assert!(err.message().contains("unavailable"), "{err}");
+    }
+    let batch = engine.check_many(&[request, Request::new("GET", "/nothing-matches")]);
+    assert_eq!(
+        batch[0].as_ref().map_err(|e| e.kind()).err(),
+        Some(floodwall::ErrorKind::StoreUnavailable)
+    );
+    assert!(
+        batch[1].as_ref().is_ok_and(|d| d.allowed()),
+        "no layer, no store call"
+    );
+
+    let _restarted = RedisServer::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.check(&request).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redis not used again within 20 s of its restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        engine.check(&request).expect("decision").store(),
+        StoreUsed::Redis
+    );
+}

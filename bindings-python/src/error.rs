@@ -33,6 +33,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::NoUpstreamAvailable => "NoUpstreamError",
         ErrorKind::UnknownService => "UnknownServiceError",
         ErrorKind::UnknownUpstream => "UnknownUpstreamError",
+        ErrorKind::StoreUnavailable => "StoreError",
         _ => "FloodwallError",
     }
 }

@@ -1,7 +1,9 @@
 """Real HTTP servers for the middleware tests, on 127.0.0.1 and a free port: uvicorn for an
 ASGI application, werkzeug's threaded server for a WSGI one, each in a background thread and
-stopped (with a bounded wait) when the ``with`` block ends. Also the tokens, configurations and
-assertions both middleware test modules use.
+stopped (with a bounded wait) when the ``with`` block ends. Also the two applications behind
+the middleware (FastAPI for ASGI, Flask for WSGI, with the same routes), :func:`served_asgi`
+and :func:`served_wsgi` that serve them, and the tokens, configurations and assertions the
+middleware test modules use.
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, Optional
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Optional, Protocol
 
+import fastapi
+import flask
 import httpx
 import jwt
 import uvicorn
 from werkzeug.serving import make_server
+
+from floodwall import Decision, Engine, Identity, asgi, wsgi
 
 SECRET = "floodwall-middleware-tests-secret-0123456789"
 """The HS256 key of :func:`auth_config` (32 bytes or more)."""
@@ -148,6 +155,117 @@ def serve_wsgi(app: Any) -> Iterator[httpx.Client]:
         server.server_close()
         thread.join(timeout=STOP_TIMEOUT_S)
         assert not thread.is_alive(), "werkzeug did not stop"
+
+
+def make_asgi_app(engine: Engine, **options: Any) -> fastapi.FastAPI:
+    """A FastAPI application behind the ASGI middleware; its routes report what the
+    middleware told them (``/api/state`` also what the lifespan put in the state)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {"lifespan_state": "kept"}
+
+    app = fastapi.FastAPI(lifespan=lifespan)
+
+    def describe(request: fastapi.Request) -> dict[str, Any]:
+        state = request.state
+        return _describe(state.floodwall_identity, state.floodwall_decision)
+
+    @app.get("/api/whoami")
+    async def whoami(request: fastapi.Request) -> dict[str, Any]:
+        return describe(request)
+
+    @app.get("/api/export")
+    async def export(request: fastapi.Request) -> dict[str, Any]:
+        return describe(request)
+
+    @app.get("/api/huge")
+    async def huge(request: fastapi.Request) -> dict[str, Any]:
+        return describe(request)
+
+    @app.get("/api/state")
+    async def state(request: fastapi.Request) -> dict[str, Any]:
+        lifespan_state = getattr(request.state, "lifespan_state", None)
+        return {**describe(request), "lifespan_state": lifespan_state}
+
+    @app.get("/api/own-header")
+    async def own_header() -> fastapi.Response:
+        return fastapi.Response("own", headers={"RateLimit-Limit": "999"})
+
+    @app.get("/public/info")
+    async def public_info(request: fastapi.Request) -> dict[str, Any]:
+        return describe(request)
+
+    @app.get("/health")
+    async def health(request: fastapi.Request) -> dict[str, Any]:
+        return {"seen_by_middleware": hasattr(request.state, asgi.IDENTITY_KEY)}
+
+    app.add_middleware(asgi.FloodwallMiddleware, engine=engine, **options)
+    return app
+
+
+def make_wsgi_app(engine: Engine, **options: Any) -> flask.Flask:
+    """A Flask application behind the WSGI middleware, with the routes of
+    :func:`make_asgi_app` but ``/api/state``."""
+    app = flask.Flask(__name__)
+
+    def describe() -> dict[str, Any]:
+        environ = flask.request.environ
+        return _describe(environ[wsgi.IDENTITY_KEY], environ[wsgi.DECISION_KEY])
+
+    app.add_url_rule("/api/whoami", "whoami", describe)
+    app.add_url_rule("/api/export", "export", describe)
+    app.add_url_rule("/api/huge", "huge", describe)
+    app.add_url_rule("/public/info", "public_info", describe)
+
+    @app.get("/api/own-header")
+    def own_header() -> flask.Response:
+        return flask.Response("own", headers={"RateLimit-Limit": "999"})
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"seen_by_middleware": wsgi.IDENTITY_KEY in flask.request.environ}
+
+    app.wsgi_app = wsgi.FloodwallMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, engine=engine, **options
+    )
+    return app
+
+
+def _describe(identity: Optional[Identity], decision: Decision) -> dict[str, Any]:
+    """What a route answers: the identity and decision the middleware handed it."""
+    return {
+        "subject": identity.subject if identity else None,
+        "role": identity.role if identity else None,
+        "rule": decision.rule,
+        "remaining": decision.remaining,
+        "store": decision.store,
+    }
+
+
+class Served(Protocol):
+    """Serves the application of one middleware, behind it ``engine`` with ``options``, and
+    yields a client for it."""
+
+    def __call__(
+        self, engine: Engine, **options: Any
+    ) -> AbstractContextManager[httpx.Client]: ...
+
+
+@contextlib.contextmanager
+def served_asgi(engine: Engine, **options: Any) -> Iterator[httpx.Client]:
+    with serve_asgi(make_asgi_app(engine, **options)) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def served_wsgi(engine: Engine, **options: Any) -> Iterator[httpx.Client]:
+    with serve_wsgi(make_wsgi_app(engine, **options)) as client:
+        yield client
+
+
+SERVED: dict[str, Served] = {"asgi": served_asgi, "wsgi": served_wsgi}
+"""The serving function of each middleware, by kind."""
 
 
 def _client(port: int) -> httpx.Client:

@@ -17,6 +17,7 @@ from floodwall import (
     CostExceedsLimitError,
     FloodwallError,
     NoUpstreamError,
+    StoreError,
     UnknownServiceError,
     UnknownUpstreamError,
 )
@@ -32,6 +33,7 @@ EXPECTED: dict[str, tuple[type[FloodwallError], type[Exception], int]] = {
     "no_upstream_available": (NoUpstreamError, RuntimeError, 503),
     "unknown_service": (UnknownServiceError, LookupError, 500),
     "unknown_upstream": (UnknownUpstreamError, LookupError, 500),
+    "store_unavailable": (StoreError, RuntimeError, 503),
 }
 
 PER_USER = {
@@ -76,7 +78,7 @@ def assert_pickles(error: FloodwallError) -> None:
 
 
 def test_error_codes_are_the_core_kinds_each_with_a_class_of_its_own() -> None:
-    assert len(floodwall.ERROR_CODES) == len(set(floodwall.ERROR_CODES)) == 17
+    assert len(floodwall.ERROR_CODES) == len(set(floodwall.ERROR_CODES)) == 18
     assert set(_floodwall._error_classes) == set(floodwall.ERROR_CODES)
     assert set(EXPECTED) == set(floodwall.ERROR_CODES), "a kind this test does not know"
     for code in floodwall.ERROR_CODES:
@@ -204,6 +206,26 @@ def test_no_upstream_available_when_every_upstream_is_down() -> None:
     assert caught.value.available_at_ms is None
     assert "marked down" in caught.value.message
     assert_pickles(caught.value)
+
+
+def test_store_unavailable_under_on_error_error() -> None:
+    from redis_server import free_port
+
+    engine = floodwall.Engine.from_dict({
+        "store": {"kind": "redis", "url": f"redis://127.0.0.1:{free_port()}",
+                  "timeout": "200ms", "on_error": "error"},
+        **PER_USER,
+    })
+    for call in (lambda: engine.check(subject="alice"),
+                 lambda: engine.check_many([{"subject": "alice"}])[0]):
+        try:
+            raised: object = call()
+        except StoreError as e:
+            raised = e
+        assert isinstance(raised, StoreError), raised
+        assert_error(raised, "store_unavailable")
+        assert "unavailable" in raised.message
+        assert_pickles(raised)
 
 
 def test_unknown_service() -> None:

@@ -123,6 +123,9 @@ pub enum OnStoreError {
     Allow,
     /// Deny.
     Deny,
+    /// Fail the call with `store_unavailable`, for a host that decides itself (e.g. answers
+    /// 503, or applies a policy per route).
+    Error,
 }
 
 /// Whose clock a shared store's scripts use.

@@ -577,6 +577,13 @@ impl Engine {
                 }
                 Ok((false, StoreUsed::Unavailable))
             }
+            OnStoreError::Error => Err(Error::new(
+                ErrorKind::StoreUnavailable,
+                match shared.last_failure.lock().as_ref() {
+                    Some(failure) => format!("the shared store is unavailable: {failure}"),
+                    None => "the shared store is unavailable".to_owned(),
+                },
+            )),
         }
     }
 

@@ -54,6 +54,9 @@ pub enum ErrorKind {
     UnknownService,
     /// The service has no upstream of that name.
     UnknownUpstream,
+    /// The shared store (Redis) failed or timed out, and `store.on_error = "error"` asks for
+    /// the failure instead of a decision. Nothing was consumed in the fallback store.
+    StoreUnavailable,
 }
 
 impl ErrorKind {
@@ -77,11 +80,12 @@ impl ErrorKind {
             ErrorKind::NoUpstreamAvailable => "no_upstream_available",
             ErrorKind::UnknownService => "unknown_service",
             ErrorKind::UnknownUpstream => "unknown_upstream",
+            ErrorKind::StoreUnavailable => "store_unavailable",
         }
     }
 
     /// Every kind, in declaration order (for bindings that export them and for tests).
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidConfig,
         ErrorKind::CostExceedsLimit,
         ErrorKind::MissingToken,
@@ -99,6 +103,7 @@ impl ErrorKind {
         ErrorKind::NoUpstreamAvailable,
         ErrorKind::UnknownService,
         ErrorKind::UnknownUpstream,
+        ErrorKind::StoreUnavailable,
     ];
 
     /// Whether this kind is an authentication rejection (the request's credentials are at
@@ -111,12 +116,13 @@ impl ErrorKind {
                 | ErrorKind::NoUpstreamAvailable
                 | ErrorKind::UnknownService
                 | ErrorKind::UnknownUpstream
+                | ErrorKind::StoreUnavailable
         )
     }
 
     /// The HTTP status a server should answer with: 401 for every authentication rejection
     /// (RFC 6750 §3.1), 429 for a cost that can never be admitted, 503 when no upstream can
-    /// take the call, 500 for a configuration error or an unknown service or upstream (the
+    /// take the call or the shared store is unavailable, 500 for a configuration error or an unknown service or upstream (the
     /// host's mistake, not the client's).
     pub const fn http_status(self) -> u16 {
         match self {
@@ -124,7 +130,7 @@ impl ErrorKind {
                 500
             }
             ErrorKind::CostExceedsLimit => 429,
-            ErrorKind::NoUpstreamAvailable => 503,
+            ErrorKind::NoUpstreamAvailable | ErrorKind::StoreUnavailable => 503,
             _ => 401,
         }
     }
@@ -140,7 +146,8 @@ impl ErrorKind {
             | ErrorKind::MissingToken
             | ErrorKind::NoUpstreamAvailable
             | ErrorKind::UnknownService
-            | ErrorKind::UnknownUpstream => {
+            | ErrorKind::UnknownUpstream
+            | ErrorKind::StoreUnavailable => {
                 return None;
             }
             ErrorKind::MalformedToken => "The access token is malformed",

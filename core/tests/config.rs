@@ -318,7 +318,13 @@ fn too_many_rules() {
 fn a_json_configuration_must_be_an_object() {
     // serde would read a struct from an array field by field: `[]` must not pass for an
     // empty configuration, nor a positional array for a real one.
-    for json in ["[]", "  [{\"kind\": \"memory\"}]", "42", "\"rules\"", "null"] {
+    for json in [
+        "[]",
+        "  [{\"kind\": \"memory\"}]",
+        "42",
+        "\"rules\"",
+        "null",
+    ] {
         let (field, message) = json_err(json);
         assert_eq!(field, "", "{json}");
         assert!(message.contains("must be an object"), "{json}: {message}");

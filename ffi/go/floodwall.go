@@ -51,6 +51,7 @@ const (
 	NoUpstreamAvailable Code = C.FW_NO_UPSTREAM_AVAILABLE
 	UnknownService      Code = C.FW_UNKNOWN_SERVICE
 	UnknownUpstream     Code = C.FW_UNKNOWN_UPSTREAM
+	StoreFailed         Code = C.FW_STORE_FAILED
 )
 
 // IsAuth reports whether the code is an authentication rejection (a 401).

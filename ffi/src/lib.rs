@@ -93,6 +93,8 @@ pub enum fw_result {
     FW_UNKNOWN_SERVICE = 501,
     /// `unknown_upstream`.
     FW_UNKNOWN_UPSTREAM = 502,
+    /// `store_unavailable`: the shared store failed and `store.on_error` is `"error"`.
+    FW_STORE_FAILED = 600,
 }
 
 impl fw_result {
@@ -115,6 +117,7 @@ impl fw_result {
             ErrorKind::NoUpstreamAvailable => fw_result::FW_NO_UPSTREAM_AVAILABLE,
             ErrorKind::UnknownService => fw_result::FW_UNKNOWN_SERVICE,
             ErrorKind::UnknownUpstream => fw_result::FW_UNKNOWN_UPSTREAM,
+            ErrorKind::StoreUnavailable => fw_result::FW_STORE_FAILED,
             _ => fw_result::FW_UNKNOWN_ERROR,
         }
     }

@@ -181,6 +181,21 @@ int main(void) {
   fw_lease_free(NULL);
 
   fw_engine_free(engine);
+
+  /* A shared store that cannot be reached, under on_error = "error": the failure, not a
+   * decision (port 1 on the loopback refuses the connection at once). */
+  fw_engine *unreachable = NULL;
+  CHECK(fw_engine_from_toml("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n"
+                            "timeout = \"200ms\"\non_error = \"error\"\n"
+                            "[[rules]]\nname = \"g\"\nkey = \"global\"\n"
+                            "algorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n",
+                            &unreachable) == FW_OK);
+  fw_request anyone = {"GET", "/", NULL, NULL, NULL, 1, -1};
+  fw_decision lost;
+  CHECK(fw_check(unreachable, &anyone, &lost) == FW_STORE_FAILED);
+  last_message(buf, sizeof buf);
+  CHECK(strstr(buf, "unavailable") != NULL);
+  fw_engine_free(unreachable);
   if (failures) {
     fprintf(stderr, "%d checks failed\n", failures);
     return 1;

@@ -33,6 +33,7 @@ from ._errors import (
     CostExceedsLimitError,
     FloodwallError,
     NoUpstreamError,
+    StoreError,
     UnknownServiceError,
     UnknownUpstreamError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "Layer",
     "Lease",
     "NoUpstreamError",
+    "StoreError",
     "UnknownServiceError",
     "UnknownUpstreamError",
     "UpstreamStatus",

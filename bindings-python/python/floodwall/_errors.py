@@ -19,6 +19,7 @@ __all__ = [
     "NoUpstreamError",
     "UnknownServiceError",
     "UnknownUpstreamError",
+    "StoreError",
 ]
 
 
@@ -128,3 +129,11 @@ class UnknownServiceError(FloodwallError, LookupError):
 
 class UnknownUpstreamError(FloodwallError, LookupError):
     """The service has no upstream of that name (``unknown_upstream``)."""
+
+
+class StoreError(FloodwallError, RuntimeError):
+    """The shared store (Redis) failed or timed out and the configuration's
+    ``store.on_error = "error"`` asks for the failure rather than a decision
+    (``store_unavailable``; ``.status`` 503). With the other policies a check never raises
+    this: it decides in-process (``fallback``), admits (``allow``) or denies (``deny``), and
+    ``Decision.store`` says so."""
