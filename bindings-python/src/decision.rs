@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::engine::Engine;
 
 /// Whether a request may pass, which rule decided, and the headers to send.
-#[pyclass(module = "floodwall._floodwall", frozen, freelist = 256)]
+#[pyclass(module = "floodwall._floodwall", frozen)]
 pub(crate) struct Decision {
     engine: Py<Engine>,
     inner: DetachedDecision,
