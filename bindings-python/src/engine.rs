@@ -121,14 +121,13 @@ fn hold_request<'py>(request: &Bound<'py, PyAny>, index: usize) -> PyResult<Held
     for (key, value) in dict.iter() {
         let key = borrow_str(&key, &format!("requests[{index}]'s keys"))?.to_owned();
         let what = format!("requests[{index}].{key}");
-        let field = |e: PyErr| PyTypeError::new_err(format!("{what}: {e}"));
         if let Some(slot) = TEXT_FIELDS.iter().position(|f| *f == key) {
             held.text[slot] = Some(value);
             continue;
         }
         match key.as_str() {
-            "cost" => held.cost = value.extract().map_err(field)?,
-            "now_ms" => held.now_ms = value.extract().map_err(field)?,
+            "cost" => held.cost = number(Some(&value), &what)?.unwrap_or(1),
+            "now_ms" => held.now_ms = number(Some(&value), &what)?,
             "headers" => held.headers = header_items(Some(&value), &what)?,
             other => {
                 return Err(PyValueError::new_err(format!(
