@@ -53,6 +53,9 @@ use crate::limit::{Algorithm, KeyKind, PathPattern, Policy, Quota, Rule, RuleMat
 /// atomically).
 pub const MAX_RULES: usize = 256;
 
+/// The most role overrides (`roles.<name>`) one rule may have.
+pub const MAX_ROLE_OVERRIDES: usize = 65_536;
+
 /// The default cap on keys held by the memory store.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 /// The default deadline of one store call.
@@ -589,6 +592,15 @@ impl RuleConfig {
             refill_rate: self.refill_rate,
         };
         let default = base.quota(self.algorithm, at, None)?;
+        if self.roles.len() > MAX_ROLE_OVERRIDES {
+            return Err(Error::config(
+                format!("{at}.roles"),
+                format!(
+                    "{} role overrides given; at most {MAX_ROLE_OVERRIDES} are allowed",
+                    self.roles.len()
+                ),
+            ));
+        }
         let mut overrides = Vec::with_capacity(self.roles.len());
         for (role, o) in &self.roles {
             let at_role = format!("{at}.roles.{role}");

@@ -333,3 +333,17 @@ fn a_json_configuration_must_be_an_object() {
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(Config::from_json(" {} ").is_ok());
 }
+
+#[test]
+fn role_overrides_are_bounded_per_rule() {
+    let roles: serde_json::Map<String, serde_json::Value> = (0
+        ..=floodwall::config::MAX_ROLE_OVERRIDES)
+        .map(|i| (format!("r{i}"), serde_json::json!({ "limit": 2 })))
+        .collect();
+    let config = serde_json::json!({ "rules": [{ "name": "per-user", "key": "subject",
+        "algorithm": "fixed_window", "limit": 1, "window": "1s", "roles": roles }] });
+    let err = Engine::from_config(Config::from_value(config).expect("it parses"))
+        .expect_err("one override too many");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert_eq!(err.field(), Some("rules[0].roles"));
+}
