@@ -7,12 +7,12 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test go-test python-test bench-python demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test python-test bench-python node-test demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
 
-test: setup fmt-check clippy bench-smoke unit c-test go-test python-test
+test: setup fmt-check clippy bench-smoke unit c-test go-test python-test node-test
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:
@@ -81,6 +81,15 @@ bench-python: setup $(PY)
 	cd bindings-python && ../$(PY_VENV)/bin/maturin build --locked --release --quiet --out ../target/wheels/release
 	$(PY) -m pip install --quiet --force-reinstall --no-deps target/wheels/release/floodwall-*.whl
 	cd bindings-python && ../$(PY) bench/compare.py
+
+# The Node package (bindings-node): its pinned npm packages, the addon built by the napi-rs
+# CLI, the typed usage example checked by tsc, then node --test (memory and Redis).
+node-test: setup
+	@command -v node >/dev/null || { echo "node 20 or later is required for the Node package"; exit 1; }
+	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error
+	cd bindings-node && npx napi build --platform --js native.js --dts native.d.ts
+	cd bindings-node && npx tsc -p tsconfig.json
+	cd bindings-node && node --test --test-concurrency=1 test/
 
 # Runs every criterion bench once as a test (nothing is timed), so the benches keep compiling
 # and their assertions hold.

@@ -55,18 +55,25 @@ impl fmt::Display for StoreUsed {
 #[derive(Debug, Clone, Copy)]
 pub struct LayerStatus<'e> {
     rule: &'e Rule,
+    rule_index: usize,
     policy: &'e Policy,
     outcome: Outcome,
 }
 
 impl<'e> LayerStatus<'e> {
     #[inline]
-    fn new(rule: &'e Rule, policy: &'e Policy, outcome: Outcome) -> Self {
+    fn new(rule: &'e Rule, rule_index: usize, policy: &'e Policy, outcome: Outcome) -> Self {
         LayerStatus {
             rule,
+            rule_index,
             policy,
             outcome,
         }
+    }
+
+    /// The rule's position in [`Engine::rules`](crate::Engine::rules).
+    pub fn rule_index(&self) -> usize {
+        self.rule_index
     }
 
     /// The rule's name.
@@ -179,13 +186,19 @@ impl<'e> Decision<'e> {
     }
 
     fn layer(&self, i: usize) -> Option<LayerStatus<'e>> {
-        let &(rule, policy) = self.matched.get(i)?;
-        let rule = &self.rules[rule];
+        let &(index, policy) = self.matched.get(i)?;
+        let rule = &self.rules[index];
         Some(LayerStatus::new(
             rule,
+            index,
             &rule.policies()[policy],
             self.outcomes[i],
         ))
+    }
+
+    /// Which of [`layers`](Self::layers) decided; `None` when no rule matched.
+    pub fn deciding_layer(&self) -> Option<usize> {
+        (self.deciding < self.matched.len()).then_some(self.deciding)
     }
 
     fn deciding(&self) -> Option<LayerStatus<'e>> {

@@ -369,6 +369,11 @@ impl Engine {
         self.store_kind
     }
 
+    /// Which response headers decisions render (the `[headers]` section).
+    pub fn headers_config(&self) -> HeadersConfig {
+        self.headers
+    }
+
     /// The compiled rules, in configuration order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

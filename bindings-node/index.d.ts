@@ -1,0 +1,232 @@
+/**
+ * floodwall for Node: JWT authentication, layered rate limits by role, circuit breakers and
+ * load balancing, decided by a Rust engine. See index.js for the guarantees (what runs off the
+ * event loop, how errors look).
+ */
+
+/** The error kinds' stable names, shared by every binding. */
+export type ErrorCode =
+  | 'invalid_config'
+  | 'cost_exceeds_limit'
+  | 'missing_token'
+  | 'malformed_token'
+  | 'token_too_large'
+  | 'algorithm_not_allowed'
+  | 'unknown_key'
+  | 'bad_signature'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'missing_claim'
+  | 'invalid_claim'
+  | 'no_upstream_available'
+  | 'unknown_service'
+  | 'unknown_upstream'
+  | 'store_unavailable'
+
+/** Every error code, in the core's order. */
+export declare const ERROR_CODES: readonly ErrorCode[]
+
+/** The core's version. */
+export declare const version: string
+
+/** An error the engine reports. */
+export declare class FloodwallError extends Error {
+  /** The error kind's stable name. */
+  readonly code: ErrorCode
+  /** The HTTP status a server should answer with: 401 auth, 429 cost, 503 no upstream or store, 500 config. */
+  readonly status: number
+  /** For `invalid_config`: the field at fault, e.g. `rules[1].window`. */
+  readonly field: string | null
+  /** For authentication rejections: the `WWW-Authenticate` value to send with the 401. */
+  readonly wwwAuthenticate: string | null
+  /** For `no_upstream_available`: when a breaker may let a call through again (ms since the epoch). */
+  readonly availableAtMs: number | null
+}
+
+/** One request to decide on; every field is optional. */
+export interface CheckRequest {
+  /** The verified subject (rules keyed on `subject`). */
+  subject?: string | null
+  /** The caller's role: selects role overrides and role-restricted rules. */
+  role?: string | null
+  /** The HTTP method (default `GET`). */
+  method?: string | null
+  /** The request path (default `/`); a query string is ignored. */
+  path?: string | null
+  /** The client address (rules keyed on `ip`). */
+  ip?: string | null
+  /** Units taken from every matching limit (default 1; 0 peeks). An integer. */
+  cost?: number | null
+  /** Headers, for rules keyed on `header:NAME`. */
+  headers?: Record<string, string> | null
+  /** An explicit time in ms since the Unix epoch instead of the clock (tests, replays). */
+  nowMs?: number | null
+}
+
+/** `CheckRequest` without the caller, which `authorize` takes from the token. */
+export type AuthorizeRequest = Omit<CheckRequest, 'subject' | 'role'>
+
+/** Which store decided. */
+export type StoreUsed = 'memory' | 'redis' | 'fallback' | 'unavailable'
+
+/** One matched rule's part in a decision. */
+export interface Layer {
+  readonly rule: string
+  readonly allowed: boolean
+  readonly limit: number
+  readonly remaining: number
+  readonly resetAfterMs: number
+  readonly retryAfterMs: number
+}
+
+/** The response headers a decision renders (as the configuration's `[headers]` asks). */
+export interface RateLimitHeaders {
+  'RateLimit-Policy'?: string
+  RateLimit?: string
+  'RateLimit-Limit'?: string
+  'RateLimit-Remaining'?: string
+  'RateLimit-Reset'?: string
+  'Retry-After'?: string
+}
+
+/** Whether a request may pass, which rule decided, and the headers to send. */
+export declare class Decision {
+  private constructor ()
+  readonly allowed: boolean
+  readonly store: StoreUsed
+  /** The deciding rule; null when no rule matched. */
+  readonly rule: string | null
+  readonly limit: number | null
+  readonly remaining: number | null
+  readonly resetAfterMs: number
+  /** 0 when admitted. */
+  readonly retryAfterMs: number
+  /** A new object on every read. */
+  readonly headers: RateLimitHeaders
+  readonly layers: Layer[]
+  toJSON (): {
+    allowed: boolean
+    rule: string | null
+    limit: number | null
+    remaining: number | null
+    resetAfterMs: number
+    retryAfterMs: number
+    store: StoreUsed
+    headers: RateLimitHeaders
+  }
+}
+
+/** A JSON value, as a token's claims hold them. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
+
+/** The caller a verified token names. */
+export declare class Identity {
+  private constructor ()
+  readonly subject: string
+  readonly role: string | null
+  readonly keyId: string | null
+  readonly algorithm: string
+  readonly expiresAtMs: number | null
+  /** Every claim (a new object on every read). */
+  readonly claims: Record<string, JsonValue>
+  /** One claim by dotted path; undefined when absent. */
+  claim (path: string): JsonValue | undefined
+}
+
+/** What `authorize` answers. */
+export interface Authorized {
+  identity: Identity
+  decision: Decision
+}
+
+/** How an upstream call ended. */
+export type CallOutcome = 'success' | 'failure' | 'timeout'
+
+/** One call in progress on a picked upstream; finish it exactly once. */
+export declare class Lease {
+  private constructor ()
+  readonly service: string
+  readonly upstream: string
+  readonly url: string
+  readonly isProbe: boolean
+  readonly finished: boolean
+  /** Latency in ms; by default the time since the pick. Throws when already finished. */
+  finish (outcome: CallOutcome, latencyMs?: number): void
+}
+
+/** A breaker's state. */
+export type BreakerState = 'closed' | 'open' | 'half_open'
+
+/** One upstream of a service at the time asked. */
+export interface UpstreamStatus {
+  name: string
+  url: string
+  weight: number
+  down: boolean
+  state: BreakerState
+  openUntilMs: number | null
+  inFlight: number
+  failureRate: number
+  slowCallRate: number
+  calls: number
+  successes: number
+  failures: number
+  timeouts: number
+  meanLatencyUs: number
+  maxLatencyUs: number
+}
+
+/** A breaker's change of state. */
+export interface BreakerEvent {
+  seq: number
+  service: string
+  upstream: string
+  from: BreakerState
+  to: BreakerState
+  atMs: number
+  failureRate: number
+  slowCallRate: number
+}
+
+/** The configuration's structure (TOML schema); see the repository's README. */
+export type Config = Record<string, unknown>
+
+/** The traffic-control engine. */
+export declare class Engine {
+  private constructor ()
+  static fromToml (text: string): Engine
+  static fromJson (text: string): Engine
+  static fromFile (path: string): Engine
+  static fromObject (config: Config): Engine
+
+  /** Memory stores only (throws on Redis rather than block the event loop). */
+  checkSync (request?: CheckRequest): Decision
+  check (request?: CheckRequest): Promise<Decision>
+  /** Memory stores only. */
+  checkManySync (requests: Iterable<CheckRequest>): Array<Decision | FloodwallError>
+  checkMany (requests: Iterable<CheckRequest>): Promise<Array<Decision | FloodwallError>>
+
+  authenticate (authorization: string, options?: { nowMs?: number }): Identity
+  /** Memory stores only. */
+  authorizeSync (authorization: string, request?: AuthorizeRequest): Authorized
+  authorize (authorization: string, request?: AuthorizeRequest): Promise<Authorized>
+  reloadAuth (auth: Config | null): void
+
+  pick (service: string): Lease
+  upstreams (service: string): UpstreamStatus[]
+  breakerEvents (after?: number): BreakerEvent[]
+  setUpstreamDown (service: string, upstream: string, down?: boolean): void
+  resetBreaker (service: string, upstream: string): void
+  addUpstream (service: string, url: string, options?: { name?: string, weight?: number }): void
+  removeUpstream (service: string, upstream: string): void
+
+  readonly storeKind: 'memory' | 'redis' | 'redis_cluster'
+  readonly mayWait: boolean
+  readonly hasAuth: boolean
+  readonly storeFailure: string | null
+  readonly rules: readonly string[]
+  readonly keyCount: number
+  purgeExpired (): number
+}

@@ -1,0 +1,476 @@
+'use strict'
+/**
+ * floodwall for Node: the hot-path decisions of an API gateway — JWT authentication, layered
+ * rate limits by role, circuit breakers and load balancing — made by a Rust engine.
+ *
+ * This module gives the addon (`native.js`) its idiomatic shape. What it guarantees:
+ * - Anything that may wait on Redis (`check`, `checkMany`, `authorize` on a Redis store) runs
+ *   on the addon's worker threads and returns a Promise; the event loop never waits.
+ *   `checkSync`/`authorizeSync`/`checkManySync` exist for memory stores, where nothing waits,
+ *   and refuse a Redis engine rather than block the loop.
+ * - Every error the engine reports is a `FloodwallError` with a stable `code` (the core's kind
+ *   names, all in `ERROR_CODES`), the HTTP `status`, and for authentication rejections the
+ *   `wwwAuthenticate` value. A bad argument is a `TypeError`.
+ * - A decision crosses the boundary as a row of numbers (see `src/decision.rs`); `Decision`
+ *   reads it, and renders its headers only when they are read, by the rules of
+ *   `floodwall::decision` (the conformance vectors check both).
+ */
+
+const native = require('./native.js')
+
+const ERROR_CODES = Object.freeze(native.errorCodes())
+const OUT = new Float64Array(native.maxDecisionLen())
+const STORES = ['memory', 'redis', 'fallback', 'unavailable']
+const HEAD = 5
+const PER_LAYER = 7
+
+class FloodwallError extends Error {
+  constructor (message, { code, status, field = null, wwwAuthenticate = null, availableAtMs = null }) {
+    super(message)
+    this.name = 'FloodwallError'
+    /** The error kind's stable name (`expired`, `invalid_config` …). */
+    this.code = code
+    /** The HTTP status a server should answer with. */
+    this.status = status
+    /** For `invalid_config`: the field at fault, e.g. `rules[1].window`. */
+    this.field = field
+    /** For authentication rejections: the `WWW-Authenticate` value to send with the 401. */
+    this.wwwAuthenticate = wwwAuthenticate
+    /** For `no_upstream_available`: when a breaker may let a call through again (ms). */
+    this.availableAtMs = availableAtMs
+  }
+}
+
+/** A native error as the error a user sees. */
+function convert (error) {
+  if (!(error instanceof Error)) return error
+  if (error.code === 'InvalidArg') return new TypeError(error.message)
+  if (typeof error.message === 'string' && error.message.startsWith('{"')) {
+    let details
+    try {
+      details = JSON.parse(error.message)
+    } catch {
+      return error
+    }
+    if (details && details.floodwall === true) return new FloodwallError(details.message, details)
+  }
+  return error
+}
+
+function call (fn) {
+  try {
+    return fn()
+  } catch (error) {
+    throw convert(error)
+  }
+}
+
+/**
+ * Whether a request may pass, which rule decided, and the headers to send. Read-only: its
+ * fields are getters over private state.
+ */
+class Decision {
+  #allowed
+  #store
+  #rule
+  #limit
+  #remaining
+  #resetAfterMs
+  #retryAfterMs
+  #rows
+  #engine
+
+  constructor (row, engine) {
+    const n = row[2]
+    const deciding = row[3]
+    this.#allowed = row[0] === 1
+    this.#store = STORES[row[1]]
+    this.#retryAfterMs = row[4]
+    this.#engine = engine
+    if (deciding < 0) {
+      this.#rule = null
+      this.#limit = null
+      this.#remaining = null
+      this.#resetAfterMs = 0
+      this.#rows = EMPTY
+    } else {
+      const at = HEAD + PER_LAYER * deciding
+      this.#rule = engine._ruleNames[row[at]]
+      this.#limit = row[at + 2]
+      this.#remaining = row[at + 3]
+      this.#resetAfterMs = row[at + 4]
+      this.#rows = row.slice(HEAD, HEAD + PER_LAYER * n)
+    }
+  }
+
+  /** Whether the request may pass. */
+  get allowed () { return this.#allowed }
+  /** Which store decided: `memory`, `redis`, `fallback` or `unavailable`. */
+  get store () { return this.#store }
+  /** The deciding rule's name; null when no rule matched. */
+  get rule () { return this.#rule }
+  /** The deciding layer's limit (or bucket capacity); null when no rule matched. */
+  get limit () { return this.#limit }
+  /** The largest cost the deciding layer would admit now; null when no rule matched. */
+  get remaining () { return this.#remaining }
+  /** Milliseconds until the deciding layer is back at its full quota (rounded up). */
+  get resetAfterMs () { return this.#resetAfterMs }
+  /** When denied, milliseconds after which the same request passes; 0 when admitted. */
+  get retryAfterMs () { return this.#retryAfterMs }
+
+  /** The response headers the configuration asks for (a new object on every read). */
+  get headers () {
+    return renderHeaders(this, this.#rows, this.#engine)
+  }
+
+  /** Every matched rule's part in the decision, in configuration order. */
+  get layers () {
+    const rows = this.#rows
+    const names = this.#engine._ruleNames
+    const layers = []
+    for (let at = 0; at < rows.length; at += PER_LAYER) {
+      layers.push(Object.freeze({
+        rule: names[rows[at]],
+        allowed: rows[at + 1] === 1,
+        limit: rows[at + 2],
+        remaining: rows[at + 3],
+        resetAfterMs: rows[at + 4],
+        retryAfterMs: rows[at + 5]
+      }))
+    }
+    return layers
+  }
+
+  toJSON () {
+    const { allowed, rule, limit, remaining, resetAfterMs, retryAfterMs, store } = this
+    return { allowed, rule, limit, remaining, resetAfterMs, retryAfterMs, store, headers: this.headers }
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')] () {
+    return `Decision ${JSON.stringify({ ...this.toJSON(), headers: undefined })}`
+  }
+}
+const EMPTY = new Float64Array(0)
+
+const secs = (ms) => Math.ceil(ms / 1000)
+
+/** `floodwall::decision::Decision::headers`, from a decision's rows. */
+function renderHeaders (decision, rows, engine) {
+  const headers = {}
+  if (decision.rule === null) return headers
+  const [ietf, legacy, retryAfter] = engine._headersConfig
+  if (ietf) {
+    const names = engine._ruleNames
+    const policy = []
+    const state = []
+    for (let at = 0; at < rows.length; at += PER_LAYER) {
+      const name = names[rows[at]]
+      policy.push(`"${name}";q=${rows[at + 2]};w=${rows[at + 6]}`)
+      state.push(`"${name}";r=${rows[at + 3]};t=${secs(rows[at + 4])}`)
+    }
+    headers['RateLimit-Policy'] = policy.join(', ')
+    headers.RateLimit = state.join(', ')
+  }
+  if (legacy) {
+    headers['RateLimit-Limit'] = String(decision.limit)
+    headers['RateLimit-Remaining'] = String(decision.remaining)
+    headers['RateLimit-Reset'] = String(secs(decision.resetAfterMs))
+  }
+  if (retryAfter && !decision.allowed) headers['Retry-After'] = String(secs(decision.retryAfterMs))
+  return headers
+}
+
+/** The caller a verified token names. */
+class Identity {
+  constructor (inner) {
+    this.subject = inner.subject
+    this.role = inner.role
+    this.keyId = inner.keyId
+    this.algorithm = inner.algorithm
+    this.expiresAtMs = inner.expiresAtMs
+    Object.defineProperty(this, '_inner', { value: inner })
+    Object.freeze(this)
+  }
+
+  /** Every claim of the token (a new object on every read). */
+  get claims () {
+    return JSON.parse(this._inner.claimsJson())
+  }
+
+  /** One claim by dotted path (`realm_access.roles`); `undefined` when absent. */
+  claim (path) {
+    const claims = this.claims
+    if (Object.prototype.hasOwnProperty.call(claims, path)) return claims[path]
+    let value = claims
+    for (const part of path.split('.')) {
+      if (value === null || typeof value !== 'object' || !Object.prototype.hasOwnProperty.call(value, part)) return undefined
+      value = value[part]
+    }
+    return value
+  }
+}
+
+/** One call in progress on a picked upstream; finish it exactly once. */
+class Lease {
+  constructor (inner) {
+    this.service = inner.service
+    this.upstream = inner.upstream
+    this.url = inner.url
+    this.isProbe = inner.isProbe
+    Object.defineProperty(this, '_inner', { value: inner })
+    Object.freeze(this)
+  }
+
+  /** Whether the lease is finished. */
+  get finished () {
+    return this._inner.finished
+  }
+
+  /**
+   * Records how the call ended and how long it took, in milliseconds (by default the time
+   * since the pick). A second call throws.
+   */
+  finish (outcome, latencyMs) {
+    call(() => this._inner.finish(outcome, latencyMs))
+  }
+}
+
+const UPSTREAM_FIELDS = {
+  open_until_ms: 'openUntilMs',
+  in_flight: 'inFlight',
+  failure_rate: 'failureRate',
+  slow_call_rate: 'slowCallRate',
+  mean_latency_us: 'meanLatencyUs',
+  max_latency_us: 'maxLatencyUs'
+}
+
+function camel (status) {
+  const out = {}
+  for (const [key, value] of Object.entries(status)) out[UPSTREAM_FIELDS[key] || key] = value
+  return out
+}
+
+function requireRequest (request) {
+  if (request === undefined || request === null) return {}
+  if (typeof request !== 'object') throw new TypeError('the request must be an object such as { subject, role, method, path, ip, cost }')
+  return request
+}
+
+/** The traffic-control engine: rules, a store, keys and services from one configuration. */
+class Engine {
+  constructor (inner) {
+    if (!(inner instanceof native.Engine)) {
+      throw new TypeError('build an Engine with Engine.fromFile, fromToml, fromJson or fromObject')
+    }
+    Object.defineProperty(this, '_inner', { value: inner })
+    Object.defineProperty(this, '_ruleNames', { value: Object.freeze(inner.rules) })
+    Object.defineProperty(this, '_headersConfig', { value: Object.freeze(inner.headersConfig) })
+    Object.defineProperty(this, '_mayWait', { value: inner.mayWait })
+    Object.defineProperty(this, '_handle', { value: inner.handle() })
+  }
+
+  /** An engine from TOML configuration text. */
+  static fromToml (text) {
+    return new Engine(call(() => native.Engine.fromToml(text)))
+  }
+
+  /** An engine from JSON configuration text. */
+  static fromJson (text) {
+    return new Engine(call(() => native.Engine.fromJson(text)))
+  }
+
+  /** An engine from a configuration file: JSON if it ends in `.json`, TOML otherwise. */
+  static fromFile (path) {
+    return new Engine(call(() => native.Engine.fromFile(String(path))))
+  }
+
+  /** An engine from a configuration object (the TOML schema's structure). */
+  static fromObject (config) {
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw new TypeError('the configuration must be an object')
+    }
+    return Engine.fromJson(JSON.stringify(config))
+  }
+
+  _refuseWait (what) {
+    if (this._mayWait) {
+      throw new FloodwallError(
+        `${what} would block the event loop on a ${this.storeKind} store: use the Promise-returning method`,
+        { code: 'invalid_config', status: 500, field: 'store.kind' }
+      )
+    }
+  }
+
+  /**
+   * Decides on the calling thread: for memory stores, where nothing waits. Admitted requests
+   * consume `cost` from every matching limit (all or nothing).
+   */
+  checkSync (request) {
+    this._refuseWait('checkSync')
+    const r = requireRequest(request)
+    try {
+      native.checkSync(this._handle, OUT, r.subject, r.role, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+    } catch (error) {
+      throw convert(error)
+    }
+    return new Decision(OUT, this)
+  }
+
+  /** Decides; on Redis off the JS thread. */
+  check (request) {
+    if (!this._mayWait) {
+      try {
+        return Promise.resolve(this.checkSync(request))
+      } catch (error) {
+        return Promise.reject(error)
+      }
+    }
+    let r
+    let pending
+    try {
+      r = requireRequest(request)
+      pending = this._inner.check(r.subject, r.role, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+    } catch (error) {
+      return Promise.reject(convert(error))
+    }
+    return pending.then((row) => new Decision(row, this), (error) => { throw convert(error) })
+  }
+
+  _many (results) {
+    return results.map((entry) => typeof entry === 'string'
+      ? convert(Object.assign(new Error(entry)))
+      : new Decision(entry, this))
+  }
+
+  /** A batch of requests (as `check` takes them): one Decision or FloodwallError each. */
+  checkManySync (requests) {
+    this._refuseWait('checkManySync')
+    return this._many(call(() => this._inner.checkManySync(Array.from(requests, requireRequest))))
+  }
+
+  /** A batch, in one Redis round trip, off the JS thread. */
+  checkMany (requests) {
+    if (!this._mayWait) {
+      try {
+        return Promise.resolve(this.checkManySync(requests))
+      } catch (error) {
+        return Promise.reject(error)
+      }
+    }
+    let pending
+    try {
+      pending = this._inner.checkMany(Array.from(requests, requireRequest))
+    } catch (error) {
+      return Promise.reject(convert(error))
+    }
+    return pending.then((results) => this._many(results), (error) => { throw convert(error) })
+  }
+
+  /**
+   * Verifies a bearer token (an `Authorization` value). Verification never waits on the
+   * network, so it runs on the calling thread.
+   */
+  authenticate (authorization, options) {
+    const nowMs = options && options.nowMs
+    return new Identity(call(() => this._inner.authenticate(authorization, nowMs)))
+  }
+
+  /** Authenticates and checks under the token's subject and role, on the calling thread. */
+  authorizeSync (authorization, request) {
+    this._refuseWait('authorizeSync')
+    const r = requireRequest(request)
+    let identity
+    try {
+      identity = native.authorizeSync(this._handle, OUT, authorization, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+    } catch (error) {
+      throw convert(error)
+    }
+    return { identity: new Identity(identity), decision: new Decision(OUT, this) }
+  }
+
+  /** Authenticates and checks; on Redis off the JS thread. */
+  authorize (authorization, request) {
+    if (!this._mayWait) {
+      try {
+        return Promise.resolve(this.authorizeSync(authorization, request))
+      } catch (error) {
+        return Promise.reject(error)
+      }
+    }
+    let pending
+    try {
+      const r = requireRequest(request)
+      pending = this._inner.authorize(authorization, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+    } catch (error) {
+      return Promise.reject(convert(error))
+    }
+    return pending.then(
+      (a) => ({ identity: new Identity(a.identity()), decision: new Decision(a.decision(), this) }),
+      (error) => { throw convert(error) })
+  }
+
+  /** Replaces the `[auth]` section (an object, or null to remove it) while serving. */
+  reloadAuth (auth) {
+    call(() => this._inner.reloadAuthJson(auth === null || auth === undefined ? null : JSON.stringify(auth)))
+  }
+
+  /** Picks an upstream of `service` for one call. */
+  pick (service) {
+    return new Lease(call(() => this._inner.pick(service)))
+  }
+
+  /** Every upstream of `service`: breaker state, load, call statistics. */
+  upstreams (service) {
+    return JSON.parse(call(() => this._inner.upstreamsJson(service))).map(camel)
+  }
+
+  /** Breaker state changes after sequence number `after` (0: all that are kept). */
+  breakerEvents (after = 0) {
+    return JSON.parse(call(() => this._inner.breakerEventsJson(after)))
+  }
+
+  /** Marks an upstream down (never picked) or up again. */
+  setUpstreamDown (service, upstream, down = true) {
+    call(() => this._inner.setUpstreamDown(service, upstream, down))
+  }
+
+  /** Closes an upstream's breaker and clears its window. */
+  resetBreaker (service, upstream) {
+    call(() => this._inner.resetBreaker(service, upstream))
+  }
+
+  /** Adds an upstream to a service while it serves. */
+  addUpstream (service, url, options = {}) {
+    call(() => this._inner.addUpstream(service, url, options.name, options.weight))
+  }
+
+  /** Removes an upstream from a service. */
+  removeUpstream (service, upstream) {
+    call(() => this._inner.removeUpstream(service, upstream))
+  }
+
+  /** The configured store: `memory`, `redis` or `redis_cluster`. */
+  get storeKind () { return this._inner.storeKind }
+  /** Whether a check may wait on the network (the store is Redis). */
+  get mayWait () { return this._mayWait }
+  /** Whether the engine has an `[auth]` section. */
+  get hasAuth () { return this._inner.hasAuth }
+  /** The shared store's last failure while it is failing, else null. */
+  get storeFailure () { return this._inner.storeFailure }
+  /** The rules' names, in configuration order. */
+  get rules () { return this._ruleNames }
+  /** Keys the memory store holds now. */
+  get keyCount () { return this._inner.keyCount }
+  /** Drops the memory store's expired keys now; answers how many. */
+  purgeExpired () { return this._inner.purgeExpired() }
+}
+
+module.exports = {
+  Engine,
+  Decision,
+  Identity,
+  Lease,
+  FloodwallError,
+  ERROR_CODES,
+  version: native.version()
+}
