@@ -99,7 +99,9 @@ class Decision {
       this.#limit = row[at + 2]
       this.#remaining = row[at + 3]
       this.#resetAfterMs = row[at + 4]
-      this.#rows = row.slice(HEAD, HEAD + PER_LAYER * n)
+      // One layer (the usual case) needs no copy of its row: the fields above and its
+      // window are all the headers read.
+      this.#rows = n === 1 ? row[HEAD + 6] : row.slice(HEAD, HEAD + PER_LAYER * n)
     }
   }
 
@@ -120,12 +122,21 @@ class Decision {
 
   /** The response headers the configuration asks for (a new object on every read). */
   get headers () {
-    return renderHeaders(this, this.#rows, this.#engine)
+    return renderHeaders(this, this.#layerRows(), this.#engine)
+  }
+
+  /** The layers' rows (a one-layer decision keeps only its window until asked). */
+  #layerRows () {
+    const rows = this.#rows
+    if (typeof rows !== 'number') return rows
+    const ruleIndex = this.#engine._ruleNames.indexOf(this.#rule)
+    return Float64Array.of(ruleIndex, this.#allowed ? 1 : 0, this.#limit, this.#remaining,
+      this.#resetAfterMs, this.#retryAfterMs, rows)
   }
 
   /** Every matched rule's part in the decision, in configuration order. */
   get layers () {
-    const rows = this.#rows
+    const rows = this.#layerRows()
     const names = this.#engine._ruleNames
     const layers = []
     for (let at = 0; at < rows.length; at += PER_LAYER) {
@@ -267,6 +278,7 @@ class Engine {
     Object.defineProperty(this, '_headersConfig', { value: Object.freeze(inner.headersConfig) })
     Object.defineProperty(this, '_mayWait', { value: inner.mayWait })
     Object.defineProperty(this, '_handle', { value: inner.handle() })
+    Object.defineProperty(this, '_checkSync', { value: inner.checkFunction() })
   }
 
   /** An engine from TOML configuration text. */
@@ -309,7 +321,15 @@ class Engine {
     this._refuseWait('checkSync')
     const r = requireRequest(request)
     try {
-      native.checkSync(this._handle, OUT, r.subject, r.role, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+      const { subject, role, method, path, ip, cost, nowMs, headers } = r
+      // Only up to the last given argument: the addon reads nothing it is not passed.
+      if (cost != null || nowMs != null || headers != null) {
+        this._checkSync(OUT, subject, role, method, path, ip, cost, nowMs, headers)
+      } else if (role != null || method != null || path != null || ip != null) {
+        this._checkSync(OUT, subject, role, method, path, ip)
+      } else {
+        this._checkSync(OUT, subject)
+      }
     } catch (error) {
       throw convert(error)
     }

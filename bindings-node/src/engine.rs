@@ -413,6 +413,18 @@ impl Engine {
         })
     }
 
+    /// A function `(out, subject, role, method, path, ip, cost, nowMs, headers) => void`
+    /// deciding on this engine on the JS thread (see `fastpath.rs`).
+    #[napi(
+        ts_return_type = "(out: Float64Array, subject?: string | null, role?: string | null, method?: string | null, path?: string | null, ip?: string | null, cost?: number | null, nowMs?: number | null, headers?: Record<string, string> | null) => void"
+    )]
+    pub fn check_function<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
+        crate::fastpath::check_function(env, Arc::clone(&self.core))
+    }
+
     /// The configured store: `memory`, `redis` or `redis_cluster`.
     #[napi(getter)]
     pub fn store_kind(&self) -> &'static str {

@@ -11,6 +11,7 @@ mod balance;
 mod decision;
 mod engine;
 mod error;
+mod fastpath;
 mod pool;
 
 use napi_derive::napi;

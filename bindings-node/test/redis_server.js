@@ -161,9 +161,13 @@ class RedisServer {
       '--dir', dir
     ]
     const child = spawn('redis-server', args, { stdio: 'ignore' })
-    let spawnError = null
-    child.once('error', (error) => { spawnError = error })
     const server = new RedisServer(port, child, dir)
+    let spawnError = null
+    child.once('error', (error) => {
+      spawnError = error
+      server.exited = true
+      running.delete(server)
+    })
     running.add(server)
     const attempts = Math.ceil(START_TIMEOUT_MS / POLL_MS)
     for (let i = 0; i < attempts; i++) {

@@ -1,0 +1,358 @@
+//! `checkSync` through raw Node-API: the call a server makes on every request.
+//!
+//! napi-rs's generated glue — borrow scopes, a type check and a copied `String` per argument,
+//! an `External` lookup — cost ≈ 400 ns per `checkSync`, more than the decision. This module
+//! defines the same function by hand: [`check_function`] gives each engine a JS function whose
+//! callback data is the engine itself (released when the function is collected), strings are
+//! read into stack buffers, and the decision is written into the caller's `Float64Array` (the
+//! layout of [`crate::decision`]). Errors are thrown as the rest of the addon throws them: a
+//! `TypeError` for a bad argument, an error whose message is the core error's JSON otherwise.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, c_char, c_void};
+use std::mem::MaybeUninit;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::null_mut;
+use std::sync::Arc;
+
+use floodwall::{Request, Timestamp};
+use napi::sys;
+
+use crate::decision::{self, decision_len};
+use crate::error::to_napi;
+
+/// Positional arguments: out, subject, role, method, path, ip, cost, nowMs, headers.
+const ARGS: usize = 9;
+/// Strings up to this many bytes are read without allocating.
+const INLINE: usize = 256;
+
+/// A JS function `(out, subject, role, method, path, ip, cost, nowMs, headers) => void`
+/// deciding on `engine`.
+pub(crate) fn check_function(
+    env: &napi::Env,
+    engine: Arc<floodwall::Engine>,
+) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+    let js_env = env;
+    let env = js_env.raw();
+    let data = Arc::into_raw(engine).cast_mut().cast::<c_void>();
+    let mut function = null_mut();
+    // SAFETY: `env` is the live environment of the calling JS thread; the name is a valid C
+    // string of the given length; `data` stays valid until the finalizer below releases it.
+    unsafe {
+        let status = sys::napi_create_function(
+            env,
+            c"checkSync".as_ptr(),
+            9,
+            Some(check_sync),
+            data,
+            &mut function,
+        );
+        let status = if status == sys::Status::napi_ok {
+            sys::napi_add_finalizer(env, function, data, Some(release), null_mut(), null_mut())
+        } else {
+            status
+        };
+        if status != sys::Status::napi_ok {
+            release(env, data, null_mut());
+            return Err(napi::Error::new(
+                napi::Status::GenericFailure,
+                "could not create the checkSync function",
+            ));
+        }
+    }
+    // SAFETY: `function` is a live function value created on this env just now.
+    Ok(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(env, function) })
+}
+
+unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` came from `Arc::into_raw` in `check_function`, released exactly once.
+    drop(unsafe { Arc::from_raw(data.cast_const().cast::<floodwall::Engine>()) });
+}
+
+enum Failure {
+    /// A bad argument: a `TypeError`.
+    Argument(String),
+    /// A core error: its JSON, as `crate::error` writes it.
+    Core(String),
+}
+
+/// Whether `value` is `undefined` or `null` (asked only when a read failed: `napi_typeof`
+/// tests a value against every type in turn, which costs more than the read).
+///
+/// # Safety
+/// `env` and `value` are live handles of the current call.
+unsafe fn absent(env: sys::napi_env, value: sys::napi_value) -> bool {
+    let mut kind = 0;
+    // SAFETY: see the function's contract.
+    unsafe { sys::napi_typeof(env, value, &mut kind) };
+    matches!(
+        kind,
+        sys::ValueType::napi_undefined | sys::ValueType::napi_null
+    )
+}
+
+/// A string argument read into `buffer` (or onto the heap when longer); `None` for
+/// `undefined`, `null` or an argument not passed (`value` null).
+///
+/// # Safety
+/// `env` is the live env of the current call and `value` null or one of its handles.
+unsafe fn text<'a>(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    buffer: &'a mut [MaybeUninit<u8>; INLINE],
+    heap: &'a mut Vec<u8>,
+    what: &str,
+) -> Result<Option<&'a str>, Failure> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let mut written = 0usize;
+    // SAFETY: the buffer holds INLINE bytes; Node-API writes at most INLINE - 1 and a NUL,
+    // or nothing and an error status when `value` is not a string.
+    let status = unsafe {
+        sys::napi_get_value_string_utf8(
+            env,
+            value,
+            buffer.as_mut_ptr().cast::<c_char>(),
+            INLINE,
+            &mut written,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        // SAFETY: see the function's contract.
+        return if unsafe { absent(env, value) } {
+            Ok(None)
+        } else {
+            Err(Failure::Argument(format!("{what} must be a string")))
+        };
+    }
+    let bytes: &'a [u8] = if written < INLINE - 1 {
+        // SAFETY: Node-API initialised the first `written` bytes.
+        unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), written) }
+    } else {
+        let mut length = 0usize;
+        // SAFETY: asking for the length only (a null buffer).
+        unsafe { sys::napi_get_value_string_utf8(env, value, null_mut(), 0, &mut length) };
+        heap.resize(length + 1, 0);
+        // SAFETY: the vector holds length + 1 bytes.
+        unsafe {
+            sys::napi_get_value_string_utf8(
+                env,
+                value,
+                heap.as_mut_ptr().cast::<c_char>(),
+                length + 1,
+                &mut written,
+            )
+        };
+        &heap[..written]
+    };
+    // Node-API writes UTF-8 (lone surrogates become U+FFFD), so this never fails.
+    std::str::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| Failure::Argument(format!("{what} is not valid text")))
+}
+
+/// A count argument (`cost`, `nowMs`): an integer from 0 to 2^53, or absent.
+///
+/// # Safety
+/// `env` and `value` are live handles of the current call.
+unsafe fn count(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    what: &str,
+) -> Result<Option<u64>, Failure> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let mut v = 0.0;
+    // SAFETY: see the function's contract; a non-number gives an error status.
+    if unsafe { sys::napi_get_value_double(env, value, &mut v) } != sys::Status::napi_ok {
+        // SAFETY: see the function's contract.
+        return if unsafe { absent(env, value) } {
+            Ok(None)
+        } else {
+            Err(Failure::Argument(format!("{what} must be a number")))
+        };
+    }
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_992.0 {
+        Ok(Some(v as u64))
+    } else {
+        Err(Failure::Argument(format!(
+            "{what} must be an integer from 0 to 2^53, not {v}"
+        )))
+    }
+}
+
+/// The `headers` argument: an object of name → string value, or absent.
+///
+/// # Safety
+/// `env` and `value` are live handles of the current call.
+unsafe fn headers(
+    env: sys::napi_env,
+    value: sys::napi_value,
+) -> Result<Vec<(String, String)>, Failure> {
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let mut kind = 0;
+    // SAFETY: see the function's contract.
+    unsafe { sys::napi_typeof(env, value, &mut kind) };
+    match kind {
+        sys::ValueType::napi_undefined | sys::ValueType::napi_null => return Ok(Vec::new()),
+        sys::ValueType::napi_object => {}
+        _ => return Err(Failure::Argument("headers must be an object".to_owned())),
+    }
+    let mut names = null_mut();
+    let mut length = 0u32;
+    // SAFETY: `value` is an object; `names` is an array of its own enumerable keys.
+    unsafe {
+        sys::napi_get_property_names(env, value, &mut names);
+        sys::napi_get_array_length(env, names, &mut length);
+    }
+    let mut out = Vec::with_capacity(length as usize);
+    for i in 0..length {
+        let (mut name, mut item) = (null_mut(), null_mut());
+        // SAFETY: `i` is below the array's length; `name` is one of the object's keys.
+        unsafe {
+            sys::napi_get_element(env, names, i, &mut name);
+            sys::napi_get_property(env, value, name, &mut item);
+        }
+        let (mut a, mut b) = (
+            [MaybeUninit::uninit(); INLINE],
+            [MaybeUninit::uninit(); INLINE],
+        );
+        let (mut ha, mut hb) = (Vec::new(), Vec::new());
+        // SAFETY: live handles of this call.
+        let name = unsafe { text(env, name, &mut a, &mut ha, "a header name") }?;
+        // SAFETY: live handles of this call.
+        let item = unsafe { text(env, item, &mut b, &mut hb, "a header value") }?;
+        if let (Some(name), Some(item)) = (name, item) {
+            out.push((name.to_owned(), item.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+unsafe extern "C" fn check_sync(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Node-API calls this with a live `env` and `info`.
+        unsafe { decide(env, info) }
+    }));
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(failure)) => Some(failure),
+        Err(_) => Some(Failure::Argument(
+            "a panic in floodwall's checkSync".to_owned(),
+        )),
+    };
+    // SAFETY: throwing on the live `env` of this call.
+    unsafe {
+        match failure {
+            None => {}
+            Some(Failure::Argument(message)) => {
+                let message = CString::new(message).unwrap_or_default();
+                sys::napi_throw_type_error(env, null_mut(), message.as_ptr());
+            }
+            Some(Failure::Core(json)) => {
+                let message = CString::new(json).unwrap_or_default();
+                sys::napi_throw_error(env, c"GenericFailure".as_ptr(), message.as_ptr());
+            }
+        }
+        let mut undefined = null_mut();
+        sys::napi_get_undefined(env, &mut undefined);
+        undefined
+    }
+}
+
+/// # Safety
+/// Node-API's contract for a callback: live `env` and `info`.
+unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<(), Failure> {
+    let mut argc = ARGS;
+    let mut argv = [null_mut(); ARGS];
+    let mut data = null_mut();
+    // SAFETY: `argv` holds ARGS handles; missing arguments are set to `undefined`.
+    unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            null_mut(),
+            &mut data,
+        )
+    };
+    // Arguments not passed are not read at all (index.js passes only up to the last given).
+    for slot in argv.iter_mut().skip(argc.max(1)) {
+        *slot = null_mut();
+    }
+    // SAFETY: `data` is the engine `check_function` bound, alive while the function is.
+    let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
+
+    let (mut kind, mut length, mut numbers) = (0, 0usize, null_mut());
+    let (mut buffer, mut offset) = (null_mut(), 0usize);
+    // SAFETY: a live handle; on a non-typed-array the status is an error and `kind` unset.
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            argv[0],
+            &mut kind,
+            &mut length,
+            &mut numbers,
+            &mut buffer,
+            &mut offset,
+        )
+    };
+    if status != sys::Status::napi_ok
+        || kind != sys::TypedarrayType::float64_array
+        || numbers.is_null()
+    {
+        return Err(Failure::Argument("out must be a Float64Array".to_owned()));
+    }
+    // SAFETY: the array's `length` numbers, touched only by this JS thread during this call.
+    let out = unsafe { std::slice::from_raw_parts_mut(numbers.cast::<f64>(), length) };
+
+    let mut buffers = [[MaybeUninit::<u8>::uninit(); INLINE]; 5];
+    let mut heaps: [Vec<u8>; 5] = Default::default();
+    let [b0, b1, b2, b3, b4] = &mut buffers;
+    let [h0, h1, h2, h3, h4] = &mut heaps;
+    // SAFETY (the reads below): live handles of this call.
+    let subject = unsafe { text(env, argv[1], b0, h0, "subject") }?;
+    let role = unsafe { text(env, argv[2], b1, h1, "role") }?;
+    let method = unsafe { text(env, argv[3], b2, h2, "method") }?;
+    let path = unsafe { text(env, argv[4], b3, h3, "path") }?;
+    let ip = unsafe { text(env, argv[5], b4, h4, "ip") }?;
+    let cost = unsafe { count(env, argv[6], "cost") }?.unwrap_or(1);
+    let now_ms = unsafe { count(env, argv[7], "nowMs") }?;
+    let owned = unsafe { headers(env, argv[8]) }?;
+    let pairs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+
+    let request = Request {
+        method: method.unwrap_or("GET"),
+        path: path.unwrap_or("/"),
+        subject,
+        role,
+        ip,
+        headers: &pairs,
+        cost,
+        now: now_ms.map(Timestamp::from_millis),
+    };
+    let decision = engine
+        .check(&request)
+        .map_err(|e| Failure::Core(to_napi(&e).reason))?;
+    let needed = decision_len(decision.layers().len());
+    if out.len() < needed {
+        return Err(Failure::Argument(format!(
+            "out holds {} numbers; this decision needs {needed}",
+            out.len()
+        )));
+    }
+    decision::write(&decision, out);
+    Ok(())
+}

@@ -1,0 +1,224 @@
+'use strict'
+/**
+ * The conformance vectors (`tests/vectors/*.json`, format in its README) through the binding:
+ * every step of every case on a fresh engine, on the memory store with `checkSync`, and on a
+ * real Redis with `await check` — as `tests/vectors.rs` and `tests/redis_vectors.rs` run them
+ * in Rust (Redis: the vectors' explicit times on the caller's clock, a key prefix per case,
+ * `on_error = "deny"` so that a failing store cannot pass for a working one, the denial cache
+ * off and on).
+ */
+
+const { test, describe, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+
+const { floodwall, VECTORS, redisStore } = require('./helpers.js')
+const { RedisServer } = require('./redis_server.js')
+
+const { Engine, Decision, FloodwallError } = floodwall
+
+/** The vectors' request fields, each as the JS request names it. */
+const REQUEST_FIELDS = {
+  subject: 'subject',
+  role: 'role',
+  method: 'method',
+  path: 'path',
+  ip: 'ip',
+  headers: 'headers',
+  cost: 'cost'
+}
+/** The vectors' expected decision fields, each as `Decision` names it. */
+const EXPECT_FIELDS = {
+  allowed: 'allowed',
+  rule: 'rule',
+  limit: 'limit',
+  remaining: 'remaining',
+  reset_after_ms: 'resetAfterMs',
+  retry_after_ms: 'retryAfterMs'
+}
+
+function loadCases () {
+  const cases = []
+  for (const file of fs.readdirSync(VECTORS).filter((f) => f.endsWith('.json')).sort()) {
+    const document = JSON.parse(fs.readFileSync(path.join(VECTORS, file), 'utf8'))
+    assert.equal(document.format, 1, `${file}: unknown format`)
+    for (const c of document.cases) cases.push({ ...c, file })
+  }
+  return cases
+}
+
+const CASES = loadCases()
+
+/** A vector step's request in the shape `check` takes. */
+function toRequest (step, label) {
+  const request = step.request || {}
+  const unknown = Object.keys(request).filter((k) => !(k in REQUEST_FIELDS))
+  assert.deepEqual(unknown, [], `${label}: unknown request fields`)
+  const out = { nowMs: step.now_ms }
+  for (const [from, to] of Object.entries(REQUEST_FIELDS)) {
+    if (from in request) out[to] = request[from]
+  }
+  return out
+}
+
+/** Every mismatch between `result` (a Decision or a thrown error) and `expect`. */
+function mismatches (result, expect, store) {
+  const wrong = []
+  if (result instanceof Error) {
+    if (!('error' in expect)) {
+      wrong.push(`threw ${result.name} ${result.code}: ${result.message}`)
+    } else if (!(result instanceof FloodwallError)) {
+      wrong.push(`threw ${result.name} (not a FloodwallError): ${result.message}`)
+    } else if (result.code !== expect.error) {
+      wrong.push(`error ${result.code} (${result.message}) instead of ${expect.error}`)
+    }
+    return wrong
+  }
+  if ('error' in expect) {
+    wrong.push(`${JSON.stringify(result)} instead of error ${expect.error}`)
+    return wrong
+  }
+  if (!(result instanceof Decision)) {
+    wrong.push(`not a Decision: ${result}`)
+    return wrong
+  }
+  for (const [field, name] of Object.entries(EXPECT_FIELDS)) {
+    if (field in expect && result[name] !== expect[field]) {
+      wrong.push(`${name}: got ${JSON.stringify(result[name])}, want ${JSON.stringify(expect[field])}`)
+    }
+  }
+  if (result.store !== store) wrong.push(`decided by the ${result.store} store, not ${store}`)
+  const headers = {}
+  for (const [name, value] of Object.entries(result.headers)) headers[name.toLowerCase()] = value
+  for (const [name, want] of Object.entries(expect.headers || {})) {
+    const got = Object.prototype.hasOwnProperty.call(headers, name.toLowerCase()) ? headers[name.toLowerCase()] : null
+    if (got !== want) wrong.push(`header ${name}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`)
+  }
+  // toJSON says the same as the getters.
+  const json = result.toJSON()
+  for (const name of Object.values(EXPECT_FIELDS)) {
+    if (json[name] !== result[name]) wrong.push(`toJSON().${name} is ${json[name]}, the getter ${result[name]}`)
+  }
+  return wrong
+}
+
+/** Runs every step of `c` with `decide(request)` (sync or async); every mismatch, a line each. */
+async function runCase (c, decide, store) {
+  const failures = []
+  for (const [i, step] of c.steps.entries()) {
+    const label = `${c.name} step ${i} (now_ms ${step.now_ms})`
+    const request = toRequest(step, label)
+    let result
+    try {
+      result = await decide(request)
+    } catch (error) {
+      result = error
+    }
+    const wrong = mismatches(result, step.expect, store)
+    if (wrong.length > 0) failures.push(`${label}: ${wrong.join('; ')}`)
+  }
+  return failures
+}
+
+test('the vectors are all there, with unique names and error steps', () => {
+  const names = CASES.map((c) => c.name)
+  assert.equal(new Set(names).size, names.length, 'duplicate case names')
+  assert.ok(names.length >= 40, `${names.length} cases`)
+  const errorSteps = CASES.flatMap((c) => c.steps.filter((s) => 'error' in s.expect))
+  assert.ok(errorSteps.length > 0, 'no step expects an error')
+  for (const c of CASES) {
+    for (const step of c.steps) {
+      assert.ok('error' in step.expect || 'allowed' in step.expect, `${c.name}: a step expects nothing`)
+    }
+  }
+})
+
+describe('memory store, checkSync', () => {
+  for (const c of CASES) {
+    test(c.name, async () => {
+      const engine = Engine.fromObject(c.config)
+      assert.equal(engine.storeKind, 'memory')
+      assert.equal(engine.mayWait, false)
+      const failures = await runCase(c, (r) => engine.checkSync(r), 'memory')
+      assert.deepEqual(failures, [])
+    })
+  }
+})
+
+describe('memory store, check (Promise)', () => {
+  for (const c of CASES) {
+    test(c.name, async () => {
+      const engine = Engine.fromObject(c.config)
+      const failures = await runCase(c, (r) => {
+        const pending = engine.check(r)
+        assert.ok(pending instanceof Promise, 'check answers a Promise')
+        return pending
+      }, 'memory')
+      assert.deepEqual(failures, [])
+    })
+  }
+})
+
+describe('memory store, one checkManySync batch per case', () => {
+  for (const c of CASES) {
+    test(c.name, () => {
+      const engine = Engine.fromObject(c.config)
+      const requests = c.steps.map((step, i) => toRequest(step, `${c.name} step ${i}`))
+      const results = engine.checkManySync(requests)
+      assert.equal(results.length, c.steps.length)
+      const failures = []
+      for (const [i, step] of c.steps.entries()) {
+        const wrong = mismatches(results[i], step.expect, 'memory')
+        if (wrong.length > 0) failures.push(`${c.name} step ${i}: ${wrong.join('; ')}`)
+      }
+      assert.deepEqual(failures, [])
+    })
+  }
+})
+
+for (const denyCache of [false, true]) {
+  describe(`redis store, await check (deny_cache ${denyCache ? 'on' : 'off'})`, () => {
+    let server
+    before(async () => { server = await RedisServer.start() })
+    after(async () => { if (server) await server.stop() })
+
+    for (const c of CASES) {
+      test(c.name, async () => {
+        assert.ok(server, 'redis-server did not start')
+        const config = structuredClone(c.config)
+        config.store = redisStore(server, { clock: 'local', on_error: 'deny', deny_cache: denyCache })
+        const engine = Engine.fromObject(config)
+        assert.equal(engine.storeKind, 'redis')
+        assert.equal(engine.mayWait, true)
+        const failures = await runCase(c, (r) => engine.check(r), 'redis')
+        assert.deepEqual(failures, [], `store failure: ${engine.storeFailure}`)
+        assert.equal(engine.storeFailure, null)
+      })
+    }
+  })
+}
+
+describe('redis store, one checkMany batch per case', () => {
+  let server
+  before(async () => { server = await RedisServer.start() })
+  after(async () => { if (server) await server.stop() })
+
+  for (const c of CASES) {
+    test(c.name, async () => {
+      assert.ok(server, 'redis-server did not start')
+      const config = structuredClone(c.config)
+      config.store = redisStore(server, { clock: 'local', on_error: 'deny' })
+      const engine = Engine.fromObject(config)
+      const requests = c.steps.map((step, i) => toRequest(step, `${c.name} step ${i}`))
+      const results = await engine.checkMany(requests)
+      assert.equal(results.length, c.steps.length)
+      const failures = []
+      for (const [i, step] of c.steps.entries()) {
+        const wrong = mismatches(results[i], step.expect, 'redis')
+        if (wrong.length > 0) failures.push(`${c.name} step ${i}: ${wrong.join('; ')}`)
+      }
+      assert.deepEqual(failures, [], `store failure: ${engine.storeFailure}`)
+    })
+  }
+})
