@@ -191,21 +191,49 @@ function renderHeaders (decision, rows, engine) {
   return headers
 }
 
-/** The caller a verified token names. */
+/** The caller a verified token names. Read-only: its fields are getters over private state. */
 class Identity {
-  constructor (inner) {
-    this.subject = inner.subject
-    this.role = inner.role
-    this.keyId = inner.keyId
-    this.algorithm = inner.algorithm
-    this.expiresAtMs = inner.expiresAtMs
-    Object.defineProperty(this, '_inner', { value: inner })
-    Object.freeze(this)
+  #fields
+  #engine
+  #authorization
+  #nowMs
+
+  constructor (fields, engine, authorization, nowMs) {
+    this.#fields = fields
+    this.#engine = engine
+    this.#authorization = authorization
+    this.#nowMs = nowMs
   }
 
-  /** Every claim of the token (a new object on every read). */
+  // `fields` is the addon's [subject, role, keyId, algorithm, expiresAtMs] (fastpath.rs), or
+  // the same as an object with those names (authorize's path).
+  /** The subject (by default the `sub` claim). */
+  get subject () { const f = this.#fields; return Array.isArray(f) ? f[0] : f.subject }
+  /** The role from the configured claim, or the default role; null when neither. */
+  get role () { const f = this.#fields; return (Array.isArray(f) ? f[1] : f.role) ?? null }
+  /** The `kid` of the key that verified the token; null when it had none. */
+  get keyId () { const f = this.#fields; return (Array.isArray(f) ? f[2] : f.keyId) ?? null }
+  /** The algorithm the token was verified with. */
+  get algorithm () { const f = this.#fields; return Array.isArray(f) ? f[3] : f.algorithm }
+  /** `exp` in ms since the Unix epoch; null when the token has none. */
+  get expiresAtMs () { const f = this.#fields; return (Array.isArray(f) ? f[4] : f.expiresAtMs) ?? null }
+
+  toJSON () {
+    const { subject, role, keyId, algorithm, expiresAtMs } = this
+    return { subject, role, keyId, algorithm, expiresAtMs }
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')] () {
+    return `Identity ${JSON.stringify(this.toJSON())}`
+  }
+
+  /**
+   * Every claim of the token (a new object on every read). Read when asked: the token is
+   * verified again (a cache hit when the engine caches tokens), so a token refused since —
+   * expired, its key rotated away — throws its FloodwallError here.
+   */
   get claims () {
-    return JSON.parse(this._inner.claimsJson())
+    return JSON.parse(call(() => native.claimsJson(this.#engine._handle, this.#authorization, this.#nowMs)))
   }
 
   /** One claim by dotted path (`realm_access.roles`); `undefined` when absent. */
@@ -279,6 +307,7 @@ class Engine {
     Object.defineProperty(this, '_mayWait', { value: inner.mayWait })
     Object.defineProperty(this, '_handle', { value: inner.handle() })
     Object.defineProperty(this, '_checkSync', { value: inner.checkFunction() })
+    Object.defineProperty(this, '_authenticate', { value: inner.authenticateFunction() })
   }
 
   /** An engine from TOML configuration text. */
@@ -391,8 +420,14 @@ class Engine {
    * network, so it runs on the calling thread.
    */
   authenticate (authorization, options) {
-    const nowMs = options && options.nowMs
-    return new Identity(call(() => this._inner.authenticate(authorization, nowMs)))
+    const nowMs = options ? options.nowMs : undefined
+    let fields
+    try {
+      fields = nowMs === undefined ? this._authenticate(authorization) : this._authenticate(authorization, nowMs)
+    } catch (error) {
+      throw convert(error)
+    }
+    return new Identity(fields, this, authorization, nowMs)
   }
 
   /** Authenticates and checks under the token's subject and role, on the calling thread. */
@@ -405,7 +440,7 @@ class Engine {
     } catch (error) {
       throw convert(error)
     }
-    return { identity: new Identity(identity), decision: new Decision(OUT, this) }
+    return { identity: new Identity(identity, this, authorization), decision: new Decision(OUT, this) }
   }
 
   /** Authenticates and checks; on Redis off the JS thread. */
@@ -425,7 +460,7 @@ class Engine {
       return Promise.reject(convert(error))
     }
     return pending.then(
-      (a) => ({ identity: new Identity(a.identity()), decision: new Decision(a.decision(), this) }),
+      (a) => ({ identity: new Identity(a.identity(), this, authorization), decision: new Decision(a.decision(), this) }),
       (error) => { throw convert(error) })
   }
 

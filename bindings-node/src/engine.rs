@@ -15,7 +15,6 @@ use napi::bindgen_prelude::{Float64Array, Float64ArraySlice, Object, ToNapiValue
 use napi::{Either, Env};
 use napi_derive::napi;
 
-use crate::auth::Identity;
 use crate::balance::Lease;
 use crate::decision::{self, decision_len};
 use crate::error::{IntoNapi, invalid_arg, to_napi};
@@ -116,8 +115,8 @@ pub struct Authorized {
 impl Authorized {
     /// The verified caller.
     #[napi]
-    pub fn identity(&self) -> Identity {
-        Identity::new(Arc::clone(&self.identity))
+    pub fn identity(&self) -> IdentityFields {
+        identity_fields(&self.identity)
     }
 
     /// The decision, taken under the identity's subject and role, as its row of numbers.
@@ -260,24 +259,6 @@ impl Engine {
             may_wait: self.may_wait,
         };
         on_worker(env, move || Ok(engine.decide_many(&owned)))
-    }
-
-    /// Verifies a bearer token (an `Authorization` value) on the JS thread: signature
-    /// verification takes microseconds and never waits.
-    #[napi]
-    pub fn authenticate(
-        &self,
-        authorization: String,
-        now_ms: Option<f64>,
-    ) -> napi::Result<Identity> {
-        let identity = match count(now_ms, "nowMs")? {
-            Some(ms) => self
-                .core
-                .authenticate_at(&authorization, Timestamp::from_millis(ms)),
-            None => self.core.authenticate(&authorization),
-        }
-        .js()?;
-        Ok(Identity::new(identity))
     }
 
     /// [`authorize_sync`] on a worker thread.
@@ -423,6 +404,18 @@ impl Engine {
         env: &'env Env,
     ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
         crate::fastpath::check_function(env, Arc::clone(&self.core))
+    }
+
+    /// A function `(authorization, nowMs) => [subject, role, keyId, algorithm, expiresAtMs]`
+    /// verifying tokens on this engine on the JS thread (see `fastpath.rs`).
+    #[napi(
+        ts_return_type = "(authorization: string, nowMs?: number | null) => [string, string | null, string | null, string, number | null]"
+    )]
+    pub fn authenticate_function<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
+        crate::fastpath::authenticate_function(env, Arc::clone(&self.core))
     }
 
     /// The configured store: `memory`, `redis` or `redis_cluster`.
@@ -583,7 +576,7 @@ pub fn authorize_sync(
     cost: Option<f64>,
     now_ms: Option<f64>,
     headers: Option<HashMap<String, String>>,
-) -> napi::Result<Identity> {
+) -> napi::Result<IdentityFields> {
     let out = decision::output(&mut out);
     let request = Owned::new(RequestInit {
         subject: None,
@@ -608,5 +601,68 @@ pub fn authorize_sync(
         )));
     }
     decision::write(&decision, out);
-    Ok(Identity::new(authorized.identity))
+    Ok(identity_fields(&authorized.identity))
+}
+
+/// A verified caller, as the JS `Identity` is built from it (its claims are asked for apart,
+/// with [`claims_json`]: most requests never read them).
+#[napi(object)]
+pub struct IdentityFields {
+    /// The subject (by default the `sub` claim).
+    pub subject: String,
+    /// The role from the configured claim, or the default role.
+    pub role: Option<String>,
+    /// The `kid` of the key that verified the token.
+    pub key_id: Option<String>,
+    /// The algorithm the token was verified with.
+    pub algorithm: String,
+    /// `exp` in ms since the Unix epoch.
+    pub expires_at_ms: Option<f64>,
+}
+
+fn identity_fields(identity: &floodwall::Identity) -> IdentityFields {
+    IdentityFields {
+        subject: identity.subject.clone(),
+        role: identity.role.clone(),
+        key_id: identity.key_id.clone(),
+        algorithm: identity.algorithm.to_owned(),
+        expires_at_ms: identity.expires_at.map(|t| t.as_millis() as f64),
+    }
+}
+
+fn verify(
+    engine: &floodwall::Engine,
+    authorization: &str,
+    now_ms: Option<f64>,
+) -> napi::Result<Arc<floodwall::Identity>> {
+    match count(now_ms, "nowMs")? {
+        Some(ms) => engine.authenticate_at(authorization, Timestamp::from_millis(ms)),
+        None => engine.authenticate(authorization),
+    }
+    .js()
+}
+
+/// Verifies a bearer token on the JS thread (microseconds; it never waits): the caller's
+/// fields, without a class instance per call.
+#[napi]
+pub fn authenticate(
+    engine: &External<Handle>,
+    authorization: String,
+    now_ms: Option<f64>,
+) -> napi::Result<IdentityFields> {
+    let identity = verify(&engine.core, &authorization, now_ms)?;
+    Ok(identity_fields(&identity))
+}
+
+/// The claims of a token `authenticate` accepted, as JSON text: verified again (a cache hit
+/// when the engine caches tokens), so a token refused since — expired, its key rotated away —
+/// gives no claims.
+#[napi]
+pub fn claims_json(
+    engine: &External<Handle>,
+    authorization: String,
+    now_ms: Option<f64>,
+) -> napi::Result<String> {
+    let identity = verify(&engine.core, &authorization, now_ms)?;
+    Ok(serde_json::Value::Object(identity.claims.clone()).to_string())
 }

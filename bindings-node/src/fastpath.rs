@@ -25,7 +25,7 @@ use crate::error::to_napi;
 /// Positional arguments: out, subject, role, method, path, ip, cost, nowMs, headers.
 const ARGS: usize = 9;
 /// Strings up to this many bytes are read without allocating.
-const INLINE: usize = 256;
+const INLINE: usize = 2048;
 
 /// A JS function `(out, subject, role, method, path, ip, cost, nowMs, headers) => void`
 /// deciding on `engine`.
@@ -33,6 +33,26 @@ pub(crate) fn check_function(
     env: &napi::Env,
     engine: Arc<floodwall::Engine>,
 ) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+    bound_function(env, engine, c"checkSync", check_sync)
+}
+
+/// A JS function `(authorization, nowMs) => [subject, role, keyId, algorithm, expiresAtMs]`
+/// verifying tokens on `engine` (`null` for what the token lacks).
+pub(crate) fn authenticate_function(
+    env: &napi::Env,
+    engine: Arc<floodwall::Engine>,
+) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+    bound_function(env, engine, c"authenticate", authenticate)
+}
+
+/// A JS function calling `callback` with `engine` as its data, which is released when the
+/// function is collected.
+fn bound_function<'env>(
+    env: &'env napi::Env,
+    engine: Arc<floodwall::Engine>,
+    name: &std::ffi::CStr,
+    callback: unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
+) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
     let js_env = env;
     let env = js_env.raw();
     let data = Arc::into_raw(engine).cast_mut().cast::<c_void>();
@@ -42,9 +62,9 @@ pub(crate) fn check_function(
     unsafe {
         let status = sys::napi_create_function(
             env,
-            c"checkSync".as_ptr(),
-            9,
-            Some(check_sync),
+            name.as_ptr(),
+            name.to_bytes().len() as isize,
+            Some(callback),
             data,
             &mut function,
         );
@@ -57,7 +77,7 @@ pub(crate) fn check_function(
             release(env, data, null_mut());
             return Err(napi::Error::new(
                 napi::Status::GenericFailure,
-                "could not create the checkSync function",
+                "could not create a native function",
             ));
         }
     }
@@ -240,14 +260,37 @@ unsafe extern "C" fn check_sync(
 ) -> sys::napi_value {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: Node-API calls this with a live `env` and `info`.
-        unsafe { decide(env, info) }
+        unsafe { decide(env, info) }.map(|()| null_mut())
     }));
+    // SAFETY: the live `env` of this call.
+    unsafe { settle(env, outcome) }
+}
+
+unsafe extern "C" fn authenticate(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Node-API calls this with a live `env` and `info`.
+        unsafe { verify(env, info) }
+    }));
+    // SAFETY: the live `env` of this call.
+    unsafe { settle(env, outcome) }
+}
+
+/// The callback's return value (`undefined` for a null one), or its failure thrown.
+///
+/// # Safety
+/// `env` is the live env of the current call.
+unsafe fn settle(
+    env: sys::napi_env,
+    outcome: std::thread::Result<Result<sys::napi_value, Failure>>,
+) -> sys::napi_value {
     let failure = match outcome {
-        Ok(Ok(())) => None,
+        Ok(Ok(value)) if !value.is_null() => return value,
+        Ok(Ok(_)) => None,
         Ok(Err(failure)) => Some(failure),
-        Err(_) => Some(Failure::Argument(
-            "a panic in floodwall's checkSync".to_owned(),
-        )),
+        Err(_) => Some(Failure::Argument("a panic in floodwall".to_owned())),
     };
     // SAFETY: throwing on the live `env` of this call.
     unsafe {
@@ -265,6 +308,81 @@ unsafe extern "C" fn check_sync(
         let mut undefined = null_mut();
         sys::napi_get_undefined(env, &mut undefined);
         undefined
+    }
+}
+
+/// A JS string, or `null` for `None`.
+///
+/// # Safety
+/// `env` is the live env of the current call.
+unsafe fn js_text(env: sys::napi_env, text: Option<&str>) -> sys::napi_value {
+    let mut value = null_mut();
+    // SAFETY: `text` is valid UTF-8 of the given length.
+    unsafe {
+        match text {
+            Some(t) => sys::napi_create_string_utf8(
+                env,
+                t.as_ptr().cast::<c_char>(),
+                t.len() as isize,
+                &mut value,
+            ),
+            None => sys::napi_get_null(env, &mut value),
+        }
+    };
+    value
+}
+
+/// # Safety
+/// Node-API's contract for a callback: live `env` and `info`.
+unsafe fn verify(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> Result<sys::napi_value, Failure> {
+    let mut argc = 2;
+    let mut argv = [null_mut(); 2];
+    let mut data = null_mut();
+    // SAFETY: `argv` holds 2 handles.
+    unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            null_mut(),
+            &mut data,
+        )
+    };
+    for slot in argv.iter_mut().skip(argc.max(1)) {
+        *slot = null_mut();
+    }
+    // SAFETY: `data` is the engine `bound_function` bound, alive while the function is.
+    let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
+    let mut buffer = [MaybeUninit::<u8>::uninit(); INLINE];
+    let mut heap = Vec::new();
+    // SAFETY (the reads below): live handles of this call.
+    let authorization = unsafe { text(env, argv[0], &mut buffer, &mut heap, "authorization") }?
+        .ok_or_else(|| Failure::Argument("authorization must be a string".to_owned()))?;
+    let now_ms = unsafe { count(env, argv[1], "nowMs") }?;
+    let identity = match now_ms {
+        Some(ms) => engine.authenticate_at(authorization, Timestamp::from_millis(ms)),
+        None => engine.authenticate(authorization),
+    }
+    .map_err(|e| Failure::Core(to_napi(&e).reason))?;
+    // SAFETY: creating values on the live env of this call.
+    unsafe {
+        let mut array = null_mut();
+        sys::napi_create_array_with_length(env, 5, &mut array);
+        sys::napi_set_element(env, array, 0, js_text(env, Some(&identity.subject)));
+        sys::napi_set_element(env, array, 1, js_text(env, identity.role.as_deref()));
+        sys::napi_set_element(env, array, 2, js_text(env, identity.key_id.as_deref()));
+        sys::napi_set_element(env, array, 3, js_text(env, Some(identity.algorithm)));
+        let mut expires = null_mut();
+        match identity.expires_at {
+            Some(t) => sys::napi_create_double(env, t.as_millis() as f64, &mut expires),
+            None => sys::napi_get_null(env, &mut expires),
+        };
+        sys::napi_set_element(env, array, 4, expires);
+        Ok(array)
     }
 }
 

@@ -6,7 +6,6 @@
 //! `FloodwallError`s, and `index.d.ts` types it. Calls that may wait on Redis run on the
 //! addon's worker threads ([`pool`]) and settle a Promise; the JS thread never waits.
 
-mod auth;
 mod balance;
 mod decision;
 mod engine;
@@ -18,7 +17,7 @@ use napi_derive::napi;
 
 // The hot-path functions are module-level (see `Engine::handle`); exported so that they are
 // reachable in every build of the crate, test builds included.
-pub use engine::{Handle, authorize_sync, check_sync};
+pub use engine::{Handle, IdentityFields, authenticate, authorize_sync, check_sync, claims_json};
 
 /// The core's version.
 #[napi]

@@ -198,7 +198,10 @@ class RedisServer {
   async stop () {
     if (!this.exited) {
       try { this.process.kill('SIGKILL') } catch {}
-      await Promise.race([this.exitPromise, sleep(10_000)])
+      let timer
+      const bound = new Promise((resolve) => { timer = setTimeout(resolve, 10_000) })
+      await Promise.race([this.exitPromise, bound])
+      clearTimeout(timer)
     }
     running.delete(this)
     fs.rmSync(this.dir, { recursive: true, force: true })
