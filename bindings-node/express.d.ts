@@ -54,13 +54,23 @@ export interface AuthenticateOptions extends SkipOptions {
 
 /** The options of `rateLimit()`. */
 export interface RateLimitOptions extends SkipOptions {
-  /** The request's cost in the rules' units: an integer >= 0 (0 peeks); 1 when not given. */
+  /**
+   * The request's cost in the rules' units: an integer >= 0 (0 peeks); 1 when not given.
+   * Mounted at the application's root, `req.path` is the whole path; under a prefix it is
+   * relative to it (`req.originalUrl` is whole).
+   */
   cost?: (req: Request) => number
   /**
    * The address `ip` rules are keyed on. By default `req.ip` in canonical form (it follows
    * Express's `trust proxy` setting), or the socket's peer when that is not an address.
    */
   keyIp?: (req: Request) => string | null | undefined
+  /**
+   * Which request headers the engine is given, for rules keyed on `header:NAME`: `true` (the
+   * default) all, `false` none (when no rule is keyed on a header: the engine call costs about
+   * half), or the names the rules use.
+   */
+  headers?: boolean | Iterable<string>
 }
 
 /** The options of `guard()`. */

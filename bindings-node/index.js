@@ -44,7 +44,10 @@ class FloodwallError extends Error {
 /** A native error as the error a user sees. */
 function convert (error) {
   if (!(error instanceof Error)) return error
-  if (error.code === 'InvalidArg') return new TypeError(error.message)
+  // napi-rs's argument conversions: InvalidArg, StringExpected, NumberExpected, ObjectExpected …
+  if (typeof error.code === 'string' && (error.code === 'InvalidArg' || error.code.endsWith('Expected'))) {
+    return new TypeError(error.message)
+  }
   if (typeof error.message === 'string' && error.message.startsWith('{"')) {
     let details
     try {
@@ -289,10 +292,65 @@ function camel (status) {
   return out
 }
 
+function requireRequests (requests) {
+  if (requests === null || requests === undefined || typeof requests[Symbol.iterator] !== 'function' || typeof requests === 'string') {
+    throw new TypeError('the requests must be an iterable (an array) of request objects')
+  }
+  return Array.from(requests, requireRequest)
+}
+
 function requireRequest (request) {
   if (request === undefined || request === null) return {}
   if (typeof request !== 'object') throw new TypeError('the request must be an object such as { subject, role, method, path, ip, cost }')
   return request
+}
+
+/**
+ * `check` on a shared store: requests go to the addon's dispatcher (src/dispatch.rs), which
+ * decides whatever has queued in one pipelined round trip; this side keeps the promises by id
+ * and settles them when the addon says results wait.
+ */
+function dispatcher (inner, engine) {
+  const waiting = new Map()
+  const out = new Float64Array(1 << 16)
+  let nextId = 1
+  function settleAll () {
+    for (;;) {
+      const written = drain(out)
+      const count = Math.abs(written)
+      let messages = null
+      for (let at = 0; at < count;) {
+        const id = out[at]
+        const kind = out[at + 1]
+        const n = out[at + 2]
+        const promise = waiting.get(id)
+        waiting.delete(id)
+        if (kind === 0) {
+          promise.resolve(new Decision(out.subarray(at + 3, at + 3 + n), engine))
+          at += 3 + n
+        } else {
+          messages = messages || errors()
+          promise.reject(convert(new Error(messages[n])))
+          at += 3
+        }
+      }
+      if (written >= 0) return
+    }
+  }
+  const [enqueue, drain, errors] = inner.dispatcher(settleAll)
+  return function check (request) {
+    return new Promise((resolve, reject) => {
+      const id = nextId++
+      waiting.set(id, { resolve, reject })
+      try {
+        const r = requireRequest(request)
+        enqueue(id, r.subject, r.role, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+      } catch (error) {
+        waiting.delete(id)
+        reject(convert(error))
+      }
+    })
+  }
 }
 
 /** The traffic-control engine: rules, a store, keys and services from one configuration. */
@@ -308,6 +366,7 @@ class Engine {
     Object.defineProperty(this, '_handle', { value: inner.handle() })
     Object.defineProperty(this, '_checkSync', { value: inner.checkFunction() })
     Object.defineProperty(this, '_authenticate', { value: inner.authenticateFunction() })
+    if (this._mayWait) Object.defineProperty(this, '_dispatch', { value: dispatcher(inner, this) })
   }
 
   /** An engine from TOML configuration text. */
@@ -374,15 +433,7 @@ class Engine {
         return Promise.reject(error)
       }
     }
-    let r
-    let pending
-    try {
-      r = requireRequest(request)
-      pending = this._inner.check(r.subject, r.role, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
-    } catch (error) {
-      return Promise.reject(convert(error))
-    }
-    return pending.then((row) => new Decision(row, this), (error) => { throw convert(error) })
+    return this._dispatch(request)
   }
 
   _many (results) {
@@ -394,7 +445,7 @@ class Engine {
   /** A batch of requests (as `check` takes them): one Decision or FloodwallError each. */
   checkManySync (requests) {
     this._refuseWait('checkManySync')
-    return this._many(call(() => this._inner.checkManySync(Array.from(requests, requireRequest))))
+    return this._many(call(() => this._inner.checkManySync(requireRequests(requests))))
   }
 
   /** A batch, in one Redis round trip, off the JS thread. */
@@ -408,7 +459,7 @@ class Engine {
     }
     let pending
     try {
-      pending = this._inner.checkMany(Array.from(requests, requireRequest))
+      pending = this._inner.checkMany(requireRequests(requests))
     } catch (error) {
       return Promise.reject(convert(error))
     }

@@ -41,15 +41,15 @@ pub struct RequestInit {
 }
 
 /// A request's parts, owned, so that a worker thread can decide it.
-struct Owned {
-    subject: Option<String>,
-    role: Option<String>,
-    method: Option<String>,
-    path: Option<String>,
-    ip: Option<String>,
-    cost: u64,
-    headers: Vec<(String, String)>,
-    now_ms: Option<u64>,
+pub(crate) struct Owned {
+    pub(crate) subject: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) ip: Option<String>,
+    pub(crate) cost: u64,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) now_ms: Option<u64>,
 }
 
 /// A count argument (`cost`, `nowMs`): an integer from 0 to 2^53.
@@ -370,11 +370,20 @@ impl Engine {
         service: String,
         url: String,
         name: Option<String>,
-        weight: Option<u32>,
+        weight: Option<f64>,
     ) -> napi::Result<()> {
+        let weight = match weight {
+            None => 1,
+            Some(w) if w.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&w) => w as u32,
+            Some(w) => {
+                return Err(invalid_arg(format!(
+                    "weight must be a whole number from 0 to 2^32 - 1, not {w}"
+                )));
+            }
+        };
         let mut upstream = floodwall::balance::UpstreamConfig::new(url);
         upstream.name = name;
-        upstream.weight = weight.unwrap_or(1);
+        upstream.weight = weight;
         self.core.add_upstream(&service, &upstream).js()
     }
 
@@ -416,6 +425,19 @@ impl Engine {
         env: &'env Env,
     ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
         crate::fastpath::authenticate_function(env, Arc::clone(&self.core))
+    }
+
+    /// `[enqueue, drain, errors]`: `check` on a shared store through the batching dispatcher
+    /// (see `dispatch.rs`); `onReady` is called when results wait to be drained.
+    #[napi(
+        ts_return_type = "[(id: number, subject?: string | null, role?: string | null, method?: string | null, path?: string | null, ip?: string | null, cost?: number | null, nowMs?: number | null, headers?: Record<string, string> | null) => void, (out: Float64Array) => number, () => string[]]"
+    )]
+    pub fn dispatcher<'env>(
+        &self,
+        env: &'env Env,
+        on_ready: napi::bindgen_prelude::Function<'env, (), ()>,
+    ) -> napi::Result<Vec<napi::bindgen_prelude::Unknown<'env>>> {
+        Ok(crate::dispatch::functions(env, Arc::clone(&self.core), on_ready)?.into())
     }
 
     /// The configured store: `memory`, `redis` or `redis_cluster`.
@@ -479,35 +501,11 @@ impl Engine {
 
 impl Engine {
     fn decide_many(&self, requests: &[Owned]) -> Vec<Either<Float64Array, String>> {
-        let headers: Vec<Vec<(&str, &str)>> = requests
-            .iter()
-            .map(|o| {
-                o.headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect()
-            })
-            .collect();
-        let batch: Vec<Request<'_>> = requests
-            .iter()
-            .zip(&headers)
-            .map(|(o, h)| Request {
-                method: o.method.as_deref().unwrap_or("GET"),
-                path: o.path.as_deref().unwrap_or("/"),
-                subject: o.subject.as_deref(),
-                role: o.role.as_deref(),
-                ip: o.ip.as_deref(),
-                headers: h,
-                cost: o.cost,
-                now: o.now_ms.map(Timestamp::from_millis),
-            })
-            .collect();
-        self.core
-            .check_many(&batch)
+        decide_rows(&self.core, requests)
             .into_iter()
             .map(|r| match r {
-                Ok(d) => Either::A(Float64Array::new(decision::to_vec(&d))),
-                Err(e) => Either::B(to_napi(&e).reason),
+                Ok(row) => Either::A(Float64Array::new(row)),
+                Err(json) => Either::B(json),
             })
             .collect()
     }
@@ -665,4 +663,42 @@ pub fn claims_json(
 ) -> napi::Result<String> {
     let identity = verify(&engine.core, &authorization, now_ms)?;
     Ok(serde_json::Value::Object(identity.claims.clone()).to_string())
+}
+
+/// A batch decided with one `check_many` (one Redis round trip): each request's row, or its
+/// error's JSON text.
+pub(crate) fn decide_rows(
+    core: &floodwall::Engine,
+    requests: &[Owned],
+) -> Vec<Result<Vec<f64>, String>> {
+    let headers: Vec<Vec<(&str, &str)>> = requests
+        .iter()
+        .map(|o| {
+            o.headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect()
+        })
+        .collect();
+    let batch: Vec<Request<'_>> = requests
+        .iter()
+        .zip(&headers)
+        .map(|(o, h)| Request {
+            method: o.method.as_deref().unwrap_or("GET"),
+            path: o.path.as_deref().unwrap_or("/"),
+            subject: o.subject.as_deref(),
+            role: o.role.as_deref(),
+            ip: o.ip.as_deref(),
+            headers: h,
+            cost: o.cost,
+            now: o.now_ms.map(Timestamp::from_millis),
+        })
+        .collect();
+    core.check_many(&batch)
+        .into_iter()
+        .map(|r| {
+            r.map(|d| decision::to_vec(&d))
+                .map_err(|e| to_napi(&e).reason)
+        })
+        .collect()
 }

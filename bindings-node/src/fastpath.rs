@@ -25,7 +25,7 @@ use crate::error::to_napi;
 /// Positional arguments: out, subject, role, method, path, ip, cost, nowMs, headers.
 const ARGS: usize = 9;
 /// Strings up to this many bytes are read without allocating.
-const INLINE: usize = 2048;
+pub(crate) const INLINE: usize = 2048;
 
 /// A JS function `(out, subject, role, method, path, ip, cost, nowMs, headers) => void`
 /// deciding on `engine`.
@@ -47,9 +47,9 @@ pub(crate) fn authenticate_function(
 
 /// A JS function calling `callback` with `engine` as its data, which is released when the
 /// function is collected.
-fn bound_function<'env>(
+pub(crate) fn bound_function<'env, T: Send + Sync + 'static>(
     env: &'env napi::Env,
-    engine: Arc<floodwall::Engine>,
+    engine: Arc<T>,
     name: &std::ffi::CStr,
     callback: unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
 ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
@@ -69,12 +69,19 @@ fn bound_function<'env>(
             &mut function,
         );
         let status = if status == sys::Status::napi_ok {
-            sys::napi_add_finalizer(env, function, data, Some(release), null_mut(), null_mut())
+            sys::napi_add_finalizer(
+                env,
+                function,
+                data,
+                Some(release::<T>),
+                null_mut(),
+                null_mut(),
+            )
         } else {
             status
         };
         if status != sys::Status::napi_ok {
-            release(env, data, null_mut());
+            release::<T>(env, data, null_mut());
             return Err(napi::Error::new(
                 napi::Status::GenericFailure,
                 "could not create a native function",
@@ -85,12 +92,12 @@ fn bound_function<'env>(
     Ok(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(env, function) })
 }
 
-unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: `data` came from `Arc::into_raw` in `check_function`, released exactly once.
-    drop(unsafe { Arc::from_raw(data.cast_const().cast::<floodwall::Engine>()) });
+unsafe extern "C" fn release<T>(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` came from `Arc::into_raw` in `bound_function`, released exactly once.
+    drop(unsafe { Arc::from_raw(data.cast_const().cast::<T>()) });
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// A bad argument: a `TypeError`.
     Argument(String),
     /// A core error: its JSON, as `crate::error` writes it.
@@ -117,7 +124,7 @@ unsafe fn absent(env: sys::napi_env, value: sys::napi_value) -> bool {
 ///
 /// # Safety
 /// `env` is the live env of the current call and `value` null or one of its handles.
-unsafe fn text<'a>(
+pub(crate) unsafe fn text<'a>(
     env: sys::napi_env,
     value: sys::napi_value,
     buffer: &'a mut [MaybeUninit<u8>; INLINE],
@@ -173,11 +180,73 @@ unsafe fn text<'a>(
         .map_err(|_| Failure::Argument(format!("{what} is not valid text")))
 }
 
+/// A callback's arguments — those not passed are null, so that nothing reads them — and its
+/// bound data.
+///
+/// # Safety
+/// Node-API's contract for a callback: live `env` and `info`.
+pub(crate) unsafe fn arguments<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> ([sys::napi_value; N], *mut c_void) {
+    let mut argc = N;
+    let mut argv = [null_mut(); N];
+    let mut data = null_mut();
+    // SAFETY: `argv` holds N handles.
+    unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            null_mut(),
+            &mut data,
+        )
+    };
+    for slot in argv.iter_mut().skip(argc) {
+        *slot = null_mut();
+    }
+    (argv, data)
+}
+
+/// The numbers of a `Float64Array` argument, to write into.
+///
+/// # Safety
+/// `env` and `value` are live handles of the current call; the slice is used only during it,
+/// on the JS thread — the only thread that can touch the array meanwhile.
+pub(crate) unsafe fn float64_out<'a>(
+    env: sys::napi_env,
+    value: sys::napi_value,
+) -> Result<&'a mut [f64], Failure> {
+    let (mut kind, mut length, mut numbers) = (0, 0usize, null_mut());
+    let (mut buffer, mut offset) = (null_mut(), 0usize);
+    // SAFETY: a live handle; on a non-typed-array the status is an error and `kind` unset.
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            value,
+            &mut kind,
+            &mut length,
+            &mut numbers,
+            &mut buffer,
+            &mut offset,
+        )
+    };
+    if status != sys::Status::napi_ok
+        || kind != sys::TypedarrayType::float64_array
+        || numbers.is_null()
+    {
+        return Err(Failure::Argument("out must be a Float64Array".to_owned()));
+    }
+    // SAFETY: the array's `length` numbers (see the function's contract).
+    Ok(unsafe { std::slice::from_raw_parts_mut(numbers.cast::<f64>(), length) })
+}
+
 /// A count argument (`cost`, `nowMs`): an integer from 0 to 2^53, or absent.
 ///
 /// # Safety
 /// `env` and `value` are live handles of the current call.
-unsafe fn count(
+pub(crate) unsafe fn count(
     env: sys::napi_env,
     value: sys::napi_value,
     what: &str,
@@ -208,7 +277,7 @@ unsafe fn count(
 ///
 /// # Safety
 /// `env` and `value` are live handles of the current call.
-unsafe fn headers(
+pub(crate) unsafe fn headers(
     env: sys::napi_env,
     value: sys::napi_value,
 ) -> Result<Vec<(String, String)>, Failure> {
@@ -282,7 +351,7 @@ unsafe extern "C" fn authenticate(
 ///
 /// # Safety
 /// `env` is the live env of the current call.
-unsafe fn settle(
+pub(crate) unsafe fn settle(
     env: sys::napi_env,
     outcome: std::thread::Result<Result<sys::napi_value, Failure>>,
 ) -> sys::napi_value {
@@ -338,23 +407,8 @@ unsafe fn verify(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> Result<sys::napi_value, Failure> {
-    let mut argc = 2;
-    let mut argv = [null_mut(); 2];
-    let mut data = null_mut();
-    // SAFETY: `argv` holds 2 handles.
-    unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            argv.as_mut_ptr(),
-            null_mut(),
-            &mut data,
-        )
-    };
-    for slot in argv.iter_mut().skip(argc.max(1)) {
-        *slot = null_mut();
-    }
+    // SAFETY: see the function's contract.
+    let (argv, data) = unsafe { arguments::<2>(env, info) };
     // SAFETY: `data` is the engine `bound_function` bound, alive while the function is.
     let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
     let mut buffer = [MaybeUninit::<u8>::uninit(); INLINE];
@@ -389,49 +443,13 @@ unsafe fn verify(
 /// # Safety
 /// Node-API's contract for a callback: live `env` and `info`.
 unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<(), Failure> {
-    let mut argc = ARGS;
-    let mut argv = [null_mut(); ARGS];
-    let mut data = null_mut();
-    // SAFETY: `argv` holds ARGS handles; missing arguments are set to `undefined`.
-    unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            argv.as_mut_ptr(),
-            null_mut(),
-            &mut data,
-        )
-    };
-    // Arguments not passed are not read at all (index.js passes only up to the last given).
-    for slot in argv.iter_mut().skip(argc.max(1)) {
-        *slot = null_mut();
-    }
+    // SAFETY: see the function's contract.
+    let (argv, data) = unsafe { arguments::<ARGS>(env, info) };
     // SAFETY: `data` is the engine `check_function` bound, alive while the function is.
     let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
 
-    let (mut kind, mut length, mut numbers) = (0, 0usize, null_mut());
-    let (mut buffer, mut offset) = (null_mut(), 0usize);
-    // SAFETY: a live handle; on a non-typed-array the status is an error and `kind` unset.
-    let status = unsafe {
-        sys::napi_get_typedarray_info(
-            env,
-            argv[0],
-            &mut kind,
-            &mut length,
-            &mut numbers,
-            &mut buffer,
-            &mut offset,
-        )
-    };
-    if status != sys::Status::napi_ok
-        || kind != sys::TypedarrayType::float64_array
-        || numbers.is_null()
-    {
-        return Err(Failure::Argument("out must be a Float64Array".to_owned()));
-    }
-    // SAFETY: the array's `length` numbers, touched only by this JS thread during this call.
-    let out = unsafe { std::slice::from_raw_parts_mut(numbers.cast::<f64>(), length) };
+    // SAFETY: a live handle of this call.
+    let out = unsafe { float64_out(env, argv[0]) }?;
 
     let mut buffers = [[MaybeUninit::<u8>::uninit(); INLINE]; 5];
     let mut heaps: [Vec<u8>; 5] = Default::default();

@@ -8,6 +8,7 @@
 
 mod balance;
 mod decision;
+mod dispatch;
 mod engine;
 mod error;
 mod fastpath;

@@ -1,0 +1,786 @@
+'use strict'
+/**
+ * `floodwall/express` over real HTTP (servers on 127.0.0.1, free ports): `guard` — the
+ * answers of the Python binding's middlewares (headers, 401/429 problem bodies, public and
+ * skip paths, per-route cost, the client address under Express's `trust proxy`) — the same
+ * answers from `authenticate` + `rateLimit`, the options' validation, `proxy` in front of
+ * real upstream servers (round robin, a breaker opening on 500s, 502/503/504, streamed
+ * bodies, clients going away, every lease finished once), and `guard` on a real Redis.
+ */
+
+const { test, describe } = require('node:test')
+const assert = require('node:assert/strict')
+const http = require('node:http')
+const crypto = require('node:crypto')
+const net = require('node:net')
+const express = require('express')
+
+const { floodwall, mint, redisStore, waitUntil, NEW_SECRET } = require('./helpers.js')
+const { RedisServer, freePort } = require('./redis_server.js')
+const H = require('./express_http.js')
+// The package's own name (its "exports" map), as users require it.
+const fw = require('floodwall/express')
+
+const { Engine, FloodwallError } = floodwall
+const { authenticate, rateLimit, guard, proxy, AUTH_DETAILS } = fw
+const { USER_LIMIT, PREMIUM_LIMIT, PUBLIC_IP_LIMIT } = H
+
+/** Serves `app` for the length of `fn(port)`. */
+async function serving (app, fn) {
+  const server = await H.listen(app)
+  try {
+    return await fn(server.port)
+  } finally {
+    await server.close()
+  }
+}
+
+const get = (port, path, headers = {}) => H.request(port, { path, headers })
+const times = async (n, fn) => {
+  const out = []
+  for (let i = 0; i < n; i++) out.push(await fn(i))
+  return out
+}
+
+describe('guard', () => {
+  test('admits a request with its RateLimit headers and hands over the identity', async () => {
+    await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+      const response = await get(port, '/api/whoami', H.bearer(mint('alice', { role: 'free' })))
+      assert.equal(response.status, 200, response.text)
+      assert.deepEqual(response.json(), {
+        present: true,
+        sameAsLocals: true,
+        subject: 'alice',
+        role: 'free',
+        rule: 'per-user',
+        remaining: USER_LIMIT - 1,
+        store: 'memory',
+        decision: true
+      })
+      H.assertRateLimitHeaders(response, { rule: 'per-user', limit: USER_LIMIT, remaining: 2 })
+      assert.equal(response.headers['retry-after'], undefined)
+    })
+  })
+
+  test('answers the request over the limit 429 while another caller is admitted', async () => {
+    await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+      const alice = H.bearer(mint('alice'))
+      const admitted = await times(USER_LIMIT, () => get(port, '/api/whoami', alice))
+      const denied = await get(port, '/api/whoami', alice)
+      const other = await get(port, '/api/whoami', H.bearer(mint('bob')))
+      assert.deepEqual(admitted.map((r) => r.status), Array(USER_LIMIT).fill(200))
+      const body = H.assertProblem(denied, 429, 'rate_limited')
+      assert.equal(body.title, 'Too Many Requests')
+      assert.equal(body.rule, 'per-user')
+      assert.ok(body.retry_after_ms > 0 && body.retry_after_ms <= 3_600_000, String(body.retry_after_ms))
+      assert.equal(body.detail, `The rate limit is exhausted; retry in ${Math.ceil(body.retry_after_ms / 1000)} s.`)
+      const retryAfter = Number(denied.headers['retry-after'])
+      assert.ok(retryAfter > 0 && retryAfter <= 3600, String(retryAfter))
+      H.assertRateLimitHeaders(denied, { rule: 'per-user', limit: USER_LIMIT, remaining: 0 })
+      assert.equal(other.status, 200)
+      assert.equal(other.json().subject, 'bob')
+    })
+  })
+
+  test('gives a premium caller the premium limit', async () => {
+    await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+      const premium = H.bearer(mint('carol', { role: 'premium' }))
+      const free = H.bearer(mint('dave', { role: 'free' }))
+      const premiumCodes = await times(PREMIUM_LIMIT + 1, async () => (await get(port, '/api/whoami', premium)).status)
+      const freeCodes = await times(USER_LIMIT + 1, async () => (await get(port, '/api/whoami', free)).status)
+      assert.deepEqual(premiumCodes, [...Array(PREMIUM_LIMIT).fill(200), 429])
+      assert.deepEqual(freeCodes, [...Array(USER_LIMIT).fill(200), 429])
+    })
+  })
+
+  test('answers a request without a token 401 missing_token, with the bare challenge', async () => {
+    await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+      const response = await get(port, '/api/whoami')
+      const body = H.assertProblem(response, 401, 'missing_token')
+      assert.equal(body.title, 'Unauthorized')
+      assert.equal(body.detail, AUTH_DETAILS.missing_token)
+      assert.equal(response.headers['www-authenticate'], 'Bearer realm="floodwall"')
+      assert.equal(response.headers.ratelimit, undefined)
+      assert.equal(response.headers['ratelimit-limit'], undefined)
+    })
+  })
+
+  const refused = [
+    ['expired', () => mint('alice', { expiresIn: -3600 })],
+    ['bad_signature', () => mint('alice', { secret: NEW_SECRET })],
+    ['malformed_token', () => 'Bearer not-a-jwt']
+  ]
+  for (const [code, authorization] of refused) {
+    test(`answers a refused token 401 ${code}, invalid_token, never echoing it`, async () => {
+      const value = authorization()
+      const token = value.slice('Bearer '.length)
+      await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+        const response = await get(port, '/api/whoami', { Authorization: value })
+        const body = H.assertProblem(response, 401, code)
+        assert.equal(body.detail, AUTH_DETAILS[code])
+        const challenge = response.headers['www-authenticate']
+        assert.ok(challenge.startsWith('Bearer realm="floodwall", '), challenge)
+        assert.ok(challenge.includes('error="invalid_token"'), challenge)
+        assert.ok(!response.text.includes(token))
+        assert.ok(!challenge.includes(token))
+      })
+    })
+  }
+
+  test('takes two Authorization headers as one malformed token', async () => {
+    await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+      const response = await get(port, '/api/whoami', [
+        ['Authorization', mint('alice')],
+        ['Authorization', mint('mallory')]
+      ])
+      H.assertProblem(response, 401, 'malformed_token')
+    })
+  })
+
+  test('needs no token on public paths but limits them by address', async () => {
+    await serving(H.makeApp([guard(H.engineOf(), { publicPaths: ['/public/*'] })]), async (port) => {
+      const codes = await times(PUBLIC_IP_LIMIT, async () => (await get(port, '/public/info')).status)
+      const denied = await get(port, '/public/info', H.bearer(mint('alice')))
+      const first = await get(port, '/api/whoami')
+      assert.deepEqual(codes, Array(PUBLIC_IP_LIMIT).fill(200))
+      assert.equal(H.assertProblem(denied, 429, 'rate_limited').rule, 'per-ip')
+      H.assertRateLimitHeaders(denied, { rule: 'per-ip', limit: PUBLIC_IP_LIMIT, remaining: 0 })
+      H.assertProblem(first, 401, 'missing_token')
+    })
+  })
+
+  test('hands a public request through with no identity, even with a token', async () => {
+    await serving(H.makeApp([guard(H.engineOf(), { publicPaths: ['/public/info'] })]), async (port) => {
+      const response = await get(port, '/public/info', H.bearer(mint('alice')))
+      assert.equal(response.status, 200)
+      assert.deepEqual(response.json(), {
+        present: true,
+        sameAsLocals: true,
+        subject: null,
+        role: null,
+        rule: 'per-ip',
+        remaining: PUBLIC_IP_LIMIT - 1,
+        store: 'memory',
+        decision: true
+      })
+    })
+  })
+
+  test('leaves skipped requests alone: skipPaths and skip(req)', async () => {
+    const options = { skipPaths: ['/health', '/static/*'], skip: (req) => req.get('x-skip') === 'yes' }
+    await serving(H.makeApp([guard(H.engineOf(), options)]), async (port) => {
+      const health = await times(USER_LIMIT + 3, () => get(port, '/health'))
+      for (const response of health) {
+        assert.equal(response.status, 200)
+        assert.equal(response.json().present, false)
+        assert.equal(response.headers.ratelimit, undefined)
+      }
+      const flagged = await get(port, '/api/whoami', { 'X-Skip': 'yes' })
+      assert.equal(flagged.status, 200)
+      assert.equal(flagged.json().present, false)
+      // Neither a near miss nor a path with a dot segment is skipped.
+      H.assertProblem(await get(port, '/healthz'), 401, 'missing_token')
+      H.assertProblem(await get(port, '/health/'), 401, 'missing_token')
+      H.assertProblem(await get(port, '/static/../api/whoami'), 401, 'missing_token')
+      const prefixed = await get(port, '/static/app.js')
+      assert.equal(prefixed.status, 404) // skipped, then no route
+      assert.equal(prefixed.headers['www-authenticate'], undefined)
+    })
+  })
+
+  test('charges each route its cost; a cost over every limit is 429 without Retry-After', async () => {
+    const cost = (req) => req.path === '/api/export' ? USER_LIMIT : req.path === '/api/huge' ? 100 : 1
+    await serving(H.makeApp([guard(H.engineOf(), { cost })]), async (port) => {
+      const alice = H.bearer(mint('alice'))
+      const exported = await get(port, '/api/export', alice)
+      assert.equal(exported.status, 200)
+      assert.equal(exported.json().remaining, 0)
+      H.assertProblem(await get(port, '/api/export', alice), 429, 'rate_limited')
+      H.assertProblem(await get(port, '/api/whoami', alice), 429, 'rate_limited')
+
+      const bob = H.bearer(mint('bob'))
+      const huge = await get(port, '/api/huge', bob)
+      const body = H.assertProblem(huge, 429, 'cost_exceeds_limit')
+      assert.equal(body.detail, 'The request costs more than a rate limit allows; it can never be admitted.')
+      assert.equal(huge.headers['retry-after'], undefined)
+      assert.equal(huge.headers.ratelimit, undefined)
+      const after = await get(port, '/api/whoami', bob)
+      assert.equal(after.json().remaining, USER_LIMIT - 1, 'the refused cost took nothing')
+    })
+  })
+
+  test('passes an error of the cost callable, or a cost that is no integer, to next(err)', async () => {
+    const cost = (req) => {
+      if (req.path === '/api/export') throw new Error('cost exploded')
+      return req.path === '/api/huge' ? 1.5 : 1
+    }
+    await serving(H.makeApp([guard(H.engineOf(), { cost })]), async (port) => {
+      const thrown = await get(port, '/api/export', H.bearer(mint('alice')))
+      assert.equal(thrown.status, 500)
+      assert.equal(thrown.json().error.message, 'cost exploded')
+      const fractional = await get(port, '/api/huge', H.bearer(mint('alice')))
+      assert.equal(fractional.status, 500)
+      assert.equal(fractional.json().error.name, 'TypeError')
+      assert.match(fractional.json().error.message, /cost/)
+    })
+  })
+
+  test('with trust proxy off, ignores X-Forwarded-For: a caller cannot dodge its address limit', async () => {
+    await serving(H.makeApp([guard(H.engineOf(), { publicPaths: ['/public/*'] })]), async (port) => {
+      const codes = await times(PUBLIC_IP_LIMIT + 1, async (i) =>
+        (await get(port, '/public/info', { 'X-Forwarded-For': `203.0.113.${i + 1}` })).status)
+      assert.deepEqual(codes, [...Array(PUBLIC_IP_LIMIT).fill(200), 429])
+    })
+  })
+
+  test('with trust proxy on, keys on the address the trusted proxy forwards', async () => {
+    const app = H.makeApp([guard(H.engineOf(), { publicPaths: ['/public/*'] })], { trustProxy: 'loopback' })
+    await serving(app, async (port) => {
+      const distinct = await times(PUBLIC_IP_LIMIT + 1, async (i) =>
+        (await get(port, '/public/info', { 'X-Forwarded-For': `203.0.113.${i + 1}` })).status)
+      assert.deepEqual(distinct, Array(PUBLIC_IP_LIMIT + 1).fill(200))
+      // 203.0.113.1 has had one request; so has its IPv4-mapped spelling, the same address.
+      const again = await get(port, '/public/info', { 'X-Forwarded-For': '::ffff:203.0.113.1' })
+      assert.equal(again.status, 200)
+      const over = await get(port, '/public/info', { 'X-Forwarded-For': '198.51.100.9, 203.0.113.1' })
+      assert.equal(H.assertProblem(over, 429, 'rate_limited').rule, 'per-ip')
+    })
+  })
+
+  test('lets the application replace a RateLimit header it sets itself', async () => {
+    await serving(H.makeApp([guard(H.engineOf())]), async (port) => {
+      const response = await get(port, '/api/own-header', H.bearer(mint('alice')))
+      assert.equal(response.status, 200)
+      assert.equal(response.text, 'own')
+      assert.equal(H.headerCount(response, 'ratelimit-limit'), 1)
+      assert.equal(response.headers['ratelimit-limit'], '999')
+      assert.equal(response.headers['ratelimit-remaining'], String(USER_LIMIT - 1))
+    })
+  })
+
+  test('sees the whole path when mounted under a prefix, percent-decoded', async () => {
+    const engine = H.engineOf()
+    const app = express()
+    app.use('/api', guard(engine))
+    app.use(guard(engine, { publicPaths: ['/public/*'], skipPaths: ['/api/*'] }))
+    app.get('/api/whoami', (req, res) => res.json({ rule: req.floodwall.decision.rule }))
+    app.get('/public/info', (req, res) => res.json({ rule: req.floodwall.decision.rule }))
+    await serving(app, async (port) => {
+      const mounted = await get(port, '/api/whoami', H.bearer(mint('alice')))
+      assert.equal(mounted.status, 200)
+      assert.deepEqual(mounted.json(), { rule: 'per-user' })
+      // `/%70ublic/info` is `/public/info` to the engine (public, limited by address) although
+      // Express routes it nowhere; it shares its budget with `/public/info`.
+      const encoded = await get(port, '/%70ublic/info')
+      assert.equal(encoded.status, 404)
+      H.assertRateLimitHeaders(encoded, { rule: 'per-ip', limit: PUBLIC_IP_LIMIT, remaining: 1 })
+      assert.equal((await get(port, '/public/info')).status, 200)
+      H.assertProblem(await get(port, '/public/info'), 429, 'rate_limited')
+    })
+  })
+
+  test('passes any other engine error to next(err)', async () => {
+    const engine = H.engineOf()
+    await serving(H.makeApp([guard(engine)]), async (port) => {
+      engine.reloadAuth(null)
+      const response = await get(port, '/api/whoami', H.bearer(mint('alice')))
+      assert.equal(response.status, 500)
+      assert.equal(response.json().error.name, 'FloodwallError')
+      assert.equal(response.json().error.code, 'invalid_config')
+    })
+  })
+})
+
+describe('authenticate and rateLimit', () => {
+  test('authenticate() alone hands over the identity and no decision', async () => {
+    const engine = H.engineOf()
+    await serving(H.makeApp([authenticate(engine, { publicPaths: ['/public/*'] })]), async (port) => {
+      const response = await get(port, '/api/whoami', H.bearer(mint('alice', { role: 'premium' })))
+      assert.equal(response.status, 200)
+      assert.deepEqual(response.json(), {
+        present: true, sameAsLocals: true, subject: 'alice', role: 'premium', rule: null, remaining: null, store: null, decision: false
+      })
+      assert.equal(response.headers.ratelimit, undefined)
+      H.assertProblem(await get(port, '/api/whoami'), 401, 'missing_token')
+      H.assertProblem(await get(port, '/api/whoami', H.bearer(mint('alice', { expiresIn: -3600 }))), 401, 'expired')
+      const open = await get(port, '/public/info')
+      assert.equal(open.status, 200)
+      assert.equal(open.json().subject, null)
+    })
+  })
+
+  test('composed, give the answers guard() gives', async () => {
+    const publicPaths = ['/public/*']
+    const cost = (req) => req.path === '/api/export' ? 2 : req.path === '/api/huge' ? 100 : 1
+    const one = H.engineOf()
+    const two = H.engineOf()
+    const guarded = H.makeApp([guard(one, { publicPaths, cost })])
+    const composed = H.makeApp([authenticate(two, { publicPaths }), rateLimit(two, { cost })])
+    const alice = H.bearer(mint('alice'))
+    const script = [
+      ['/api/whoami', alice],
+      ['/api/export', alice],
+      ['/api/whoami', alice],
+      ['/api/huge', H.bearer(mint('bob'))],
+      ['/api/whoami', H.bearer(mint('bob', { role: 'premium' }))],
+      ['/api/whoami', {}],
+      ['/api/whoami', H.bearer(mint('bob', { secret: NEW_SECRET }))],
+      ['/public/info', {}],
+      ['/public/info', alice],
+      ['/public/info', {}],
+      ['/health', {}]
+    ]
+    const run = (app) => serving(app, (port) => times(script.length, async (i) => {
+      const response = await get(port, script[i][0], script[i][1])
+      const body = response.headers['content-type'].startsWith('application/problem+json')
+        ? { ...response.json(), retry_after_ms: undefined, detail: response.json().detail.replace(/\d+ s\./, 'N s.') }
+        : response.json()
+      return {
+        status: response.status,
+        body,
+        contentType: response.headers['content-type'],
+        challenge: response.headers['www-authenticate'],
+        policy: response.headers['ratelimit-policy'],
+        limit: response.headers['ratelimit-limit'],
+        remaining: response.headers['ratelimit-remaining'],
+        retryAfter: response.headers['retry-after'] !== undefined
+      }
+    }))
+    const expected = await run(guarded)
+    const actual = await run(composed)
+    assert.deepEqual(actual, expected)
+    assert.deepEqual(expected.map((r) => r.status), [200, 200, 429, 429, 200, 401, 401, 200, 200, 429, 401])
+  })
+
+  test('rateLimit() alone keys header rules on the header, address rules on the address', async () => {
+    const keyed = { name: 'per-key', match: { paths: ['/keyed'] }, key: 'header:X-Api-Key', algorithm: 'sliding_window', limit: 1, window: '1h' }
+    const engine = H.engineOf({ auth: false, extraRules: [keyed] })
+    await serving(H.makeApp([rateLimit(engine)]), async (port) => {
+      const first = await get(port, '/keyed', { 'X-Api-Key': 'k1' })
+      assert.equal(first.status, 200)
+      assert.equal(first.json().rule, 'per-key')
+      assert.equal(first.json().subject, null)
+      assert.equal(H.assertProblem(await get(port, '/keyed', { 'x-api-key': 'k1' }), 429, 'rate_limited').rule, 'per-key')
+      assert.equal((await get(port, '/keyed', { 'X-Api-Key': 'k2' })).status, 200)
+      const codes = await times(PUBLIC_IP_LIMIT + 1, async () => (await get(port, '/public/info')).status)
+      assert.deepEqual(codes, [...Array(PUBLIC_IP_LIMIT).fill(200), 429])
+    })
+  })
+
+  test('the headers option narrows what header rules see', async () => {
+    const keyed = { name: 'per-key', match: { paths: ['/keyed'] }, key: 'header:X-Api-Key', algorithm: 'sliding_window', limit: 1, window: '1h' }
+    const named = express()
+    named.use(guard(H.engineOf({ extraRules: [keyed] }), { headers: ['X-Api-Key'], publicPaths: ['/keyed'] }))
+    named.get('/keyed', (req, res) => res.json({ rule: req.floodwall.decision.rule }))
+    await serving(named, async (port) => {
+      assert.equal((await get(port, '/keyed', { 'X-Api-Key': 'k1', 'X-Other': 'o' })).json().rule, 'per-key')
+      H.assertProblem(await get(port, '/keyed', { 'X-Api-Key': 'k1' }), 429, 'rate_limited')
+      assert.equal((await get(port, '/keyed', { 'X-Api-Key': 'k2' })).status, 200)
+    })
+    const blind = express()
+    blind.use(guard(H.engineOf({ extraRules: [keyed] }), { headers: false }))
+    blind.get('/keyed', (req, res) => res.json({ subject: req.floodwall.identity.subject }))
+    await serving(blind, async (port) => {
+      // The token still authenticates; the rule sees no header, so k1 and k2 share one key.
+      const alice = H.bearer(mint('alice'))
+      assert.equal((await get(port, '/keyed', { 'X-Api-Key': 'k1', ...alice })).json().subject, 'alice')
+      H.assertProblem(await get(port, '/keyed', { 'X-Api-Key': 'k2', ...alice }), 429, 'rate_limited')
+      H.assertProblem(await get(port, '/keyed', { 'X-Api-Key': 'k3' }), 401, 'missing_token')
+    })
+  })
+
+  test('rateLimit(keyIp) keys address rules on what keyIp answers', async () => {
+    const engine = H.engineOf({ auth: false })
+    const keyIp = (req) => req.get('x-client') || null
+    await serving(H.makeApp([rateLimit(engine, { keyIp })]), async (port) => {
+      const codes = await times(PUBLIC_IP_LIMIT + 1, async (i) =>
+        (await get(port, '/public/info', { 'X-Client': `c${i}` })).status)
+      assert.deepEqual(codes, Array(PUBLIC_IP_LIMIT + 1).fill(200))
+    })
+  })
+})
+
+describe('options', () => {
+  const engine = H.engineOf()
+  const noAuth = H.engineOf({ auth: false })
+
+  test('are checked when the middleware is built, naming the option', () => {
+    const bad = [
+      [() => guard({}), /engine must be a floodwall Engine/],
+      [() => guard(engine, 'x'), /options must be an object/],
+      [() => guard(engine, { skippaths: [] }), /unknown option "skippaths"/],
+      [() => authenticate(engine, { cost: () => 1 }), /unknown option "cost"/],
+      [() => rateLimit(engine, { publicPaths: ['/x'] }), /unknown option "publicPaths"/],
+      [() => guard(engine, { publicPaths: '/public/*' }), /publicPaths option must be an array/],
+      [() => guard(engine, { skipPaths: ['health'] }), /skipPaths: "health" must start with '\/'/],
+      [() => guard(engine, { skipPaths: ['/a/*/b'] }), /skipPaths: "\/a\/\*\/b" may hold '\*' only as its last character/],
+      [() => guard(engine, { skipPaths: [42] }), /skipPaths must hold strings/],
+      [() => guard(engine, { skip: true }), /skip option must be a function/],
+      [() => guard(engine, { cost: 2 }), /cost option must be a function/],
+      [() => rateLimit(engine, { keyIp: 'x' }), /keyIp option must be a function/],
+      [() => guard(engine, { headers: 'x-api-key' }), /headers option must be true, false or an array/],
+      [() => rateLimit(engine, { headers: ['x api key'] }), /headers option holds "x api key", not an HTTP header name/],
+      [() => authenticate(engine, { headers: false }), /unknown option "headers"/],
+      [() => guard(noAuth), /no \[auth\] section/],
+      [() => authenticate(noAuth), /no \[auth\] section/],
+      [() => proxy(engine, 'orders'), /no service "orders"/],
+      [() => proxy(engine, ''), /service must be the name/],
+      [() => proxy({}, 'orders'), /engine must be a floodwall Engine/]
+    ]
+    for (const [build, message] of bad) {
+      assert.throws(build, (error) => error instanceof TypeError && message.test(error.message), String(message))
+    }
+    assert.equal(typeof rateLimit(noAuth), 'function', 'rateLimit needs no [auth]')
+    assert.equal(typeof guard(engine, { skipPaths: new Set(['/health']) }), 'function', 'any iterable of paths')
+  })
+
+  test('of proxy() are checked too', () => {
+    const served = Engine.fromObject({ services: { orders: { upstreams: [{ url: 'http://127.0.0.1:9' }] } } })
+    assert.throws(() => proxy(served, 'orders', { timeoutMs: 0 }), RangeError)
+    assert.throws(() => proxy(served, 'orders', { timeoutMs: 2 ** 31 }), RangeError)
+    assert.throws(() => proxy(served, 'orders', { timeoutMs: '5s' }), /timeoutMs option must be a number/)
+    assert.throws(() => proxy(served, 'orders', { agent: {} }), /agent option must be an http.Agent/)
+    assert.throws(() => proxy(served, 'orders', { httpsAgent: new http.Agent() }), /httpsAgent option must be an https.Agent/)
+    assert.throws(() => proxy(served, 'orders', { xForwarded: 'yes' }), /xForwarded option must be true or false/)
+    assert.throws(() => proxy(served, 'orders', { retries: 2 }), /unknown option "retries"/)
+    assert.equal(typeof proxy(served, 'orders', { timeoutMs: 250 }), 'function')
+  })
+})
+
+describe('clientAddress', () => {
+  const at = (ip, remoteAddress) => fw.clientAddress({ ip, socket: { remoteAddress } })
+  test('is req.ip in canonical form, else the peer', () => {
+    assert.equal(at('192.0.2.1', '10.0.0.1'), '192.0.2.1')
+    assert.equal(at('::ffff:192.0.2.1', '10.0.0.1'), '192.0.2.1')
+    assert.equal(at('::ffff:c000:201', '10.0.0.1'), '192.0.2.1')
+    assert.equal(at('2001:DB8:0:0::1', '10.0.0.1'), '2001:db8::1')
+    assert.equal(at('[2001:db8::1]:80', '10.0.0.1'), '2001:db8::1')
+    assert.equal(at('203.0.113.9:4711', '10.0.0.1'), '203.0.113.9')
+    assert.equal(at('bogus', '::ffff:10.0.0.1'), '10.0.0.1')
+    assert.equal(at('203.0.113.256', '10.0.0.1'), '10.0.0.1')
+    assert.equal(at(undefined, '10.0.0.1'), '10.0.0.1')
+    assert.equal(at(undefined, undefined), null)
+  })
+})
+
+/** Two upstream servers (a, b) and an engine with service `orders` over them. */
+async function withUpstreams (fn, { breaker, modes = ['ok', 'ok'], auth = false, urls } = {}) {
+  const a = await H.startUpstream('a', modes[0])
+  const b = await H.startUpstream('b', modes[1])
+  const agent = new http.Agent({ keepAlive: true })
+  try {
+    const engine = H.engineOf({
+      auth,
+      services: {
+        orders: {
+          strategy: 'round_robin',
+          upstreams: [{ name: 'a', url: urls ? urls[0] : a.url }, { name: 'b', url: urls ? urls[1] : b.url }],
+          breaker: breaker || { window: 10, min_calls: 2, failure_rate: 0.5, open_for: '5m' }
+        }
+      }
+    })
+    return await fn({ a, b, engine, agent })
+  } finally {
+    agent.destroy()
+    await a.close()
+    await b.close()
+  }
+}
+
+const stats = (engine, service = 'orders') =>
+  Object.fromEntries(engine.upstreams(service).map((u) => [u.name, u]))
+
+describe('proxy', () => {
+  test('spreads calls round robin over both upstreams and forwards what it should', async () => {
+    await withUpstreams(async ({ a, b, engine }) => {
+      const app = express()
+      app.use('/orders', proxy(engine, 'orders')) // the default keep-alive agent
+      await serving(app, async (port) => {
+        const responses = await times(6, () => get(port, '/orders/items/7?expand=1&x=%20', [
+          ['Connection', 'X-Secret'],
+          ['X-Secret', 'not for the upstream'],
+          ['Proxy-Authorization', 'Basic c2VjcmV0'],
+          ['X-Forwarded-For', '198.51.100.7'],
+          ['X-Forwarded-Host', 'spoofed.example'],
+          ['Authorization', 'Bearer passed-on']
+        ]))
+        assert.deepEqual(responses.map((r) => r.status), Array(6).fill(200))
+        assert.equal(a.hits, 3)
+        assert.equal(b.hits, 3)
+        assert.deepEqual(new Set(responses.map((r) => r.headers['x-upstream'])), new Set(['a', 'b']))
+        const s = stats(engine)
+        for (const name of ['a', 'b']) {
+          assert.equal(s[name].calls, 3)
+          assert.equal(s[name].successes, 3)
+          assert.equal(s[name].inFlight, 0)
+          assert.equal(s[name].state, 'closed')
+        }
+
+        const seen = responses[0].json()
+        const upstream = seen.upstream === 'a' ? a : b
+        assert.equal(seen.method, 'GET')
+        assert.equal(seen.url, '/orders/items/7?expand=1&x=%20')
+        assert.equal(seen.headers.host, `127.0.0.1:${upstream.port}`)
+        assert.equal(seen.headers['x-forwarded-for'], '198.51.100.7, 127.0.0.1')
+        assert.equal(seen.headers['x-forwarded-proto'], 'http')
+        assert.equal(seen.headers['x-forwarded-host'], `127.0.0.1:${port}`)
+        assert.equal(seen.headers.authorization, 'Bearer passed-on')
+        assert.equal(seen.headers['x-secret'], undefined)
+        assert.equal(seen.headers['proxy-authorization'], undefined)
+
+        // The answer: its status, its headers (a repeated one kept, hop-by-hop ones dropped).
+        const answer = responses[0]
+        assert.equal(answer.headers['content-type'], 'application/json')
+        assert.deepEqual(answer.headers['set-cookie'], ['a=1', 'b=2'])
+        assert.equal(answer.headers['x-hop'], undefined)
+        assert.ok(!/x-hop/i.test(answer.headers.connection || ''), answer.headers.connection)
+      })
+    })
+  })
+
+  test('stops sending to an upstream whose breaker opened on its 500s', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      const app = express()
+      app.use('/orders', proxy(engine, 'orders', { agent }))
+      await serving(app, async (port) => {
+        const responses = await times(10, () => get(port, '/orders/list'))
+        const statuses = responses.map((r) => r.status)
+        assert.equal(b.hits, 2, 'min_calls 2 at a failure rate of 1: open after its second call')
+        assert.equal(a.hits, 8)
+        assert.equal(statuses.filter((s) => s === 500).length, 2)
+        const lastFailure = statuses.lastIndexOf(500)
+        for (const response of responses.slice(lastFailure + 1)) {
+          assert.equal(response.status, 200)
+          assert.equal(response.headers['x-upstream'], 'a')
+        }
+        // The upstream's 500 answer itself reached the client.
+        assert.equal(responses[lastFailure].json().failing, true)
+
+        const events = engine.breakerEvents()
+        assert.ok(events.some((e) => e.service === 'orders' && e.upstream === 'b' && e.from === 'closed' && e.to === 'open'), JSON.stringify(events))
+        assert.ok(!events.some((e) => e.upstream === 'a'))
+        const s = stats(engine)
+        assert.equal(s.b.state, 'open')
+        assert.equal(s.b.failures, 2)
+        assert.equal(s.a.successes, 8)
+        assert.equal(s.a.inFlight + s.b.inFlight, 0)
+      })
+    }, { modes: ['ok', 'fail'] })
+  })
+
+  test('answers 502 for an unreachable upstream, then 503 with Retry-After once all are open', async () => {
+    const closed = [await freePort(), await freePort()].map((p) => `http://127.0.0.1:${p}`)
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      const app = express()
+      app.use(proxy(engine, 'orders', { agent }))
+      await serving(app, async (port) => {
+        const unreachable = await times(4, () => get(port, '/list'))
+        for (const response of unreachable) H.assertProblem(response, 502, 'bad_gateway')
+        const s = stats(engine)
+        assert.equal(s.a.failures, 2)
+        assert.equal(s.b.failures, 2)
+        assert.equal(s.a.state, 'open')
+        assert.equal(s.b.state, 'open')
+
+        const unavailable = await get(port, '/list')
+        const body = H.assertProblem(unavailable, 503, 'no_upstream_available')
+        assert.equal(body.title, 'Service Unavailable')
+        const retryAfter = Number(unavailable.headers['retry-after'])
+        assert.ok(retryAfter >= 1 && retryAfter <= 3600, String(retryAfter))
+        assert.ok(body.retry_after_ms > 0 && body.retry_after_ms <= 3_600_000)
+        assert.equal(a.hits + b.hits, 0)
+      })
+    }, { urls: closed })
+  })
+
+  test('answers 503 without Retry-After when every upstream is marked down', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      engine.setUpstreamDown('orders', 'a')
+      engine.setUpstreamDown('orders', 'b')
+      const app = express()
+      app.use(proxy(engine, 'orders', { agent }))
+      await serving(app, async (port) => {
+        const response = await get(port, '/list')
+        H.assertProblem(response, 503, 'no_upstream_available')
+        assert.equal(response.headers['retry-after'], undefined)
+        assert.equal(a.hits + b.hits, 0)
+      })
+    })
+  })
+
+  test('answers 504 when the upstream hangs, and finishes the lease as a timeout', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      engine.setUpstreamDown('orders', 'b')
+      const app = express()
+      app.use(proxy(engine, 'orders', { agent, timeoutMs: 150 }))
+      await serving(app, async (port) => {
+        const response = await get(port, '/slow')
+        H.assertProblem(response, 504, 'upstream_timeout')
+        assert.ok(a.hits <= 1)
+        const s = stats(engine)
+        assert.equal(s.a.calls, 1)
+        assert.equal(s.a.timeouts, 1)
+        assert.equal(s.a.successes + s.a.failures, 0)
+        assert.equal(s.a.inFlight, 0)
+      })
+    }, { modes: ['hang', 'ok'] })
+  })
+
+  test('streams request and response bodies through', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      const app = express()
+      app.use(proxy(engine, 'orders', { agent }))
+      await serving(app, async (port) => {
+        const chunks = Array.from({ length: 64 }, () => crypto.randomBytes(16 * 1024))
+        const sent = Buffer.concat(chunks)
+        const echoed = await H.request(port, { method: 'POST', path: '/echo', headers: { 'Content-Type': 'application/x-test' }, body: chunks })
+        assert.equal(echoed.status, 200)
+        assert.equal(echoed.headers['content-type'], 'application/x-test')
+        assert.ok(echoed.buffer.equals(sent), `echoed ${echoed.buffer.length} of ${sent.length} bytes`)
+
+        const body = crypto.randomBytes(100_000)
+        const described = await H.request(port, { method: 'PUT', path: '/orders/1', headers: { 'Content-Length': String(body.length) }, body })
+        assert.equal(described.status, 200)
+        const seen = described.json()
+        assert.equal(seen.method, 'PUT')
+        assert.equal(seen.bodyLength, body.length)
+        assert.equal(seen.bodySha256, crypto.createHash('sha256').update(body).digest('hex'))
+        assert.equal(seen.headers['content-length'], String(body.length))
+        const s = stats(engine)
+        assert.equal(s.a.successes + s.b.successes, 2)
+        assert.equal(s.a.inFlight + s.b.inFlight, 0)
+      })
+    })
+  })
+
+  test('refuses a body a body parser already read, before picking an upstream', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      const app = express()
+      app.use(express.json())
+      app.use(proxy(engine, 'orders', { agent }))
+      app.use((error, req, res, next) => res.status(500).json({ message: error.message }))
+      await serving(app, async (port) => {
+        const response = await H.request(port, { method: 'POST', path: '/orders', headers: { 'Content-Type': 'application/json' }, body: '{"a":1}' })
+        assert.equal(response.status, 500)
+        assert.match(response.json().message, /body parser/)
+        assert.equal(a.hits + b.hits, 0)
+        assert.equal(stats(engine).a.calls + stats(engine).b.calls, 0)
+      })
+    })
+  })
+
+  test('finishes the lease once when the client goes away before the answer', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      engine.setUpstreamDown('orders', 'b')
+      const app = express()
+      app.use(proxy(engine, 'orders', { agent, timeoutMs: 60_000 }))
+      await serving(app, async (port) => {
+        const socket = net.createConnection({ host: H.HOST, port })
+        socket.on('error', () => {})
+        socket.write(`GET /wait HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
+        assert.ok(await waitUntil(() => a.hits === 1), 'the upstream got the call')
+        assert.equal(stats(engine).a.inFlight, 1)
+        socket.destroy()
+        assert.ok(await waitUntil(() => stats(engine).a.inFlight === 0), 'the lease was finished')
+        const s = stats(engine).a
+        assert.equal(s.calls, 1)
+        assert.equal(s.successes, 1, 'a client leaving says nothing against the upstream')
+        assert.equal(s.failures + s.timeouts, 0)
+      })
+    }, { modes: ['hang', 'ok'] })
+  })
+
+  test('records a failure when the upstream breaks off its body, and drops the client', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      engine.setUpstreamDown('orders', 'b')
+      const app = express()
+      app.use(proxy(engine, 'orders', { agent }))
+      await serving(app, async (port) => {
+        await assert.rejects(get(port, '/partial'), /broke off|aborted|socket hang up|ECONNRESET/)
+        assert.ok(await waitUntil(() => stats(engine).a.calls === 1), 'the call was recorded')
+        const s = stats(engine).a
+        assert.equal(s.failures, 1)
+        assert.equal(s.inFlight, 0)
+      })
+    }, { modes: ['break', 'ok'] })
+  })
+
+  test('behind guard(): no token never reaches an upstream; an admitted call does, with its headers', async () => {
+    await withUpstreams(async ({ a, b, engine, agent }) => {
+      const app = express()
+      app.use(guard(engine))
+      app.use('/api/orders', proxy(engine, 'orders', { agent }))
+      await serving(app, async (port) => {
+        H.assertProblem(await get(port, '/api/orders/1'), 401, 'missing_token')
+        assert.equal(a.hits + b.hits, 0)
+        const alice = H.bearer(mint('alice'))
+        const admitted = await get(port, '/api/orders/1', alice)
+        assert.equal(admitted.status, 200)
+        assert.equal(admitted.json().url, '/api/orders/1')
+        assert.ok(admitted.json().headers.authorization.startsWith('Bearer '))
+        H.assertRateLimitHeaders(admitted, { rule: 'per-user', limit: USER_LIMIT, remaining: 2 })
+        await times(2, () => get(port, '/api/orders/1', alice))
+        H.assertProblem(await get(port, '/api/orders/1', alice), 429, 'rate_limited')
+        assert.equal(a.hits + b.hits, USER_LIMIT)
+      })
+    }, { auth: true })
+  })
+})
+
+describe('on Redis', () => {
+  // One engine for both scenarios (one Redis server, one engine: as a deployment has it).
+  test('guard, and authenticate() + rateLimit(), enforce the limits with the store named redis', async () => {
+    const server = await RedisServer.start()
+    try {
+      const store = redisStore(server)
+      const engine = H.engineOf({ store })
+      assert.equal(engine.mayWait, true)
+      const guarded = H.makeApp([guard(engine, { publicPaths: ['/public/*'] })])
+      await serving(guarded, async (port) => {
+        const alice = H.bearer(mint('alice'))
+        const admitted = await times(USER_LIMIT, () => get(port, '/api/whoami', alice))
+        const denied = await get(port, '/api/whoami', alice)
+        const other = await get(port, '/api/whoami', H.bearer(mint('bob')))
+        const missing = await get(port, '/api/whoami')
+        const open = await times(PUBLIC_IP_LIMIT + 1, async () => (await get(port, '/public/info')).status)
+
+        assert.deepEqual(admitted.map((r) => r.status), Array(USER_LIMIT).fill(200))
+        assert.equal(admitted[0].json().store, 'redis')
+        H.assertRateLimitHeaders(admitted[0], { rule: 'per-user', limit: USER_LIMIT, remaining: 2 })
+        assert.equal(H.assertProblem(denied, 429, 'rate_limited').rule, 'per-user')
+        H.assertRateLimitHeaders(denied, { rule: 'per-user', limit: USER_LIMIT, remaining: 0 })
+        const retryAfter = Number(denied.headers['retry-after'])
+        assert.ok(retryAfter > 0 && retryAfter <= 3600)
+        assert.equal(other.status, 200)
+        H.assertProblem(missing, 401, 'missing_token')
+        assert.deepEqual(open, [...Array(PUBLIC_IP_LIMIT).fill(200), 429])
+      })
+
+      const composed = H.makeApp([authenticate(engine), rateLimit(engine)])
+      await serving(composed, async (port) => {
+        const carol = H.bearer(mint('carol', { role: 'premium' }))
+        const codes = await times(PREMIUM_LIMIT + 1, async () => (await get(port, '/api/whoami', carol)).status)
+        assert.deepEqual(codes, [...Array(PREMIUM_LIMIT).fill(200), 429])
+        // alice's budget, spent through guard(), is spent here too: one store.
+        H.assertProblem(await get(port, '/api/whoami', H.bearer(mint('alice'))), 429, 'rate_limited')
+        const admitted = await get(port, '/api/whoami', H.bearer(mint('dave')))
+        assert.equal(admitted.json().store, 'redis')
+        assert.equal(admitted.json().subject, 'dave')
+        H.assertRateLimitHeaders(admitted, { rule: 'per-user', limit: USER_LIMIT, remaining: 2 })
+      })
+
+      // The limiter state is in Redis, under the engine's prefix, expiring within the hour.
+      const keys = await server.command('KEYS', `${store.prefix}*`)
+      assert.ok(Array.isArray(keys) && keys.length > 0, JSON.stringify(keys))
+      for (const key of keys) {
+        const ttl = await server.command('TTL', key)
+        assert.ok(ttl > 0 && ttl <= 3600, `${key}: ${ttl}`)
+      }
+    } finally {
+      await server.stop()
+    }
+  })
+})
+
+// A FloodwallError is what the error handlers above see; keep the import honest.
+assert.equal(typeof FloodwallError, 'function')

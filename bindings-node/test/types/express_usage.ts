@@ -1,0 +1,77 @@
+// A typed usage of `floodwall/express`: `tsc --noEmit --strict` fails when express.d.ts and
+// this example disagree (or when the `req.floodwall` augmentation stops reaching Express).
+import express = require('express')
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { Agent } from 'node:http'
+import { Engine } from '../../index'
+import type { Decision, Identity } from '../../index'
+import {
+  AUTH_DETAILS,
+  PROBLEM_CONTENT_TYPE,
+  authenticate,
+  clientAddress,
+  guard,
+  proxy,
+  rateLimit
+} from '../../express'
+import type {
+  AuthErrorCode,
+  FloodwallState,
+  GuardOptions,
+  ProblemBody,
+  ProxyOptions,
+  RateLimitOptions
+} from '../../express'
+
+const engine: Engine = Engine.fromFile('floodwall.toml')
+const app = express()
+app.set('trust proxy', 'loopback')
+
+const options: GuardOptions = {
+  publicPaths: ['/public/*', '/docs'],
+  skipPaths: new Set(['/health']),
+  skip: (req: Request) => req.method === 'OPTIONS',
+  cost: (req) => (req.path === '/api/export' ? 10 : 1),
+  keyIp: (req) => req.get('cf-connecting-ip') ?? clientAddress(req)
+}
+const guarding: RequestHandler = guard(engine, options)
+app.use(guarding)
+
+const limits: RateLimitOptions = { cost: () => 1 }
+app.use('/v2', authenticate(engine, { publicPaths: ['/v2/public/*'] }), rateLimit(engine, limits))
+
+const proxied: ProxyOptions = { timeoutMs: 2_000, agent: new Agent({ keepAlive: true }), xForwarded: true }
+app.use('/orders', proxy(engine, 'orders', proxied))
+app.use('/plain', proxy(engine, 'orders', { path: (req) => req.url, preserveHost: true }))
+
+app.get('/api/whoami', (req: Request, res: Response) => {
+  const state: FloodwallState | undefined = req.floodwall
+  const identity: Identity | null = state?.identity ?? null
+  const decision: Decision | null = state?.decision ?? null
+  const same: boolean = res.locals.floodwall === state
+  const subject: string | null = identity?.subject ?? null
+  const remaining: number | null = decision?.remaining ?? null
+  res.json({ subject, remaining, same })
+})
+
+app.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
+  const body: ProblemBody = {
+    type: 'about:blank',
+    title: 'Internal Server Error',
+    status: 502,
+    detail: error instanceof Error ? error.message : 'failed',
+    code: 'bad_gateway'
+  }
+  res.status(500).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(body))
+})
+
+const code: AuthErrorCode = 'expired'
+const detail: string = AUTH_DETAILS[code]
+// @ts-expect-error: only authentication kinds have a 401 detail
+const notAuth: string = AUTH_DETAILS.no_upstream_available
+// @ts-expect-error: cost answers a number
+guard(engine, { cost: () => 'one' })
+// @ts-expect-error: publicPaths is not a rateLimit option
+rateLimit(engine, { publicPaths: ['/x'] })
+
+export { detail, notAuth }
