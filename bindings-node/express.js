@@ -47,14 +47,14 @@
  * What the engine is given: the method; the path of `req.originalUrl` (the whole path, even
  * where the middleware is mounted under a prefix; the query dropped; percent-decoded as
  * ASGI servers decode it), against which `publicPaths` and `skipPaths` are matched too; the
- * client address; the `cost` (1 unless the `cost` option answers otherwise); and the request's
- * headers by lowercase name (for `key = "header:…"` rules), a repeated header's values joined
- * by commas — so two `Authorization` headers are one malformed token. Handing over every
- * header roughly doubles the engine call's cost (measured: ~3 µs for `authorizeSync`, ~3.5 µs
- * more with 7 headers); when no rule is keyed on a header, pass `headers: false`, or name the
- * headers the rules use (`headers: ['X-Api-Key']`). A rule keyed on a header it is not given
- * sees no header: all such requests share one key.
- *
+ * client address; the `cost` (1 unless the `cost` option answers otherwise); and the request
+ * headers some rule is keyed on (`key = "header:…"`; `engine.keyHeaders`, usually none), by
+ * lowercase name, a repeated header's values joined by commas. Handing over every header
+ * roughly doubles the engine call's cost (measured: ~3 µs for `authorizeSync`, ~3.5 µs more
+ * with 7 headers), hence that default; `headers: true` passes them all, `headers: false` none,
+ * an array those named. The `Authorization` header is always read — two of them are one
+ * malformed token.
+
  * The client address is `req.ip`, which follows Express's `trust proxy` setting: by default
  * it is the socket's peer, and `X-Forwarded-For` is ignored, so a caller cannot choose the
  * address it is limited by. Behind a reverse proxy, tell Express which proxies to believe —
@@ -203,11 +203,13 @@ function pathSet (fn, options, name) {
 
 /**
  * The `headers` option: which request headers the engine is given, for rules keyed on
- * `header:NAME`. `true` (the default): all of them; `false`: none; an array: those names.
- * Answers null for all, else the lowercase names (an empty Set for none).
+ * `header:NAME`. By default those the engine's rules are keyed on (`engine.keyHeaders`,
+ * usually none); `true`: all of them; `false`: none; an array: those names. Answers null for
+ * all, else the lowercase names (an empty Set for none).
  */
-function headerNames (fn, value) {
-  if (value === undefined || value === true) return null
+function headerNames (fn, value, engine) {
+  if (value === undefined) return new Set(engine.keyHeaders)
+  if (value === true) return null
   if (value === false) return new Set()
   if (typeof value === 'string' || value === null || typeof value !== 'object' || typeof value[Symbol.iterator] !== 'function') {
     throw new TypeError(`${fn}(): the headers option must be true, false or an array of header names, not ${describe(value)}`)
@@ -236,7 +238,7 @@ function middlewareSettings (fn, engine, options, { authenticates, limits }) {
     publicPaths: authenticates ? pathSet(fn, o, 'publicPaths') : null,
     cost: limits ? optionalFunction(fn, o, 'cost', '(req) => number') : null,
     keyIp: limits ? optionalFunction(fn, o, 'keyIp', '(req) => string | null') : null,
-    headers: limits ? headerNames(fn, o.headers) : null
+    headers: limits ? headerNames(fn, o.headers, engine) : null
   }
   if (authenticates && !engine.hasAuth) {
     throw new TypeError(`${fn}(): the engine has no [auth] section, so it cannot verify bearer tokens (configure [auth], or use rateLimit() alone)`)

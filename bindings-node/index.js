@@ -559,6 +559,8 @@ class Engine {
   get storeKind () { return this._inner.storeKind }
   /** Whether a check may wait on the network (the store is Redis). */
   get mayWait () { return this._mayWait }
+  /** The request headers some rule is keyed on (lower-cased): all a server needs to pass. */
+  get keyHeaders () { return this._inner.keyHeaders }
   /** Whether the engine has an `[auth]` section. */
   get hasAuth () { return this._inner.hasAuth }
   /** The shared store's last failure while it is failing, else null. */

@@ -464,6 +464,16 @@ impl Engine {
         vec![h.ietf, h.legacy, h.retry_after]
     }
 
+    /// The request headers some rule is keyed on, lower-cased: all a server needs to pass.
+    #[napi(getter)]
+    pub fn key_headers(&self) -> Vec<String> {
+        self.core
+            .key_headers()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Whether the engine has an `[auth]` section.
     #[napi(getter)]
     pub fn has_auth(&self) -> bool {

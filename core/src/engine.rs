@@ -369,6 +369,20 @@ impl Engine {
         self.store_kind
     }
 
+    /// The request headers some rule is keyed on (`key = "header:NAME"`), lower-cased, each
+    /// once: all a host needs to hand over in [`Request::headers`].
+    pub fn key_headers(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for rule in self.rules.iter() {
+            if let KeyKind::Header(name) = rule.key()
+                && !names.contains(&&**name)
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// Which response headers decisions render (the `[headers]` section).
     pub fn headers_config(&self) -> HeadersConfig {
         self.headers
