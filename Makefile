@@ -7,7 +7,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test go-test python-test bench-python node-test demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test python-test bench-python node-test bench-node demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 demo: setup
 	$(CARGO) run --quiet --release -p floodwall --example demo
@@ -90,6 +90,14 @@ node-test: setup
 	cd bindings-node && npx napi build --platform --js native.js --dts native.d.ts
 	cd bindings-node && npx tsc -p tsconfig.json
 	cd bindings-node && node --test --test-concurrency=1 test/
+
+# The Node package beside rate-limiter-flexible, jsonwebtoken and express-rate-limit, same run
+# (README's table): the release addon, the peers pinned in bindings-node/bench/package.json.
+bench-node: setup
+	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error
+	cd bindings-node/bench && npm ci --no-audit --no-fund --loglevel=error
+	cd bindings-node && npx napi build --platform --release --js native.js --dts native.d.ts
+	cd bindings-node && node bench/compare.js
 
 # Runs every criterion bench once as a test (nothing is timed), so the benches keep compiling
 # and their assertions hold.

@@ -10,11 +10,15 @@
  * - `check` on Redis with 64 requests in flight, vs `RateLimiterRedis` on ioredis, against a
  *   local redis-server started for the run: throughput and p50/p99 latency;
  * - HS256 verification: `engine.authenticate` (no token cache) vs jsonwebtoken's `verify` with
- *   a pre-parsed key (a KeyObject).
+ *   a pre-parsed key (a KeyObject);
+ * - an Express app under autocannon (127.0.0.1, 50 connections, a few seconds): bare, guarded
+ *   by floodwall's `guard()`, and guarded by jsonwebtoken + express-rate-limit
+ *   (`bench/express_app.js`, each in its own process). The target is floodwall's guarded app
+ *   within 15 % of the bare one.
  *
  * Each row alternates the two sides for --rounds rounds (default 5) of a fixed number of
  * calls and reports the median round. Bounded in calls and time.
- * Usage: node bench/compare.js [--quick] [--rounds N] [--only memory|redis|jwt] [--json]
+ * Usage: node bench/compare.js [--quick] [--rounds N] [--only memory|redis|jwt|express] [--json]
  * (`make bench-node` installs the peers pinned in bench/package.json and runs it.)
  */
 
@@ -175,6 +179,58 @@ async function jwtRows () {
   ]
 }
 
+/** Requests per second of an app variant under autocannon, its own process serving. */
+async function load (variant, token, seconds) {
+  const { spawn } = require('node:child_process')
+  const autocannon = require(path.join(peers, 'autocannon'))
+  const child = spawn(process.execPath, [path.join(__dirname, 'express_app.js'), variant, SECRET],
+    { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    const port = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${variant} app did not start`)), 10_000)
+      child.stdout.on('data', (chunk) => {
+        const match = /port (\d+)/.exec(String(chunk))
+        if (match) { clearTimeout(timer); resolve(Number(match[1])) }
+      })
+      child.once('exit', (code) => reject(new Error(`${variant} app exited with ${code}`)))
+    })
+    const result = await autocannon({
+      url: `http://127.0.0.1:${port}/api/hello`,
+      connections: 50,
+      duration: seconds,
+      headers: { authorization: `Bearer ${token}` }
+    })
+    if (result.non2xx > 0 || result.errors > 0) {
+      throw new Error(`${variant}: ${result.non2xx} non-2xx answers, ${result.errors} errors`)
+    }
+    return { perS: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 }
+  } finally {
+    child.kill('SIGTERM')
+  }
+}
+
+async function expressRows () {
+  const seconds = quick ? 1 : 5
+  const token = jwt.sign({ sub: 'alice', role: 'premium' }, SECRET, { algorithm: 'HS256', expiresIn: '1d' })
+  const runs = { bare: [], guard: [], peer: [] }
+  for (let r = 0; r < rounds; r++) {
+    for (const variant of Object.keys(runs)) runs[variant].push(await load(variant, token, seconds))
+  }
+  const pick = (xs) => xs.find((x) => x.perS === median(xs.map((y) => y.perS)))
+  const bare = pick(runs.bare)
+  const guarded = pick(runs.guard)
+  const peer = pick(runs.peer)
+  const latency = (x) => `p50 ${x.p50} / p99 ${x.p99} ms`
+  return [
+    { row: 'Express + guard() vs bare Express (autocannon, 50 connections)', floodwall: guarded.perS,
+      peer: 'bare Express', peerPerS: bare.perS, ratio: guarded.perS / bare.perS, target: 0.85,
+      latency: `${latency(guarded)} vs ${latency(bare)}` },
+    { row: 'Express + guard() vs Express + jsonwebtoken + express-rate-limit', floodwall: guarded.perS,
+      peer: 'jsonwebtoken + express-rate-limit', peerPerS: peer.perS, ratio: guarded.perS / peer.perS, target: null,
+      latency: `${latency(guarded)} vs ${latency(peer)}; the peer stack keeps ${(100 * peer.perS / bare.perS).toFixed(0)} % of bare` }
+  ]
+}
+
 const fmt = (x) => x >= 1e6 ? `${(x / 1e6).toFixed(2)} M/s` : `${(x / 1e3).toFixed(1)} k/s`
 
 async function main () {
@@ -182,6 +238,7 @@ async function main () {
   if (wants('memory')) rows.push(...await memoryRows())
   if (wants('redis')) rows.push(...await redisRows())
   if (wants('jwt')) rows.push(...await jwtRows())
+  if (wants('express')) rows.push(...await expressRows())
   console.log(`floodwall ${version} (Node package) vs peers, same run — Node ${process.versions.node}, ` +
     `${os.cpus().length} CPUs, median of ${rounds} round(s)\n`)
   console.log('| workload | floodwall | peer | peer/s | ratio | target |')
