@@ -312,11 +312,22 @@ function requireRequest (request) {
  */
 function dispatcher (inner, engine) {
   const waiting = new Map()
+  // The addon keeps `settleAll` alive (its thread-safe function holds it), so it must not
+  // reach the engine, `inner` or `enqueue`: the engine could never be collected. Each closure
+  // is made in a scope of its own, holding only what it uses.
+  const meta = Object.freeze({ _ruleNames: engine._ruleNames, _headersConfig: engine._headersConfig })
+  const addon = {}
+  const [enqueue, drain, errors] = inner.dispatcher(settler(waiting, meta, addon))
+  addon.drain = drain
+  addon.errors = errors
+  return checker(waiting, enqueue)
+}
+
+function settler (waiting, meta, addon) {
   const out = new Float64Array(1 << 16)
-  let nextId = 1
-  function settleAll () {
+  return function settleAll () {
     for (;;) {
-      const written = drain(out)
+      const written = addon.drain(out)
       const count = Math.abs(written)
       let messages = null
       for (let at = 0; at < count;) {
@@ -326,10 +337,10 @@ function dispatcher (inner, engine) {
         const promise = waiting.get(id)
         waiting.delete(id)
         if (kind === 0) {
-          promise.resolve(new Decision(out.subarray(at + 3, at + 3 + n), engine))
+          promise.resolve(new Decision(out.subarray(at + 3, at + 3 + n), meta))
           at += 3 + n
         } else {
-          messages = messages || errors()
+          messages = messages || addon.errors()
           promise.reject(convert(new Error(messages[n])))
           at += 3
         }
@@ -337,7 +348,10 @@ function dispatcher (inner, engine) {
       if (written >= 0) return
     }
   }
-  const [enqueue, drain, errors] = inner.dispatcher(settleAll)
+}
+
+function checker (waiting, enqueue) {
+  let nextId = 1
   return function check (request) {
     return new Promise((resolve, reject) => {
       const id = nextId++

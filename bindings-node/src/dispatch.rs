@@ -88,7 +88,9 @@ unsafe extern "C" fn notifier_finalized(
 
 /// One engine's queue, results and dispatcher threads.
 pub(crate) struct Dispatcher {
-    engine: Arc<floodwall::Engine>,
+    /// Taken when the JS engine is collected (see [`Closer`]), so that the core engine — its
+    /// Redis connection — goes then, not when the last of these functions is collected.
+    engine: Mutex<Option<Arc<floodwall::Engine>>>,
     queue: Mutex<Queue>,
     ready: Condvar,
     done: Mutex<(Vec<Done>, Vec<String>)>,
@@ -96,6 +98,30 @@ pub(crate) struct Dispatcher {
     notifier: Arc<Notifier>,
     /// Requests enqueued and not yet drained (JS thread only).
     pending: AtomicUsize,
+    /// Whether the engine and the notifier were let go.
+    released: AtomicBool,
+}
+
+impl Dispatcher {
+    /// Lets the core engine and the notifier go, once the JS engine is collected and nothing
+    /// is pending (on the JS thread: from `Closer::drop` or `drain`).
+    fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.engine.lock().take();
+        // Read, then released: the release may finalize it at once, which takes the lock. Both
+        // run on the JS thread, so nothing finalizes it in between.
+        if let Some(tsfn) = self.notifier.open() {
+            // SAFETY: open, so not finalized.
+            unsafe {
+                sys::napi_release_threadsafe_function(
+                    tsfn,
+                    sys::ThreadsafeFunctionReleaseMode::abort,
+                );
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -104,12 +130,13 @@ impl Dispatcher {
             let batch = {
                 let mut queue = self.queue.lock();
                 loop {
-                    if queue.closing {
-                        return;
-                    }
                     if !queue.waiting.is_empty() {
                         let take = queue.waiting.len().min(BATCH);
                         break queue.waiting.drain(..take).collect::<Vec<_>>();
+                    }
+                    // Closing: what was queued is decided first, so every promise settles.
+                    if queue.closing {
+                        return;
                     }
                     queue.idle += 1;
                     self.ready.wait(&mut queue);
@@ -126,7 +153,14 @@ impl Dispatcher {
 
     fn decide(&self, batch: Vec<(f64, Owned)>) -> Vec<Done> {
         let (ids, requests): (Vec<f64>, Vec<Owned>) = batch.into_iter().unzip();
-        decide_rows(&self.engine, &requests)
+        let Some(engine) = self.engine.lock().clone() else {
+            // Not reached: the engine is only let go once nothing is pending.
+            return ids
+                .into_iter()
+                .map(|id| Done::Error(id, "the engine was dropped".to_owned()))
+                .collect();
+        };
+        decide_rows(&engine, &requests)
             .into_iter()
             .zip(ids)
             .map(|(result, id)| match result {
@@ -199,7 +233,7 @@ pub(crate) fn functions<'env>(
     }
     *notifier.tsfn.lock() = tsfn;
     let dispatcher = Arc::new(Dispatcher {
-        engine,
+        engine: Mutex::new(Some(engine)),
         queue: Mutex::new(Queue {
             waiting: Vec::new(),
             threads: 0,
@@ -211,6 +245,7 @@ pub(crate) fn functions<'env>(
         notified: AtomicBool::new(false),
         notifier,
         pending: AtomicUsize::new(0),
+        released: AtomicBool::new(false),
     });
     let enqueue = crate::fastpath::bound_function(
         env,
@@ -223,24 +258,17 @@ pub(crate) fn functions<'env>(
     Ok([enqueue, drain, errors])
 }
 
-/// Held by `enqueue`: when that function is collected, the dispatcher threads stop and the
-/// notifier is released.
+/// Held by `enqueue`: when that function is collected (with the JS engine), the dispatcher
+/// threads stop once what was queued is decided, and the core engine and the notifier go once
+/// nothing is pending — every promise settles.
 struct Closer(Arc<Dispatcher>);
 
 impl Drop for Closer {
     fn drop(&mut self) {
         self.0.queue.lock().closing = true;
         self.0.ready.notify_all();
-        // Read, then released: the release may finalize it at once, which takes the lock. Both
-        // run on the JS thread, so nothing finalizes it in between.
-        if let Some(tsfn) = self.0.notifier.open() {
-            // SAFETY: open, so not finalized.
-            unsafe {
-                sys::napi_release_threadsafe_function(
-                    tsfn,
-                    sys::ThreadsafeFunctionReleaseMode::abort,
-                );
-            }
+        if self.0.pending.load(Ordering::Acquire) == 0 {
+            self.0.release();
         }
     }
 }
@@ -340,11 +368,13 @@ unsafe extern "C" fn drain(env: sys::napi_env, info: sys::napi_callback_info) ->
         records.drain(..taken);
         let left = !records.is_empty();
         drop(done);
-        if dispatcher.pending.fetch_sub(taken, Ordering::Relaxed) == taken
-            && let Some(tsfn) = dispatcher.notifier.open()
-        {
-            // SAFETY: on the JS thread, and open; nothing waits: the process may exit.
-            unsafe { sys::napi_unref_threadsafe_function(env, tsfn) };
+        if dispatcher.pending.fetch_sub(taken, Ordering::AcqRel) == taken {
+            if dispatcher.queue.lock().closing {
+                dispatcher.release();
+            } else if let Some(tsfn) = dispatcher.notifier.open() {
+                // SAFETY: on the JS thread, and open; nothing waits: the process may exit.
+                unsafe { sys::napi_unref_threadsafe_function(env, tsfn) };
+            }
         }
         let mut result = null_mut();
         // SAFETY: a live env. Negative when more results wait than fitted.

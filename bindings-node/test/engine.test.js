@@ -214,6 +214,24 @@ test('engine getters on the memory store', () => {
   assert.equal(withAuth.hasAuth, true)
 })
 
+test('keyHeaders: the headers some rule is keyed on, lower-cased, once each', () => {
+  const rule = (name, key) => ({ name, key, algorithm: 'fixed_window', limit: 1, window: '1s' })
+  const engine = Engine.fromObject({
+    rules: [rule('a', 'header:X-Api-Key'), rule('b', 'subject'), rule('c', 'header:x-api-key'), rule('d', 'header:X-Tenant')]
+  })
+  assert.deepEqual([...engine.keyHeaders].sort(), ['x-api-key', 'x-tenant'])
+  assert.deepEqual(Engine.fromObject(CONFIG).keyHeaders, [])
+  assert.deepEqual(Engine.fromObject({}).keyHeaders, [])
+})
+
+test('a duplicate rule name is invalid_config on the second rule', () => {
+  const rule = (key) => ({ name: 'same', key, algorithm: 'fixed_window', limit: 1, window: '1s' })
+  const error = thrown(() => Engine.fromObject({ rules: [rule('subject'), rule('ip')] }))
+  assert.ok(error instanceof FloodwallError)
+  assert.equal(error.code, 'invalid_config')
+  assert.equal(error.field, 'rules[1].name')
+})
+
 test('keyCount and purgeExpired', () => {
   const engine = Engine.fromObject(CONFIG)
   assert.equal(engine.keyCount, 0)
@@ -368,6 +386,23 @@ test('a multi-layer decision lists every layer in its headers', () => {
   assert.equal(d.headers['RateLimit-Policy'], names.map((n, i) => `"${n}";q=${10 + i};w=${i + 1}`).join(', '))
   assert.equal(d.headers.RateLimit, names.map((n, i) => `"${n}";r=${9 + i};t=${i + 1}`).join(', '))
   assert.equal(d.headers['RateLimit-Limit'], '10')
+})
+
+test('the most rules a configuration may have (256) all decide together', () => {
+  const many = (n) => ({ rules: Array.from({ length: n }, (_, i) => ({ name: `r${i}`, key: 'subject', algorithm: 'fixed_window', limit: 10 + i, window: '1m' })) })
+  const engine = Engine.fromObject(many(256))
+  const d = engine.checkSync({ subject: 'a', nowMs: 1_000 })
+  assert.equal(d.layers.length, 256)
+  assert.deepEqual([d.rule, d.limit, d.remaining], ['r0', 10, 9])
+  assert.deepEqual(d.layers.map((l) => l.remaining), Array.from({ length: 256 }, (_, i) => 9 + i))
+  assert.equal(d.headers.RateLimit.split(', ').length, 256)
+  const [batched] = engine.checkManySync([{ subject: 'a', nowMs: 1_000 }])
+  assert.equal(batched.layers.length, 256)
+  assert.equal(batched.remaining, 8)
+  const error = thrown(() => Engine.fromObject(many(257)))
+  assert.ok(error instanceof FloodwallError)
+  assert.equal(error.code, 'invalid_config')
+  assert.equal(error.field, 'rules')
 })
 
 test('check arguments: methods, paths, header keys, roles, cost, ip', () => {
@@ -551,6 +586,31 @@ test('authenticate: the identity a token gives', () => {
     assert.throws(() => { identity[name] = 'eve' }, TypeError, `${name} is read-only`)
   }
   assert.equal(identity.subject, 'alice')
+})
+
+test('identity: toJSON, inspect; claims from authorize too', () => {
+  const engine = Engine.fromObject({ auth: hs256Auth(), ...ROLE_LIMITS })
+  const exp = Math.floor(Date.now() / 1000) + 3600
+  const token = mint('alice', { role: 'premium', claims: { tenant: 'acme' }, now: exp - 3600 })
+  const identity = engine.authenticate(token)
+  const json = { subject: 'alice', role: 'premium', keyId: null, algorithm: 'HS256', expiresAtMs: exp * 1000 }
+  assert.deepEqual(identity.toJSON(), json)
+  assert.deepEqual(JSON.parse(JSON.stringify(identity)), json)
+  assert.equal(util.inspect(identity), `Identity ${JSON.stringify(json)}`)
+  const { identity: authorized } = engine.authorizeSync(token, { nowMs: 60_000 })
+  assert.deepEqual(authorized.toJSON(), json)
+  assert.deepEqual(authorized.claims, { sub: 'alice', role: 'premium', exp, tenant: 'acme' })
+})
+
+test('identity.claims verifies the token again: after a rotation it throws', () => {
+  const engine = Engine.fromObject({ auth: hs256Auth() })
+  const identity = engine.authenticate(mint('alice', { claims: { tenant: 'acme' } }))
+  assert.equal(identity.claim('tenant'), 'acme')
+  engine.reloadAuth(hs256Auth(NEW_SECRET))
+  assert.equal(identity.subject, 'alice', 'the fields stay')
+  const error = thrown(() => identity.claims)
+  assert.ok(error instanceof FloodwallError)
+  assert.equal(error.code, 'bad_signature')
 })
 
 test('a token without a role claim has no role; kid is reported', () => {

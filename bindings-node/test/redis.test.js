@@ -118,6 +118,29 @@ describe('on a shared redis-server', () => {
     assert.ok(decisions.every((d) => d.store === 'redis'))
   })
 
+  test('8000 concurrent checks each get their own result (decisions and errors mixed)', async () => {
+    // Five layers per decision (43 numbers a result), so the results of a burst take several
+    // drains of the addon's output; every fifth-or-so request costs more than the limit.
+    const layered = Array.from({ length: 5 }, (_, i) => ({ name: `l${i}`, key: 'subject', algorithm: 'fixed_window', limit: 100, window: '1h' }))
+    const engine = Engine.fromObject({ store: redisStore(server, { on_error: 'deny', timeout: '5s' }), rules: layered })
+    assert.equal((await engine.check({ subject: 'warm' })).store, 'redis')
+    assert.equal(await server.command('CLIENT', 'PAUSE', '300', 'ALL'), 'OK')
+    const N = 8000
+    const costOf = (i) => i % 120
+    const results = await Promise.allSettled(Array.from({ length: N }, (_, i) => engine.check({ subject: `s${i}`, cost: costOf(i) })))
+    const wrong = []
+    for (const [i, r] of results.entries()) {
+      const cost = costOf(i)
+      if (cost > 100) {
+        if (!(r.status === 'rejected' && r.reason instanceof FloodwallError && r.reason.code === 'cost_exceeds_limit')) wrong.push(`${i}: ${r.status} ${r.reason || JSON.stringify(r.value)}`)
+      } else if (!(r.status === 'fulfilled' && r.value instanceof Decision && r.value.store === 'redis' && r.value.allowed &&
+          r.value.remaining === 100 - cost && r.value.layers.length === 5)) {
+        wrong.push(`${i} (cost ${cost}): ${r.status} ${r.reason || JSON.stringify(r.value)}`)
+      }
+    }
+    assert.deepEqual(wrong.slice(0, 10), [], `${wrong.length} of ${N} requests got a result that is not theirs`)
+  })
+
   test('checkMany on Redis decides a batch with the same meaning, in order', async () => {
     const engine = newEngine()
     const requests = Array.from({ length: 250 }, (_, i) => ({ path: i % 2 === 0 ? '/fixed' : '/log', subject: 'batch' }))
@@ -144,6 +167,18 @@ describe('on a shared redis-server', () => {
     assert.ok(noRule instanceof Decision)
     assert.deepEqual([noRule.allowed, noRule.rule], [true, null])
     assert.deepEqual(await engine.checkMany([]), [])
+  })
+
+  test('256 layers in one decision from Redis, by check and checkMany', async () => {
+    const many = Array.from({ length: 256 }, (_, i) => ({ name: `r${i}`, key: 'subject', algorithm: i % 2 ? 'sliding_window' : 'fixed_window', limit: 10 + i, window: '1h' }))
+    const engine = Engine.fromObject({ store: redisStore(server, { on_error: 'deny' }), rules: many })
+    const d = await engine.check({ subject: 'a' })
+    assert.equal(d.store, 'redis', String(engine.storeFailure))
+    assert.equal(d.layers.length, 256)
+    assert.deepEqual(d.layers.map((l) => l.remaining), Array.from({ length: 256 }, (_, i) => 9 + i))
+    const [batched] = await engine.checkMany([{ subject: 'a' }])
+    assert.equal(batched.store, 'redis')
+    assert.deepEqual(batched.layers.map((l) => l.remaining), Array.from({ length: 256 }, (_, i) => 8 + i))
   })
 
   test('a cost over the limit is an error on Redis too', async () => {
@@ -192,6 +227,8 @@ describe('on a shared redis-server', () => {
       assert.equal(decision.limit, 5)
     }
     assert.deepEqual(results.map((r) => r.decision.allowed), [true, true, true, true, true, false, false])
+    assert.deepEqual(results[0].identity.claims.sub, 'alice')
+    assert.equal(results[0].identity.claim('role'), 'premium')
     const bob = await engine.authorize(mint('bob'))
     assert.deepEqual([bob.decision.limit, bob.decision.remaining], [2, 1])
     await assert.rejects(engine.authorize(mint('alice', { expiresIn: -3600 })), (e) => e instanceof FloodwallError && e.code === 'expired')
