@@ -380,6 +380,7 @@ class Engine {
     Object.defineProperty(this, '_handle', { value: inner.handle() })
     Object.defineProperty(this, '_checkSync', { value: inner.checkFunction() })
     Object.defineProperty(this, '_authenticate', { value: inner.authenticateFunction() })
+    Object.defineProperty(this, '_authorizeSync', { value: inner.authorizeFunction() })
     if (this._mayWait) Object.defineProperty(this, '_dispatch', { value: dispatcher(inner, this) })
   }
 
@@ -501,7 +502,10 @@ class Engine {
     const r = requireRequest(request)
     let identity
     try {
-      identity = native.authorizeSync(this._handle, OUT, authorization, r.method, r.path, r.ip, r.cost, r.nowMs, r.headers)
+      const { method, path, ip, cost, nowMs, headers } = r
+      identity = cost != null || nowMs != null || headers != null
+        ? this._authorizeSync(OUT, authorization, method, path, ip, cost, nowMs, headers)
+        : this._authorizeSync(OUT, authorization, method, path, ip)
     } catch (error) {
       throw convert(error)
     }

@@ -18,7 +18,6 @@
 //! of `floodwall::decision`; the conformance vectors check both renderings.
 
 use floodwall::{Decision, StoreUsed};
-use napi::bindgen_prelude::Float64ArraySlice;
 
 /// Numbers before the first layer.
 pub(crate) const HEAD: usize = 5;
@@ -77,13 +76,4 @@ pub(crate) fn to_vec(decision: &Decision<'_>) -> Vec<f64> {
     let mut out = vec![0.0; decision_len(decision.layers().len())];
     write(decision, &mut out);
     out
-}
-
-/// The numbers of a caller's `Float64Array`, to write a decision into.
-#[allow(unsafe_code)]
-pub(crate) fn output<'a>(array: &'a mut Float64ArraySlice<'_>) -> &'a mut [f64] {
-    // SAFETY: the slice is used only during the synchronous call that received the array,
-    // on the JS thread, which is the only thread that can touch the array meanwhile; nothing
-    // keeps it afterwards.
-    unsafe { array.as_mut() }
 }

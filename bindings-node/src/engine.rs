@@ -11,12 +11,12 @@ use std::sync::Arc;
 use floodwall::config::StoreKind;
 use floodwall::{Config, Request, Timestamp};
 use napi::bindgen_prelude::External;
-use napi::bindgen_prelude::{Float64Array, Float64ArraySlice, Object, ToNapiValue};
+use napi::bindgen_prelude::{Float64Array, Object, ToNapiValue};
 use napi::{Either, Env};
 use napi_derive::napi;
 
 use crate::balance::Lease;
-use crate::decision::{self, decision_len};
+use crate::decision;
 use crate::error::{IntoNapi, invalid_arg, to_napi};
 use crate::pool;
 
@@ -440,6 +440,19 @@ impl Engine {
         Ok(crate::dispatch::functions(env, Arc::clone(&self.core), on_ready)?.into())
     }
 
+    /// A function `(out, authorization, method, path, ip, cost, nowMs, headers) => [subject,
+    /// role, keyId, algorithm, expiresAtMs]` authorizing on this engine on the JS thread, the
+    /// decision written into `out` (see `fastpath.rs`).
+    #[napi(
+        ts_return_type = "(out: Float64Array, authorization: string, method?: string | null, path?: string | null, ip?: string | null, cost?: number | null, nowMs?: number | null, headers?: Record<string, string> | null) => [string, string | null, string | null, string, number | null]"
+    )]
+    pub fn authorize_function<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
+        crate::fastpath::authorize_function(env, Arc::clone(&self.core))
+    }
+
     /// The configured store: `memory`, `redis` or `redis_cluster`.
     #[napi(getter)]
     pub fn store_kind(&self) -> &'static str {
@@ -526,92 +539,6 @@ pub struct Handle {
     core: Arc<floodwall::Engine>,
 }
 
-/// Decides on the JS thread and writes the decision into `out` (see `decision.rs`).
-/// Positional: out, subject, role, method, path, ip, cost, nowMs, headers.
-#[napi]
-#[allow(clippy::too_many_arguments)]
-pub fn check_sync(
-    engine: &External<Handle>,
-    mut out: Float64ArraySlice<'_>,
-    subject: Option<String>,
-    role: Option<String>,
-    method: Option<String>,
-    path: Option<String>,
-    ip: Option<String>,
-    cost: Option<f64>,
-    now_ms: Option<f64>,
-    headers: Option<HashMap<String, String>>,
-) -> napi::Result<()> {
-    let out = decision::output(&mut out);
-    let request = Owned::new(RequestInit {
-        subject,
-        role,
-        method,
-        path,
-        ip,
-        cost,
-        headers,
-        now_ms,
-    })?;
-    request
-        .with_request(|r| {
-            engine.core.check(r).map(|d| {
-                let needed = decision_len(d.layers().len());
-                if out.len() < needed {
-                    return Err(invalid_arg(format!(
-                        "the output array holds {} numbers; this decision needs {needed}",
-                        out.len()
-                    )));
-                }
-                decision::write(&d, out);
-                Ok(())
-            })
-        })
-        .js()?
-}
-
-/// Authenticates and checks on the JS thread (for memory stores), writing the decision
-/// into `out`. Positional: out, authorization, method, path, ip, cost, nowMs, headers.
-#[napi]
-#[allow(clippy::too_many_arguments)]
-pub fn authorize_sync(
-    engine: &External<Handle>,
-    mut out: Float64ArraySlice<'_>,
-    authorization: String,
-    method: Option<String>,
-    path: Option<String>,
-    ip: Option<String>,
-    cost: Option<f64>,
-    now_ms: Option<f64>,
-    headers: Option<HashMap<String, String>>,
-) -> napi::Result<IdentityFields> {
-    let out = decision::output(&mut out);
-    let request = Owned::new(RequestInit {
-        subject: None,
-        role: None,
-        method,
-        path,
-        ip,
-        cost,
-        headers,
-        now_ms,
-    })?;
-    let authorized = authorize(&engine.core, &authorization, &request).js()?;
-    let decision = engine
-        .core
-        .attach(&authorized.decision)
-        .expect("a decision is attached to the engine that made it");
-    let needed = decision_len(decision.layers().len());
-    if out.len() < needed {
-        return Err(invalid_arg(format!(
-            "the output array holds {} numbers; this decision needs {needed}",
-            out.len()
-        )));
-    }
-    decision::write(&decision, out);
-    Ok(identity_fields(&authorized.identity))
-}
-
 /// A verified caller, as the JS `Identity` is built from it (its claims are asked for apart,
 /// with [`claims_json`]: most requests never read them).
 #[napi(object)]
@@ -648,18 +575,6 @@ fn verify(
         None => engine.authenticate(authorization),
     }
     .js()
-}
-
-/// Verifies a bearer token on the JS thread (microseconds; it never waits): the caller's
-/// fields, without a class instance per call.
-#[napi]
-pub fn authenticate(
-    engine: &External<Handle>,
-    authorization: String,
-    now_ms: Option<f64>,
-) -> napi::Result<IdentityFields> {
-    let identity = verify(&engine.core, &authorization, now_ms)?;
-    Ok(identity_fields(&identity))
 }
 
 /// The claims of a token `authenticate` accepted, as JSON text: verified again (a cache hit

@@ -45,6 +45,16 @@ pub(crate) fn authenticate_function(
     bound_function(env, engine, c"authenticate", authenticate)
 }
 
+/// A JS function `(out, authorization, method, path, ip, cost, nowMs, headers) =>
+/// [subject, role, keyId, algorithm, expiresAtMs]` authenticating and deciding on `engine`, the
+/// decision written into `out`.
+pub(crate) fn authorize_function(
+    env: &napi::Env,
+    engine: Arc<floodwall::Engine>,
+) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+    bound_function(env, engine, c"authorizeSync", authorize_sync)
+}
+
 /// A JS function calling `callback` with `engine` as its data, which is released when the
 /// function is collected.
 pub(crate) fn bound_function<'env, T: Send + Sync + 'static>(
@@ -347,6 +357,18 @@ unsafe extern "C" fn authenticate(
     unsafe { settle(env, outcome) }
 }
 
+unsafe extern "C" fn authorize_sync(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Node-API calls this with a live `env` and `info`.
+        unsafe { authorize(env, info) }
+    }));
+    // SAFETY: the live `env` of this call.
+    unsafe { settle(env, outcome) }
+}
+
 /// The callback's return value (`undefined` for a null one), or its failure thrown.
 ///
 /// # Safety
@@ -401,6 +423,29 @@ unsafe fn js_text(env: sys::napi_env, text: Option<&str>) -> sys::napi_value {
     value
 }
 
+/// `[subject, role, keyId, algorithm, expiresAtMs]` (`null` for what the token lacks).
+///
+/// # Safety
+/// `env` is the live env of the current call.
+unsafe fn identity_array(env: sys::napi_env, identity: &floodwall::Identity) -> sys::napi_value {
+    // SAFETY: creating values on the live env of this call.
+    unsafe {
+        let mut array = null_mut();
+        sys::napi_create_array_with_length(env, 5, &mut array);
+        sys::napi_set_element(env, array, 0, js_text(env, Some(&identity.subject)));
+        sys::napi_set_element(env, array, 1, js_text(env, identity.role.as_deref()));
+        sys::napi_set_element(env, array, 2, js_text(env, identity.key_id.as_deref()));
+        sys::napi_set_element(env, array, 3, js_text(env, Some(identity.algorithm)));
+        let mut expires = null_mut();
+        match identity.expires_at {
+            Some(t) => sys::napi_create_double(env, t.as_millis() as f64, &mut expires),
+            None => sys::napi_get_null(env, &mut expires),
+        };
+        sys::napi_set_element(env, array, 4, expires);
+        array
+    }
+}
+
 /// # Safety
 /// Node-API's contract for a callback: live `env` and `info`.
 unsafe fn verify(
@@ -422,22 +467,8 @@ unsafe fn verify(
         None => engine.authenticate(authorization),
     }
     .map_err(|e| Failure::Core(to_napi(&e).reason))?;
-    // SAFETY: creating values on the live env of this call.
-    unsafe {
-        let mut array = null_mut();
-        sys::napi_create_array_with_length(env, 5, &mut array);
-        sys::napi_set_element(env, array, 0, js_text(env, Some(&identity.subject)));
-        sys::napi_set_element(env, array, 1, js_text(env, identity.role.as_deref()));
-        sys::napi_set_element(env, array, 2, js_text(env, identity.key_id.as_deref()));
-        sys::napi_set_element(env, array, 3, js_text(env, Some(identity.algorithm)));
-        let mut expires = null_mut();
-        match identity.expires_at {
-            Some(t) => sys::napi_create_double(env, t.as_millis() as f64, &mut expires),
-            None => sys::napi_get_null(env, &mut expires),
-        };
-        sys::napi_set_element(env, array, 4, expires);
-        Ok(array)
-    }
+    // SAFETY: the live env of this call.
+    Ok(unsafe { identity_array(env, &identity) })
 }
 
 /// # Safety
@@ -491,4 +522,58 @@ unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
     }
     decision::write(&decision, out);
     Ok(())
+}
+
+/// # Safety
+/// Node-API's contract for a callback: live `env` and `info`.
+unsafe fn authorize(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> Result<sys::napi_value, Failure> {
+    // SAFETY: see the function's contract.
+    let (argv, data) = unsafe { arguments::<8>(env, info) };
+    // SAFETY: `data` is the engine `bound_function` bound, alive while the function is.
+    let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
+    // SAFETY: a live handle of this call.
+    let out = unsafe { float64_out(env, argv[0]) }?;
+    let mut buffers = [[MaybeUninit::<u8>::uninit(); INLINE]; 4];
+    let mut heaps: [Vec<u8>; 4] = Default::default();
+    let [b0, b1, b2, b3] = &mut buffers;
+    let [h0, h1, h2, h3] = &mut heaps;
+    // SAFETY (the reads below): live handles of this call (or null).
+    let authorization = unsafe { text(env, argv[1], b0, h0, "authorization") }?
+        .ok_or_else(|| Failure::Argument("authorization must be a string".to_owned()))?;
+    let method = unsafe { text(env, argv[2], b1, h1, "method") }?;
+    let path = unsafe { text(env, argv[3], b2, h2, "path") }?;
+    let ip = unsafe { text(env, argv[4], b3, h3, "ip") }?;
+    let cost = unsafe { count(env, argv[5], "cost") }?.unwrap_or(1);
+    let now_ms = unsafe { count(env, argv[6], "nowMs") }?;
+    let owned = unsafe { headers(env, argv[7]) }?;
+    let pairs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let request = Request {
+        method: method.unwrap_or("GET"),
+        path: path.unwrap_or("/"),
+        subject: None,
+        role: None,
+        ip,
+        headers: &pairs,
+        cost,
+        now: now_ms.map(Timestamp::from_millis),
+    };
+    let authorized = engine
+        .authorize(authorization, &request)
+        .map_err(|e| Failure::Core(to_napi(&e).reason))?;
+    let needed = decision_len(authorized.decision.layers().len());
+    if out.len() < needed {
+        return Err(Failure::Argument(format!(
+            "out holds {} numbers; this decision needs {needed}",
+            out.len()
+        )));
+    }
+    decision::write(&authorized.decision, out);
+    // SAFETY: the live env of this call.
+    Ok(unsafe { identity_array(env, &authorized.identity) })
 }
