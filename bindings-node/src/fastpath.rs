@@ -492,13 +492,8 @@ unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
     let method = unsafe { text(env, argv[3], b2, h2, "method") }?;
     let path = unsafe { text(env, argv[4], b3, h3, "path") }?;
     let ip = unsafe { text(env, argv[5], b4, h4, "ip") }?;
-    let cost = unsafe { count(env, argv[6], "cost") }?.unwrap_or(1);
-    let now_ms = unsafe { count(env, argv[7], "nowMs") }?;
-    let owned = unsafe { headers(env, argv[8]) }?;
-    let pairs: Vec<(&str, &str)> = owned
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let tail = unsafe { Tail::read(env, argv[6], argv[7], argv[8]) }?;
+    let pairs = tail.pairs();
 
     let request = Request {
         method: method.unwrap_or("GET"),
@@ -507,21 +502,13 @@ unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
         role,
         ip,
         headers: &pairs,
-        cost,
-        now: now_ms.map(Timestamp::from_millis),
+        cost: tail.cost,
+        now: tail.now,
     };
     let decision = engine
         .check(&request)
         .map_err(|e| Failure::Core(to_napi(&e).reason))?;
-    let needed = decision_len(decision.layers().len());
-    if out.len() < needed {
-        return Err(Failure::Argument(format!(
-            "out holds {} numbers; this decision needs {needed}",
-            out.len()
-        )));
-    }
-    decision::write(&decision, out);
-    Ok(())
+    write_checked(&decision, out)
 }
 
 /// # Safety
@@ -546,13 +533,8 @@ unsafe fn authorize(
     let method = unsafe { text(env, argv[2], b1, h1, "method") }?;
     let path = unsafe { text(env, argv[3], b2, h2, "path") }?;
     let ip = unsafe { text(env, argv[4], b3, h3, "ip") }?;
-    let cost = unsafe { count(env, argv[5], "cost") }?.unwrap_or(1);
-    let now_ms = unsafe { count(env, argv[6], "nowMs") }?;
-    let owned = unsafe { headers(env, argv[7]) }?;
-    let pairs: Vec<(&str, &str)> = owned
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let tail = unsafe { Tail::read(env, argv[5], argv[6], argv[7]) }?;
+    let pairs = tail.pairs();
     let request = Request {
         method: method.unwrap_or("GET"),
         path: path.unwrap_or("/"),
@@ -560,20 +542,58 @@ unsafe fn authorize(
         role: None,
         ip,
         headers: &pairs,
-        cost,
-        now: now_ms.map(Timestamp::from_millis),
+        cost: tail.cost,
+        now: tail.now,
     };
     let authorized = engine
         .authorize(authorization, &request)
         .map_err(|e| Failure::Core(to_napi(&e).reason))?;
-    let needed = decision_len(authorized.decision.layers().len());
+    write_checked(&authorized.decision, out)?;
+    // SAFETY: the live env of this call.
+    Ok(unsafe { identity_array(env, &authorized.identity) })
+}
+
+/// The arguments every deciding function ends with: cost, nowMs, headers.
+struct Tail {
+    cost: u64,
+    now: Option<Timestamp>,
+    headers: Vec<(String, String)>,
+}
+
+impl Tail {
+    /// # Safety
+    /// `env` is the live env of the current call; each value null or one of its handles.
+    unsafe fn read(
+        env: sys::napi_env,
+        cost: sys::napi_value,
+        now_ms: sys::napi_value,
+        headers_value: sys::napi_value,
+    ) -> Result<Self, Failure> {
+        // SAFETY (the reads below): see the function's contract.
+        Ok(Tail {
+            cost: unsafe { count(env, cost, "cost") }?.unwrap_or(1),
+            now: unsafe { count(env, now_ms, "nowMs") }?.map(Timestamp::from_millis),
+            headers: unsafe { headers(env, headers_value) }?,
+        })
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+/// Writes `decision` into `out`, if it fits.
+fn write_checked(decision: &floodwall::Decision<'_>, out: &mut [f64]) -> Result<(), Failure> {
+    let needed = decision_len(decision.layers().len());
     if out.len() < needed {
         return Err(Failure::Argument(format!(
             "out holds {} numbers; this decision needs {needed}",
             out.len()
         )));
     }
-    decision::write(&authorized.decision, out);
-    // SAFETY: the live env of this call.
-    Ok(unsafe { identity_array(env, &authorized.identity) })
+    decision::write(decision, out);
+    Ok(())
 }
