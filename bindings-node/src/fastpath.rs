@@ -164,13 +164,17 @@ pub(crate) unsafe fn text<'a>(
             Err(Failure::Argument(format!("{what} must be a string")))
         };
     }
-    let bytes: &'a [u8] = if written < INLINE - 1 {
+    // Node-API stops at a character boundary, so a string cut short may leave up to three
+    // bytes of the buffer unused: near the end, the length decides whether it all fitted.
+    let mut length = written;
+    if written + 4 >= INLINE {
+        // SAFETY: asking for the length only (a null buffer).
+        unsafe { sys::napi_get_value_string_utf8(env, value, null_mut(), 0, &mut length) };
+    }
+    let bytes: &'a [u8] = if length == written {
         // SAFETY: Node-API initialised the first `written` bytes.
         unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), written) }
     } else {
-        let mut length = 0usize;
-        // SAFETY: asking for the length only (a null buffer).
-        unsafe { sys::napi_get_value_string_utf8(env, value, null_mut(), 0, &mut length) };
         heap.resize(length + 1, 0);
         // SAFETY: the vector holds length + 1 bytes.
         unsafe {

@@ -475,7 +475,7 @@ test('short non-ASCII strings are keys of their own', () => {
 
 test('long non-ASCII subjects (over 256 bytes of UTF-8) are keys of their own', () => {
   // 'é' is 2 bytes of UTF-8: 'é' x 128 is 256 bytes, 'é' x 127 is 254.
-  assertOwnCounters(Engine.fromObject(KEYED), ['é'.repeat(127), 'é'.repeat(128), 'é'.repeat(200) + 'a', 'é'.repeat(200) + 'b', '用'.repeat(90) + '1', '用'.repeat(90) + '2'])
+  assertOwnCounters(Engine.fromObject(KEYED), ['é'.repeat(127), 'é'.repeat(128), 'é'.repeat(200) + 'a', 'é'.repeat(200) + 'b', '用'.repeat(90) + '1', '用'.repeat(90) + '2', 'é'.repeat(1023), 'é'.repeat(1024), 'é'.repeat(1023) + 'a', 'é'.repeat(1200) + 'a', 'é'.repeat(1200) + 'b', '用'.repeat(682) + 'x', '用'.repeat(682) + 'y'])
 })
 
 test('long non-ASCII header values are read whole', () => {
