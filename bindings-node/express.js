@@ -238,7 +238,9 @@ function middlewareSettings (fn, engine, options, { authenticates, limits }) {
     publicPaths: authenticates ? pathSet(fn, o, 'publicPaths') : null,
     cost: limits ? optionalFunction(fn, o, 'cost', '(req) => number') : null,
     keyIp: limits ? optionalFunction(fn, o, 'keyIp', '(req) => string | null') : null,
-    headers: limits ? headerNames(fn, o.headers, engine) : null
+    headers: limits ? headerNames(fn, o.headers, engine) : null,
+    // Working the address out (Express's `trust proxy` walk) is skipped when no rule keys on it.
+    keysIp: engine.keysIp
   }
   if (authenticates && !engine.hasAuth) {
     throw new TypeError(`${fn}(): the engine has no [auth] section, so it cannot verify bearer tokens (configure [auth], or use rateLimit() alone)`)
@@ -396,7 +398,7 @@ function costOf (settings, req) {
 }
 
 function ipOf (settings, req) {
-  if (settings.keyIp === null) return clientAddress(req)
+  if (settings.keyIp === null) return settings.keysIp ? clientAddress(req) : undefined
   const ip = settings.keyIp(req)
   if (ip !== null && ip !== undefined && typeof ip !== 'string') {
     throw new TypeError(`the keyIp option must answer a string or null, not ${describe(ip)}`)

@@ -225,6 +225,8 @@ export declare class Engine {
   readonly storeKind: 'memory' | 'redis' | 'redis_cluster'
   readonly mayWait: boolean
   readonly hasAuth: boolean
+  /** Whether some rule is keyed on the client address (`key = "ip"`). */
+  readonly keysIp: boolean
   /** The request headers some rule is keyed on (lower-cased): all a server needs to pass. */
   readonly keyHeaders: string[]
   readonly storeFailure: string | null

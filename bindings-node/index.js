@@ -579,6 +579,8 @@ class Engine {
   get mayWait () { return this._mayWait }
   /** The request headers some rule is keyed on (lower-cased): all a server needs to pass. */
   get keyHeaders () { return this._inner.keyHeaders }
+  /** Whether some rule is keyed on the client address (`key = "ip"`). */
+  get keysIp () { return this._inner.keysIp }
   /** Whether the engine has an `[auth]` section. */
   get hasAuth () { return this._inner.hasAuth }
   /** The shared store's last failure while it is failing, else null. */

@@ -487,6 +487,12 @@ impl Engine {
             .collect()
     }
 
+    /// Whether some rule is keyed on the client address.
+    #[napi(getter)]
+    pub fn keys_ip(&self) -> bool {
+        self.core.keys_ip()
+    }
+
     /// Whether the engine has an `[auth]` section.
     #[napi(getter)]
     pub fn has_auth(&self) -> bool {

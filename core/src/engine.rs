@@ -383,6 +383,12 @@ impl Engine {
         names
     }
 
+    /// Whether some rule is keyed on the client address (`key = "ip"`): a host that has to
+    /// work the address out (trusted proxies, forwarding headers) can skip it otherwise.
+    pub fn keys_ip(&self) -> bool {
+        self.rules.iter().any(|r| *r.key() == KeyKind::Ip)
+    }
+
     /// Which response headers decisions render (the `[headers]` section).
     pub fn headers_config(&self) -> HeadersConfig {
         self.headers
