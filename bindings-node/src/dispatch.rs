@@ -295,7 +295,7 @@ unsafe extern "C" fn enqueue(env: sys::napi_env, info: sys::napi_callback_info) 
                 "the request id must be a number".to_owned(),
             ));
         }
-        let mut buffer = [MaybeUninit::<u8>::uninit(); INLINE];
+        let mut buffer = [const { MaybeUninit::<u8>::uninit() }; INLINE];
         let mut heap = Vec::new();
         let mut owned = |i: usize, what: &str| -> Result<Option<String>, Failure> {
             // SAFETY: a live handle of this call (or null).

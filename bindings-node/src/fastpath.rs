@@ -25,7 +25,9 @@ use crate::error::to_napi;
 /// Positional arguments: out, subject, role, method, path, ip, cost, nowMs, headers.
 const ARGS: usize = 9;
 /// Strings up to this many bytes are read without allocating.
-pub(crate) const INLINE: usize = 2048;
+pub(crate) const INLINE: usize = 256;
+/// Bearer tokens are longer: up to this many bytes are read without allocating.
+const INLINE_TOKEN: usize = 2048;
 
 /// A JS function `(out, subject, role, method, path, ip, cost, nowMs, headers) => void`
 /// deciding on `engine`.
@@ -137,7 +139,7 @@ unsafe fn absent(env: sys::napi_env, value: sys::napi_value) -> bool {
 pub(crate) unsafe fn text<'a>(
     env: sys::napi_env,
     value: sys::napi_value,
-    buffer: &'a mut [MaybeUninit<u8>; INLINE],
+    buffer: &'a mut [MaybeUninit<u8>],
     heap: &'a mut Vec<u8>,
     what: &str,
 ) -> Result<Option<&'a str>, Failure> {
@@ -145,14 +147,15 @@ pub(crate) unsafe fn text<'a>(
         return Ok(None);
     }
     let mut written = 0usize;
-    // SAFETY: the buffer holds INLINE bytes; Node-API writes at most INLINE - 1 and a NUL,
+    let inline = buffer.len();
+    // SAFETY: the buffer holds `inline` bytes; Node-API writes at most inline - 1 and a NUL,
     // or nothing and an error status when `value` is not a string.
     let status = unsafe {
         sys::napi_get_value_string_utf8(
             env,
             value,
             buffer.as_mut_ptr().cast::<c_char>(),
-            INLINE,
+            inline,
             &mut written,
         )
     };
@@ -167,7 +170,7 @@ pub(crate) unsafe fn text<'a>(
     // Node-API stops at a character boundary, so a string cut short may leave up to three
     // bytes of the buffer unused: near the end, the length decides whether it all fitted.
     let mut length = written;
-    if written + 4 >= INLINE {
+    if written + 4 >= inline {
         // SAFETY: asking for the length only (a null buffer).
         unsafe { sys::napi_get_value_string_utf8(env, value, null_mut(), 0, &mut length) };
     }
@@ -322,8 +325,8 @@ pub(crate) unsafe fn headers(
             sys::napi_get_property(env, value, name, &mut item);
         }
         let (mut a, mut b) = (
-            [MaybeUninit::uninit(); INLINE],
-            [MaybeUninit::uninit(); INLINE],
+            [const { MaybeUninit::uninit() }; INLINE],
+            [const { MaybeUninit::uninit() }; INLINE],
         );
         let (mut ha, mut hb) = (Vec::new(), Vec::new());
         // SAFETY: live handles of this call.
@@ -460,7 +463,7 @@ unsafe fn verify(
     let (argv, data) = unsafe { arguments::<2>(env, info) };
     // SAFETY: `data` is the engine `bound_function` bound, alive while the function is.
     let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
-    let mut buffer = [MaybeUninit::<u8>::uninit(); INLINE];
+    let mut buffer = [const { MaybeUninit::<u8>::uninit() }; INLINE_TOKEN];
     let mut heap = Vec::new();
     // SAFETY (the reads below): live handles of this call.
     let authorization = unsafe { text(env, argv[0], &mut buffer, &mut heap, "authorization") }?
@@ -486,9 +489,13 @@ unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
     // SAFETY: a live handle of this call.
     let out = unsafe { float64_out(env, argv[0]) }?;
 
-    let mut buffers = [[MaybeUninit::<u8>::uninit(); INLINE]; 5];
+    let mut b0 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let mut b1 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let mut b2 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let mut b3 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let mut b4 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let (b0, b1, b2, b3, b4) = (&mut b0, &mut b1, &mut b2, &mut b3, &mut b4);
     let mut heaps: [Vec<u8>; 5] = Default::default();
-    let [b0, b1, b2, b3, b4] = &mut buffers;
     let [h0, h1, h2, h3, h4] = &mut heaps;
     // SAFETY (the reads below): live handles of this call.
     let subject = unsafe { text(env, argv[1], b0, h0, "subject") }?;
@@ -527,9 +534,12 @@ unsafe fn authorize(
     let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
     // SAFETY: a live handle of this call.
     let out = unsafe { float64_out(env, argv[0]) }?;
-    let mut buffers = [[MaybeUninit::<u8>::uninit(); INLINE]; 4];
+    let mut b0 = [const { MaybeUninit::<u8>::uninit() }; INLINE_TOKEN];
+    let mut b1 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let mut b2 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let mut b3 = [const { MaybeUninit::<u8>::uninit() }; INLINE];
+    let (b0, b1, b2, b3) = (&mut b0, &mut b1, &mut b2, &mut b3);
     let mut heaps: [Vec<u8>; 4] = Default::default();
-    let [b0, b1, b2, b3] = &mut buffers;
     let [h0, h1, h2, h3] = &mut heaps;
     // SAFETY (the reads below): live handles of this call (or null).
     let authorization = unsafe { text(env, argv[1], b0, h0, "authorization") }?
