@@ -434,6 +434,19 @@ impl Engine {
         self.may_wait
     }
 
+    /// The request headers some rule is keyed on (`key = "header:NAME"`), lower-cased: all a
+    /// server needs to pass as `headers=`.
+    #[getter]
+    fn key_headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.core.key_headers())
+    }
+
+    /// Whether some rule is keyed on the client address (`key = "ip"`).
+    #[getter]
+    fn keys_ip(&self) -> bool {
+        self.core.keys_ip()
+    }
+
     /// Whether the engine has an `[auth]` section (it can authenticate).
     #[getter]
     fn has_auth(&self) -> bool {

@@ -358,3 +358,18 @@ def test_close_keeps_the_engine_usable() -> None:
     engine.close()
     engine.close()
     assert engine.check(subject="alice", now_ms=1_000).allowed
+
+
+def test_what_the_rules_key_on() -> None:
+    engine = floodwall.Engine.from_dict({"rules": [
+        {"name": "by-key", "key": "header:X-Api-Key", "algorithm": "fixed_window", "limit": 5, "window": "1m"},
+        {"name": "by-key-again", "key": "header:x-api-key", "algorithm": "fixed_window", "limit": 9, "window": "1m"},
+        {"name": "by-ip", "key": "ip", "algorithm": "fixed_window", "limit": 5, "window": "1m"},
+    ]})
+    assert engine.key_headers == ("x-api-key",)
+    assert engine.keys_ip is True
+    bare = floodwall.Engine.from_dict({"rules": [
+        {"name": "per-user", "key": "subject", "algorithm": "fixed_window", "limit": 5, "window": "1m"},
+    ]})
+    assert bare.key_headers == ()
+    assert bare.keys_ip is False

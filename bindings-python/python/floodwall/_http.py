@@ -232,6 +232,8 @@ class MiddlewareSettings:
         "skip_paths",
         "cost",
         "proxies",
+        "key_headers",
+        "keys_ip",
     )
 
     def __init__(
@@ -259,6 +261,16 @@ class MiddlewareSettings:
         self.skip_paths = PathSet(skip_paths, "skip_paths")
         self.cost = cost
         self.proxies = TrustedProxies(trusted_proxies, forwarded_header)
+        # What the engine's rules key on: only those headers are handed over, and the client
+        # address (trusted-proxy walk included) is worked out only when a rule keys on it.
+        self.key_headers = engine.key_headers
+        self.keys_ip = engine.keys_ip
+
+    def engine_headers(self, headers: dict[str, str]) -> Optional[dict[str, str]]:
+        """The request headers some rule is keyed on; ``None`` when no rule keys on one."""
+        if not self.key_headers:
+            return None
+        return {name: headers[name] for name in self.key_headers if name in headers}
 
     def cost_of(self, method: str, path: str) -> int:
         """The request's cost: the ``cost`` option's answer, 1 without one."""

@@ -142,8 +142,12 @@ class FloodwallMiddleware:
         method: str = scope["method"]
         headers = _request_headers(scope)
         client = scope.get("client")
-        ip = settings.proxies.client_address(
-            client[0] if client else None, headers.get(settings.proxies.header)
+        ip = (
+            settings.proxies.client_address(
+                client[0] if client else None, headers.get(settings.proxies.header)
+            )
+            if settings.keys_ip
+            else None
         )
         cost = settings.cost_of(method, path)
         engine = settings.engine
@@ -156,12 +160,12 @@ class FloodwallMiddleware:
                     path=path,
                     ip=ip,
                     cost=cost,
-                    headers=headers,
+                    headers=settings.engine_headers(headers),
                 )
                 identity, decision = authorized.identity, authorized.decision
             else:
                 decision = await engine.acheck(
-                    method=method, path=path, ip=ip, cost=cost, headers=headers
+                    method=method, path=path, ip=ip, cost=cost, headers=settings.engine_headers(headers)
                 )
         except AuthError as e:
             await _respond(send, *auth_problem(e))

@@ -122,8 +122,12 @@ class FloodwallMiddleware:
             return self.app(environ, start_response)
         method: str = environ.get("REQUEST_METHOD", "GET")
         headers = _request_headers(environ)
-        ip = settings.proxies.client_address(
-            environ.get("REMOTE_ADDR") or None, environ.get(self._forwarded_key)
+        ip = (
+            settings.proxies.client_address(
+                environ.get("REMOTE_ADDR") or None, environ.get(self._forwarded_key)
+            )
+            if settings.keys_ip
+            else None
         )
         cost = settings.cost_of(method, path)
         engine = settings.engine
@@ -136,12 +140,12 @@ class FloodwallMiddleware:
                     path=path,
                     ip=ip,
                     cost=cost,
-                    headers=headers,
+                    headers=settings.engine_headers(headers),
                 )
                 identity, decision = authorized.identity, authorized.decision
             else:
                 decision = engine.check(
-                    method=method, path=path, ip=ip, cost=cost, headers=headers
+                    method=method, path=path, ip=ip, cost=cost, headers=settings.engine_headers(headers)
                 )
         except AuthError as e:
             return _respond(start_response, *auth_problem(e))
