@@ -44,6 +44,7 @@ mod decision;
 mod engine;
 mod error;
 pub mod limit;
+pub mod monitor;
 pub mod store;
 
 pub use auth::{AuthConfig, Authenticator, Identity};
