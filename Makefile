@@ -110,6 +110,7 @@ bench:
 	$(CARGO) bench -p floodwall-benches --bench auth -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench balance -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench ffi -- --noplot
+	$(CARGO) bench -p floodwall-benches --bench monitor -- --noplot
 
 # Decisions per second and latency against a local Redis, beside redis-benchmark (README's table).
 bench-redis: setup

@@ -1,0 +1,56 @@
+//! `monitor::Aggregator::record` per event: the cost the engine would add to a decision if it
+//! recorded every one (the baseline for the monitoring issue's "without slowing the decision").
+//!
+//! Admitted requests of one subject, and of 100,000 subjects with 2 % of them rate limited
+//! (the breach lists churn), on one and two threads.
+//!
+//! Run: `cargo bench -p floodwall-benches --bench monitor` (add `-- --quick --noplot` for a
+//! fast pass).
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use floodwall::monitor::{Aggregator, Event, EventOutcome};
+use floodwall::{StoreUsed, Timestamp};
+use floodwall_benches::on_threads;
+
+const KEYS: u64 = 100_000;
+
+fn record(c: &mut Criterion) {
+    let subjects: Vec<String> = (0..KEYS).map(|i| format!("user-{i}")).collect();
+    let at = Timestamp::from_millis(1_795_000_000_000);
+    let mut group = c.benchmark_group("monitor_record");
+    for (name, keys) in [("1key", 1), ("100k_subjects", KEYS)] {
+        for threads in [1u64, 2] {
+            let monitor = Aggregator::new(60, 20);
+            let call = |i: u64| {
+                let subject = &subjects[(i % keys) as usize];
+                monitor.record(black_box(&Event {
+                    at,
+                    method: "GET",
+                    path: "/api/orders",
+                    subject: Some(subject),
+                    role: Some("free"),
+                    outcome: if i % 50 == 0 {
+                        EventOutcome::RateLimited
+                    } else {
+                        EventOutcome::Admitted
+                    },
+                    rule: Some("per-user"),
+                    error: None,
+                    store: Some(StoreUsed::Memory),
+                    upstream: None,
+                    latency: None,
+                }));
+            };
+            group.bench_function(BenchmarkId::new(name, format!("{threads}thread")), |b| {
+                b.iter_custom(|iters| on_threads(threads, iters, &call))
+            });
+            assert!(monitor.report(at).totals.requests > 0);
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, record);
+criterion_main!(benches);
