@@ -31,7 +31,7 @@ fn record(c: &mut Criterion) {
                     path: "/api/orders",
                     subject: Some(subject),
                     role: Some("free"),
-                    outcome: if i % 50 == 0 {
+                    outcome: if i.is_multiple_of(50) {
                         EventOutcome::RateLimited
                     } else {
                         EventOutcome::Admitted
@@ -46,7 +46,6 @@ fn record(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(name, format!("{threads}thread")), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, &call))
             });
-            assert!(monitor.report(at).totals.requests > 0);
         }
     }
     group.finish();
