@@ -208,18 +208,17 @@ class Identity {
     this.#nowMs = nowMs
   }
 
-  // `fields` is the addon's [subject, role, keyId, algorithm, expiresAtMs] (fastpath.rs), or
-  // the same as an object with those names (authorize's path).
+  // `fields` is the addon's [subject, role, keyId, algorithm, expiresAtMs] (fastpath.rs).
   /** The subject (by default the `sub` claim). */
-  get subject () { const f = this.#fields; return Array.isArray(f) ? f[0] : f.subject }
+  get subject () { return this.#fields[0] }
   /** The role from the configured claim, or the default role; null when neither. */
-  get role () { const f = this.#fields; return (Array.isArray(f) ? f[1] : f.role) ?? null }
+  get role () { return this.#fields[1] ?? null }
   /** The `kid` of the key that verified the token; null when it had none. */
-  get keyId () { const f = this.#fields; return (Array.isArray(f) ? f[2] : f.keyId) ?? null }
+  get keyId () { return this.#fields[2] ?? null }
   /** The algorithm the token was verified with. */
-  get algorithm () { const f = this.#fields; return Array.isArray(f) ? f[3] : f.algorithm }
+  get algorithm () { return this.#fields[3] }
   /** `exp` in ms since the Unix epoch; null when the token has none. */
-  get expiresAtMs () { const f = this.#fields; return (Array.isArray(f) ? f[4] : f.expiresAtMs) ?? null }
+  get expiresAtMs () { return this.#fields[4] ?? null }
 
   toJSON () {
     const { subject, role, keyId, algorithm, expiresAtMs } = this
@@ -250,6 +249,11 @@ class Identity {
     }
     return value
   }
+}
+
+/** The addon's identity object (the worker-thread path) as the fast path's array. */
+function identityFields (f) {
+  return [f.subject, f.role, f.keyId, f.algorithm, f.expiresAtMs]
 }
 
 /** One call in progress on a picked upstream; finish it exactly once. */
@@ -529,7 +533,7 @@ class Engine {
       return Promise.reject(convert(error))
     }
     return pending.then(
-      (a) => ({ identity: new Identity(a.identity(), this, authorization), decision: new Decision(a.decision(), this) }),
+      (a) => ({ identity: new Identity(identityFields(a.identity()), this, authorization), decision: new Decision(a.decision(), this) }),
       (error) => { throw convert(error) })
   }
 

@@ -69,15 +69,10 @@ impl Lease {
     /// in milliseconds (by default, the time since the pick). Exactly once.
     #[napi]
     pub fn finish(&self, outcome: String, latency_ms: Option<f64>) -> napi::Result<()> {
-        let outcome = match outcome.as_str() {
-            "success" => CallOutcome::Success,
-            "failure" => CallOutcome::Failure,
-            "timeout" => CallOutcome::Timeout,
-            other => {
-                return Err(invalid_arg(format!(
-                    "outcome must be 'success', 'failure' or 'timeout', not '{other}'"
-                )));
-            }
+        let Some(outcome) = CallOutcome::parse(&outcome) else {
+            return Err(invalid_arg(format!(
+                "outcome must be 'success', 'failure' or 'timeout', not '{outcome}'"
+            )));
         };
         let latency = match latency_ms {
             None => self.picked.elapsed(),

@@ -155,10 +155,6 @@ impl Engine {
             may_wait,
         })
     }
-
-    fn decide(&self, request: &Owned) -> Result<Vec<f64>, floodwall::Error> {
-        request.with_request(|r| self.core.check(r).map(|d| decision::to_vec(&d)))
-    }
 }
 
 fn authorize(
@@ -195,38 +191,6 @@ impl Engine {
     #[napi(factory)]
     pub fn from_file(path: String) -> napi::Result<Self> {
         Self::build(Config::from_file(&path).js())
-    }
-
-    /// [`check_sync`] on a worker thread: a Promise of the decision's row.
-    #[napi(ts_return_type = "Promise<Float64Array>")]
-    #[allow(clippy::too_many_arguments)]
-    pub fn check<'env>(
-        &self,
-        env: &'env Env,
-        subject: Option<String>,
-        role: Option<String>,
-        method: Option<String>,
-        path: Option<String>,
-        ip: Option<String>,
-        cost: Option<f64>,
-        now_ms: Option<f64>,
-        headers: Option<HashMap<String, String>>,
-    ) -> napi::Result<Object<'env>> {
-        let request = Owned::new(RequestInit {
-            subject,
-            role,
-            method,
-            path,
-            ip,
-            cost,
-            headers,
-            now_ms,
-        })?;
-        let engine = Engine {
-            core: Arc::clone(&self.core),
-            may_wait: self.may_wait,
-        };
-        on_worker(env, move || engine.decide(&request).map(Float64Array::new))
     }
 
     /// A batch, in one Redis round trip: a decision's row, or an error's JSON text, per

@@ -53,15 +53,12 @@ impl Lease {
 }
 
 fn parse_outcome(outcome: &str) -> PyResult<CallOutcome> {
-    match outcome {
-        "success" => Ok(CallOutcome::Success),
-        "failure" => Ok(CallOutcome::Failure),
-        "timeout" => Ok(CallOutcome::Timeout),
-        other => Err(PyValueError::new_err(format!(
+    CallOutcome::parse(outcome).ok_or_else(|| {
+        PyValueError::new_err(format!(
             "outcome must be 'success', 'failure' or 'timeout', not {}",
-            py_str(other)
-        ))),
-    }
+            py_str(outcome)
+        ))
+    })
 }
 
 #[pymethods]
