@@ -1,5 +1,5 @@
-//! `monitor::Aggregator::record` per event: the cost the engine would add to a decision if it
-//! recorded every one (the baseline for the monitoring issue's "without slowing the decision").
+//! `monitor::Aggregator::record` per decision event: what the engine adds to every decision
+//! (it records each one). `benches/check.rs` measures whole decisions, recording included.
 //!
 //! Admitted requests of one subject, and of 100,000 subjects with 2 % of them rate limited
 //! (the breach lists churn), on one and two threads.
@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use floodwall::monitor::{Aggregator, Event, EventOutcome};
+use floodwall::monitor::{Aggregator, DecisionEvent, Event, EventOutcome};
 use floodwall::{StoreUsed, Timestamp};
 use floodwall_benches::on_threads;
 
@@ -25,10 +25,9 @@ fn record(c: &mut Criterion) {
             let monitor = Aggregator::new(60, 20);
             let call = |i: u64| {
                 let subject = &subjects[(i % keys) as usize];
-                monitor.record(black_box(&Event {
+                monitor.record(black_box(&Event::Decision(DecisionEvent {
                     at,
-                    method: "GET",
-                    path: "/api/orders",
+                    endpoint: Some(("GET", "/api/orders")),
                     subject: Some(subject),
                     role: Some("free"),
                     outcome: if i.is_multiple_of(50) {
@@ -39,9 +38,7 @@ fn record(c: &mut Criterion) {
                     rule: Some("per-user"),
                     error: None,
                     store: Some(StoreUsed::Memory),
-                    upstream: None,
-                    latency: None,
-                }));
+                })));
             };
             group.bench_function(BenchmarkId::new(name, format!("{threads}thread")), |b| {
                 b.iter_custom(|iters| on_threads(threads, iters, &call))

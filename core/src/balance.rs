@@ -40,6 +40,7 @@ use crate::breaker::{
 use crate::clock::{Clock, Timestamp};
 use crate::config::HumanDuration;
 use crate::error::{Error, ErrorKind};
+use crate::monitor::{Event, Monitor, UpstreamEvent};
 
 /// The most upstreams one service may have.
 pub const MAX_UPSTREAMS: usize = 256;
@@ -432,6 +433,8 @@ pub(crate) struct Service {
     rng: AtomicU64,
     /// The engine's breaker event log (shared by its services).
     events: Arc<EventLog>,
+    /// The engine's monitoring, which records every finished call.
+    monitor: Arc<Monitor>,
 }
 
 /// The services of an engine.
@@ -452,7 +455,10 @@ fn check_name(name: &str, field: &str, what: &str) -> Result<(), Error> {
 }
 
 impl Services {
-    pub(crate) fn compile(configs: &BTreeMap<String, ServiceConfig>) -> Result<Self, Error> {
+    pub(crate) fn compile(
+        configs: &BTreeMap<String, ServiceConfig>,
+        monitor: Arc<Monitor>,
+    ) -> Result<Self, Error> {
         let events: Arc<EventLog> = Arc::default();
         let mut by_name = HashMap::default();
         for (name, config) in configs {
@@ -499,10 +505,18 @@ impl Services {
                     turn: AtomicU64::new(0),
                     rng: AtomicU64::new(foldhash_seed()),
                     events: Arc::clone(&events),
+                    monitor: Arc::clone(&monitor),
                 }),
             );
         }
         Ok(Services { by_name, events })
+    }
+
+    /// The services' names, in order.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     fn service(&self, name: &str) -> Result<&Arc<Service>, Error> {
@@ -959,6 +973,14 @@ impl Call {
                     .events
                     .push(&self.service.name, &upstream.name, t);
             }
+            self.service.monitor.record(&Event::Upstream(UpstreamEvent {
+                at: now,
+                service: &self.service.name,
+                upstream: &upstream.name,
+                outcome,
+                latency,
+                tripped: transition.is_some_and(|t| matches!(t.to, BreakerState::Open { .. })),
+            }));
         }
     }
 }

@@ -31,9 +31,7 @@
 //!
 //! Durations are strings of a number and a unit: `us`, `ms`, `s`, `m`, `h` or `d`
 //! (`"250ms"`, `"1.5s"`, `"1m"`). The `[auth]` section is [`AuthConfig`], each
-//! `[services.NAME]` a [`ServiceConfig`]. The `monitor` section is reserved for the feature
-//! that will read it; until then an engine refuses a configuration that sets it rather than
-//! ignore it.
+//! `[services.NAME]` a [`ServiceConfig`], `[monitor]` a [`MonitorConfig`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,7 +39,7 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::auth::AuthConfig;
@@ -83,22 +81,136 @@ pub struct Config {
     /// Upstream services by name (`[services.orders]`), for [`Engine::pick`](crate::Engine::pick).
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
-    /// Monitoring (reserved).
+    /// Monitoring: the in-memory aggregate and the optional Redis Streams sink.
     #[serde(default)]
-    pub monitor: Option<Reserved>,
+    pub monitor: MonitorConfig,
     /// The directory relative file names (key files, JWKS files) are read from: set by
     /// [`Config::from_file`] to the file's directory; otherwise the working directory.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
 }
 
-/// A section whose schema belongs to a feature this version does not have yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reserved;
+/// The `[monitor]` section. The in-memory aggregate is always on; `stream` adds the Redis
+/// Streams sink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// How long the per-minute series is: whole minutes, from `"1m"` to `"24h"`.
+    #[serde(default = "default_horizon")]
+    pub horizon: HumanDuration,
+    /// How many entries each top list of a report holds (1 to 1000).
+    #[serde(default = "default_top")]
+    pub top: usize,
+    /// The Redis stream every event is also written to (`XADD … MAXLEN ~`), if any.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// The Redis server the stream lives on; by default the store's (`store.url`, or
+    /// `store.urls` for a cluster).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// About how many entries the stream keeps (`MAXLEN ~`).
+    #[serde(default = "default_maxlen")]
+    pub maxlen: u64,
+    /// How many events may wait for the writer; past it, events are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// The most events the writer sends in one round trip.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// The longest an event waits before the writer sends what it has.
+    #[serde(default = "default_flush")]
+    pub flush: HumanDuration,
+    /// The name events in the stream carry as their source (default: host name and pid).
+    #[serde(default)]
+    pub instance: Option<String>,
+}
 
-impl<'de> Deserialize<'de> for Reserved {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(d).map(|_| Reserved)
+fn default_horizon() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_top() -> usize {
+    10
+}
+fn default_maxlen() -> u64 {
+    100_000
+}
+fn default_queue() -> usize {
+    10_000
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_flush() -> HumanDuration {
+    HumanDuration(Duration::from_millis(100))
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            horizon: default_horizon(),
+            top: default_top(),
+            stream: None,
+            url: None,
+            maxlen: default_maxlen(),
+            queue: default_queue(),
+            batch: default_batch(),
+            flush: default_flush(),
+            instance: None,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// The horizon in whole minutes, or the error naming the field.
+    pub fn horizon_minutes(&self) -> Result<u64, Error> {
+        let micros = self.horizon.0.as_micros();
+        let minutes = micros / 60_000_000;
+        if !micros.is_multiple_of(60_000_000) || minutes == 0 || minutes > 24 * 60 {
+            return Err(Error::config(
+                "monitor.horizon",
+                format!(
+                    "must be whole minutes from \"1m\" to \"24h\", got \"{}\"",
+                    self.horizon
+                ),
+            ));
+        }
+        Ok(minutes as u64)
+    }
+
+    /// Checks every field; `store` says where a stream would go by default.
+    pub(crate) fn validate(&self, store: &StoreConfig) -> Result<(), Error> {
+        self.horizon_minutes()?;
+        if !(1..=1000).contains(&self.top) {
+            return Err(Error::config("monitor.top", "must be from 1 to 1000"));
+        }
+        let Some(stream) = &self.stream else {
+            return Ok(());
+        };
+        if stream.is_empty() {
+            return Err(Error::config("monitor.stream", "must not be empty"));
+        }
+        if self.url.is_none() && store.kind == StoreKind::Memory {
+            return Err(Error::config(
+                "monitor.url",
+                "the stream needs a Redis server: set monitor.url, or use a redis store",
+            ));
+        }
+        if self.maxlen == 0 {
+            return Err(Error::config("monitor.maxlen", "must be at least 1"));
+        }
+        if self.queue == 0 {
+            return Err(Error::config("monitor.queue", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.batch) {
+            return Err(Error::config("monitor.batch", "must be from 1 to 10000"));
+        }
+        if self.flush.0.is_zero() {
+            return Err(Error::config("monitor.flush", "must be greater than zero"));
+        }
+        if self.instance.as_deref() == Some("") {
+            return Err(Error::config("monitor.instance", "must not be empty"));
+        }
+        Ok(())
     }
 }
 
@@ -113,6 +225,17 @@ pub enum StoreKind {
     Redis,
     /// A Redis Cluster.
     RedisCluster,
+}
+
+impl StoreKind {
+    /// `memory`, `redis` or `redis_cluster`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis => "redis",
+            StoreKind::RedisCluster => "redis_cluster",
+        }
+    }
 }
 
 /// What to do when a shared store fails or is too slow.
@@ -495,20 +618,6 @@ impl Config {
             )),
             StoreKind::Redis => Ok(()),
         }
-    }
-    /// Refuses sections whose feature this version does not have.
-    pub(crate) fn check_reserved(&self) -> Result<(), Error> {
-        for (set, name, feature) in [(self.monitor.is_some(), "monitor", "monitoring")] {
-            if set {
-                return Err(Error::config(
-                    name,
-                    format!(
-                        "{feature} is not available in this version of floodwall; remove the section"
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use smallvec::SmallVec;
@@ -22,6 +23,7 @@ use crate::decision::{Decision, DetachedDecision, StoreUsed};
 use crate::error::{Error, ErrorKind};
 use crate::limit::Algorithm;
 use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
+use crate::monitor::{DecisionEvent, Event, EventOutcome, Monitor, Report, ResponseEvent};
 use crate::store::redis::{RedisStore, StoreFailure};
 use crate::store::{ABSENT, Layer, MemoryStore, Store};
 
@@ -155,6 +157,8 @@ pub struct Engine {
     /// The shared store, when the configuration names one; `store` is then its fallback.
     shared: Option<Shared>,
     store_kind: StoreKind,
+    /// Every decision, upstream call and reported response is recorded here.
+    monitor: Arc<Monitor>,
 }
 
 /// A shared store with its failure policy and the breaker that spares callers its deadline
@@ -290,8 +294,8 @@ pub struct Authorized<'e> {
 impl Engine {
     /// Checks and compiles `config` into an engine on the system clock.
     pub fn from_config(config: Config) -> Result<Self, Error> {
-        config.check_reserved()?;
         config.check_store()?;
+        let monitor = Arc::new(Monitor::new(&config.monitor, &config.store)?);
         let rules = config.compile_rules()?;
         // Paths are split only when a rule matches on them or keys by endpoint.
         let parse_paths = rules
@@ -306,7 +310,7 @@ impl Engine {
             )?)),
             None => None,
         };
-        let services = Services::compile(&config.services)?;
+        let services = Services::compile(&config.services, Arc::clone(&monitor))?;
         let shared = match config.store.kind {
             StoreKind::Memory => None,
             StoreKind::Redis | StoreKind::RedisCluster => {
@@ -331,6 +335,7 @@ impl Engine {
             services,
             shared,
             store_kind: config.store.kind,
+            monitor,
         })
     }
 
@@ -412,6 +417,38 @@ impl Engine {
     /// limit (it could never pass); nothing is consumed then either.
     pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
         let now = request.now.unwrap_or_else(|| self.clock.now());
+        let result = self.decide(request, now);
+        self.record_decision(request, now, &result);
+        result
+    }
+
+    /// Records a decision (or its failure) on `request` for monitoring.
+    fn record_decision(
+        &self,
+        request: &Request<'_>,
+        now: Timestamp,
+        result: &Result<Decision<'_>, Error>,
+    ) {
+        // A request no rule matched consulted no store.
+        let store = |d: &Decision<'_>| (d.layers().len() > 0).then(|| d.store());
+        let (outcome, rule, error, store) = match result {
+            Ok(d) if d.allowed() => (EventOutcome::Admitted, None, None, store(d)),
+            Ok(d) => (EventOutcome::RateLimited, d.rule(), None, store(d)),
+            Err(e) => (EventOutcome::Failed, None, Some(e.kind()), None),
+        };
+        self.monitor.record(&Event::Decision(DecisionEvent {
+            at: now,
+            endpoint: Some((request.method, request.path)),
+            subject: request.subject,
+            role: request.role,
+            outcome,
+            rule,
+            error,
+            store,
+        }));
+    }
+
+    fn decide(&self, request: &Request<'_>, now: Timestamp) -> Result<Decision<'_>, Error> {
         // Every endpoint-keyed layer of one request has the same key: `METHOD /normalised/path`.
         let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
         // Built in the return slot, so that the decision is not copied on the way out.
@@ -658,6 +695,33 @@ impl Engine {
         authorization: &str,
         now: Timestamp,
     ) -> Result<Arc<Identity>, Error> {
+        let result = self.verify(authorization, now);
+        if let Err(e) = &result {
+            self.record_refusal(None, e, now);
+        }
+        result
+    }
+
+    /// Records a refused token (or an authentication that could not run) for monitoring.
+    fn record_refusal(&self, endpoint: Option<(&str, &str)>, error: &Error, now: Timestamp) {
+        let outcome = if error.kind() == ErrorKind::InvalidConfig {
+            EventOutcome::Failed
+        } else {
+            EventOutcome::AuthRejected
+        };
+        self.monitor.record(&Event::Decision(DecisionEvent {
+            at: now,
+            endpoint,
+            subject: None,
+            role: None,
+            outcome,
+            rule: None,
+            error: Some(error.kind()),
+            store: None,
+        }));
+    }
+
+    fn verify(&self, authorization: &str, now: Timestamp) -> Result<Arc<Identity>, Error> {
         // The lock is not held while verifying: a reload never waits for an RSA check.
         let auth = self.auth.read().clone();
         match auth {
@@ -705,7 +769,14 @@ impl Engine {
         authorization: &str,
         request: &Request<'_>,
     ) -> Result<Authorized<'_>, Error> {
-        let identity = self.authenticate(authorization)?;
+        let identity = match self.verify(authorization, self.clock.now()) {
+            Ok(identity) => identity,
+            Err(e) => {
+                let now = request.now.unwrap_or_else(|| self.clock.now());
+                self.record_refusal(Some((request.method, request.path)), &e, now);
+                return Err(e);
+            }
+        };
         let mut as_caller = *request;
         as_caller.subject = Some(&identity.subject);
         as_caller.role = identity.role.as_deref();
@@ -882,7 +953,7 @@ impl Engine {
         let verdicts =
             self.through_breaker(shared, || shared.redis.decide_many(&batch, &mut slices));
         let mut verdicts = verdicts.map(Vec::into_iter);
-        prepared
+        let results: Vec<Result<Decision<'_>, Error>> = prepared
             .into_iter()
             .zip(layers.iter().zip(outcomes))
             .map(|(p, (these, mut out))| {
@@ -899,7 +970,58 @@ impl Engine {
                 p.decision.settle(allowed);
                 Ok(p.decision)
             })
-            .collect()
+            .collect();
+        for (request, result) in requests.iter().zip(&results) {
+            let now = request.now.unwrap_or_else(|| self.clock.now());
+            self.record_decision(request, now, result);
+        }
+        results
+    }
+
+    /// Reports what happened: the in-memory aggregate at the engine's clock (see
+    /// [`crate::monitor`]), with the store in use and the stream sink's counters.
+    pub fn report(&self) -> Report {
+        self.report_at(self.clock.now())
+    }
+
+    /// [`report`](Self::report) with the per-minute series ending at `now`'s minute.
+    pub fn report_at(&self, now: Timestamp) -> Report {
+        let mut report = self.monitor.report(now);
+        report.store_kind = Some(self.store_kind.as_str());
+        report.store_failure = self.store_failure();
+        report
+    }
+
+    /// The monitoring counters and the upstreams' state in the Prometheus text format
+    /// ([`monitor::prometheus::CONTENT_TYPE`](crate::monitor::prometheus::CONTENT_TYPE)).
+    pub fn prometheus(&self) -> String {
+        let services: Vec<(String, Vec<UpstreamStatus>)> = self
+            .services
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let upstreams = self.upstreams(&name).ok()?;
+                Some((name, upstreams))
+            })
+            .collect();
+        crate::monitor::prometheus::render(&self.report(), &services)
+    }
+
+    /// Records how the host answered a request — its status and its end-to-end latency — at
+    /// the engine's clock, for the reports' response counts and latency percentiles.
+    pub fn record_response(&self, method: &str, path: &str, status: u16, latency: Duration) {
+        self.monitor.record(&Event::Response(ResponseEvent {
+            at: self.clock.now(),
+            method,
+            path,
+            status,
+            latency,
+        }));
+    }
+
+    /// The engine's monitoring (to record events of a host's own, or read the aggregate).
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 
     /// Forgets keys whose state has expired (the memory store also does this by itself as it

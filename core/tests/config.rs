@@ -179,8 +179,17 @@ fn store_and_reserved_sections() {
     let (field, _) = toml_err("[store]\nmax_keys = 0");
     assert_eq!(field, "store.max_keys");
     let (field, message) = toml_err("[monitor]\nstream = \"x\"");
-    assert_eq!(field, "monitor");
-    assert!(message.contains("not available"), "{message}");
+    assert_eq!(field, "monitor.url");
+    assert!(message.contains("needs a Redis server"), "{message}");
+    let (field, message) = toml_err("[monitor]\nhorizon = \"90s\"");
+    assert_eq!(field, "monitor.horizon");
+    assert!(message.contains("whole minutes"), "{message}");
+    let (field, _) = toml_err("[monitor]\nhorizon = \"25h\"");
+    assert_eq!(field, "monitor.horizon");
+    let (field, _) = toml_err("[monitor]\ntop = 0");
+    assert_eq!(field, "monitor.top");
+    let (field, _) = toml_err("[monitor]\ncolour = \"red\"");
+    assert_eq!(field, "monitor.colour");
     // The reference shape's store fields are all accepted.
     Engine::from_toml(
         "[store]\nkind = \"memory\"\nprefix = \"fw:\"\ntimeout = \"50ms\"\non_error = \"fallback\"\nclock = \"redis\"\nmax_keys = 1000",

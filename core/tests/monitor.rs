@@ -1,10 +1,15 @@
-//! The in-memory monitoring aggregate: per-minute series and peaks, breaches, bounded top
-//! lists, under explicit timestamps.
+//! Monitoring: the in-memory aggregate under explicit timestamps (per-minute series and peaks,
+//! breaches, bounded top lists, latency percentiles, many threads), and the engine recording
+//! its own decisions, refusals, upstream calls and the host's responses under a manual clock,
+//! down to the report and the Prometheus text.
 
 use std::time::Duration;
 
-use floodwall::monitor::{Aggregator, Event, EventOutcome, TopK};
-use floodwall::{CallOutcome, ErrorKind, StoreUsed, Timestamp};
+use floodwall::monitor::{
+    Aggregator, DecisionEvent, Event, EventOutcome, ResponseEvent, TopEntry, TopK, UpstreamEvent,
+    merge,
+};
+use floodwall::{CallOutcome, Engine, ErrorKind, ManualClock, Request, StoreUsed, Timestamp};
 
 const MINUTE: u64 = 60_000;
 
@@ -15,64 +20,80 @@ fn at(minute: u64, second: u64) -> Timestamp {
     )
 }
 
-fn event(t: Timestamp, outcome: EventOutcome) -> Event<'static> {
-    Event {
+fn decision(t: Timestamp, outcome: EventOutcome) -> DecisionEvent<'static> {
+    DecisionEvent {
         at: t,
-        method: "get",
-        path: "/api/orders?page=2",
+        endpoint: Some(("get", "/api/orders?page=2")),
         subject: Some("alice"),
         role: Some("free"),
         outcome,
         rule: None,
         error: None,
         store: Some(StoreUsed::Memory),
-        upstream: None,
-        latency: Some(Duration::from_micros(250)),
     }
+}
+
+fn keyed(entries: &[TopEntry]) -> Vec<(String, u64)> {
+    entries.iter().map(|e| (e.key.clone(), e.count)).collect()
+}
+
+fn minutes_of(report: &floodwall::monitor::Report) -> Vec<(u64, u64)> {
+    report
+        .per_minute
+        .iter()
+        .map(|m| ((m.start_ms - at(0, 0).as_millis()) / MINUTE, m.requests))
+        .collect()
 }
 
 #[test]
 fn minutes_peaks_and_the_horizon() {
     let monitor = Aggregator::new(10, 8);
-    // Minute 0: 3 requests; minute 2: 7 (a surge); minute 5: 1; minute 20: 2 (ten minutes on).
+    // Minute 0: 3 requests; minute 2: 7 (a surge); minute 5: 1.
     for (minute, n) in [(0, 3), (2, 7), (5, 1)] {
         for i in 0..n {
-            monitor.record(&event(at(minute, i), EventOutcome::Admitted));
+            monitor.record(&Event::Decision(decision(
+                at(minute, i),
+                EventOutcome::Admitted,
+            )));
         }
     }
     let report = monitor.report(at(9, 59));
-    let series: Vec<(u64, u64)> = report
-        .per_minute
-        .iter()
-        .map(|m| ((m.start_ms - at(0, 0).as_millis()) / MINUTE, m.requests))
-        .collect();
-    assert_eq!(series, [(0, 3), (2, 7), (5, 1)]);
+    assert_eq!(minutes_of(&report), [(0, 3), (2, 7), (5, 1)]);
     assert_eq!(report.peaks[0].requests, 7, "the surge is the first peak");
+    assert_eq!(report.peaks[0].start_ms, at(2, 0).as_millis());
     assert_eq!(report.peaks.len(), 3);
-    assert_eq!(report.per_minute[1].mean_latency_us, 250);
     assert_eq!(report.totals.requests, 11);
+    assert_eq!(
+        keyed(&report.top_endpoints),
+        [("GET /api/orders".into(), 11)],
+        "method upper-cased, query dropped"
+    );
 
     // Minute 12 reuses minute 2's slot; minutes 0 and 2 leave the horizon.
-    monitor.record(&event(at(12, 0), EventOutcome::Admitted));
-    monitor.record(&event(at(12, 1), EventOutcome::Admitted));
+    for s in 0..2 {
+        monitor.record(&Event::Decision(decision(
+            at(12, s),
+            EventOutcome::Admitted,
+        )));
+    }
     let report = monitor.report(at(12, 30));
-    let series: Vec<(u64, u64)> = report
-        .per_minute
-        .iter()
-        .map(|m| ((m.start_ms - at(0, 0).as_millis()) / MINUTE, m.requests))
-        .collect();
-    assert_eq!(series, [(5, 1), (12, 2)]);
+    assert_eq!(minutes_of(&report), [(5, 1), (12, 2)]);
     assert_eq!(report.totals.requests, 13, "totals keep everything");
 
     // An event older than the horizon counts in the totals only.
-    monitor.record(&event(at(1, 0), EventOutcome::Admitted));
+    monitor.record(&Event::Decision(decision(at(1, 0), EventOutcome::Admitted)));
     let report = monitor.report(at(12, 30));
     assert_eq!(report.per_minute.len(), 2);
     assert_eq!(report.totals.requests, 14);
+    // A report asked for an earlier time leaves out later minutes.
+    assert_eq!(
+        minutes_of(&monitor.report(at(6, 0))),
+        [(0, 3), (1, 1), (5, 1)]
+    );
 }
 
 #[test]
-fn breaches_rejections_upstreams_and_stores() {
+fn breaches_rejections_upstreams_responses_and_stores() {
     let monitor = Aggregator::new(60, 8);
     let t = at(3, 0);
     for (subject, role, n) in [
@@ -81,13 +102,13 @@ fn breaches_rejections_upstreams_and_stores() {
         ("carol", "premium", 1),
     ] {
         for _ in 0..n {
-            monitor.record(&Event {
+            monitor.record(&Event::Decision(DecisionEvent {
                 subject: Some(subject),
                 role: Some(role),
                 rule: Some("per-user"),
                 store: Some(StoreUsed::Redis),
-                ..event(t, EventOutcome::RateLimited)
-            });
+                ..decision(t, EventOutcome::RateLimited)
+            }));
         }
     }
     for kind in [
@@ -95,29 +116,57 @@ fn breaches_rejections_upstreams_and_stores() {
         ErrorKind::Expired,
         ErrorKind::BadSignature,
     ] {
-        monitor.record(&Event {
+        monitor.record(&Event::Decision(DecisionEvent {
+            endpoint: None,
             subject: None,
             role: None,
             error: Some(kind),
             store: None,
-            ..event(t, EventOutcome::AuthRejected)
-        });
+            ..decision(t, EventOutcome::AuthRejected)
+        }));
     }
-    for outcome in [
-        CallOutcome::Failure,
-        CallOutcome::Timeout,
-        CallOutcome::Success,
+    monitor.record(&Event::Decision(DecisionEvent {
+        error: Some(ErrorKind::StoreUnavailable),
+        store: None,
+        ..decision(t, EventOutcome::Failed)
+    }));
+    for (outcome, tripped) in [
+        (CallOutcome::Failure, false),
+        (CallOutcome::Timeout, true),
+        (CallOutcome::Success, false),
     ] {
-        monitor.record(&Event {
-            upstream: Some(("orders", "orders-a", outcome)),
-            store: Some(StoreUsed::Fallback),
-            ..event(t, EventOutcome::Admitted)
-        });
+        monitor.record(&Event::Upstream(UpstreamEvent {
+            at: t,
+            service: "orders",
+            upstream: "orders-a",
+            outcome,
+            latency: Duration::from_millis(3),
+            tripped,
+        }));
     }
+    // Responses: 98 quick ones (about 1 ms) and 2 slow ones (about 2 s).
+    for i in 0..100u64 {
+        let latency = if i < 98 {
+            Duration::from_micros(900 + i)
+        } else {
+            Duration::from_secs(2)
+        };
+        monitor.record(&Event::Response(ResponseEvent {
+            at: t,
+            method: "GET",
+            path: "/api/orders",
+            status: if i < 90 {
+                200
+            } else if i < 98 {
+                429
+            } else {
+                502
+            },
+            latency,
+        }));
+    }
+
     let report = monitor.report(t);
-    let keyed = |entries: &[floodwall::monitor::TopEntry]| -> Vec<(String, u64)> {
-        entries.iter().map(|e| (e.key.clone(), e.count)).collect()
-    };
     assert_eq!(
         keyed(&report.breaches_by_subject),
         [
@@ -137,28 +186,80 @@ fn breaches_rejections_upstreams_and_stores() {
     assert_eq!(keyed(&report.breaches_by_rule), [("per-user".into(), 8)]);
     assert_eq!(report.auth_rejections.get("expired"), Some(&2));
     assert_eq!(report.auth_rejections.get("bad_signature"), Some(&1));
+    assert_eq!(report.errors.get("store_unavailable"), Some(&1));
     assert_eq!(
         keyed(&report.upstream_failures),
         [("orders/orders-a".into(), 2)]
     );
+    assert_eq!(
+        keyed(&report.breaker_trips),
+        [("orders/orders-a".into(), 1)]
+    );
     assert_eq!(report.stores.get("redis"), Some(&8));
-    assert_eq!(report.stores.get("fallback"), Some(&3));
-    assert_eq!(report.totals.rate_limited, 8);
-    assert_eq!(report.totals.auth_rejected, 3);
-    assert_eq!(report.totals.upstream_failures, 2);
-    assert_eq!(report.top_endpoints[0].count, 14);
+    assert_eq!(
+        report.stores.get("memory"),
+        None,
+        "refusals consult no store"
+    );
+    let totals = &report.totals;
+    assert_eq!(totals.requests, 12, "8 breaches, 3 refusals, 1 failure");
+    assert_eq!(
+        (totals.rate_limited, totals.auth_rejected, totals.failed),
+        (8, 3, 1)
+    );
+    assert_eq!((totals.upstream_calls, totals.upstream_failures), (3, 2));
+    assert_eq!(totals.breaker_trips, 1);
+    assert_eq!(
+        (totals.responses, totals.client_errors, totals.server_errors),
+        (100, 8, 2)
+    );
+    // The median lies in the 500 µs – 1 ms bucket, the 99th percentile in the slow calls'.
+    assert!(
+        (500..=1_000).contains(&totals.latency_p50_us),
+        "{}",
+        totals.latency_p50_us
+    );
+    assert!(
+        (1_000_000..=2_000_000).contains(&totals.latency_p99_us),
+        "{}",
+        totals.latency_p99_us
+    );
+    assert_eq!(totals.max_latency_us, 2_000_000);
+    assert_eq!(report.per_minute[0].responses, 100);
+    assert_eq!(report.status_classes.get("2xx"), Some(&90));
+    assert_eq!(report.status_classes.get("4xx"), Some(&8));
+    assert_eq!(report.status_classes.get("5xx"), Some(&2));
+    assert_eq!(report.response_latency.count, 100);
+    assert_eq!(report.response_latency.counts.iter().sum::<u64>(), 100);
+    // The refusals without an endpoint do not count as requests of any endpoint.
+    assert_eq!(report.top_endpoints[0].count, 9);
 
     let json = serde_json::to_value(&report).expect("a report is JSON");
     for field in [
+        "generated_at_ms",
+        "horizon_minutes",
+        "source",
         "per_minute",
         "peaks",
         "totals",
         "top_endpoints",
         "breaches_by_subject",
+        "breaches_by_role",
+        "breaches_by_endpoint",
+        "breaches_by_rule",
+        "auth_rejections",
+        "errors",
+        "upstream_failures",
+        "breaker_trips",
         "stores",
+        "status_classes",
+        "response_latency",
+        "sink",
     ] {
         assert!(json.get(field).is_some(), "{field} in {json}");
     }
+    assert_eq!(json["source"], "memory");
+    assert_eq!(json["totals"]["latency_p50_us"], totals.latency_p50_us);
 }
 
 #[test]
@@ -182,6 +283,44 @@ fn top_lists_are_bounded_and_keep_the_heavy_hitters() {
     // Counts are upper bounds whose error is reported: true counts are 5,000 and 2,500.
     assert!(entries[0].count >= 5000 && entries[0].count - entries[0].error <= 5000);
     assert!(entries[1].count >= 2500 && entries[1].count - entries[1].error <= 2500);
+
+    // Exact while nothing is replaced.
+    let mut small = TopK::new(4);
+    for key in ["a", "b", "a", "c", "a", "b"] {
+        small.add(key, 1);
+    }
+    let exact: Vec<(String, u64, u64)> = small
+        .top(10)
+        .into_iter()
+        .map(|e| (e.key, e.count, e.error))
+        .collect();
+    assert_eq!(
+        exact,
+        [("a".into(), 3, 0), ("b".into(), 2, 0), ("c".into(), 1, 0)]
+    );
+}
+
+#[test]
+fn merged_sketches_keep_upper_bounds() {
+    // Two shards: "x" is heavy in both; "y" only in the first, which the second (full) may
+    // have dropped, so its count there is bounded by the second's smallest count.
+    let mut one = TopK::new(2);
+    let mut two = TopK::new(2);
+    for _ in 0..10 {
+        one.add("x", 1);
+        two.add("x", 1);
+    }
+    for _ in 0..4 {
+        one.add("y", 1);
+    }
+    two.add("z", 3);
+    let merged = merge(&[&one, &two], 3);
+    assert_eq!(merged[0].key, "x");
+    assert_eq!((merged[0].count, merged[0].error), (20, 0));
+    let y = merged.iter().find(|e| e.key == "y").expect("y is held");
+    // True count 4; the second sketch is full with smallest count 3.
+    assert_eq!((y.count, y.error), (7, 3));
+    assert!(y.count - y.error <= 4);
 }
 
 #[test]
@@ -189,11 +328,16 @@ fn recording_from_many_threads_loses_nothing() {
     let monitor = std::sync::Arc::new(Aggregator::new(5, 4));
     let t = at(1, 0);
     let handles: Vec<_> = (0..4)
-        .map(|_| {
+        .map(|i| {
             let monitor = std::sync::Arc::clone(&monitor);
             std::thread::spawn(move || {
                 for _ in 0..5_000 {
-                    monitor.record(&event(t, EventOutcome::Admitted));
+                    let outcome = if i == 0 {
+                        EventOutcome::RateLimited
+                    } else {
+                        EventOutcome::Admitted
+                    };
+                    monitor.record(&Event::Decision(decision(t, outcome)));
                 }
             })
         })
@@ -204,4 +348,200 @@ fn recording_from_many_threads_loses_nothing() {
     let report = monitor.report(t);
     assert_eq!(report.totals.requests, 20_000);
     assert_eq!(report.per_minute[0].requests, 20_000);
+    assert_eq!(report.per_minute[0].rate_limited, 5_000);
+    assert_eq!(
+        keyed(&report.top_endpoints),
+        [("GET /api/orders".into(), 20_000)]
+    );
+    assert_eq!(
+        keyed(&report.breaches_by_subject),
+        [("alice".into(), 5_000)]
+    );
+}
+
+const SECRET: &str = "an-hmac-secret-of-at-least-thirty-two-bytes";
+
+fn engine_at(toml: &str, start: Timestamp) -> (Engine, ManualClock) {
+    let clock = ManualClock::new(start);
+    let engine = Engine::from_toml(toml)
+        .expect("a valid configuration")
+        .with_clock(clock.clone());
+    (engine, clock)
+}
+
+#[test]
+fn the_engine_records_its_decisions_calls_and_the_hosts_responses() {
+    let start = at(0, 0);
+    let (engine, clock) = engine_at(
+        &format!(
+            r#"
+            [auth]
+            algorithms = ["HS256"]
+            keys = [{{ secret = "{SECRET}" }}]
+            role_claim = "role"
+            default_role = "free"
+
+            [[rules]]
+            name = "per-user"
+            key = "subject"
+            algorithm = "fixed_window"
+            limit = 2
+            window = "1m"
+            roles.premium = {{ limit = 5 }}
+
+            [services.orders]
+            upstreams = [{{ url = "http://127.0.0.1:9001", name = "a" }}]
+            breaker = {{ min_calls = 2, failure_rate = 0.5, window = "10s", open_for = "5s" }}
+
+            [monitor]
+            horizon = "10m"
+            top = 3
+            "#
+        ),
+        start,
+    );
+    let exp = start.as_millis() / 1000 + 3600;
+    let free = jwt(&format!(r#"{{"sub":"bob","exp":{exp}}}"#));
+    let premium = jwt(&format!(r#"{{"sub":"pat","role":"premium","exp":{exp}}}"#));
+    let request = Request::new("GET", "/api/orders/7?x=1");
+    // Minute 0: bob passes twice and is limited once; pat passes three times.
+    let allowed: Vec<bool> = (0..3)
+        .map(|_| {
+            engine
+                .authorize(&free, &request)
+                .expect("bob")
+                .decision
+                .allowed()
+        })
+        .collect();
+    assert_eq!(allowed, [true, true, false]);
+    for _ in 0..3 {
+        let authorized = engine.authorize(&premium, &request).expect("pat");
+        assert!(authorized.decision.allowed(), "premium has a higher limit");
+    }
+    // A malformed token through authorize (with its endpoint) and through authenticate.
+    assert!(engine.authorize("Bearer nope", &request).is_err());
+    assert!(engine.authenticate("Bearer nope").is_err());
+    // A plain check with no subject in minute 1.
+    clock.advance(Duration::from_secs(60));
+    engine
+        .check(&Request::new("POST", "/api/orders").ip("192.0.2.1"))
+        .expect("a check");
+    // Two failing calls trip the breaker.
+    for _ in 0..2 {
+        let lease = engine.pick("orders").expect("an upstream");
+        lease.finish(CallOutcome::Failure, Duration::from_millis(20));
+    }
+    engine.record_response("GET", "/api/orders/7", 502, Duration::from_millis(25));
+    engine.record_response("GET", "/api/orders/7", 200, Duration::from_millis(2));
+
+    let report = engine.report();
+    assert_eq!(report.store_kind, Some("memory"));
+    assert_eq!(report.horizon_minutes, 10);
+    assert_eq!(report.generated_at_ms, clock_now_ms(&engine));
+    let series: Vec<(u64, u64, u64, u64)> = report
+        .per_minute
+        .iter()
+        .map(|m| {
+            (
+                (m.start_ms - start.as_millis()) / MINUTE,
+                m.requests,
+                m.rate_limited,
+                m.auth_rejected,
+            )
+        })
+        .collect();
+    // Minute 0: 6 authorizations and 2 refusals; minute 1: one check (the subject-keyed
+    // rule does not match a request without a subject, so it is admitted).
+    assert_eq!(series, [(0, 8, 1, 2), (1, 1, 0, 0)]);
+    assert_eq!(report.totals.admitted, 6);
+    assert_eq!(keyed(&report.breaches_by_subject), [("bob".into(), 1)]);
+    assert_eq!(keyed(&report.breaches_by_role), [("free".into(), 1)]);
+    assert_eq!(keyed(&report.breaches_by_rule), [("per-user".into(), 1)]);
+    assert_eq!(
+        keyed(&report.top_endpoints),
+        [
+            ("GET /api/orders/7".into(), 7),
+            ("POST /api/orders".into(), 1)
+        ]
+    );
+    assert_eq!(report.auth_rejections.get("malformed_token"), Some(&2));
+    assert_eq!(report.stores.get("memory"), Some(&7));
+    assert_eq!(report.totals.upstream_calls, 2);
+    assert_eq!(keyed(&report.upstream_failures), [("orders/a".into(), 2)]);
+    assert_eq!(keyed(&report.breaker_trips), [("orders/a".into(), 1)]);
+    assert_eq!(report.per_minute[1].breaker_trips, 1);
+    assert_eq!(report.totals.responses, 2);
+    assert_eq!(report.totals.server_errors, 1);
+    assert_eq!(report.totals.max_latency_us, 25_000);
+    assert!(report.sink.is_none());
+
+    let text = engine.prometheus();
+    for line in [
+        "# TYPE floodwall_decisions_total counter",
+        "floodwall_decisions_total{outcome=\"admitted\"} 6",
+        "floodwall_decisions_total{outcome=\"rate_limited\"} 1",
+        "floodwall_decisions_total{outcome=\"auth_rejected\"} 2",
+        "floodwall_rate_limited_total{rule=\"per-user\"} 1",
+        "floodwall_auth_rejections_total{reason=\"malformed_token\"} 2",
+        "floodwall_store_decisions_total{store=\"memory\"} 7",
+        "floodwall_responses_total{class=\"5xx\"} 1",
+        "floodwall_response_duration_seconds_bucket{le=\"0.0025\"} 1",
+        "floodwall_response_duration_seconds_bucket{le=\"+Inf\"} 2",
+        "floodwall_response_duration_seconds_count 2",
+        "floodwall_upstream_calls_total{service=\"orders\",upstream=\"a\",outcome=\"failure\"} 2",
+        "floodwall_upstream_up{service=\"orders\",upstream=\"a\"} 0",
+        "floodwall_upstream_in_flight{service=\"orders\",upstream=\"a\"} 0",
+        "floodwall_breaker_trips_total{upstream=\"orders/a\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+    }
+    // Every sample follows its family's TYPE line.
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap_or("").to_owned());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| typed.contains(*f))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "{line:?} before its TYPE");
+        }
+    }
+}
+
+fn clock_now_ms(engine: &Engine) -> u64 {
+    engine.now().as_millis()
+}
+
+fn jwt(claims: &str) -> String {
+    let claims: serde_json::Value = serde_json::from_str(claims).expect("claims");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("a token");
+    format!("Bearer {token}")
+}
+
+#[test]
+fn prometheus_escapes_label_values() {
+    let (engine, _) = engine_at(
+        r#"
+        [services.orders]
+        upstreams = [{ url = "http://127.0.0.1:9001", name = "we\"ird\\one" }]
+        "#,
+        at(0, 0),
+    );
+    engine
+        .pick("orders")
+        .expect("an upstream")
+        .finish(CallOutcome::Success, Duration::from_millis(1));
+    let text = engine.prometheus();
+    let line = r#"floodwall_upstream_up{service="orders",upstream="we\"ird\\one"} 1"#;
+    assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
 }

@@ -1,12 +1,17 @@
 //! The in-memory aggregate: per-minute counters over a horizon and bounded top lists.
+//!
+//! It is split into shards, one short uncontended lock each: a thread always records into the
+//! same shard (threads are dealt shards in turn), so two threads recording at once rarely
+//! share a lock or a cache line. A report merges the shards.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::topk::{TopEntry, TopK};
+use super::event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent, bare_path};
+use super::topk::{TopEntry, TopK, merge};
 use crate::breaker::CallOutcome;
 use crate::clock::Timestamp;
 use crate::decision::StoreUsed;
@@ -14,73 +19,191 @@ use crate::error::ErrorKind;
 
 const MINUTE_MS: u64 = 60_000;
 /// How many of the busiest minutes a report lists as peaks.
-const PEAKS: usize = 5;
+pub const PEAKS: usize = 5;
+/// The longest horizon: a day of minutes.
+pub const MAX_HORIZON_MINUTES: u64 = 24 * 60;
+/// The longest top list a report may ask for.
+pub const MAX_TOP: usize = 1000;
 
-/// How a request ended, as monitoring counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventOutcome {
-    /// Admitted (and, when proxied, handed to an upstream).
-    Admitted,
-    /// Denied by a rate limit (`rule` says which).
-    RateLimited,
-    /// Its bearer token was refused (`error` says why).
-    AuthRejected,
-    /// Anything else that failed it (`error` says what, when the engine knows).
-    Failed,
-}
+/// Upper bounds (µs) of the response-latency histogram's buckets; the last is unbounded.
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
-/// What happened to one request.
-#[derive(Debug, Clone, Copy)]
-pub struct Event<'a> {
-    /// When.
-    pub at: Timestamp,
-    /// The HTTP method.
-    pub method: &'a str,
-    /// The request path (a query string is ignored).
-    pub path: &'a str,
-    /// The verified subject, if any.
-    pub subject: Option<&'a str>,
-    /// The caller's role, if any.
-    pub role: Option<&'a str>,
-    /// How it ended.
-    pub outcome: EventOutcome,
-    /// For a rate-limited request, the deciding rule.
-    pub rule: Option<&'a str>,
-    /// For a refused or failed request, the error kind.
-    pub error: Option<ErrorKind>,
-    /// Which store decided, if a rate limit was checked.
-    pub store: Option<StoreUsed>,
-    /// The upstream call, if any: service, upstream, outcome.
-    pub upstream: Option<(&'a str, &'a str, CallOutcome)>,
-    /// How long the request took, if measured.
-    pub latency: Option<Duration>,
-}
+const STORES: [StoreUsed; 4] = [
+    StoreUsed::Memory,
+    StoreUsed::Redis,
+    StoreUsed::Fallback,
+    StoreUsed::Unavailable,
+];
+const KINDS: usize = ErrorKind::ALL.len();
 
-/// One minute's counters.
+/// One minute's counters (or, in [`Report::totals`], everything's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MinuteCounts {
-    /// The minute's start, in milliseconds since the Unix epoch.
+    /// The minute's start, in milliseconds since the Unix epoch (0 in the totals).
     pub start_ms: u64,
-    /// Requests recorded.
+    /// Decisions taken (one per request the engine was asked about).
     pub requests: u64,
-    /// Admitted.
+    /// … admitted.
     pub admitted: u64,
-    /// Denied by a rate limit.
+    /// … denied by a rate limit.
     pub rate_limited: u64,
-    /// Refused tokens.
+    /// … refused for their token.
     pub auth_rejected: u64,
-    /// Failed otherwise.
+    /// … that failed (e.g. `store_unavailable`).
     pub failed: u64,
-    /// Upstream calls that failed or timed out.
+    /// Upstream calls finished.
+    pub upstream_calls: u64,
+    /// … that failed or timed out.
     pub upstream_failures: u64,
-    /// Mean latency of the requests that measured one, in microseconds.
+    /// Breakers that opened.
+    pub breaker_trips: u64,
+    /// Responses the host recorded.
+    pub responses: u64,
+    /// … with a 4xx status.
+    pub client_errors: u64,
+    /// … with a 5xx status.
+    pub server_errors: u64,
+    /// Median response latency (µs, estimated from the histogram; 0 without responses).
+    pub latency_p50_us: u64,
+    /// 99th-percentile response latency (µs, estimated from the histogram).
+    pub latency_p99_us: u64,
+    /// Mean response latency (µs).
     pub mean_latency_us: u64,
-    /// Largest latency, in microseconds.
+    /// Slowest response (µs).
     pub max_latency_us: u64,
     #[serde(skip)]
-    latency_total_us: u64,
+    latency_sum_us: u64,
     #[serde(skip)]
-    latency_count: u64,
+    latency_hist: [u64; BUCKETS],
+}
+
+impl MinuteCounts {
+    fn is_empty(&self) -> bool {
+        self.requests == 0 && self.responses == 0 && self.upstream_calls == 0
+    }
+
+    fn add(&mut self, other: &MinuteCounts) {
+        self.requests += other.requests;
+        self.admitted += other.admitted;
+        self.rate_limited += other.rate_limited;
+        self.auth_rejected += other.auth_rejected;
+        self.failed += other.failed;
+        self.upstream_calls += other.upstream_calls;
+        self.upstream_failures += other.upstream_failures;
+        self.breaker_trips += other.breaker_trips;
+        self.responses += other.responses;
+        self.client_errors += other.client_errors;
+        self.server_errors += other.server_errors;
+        self.max_latency_us = self.max_latency_us.max(other.max_latency_us);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(other.latency_sum_us);
+        for (a, b) in self.latency_hist.iter_mut().zip(&other.latency_hist) {
+            *a += b;
+        }
+    }
+
+    /// Fills the fields derived from the histogram.
+    fn finish(mut self) -> Self {
+        if let Some(mean) = self.latency_sum_us.checked_div(self.responses) {
+            self.mean_latency_us = mean;
+            self.latency_p50_us = self.quantile(0.50);
+            self.latency_p99_us = self.quantile(0.99);
+        }
+        self
+    }
+
+    /// The `q` quantile, interpolated linearly inside its bucket and never above the maximum.
+    fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.latency_hist.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = (q * total as f64).ceil().max(1.0);
+        let mut seen = 0u64;
+        for (i, &n) in self.latency_hist.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if (seen + n) as f64 >= rank {
+                let lower = if i == 0 { 0 } else { LATENCY_BOUNDS_US[i - 1] };
+                let upper = LATENCY_BOUNDS_US
+                    .get(i)
+                    .copied()
+                    .unwrap_or(self.max_latency_us)
+                    .min(self.max_latency_us.max(lower));
+                let within = (rank - seen as f64) / n as f64;
+                return lower + ((upper.saturating_sub(lower)) as f64 * within).round() as u64;
+            }
+            seen += n;
+        }
+        self.max_latency_us
+    }
+
+    fn count_decision(&mut self, e: &DecisionEvent<'_>) {
+        self.requests += 1;
+        match e.outcome {
+            EventOutcome::Admitted => self.admitted += 1,
+            EventOutcome::RateLimited => self.rate_limited += 1,
+            EventOutcome::AuthRejected => self.auth_rejected += 1,
+            EventOutcome::Failed => self.failed += 1,
+        }
+    }
+
+    fn count_upstream(&mut self, e: &UpstreamEvent<'_>) {
+        self.upstream_calls += 1;
+        if e.outcome != CallOutcome::Success {
+            self.upstream_failures += 1;
+        }
+        if e.tripped {
+            self.breaker_trips += 1;
+        }
+    }
+
+    fn count_response(&mut self, e: &ResponseEvent<'_>, us: u64) {
+        self.responses += 1;
+        match e.status {
+            400..=499 => self.client_errors += 1,
+            500..=599 => self.server_errors += 1,
+            _ => {}
+        }
+        self.latency_sum_us = self.latency_sum_us.saturating_add(us);
+        self.max_latency_us = self.max_latency_us.max(us);
+        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.latency_hist[bucket] += 1;
+    }
+}
+
+/// The response-latency histogram of everything recorded, Prometheus-style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LatencyHistogram {
+    /// Upper bounds of the buckets (µs); a last, unbounded bucket follows.
+    pub bounds_us: Vec<u64>,
+    /// Responses per bucket (not cumulative), one more than `bounds_us`.
+    pub counts: Vec<u64>,
+    /// Sum of all latencies (µs).
+    pub sum_us: u64,
+    /// Responses counted.
+    pub count: u64,
+}
+
+/// The Redis Streams sink's counters, in a report of an engine that writes a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SinkStats {
+    /// The stream's key.
+    pub stream: String,
+    /// Events written to the stream.
+    pub written: u64,
+    /// Events dropped: the queue was full, or a batch could not be written.
+    pub dropped: u64,
+    /// Events waiting for the writer now.
+    pub queued: u64,
+    /// Batches that failed.
+    pub errors: u64,
+    /// The last failure, until a batch succeeds again.
+    pub last_error: Option<String>,
 }
 
 /// What a report answers: JSON-serialisable, the same shape in every binding.
@@ -90,17 +213,23 @@ pub struct Report {
     pub generated_at_ms: u64,
     /// How many minutes the per-minute series covers.
     pub horizon_minutes: u64,
-    /// Every minute of the horizon that saw a request, oldest first.
+    /// `memory` (this engine's aggregate) or `stream` (built from a Redis stream).
+    pub source: &'static str,
+    /// The engine's store kind (`memory`, `redis`, `redis_cluster`); absent from a stream.
+    pub store_kind: Option<&'static str>,
+    /// Why the shared store is failing now (decisions fall back), if it is.
+    pub store_failure: Option<String>,
+    /// Every minute of the horizon that saw anything, oldest first.
     pub per_minute: Vec<MinuteCounts>,
-    /// The busiest minutes of the horizon, busiest first.
+    /// The busiest minutes of the horizon (by decisions, then responses), busiest first.
     pub peaks: Vec<MinuteCounts>,
     /// Counters since the aggregate started.
     pub totals: MinuteCounts,
     /// The most requested endpoints (`METHOD /path`).
     pub top_endpoints: Vec<TopEntry>,
-    /// Rate-limit breaches by subject.
+    /// Rate-limit breaches by subject (`(anonymous)` without one).
     pub breaches_by_subject: Vec<TopEntry>,
-    /// Rate-limit breaches by role.
+    /// Rate-limit breaches by role (`(none)` without one).
     pub breaches_by_role: Vec<TopEntry>,
     /// Rate-limit breaches by endpoint.
     pub breaches_by_endpoint: Vec<TopEntry>,
@@ -108,16 +237,24 @@ pub struct Report {
     pub breaches_by_rule: Vec<TopEntry>,
     /// Refused tokens by error kind.
     pub auth_rejections: BTreeMap<String, u64>,
-    /// Failed upstream calls by `service/upstream`.
+    /// Failed decisions by error kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Failed or timed-out upstream calls by `service/upstream`.
     pub upstream_failures: Vec<TopEntry>,
+    /// Breaker trips by `service/upstream`.
+    pub breaker_trips: Vec<TopEntry>,
     /// Decisions by the store that made them (`memory`, `redis`, `fallback`, `unavailable`).
     pub stores: BTreeMap<String, u64>,
+    /// Responses by status class (`2xx`, `4xx`, …).
+    pub status_classes: BTreeMap<String, u64>,
+    /// Every recorded response's latency.
+    pub response_latency: LatencyHistogram,
+    /// The Redis Streams sink's counters, when the engine writes one.
+    pub sink: Option<SinkStats>,
 }
 
 #[derive(Debug)]
-struct State {
-    horizon: u64,
-    top: usize,
+struct Shard {
     /// `minutes[m % horizon]` holds minute `m` (its `start_ms`) or an older one.
     minutes: Vec<MinuteCounts>,
     totals: MinuteCounts,
@@ -127,149 +264,300 @@ struct State {
     by_endpoint: TopK,
     by_rule: TopK,
     upstream_failures: TopK,
-    auth_rejections: BTreeMap<&'static str, u64>,
-    stores: BTreeMap<&'static str, u64>,
+    breaker_trips: TopK,
+    auth_rejections: [u64; KINDS],
+    errors: [u64; KINDS],
+    stores: [u64; STORES.len()],
+    status_classes: [u64; 6],
 }
+
+/// Pads a shard to its own cache lines.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
 
 /// The always-on, bounded in-memory aggregate of [`Event`]s. `Send + Sync`: record from any
-/// thread; one short lock per event.
+/// thread.
 #[derive(Debug)]
 pub struct Aggregator {
-    state: Mutex<State>,
+    horizon: u64,
+    top: usize,
+    shards: Box<[Padded]>,
 }
 
-fn count(minute: &mut MinuteCounts, event: &Event<'_>) {
-    minute.requests += 1;
-    match event.outcome {
-        EventOutcome::Admitted => minute.admitted += 1,
-        EventOutcome::RateLimited => minute.rate_limited += 1,
-        EventOutcome::AuthRejected => minute.auth_rejected += 1,
-        EventOutcome::Failed => minute.failed += 1,
-    }
-    if let Some((_, _, CallOutcome::Failure | CallOutcome::Timeout)) = event.upstream {
-        minute.upstream_failures += 1;
-    }
-    if let Some(latency) = event.latency {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        minute.latency_total_us = minute.latency_total_us.saturating_add(us);
-        minute.latency_count += 1;
-        minute.max_latency_us = minute.max_latency_us.max(us);
-        minute.mean_latency_us = minute.latency_total_us / minute.latency_count;
-    }
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+}
+
+fn kind_index(kind: ErrorKind) -> usize {
+    ErrorKind::ALL
+        .iter()
+        .position(|&k| k == kind)
+        .unwrap_or(KINDS - 1)
+}
+
+/// Calls `f` with `METHOD /path` (method upper-cased, query dropped), built on the stack when
+/// it fits.
+fn with_endpoint<R>(method: &str, path: &str, f: impl FnOnce(&str) -> R) -> R {
+    let path = bare_path(path);
+    let len = method.len() + 1 + path.len();
+    let mut stack = [0u8; 192];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    buf[..method.len()].copy_from_slice(method.as_bytes());
+    buf[..method.len()].make_ascii_uppercase();
+    buf[method.len()] = b' ';
+    buf[method.len() + 1..].copy_from_slice(path.as_bytes());
+    // Upper-casing ASCII bytes and joining two strings with a space keeps UTF-8 valid.
+    f(std::str::from_utf8(buf).unwrap_or("(invalid)"))
 }
 
 impl Aggregator {
-    /// An aggregate keeping `horizon_minutes` minutes of counters (at least 1) and `top`
-    /// entries in each top list (at least 1).
+    /// An aggregate keeping `horizon_minutes` minutes of counters (1 to a day's) and `top`
+    /// entries in each top list (1 to [`MAX_TOP`]). Each list's sketch holds four times
+    /// `top` keys (at least 32), so that the `top` it reports are reliable.
     pub fn new(horizon_minutes: u64, top: usize) -> Self {
-        let horizon = horizon_minutes.max(1);
-        let top = top.max(1);
+        let horizon = horizon_minutes.clamp(1, MAX_HORIZON_MINUTES);
+        let top = top.clamp(1, MAX_TOP);
+        let capacity = (top * 4).max(32);
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (threads * 2).next_power_of_two().clamp(2, 64);
+        let shards = (0..shards)
+            .map(|_| {
+                Padded(Mutex::new(Shard {
+                    minutes: vec![MinuteCounts::default(); horizon as usize],
+                    totals: MinuteCounts::default(),
+                    endpoints: TopK::new(capacity),
+                    by_subject: TopK::new(capacity),
+                    by_role: TopK::new(capacity),
+                    by_endpoint: TopK::new(capacity),
+                    by_rule: TopK::new(capacity),
+                    upstream_failures: TopK::new(capacity),
+                    breaker_trips: TopK::new(capacity),
+                    auth_rejections: [0; KINDS],
+                    errors: [0; KINDS],
+                    stores: [0; STORES.len()],
+                    status_classes: [0; 6],
+                }))
+            })
+            .collect();
         Aggregator {
-            state: Mutex::new(State {
-                horizon,
-                top,
-                minutes: vec![MinuteCounts::default(); horizon as usize],
-                totals: MinuteCounts::default(),
-                endpoints: TopK::new(top),
-                by_subject: TopK::new(top),
-                by_role: TopK::new(top),
-                by_endpoint: TopK::new(top),
-                by_rule: TopK::new(top),
-                upstream_failures: TopK::new(top),
-                auth_rejections: BTreeMap::new(),
-                stores: BTreeMap::new(),
-            }),
+            horizon,
+            top,
+            shards,
         }
     }
 
-    /// Counts one event. An event older than the horizon still counts in the totals and the
-    /// top lists, not in the per-minute series.
-    pub fn record(&self, event: &Event<'_>) {
-        let minute = event.at.as_millis() / MINUTE_MS;
-        let path = event.path.split(['?', '#']).next().unwrap_or("/");
-        let mut endpoint = String::with_capacity(event.method.len() + 1 + path.len());
-        endpoint.extend(event.method.chars().map(|c| c.to_ascii_uppercase()));
-        endpoint.push(' ');
-        endpoint.push_str(path);
+    /// How many minutes the per-minute series covers.
+    pub fn horizon_minutes(&self) -> u64 {
+        self.horizon
+    }
 
-        let mut s = self.state.lock();
-        let horizon = s.horizon;
-        let slot = &mut s.minutes[(minute % horizon) as usize];
+    /// How many entries each top list reports.
+    pub fn top(&self) -> usize {
+        self.top
+    }
+
+    /// Counts one event. An event older than the horizon (or than what its minute's slot
+    /// already holds) still counts in the totals and the top lists, not in the series.
+    pub fn record(&self, event: &Event<'_>) {
+        let shard = SHARD.with(|s| *s) & (self.shards.len() - 1);
+        let horizon = self.horizon;
+        match event {
+            Event::Decision(e) => match e.endpoint {
+                Some((method, path)) => with_endpoint(method, path, |endpoint| {
+                    let mut s = self.shards[shard].0.lock();
+                    s.decision(horizon, e, Some(endpoint));
+                }),
+                None => self.shards[shard].0.lock().decision(horizon, e, None),
+            },
+            Event::Upstream(e) => {
+                let mut s = self.shards[shard].0.lock();
+                s.minute(horizon, e.at, |m| m.count_upstream(e));
+                s.totals.count_upstream(e);
+                if e.outcome != CallOutcome::Success || e.tripped {
+                    let key = format!("{}/{}", e.service, e.upstream);
+                    if e.outcome != CallOutcome::Success {
+                        s.upstream_failures.add(&key, 1);
+                    }
+                    if e.tripped {
+                        s.breaker_trips.add(&key, 1);
+                    }
+                }
+            }
+            Event::Response(e) => {
+                let us = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
+                let mut s = self.shards[shard].0.lock();
+                s.minute(horizon, e.at, |m| m.count_response(e, us));
+                s.totals.count_response(e, us);
+                let class = usize::from(e.status / 100).min(5);
+                s.status_classes[class] += 1;
+            }
+        }
+    }
+
+    /// The report at `now`: the per-minute series of the horizon ending at `now`'s minute.
+    pub fn report(&self, now: Timestamp) -> Report {
+        let current = now.as_millis() / MINUTE_MS;
+        let oldest = current.saturating_sub(self.horizon - 1) * MINUTE_MS;
+        let newest = current * MINUTE_MS;
+        let shards: Vec<_> = self.shards.iter().map(|s| s.0.lock()).collect();
+
+        let mut minutes: BTreeMap<u64, MinuteCounts> = BTreeMap::new();
+        let mut totals = MinuteCounts::default();
+        let mut auth = [0u64; KINDS];
+        let mut errors = [0u64; KINDS];
+        let mut stores = [0u64; STORES.len()];
+        let mut classes = [0u64; 6];
+        for s in &shards {
+            for m in s
+                .minutes
+                .iter()
+                .filter(|m| !m.is_empty() && (oldest..=newest).contains(&m.start_ms))
+            {
+                minutes
+                    .entry(m.start_ms)
+                    .or_insert(MinuteCounts {
+                        start_ms: m.start_ms,
+                        ..MinuteCounts::default()
+                    })
+                    .add(m);
+            }
+            totals.add(&s.totals);
+            for i in 0..KINDS {
+                auth[i] += s.auth_rejections[i];
+                errors[i] += s.errors[i];
+            }
+            for (total, n) in stores.iter_mut().zip(&s.stores) {
+                *total += n;
+            }
+            for (total, n) in classes.iter_mut().zip(&s.status_classes) {
+                *total += n;
+            }
+        }
+        let per_minute: Vec<MinuteCounts> =
+            minutes.into_values().map(MinuteCounts::finish).collect();
+        let mut peaks = per_minute.clone();
+        peaks.sort_by(|a, b| {
+            (b.requests, b.responses)
+                .cmp(&(a.requests, a.responses))
+                .then(a.start_ms.cmp(&b.start_ms))
+        });
+        peaks.truncate(PEAKS);
+        let top = self.top;
+        let list = |pick: fn(&Shard) -> &TopK| {
+            let sketches: Vec<&TopK> = shards.iter().map(|s| pick(s)).collect();
+            merge(&sketches, top)
+        };
+        let by_kind = |counts: &[u64; KINDS]| {
+            ErrorKind::ALL
+                .iter()
+                .zip(counts)
+                .filter(|&(_, &n)| n > 0)
+                .map(|(k, &n)| (k.as_str().to_owned(), n))
+                .collect()
+        };
+        Report {
+            generated_at_ms: now.as_millis(),
+            horizon_minutes: self.horizon,
+            source: "memory",
+            store_kind: None,
+            store_failure: None,
+            per_minute,
+            peaks,
+            totals: totals.finish(),
+            top_endpoints: list(|s| &s.endpoints),
+            breaches_by_subject: list(|s| &s.by_subject),
+            breaches_by_role: list(|s| &s.by_role),
+            breaches_by_endpoint: list(|s| &s.by_endpoint),
+            breaches_by_rule: list(|s| &s.by_rule),
+            auth_rejections: by_kind(&auth),
+            errors: by_kind(&errors),
+            upstream_failures: list(|s| &s.upstream_failures),
+            breaker_trips: list(|s| &s.breaker_trips),
+            stores: STORES
+                .iter()
+                .zip(stores)
+                .filter(|&(_, n)| n > 0)
+                .map(|(s, n)| (s.as_str().to_owned(), n))
+                .collect(),
+            status_classes: classes
+                .iter()
+                .enumerate()
+                .filter(|&(_, &n)| n > 0)
+                .map(|(i, &n)| {
+                    let class = if i == 0 {
+                        "other".to_owned()
+                    } else {
+                        format!("{i}xx")
+                    };
+                    (class, n)
+                })
+                .collect(),
+            response_latency: LatencyHistogram {
+                bounds_us: LATENCY_BOUNDS_US.to_vec(),
+                counts: totals.latency_hist.to_vec(),
+                sum_us: totals.latency_sum_us,
+                count: totals.responses,
+            },
+            sink: None,
+        }
+    }
+}
+
+impl Shard {
+    /// Runs `f` on the slot of `at`'s minute, if the series still has it.
+    fn minute(&mut self, horizon: u64, at: Timestamp, f: impl FnOnce(&mut MinuteCounts)) {
+        let minute = at.as_millis() / MINUTE_MS;
         let start_ms = minute * MINUTE_MS;
-        if slot.start_ms < start_ms || slot.requests == 0 {
+        let slot = &mut self.minutes[(minute % horizon) as usize];
+        if slot.start_ms < start_ms || slot.is_empty() {
             *slot = MinuteCounts {
                 start_ms,
                 ..MinuteCounts::default()
             };
         }
         if slot.start_ms == start_ms {
-            count(slot, event);
-        }
-        count(&mut s.totals, event);
-        s.endpoints.add(&endpoint, 1);
-        if event.outcome == EventOutcome::RateLimited {
-            s.by_subject.add(event.subject.unwrap_or("(anonymous)"), 1);
-            s.by_role.add(event.role.unwrap_or("(none)"), 1);
-            s.by_endpoint.add(&endpoint, 1);
-            s.by_rule.add(event.rule.unwrap_or("(unknown)"), 1);
-        }
-        if event.outcome == EventOutcome::AuthRejected {
-            let kind = event.error.map_or("(unknown)", ErrorKind::as_str);
-            *s.auth_rejections.entry(kind).or_default() += 1;
-        }
-        if let Some((service, upstream, CallOutcome::Failure | CallOutcome::Timeout)) =
-            event.upstream
-        {
-            s.upstream_failures.add(&format!("{service}/{upstream}"), 1);
-        }
-        if let Some(store) = event.store {
-            *s.stores.entry(store.as_str()).or_default() += 1;
+            f(slot);
         }
     }
 
-    /// The report at `now`: the per-minute series of the horizon ending at `now`'s minute.
-    pub fn report(&self, now: Timestamp) -> Report {
-        let s = self.state.lock();
-        let current = now.as_millis() / MINUTE_MS;
-        let oldest = current.saturating_sub(s.horizon - 1) * MINUTE_MS;
-        let newest = current * MINUTE_MS;
-        let mut per_minute: Vec<MinuteCounts> = s
-            .minutes
-            .iter()
-            .filter(|m| m.requests > 0 && m.start_ms >= oldest && m.start_ms <= newest)
-            .copied()
-            .collect();
-        per_minute.sort_by_key(|m| m.start_ms);
-        let mut peaks = per_minute.clone();
-        peaks.sort_by(|a, b| {
-            b.requests
-                .cmp(&a.requests)
-                .then(a.start_ms.cmp(&b.start_ms))
-        });
-        peaks.truncate(PEAKS);
-        let top = s.top;
-        Report {
-            generated_at_ms: now.as_millis(),
-            horizon_minutes: s.horizon,
-            per_minute,
-            peaks,
-            totals: s.totals,
-            top_endpoints: s.endpoints.top(top),
-            breaches_by_subject: s.by_subject.top(top),
-            breaches_by_role: s.by_role.top(top),
-            breaches_by_endpoint: s.by_endpoint.top(top),
-            breaches_by_rule: s.by_rule.top(top),
-            auth_rejections: s
-                .auth_rejections
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
-            upstream_failures: s.upstream_failures.top(top),
-            stores: s
-                .stores
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
+    fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>, endpoint: Option<&str>) {
+        self.minute(horizon, e.at, |m| m.count_decision(e));
+        self.totals.count_decision(e);
+        if let Some(endpoint) = endpoint {
+            self.endpoints.add(endpoint, 1);
+        }
+        match e.outcome {
+            EventOutcome::Admitted => {}
+            EventOutcome::RateLimited => {
+                self.by_subject.add(e.subject.unwrap_or("(anonymous)"), 1);
+                self.by_role.add(e.role.unwrap_or("(none)"), 1);
+                if let Some(endpoint) = endpoint {
+                    self.by_endpoint.add(endpoint, 1);
+                }
+                self.by_rule.add(e.rule.unwrap_or("(unknown)"), 1);
+            }
+            EventOutcome::AuthRejected => {
+                if let Some(kind) = e.error {
+                    self.auth_rejections[kind_index(kind)] += 1;
+                }
+            }
+            EventOutcome::Failed => {
+                if let Some(kind) = e.error {
+                    self.errors[kind_index(kind)] += 1;
+                }
+            }
+        }
+        if let Some(store) = e.store {
+            self.stores[store as usize] += 1;
         }
     }
 }

@@ -1,0 +1,131 @@
+//! What monitoring records: one [`Event`] per decision, upstream call or answered request.
+
+use std::time::Duration;
+
+use crate::breaker::CallOutcome;
+use crate::clock::Timestamp;
+use crate::decision::StoreUsed;
+use crate::error::ErrorKind;
+
+/// How a decision ended, as monitoring counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Admitted.
+    Admitted,
+    /// Denied by a rate limit (`rule` says which).
+    RateLimited,
+    /// Its bearer token was refused (`error` says why).
+    AuthRejected,
+    /// The decision itself failed (`error` says how), e.g. `store_unavailable`.
+    Failed,
+}
+
+impl EventOutcome {
+    /// `admitted`, `rate_limited`, `auth_rejected` or `failed`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Admitted => "admitted",
+            EventOutcome::RateLimited => "rate_limited",
+            EventOutcome::AuthRejected => "auth_rejected",
+            EventOutcome::Failed => "failed",
+        }
+    }
+
+    /// Reads what [`as_str`](Self::as_str) writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            EventOutcome::Admitted,
+            EventOutcome::RateLimited,
+            EventOutcome::AuthRejected,
+            EventOutcome::Failed,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+    }
+}
+
+/// A decision on one request: an authentication refusal, or a rate-limit check (admitted,
+/// limited, or failed). The engine records one per [`check`](crate::Engine::check), per
+/// [`authorize`](crate::Engine::authorize), and per refused
+/// [`authenticate`](crate::Engine::authenticate) (without an endpoint: it has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionEvent<'a> {
+    /// When.
+    pub at: Timestamp,
+    /// The HTTP method and the path (a query string is ignored), when known.
+    pub endpoint: Option<(&'a str, &'a str)>,
+    /// The verified subject, if any.
+    pub subject: Option<&'a str>,
+    /// The caller's role, if any.
+    pub role: Option<&'a str>,
+    /// How it ended.
+    pub outcome: EventOutcome,
+    /// For a rate-limited request, the deciding rule.
+    pub rule: Option<&'a str>,
+    /// For a refused or failed decision, the error kind.
+    pub error: Option<ErrorKind>,
+    /// Which store decided, when a rate limit was checked.
+    pub store: Option<StoreUsed>,
+}
+
+/// A finished call to an upstream (a [`Lease`](crate::Lease) finished or dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamEvent<'a> {
+    /// When it finished.
+    pub at: Timestamp,
+    /// The service.
+    pub service: &'a str,
+    /// The upstream.
+    pub upstream: &'a str,
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// How long it took.
+    pub latency: Duration,
+    /// Whether this call's outcome opened the upstream's breaker (a trip).
+    pub tripped: bool,
+}
+
+/// A request the host answered: its status and how long it took, end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseEvent<'a> {
+    /// When it was answered.
+    pub at: Timestamp,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The path (a query string is ignored).
+    pub path: &'a str,
+    /// The HTTP status.
+    pub status: u16,
+    /// From the request's arrival to its answer.
+    pub latency: Duration,
+}
+
+/// One thing that happened, as the aggregate and the stream take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A decision on a request.
+    Decision(DecisionEvent<'a>),
+    /// A finished upstream call.
+    Upstream(UpstreamEvent<'a>),
+    /// An answered request.
+    Response(ResponseEvent<'a>),
+}
+
+impl Event<'_> {
+    /// When it happened.
+    pub const fn at(&self) -> Timestamp {
+        match self {
+            Event::Decision(e) => e.at,
+            Event::Upstream(e) => e.at,
+            Event::Response(e) => e.at,
+        }
+    }
+}
+
+/// The path without its query string or fragment.
+pub(crate) fn bare_path(path: &str) -> &str {
+    match path.find(['?', '#']) {
+        Some(i) => &path[..i],
+        None => path,
+    }
+}
