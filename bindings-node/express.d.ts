@@ -1,7 +1,9 @@
 /**
  * `floodwall/express`: Express middleware around a floodwall `Engine` — bearer-token
- * authentication, layered rate limits, and a reverse proxy over a service's upstreams. See
- * express.js for what each answers.
+ * authentication, layered rate limits, and a reverse proxy over a service's upstreams — and a
+ * Prometheus scrape handler. See express.js for what each answers. `authenticate`,
+ * `rateLimit` and `guard` record every response they see in the engine's monitoring, once per
+ * request.
  */
 
 import type { Request, RequestHandler } from 'express'
@@ -106,6 +108,12 @@ export declare function guard (engine: Engine, options?: GuardOptions): RequestH
 
 /** A handler that forwards requests to an upstream of `service` and streams the answer back. */
 export declare function proxy (engine: Engine, service: string, options?: ProxyOptions): RequestHandler
+
+/**
+ * A handler answering `engine.prometheus()` with the Prometheus content type (a scrape target:
+ * `app.get('/metrics', metrics(engine))`).
+ */
+export declare function metrics (engine: Engine): RequestHandler
 
 /** The client address the middlewares key `ip` rules on by default; null when unknown. */
 export declare function clientAddress (req: Request): string | null

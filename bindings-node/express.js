@@ -43,6 +43,13 @@
  *   `[auth]` was removed by `reloadAuth(null)`; `store_unavailable`), an exception of a
  *   `skip`, `cost` or `keyIp` callable, a `cost` that is not an integer ≥ 0 — goes to
  *   `next(err)`: Express's error handlers answer it.
+ * - Every request a middleware does not skip is recorded once in the engine's monitoring
+ *   (`engine.recordResponse`) when its response finishes (`res` emits `finish`): the status
+ *   the client got — the `401`/`429` the middleware wrote, the application's answer, the
+ *   error handler's `500`/`503` — and the time since the middleware started on the request,
+ *   under the method and the path the engine saw. When several floodwall middlewares see a
+ *   request, the first records it (it marks the request). A response that never finishes
+ *   (the client went away first) is not recorded.
  *
  * What the engine is given: the method; the path of `req.originalUrl` (the whole path, even
  * where the middleware is mounted under a prefix; the query dropped; percent-decoded as
@@ -70,7 +77,8 @@
  * the calling thread (`authorizeSync`/`checkSync`) with no Promise in between.
  *
  * `proxy(engine, service, options)` is a handler that forwards the request to an upstream of
- * `service`; see its documentation below.
+ * `service`; see its documentation below. `metrics(engine)` is a handler answering the
+ * engine's counters in the Prometheus text format (a scrape target).
  */
 
 const http = require('node:http')
@@ -78,7 +86,7 @@ const https = require('node:https')
 const net = require('node:net')
 const { performance } = require('node:perf_hooks')
 
-const { Engine, FloodwallError } = require('./index.js')
+const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('./index.js')
 
 const PROBLEM_CONTENT_TYPE = 'application/problem+json'
 
@@ -460,6 +468,27 @@ function refuse (error, res, next) {
   next(error)
 }
 
+/** Marks a request whose response a floodwall middleware records (the first one to see it). */
+const RECORDED = Symbol.for('floodwall.responseRecorded')
+
+/**
+ * Records the request's response in the engine's monitoring when it finishes — unless an
+ * earlier floodwall middleware already does — with the time since `started`
+ * (`performance.now()` when the middleware began).
+ */
+function recordResponse (engine, req, res, path, started) {
+  if (req[RECORDED] === true) return
+  req[RECORDED] = true
+  const method = req.method
+  res.on('finish', () => {
+    try {
+      engine.recordResponse(method, path, res.statusCode, performance.now() - started)
+    } catch {
+      // Node keeps statusCode within 100..999 and the method a string: nothing to refuse.
+    }
+  })
+}
+
 function setState (req, res, state) {
   req.floodwall = state
   if (res.locals !== undefined && res.locals !== null) res.locals.floodwall = state
@@ -490,6 +519,7 @@ function admit (req, res, next, identity, decision) {
 function authenticate (engine, options) {
   const settings = middlewareSettings('authenticate', engine, options, { authenticates: true, limits: false })
   return function floodwallAuthenticate (req, res, next) {
+    const started = performance.now()
     let identity = null
     try {
       const path = requestPath(req)
@@ -497,6 +527,7 @@ function authenticate (engine, options) {
         next()
         return
       }
+      recordResponse(engine, req, res, path, started)
       if (settings.publicPaths === null || !settings.publicPaths.matches(path)) {
         identity = engine.authenticate(headerValue(req, 'authorization') || '')
       }
@@ -516,6 +547,7 @@ function authenticate (engine, options) {
 function rateLimit (engine, options) {
   const settings = middlewareSettings('rateLimit', engine, options, { authenticates: false, limits: true })
   return function floodwallRateLimit (req, res, next) {
+    const started = performance.now()
     let request
     let identity = null
     let decision = null
@@ -525,6 +557,7 @@ function rateLimit (engine, options) {
         next()
         return
       }
+      recordResponse(engine, req, res, path, started)
       const state = req.floodwall
       if (state !== undefined && state !== null && state.identity) identity = state.identity
       request = {
@@ -561,6 +594,7 @@ function rateLimit (engine, options) {
 function guard (engine, options) {
   const settings = middlewareSettings('guard', engine, options, { authenticates: true, limits: true })
   return function floodwallGuard (req, res, next) {
+    const started = performance.now()
     let request
     let authorization = null
     let result = null
@@ -570,6 +604,7 @@ function guard (engine, options) {
         next()
         return
       }
+      recordResponse(engine, req, res, path, started)
       const headers = requestHeaders(req, settings.headers)
       request = { method: req.method, path, ip: ipOf(settings, req), cost: costOf(settings, req), headers }
       if (settings.publicPaths === null || !settings.publicPaths.matches(path)) {
@@ -594,6 +629,32 @@ function guard (engine, options) {
     pending.then(
       (authorized) => admit(req, res, next, authorized.identity, authorized.decision),
       (error) => refuse(error, res, next))
+  }
+}
+
+/**
+ * A handler answering `engine.prometheus()` — the engine's counters and its upstreams' state in
+ * the Prometheus text format — with its content type and `Cache-Control: no-store`: mount it
+ * as the scrape target (`app.get('/metrics', metrics(engine))`), outside the middlewares that
+ * authenticate and limit. An error goes to `next(err)`.
+ */
+function metrics (engine) {
+  requireEngine('metrics', engine)
+  return function floodwallMetrics (req, res, next) {
+    let text
+    try {
+      text = engine.prometheus()
+    } catch (error) {
+      next(error)
+      return
+    }
+    // Written directly: `res.send`/`res.type` would rewrite the media type's parameters.
+    res.writeHead(200, {
+      'Content-Type': PROMETHEUS_CONTENT_TYPE,
+      'Content-Length': Buffer.byteLength(text),
+      'Cache-Control': 'no-store'
+    })
+    res.end(req.method === 'HEAD' ? undefined : text)
   }
 }
 
@@ -951,6 +1012,7 @@ module.exports = {
   rateLimit,
   guard,
   proxy,
+  metrics,
   clientAddress,
   AUTH_DETAILS,
   PROBLEM_CONTENT_TYPE

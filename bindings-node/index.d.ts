@@ -31,6 +31,111 @@ export declare const ERROR_CODES: readonly ErrorCode[]
 /** The core's version. */
 export declare const version: string
 
+/** The Content-Type of the Prometheus text format `Engine.prometheus` renders. */
+export declare const PROMETHEUS_CONTENT_TYPE: 'text/plain; version=0.0.4; charset=utf-8'
+
+/**
+ * One minute's counters in a `Report` (in `totals`, everything's). Latencies are in
+ * microseconds, the percentiles estimated from a histogram; 0 without responses.
+ */
+export interface MinuteCounts {
+  /** The minute's start, in ms since the Unix epoch (0 in the totals). */
+  start_ms: number
+  /** Decisions taken: one per request the engine was asked about. */
+  requests: number
+  admitted: number
+  rate_limited: number
+  auth_rejected: number
+  /** Decisions that failed, e.g. `store_unavailable`. */
+  failed: number
+  upstream_calls: number
+  /** Upstream calls that failed or timed out. */
+  upstream_failures: number
+  breaker_trips: number
+  /** Responses the server recorded (`recordResponse`; the Express middlewares record each). */
+  responses: number
+  /** … with a 4xx status. */
+  client_errors: number
+  /** … with a 5xx status. */
+  server_errors: number
+  latency_p50_us: number
+  latency_p99_us: number
+  mean_latency_us: number
+  max_latency_us: number
+}
+
+/** One key of a report's top list. */
+export interface TopEntry {
+  key: string
+  /** How many times it was counted (an upper bound). */
+  count: number
+  /** How much of `count` may belong to keys it replaced (0: exact). */
+  error: number
+}
+
+/** The response-latency histogram of everything recorded. */
+export interface LatencyHistogram {
+  /** Upper bounds of the buckets (µs); a last, unbounded bucket follows. */
+  bounds_us: number[]
+  /** Responses per bucket (not cumulative): one more than `bounds_us`. */
+  counts: number[]
+  sum_us: number
+  count: number
+}
+
+/** The Redis Streams sink's counters. */
+export interface SinkStats {
+  stream: string
+  written: number
+  /** Events dropped: the queue was full, or a batch could not be written. */
+  dropped: number
+  queued: number
+  /** Batches that failed. */
+  errors: number
+  last_error: string | null
+}
+
+/**
+ * What `Engine.report` answers: the monitoring report every binding gives, keys in
+ * snake_case as in its JSON.
+ */
+export interface Report {
+  generated_at_ms: number
+  /** How many minutes `per_minute` covers. */
+  horizon_minutes: number
+  source: 'memory' | 'stream'
+  store_kind: 'memory' | 'redis' | 'redis_cluster' | null
+  /** Why the shared store is failing now (decisions fall back); null when it is not. */
+  store_failure: string | null
+  /** Every minute of the horizon that saw traffic, oldest first. */
+  per_minute: MinuteCounts[]
+  /** The busiest minutes (by decisions, then responses), busiest first. */
+  peaks: MinuteCounts[]
+  /** Everything since the engine started. */
+  totals: MinuteCounts
+  /** The most requested endpoints, `METHOD /path`. */
+  top_endpoints: TopEntry[]
+  breaches_by_subject: TopEntry[]
+  breaches_by_role: TopEntry[]
+  breaches_by_endpoint: TopEntry[]
+  breaches_by_rule: TopEntry[]
+  /** Refused tokens by error kind. */
+  auth_rejections: Partial<Record<ErrorCode, number>>
+  /** Failed decisions by error kind. */
+  errors: Partial<Record<ErrorCode, number>>
+  /** Failed or timed-out upstream calls by `service/upstream`. */
+  upstream_failures: TopEntry[]
+  /** Breaker trips by `service/upstream`. */
+  breaker_trips: TopEntry[]
+  /** Decisions by the store that made them. */
+  stores: Partial<Record<StoreUsed, number>>
+  /** Responses by status class (`2xx`, `4xx` …). */
+  status_classes: Record<string, number>
+  response_latency: LatencyHistogram
+  /** The Redis Streams sink's counters; null without one. */
+  sink: SinkStats | null
+}
+
 /** An error the engine reports. */
 export declare class FloodwallError extends Error {
   /** The error kind's stable name. */
@@ -221,6 +326,16 @@ export declare class Engine {
   resetBreaker (service: string, upstream: string): void
   addUpstream (service: string, url: string, options?: { name?: string, weight?: number }): void
   removeUpstream (service: string, upstream: string): void
+
+  /** The monitoring report; `nowMs` ends the per-minute series (default: the clock). */
+  report (options?: { nowMs?: number }): Report
+  /** The monitoring counters and the upstreams' state as Prometheus text. */
+  prometheus (): string
+  /**
+   * Records how the server answered a request: `status` 100 to 999, `latencyMs` from the
+   * request's arrival (>= 0). The Express middlewares record every response themselves.
+   */
+  recordResponse (method: string, path: string, status: number, latencyMs: number): void
 
   readonly storeKind: 'memory' | 'redis' | 'redis_cluster'
   readonly mayWait: boolean

@@ -356,6 +356,60 @@ fw_result fw_upstreams_json(const fw_engine *engine,
                             size_t len,
                             size_t *out_len);
 
+// The engine's monitoring report as JSON, in a new string the caller frees with
+// `fw_string_free`; its length (without the NUL) goes to `out_len` unless that is NULL.
+//
+// The report (the same document in every binding, keys in snake_case): `generated_at_ms`,
+// `horizon_minutes`, `source` (`memory`), `store_kind`, `store_failure` (null when healthy),
+// `per_minute` (each minute of the horizon that saw traffic, oldest first) and `peaks` (the
+// busiest minutes) — each minute `start_ms`, `requests`, `admitted`, `rate_limited`,
+// `auth_rejected`, `failed`, `upstream_calls`, `upstream_failures`, `breaker_trips`,
+// `responses`, `client_errors`, `server_errors`, `latency_p50_us`, `latency_p99_us`,
+// `mean_latency_us`, `max_latency_us` —, `totals` (the same counters since the engine
+// started), the top lists `top_endpoints`, `breaches_by_subject`, `breaches_by_role`,
+// `breaches_by_endpoint`, `breaches_by_rule`, `upstream_failures`, `breaker_trips` (each
+// entry `key`, `count`, `error`), the counts by name `auth_rejections`, `errors`, `stores`,
+// `status_classes`, the histogram `response_latency` (`bounds_us`, `counts`, `sum_us`,
+// `count`) and `sink` (null without a Redis Streams sink).
+//
+// `now_ms` (ms since the Unix epoch) is when the per-minute series ends; a negative value
+// means the engine's clock. Computing a report merges the aggregate's shards: call it for a
+// dashboard or a scrape, not per request.
+//
+// # Safety
+// `engine` is a live handle; `out` is valid for a write; `out_len` is NULL or valid.
+fw_result fw_report_json(const fw_engine *engine, int64_t now_ms, char **out, size_t *out_len);
+
+// The engine's counters and its upstreams' state in the Prometheus text format (version
+// 0.0.4: serve it with `Content-Type: text/plain; version=0.0.4; charset=utf-8`), in a new
+// string the caller frees with `fw_string_free`; its length (without the NUL) goes to
+// `out_len` unless that is NULL.
+//
+// # Safety
+// `engine` is a live handle; `out` is valid for a write; `out_len` is NULL or valid.
+fw_result fw_prometheus(const fw_engine *engine, char **out, size_t *out_len);
+
+// Frees a string from `fw_report_json` or `fw_prometheus` (NULL does nothing). The caller
+// may read the string and write within it, but must not change its length.
+//
+// # Safety
+// `text` is NULL or a string from this library's `fw_report_json` or `fw_prometheus`, freed
+// once.
+void fw_string_free(char *text);
+
+// Records how the host answered a request, for the report's response counts, status
+// classes and latency percentiles: `status` (100 to 999) and `latency_us`, the time from the
+// request's arrival to its answer in microseconds. `path`'s query string is ignored; the
+// time of the answer is the engine's clock. Cheap enough for every request (one short lock).
+//
+// # Safety
+// `engine` is a live handle; `method` and `path` are NUL-terminated strings.
+fw_result fw_record_response(const fw_engine *engine,
+                             const char *method,
+                             const char *path,
+                             uint32_t status,
+                             uint64_t latency_us);
+
 // Copies the message of the last failed call on this thread into `buf` (`FW_OK` with an
 // empty string when there was none).
 //

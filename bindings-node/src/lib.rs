@@ -26,6 +26,12 @@ pub fn version() -> &'static str {
     floodwall::VERSION
 }
 
+/// The Content-Type of the Prometheus text format `Engine.prometheus` renders.
+#[napi]
+pub fn prometheus_content_type() -> &'static str {
+    floodwall::monitor::prometheus::CONTENT_TYPE
+}
+
 /// How many numbers a decision row takes at most (the most layers one decision may have).
 #[napi]
 pub fn max_decision_len() -> u32 {

@@ -5,7 +5,9 @@
  * skip paths, per-route cost, the client address under Express's `trust proxy`) — the same
  * answers from `authenticate` + `rateLimit`, the options' validation, `proxy` in front of
  * real upstream servers (round robin, a breaker opening on 500s, 502/503/504, streamed
- * bodies, clients going away, every lease finished once), and `guard` on a real Redis.
+ * bodies, clients going away, every lease finished once), the responses the middlewares
+ * record (once each, with the status the client got) and `metrics`, and `guard` on a real
+ * Redis.
  */
 
 const { test, describe } = require('node:test')
@@ -22,7 +24,7 @@ const H = require('./express_http.js')
 const fw = require('floodwall/express')
 
 const { Engine, FloodwallError } = floodwall
-const { authenticate, rateLimit, guard, proxy, AUTH_DETAILS } = fw
+const { authenticate, rateLimit, guard, proxy, metrics, AUTH_DETAILS } = fw
 const { USER_LIMIT, PREMIUM_LIMIT, PUBLIC_IP_LIMIT } = H
 
 /** Serves `app` for the length of `fn(port)`. */
@@ -724,6 +726,111 @@ describe('proxy', () => {
         assert.equal(a.hits + b.hits, USER_LIMIT)
       })
     }, { auth: true })
+  })
+})
+
+describe('monitoring', () => {
+  test('guard records every response once, with the status the client got and the path the engine saw', async () => {
+    const engine = H.engineOf()
+    const recorded = H.recordedBy(engine)
+    const alice = H.bearer(mint('alice'))
+    const requests = [
+      ['/api/whoami?verbose=1', alice, 200],
+      ['/api/whoami', alice, 200],
+      ['/api/own-header', alice, 200],
+      ['/api/whoami', alice, 429], // the limit, answered by guard
+      ['/api/whoami', {}, 401], // no token
+      ['/api/whoami', H.bearer(mint('eve', { secret: NEW_SECRET })), 401],
+      ['/api/huge', H.bearer(mint('bob')), 429], // costs more than any limit
+      ['/api/nowhere', H.bearer(mint('carol')), 404], // Express's answer
+      ['/api/%C3%A9t%C3%A9', H.bearer(mint('frank')), 404],
+      ['/api/boom', H.bearer(mint('dave')), 500], // the error handler's answer
+      ['/public/info?page=2', {}, 200],
+      ['/health', {}, 200] // skipped: not recorded
+    ]
+    const cost = (req) => (req.path === '/api/huge' ? 100 : 1)
+    const app = H.makeApp([guard(engine, { publicPaths: ['/public/*'], skipPaths: ['/health'], cost })])
+    const expected = requests
+      .filter(([path]) => path !== '/health')
+      .map(([path, , status]) => ['GET', decodeURIComponent(path.split('?')[0]), status])
+    await serving(app, async (port) => {
+      const statuses = await times(requests.length, async (i) => (await get(port, requests[i][0], requests[i][1])).status)
+      assert.deepEqual(statuses, requests.map(([, , status]) => status))
+      assert.ok(await waitUntil(() => recorded.length >= expected.length), `${recorded.length} recorded`)
+    })
+    const sort = (rows) => rows.map((row) => JSON.stringify(row.slice(0, 3))).sort()
+    assert.deepEqual(sort(recorded), sort(expected))
+    assert.ok(recorded.every(([, , , latencyMs]) => latencyMs > 0), JSON.stringify(recorded))
+    const report = engine.report()
+    assert.equal(report.totals.responses, expected.length)
+    assert.deepEqual(report.status_classes, { '2xx': 4, '4xx': 6, '5xx': 1 })
+  })
+
+  test('when several middlewares see a request, only the first records it', async () => {
+    const engine = H.engineOf()
+    const recorded = H.recordedBy(engine)
+    const alice = H.bearer(mint('alice'))
+    // authenticate answers the 401, rateLimit the 429, the route the 200s; guard behind them
+    // decides again (and would answer a 429 of its own) but records nothing.
+    const app = H.makeApp([authenticate(engine), rateLimit(engine), guard(engine)])
+    await serving(app, async (port) => {
+      const statuses = [
+        (await get(port, '/api/whoami')).status,
+        (await get(port, '/api/whoami', alice)).status,
+        (await get(port, '/api/whoami', alice)).status
+      ]
+      assert.deepEqual(statuses, [401, 200, 429])
+      assert.ok(await waitUntil(() => recorded.length >= 3))
+    })
+    assert.deepEqual(recorded.map((row) => row[2]), [401, 200, 429])
+    assert.equal(engine.report().totals.responses, 3)
+  })
+
+  test('a streamed answer is recorded when it finishes, its time counted from the middleware', async () => {
+    const engine = H.engineOf()
+    const recorded = H.recordedBy(engine)
+    await serving(H.makeApp([guard(engine)]), async (port) => {
+      const response = await get(port, '/api/slow', H.bearer(mint('alice')))
+      assert.deepEqual([response.status, response.text], [200, 'one,two'])
+      assert.ok(await waitUntil(() => recorded.length >= 1))
+    })
+    assert.equal(recorded.length, 1)
+    const [method, path, status, latencyMs] = recorded[0]
+    assert.deepEqual([method, path, status], ['GET', '/api/slow', 200])
+    assert.ok(latencyMs >= H.SLOW_PAUSE_MS, `${latencyMs} ms`)
+  })
+
+  test('the 503 of a proxy behind guard is recorded', async () => {
+    const engine = H.engineOf({ services: { orders: { upstreams: [{ name: 'a', url: 'http://127.0.0.1:9' }] } } })
+    const recorded = H.recordedBy(engine)
+    engine.setUpstreamDown('orders', 'a')
+    const app = express()
+    app.use(guard(engine))
+    app.use('/api/orders', proxy(engine, 'orders'))
+    await serving(app, async (port) => {
+      H.assertProblem(await get(port, '/api/orders/7', H.bearer(mint('alice'))), 503, 'no_upstream_available')
+      assert.ok(await waitUntil(() => recorded.length >= 1))
+    })
+    assert.deepEqual(recorded.map((row) => row.slice(0, 3)), [['GET', '/api/orders/7', 503]])
+  })
+
+  test('metrics answers the Prometheus text with its content type', async () => {
+    const engine = H.engineOf()
+    engine.checkSync({ subject: 'alice', method: 'GET', path: '/api/orders' })
+    const app = express()
+    app.get('/metrics', metrics(engine))
+    app.head('/metrics', metrics(engine))
+    await serving(app, async (port) => {
+      const response = await get(port, '/metrics')
+      assert.equal(response.status, 200)
+      assert.equal(response.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8')
+      assert.equal(response.headers['cache-control'], 'no-store')
+      assert.equal(Number(response.headers['content-length']), response.buffer.length)
+      assert.ok(response.text.split('\n').includes('floodwall_decisions_total{outcome="admitted"} 1'), response.text)
+      const head = await H.request(port, { method: 'HEAD', path: '/metrics' })
+      assert.deepEqual([head.status, head.text], [200, ''])
+    })
+    assert.throws(() => metrics({}), /metrics\(\): engine must be a floodwall Engine/)
   })
 })
 

@@ -174,6 +174,20 @@ function assertRateLimitHeaders (response, { rule, limit, remaining }) {
   assert.ok(reset > 0 && reset <= 3600, String(reset))
 }
 
+/**
+ * Keeps every response `engine` records (`[method, path, status, latencyMs]`, in order) in
+ * the array it answers, still recording them.
+ */
+function recordedBy (engine) {
+  const recorded = []
+  const record = engine.recordResponse.bind(engine)
+  engine.recordResponse = (method, path, status, latencyMs) => {
+    recorded.push([method, path, status, latencyMs])
+    record(method, path, status, latencyMs)
+  }
+  return recorded
+}
+
 /** What a route answers: the identity and decision the middleware handed it. */
 function describeState (req, res) {
   const state = req.floodwall
@@ -189,10 +203,15 @@ function describeState (req, res) {
   }
 }
 
+/** The pause between the two chunks `/api/slow` sends. */
+const SLOW_PAUSE_MS = 50
+
 /**
  * The Express application behind the middlewares: `middlewares` (an array of handlers)
- * before routes that report what they were handed; `trustProxy` for Express's setting.
- * Errors passed to `next` are answered 500 with `{ error: { name, code, message } }`.
+ * before routes that report what they were handed (but `/api/boom`, which fails, and
+ * `/api/slow`, which sends its body in two chunks `SLOW_PAUSE_MS` apart); `trustProxy` for
+ * Express's setting. Errors passed to `next` are answered 500 with
+ * `{ error: { name, code, message } }`.
  */
 function makeApp (middlewares, { trustProxy } = {}) {
   const app = express()
@@ -208,6 +227,11 @@ function makeApp (middlewares, { trustProxy } = {}) {
   app.get('/api/own-header', (req, res) => {
     res.set('RateLimit-Limit', '999')
     res.send('own')
+  })
+  app.get('/api/boom', (req, res, next) => next(new Error('the route failed')))
+  app.get('/api/slow', (req, res) => {
+    res.write('one,')
+    setTimeout(() => res.end('two'), SLOW_PAUSE_MS)
   })
   app.use((error, req, res, next) => {
     res.status(500).json({ error: { name: error.name, code: error.code || null, message: error.message } })
@@ -281,6 +305,7 @@ module.exports = {
   USER_LIMIT,
   PREMIUM_LIMIT,
   PUBLIC_IP_LIMIT,
+  SLOW_PAUSE_MS,
   rules,
   config,
   engineOf,
@@ -291,5 +316,6 @@ module.exports = {
   assertProblem,
   assertRateLimitHeaders,
   makeApp,
+  recordedBy,
   startUpstream
 }

@@ -5,14 +5,18 @@
 //! `store.timeout` on the network), every `authenticate` and `authorize` (signature
 //! verification takes microseconds to tens of microseconds), building an engine (files, key
 //! sets). A `check` on the memory store keeps it: the decision takes less time than releasing
-//! and re-acquiring the interpreter would.
+//! and re-acquiring the interpreter would. So does `record_response` (one short lock); a
+//! `report` or the Prometheus text, which merge the monitoring aggregate's shards, release it.
+
+use std::time::Duration;
 
 use floodwall::config::StoreKind;
 use floodwall::{Config, Request, Timestamp};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyTuple};
 
 use crate::auth::{Authorized, Identity};
 use crate::balance::{BreakerEvent, Lease, UpstreamStatus};
@@ -184,6 +188,55 @@ fn number(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<u64>>
         }),
         _ => Ok(None),
     }
+}
+
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A response's status: an `int` (not a `bool`) from 100 to 999.
+fn http_status(value: &Bound<'_, PyAny>) -> PyResult<u16> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "status must be an int, not {}",
+            type_name(value)
+        )));
+    }
+    value
+        .extract::<u16>()
+        .ok()
+        .filter(|s| (100..=999).contains(s))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "status must be an HTTP status from 100 to 999, not {value}"
+            ))
+        })
+}
+
+/// A latency in milliseconds: an `int` or a `float`, finite and >= 0.
+fn latency_of(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyInt>())
+    {
+        return Err(PyTypeError::new_err(format!(
+            "latency_ms must be a number of milliseconds, not {}",
+            type_name(value)
+        )));
+    }
+    let ms: f64 = value.extract()?;
+    if ms.is_finite() && ms >= 0.0 {
+        // Whole nanoseconds, rounded: 1.5 ms is 1,500 µs exactly (not 1,499.999…).
+        Ok(Duration::from_nanos((ms * 1e6).round() as u64))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "latency_ms must be a finite number >= 0, not {ms}"
+        )))
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "an object".to_owned(), |n| n.to_string())
 }
 
 /// `Engine.check`: decides whether a request may pass, consuming `cost` from every matching
@@ -415,6 +468,56 @@ impl Engine {
     /// Removes an upstream from a service; calls in flight on it finish normally.
     fn remove_upstream(&self, service: &str, upstream: &str) -> PyResult<()> {
         self.core.remove_upstream(service, upstream).py_err()
+    }
+
+    /// The monitoring report: a dict with the JSON shape every binding shares (see
+    /// `floodwall.Report`), its keys in the document's order. `now_ms` (ms since the Unix
+    /// epoch) is when the per-minute series ends; by default the engine's clock. Made for a
+    /// dashboard or a scrape, not per request: it merges the aggregate's shards (with the
+    /// interpreter released).
+    #[pyo3(signature = (now_ms = None))]
+    fn report<'py>(
+        &self,
+        py: Python<'py>,
+        now_ms: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let now = number(now_ms, "now_ms")?;
+        let text = py
+            .detach(|| {
+                let report = match now {
+                    Some(ms) => self.core.report_at(Timestamp::from_millis(ms)),
+                    None => self.core.report(),
+                };
+                serde_json::to_string(&report)
+            })
+            .map_err(|e| PyValueError::new_err(format!("the report is not JSON (a bug): {e}")))?;
+        // `json.loads` keeps the document's key order (a `serde_json::Value` would sort them).
+        JSON_LOADS.import(py, "json", "loads")?.call1((text,))
+    }
+
+    /// The monitoring counters and the upstreams' state in the Prometheus text format (serve
+    /// it with `PROMETHEUS_CONTENT_TYPE`).
+    fn prometheus(&self, py: Python<'_>) -> String {
+        py.detach(|| self.core.prometheus())
+    }
+
+    /// Records how the server answered a request: its `status` (an int from 100 to 999) and
+    /// `latency_ms`, the time from the request's arrival to its answer (a number >= 0). The
+    /// path's query string is ignored. The ASGI and WSGI middlewares record every response
+    /// they see; call this for those they do not.
+    fn record_response(
+        &self,
+        method: &Bound<'_, PyAny>,
+        path: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
+        latency_ms: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let method = borrow_str(method, "method")?;
+        let path = borrow_str(path, "path")?;
+        let status = http_status(status)?;
+        let latency = latency_of(latency_ms)?;
+        self.core.record_response(method, path, status, latency);
+        Ok(())
     }
 
     /// The configured store: `memory`, `redis` or `redis_cluster`.

@@ -33,6 +33,10 @@ mod _floodwall {
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
         module.add("__version__", floodwall::VERSION)?;
+        module.add(
+            "PROMETHEUS_CONTENT_TYPE",
+            floodwall::monitor::prometheus::CONTENT_TYPE,
+        )?;
         let py = module.py();
         module.add("ERROR_CODES", crate::error::codes(py)?)?;
         module.add("_error_classes", crate::error::classes(py)?)?;

@@ -8,6 +8,7 @@ middleware test modules use.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -16,6 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Optional, Protocol
 
 import fastapi
+import fastapi.responses
 import flask
 import httpx
 import jwt
@@ -100,6 +102,23 @@ def config(*, store: Optional[Mapping[str, Any]] = None, auth: bool = True) -> d
     return result
 
 
+class RecordingEngine(Engine):
+    """An engine that also keeps every response recorded through it (``recorded``: method,
+    path, status and latency), in the order recorded."""
+
+    def __init__(self, config: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(config)
+        self.recorded: list[tuple[str, str, int, float]] = []
+
+    def record_response(self, method: str, path: str, status: int, latency_ms: float) -> None:
+        self.recorded.append((method, path, status, latency_ms))
+        super().record_response(method, path, status, latency_ms)
+
+
+SLOW_PAUSE_S = 0.05
+"""The pause between the two chunks ``/api/slow`` streams."""
+
+
 def route_cost(method: str, path: str) -> int:
     """``/api/export`` costs the whole per-user limit; ``/api/huge`` more than any limit."""
     if path == "/api/export":
@@ -159,7 +178,9 @@ def serve_wsgi(app: Any) -> Iterator[httpx.Client]:
 
 def make_asgi_app(engine: Engine, **options: Any) -> fastapi.FastAPI:
     """A FastAPI application behind the ASGI middleware; its routes report what the
-    middleware told them (``/api/state`` also what the lifespan put in the state)."""
+    middleware told them (``/api/state`` also what the lifespan put in the state), but
+    ``/api/slow`` (a body streamed in two chunks, ``SLOW_PAUSE_S`` apart) and ``/api/boom``
+    (raises)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -192,6 +213,19 @@ def make_asgi_app(engine: Engine, **options: Any) -> fastapi.FastAPI:
     async def own_header() -> fastapi.Response:
         return fastapi.Response("own", headers={"RateLimit-Limit": "999"})
 
+    @app.get("/api/slow")
+    async def slow() -> fastapi.responses.StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"one,"
+            await asyncio.sleep(SLOW_PAUSE_S)
+            yield b"two"
+
+        return fastapi.responses.StreamingResponse(chunks())
+
+    @app.get("/api/boom")
+    async def boom() -> None:
+        raise RuntimeError("the route failed")
+
     @app.get("/public/info")
     async def public_info(request: fastapi.Request) -> dict[str, Any]:
         return describe(request)
@@ -206,7 +240,8 @@ def make_asgi_app(engine: Engine, **options: Any) -> fastapi.FastAPI:
 
 def make_wsgi_app(engine: Engine, **options: Any) -> flask.Flask:
     """A Flask application behind the WSGI middleware, with the routes of
-    :func:`make_asgi_app` but ``/api/state``."""
+    :func:`make_asgi_app` but ``/api/state`` (Flask answers ``/api/boom`` with a 500 of its
+    own)."""
     app = flask.Flask(__name__)
 
     def describe() -> dict[str, Any]:
@@ -225,6 +260,19 @@ def make_wsgi_app(engine: Engine, **options: Any) -> flask.Flask:
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"seen_by_middleware": wsgi.IDENTITY_KEY in flask.request.environ}
+
+    @app.get("/api/slow")
+    def slow() -> flask.Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"one,"
+            time.sleep(SLOW_PAUSE_S)
+            yield b"two"
+
+        return flask.Response(chunks())
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("the route failed")
 
     app.wsgi_app = wsgi.FloodwallMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, engine=engine, **options

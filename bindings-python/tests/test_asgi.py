@@ -1,15 +1,26 @@
 """What only ``floodwall.asgi.FloodwallMiddleware`` does: the lifespan's state beside the
 middleware's in the scope, and the ASGI cases a real server does not produce (a websocket
-scope, a scope with no state, a peer that is not loopback). What it does like the WSGI
+scope, a scope with no state, a peer that is not loopback, an application that answers in
+pieces, fails or never answers, as the responses recorded show). What it does like the WSGI
 middleware is in ``test_middleware.py``."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from floodwall import Engine
 from floodwall.asgi import DECISION_KEY, IDENTITY_KEY, FloodwallMiddleware
-from http_servers import PUBLIC_IP_LIMIT, USER_LIMIT, bearer, config, mint, served_asgi
+from http_servers import (
+    PUBLIC_IP_LIMIT,
+    USER_LIMIT,
+    RecordingEngine,
+    bearer,
+    config,
+    mint,
+    served_asgi,
+)
 
 
 def test_the_lifespan_state_reaches_the_route_beside_the_middleware_state() -> None:
@@ -75,13 +86,15 @@ def http_scope(path: str, client: Any = ("192.0.2.1", 5000), **extra: Any) -> di
 
 async def test_websocket_and_lifespan_scopes_pass_through() -> None:
     inner = Recorder()
-    middleware = FloodwallMiddleware(inner, engine=Engine(config()))
+    engine = RecordingEngine(config())
+    middleware = FloodwallMiddleware(inner, engine=engine)
     websocket = {"type": "websocket", "path": "/api/whoami", "headers": []}
     lifespan = {"type": "lifespan"}
     assert await call(middleware, websocket) == []
     assert await call(middleware, lifespan) == []
     assert inner.scopes == [websocket, lifespan]
     assert "state" not in websocket
+    assert engine.recorded == []
 
 
 async def test_a_scope_without_state_gets_one() -> None:
@@ -107,3 +120,55 @@ async def test_a_trusted_network_peer_forwards_the_client_address() -> None:
     assert not engine.check(method="GET", path="/public/info", ip="203.0.113.5").allowed
     assert engine.check(method="GET", path="/public/info", ip="10.1.2.3").allowed
     assert engine.check(method="GET", path="/public/info", ip="10.7.7.7").allowed
+
+
+async def test_a_response_in_pieces_is_recorded_once_after_its_last_piece() -> None:
+    engine = RecordingEngine(config())
+    seen_before_the_end: list[int] = []
+
+    async def pieces(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 206, "headers": []})
+        await send({"type": "http.response.body", "body": b"one,", "more_body": True})
+        seen_before_the_end.append(len(engine.recorded))
+        await send({"type": "http.response.body", "body": b"two"})
+
+    middleware = FloodwallMiddleware(pieces, engine=engine, authenticate=False)
+    sent = await call(middleware, http_scope("/public/info", query_string=b"page=2"))
+    assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
+    assert seen_before_the_end == [0]
+    assert [r[:3] for r in engine.recorded] == [("GET", "/public/info", 206)]
+
+
+async def test_an_application_that_fails_or_never_answers_is_recorded_as_a_500() -> None:
+    engine = RecordingEngine({})
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("the application failed")
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    async def failing_midway(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("the body failed")
+
+    for app in (failing, silent, failing_midway):
+        middleware = FloodwallMiddleware(app, engine=engine, authenticate=False)
+        if app is silent:
+            assert await call(middleware, http_scope("/public/info")) == []
+        else:
+            with pytest.raises(RuntimeError):
+                await call(middleware, http_scope("/public/info"))
+    # Once the answer has begun, its status is what the client got.
+    assert [r[2] for r in engine.recorded] == [500, 500, 200]
+
+
+async def test_the_middlewares_own_answers_are_recorded() -> None:
+    engine = RecordingEngine(config())
+    middleware = FloodwallMiddleware(Recorder(), engine=engine)
+    missing = await call(middleware, http_scope("/api/whoami"))
+    token = [(b"authorization", f"Bearer {mint('alice')}".encode())]
+    for _ in range(USER_LIMIT + 1):
+        last = await call(middleware, http_scope("/api/whoami", headers=token))
+    assert (missing[0]["status"], last[0]["status"]) == (401, 429)
+    assert [r[2] for r in engine.recorded] == [401] + [204] * USER_LIMIT + [429]

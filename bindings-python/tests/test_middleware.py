@@ -18,12 +18,15 @@ import pytest
 import floodwall
 from floodwall import Engine, asgi, wsgi
 from floodwall._http import AUTH_DETAILS, PathSet, TrustedProxies
+from conftest import wait_until
 from http_servers import (
     OTHER_SECRET,
     PREMIUM_LIMIT,
     PUBLIC_IP_LIMIT,
     SERVED,
+    SLOW_PAUSE_S,
     USER_LIMIT,
+    RecordingEngine,
     Served,
     assert_limited_in_redis,
     assert_problem,
@@ -238,12 +241,59 @@ def test_a_forwarding_header_from_a_trusted_peer_names_the_client(served: Served
     assert invalid_means_peer == [200] * PUBLIC_IP_LIMIT + [429]
 
 
+def test_every_response_is_recorded_once_with_its_status_and_bare_path(served: Served) -> None:
+    engine = RecordingEngine(config())
+    alice = bearer(mint("alice"))
+    requests = [
+        ("/api/whoami?verbose=1", alice, 200),
+        ("/api/whoami", alice, 200),
+        ("/api/own-header", alice, 200),
+        ("/api/whoami", alice, 429),  # the limit, answered by the middleware
+        ("/api/whoami", {}, 401),  # no token
+        ("/api/whoami", bearer(mint("eve", secret=OTHER_SECRET)), 401),
+        ("/api/huge", bearer(mint("bob")), 429),  # costs more than any limit
+        ("/api/nowhere", bearer(mint("carol")), 404),  # the application's answer
+        ("/public/info?page=2", {}, 200),
+        ("/health", {}, 200),  # skipped: not recorded
+        # The application failed (last: uvicorn then closes the connection).
+        ("/api/boom", bearer(mint("dave")), 500),
+    ]
+    expected = [
+        ("GET", path.partition("?")[0], status) for path, _, status in requests if path != "/health"
+    ]
+    with served(engine, public_paths=["/public/*"], skip_paths=["/health"], cost=route_cost) as client:
+        statuses = [client.get(path, headers=headers).status_code for path, headers, _ in requests]
+        # WSGI records a streamed response when the server closes it, just after sending it.
+        assert wait_until(lambda: len(engine.recorded) >= len(expected))
+    assert statuses == [status for _, _, status in requests]
+    assert sorted(r[:3] for r in engine.recorded) == sorted(expected)
+    assert all(latency_ms > 0 for *_, latency_ms in engine.recorded)
+    report = engine.report()
+    assert report["totals"]["responses"] == len(expected)
+    assert report["status_classes"] == {"2xx": 4, "4xx": 5, "5xx": 1}
+    assert report["totals"]["server_errors"] == 1
+
+
+def test_a_streamed_response_is_recorded_when_its_body_is_through(served: Served) -> None:
+    engine = RecordingEngine(config())
+    with served(engine) as client:
+        response = client.get("/api/slow", headers=bearer(mint("alice")))
+        assert wait_until(lambda: len(engine.recorded) >= 1)
+    assert (response.status_code, response.text) == (200, "one,two")
+    [(method, path, status, latency_ms)] = engine.recorded
+    assert (method, path, status) == ("GET", "/api/slow", 200)
+    # The pause between the chunks is part of the request's time.
+    assert latency_ms >= SLOW_PAUSE_S * 1000
+
+
 def test_another_engine_error_propagates_as_a_500(served: Served) -> None:
-    engine = Engine(config())
+    engine = RecordingEngine(config())
     with served(engine) as client:
         engine.reload_auth(None)
         response = client.get("/api/whoami", headers=bearer(mint("alice")))
+        assert wait_until(lambda: len(engine.recorded) >= 1)
     assert response.status_code == 500
+    assert [r[:3] for r in engine.recorded] == [("GET", "/api/whoami", 500)]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ package floodwall
 import "C"
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -465,4 +466,164 @@ func (l *Lease) Release() {
 		l.ptr = nil
 		runtime.SetFinalizer(l, nil)
 	}
+}
+
+// MinuteCounts are one minute's counters in a Report (or, as Report.Totals, everything's).
+// Latencies are in microseconds, estimated from a histogram for the percentiles; 0 without
+// responses.
+type MinuteCounts struct {
+	StartMs          uint64 `json:"start_ms"` // the minute's start, ms since the Unix epoch (0 in the totals)
+	Requests         uint64 `json:"requests"` // decisions taken
+	Admitted         uint64 `json:"admitted"`
+	RateLimited      uint64 `json:"rate_limited"`
+	AuthRejected     uint64 `json:"auth_rejected"`
+	Failed           uint64 `json:"failed"`
+	UpstreamCalls    uint64 `json:"upstream_calls"`
+	UpstreamFailures uint64 `json:"upstream_failures"` // failed or timed out
+	BreakerTrips     uint64 `json:"breaker_trips"`
+	Responses        uint64 `json:"responses"` // recorded by the host (RecordResponse, Middleware)
+	ClientErrors     uint64 `json:"client_errors"`
+	ServerErrors     uint64 `json:"server_errors"`
+	LatencyP50Us     uint64 `json:"latency_p50_us"`
+	LatencyP99Us     uint64 `json:"latency_p99_us"`
+	MeanLatencyUs    uint64 `json:"mean_latency_us"`
+	MaxLatencyUs     uint64 `json:"max_latency_us"`
+}
+
+// TopEntry is one key of a report's top list: its count, an upper bound, and how much of
+// that count may belong to keys it replaced (0: exact).
+type TopEntry struct {
+	Key   string `json:"key"`
+	Count uint64 `json:"count"`
+	Error uint64 `json:"error"`
+}
+
+// LatencyHistogram is the response-latency histogram of everything recorded: Counts has one
+// bucket per bound (µs, not cumulative) and a last, unbounded one.
+type LatencyHistogram struct {
+	BoundsUs []uint64 `json:"bounds_us"`
+	Counts   []uint64 `json:"counts"`
+	SumUs    uint64   `json:"sum_us"`
+	Count    uint64   `json:"count"`
+}
+
+// SinkStats are the Redis Streams sink's counters.
+type SinkStats struct {
+	Stream    string `json:"stream"`
+	Written   uint64 `json:"written"`
+	Dropped   uint64 `json:"dropped"`
+	Queued    uint64 `json:"queued"`
+	Errors    uint64 `json:"errors"`
+	LastError string `json:"last_error"` // "" while batches succeed
+}
+
+// Report is what the engine's monitoring answers (fw_report_json): traffic per minute and
+// its peaks, the most requested endpoints, rate-limit breaches, refusals, upstream failures
+// and breaker trips, responses by status class and their latency. The same document in
+// every binding; JSON gives it with these snake_case keys.
+type Report struct {
+	GeneratedAtMs  uint64 `json:"generated_at_ms"`
+	HorizonMinutes uint64 `json:"horizon_minutes"`
+	Source         string `json:"source"`        // "memory" (this engine's aggregate) or "stream"
+	StoreKind      string `json:"store_kind"`    // "memory", "redis" or "redis_cluster"
+	StoreFailure   string `json:"store_failure"` // why the shared store is failing now; "" when it is not
+	// PerMinute holds every minute of the horizon that saw traffic, oldest first; Peaks the
+	// busiest, busiest first; Totals everything since the engine started.
+	PerMinute          []MinuteCounts    `json:"per_minute"`
+	Peaks              []MinuteCounts    `json:"peaks"`
+	Totals             MinuteCounts      `json:"totals"`
+	TopEndpoints       []TopEntry        `json:"top_endpoints"` // "METHOD /path"
+	BreachesBySubject  []TopEntry        `json:"breaches_by_subject"`
+	BreachesByRole     []TopEntry        `json:"breaches_by_role"`
+	BreachesByEndpoint []TopEntry        `json:"breaches_by_endpoint"`
+	BreachesByRule     []TopEntry        `json:"breaches_by_rule"`
+	AuthRejections     map[string]uint64 `json:"auth_rejections"`   // by error kind
+	Errors             map[string]uint64 `json:"errors"`            // failed decisions by error kind
+	UpstreamFailures   []TopEntry        `json:"upstream_failures"` // "service/upstream"
+	BreakerTrips       []TopEntry        `json:"breaker_trips"`     // "service/upstream"
+	Stores             map[string]uint64 `json:"stores"`            // decisions by the store that made them
+	StatusClasses      map[string]uint64 `json:"status_classes"`    // "2xx", "4xx", …
+	ResponseLatency    LatencyHistogram  `json:"response_latency"`
+	Sink               *SinkStats        `json:"sink"` // nil without a Redis Streams sink
+}
+
+// takeString reads a string the library handed over (fw_report_json, fw_prometheus) and
+// frees it.
+func takeString(p *C.char, n C.size_t) string {
+	defer C.fw_string_free(p)
+	return C.GoStringN(p, C.int(n))
+}
+
+func (e *Engine) reportJSON(nowMs int64) (string, error) {
+	var p *C.char
+	var n C.size_t
+	if err := call(func() C.fw_result { return C.fw_report_json(e.ptr, C.int64_t(nowMs), &p, &n) }); err != nil {
+		return "", err
+	}
+	runtime.KeepAlive(e)
+	return takeString(p, n), nil
+}
+
+// ReportJSON is the engine's monitoring report as JSON text (see Report), at the engine's
+// clock. Computing a report merges the aggregate's shards: make one for a dashboard or a
+// scrape, not per request.
+func (e *Engine) ReportJSON() (string, error) { return e.reportJSON(-1) }
+
+// Report is the engine's monitoring report, at the engine's clock.
+func (e *Engine) Report() (Report, error) { return e.ReportAt(time.Time{}) }
+
+// ReportAt is the report with its per-minute series ending at now's minute (the zero time:
+// the engine's clock).
+func (e *Engine) ReportAt(now time.Time) (Report, error) {
+	nowMs := int64(-1)
+	if !now.IsZero() {
+		nowMs = now.UnixMilli()
+	}
+	text, err := e.reportJSON(nowMs)
+	if err != nil {
+		return Report{}, err
+	}
+	var r Report
+	if err := json.Unmarshal([]byte(text), &r); err != nil {
+		return Report{}, &Error{Code: UnknownError, Message: "the report is not the JSON this package knows: " + err.Error()}
+	}
+	return r, nil
+}
+
+// PrometheusContentType is the Content-Type of Prometheus's text format, which Prometheus
+// returns.
+const PrometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Prometheus renders the engine's counters and its upstreams' state in the Prometheus text
+// format (serve it with PrometheusContentType, or use MetricsHandler).
+func (e *Engine) Prometheus() (string, error) {
+	var p *C.char
+	var n C.size_t
+	if err := call(func() C.fw_result { return C.fw_prometheus(e.ptr, &p, &n) }); err != nil {
+		return "", err
+	}
+	runtime.KeepAlive(e)
+	return takeString(p, n), nil
+}
+
+// RecordResponse records how the host answered a request — its status (100 to 999) and its
+// latency from the request's arrival — for the report's response counts and percentiles.
+// The path's query string is ignored. Middleware records every response it sees; call this
+// for responses it does not.
+func (e *Engine) RecordResponse(method, path string, status int, latency time.Duration) error {
+	if status < 100 || status > 999 {
+		return &Error{Code: InvalidArgument, Message: fmt.Sprintf("status %d is not an HTTP status (100 to 999)", status)}
+	}
+	if latency < 0 {
+		return &Error{Code: InvalidArgument, Message: fmt.Sprintf("latency %v is negative", latency)}
+	}
+	cm := C.CString(method)
+	defer C.free(unsafe.Pointer(cm))
+	cp := C.CString(path)
+	defer C.free(unsafe.Pointer(cp))
+	err := call(func() C.fw_result {
+		return C.fw_record_response(e.ptr, cm, cp, C.uint32_t(status), C.uint64_t(latency.Microseconds()))
+	})
+	runtime.KeepAlive(e)
+	return err
 }

@@ -189,4 +189,241 @@ func TestMiddleware(t *testing.T) {
 	if rec.Code != 200 || rec.Body.String() != "hello frank" || rec.Header().Get("RateLimit-Limit") != "2" {
 		t.Fatalf("%d %s %v", rec.Code, rec.Body, rec.Header())
 	}
+
+	// Every answer was recorded once: the 401, the 429 and the handler's three 200s.
+	r, err := e.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Totals.Responses != 5 || r.Totals.ClientErrors != 2 || r.Totals.ServerErrors != 0 {
+		t.Fatalf("%+v", r.Totals)
+	}
+	if r.StatusClasses["2xx"] != 3 || r.StatusClasses["4xx"] != 2 || r.ResponseLatency.Count != 5 {
+		t.Fatalf("%v %+v", r.StatusClasses, r.ResponseLatency)
+	}
+}
+
+func TestMiddlewareRecordsWhatTheHandlerAnswers(t *testing.T) {
+	e, err := FromJSON(`{"rules": []}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/missing":
+			http.NotFound(w, r)
+		case "/silent":
+			// Writes nothing: net/http answers 200.
+		case "/broken":
+			w.WriteHeader(http.StatusBadGateway)
+		case "/panic":
+			panic(http.ErrAbortHandler)
+		}
+	})
+	h := &Middleware{Engine: e, Next: next}
+	for _, path := range []string{"/missing?page=2", "/silent", "/broken", "/panic"} {
+		func() {
+			defer func() { _ = recover() }()
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
+		}()
+	}
+	r, err := e.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"2xx": 1, "4xx": 1, "5xx": 2}
+	if r.Totals.Responses != 4 || len(r.StatusClasses) != len(want) {
+		t.Fatalf("%+v %v", r.Totals, r.StatusClasses)
+	}
+	for class, n := range want {
+		if r.StatusClasses[class] != n {
+			t.Fatalf("%v", r.StatusClasses)
+		}
+	}
+}
+
+// at2100 is 2100-01-01 00:00 UTC, a minute's start: checks dated then land in a minute of
+// their own, apart from what happens at the engine's clock (over an hour earlier).
+var at2100 = time.UnixMilli(4102444800000)
+
+func TestReport(t *testing.T) {
+	e := engine(t)
+	r := Request{Method: "get", Path: "/api/orders?page=2", Subject: "alice", Role: "free", Now: at2100}
+	for i := 0; i < 3; i++ {
+		if _, err := e.Check(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := token(t, `{"sub":"dave","exp":4102444800}`)
+	if _, err := e.Authenticate("Bearer " + good[:len(good)-4] + "AAAA"); err == nil {
+		t.Fatal("a forged token is refused")
+	}
+	l, err := e.Pick("api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Finish(Timeout, 3*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for _, resp := range []struct {
+		status  int
+		latency time.Duration
+	}{{200, 1500 * time.Microsecond}, {429, 300 * time.Microsecond}, {503, 2500 * time.Millisecond}} {
+		if err := e.RecordResponse("GET", "/api/orders", resp.status, resp.latency); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rep, err := e.ReportAt(at2100.Add(30 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.GeneratedAtMs != 4102444830000 || rep.Source != "memory" || rep.StoreKind != "memory" || rep.StoreFailure != "" || rep.Sink != nil {
+		t.Fatalf("%+v", rep)
+	}
+	if rep.HorizonMinutes != 60 {
+		t.Fatalf("horizon %d", rep.HorizonMinutes)
+	}
+	if len(rep.PerMinute) != 1 {
+		t.Fatalf("per minute %+v", rep.PerMinute)
+	}
+	if m := rep.PerMinute[0]; m.StartMs != 4102444800000 || m.Requests != 3 || m.Admitted != 2 || m.RateLimited != 1 || m.Responses != 0 {
+		t.Fatalf("minute %+v", m)
+	}
+	if len(rep.Peaks) != 1 || rep.Peaks[0] != rep.PerMinute[0] {
+		t.Fatalf("peaks %+v", rep.Peaks)
+	}
+	want := MinuteCounts{
+		Requests: 4, Admitted: 2, RateLimited: 1, AuthRejected: 1,
+		UpstreamCalls: 1, UpstreamFailures: 1,
+		Responses: 3, ClientErrors: 1, ServerErrors: 1,
+		LatencyP50Us: rep.Totals.LatencyP50Us, LatencyP99Us: rep.Totals.LatencyP99Us,
+		MeanLatencyUs: (1500 + 300 + 2_500_000) / 3, MaxLatencyUs: 2_500_000,
+	}
+	if rep.Totals != want {
+		t.Fatalf("totals\n got %+v\nwant %+v", rep.Totals, want)
+	}
+	// The median response took 1.5 ms: its estimate lies in that bucket (1 to 2.5 ms).
+	if rep.Totals.LatencyP50Us < 1000 || rep.Totals.LatencyP50Us > 2500 {
+		t.Fatalf("p50 %d", rep.Totals.LatencyP50Us)
+	}
+	entry := func(key string, count uint64) []TopEntry { return []TopEntry{{Key: key, Count: count}} }
+	for name, got := range map[string][]TopEntry{
+		"top_endpoints":        rep.TopEndpoints,
+		"breaches_by_subject":  rep.BreachesBySubject,
+		"breaches_by_role":     rep.BreachesByRole,
+		"breaches_by_endpoint": rep.BreachesByEndpoint,
+		"breaches_by_rule":     rep.BreachesByRule,
+		"upstream_failures":    rep.UpstreamFailures,
+	} {
+		wantEntries := map[string][]TopEntry{
+			"top_endpoints":        entry("GET /api/orders", 3),
+			"breaches_by_subject":  entry("alice", 1),
+			"breaches_by_role":     entry("free", 1),
+			"breaches_by_endpoint": entry("GET /api/orders", 1),
+			"breaches_by_rule":     entry("per-user", 1),
+			"upstream_failures":    entry("api/"+l.Upstream, 1),
+		}[name]
+		if len(got) != 1 || got[0] != wantEntries[0] {
+			t.Fatalf("%s: %+v", name, got)
+		}
+	}
+	if len(rep.BreakerTrips) != 0 || rep.AuthRejections["bad_signature"] != 1 || len(rep.Errors) != 0 {
+		t.Fatalf("%+v %v %v", rep.BreakerTrips, rep.AuthRejections, rep.Errors)
+	}
+	if rep.Stores["memory"] != 3 || rep.StatusClasses["2xx"] != 1 || rep.StatusClasses["4xx"] != 1 || rep.StatusClasses["5xx"] != 1 {
+		t.Fatalf("%v %v", rep.Stores, rep.StatusClasses)
+	}
+	h := rep.ResponseLatency
+	if h.Count != 3 || h.SumUs != 1500+300+2_500_000 || len(h.Counts) != len(h.BoundsUs)+1 {
+		t.Fatalf("%+v", h)
+	}
+
+	// At the engine's clock, the responses are in the current minute; the JSON is the same
+	// document.
+	now, err := e.Report()
+	if err != nil || len(now.PerMinute) != 1 || now.PerMinute[0].Responses != 3 || now.PerMinute[0].Requests != 1 {
+		t.Fatalf("%+v %v", now.PerMinute, err)
+	}
+	text, err := e.ReportJSON()
+	if err != nil || !strings.Contains(text, `"top_endpoints":[{"key":"GET /api/orders","count":3,"error":0}]`) {
+		t.Fatalf("%s %v", text, err)
+	}
+}
+
+func TestRecordResponseRefusesBadInput(t *testing.T) {
+	e := engine(t)
+	for _, c := range []struct {
+		method, path string
+		status       int
+		latency      time.Duration
+		code         Code
+		message      string
+	}{
+		{"GET", "/", 42, 0, InvalidArgument, "status 42"},
+		{"GET", "/", 1000, 0, InvalidArgument, "status 1000"},
+		{"GET", "/", 200, -time.Millisecond, InvalidArgument, "negative"},
+		{"GET", "/\xff", 200, 0, InvalidUTF8, "path"},
+		{"\xc3\x28", "/", 200, 0, InvalidUTF8, "method"},
+	} {
+		err := e.RecordResponse(c.method, c.path, c.status, c.latency)
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Code != c.code || !strings.Contains(fe.Message, c.message) {
+			t.Fatalf("%+v: got %v", c, err)
+		}
+	}
+	r, err := e.Report()
+	if err != nil || r.Totals.Responses != 0 {
+		t.Fatalf("nothing refused is counted: %+v %v", r.Totals, err)
+	}
+}
+
+func TestPrometheusAndMetricsHandler(t *testing.T) {
+	e := engine(t)
+	for i := 0; i < 3; i++ {
+		if _, err := e.Check(Request{Method: "GET", Path: "/", Subject: "alice"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.RecordResponse("GET", "/", 200, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	text, err := e.Prometheus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"# TYPE floodwall_decisions_total counter",
+		`floodwall_decisions_total{outcome="admitted"} 2`,
+		`floodwall_decisions_total{outcome="rate_limited"} 1`,
+		`floodwall_rate_limited_total{rule="per-user"} 1`,
+		`floodwall_responses_total{class="2xx"} 1`,
+		"floodwall_response_duration_seconds_count 1",
+		`floodwall_upstream_up{service="api",upstream="b"} 1`,
+	} {
+		if !strings.Contains(text, "\n"+line+"\n") && !strings.HasPrefix(text, line+"\n") {
+			t.Fatalf("no line %q in\n%s", line, text)
+		}
+	}
+	rec := httptest.NewRecorder()
+	MetricsHandler(e).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 || rec.Header().Get("Content-Type") != PrometheusContentType || !strings.Contains(rec.Body.String(), `floodwall_decisions_total{outcome="admitted"} 2`) {
+		t.Fatalf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+// BenchmarkRecordResponse: the cost Middleware adds per request
+// (`go test -run - -bench RecordResponse`).
+func BenchmarkRecordResponse(b *testing.B) {
+	e, err := FromJSON(`{"rules": []}`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	for i := 0; i < b.N; i++ {
+		if err := e.RecordResponse("GET", "/api/orders", 200, time.Millisecond); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

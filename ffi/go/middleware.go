@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 type identityKey struct{}
@@ -21,6 +22,11 @@ func IdentityFrom(ctx context.Context) (Identity, bool) {
 // subject and role from the token — and sets the rate-limit headers. A rejected token gets a
 // 401 with WWW-Authenticate, a denied request a 429 with Retry-After; the verified identity
 // reaches Next through the request's context (IdentityFrom).
+//
+// Every response — the 401s and 429s it writes and Next's — is recorded in the engine's
+// monitoring (Engine.RecordResponse): its status and the time from the middleware's start to
+// the handler's return, under the request's method and URL path. A handler that writes
+// nothing answers 200; one that panics is recorded as a 500 unless it had begun its answer.
 type Middleware struct {
 	Engine       *Engine
 	Next         http.Handler
@@ -38,7 +44,75 @@ func peer(r *http.Request) string {
 	return host
 }
 
+// statusWriter remembers the status a handler answers with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	// 1xx answers but 101 (Switching Protocols) are interim: the final status follows.
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes a flush on when the underlying writer can.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if w.status == 0 {
+			w.status = http.StatusOK
+		}
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (m *Middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	started := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	returned := false
+	defer func() {
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK // what net/http answers for a handler that wrote nothing
+			if !returned {
+				status = http.StatusInternalServerError
+			}
+		}
+		// The status and path cannot be refused; a method that is not UTF-8 is not counted.
+		_ = m.Engine.RecordResponse(r.Method, r.URL.Path, status, time.Since(started))
+	}()
+	m.serve(sw, r)
+	returned = true
+}
+
+// MetricsHandler answers the engine's counters in the Prometheus text format (a scrape
+// target: mount it at /metrics, outside Middleware).
+func MetricsHandler(e *Engine) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		text, err := e.Prometheus()
+		if err != nil {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", PrometheusContentType)
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write([]byte(text))
+	})
+}
+
+func (m *Middleware) serve(w http.ResponseWriter, r *http.Request) {
 	ip := peer(r)
 	if m.ClientIP != nil {
 		ip = m.ClientIP(r)

@@ -9,8 +9,10 @@
 //! - Handles (`fw_engine`, `fw_identity`, `fw_headers`, `fw_lease`) are opaque, made by the
 //!   library and released by their `_free` function; `_free(NULL)` does nothing.
 //! - Strings in are NUL-terminated UTF-8; NULL or invalid UTF-8 is an error, never a crash.
-//!   Strings out are owned by the handle they come from (valid until it is freed) or copied
-//!   into a caller's buffer with the required length reported.
+//!   Strings out are owned by the handle they come from (valid until it is freed), copied
+//!   into a caller's buffer with the required length reported, or — for a document made anew
+//!   by each call, whose length the caller cannot know beforehand (`fw_report_json`,
+//!   `fw_prometheus`) — a new string the caller owns and releases with `fw_string_free`.
 //! - The message of the last failed call on the calling thread is available from
 //!   `fw_last_error_message` (and, for authentication failures, the `WWW-Authenticate` value
 //!   from `fw_last_error_www_authenticate`).
@@ -18,7 +20,8 @@
 //!
 //! Thread safety: an `fw_engine` may be used from any number of threads at once. An
 //! `fw_identity` and an `fw_headers` are immutable and may be read from any thread. An
-//! `fw_lease` may be finished or freed from any thread, but by one thread only.
+//! `fw_lease` may be finished or freed from any thread, but by one thread only. A string from
+//! `fw_report_json` or `fw_prometheus` belongs to the caller: any thread may read or free it.
 
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
@@ -973,6 +976,152 @@ pub unsafe extern "C" fn fw_upstreams_json(
         let json = serde_json::Value::Array(upstreams).to_string();
         // SAFETY: see the function's contract.
         unsafe { copy_out(json.as_bytes(), buf, len, out_len) }
+    })
+}
+
+/// Hands a new string to the caller through `out` (and its length, without the NUL, through
+/// `out_len` when that is not NULL). `out` was checked non-null.
+///
+/// # Safety
+/// `out` is valid for a write; `out_len` is NULL or valid for a write.
+unsafe fn give_string(text: String, out: *mut *mut c_char, out_len: *mut usize) {
+    let text = c_string(text);
+    let len = text.as_bytes().len();
+    // SAFETY: see the function's contract.
+    unsafe {
+        if !out_len.is_null() {
+            *out_len = len;
+        }
+        *out = text.into_raw();
+    }
+}
+
+/// The engine's monitoring report as JSON, in a new string the caller frees with
+/// `fw_string_free`; its length (without the NUL) goes to `out_len` unless that is NULL.
+///
+/// The report (the same document in every binding, keys in snake_case): `generated_at_ms`,
+/// `horizon_minutes`, `source` (`memory`), `store_kind`, `store_failure` (null when healthy),
+/// `per_minute` (each minute of the horizon that saw traffic, oldest first) and `peaks` (the
+/// busiest minutes) — each minute `start_ms`, `requests`, `admitted`, `rate_limited`,
+/// `auth_rejected`, `failed`, `upstream_calls`, `upstream_failures`, `breaker_trips`,
+/// `responses`, `client_errors`, `server_errors`, `latency_p50_us`, `latency_p99_us`,
+/// `mean_latency_us`, `max_latency_us` —, `totals` (the same counters since the engine
+/// started), the top lists `top_endpoints`, `breaches_by_subject`, `breaches_by_role`,
+/// `breaches_by_endpoint`, `breaches_by_rule`, `upstream_failures`, `breaker_trips` (each
+/// entry `key`, `count`, `error`), the counts by name `auth_rejections`, `errors`, `stores`,
+/// `status_classes`, the histogram `response_latency` (`bounds_us`, `counts`, `sum_us`,
+/// `count`) and `sink` (null without a Redis Streams sink).
+///
+/// `now_ms` (ms since the Unix epoch) is when the per-minute series ends; a negative value
+/// means the engine's clock. Computing a report merges the aggregate's shards: call it for a
+/// dashboard or a scrape, not per request.
+///
+/// # Safety
+/// `engine` is a live handle; `out` is valid for a write; `out_len` is NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_report_json(
+    engine: *const fw_engine,
+    now_ms: i64,
+    out: *mut *mut c_char,
+    out_len: *mut usize,
+) -> fw_result {
+    guard(|| {
+        non_null(out, "out")?;
+        // SAFETY: see the function's contract.
+        let engine = unsafe { engine_ref(engine) }?;
+        let report = if now_ms >= 0 {
+            engine.report_at(Timestamp::from_millis(now_ms as u64))
+        } else {
+            engine.report()
+        };
+        let json = serde_json::to_string(&report).map_err(|e| {
+            failure(
+                fw_result::FW_PANIC,
+                format!("the report could not be written as JSON (a bug): {e}"),
+            )
+        })?;
+        // SAFETY: see the function's contract.
+        unsafe { give_string(json, out, out_len) };
+        Ok(())
+    })
+}
+
+/// The engine's counters and its upstreams' state in the Prometheus text format (version
+/// 0.0.4: serve it with `Content-Type: text/plain; version=0.0.4; charset=utf-8`), in a new
+/// string the caller frees with `fw_string_free`; its length (without the NUL) goes to
+/// `out_len` unless that is NULL.
+///
+/// # Safety
+/// `engine` is a live handle; `out` is valid for a write; `out_len` is NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_prometheus(
+    engine: *const fw_engine,
+    out: *mut *mut c_char,
+    out_len: *mut usize,
+) -> fw_result {
+    guard(|| {
+        non_null(out, "out")?;
+        // SAFETY: see the function's contract.
+        let engine = unsafe { engine_ref(engine) }?;
+        let text = engine.prometheus();
+        // SAFETY: see the function's contract.
+        unsafe { give_string(text, out, out_len) };
+        Ok(())
+    })
+}
+
+/// Frees a string from `fw_report_json` or `fw_prometheus` (NULL does nothing). The caller
+/// may read the string and write within it, but must not change its length.
+///
+/// # Safety
+/// `text` is NULL or a string from this library's `fw_report_json` or `fw_prometheus`, freed
+/// once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_string_free(text: *mut c_char) {
+    let _ = guard(|| {
+        if !text.is_null() {
+            // SAFETY: such a string is a `CString` given away by `give_string`.
+            drop(unsafe { CString::from_raw(text) });
+        }
+        Ok(())
+    });
+}
+
+/// Records how the host answered a request, for the report's response counts, status
+/// classes and latency percentiles: `status` (100 to 999) and `latency_us`, the time from the
+/// request's arrival to its answer in microseconds. `path`'s query string is ignored; the
+/// time of the answer is the engine's clock. Cheap enough for every request (one short lock).
+///
+/// # Safety
+/// `engine` is a live handle; `method` and `path` are NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_record_response(
+    engine: *const fw_engine,
+    method: *const c_char,
+    path: *const c_char,
+    status: u32,
+    latency_us: u64,
+) -> fw_result {
+    guard(|| {
+        // SAFETY: see the function's contract.
+        let (engine, method, path) = unsafe {
+            (
+                engine_ref(engine)?,
+                text(method, "method")?,
+                text(path, "path")?,
+            )
+        };
+        let status = u16::try_from(status)
+            .ok()
+            .filter(|s| (100..=999).contains(s))
+            .ok_or_else(|| {
+                failure(
+                    fw_result::FW_INVALID_ARGUMENT,
+                    format!("status {status} is not an HTTP status (100 to 999)"),
+                )
+            })?;
+        engine.record_response(method, path, status, Duration::from_micros(latency_us));
+        Ok(())
     })
 }
 

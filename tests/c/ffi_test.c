@@ -182,6 +182,82 @@ int main(void) {
 
   fw_engine_free(engine);
 
+  /* Monitoring, on an engine of its own so that every count is known. The checks are dated
+   * 2100-01-01 00:00 (a minute's start); the refusal, the upstream call and the responses
+   * happen at the engine's clock, over an hour earlier: they count in the totals, not in the
+   * series of the report dated 2100. */
+  fw_engine *watched = NULL;
+  CHECK(fw_engine_from_toml(CONFIG, &watched) == FW_OK);
+  fw_request dated = {"get", "/api/orders?page=2", "alice", "free", NULL, 1, 4102444800000};
+  for (int i = 0; i < 3; i++) CHECK(fw_check(watched, &dated, &d) == FW_OK && d.allowed == (i < 2));
+  CHECK(fw_authenticate(watched, FORGED, &identity) == FW_BAD_SIGNATURE);
+  CHECK(fw_pick(watched, "api", &lease) == FW_OK);
+  CHECK(fw_lease_finish(lease, FW_OUTCOME_FAILURE, 2000) == FW_OK);
+  CHECK(fw_record_response(watched, "GET", "/api/orders?page=2", 200, 1500) == FW_OK);
+  CHECK(fw_record_response(watched, "GET", "/api/orders", 429, 300) == FW_OK);
+  CHECK(fw_record_response(watched, "POST", "/api/orders", 503, 2500000) == FW_OK);
+  /* Bad responses are refused and not counted. */
+  CHECK(fw_record_response(watched, "GET", "/", 42, 0) == FW_INVALID_ARGUMENT);
+  last_message(buf, sizeof buf);
+  CHECK(strstr(buf, "status 42") != NULL);
+  CHECK(fw_record_response(watched, "GET", "/", 1000, 0) == FW_INVALID_ARGUMENT);
+  CHECK(fw_record_response(watched, "GET", "/", 65536 + 200, 0) == FW_INVALID_ARGUMENT);
+  CHECK(fw_record_response(watched, NULL, "/", 200, 0) == FW_NULL_ARGUMENT);
+  CHECK(fw_record_response(watched, "GET", NULL, 200, 0) == FW_NULL_ARGUMENT);
+  CHECK(fw_record_response(watched, "GET", "/\xff", 200, 0) == FW_INVALID_UTF8);
+  CHECK(fw_record_response(NULL, "GET", "/", 200, 0) == FW_NULL_ARGUMENT);
+
+  char *json = NULL;
+  size_t json_len = 0;
+  CHECK(fw_report_json(watched, 4102444800000 + 30000, &json, &json_len) == FW_OK && json != NULL);
+  if (json != NULL) {
+    CHECK(strlen(json) == json_len);
+    CHECK(strstr(json, "\"generated_at_ms\":4102444830000,") != NULL);
+    CHECK(strstr(json, "\"source\":\"memory\",\"store_kind\":\"memory\",\"store_failure\":null") != NULL);
+    CHECK(strstr(json, "\"per_minute\":[{\"start_ms\":4102444800000,\"requests\":3,\"admitted\":2,\"rate_limited\":1,\"auth_rejected\":0,") != NULL);
+    CHECK(strstr(json, "\"totals\":{\"start_ms\":0,\"requests\":4,\"admitted\":2,\"rate_limited\":1,\"auth_rejected\":1,\"failed\":0,"
+                       "\"upstream_calls\":1,\"upstream_failures\":1,\"breaker_trips\":0,\"responses\":3,\"client_errors\":1,\"server_errors\":1,") != NULL);
+    CHECK(strstr(json, "\"max_latency_us\":2500000") != NULL);
+    CHECK(strstr(json, "\"top_endpoints\":[{\"key\":\"GET /api/orders\",\"count\":3,\"error\":0}]") != NULL);
+    CHECK(strstr(json, "\"breaches_by_subject\":[{\"key\":\"alice\",\"count\":1,\"error\":0}]") != NULL);
+    CHECK(strstr(json, "\"breaches_by_rule\":[{\"key\":\"per-user\",\"count\":1,\"error\":0}]") != NULL);
+    CHECK(strstr(json, "\"auth_rejections\":{\"bad_signature\":1}") != NULL);
+    CHECK(strstr(json, "\"upstream_failures\":[{\"key\":\"api/a\",\"count\":1,\"error\":0}]") != NULL);
+    CHECK(strstr(json, "\"status_classes\":{\"2xx\":1,\"4xx\":1,\"5xx\":1}") != NULL);
+    CHECK(strstr(json, "\"sink\":null") != NULL);
+  }
+  fw_string_free(json);
+  /* At the engine's clock; the length is optional. */
+  json = NULL;
+  CHECK(fw_report_json(watched, -1, &json, NULL) == FW_OK && json != NULL && strstr(json, "\"responses\":3") != NULL);
+  fw_string_free(json);
+  fw_string_free(NULL);
+  /* Out-pointers are written only on success. */
+  json = NULL;
+  json_len = 7;
+  CHECK(fw_report_json(NULL, -1, &json, &json_len) == FW_NULL_ARGUMENT && json == NULL && json_len == 7);
+  CHECK(fw_report_json(watched, -1, NULL, &json_len) == FW_NULL_ARGUMENT && json_len == 7);
+
+  char *metrics = NULL;
+  size_t metrics_len = 0;
+  CHECK(fw_prometheus(watched, &metrics, &metrics_len) == FW_OK && metrics != NULL);
+  if (metrics != NULL) {
+    CHECK(strlen(metrics) == metrics_len);
+    CHECK(strstr(metrics, "# TYPE floodwall_decisions_total counter\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_decisions_total{outcome=\"admitted\"} 2\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_decisions_total{outcome=\"rate_limited\"} 1\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_auth_rejections_total{reason=\"bad_signature\"} 1\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_responses_total{class=\"5xx\"} 1\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_response_duration_seconds_count 3\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_response_duration_seconds_bucket{le=\"+Inf\"} 3\n") != NULL);
+    CHECK(strstr(metrics, "\nfloodwall_upstream_calls_total{service=\"api\",upstream=\"a\",outcome=\"failure\"} 1\n") != NULL);
+  }
+  fw_string_free(metrics);
+  metrics = NULL;
+  CHECK(fw_prometheus(NULL, &metrics, &metrics_len) == FW_NULL_ARGUMENT && metrics == NULL);
+  CHECK(fw_prometheus(watched, NULL, NULL) == FW_NULL_ARGUMENT);
+  fw_engine_free(watched);
+
   /* A shared store that cannot be reached, under on_error = "error": the failure, not a
    * decision (port 1 on the loopback refuses the connection at once). */
   fw_engine *unreachable = NULL;

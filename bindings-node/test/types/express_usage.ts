@@ -11,6 +11,7 @@ import {
   authenticate,
   clientAddress,
   guard,
+  metrics,
   proxy,
   rateLimit
 } from '../../express'
@@ -44,6 +45,9 @@ const proxied: ProxyOptions = { timeoutMs: 2_000, agent: new Agent({ keepAlive: 
 app.use('/orders', proxy(engine, 'orders', proxied))
 app.use('/plain', proxy(engine, 'orders', { path: (req) => req.url, preserveHost: true }))
 
+const scrape: RequestHandler = metrics(engine)
+app.get('/metrics', scrape)
+
 app.get('/api/whoami', (req: Request, res: Response) => {
   const state: FloodwallState | undefined = req.floodwall
   const identity: Identity | null = state?.identity ?? null
@@ -73,5 +77,7 @@ const notAuth: string = AUTH_DETAILS.no_upstream_available
 guard(engine, { cost: () => 'one' })
 // @ts-expect-error: publicPaths is not a rateLimit option
 rateLimit(engine, { publicPaths: ['/x'] })
+// @ts-expect-error: metrics takes an engine
+metrics()
 
 export { detail, notAuth }

@@ -1,7 +1,10 @@
 // A typed usage of the package: `tsc --noEmit` (make node-test) fails when index.d.ts and
 // this example disagree.
-import { Engine, FloodwallError, ERROR_CODES } from '../../index'
-import type { CheckRequest, Decision, ErrorCode, UpstreamStatus } from '../../index'
+import { Engine, FloodwallError, ERROR_CODES, PROMETHEUS_CONTENT_TYPE } from '../../index'
+import type {
+  CheckRequest, Decision, ErrorCode, LatencyHistogram, MinuteCounts, Report, SinkStats, TopEntry,
+  UpstreamStatus
+} from '../../index'
 
 const engine: Engine = Engine.fromObject({
   rules: [{ name: 'per-user', key: 'subject', algorithm: 'token_bucket', capacity: 10, refill_rate: 1 }]
@@ -30,4 +33,28 @@ async function serve (authorization: string): Promise<number> {
 
 const codes: readonly ErrorCode[] = ERROR_CODES
 const statuses: UpstreamStatus[] = []
+
+// Monitoring: a response recorded, the report read, the Prometheus text served.
+engine.recordResponse('GET', '/api/orders', 200, 1.25)
+const report: Report = engine.report({ nowMs: Date.now() })
+const totals: MinuteCounts = report.totals
+const served: number = totals.responses + totals.client_errors + totals.server_errors
+const p99: number = report.per_minute.length > 0 ? report.per_minute[0].latency_p99_us : 0
+const top: TopEntry | undefined = report.top_endpoints[0]
+const busiest: string | null = top !== undefined && top.error === 0 ? top.key : null
+const expired: number | undefined = report.auth_rejections.expired
+const fromMemory: number | undefined = report.stores.memory
+const histogram: LatencyHistogram = report.response_latency
+const buckets: number = histogram.counts.length - histogram.bounds_us.length
+const sink: SinkStats | null = report.sink
+const dropped: number = sink === null ? 0 : sink.dropped
+const source: 'memory' | 'stream' = report.source
+const text: string = engine.prometheus()
+const contentType: 'text/plain; version=0.0.4; charset=utf-8' = PROMETHEUS_CONTENT_TYPE
 void [allowed, retry, limit, reset, serve, codes, statuses]
+void [served, p99, busiest, expired, fromMemory, buckets, dropped, source, text, contentType]
+
+// @ts-expect-error: a status is a number
+engine.recordResponse('GET', '/', '200', 1)
+// @ts-expect-error: the report's keys are snake_case, as in its JSON
+void report.totals.rateLimited

@@ -14,6 +14,13 @@ while a signature is verified. From asyncio, ``await engine.acheck(...)`` and
 ``await engine.aauthorize(...)`` run a call that may wait on the network on the engine's worker
 threads, so the event loop keeps serving; work that cannot wait runs inline, since handing it
 to a thread would cost more than doing it.
+
+Monitoring: the engine records every decision, refused token and upstream call itself, and
+the ASGI and WSGI middlewares record every response they answer or pass on
+(``engine.record_response``). ``engine.report()`` answers a :class:`Report` dict (traffic per
+minute and its peaks, top endpoints, breaches, upstream failures, latency percentiles) and
+``engine.prometheus()`` the counters in the Prometheus text format
+(``PROMETHEUS_CONTENT_TYPE``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from ._errors import (
 )
 from ._floodwall import (
     ERROR_CODES,
+    PROMETHEUS_CONTENT_TYPE,
     Authorized,
     BreakerEvent,
     Decision,
@@ -47,11 +55,13 @@ from ._floodwall import (
     Lease,
     UpstreamStatus,
 )
+from ._monitor import LatencyHistogram, MinuteCounts, Report, SinkStats, TopEntry
 
 __version__: str = _floodwall.__version__
 
 __all__ = [
     "ERROR_CODES",
+    "PROMETHEUS_CONTENT_TYPE",
     "AuthError",
     "Authorized",
     "BreakerEvent",
@@ -61,10 +71,15 @@ __all__ = [
     "Engine",
     "FloodwallError",
     "Identity",
+    "LatencyHistogram",
     "Layer",
     "Lease",
+    "MinuteCounts",
     "NoUpstreamError",
+    "Report",
+    "SinkStats",
     "StoreError",
+    "TopEntry",
     "UnknownServiceError",
     "UnknownUpstreamError",
     "UpstreamStatus",

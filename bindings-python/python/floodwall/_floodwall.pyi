@@ -7,6 +7,7 @@ from typing import Any, Final, Literal, Optional, Union, final
 from typing_extensions import Self, disjoint_base
 
 from ._errors import FloodwallError
+from ._monitor import Report
 
 __all__ = [
     "Authorized",
@@ -17,12 +18,14 @@ __all__ = [
     "Identity",
     "Layer",
     "Lease",
+    "PROMETHEUS_CONTENT_TYPE",
     "UpstreamStatus",
     "__version__",
     "_error_classes",
 ]
 
 __version__: Final[str]
+PROMETHEUS_CONTENT_TYPE: Final[str]
 ERROR_CODES: Final[tuple[str, ...]]
 _error_classes: Final[dict[str, str]]
 
@@ -224,6 +227,11 @@ class Engine:
         self, service: str, url: str, *, name: Optional[str] = None, weight: int = 1
     ) -> None: ...
     def remove_upstream(self, service: str, upstream: str) -> None: ...
+    def report(self, now_ms: Optional[int] = None) -> Report: ...
+    def prometheus(self) -> str: ...
+    def record_response(
+        self, method: str, path: str, status: int, latency_ms: float
+    ) -> None: ...
     @property
     def store_kind(self) -> Literal["memory", "redis", "redis_cluster"]: ...
     @property

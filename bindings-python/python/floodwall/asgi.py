@@ -28,6 +28,12 @@ What it guarantees, per HTTP request (``lifespan`` and ``websocket`` pass throug
 - Any other :class:`~floodwall.FloodwallError` (a configuration error, such as an engine whose
   ``[auth]`` section was removed by ``reload_auth(None)``) and any exception of the ``cost``
   callable propagate: the server answers ``500`` and logs it.
+- Every HTTP request it does not skip is recorded once in the engine's monitoring
+  (:meth:`~floodwall.Engine.record_response`, under its method and ``scope["path"]``): the
+  status of the answer — the ``401``/``429`` it writes itself or the application's — and the
+  time from the request's arrival at the middleware until the answer's last body message was
+  sent. A request whose answer was never started (the application raised, or returned without
+  answering) is recorded as the ``500`` the server sends.
 
 The engine is given the method, ``scope["path"]``, the client address, the ``cost`` and the
 request's headers (for ``key = "header:…"`` rules; a repeated header's values joined by commas,
@@ -46,11 +52,12 @@ middleware stack (at startup), not at the ``add_middleware`` call.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Optional
 
 from . import Engine
 from ._errors import AuthError, CostExceedsLimitError
-from ._floodwall import Decision, Identity
+from ._floodwall import Identity
 from ._http import (
     DEFAULT_FORWARDED_HEADER,
     CostFunction,
@@ -139,6 +146,14 @@ class FloodwallMiddleware:
         if settings.skip_paths.matches(path):
             await self.app(scope, receive, send)
             return
+        answer = _Answer(send, settings.engine, scope["method"], path)
+        try:
+            await self._handle(scope, receive, answer, path)
+        finally:
+            answer.record()
+
+    async def _handle(self, scope: Scope, receive: Receive, answer: _Answer, path: str) -> None:
+        settings = self._settings
         method: str = scope["method"]
         headers = _request_headers(scope)
         client = scope.get("client")
@@ -168,20 +183,68 @@ class FloodwallMiddleware:
                     method=method, path=path, ip=ip, cost=cost, headers=settings.engine_headers(headers)
                 )
         except AuthError as e:
-            await _respond(send, *auth_problem(e))
+            await _respond(answer, *auth_problem(e))
             return
         except CostExceedsLimitError as e:
-            await _respond(send, *cost_problem(e.code))
+            await _respond(answer, *cost_problem(e.code))
             return
         if not decision.allowed:
-            await _respond(send, *rate_limited_problem(decision))
+            await _respond(answer, *rate_limited_problem(decision))
             return
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state[IDENTITY_KEY] = identity
         state[DECISION_KEY] = decision
-        await self.app(scope, receive, _adding_headers(send, decision))
+        answer.added = decision.headers
+        await self.app(scope, receive, answer)
+
+
+class _Answer:
+    """The ``send`` an HTTP request is answered through, by the middleware or the
+    application: it adds the decision's headers to the response's start (``added``, without
+    replacing one the application set) and records the response in the engine once its last
+    body message is sent (or, by :meth:`record`, when the request ends without that)."""
+
+    __slots__ = ("_send", "_engine", "_method", "_path", "_started", "status", "added", "_done")
+
+    def __init__(self, send: Send, engine: Engine, method: str, path: str) -> None:
+        self._send = send
+        self._engine = engine
+        self._method = method
+        self._path = path
+        self._started = perf_counter()
+        self.status = 0
+        self.added: Optional[dict[str, str]] = None
+        self._done = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            added = self.added
+            if added:
+                own = list(message.get("headers", ()))
+                extra = merge_headers((name.decode("latin-1") for name, _ in own), added)
+                message = dict(message)
+                message["headers"] = own + _encode(extra)
+            await self._send(message)
+            return
+        await self._send(message)
+        if (kind == "http.response.body" and not message.get("more_body", False)) or (
+            kind == "http.response.pathsend"
+        ):
+            self.record()
+
+    def record(self) -> None:
+        """Records the response, once: its status, or 500 when none was started."""
+        if self._done:
+            return
+        self._done = True
+        status = self.status or 500
+        if 100 <= status <= 999:
+            elapsed_ms = (perf_counter() - self._started) * 1000.0
+            self._engine.record_response(self._method, self._path, status, elapsed_ms)
 
 
 def _request_headers(scope: Scope) -> dict[str, str]:
@@ -194,22 +257,6 @@ def _request_headers(scope: Scope) -> dict[str, str]:
         previous = headers.get(name)
         headers[name] = value if previous is None else f"{previous},{value}"
     return headers
-
-
-def _adding_headers(send: Send, decision: Decision) -> Send:
-    added = decision.headers
-    if not added:
-        return send
-
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            own = list(message.get("headers", ()))
-            extra = merge_headers((name.decode("latin-1") for name, _ in own), added)
-            message = dict(message)
-            message["headers"] = own + _encode(extra)
-        await send(message)
-
-    return send_with_headers
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

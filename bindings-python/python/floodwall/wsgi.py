@@ -17,8 +17,7 @@ It answers exactly as :class:`floodwall.asgi.FloodwallMiddleware` does, with the
   when no token was verified) and ``environ["floodwall.decision"]`` the
   :class:`~floodwall.Decision` — in Flask, ``request.environ["floodwall.identity"]`` — and the
   decision's ``RateLimit`` headers are added to the response, without replacing a header of
-  the same name that the application set. The application's response iterable is returned
-  as it is (its ``close`` is the server's to call).
+  the same name that the application set.
 - A refused token is answered ``401`` with ``WWW-Authenticate`` and a problem body
   (RFC 9457, ``application/problem+json``) whose ``code`` is the error kind; a denied request
   ``429`` with the decision's headers (``Retry-After`` among them) and ``code`` ``rate_limited``;
@@ -27,6 +26,15 @@ It answers exactly as :class:`floodwall.asgi.FloodwallMiddleware` does, with the
 - Any other :class:`~floodwall.FloodwallError` (a configuration error, such as an engine whose
   ``[auth]`` section was removed by ``reload_auth(None)``) and any exception of the ``cost``
   callable propagate: the server answers ``500`` and logs it.
+- Every request it does not skip is recorded once in the engine's monitoring
+  (:meth:`~floodwall.Engine.record_response`, under its method and path): the status of the
+  answer — the ``401``/``429`` it writes itself, the application's, or ``500`` when the
+  application raised before starting one — and the time from the request's arrival at the
+  middleware until the answer is through. A body the application hands over whole (a list or
+  a tuple) or as the server's ``wsgi.file_wrapper`` is returned as it is, and the response
+  recorded then; any other response iterable is returned inside a thin one that passes its
+  items and its ``close`` through and records the response when the server closes it (as PEP
+  3333 requires a server to do once the body is sent).
 
 The engine's calls block the calling thread: on Redis up to ``store.timeout``, with the
 interpreter released, so run a threaded server. The path rules and the engine see
@@ -37,11 +45,12 @@ engine is also given the method, the ``cost`` and the request's headers (for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from . import Engine
 from ._errors import AuthError, CostExceedsLimitError
-from ._floodwall import Decision, Identity
+from ._floodwall import Identity
 from ._http import (
     DEFAULT_FORWARDED_HEADER,
     CostFunction,
@@ -121,6 +130,20 @@ class FloodwallMiddleware:
         if settings.skip_paths.matches(path):
             return self.app(environ, start_response)
         method: str = environ.get("REQUEST_METHOD", "GET")
+        answer = _Answer(start_response, settings.engine, method, path)
+        try:
+            body = self._handle(environ, answer, method, path)
+        except BaseException:
+            # The server answers 500 (WSGI sends nothing before the application returns).
+            answer.status = 500
+            answer.record()
+            raise
+        return answer.follow(body, environ.get("wsgi.file_wrapper"))
+
+    def _handle(
+        self, environ: WSGIEnvironment, answer: _Answer, method: str, path: str
+    ) -> Iterable[bytes]:
+        settings = self._settings
         headers = _request_headers(environ)
         ip = (
             settings.proxies.client_address(
@@ -148,14 +171,103 @@ class FloodwallMiddleware:
                     method=method, path=path, ip=ip, cost=cost, headers=settings.engine_headers(headers)
                 )
         except AuthError as e:
-            return _respond(start_response, *auth_problem(e))
+            return _respond(answer, *auth_problem(e))
         except CostExceedsLimitError as e:
-            return _respond(start_response, *cost_problem(e.code))
+            return _respond(answer, *cost_problem(e.code))
         if not decision.allowed:
-            return _respond(start_response, *rate_limited_problem(decision))
+            return _respond(answer, *rate_limited_problem(decision))
         environ[IDENTITY_KEY] = identity
         environ[DECISION_KEY] = decision
-        return self.app(environ, _adding_headers(start_response, decision))
+        answer.added = decision.headers
+        return self.app(environ, answer)
+
+
+class _Answer:
+    """The ``start_response`` a request is answered through, by the middleware or the
+    application: it adds the decision's headers (``added``, without replacing one the
+    application set), keeps the status, and records the response in the engine once."""
+
+    __slots__ = (
+        "_start_response",
+        "_engine",
+        "_method",
+        "_path",
+        "_started",
+        "status",
+        "added",
+        "_done",
+    )
+
+    def __init__(
+        self, start_response: StartResponse, engine: Engine, method: str, path: str
+    ) -> None:
+        self._start_response = start_response
+        self._engine = engine
+        self._method = method
+        self._path = path
+        self._started = perf_counter()
+        self.status = 0
+        self.added: Optional[dict[str, str]] = None
+        self._done = False
+
+    def __call__(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: Optional[OptExcInfo] = None,
+        /,
+    ) -> Callable[[bytes], object]:
+        try:
+            self.status = int(status[:3])
+        except ValueError:
+            self.status = 0
+        added = self.added
+        if added:
+            headers = headers + merge_headers((name for name, _ in headers), added)
+        return self._start_response(status, headers, exc_info)
+
+    def record(self) -> None:
+        """Records the response, once: its status, or 500 when none was started."""
+        if self._done:
+            return
+        self._done = True
+        status = self.status or 500
+        if 100 <= status <= 999:
+            elapsed_ms = (perf_counter() - self._started) * 1000.0
+            self._engine.record_response(self._method, self._path, status, elapsed_ms)
+
+    def follow(self, body: Iterable[bytes], file_wrapper: Any) -> Iterable[bytes]:
+        """``body`` as the server gets it: as it is when it is whole (the response recorded
+        now), else wrapped so that the response is recorded when the server closes it."""
+        if self.status and (
+            type(body) in (list, tuple)
+            or (isinstance(file_wrapper, type) and isinstance(body, file_wrapper))
+        ):
+            self.record()
+            return body
+        return _Recorded(body, self)
+
+
+class _Recorded:
+    """A response iterable that passes the application's through and records the response
+    when the server closes it."""
+
+    __slots__ = ("_body", "_answer")
+
+    def __init__(self, body: Iterable[bytes], answer: _Answer) -> None:
+        self._body = body
+        self._answer = answer
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._answer.record()
 
 
 def _environ_key(header: str) -> str:
@@ -184,25 +296,8 @@ def _request_headers(environ: WSGIEnvironment) -> dict[str, str]:
     return headers
 
 
-def _adding_headers(start_response: StartResponse, decision: Decision) -> StartResponse:
-    added = decision.headers
-    if not added:
-        return start_response
-
-    def start_response_with_headers(
-        status: str,
-        headers: list[tuple[str, str]],
-        exc_info: Optional[OptExcInfo] = None,
-        /,
-    ) -> Callable[[bytes], object]:
-        extra = merge_headers((name for name, _ in headers), added)
-        return start_response(status, headers + extra, exc_info)
-
-    return start_response_with_headers
-
-
 def _respond(
-    start_response: StartResponse, status: int, headers: list[tuple[str, str]], body: bytes
+    answer: _Answer, status: int, headers: list[tuple[str, str]], body: bytes
 ) -> list[bytes]:
-    start_response(_REASONS[status], headers)
+    answer(_REASONS[status], headers)
     return [body]

@@ -257,6 +257,8 @@ pub struct Report {
 struct Shard {
     /// `minutes[m % horizon]` holds minute `m` (its `start_ms`) or an older one.
     minutes: Vec<MinuteCounts>,
+    /// The minute last recorded and its slot, which spares most events a division.
+    last: (u64, usize),
     totals: MinuteCounts,
     endpoints: TopK,
     by_subject: TopK,
@@ -298,27 +300,6 @@ fn kind_index(kind: ErrorKind) -> usize {
         .unwrap_or(KINDS - 1)
 }
 
-/// Calls `f` with `METHOD /path` (method upper-cased, query dropped), built on the stack when
-/// it fits.
-fn with_endpoint<R>(method: &str, path: &str, f: impl FnOnce(&str) -> R) -> R {
-    let path = bare_path(path);
-    let len = method.len() + 1 + path.len();
-    let mut stack = [0u8; 192];
-    let mut heap = Vec::new();
-    let buf: &mut [u8] = if len <= stack.len() {
-        &mut stack[..len]
-    } else {
-        heap.resize(len, 0);
-        &mut heap
-    };
-    buf[..method.len()].copy_from_slice(method.as_bytes());
-    buf[..method.len()].make_ascii_uppercase();
-    buf[method.len()] = b' ';
-    buf[method.len() + 1..].copy_from_slice(path.as_bytes());
-    // Upper-casing ASCII bytes and joining two strings with a space keeps UTF-8 valid.
-    f(std::str::from_utf8(buf).unwrap_or("(invalid)"))
-}
-
 impl Aggregator {
     /// An aggregate keeping `horizon_minutes` minutes of counters (1 to a day's) and `top`
     /// entries in each top list (1 to [`MAX_TOP`]). Each list's sketch holds four times
@@ -333,6 +314,7 @@ impl Aggregator {
             .map(|_| {
                 Padded(Mutex::new(Shard {
                     minutes: vec![MinuteCounts::default(); horizon as usize],
+                    last: (u64::MAX, 0),
                     totals: MinuteCounts::default(),
                     endpoints: TopK::new(capacity),
                     by_subject: TopK::new(capacity),
@@ -371,13 +353,7 @@ impl Aggregator {
         let shard = SHARD.with(|s| *s) & (self.shards.len() - 1);
         let horizon = self.horizon;
         match event {
-            Event::Decision(e) => match e.endpoint {
-                Some((method, path)) => with_endpoint(method, path, |endpoint| {
-                    let mut s = self.shards[shard].0.lock();
-                    s.decision(horizon, e, Some(endpoint));
-                }),
-                None => self.shards[shard].0.lock().decision(horizon, e, None),
-            },
+            Event::Decision(e) => self.shards[shard].0.lock().decision(horizon, e),
             Event::Upstream(e) => {
                 let mut s = self.shards[shard].0.lock();
                 s.minute(horizon, e.at, |m| m.count_upstream(e));
@@ -517,7 +493,14 @@ impl Shard {
     fn minute(&mut self, horizon: u64, at: Timestamp, f: impl FnOnce(&mut MinuteCounts)) {
         let minute = at.as_millis() / MINUTE_MS;
         let start_ms = minute * MINUTE_MS;
-        let slot = &mut self.minutes[(minute % horizon) as usize];
+        let index = if self.last.0 == minute {
+            self.last.1
+        } else {
+            let index = (minute % horizon) as usize;
+            self.last = (minute, index);
+            index
+        };
+        let slot = &mut self.minutes[index];
         if slot.start_ms < start_ms || slot.is_empty() {
             *slot = MinuteCounts {
                 start_ms,
@@ -529,19 +512,20 @@ impl Shard {
         }
     }
 
-    fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>, endpoint: Option<&str>) {
+    fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>) {
         self.minute(horizon, e.at, |m| m.count_decision(e));
         self.totals.count_decision(e);
-        if let Some(endpoint) = endpoint {
-            self.endpoints.add(endpoint, 1);
+        let endpoint = e.endpoint.map(|(method, path)| (method, bare_path(path)));
+        if let Some((method, path)) = endpoint {
+            self.endpoints.add_endpoint(method, path, 1);
         }
         match e.outcome {
             EventOutcome::Admitted => {}
             EventOutcome::RateLimited => {
                 self.by_subject.add(e.subject.unwrap_or("(anonymous)"), 1);
                 self.by_role.add(e.role.unwrap_or("(none)"), 1);
-                if let Some(endpoint) = endpoint {
-                    self.by_endpoint.add(endpoint, 1);
+                if let Some((method, path)) = endpoint {
+                    self.by_endpoint.add_endpoint(method, path, 1);
                 }
                 self.by_rule.add(e.rule.unwrap_or("(unknown)"), 1);
             }

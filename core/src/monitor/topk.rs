@@ -8,7 +8,8 @@
 //! the smallest. Sketches kept apart (one per thread shard) are combined by [`merge`], which
 //! keeps both guarantees (Agarwal et al., "Mergeable summaries", 2012).
 
-use std::hash::BuildHasher;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
 use serde::Serialize;
@@ -56,15 +57,53 @@ impl TopK {
     /// Counts `key` `by` more times.
     pub fn add(&mut self, key: &str, by: u64) {
         let hash = self.hasher.hash_one(key);
+        self.add_hashed(hash, |k| k == key, || key.into(), by);
+    }
+
+    /// Counts the key `METHOD path` (the method upper-cased) `by` more times, without
+    /// building it unless it is new. A sketch should be fed by this or by [`add`](Self::add),
+    /// not both: the two hash a key differently.
+    pub fn add_endpoint(&mut self, method: &str, path: &str, by: u64) {
+        let mut upper = [0u8; 16];
+        let Some(m) = upper.get_mut(..method.len()) else {
+            // No real method is that long; such a key is counted the slow way.
+            let key = format!("{} {path}", method.to_ascii_uppercase());
+            return self.add(&key, by);
+        };
+        m.copy_from_slice(method.as_bytes());
+        m.make_ascii_uppercase();
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(m);
+        hasher.write(path.as_bytes());
+        let hash = hasher.finish();
+        let method_len = method.len();
+        let same = |k: &str| {
+            let k = k.as_bytes();
+            k.len() == method_len + 1 + path.len()
+                && k[..method_len].eq_ignore_ascii_case(method.as_bytes())
+                && k[method_len + 1..] == *path.as_bytes()
+        };
+        let make = || format!("{} {path}", method.to_ascii_uppercase()).into_boxed_str();
+        self.add_hashed(hash, same, make, by);
+    }
+
+    fn add_hashed(
+        &mut self,
+        hash: u64,
+        same: impl Fn(&str) -> bool,
+        make: impl FnOnce() -> Box<str>,
+        by: u64,
+    ) {
         let slots = &mut self.slots;
-        if let Some(&i) = self.index.find(hash, |&i| &*slots[i as usize].key == key) {
+        if let Some(&i) = self.index.find(hash, |&i| same(&slots[i as usize].key)) {
             slots[i as usize].count += by;
             return;
         }
+        let key = make();
         if slots.len() < self.capacity {
             let i = slots.len() as u32;
             slots.push(Slot {
-                key: key.into(),
+                key,
                 hash,
                 count: by,
                 error: 0,
@@ -76,13 +115,13 @@ impl TopK {
         let Some(smallest) = (0..slots.len()).min_by_key(|&i| slots[i].count) else {
             return;
         };
-        let old = &slots[smallest];
-        if let Ok(entry) = self.index.find_entry(old.hash, |&j| j as usize == smallest) {
+        let old_hash = slots[smallest].hash;
+        if let Ok(entry) = self.index.find_entry(old_hash, |&j| j as usize == smallest) {
             entry.remove();
         }
         let min = slots[smallest].count;
         slots[smallest] = Slot {
-            key: key.into(),
+            key,
             hash,
             count: min + by,
             error: min,
@@ -115,13 +154,6 @@ impl TopK {
             self.slots.iter().map(|s| s.count).min().unwrap_or(0)
         }
     }
-
-    fn get(&self, key: &str) -> Option<&Slot> {
-        let hash = self.hasher.hash_one(key);
-        self.index
-            .find(hash, |&i| &*self.slots[i as usize].key == key)
-            .map(|&i| &self.slots[i as usize])
-    }
 }
 
 /// The heaviest `n` keys of several sketches taken together, heaviest first (ties by key).
@@ -130,31 +162,25 @@ impl TopK {
 /// upper bound and every error the most it may overstate.
 pub fn merge(sketches: &[&TopK], n: usize) -> Vec<TopEntry> {
     let floors: Vec<u64> = sketches.iter().map(|s| s.floor()).collect();
-    let mut keys: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    for sketch in sketches {
-        keys.extend(sketch.slots.iter().map(|s| &*s.key));
+    let floor_total: u64 = floors.iter().sum();
+    // Each key starts at every sketch's floor; a sketch that holds it swaps its floor for
+    // its own count and error.
+    let mut merged: HashMap<&str, (u64, u64)> = HashMap::new();
+    for (sketch, &floor) in sketches.iter().zip(&floors) {
+        for slot in &sketch.slots {
+            let (count, error) = merged
+                .entry(&slot.key)
+                .or_insert((floor_total, floor_total));
+            *count = *count - floor + slot.count;
+            *error = *error - floor + slot.error;
+        }
     }
-    let mut all: Vec<TopEntry> = keys
+    let mut all: Vec<TopEntry> = merged
         .into_iter()
-        .map(|key| {
-            let (mut count, mut error) = (0, 0);
-            for (sketch, &floor) in sketches.iter().zip(&floors) {
-                match sketch.get(key) {
-                    Some(slot) => {
-                        count += slot.count;
-                        error += slot.error;
-                    }
-                    None => {
-                        count += floor;
-                        error += floor;
-                    }
-                }
-            }
-            TopEntry {
-                key: key.to_owned(),
-                count,
-                error,
-            }
+        .map(|(key, (count, error))| TopEntry {
+            key: key.to_owned(),
+            count,
+            error,
         })
         .collect();
     all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
