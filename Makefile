@@ -1,5 +1,5 @@
 # floodwall — the two commands a new user runs (see README.md):
-#   make demo   runs the demo on the memory store
+#   make demo   runs the reference Express gateway (examples/express-gateway) on the memory store
 #   make test   format check, clippy with -D warnings, and every test
 # Both install what they need (the Rust components rustfmt and clippy; redis-server, valgrind and
 # a C compiler for the Redis and C ABI tests) instead of assuming it.
@@ -7,12 +7,45 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test go-test python-test bench-python node-test bench-node demo test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test python-test bench-python node-test bench-node demo load gateway-test test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
-demo: setup
-	$(CARGO) run --quiet --release -p floodwall --example demo
+# The reference Express gateway (examples/express-gateway, see its README): the Node
+# package's addon built for speed, the example's pinned npm packages, then four sample
+# upstreams and the gateway until Ctrl-C (ports, REDIS_URL, JWT_SECRET from the environment).
+GATEWAY = examples/express-gateway
+define gateway-release-build
+	@command -v $(CARGO) >/dev/null || { echo "cargo is required: install Rust from rustup"; exit 1; }
+	@command -v node >/dev/null || { echo "node 20 or later is required for the gateway"; exit 1; }
+	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error
+	cd bindings-node && npx napi build --platform --release --js native.js --dts native.d.ts
+	cd $(GATEWAY) && npm ci --no-audit --no-fund --loglevel=error
+endef
 
-test: setup fmt-check clippy bench-smoke unit c-test go-test python-test node-test
+demo:
+	$(gateway-release-build)
+	cd $(GATEWAY) && exec node demo.js
+
+# The gateway under load for 10 s (free, premium and abusive callers at once, 127.0.0.1 only),
+# beside Express alone and a bare upstream: the table in examples/express-gateway/README.md.
+# Uses a running `make demo` when there is one, else starts its own.
+load:
+	$(gateway-release-build)
+	cd $(GATEWAY) && node load.js
+
+# The gateway's tests: end to end over HTTP on the memory store and on a redis-server of its
+# own, the launcher's process handling, and the dashboard in headless Chromium (Debian's,
+# installed when missing; the screenshot lands in target/artifacts/dashboard.png).
+gateway-test: setup
+	@command -v node >/dev/null || { echo "node 20 or later is required for the gateway"; exit 1; }
+	@test -x /usr/bin/chromium || { echo "installing chromium (the dashboard's browser test)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error
+	cd bindings-node && npx napi build --platform --js native.js --dts native.d.ts
+	cd $(GATEWAY) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(GATEWAY) && node --test --test-concurrency=1 test/*.test.js
+
+test: setup fmt-check clippy bench-smoke unit c-test go-test python-test node-test gateway-test
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:
@@ -130,3 +163,4 @@ peers:
 
 fmt:
 	$(CARGO) fmt --all
+

@@ -1,0 +1,227 @@
+'use strict'
+/**
+ * The reference Express gateway on floodwall.
+ *
+ *     /api/orders/**    → service `orders`  (orders-a, orders-b: round robin)
+ *     /api/catalog/**   → service `catalog` (catalog-a, catalog-b: least connections)
+ *     /dashboard        the live dashboard (HTML + JS + CSS served from public/, no build step)
+ *     /dashboard/data   its JSON: the engine's report, each upstream's health, breaker trips
+ *     /metrics          Prometheus text exposition of the engine's counters
+ *     /health           liveness, and which store is in use
+ *
+ * Every `/api` request passes `guard()` from `floodwall/express` first — the bearer token is
+ * verified (401 otherwise) and every matching limit applied in one engine call (429 with
+ * `Retry-After` when one is exhausted) — then `proxy(service)`, which lets the engine pick an
+ * upstream (its balancer, behind each upstream's circuit breaker) and streams the call
+ * through. The engine records every decision and outcome itself; the dashboard and the
+ * metrics only read them.
+ *
+ * Run `node gateway.js` (settings from the environment: lib/settings.js) with the sample
+ * upstreams running, or `node demo.js`, which starts them too. As a module:
+ * `createGateway(engine)` is the Express application, `startGateway(options)` builds the
+ * engine and listens (the tests use it).
+ */
+
+const http = require('node:http')
+const path = require('node:path')
+const express = require('express')
+const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
+const { guard, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
+
+const { engineConfig } = require('./lib/config.js')
+const { readSettings, SettingsError } = require('./lib/settings.js')
+const { usageText } = require('./lib/usage.js')
+
+const PUBLIC_DIR = path.join(__dirname, 'public')
+/** How many breaker state changes the dashboard lists (the newest). */
+const RECENT_BREAKER_EVENTS = 20
+/** The services the gateway routes to, by path prefix. */
+const ROUTES = Object.freeze({ '/api/orders': 'orders', '/api/catalog': 'catalog' })
+
+function sendProblem (res, status, title, detail, code) {
+  const body = JSON.stringify({ type: 'about:blank', title, status, detail, code })
+  res.writeHead(status, { 'Content-Type': PROBLEM_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(body) })
+  res.end(body)
+}
+
+/**
+ * The breaker state changes the dashboard shows: read from the engine after the last one
+ * seen, the newest RECENT_BREAKER_EVENTS kept.
+ */
+class BreakerLog {
+  constructor (engine) {
+    this.engine = engine
+    this.lastSeq = 0
+    this.recent = []
+  }
+
+  /** The kept events, newest first, after reading any new ones. */
+  read () {
+    for (const event of this.engine.breakerEvents(this.lastSeq)) {
+      this.lastSeq = Math.max(this.lastSeq, event.seq)
+      this.recent.push(event)
+    }
+    if (this.recent.length > RECENT_BREAKER_EVENTS) this.recent.splice(0, this.recent.length - RECENT_BREAKER_EVENTS)
+    return this.recent.slice().reverse()
+  }
+}
+
+/**
+ * What `/dashboard/data` answers:
+ *
+ * - `report`: `engine.report()` as the engine gives it (snake_case: per-minute traffic and
+ *   its peaks, top endpoints, breaches, breaker trips, stores, the stream sink).
+ * - `services`: by service, `engine.upstreams(service)` as the engine gives them (camelCase),
+ *   each with `healthy` added: it takes calls — not marked down, its breaker not open (a
+ *   half-open breaker admits probes), as the `floodwall_upstream_up` metric counts it.
+ * - `breaker_events`: the latest breaker state changes, newest first.
+ * - `store`: the store in use and its last failure.
+ */
+function dashboardData (engine, breakerLog) {
+  const report = engine.report()
+  const services = {}
+  for (const service of Object.values(ROUTES)) {
+    services[service] = engine.upstreams(service).map((upstream) => ({
+      ...upstream,
+      healthy: !upstream.down && upstream.state !== 'open'
+    }))
+  }
+  return {
+    generated_at_ms: report.generated_at_ms,
+    store: { kind: engine.storeKind, failure: engine.storeFailure },
+    report,
+    services,
+    breaker_events: breakerLog.read()
+  }
+}
+
+/** The gateway's Express application over `engine`. */
+function createGateway (engine) {
+  const app = express()
+  app.disable('x-powered-by')
+  const breakerLog = new BreakerLog(engine)
+
+  app.get('/health', (req, res) => {
+    res.set('Cache-Control', 'no-store')
+    res.json({ service: 'floodwall-express-gateway', ok: true, store: engine.storeKind, store_failure: engine.storeFailure })
+  })
+
+  app.get('/metrics', (req, res) => {
+    const text = engine.prometheus()
+    // Written directly: res.send would reorder the media type's parameters.
+    res.writeHead(200, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' })
+    res.end(text)
+  })
+
+  // The dashboard: a static page whose script polls /dashboard/data. Nothing inline, nothing
+  // from elsewhere, so the policy can forbid both.
+  const dashboardHeaders = (res) => {
+    res.set('Content-Security-Policy', "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'")
+    res.set('X-Content-Type-Options', 'nosniff')
+  }
+  app.get('/dashboard', (req, res, next) => {
+    dashboardHeaders(res)
+    res.sendFile(path.join(PUBLIC_DIR, 'dashboard.html'), (error) => { if (error) next(error) })
+  })
+  app.get('/dashboard/data', (req, res) => {
+    res.set('Cache-Control', 'no-store')
+    res.json(dashboardData(engine, breakerLog))
+  })
+  app.use('/dashboard/assets', express.static(PUBLIC_DIR, { index: false, setHeaders: dashboardHeaders }))
+
+  // The API: every request authenticated and limited, then proxied to its service.
+  app.use('/api', guard(engine))
+  for (const [prefix, service] of Object.entries(ROUTES)) {
+    app.use(prefix, proxy(engine, service, { timeoutMs: 5000 }))
+  }
+
+  app.use((req, res) => {
+    sendProblem(res, 404, 'Not Found', `Nothing is routed at ${req.path}: the API is under /api/orders and /api/catalog.`, 'not_found')
+  })
+
+  // Errors the middlewares hand on (e.g. `store_unavailable` when the store is down and
+  // `on_error = "deny"`): a problem body with the status the engine's error names.
+  app.use((error, req, res, next) => {
+    if (res.headersSent) {
+      next(error)
+      return
+    }
+    if (error instanceof FloodwallError) {
+      sendProblem(res, error.status, http.STATUS_CODES[error.status] || 'Error', error.message, error.code)
+      return
+    }
+    console.error(`gateway: ${req.method} ${req.originalUrl}: ${error && error.stack ? error.stack : error}`)
+    sendProblem(res, 500, 'Internal Server Error', 'The gateway failed to handle the request.', 'internal_error')
+  })
+  return app
+}
+
+/**
+ * Builds the engine from `settings` (lib/settings.js) and serves the gateway on `host`:`port`
+ * (default: the settings'; port 0 picks a free one). `limits`, `breaker`, `redisPrefix` and
+ * `stream` go to `engineConfig`. Resolves with `{ engine, server, url, close() }`.
+ */
+async function startGateway ({ settings, port = settings.gatewayPort, host = settings.host, limits, breaker, redisPrefix, stream }) {
+  const engine = Engine.fromObject(engineConfig({
+    secret: settings.secret,
+    upstreams: settings.upstreams,
+    redisUrl: settings.redisUrl,
+    limits,
+    breaker,
+    redisPrefix,
+    stream
+  }))
+  const server = http.createServer(createGateway(engine))
+  server.keepAliveTimeout = 65_000
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const address = server.address()
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+  let closing = null
+  const close = () => {
+    if (closing === null) {
+      closing = new Promise((resolve) => server.close(() => resolve()))
+      server.closeAllConnections()
+    }
+    return closing
+  }
+  return { engine, server, url, close }
+}
+
+async function main () {
+  let settings
+  try {
+    settings = readSettings()
+  } catch (error) {
+    if (!(error instanceof SettingsError)) throw error
+    console.error(`gateway: ${error.message}`)
+    process.exit(2)
+  }
+  let gateway
+  try {
+    gateway = await startGateway({ settings })
+  } catch (error) {
+    const reason = error.code === 'EADDRINUSE'
+      ? `port ${settings.gatewayPort} is in use (set GATEWAY_PORT to another)`
+      : error.message
+    console.error(`gateway: cannot start: ${reason}`)
+    process.exit(1)
+  }
+  console.log(usageText({ url: gateway.url, settings, storeKind: gateway.engine.storeKind }))
+  const stop = () => gateway.close().then(() => process.exit(0))
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  if (process.send) {
+    process.on('disconnect', stop) // started by demo.js, which went away
+    process.send({ ready: gateway.server.address().port })
+  }
+}
+
+if (require.main === module) main()
+
+module.exports = { createGateway, startGateway, dashboardData, ROUTES }

@@ -1,0 +1,255 @@
+/* eslint-env browser */
+/**
+ * The gateway dashboard's script (served as is: no build step, no library). Every 2 s it
+ * fetches /dashboard/data — the engine's report, each upstream's health, the latest breaker
+ * changes — and redraws the page: totals, the per-minute traffic chart (hand-drawn SVG) with
+ * its peak minutes marked, the top lists, the upstream table and the store. Text from the
+ * data (subjects come from tokens) only ever goes in through `textContent`, never as markup.
+ * One fetch at a time: the next is scheduled when the previous has been handled.
+ */
+(function () {
+  'use strict'
+  const POLL_MS = 2000
+  const SVG_NS = 'http://www.w3.org/2000/svg'
+  const SERIES = ['requests', 'admitted', 'rate_limited', 'auth_rejected']
+  const CHART = { width: 960, height: 300, left: 56, right: 16, top: 28, bottom: 36 }
+
+  const byId = (id) => document.getElementById(id)
+  const count = (n) => (typeof n === 'number' ? n.toLocaleString('en-US') : '–')
+  const percent = (rate) => (typeof rate === 'number' ? `${(rate * 100).toFixed(1)} %` : '–')
+  const hhmm = (ms) => new Date(ms).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' })
+  const hhmmss = (ms) => new Date(ms).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit', second: '2-digit' })
+  const microseconds = (us) => {
+    if (typeof us !== 'number' || us <= 0) return '–'
+    return us >= 1000 ? `${(us / 1000).toFixed(us >= 100000 ? 0 : 1)} ms` : `${Math.round(us)} µs`
+  }
+
+  /** An element `tag` with `attributes` and children (strings become text nodes). */
+  function h (tag, attributes, ...children) {
+    const node = document.createElement(tag)
+    for (const [name, value] of Object.entries(attributes || {})) {
+      if (value !== undefined && value !== null) node.setAttribute(name, String(value))
+    }
+    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)))
+    return node
+  }
+
+  /** An SVG element `tag` with `attributes`, and `text` as its text when given. */
+  function s (tag, attributes, text) {
+    const node = document.createElementNS(SVG_NS, tag)
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, String(value))
+    if (text !== undefined) node.textContent = text
+    return node
+  }
+
+  /** Replaces the rows of table `id`'s body; an empty list gets one row saying `empty`. */
+  function fillTable (id, rows, empty = 'none yet') {
+    const body = byId(id).tBodies[0]
+    const columns = byId(id).tHead.rows[0].cells.length
+    body.replaceChildren(...(rows.length > 0
+      ? rows
+      : [h('tr', { class: 'empty' }, h('td', { colspan: columns }, empty))]))
+  }
+
+  /** Rows of a top list (`[{ key, count, error }]`), `testid` on each row. */
+  function topRows (entries, testid) {
+    return (entries || []).map((entry) => h('tr', { 'data-testid': testid, 'data-key': entry.key },
+      h('td', {}, entry.key),
+      h('td', { class: 'num', title: entry.error > 0 ? `overcounted by at most ${entry.error}` : null },
+        entry.error > 0 ? `${count(entry.count)} (±${count(entry.error)})` : count(entry.count))))
+  }
+
+  /** Rows of a `{ kind: count }` object, busiest first. */
+  function kindRows (counts, testid) {
+    return Object.entries(counts || {})
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1])
+      .map(([kind, n]) => h('tr', { 'data-testid': testid, 'data-key': kind }, h('td', {}, kind), h('td', { class: 'num' }, count(n))))
+  }
+
+  /**
+   * Every minute of the horizon, oldest first, ending with the report's minute: the report's
+   * counts where it has them, zero elsewhere (the report may leave out empty minutes).
+   */
+  function minuteSlots (report) {
+    const known = new Map((report.per_minute || []).map((m) => [m.start_ms, m]))
+    const horizon = Math.max(1, report.horizon_minutes || (report.per_minute || []).length || 1)
+    const last = Math.floor(report.generated_at_ms / 60000) * 60000
+    const slots = []
+    for (let i = horizon - 1; i >= 0; i--) {
+      const start = last - i * 60000
+      slots.push(known.get(start) || { start_ms: start, requests: 0, admitted: 0, rate_limited: 0, auth_rejected: 0 })
+    }
+    // A minute the report has but the horizon above missed (a clock step): kept, in order.
+    for (const m of report.per_minute || []) {
+      if (m.start_ms < slots[0].start_ms || m.start_ms > last) slots.push(m)
+    }
+    return slots.sort((a, b) => a.start_ms - b.start_ms)
+  }
+
+  /** The smallest whole "round" number (1, 2 or 5 times a power of ten) at or above `n`. */
+  function niceStep (n) {
+    if (n <= 1) return 1
+    const power = 10 ** Math.floor(Math.log10(n))
+    for (const step of [1, 2, 5, 10]) if (step * power >= n) return step * power
+    return 10 * power
+  }
+
+  /** Draws the per-minute chart and marks the report's peak minutes. */
+  function drawTraffic (report) {
+    const svg = byId('traffic-chart')
+    const slots = minuteSlots(report)
+    const plotW = CHART.width - CHART.left - CHART.right
+    const plotH = CHART.height - CHART.top - CHART.bottom
+    // Up to six gridlines at whole, round steps.
+    const busiest = Math.max(1, ...slots.map((m) => m.requests))
+    const step = niceStep(busiest / 5)
+    const yMax = Math.ceil(busiest / step) * step
+    const x = (i) => CHART.left + (slots.length === 1 ? plotW / 2 : (i * plotW) / (slots.length - 1))
+    const y = (v) => CHART.top + plotH - (v / yMax) * plotH
+    const nodes = []
+
+    for (let value = 0; value <= yMax; value += step) {
+      nodes.push(s('line', { class: 'grid', x1: CHART.left, x2: CHART.width - CHART.right, y1: y(value), y2: y(value) }))
+      nodes.push(s('text', { class: 'axis', x: CHART.left - 8, y: y(value) + 4, 'text-anchor': 'end' }, count(value)))
+    }
+    const labelEvery = Math.max(1, Math.ceil(slots.length / 8))
+    slots.forEach((m, i) => {
+      if ((slots.length - 1 - i) % labelEvery === 0) {
+        nodes.push(s('text', { class: 'axis', x: x(i), y: CHART.height - CHART.bottom + 18, 'text-anchor': 'middle' }, hhmm(m.start_ms)))
+      }
+    })
+    nodes.push(s('text', { class: 'axis', x: CHART.left, y: 14 }, 'per minute'))
+
+    for (const series of SERIES) {
+      const points = slots.map((m, i) => `${x(i).toFixed(1)},${y(m[series] || 0).toFixed(1)}`)
+      nodes.push(s('polyline', { class: `series ${series}`, 'data-series': series, points: points.join(' ') }))
+    }
+    // Hover targets: one per minute with traffic, its counts as a tooltip.
+    slots.forEach((m, i) => {
+      if (m.requests > 0) {
+        const dot = s('circle', { class: 'point', cx: x(i), cy: y(m.requests), r: 3 })
+        dot.append(s('title', {}, `${hhmm(m.start_ms)}: ${count(m.requests)} requests, ${count(m.admitted)} admitted, ${count(m.rate_limited)} rate-limited, ${count(m.auth_rejected)} auth-rejected`))
+        nodes.push(dot)
+      }
+    })
+    // Peak minutes, busiest first: a ringed point and its rank.
+    const index = new Map(slots.map((m, i) => [m.start_ms, i]))
+    ;(report.peaks || []).forEach((peak, rank) => {
+      const i = index.get(peak.start_ms)
+      if (i === undefined) return
+      const marker = s('g', { class: 'peak-marker', 'data-testid': 'peak-marker', 'data-rank': rank + 1, 'data-start-ms': peak.start_ms })
+      marker.append(
+        s('circle', { cx: x(i), cy: y(peak.requests), r: 7 }),
+        s('text', { x: x(i), y: y(peak.requests) - 11, 'text-anchor': 'middle' }, `#${rank + 1}`),
+        s('title', {}, `peak #${rank + 1} at ${hhmm(peak.start_ms)}: ${count(peak.requests)} requests`))
+      nodes.push(marker)
+    })
+    svg.replaceChildren(...nodes)
+
+    byId('horizon').textContent = `(last ${slots.length} minutes)`
+    byId('peaks').replaceChildren(...((report.peaks || []).length > 0
+      ? report.peaks.map((peak, rank) => h('li', { 'data-testid': 'peak-row', 'data-start-ms': peak.start_ms },
+          `#${rank + 1} ${hhmm(peak.start_ms)}: ${count(peak.requests)} requests — ${count(peak.admitted)} admitted, ` +
+          `${count(peak.rate_limited)} rate-limited, ${count(peak.auth_rejected)} auth-rejected, p99 ${microseconds(peak.latency_p99_us)}`))
+      : [h('li', { class: 'empty' }, 'no traffic yet')]))
+  }
+
+  function drawUpstreams (services) {
+    const rows = []
+    for (const [service, upstreams] of Object.entries(services || {})) {
+      for (const u of upstreams) {
+        const health = u.down ? 'no (marked down)' : u.state === 'closed' ? 'yes' : u.state === 'half_open' ? 'yes (probing)' : 'no'
+        rows.push(h('tr', { 'data-testid': 'upstream-row', 'data-upstream': `${service}/${u.name}`, 'data-state': u.state, 'data-healthy': String(u.healthy) },
+          h('td', {}, service),
+          h('td', {}, u.name),
+          h('td', { class: 'url' }, u.url),
+          h('td', {}, h('span', { class: `badge state-${u.state}`, 'data-testid': 'upstream-state' },
+            u.state === 'open' && u.openUntilMs ? `open until ${hhmmss(u.openUntilMs)}` : u.state.replace('_', '-'))),
+          h('td', { class: u.healthy ? 'ok' : 'bad' }, health),
+          h('td', { class: 'num' }, count(u.inFlight)),
+          h('td', { class: 'num' }, count(u.calls)),
+          h('td', { class: 'num' }, count(u.failures)),
+          h('td', { class: 'num' }, count(u.timeouts)),
+          h('td', { class: 'num' }, percent(u.failureRate)),
+          h('td', { class: 'num' }, microseconds(u.meanLatencyUs))))
+      }
+    }
+    fillTable('upstreams', rows, 'no services')
+  }
+
+  function drawBreakerEvents (events) {
+    fillTable('breaker-events', (events || []).map((e) => h('tr', { 'data-testid': 'breaker-event-row', 'data-to': e.to },
+      h('td', {}, hhmmss(e.atMs)),
+      h('td', {}, `${e.service}/${e.upstream}`),
+      h('td', {}, `${e.from.replace('_', '-')} → ${e.to.replace('_', '-')}`),
+      h('td', { class: 'num' }, percent(e.failureRate)))), 'no breaker has changed state')
+  }
+
+  function drawStore (data) {
+    const report = data.report
+    const kind = data.store.kind || report.store_kind || 'unknown'
+    byId('store-kind').textContent = kind
+    byId('store-detail-kind').textContent = kind
+    const failure = data.store.failure || report.store_failure
+    const failureNode = byId('store-failure')
+    failureNode.hidden = !failure
+    failureNode.textContent = failure ? `store failing: ${failure}` : ''
+    byId('report-source').textContent = report.source === 'stream' ? 'the Redis event stream' : 'this gateway\'s memory'
+    const stores = Object.entries(report.stores || {}).filter(([, n]) => n > 0)
+    byId('store-decisions').textContent = stores.length > 0 ? stores.map(([k, n]) => `${k} ${count(n)}`).join(', ') : 'none yet'
+    const sink = report.sink
+    byId('sink').textContent = sink
+      ? `${sink.stream}: ${count(sink.written)} written, ${count(sink.queued)} queued, ${count(sink.dropped)} dropped, ${count(sink.errors)} errors${sink.last_error ? ` (last: ${sink.last_error})` : ''}`
+      : 'off (memory store)'
+  }
+
+  function render (data) {
+    const report = data.report
+    const totals = report.totals || {}
+    byId('total-requests').textContent = count(totals.requests)
+    byId('total-admitted').textContent = count(totals.admitted)
+    byId('total-rate-limited').textContent = count(totals.rate_limited)
+    byId('total-auth-rejected').textContent = count(totals.auth_rejected)
+    byId('total-upstream-failures').textContent = count(totals.upstream_failures)
+    byId('total-breaker-trips').textContent = count(totals.breaker_trips)
+    byId('total-p99').textContent = microseconds(totals.latency_p99_us)
+    drawTraffic(report)
+    fillTable('top-endpoints', topRows(report.top_endpoints, 'top-endpoint-row'))
+    fillTable('breaches-subject', topRows(report.breaches_by_subject, 'breach-row'))
+    fillTable('breaches-role', topRows(report.breaches_by_role, 'breach-row'))
+    fillTable('breaches-endpoint', topRows(report.breaches_by_endpoint, 'breach-row'))
+    fillTable('breaches-rule', topRows(report.breaches_by_rule, 'breach-row'))
+    fillTable('breaker-trips', topRows(report.breaker_trips, 'breaker-trip-row'), 'no trips')
+    fillTable('upstream-failures', topRows(report.upstream_failures, 'upstream-failure-row'), 'no failures')
+    fillTable('auth-rejections', kindRows(report.auth_rejections, 'auth-rejection-row'), 'no rejections')
+    fillTable('errors', kindRows(report.errors, 'error-row'), 'no errors')
+    drawUpstreams(data.services)
+    drawBreakerEvents(data.breaker_events)
+    drawStore(data)
+    const updated = byId('updated')
+    updated.textContent = hhmmss(data.generated_at_ms)
+    updated.setAttribute('datetime', new Date(data.generated_at_ms).toISOString())
+  }
+
+  function setStatus (text, ok) {
+    const status = byId('status')
+    status.textContent = text
+    status.className = `status ${ok ? 'live' : 'error'}`
+  }
+
+  async function refresh () {
+    try {
+      const response = await fetch('/dashboard/data', { cache: 'no-store' })
+      if (!response.ok) throw new Error(`/dashboard/data answered ${response.status}`)
+      render(await response.json())
+      setStatus('live', true)
+    } catch (error) {
+      setStatus(`not updating: ${error.message}`, false)
+    } finally {
+      setTimeout(refresh, POLL_MS)
+    }
+  }
+
+  refresh()
+})()
