@@ -43,6 +43,18 @@ impl StoreUsed {
             StoreUsed::Unavailable => "unavailable",
         }
     }
+
+    /// Reads what [`as_str`](Self::as_str) writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            StoreUsed::Memory,
+            StoreUsed::Redis,
+            StoreUsed::Fallback,
+            StoreUsed::Unavailable,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 impl fmt::Display for StoreUsed {

@@ -106,6 +106,11 @@ impl ErrorKind {
         ErrorKind::StoreUnavailable,
     ];
 
+    /// Reads what [`as_str`](Self::as_str) writes (`"expired"` → [`ErrorKind::Expired`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
     /// Whether this kind is an authentication rejection (the request's credentials are at
     /// fault, not the configuration or the request's cost).
     pub const fn is_auth(self) -> bool {

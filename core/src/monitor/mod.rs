@@ -29,12 +29,16 @@
 //! binding) is computed from it at any time, and [`prometheus`] renders its counters in the
 //! Prometheus text format.
 //!
-//! With `[monitor] stream`, every event is also written to a Redis Stream, so that a separate
-//! analytics process can build the same report from what several gateways wrote.
+//! With `[monitor] stream`, every event is also written to a Redis Stream ([`stream`]): copied
+//! onto a bounded queue that drops and counts rather than waits, and written by a background
+//! thread in batches of one round trip each (`XADD … MAXLEN ~`). A [`StreamReader`] builds the
+//! same [`Report`] from that stream (`source = "stream"`), so that a separate analytics
+//! process — the `floodwall-stats` command — can report on what several gateways wrote.
 
 mod aggregate;
 mod event;
 pub mod prometheus;
+pub mod stream;
 mod topk;
 
 pub use aggregate::{
@@ -42,41 +46,64 @@ pub use aggregate::{
     PEAKS, Report, SinkStats,
 };
 pub use event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent};
+pub use stream::{
+    GroupStart, MalformedEntry, ReaderOptions, ReaderStats, StreamEntry, StreamLocation,
+    StreamReader, entry_fields, parse_entry,
+};
 pub use topk::{TopEntry, TopK, merge};
+
+use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
+use stream::StreamSink;
 
-/// An engine's monitoring: the aggregate, and the stream sink when configured.
+/// An engine's monitoring: the aggregate, and the stream sink when configured. Dropping it
+/// flushes the sink (for at most [`stream::SHUTDOWN_GRACE`]) and stops its thread.
 #[derive(Debug)]
 pub struct Monitor {
     aggregator: Aggregator,
+    sink: Option<StreamSink>,
 }
 
 impl Monitor {
-    /// Monitoring as `config` asks; `store` is where a stream goes by default.
+    /// Monitoring as `config` asks; `store` is where a stream goes by default. With
+    /// `monitor.stream`, starts the sink's writer thread (it connects on its first batch).
     pub fn new(config: &MonitorConfig, store: &StoreConfig) -> Result<Self, Error> {
         config.validate(store)?;
-        if config.stream.is_some() {
-            return Err(Error::config(
-                "monitor.stream",
-                "the Redis Streams sink is not available in this build",
-            ));
-        }
         Ok(Monitor {
             aggregator: Aggregator::new(config.horizon_minutes()?, config.top),
+            sink: StreamSink::start(config, store)?,
         })
     }
 
-    /// Records one event: into the aggregate, and onto the stream's queue (never waiting).
+    /// Records one event: into the aggregate, and onto the stream's queue (never waiting: a
+    /// full queue drops the event and counts it).
     pub fn record(&self, event: &Event<'_>) {
         self.aggregator.record(event);
+        if let Some(sink) = &self.sink {
+            sink.offer(event);
+        }
     }
 
-    /// The report at `now`.
+    /// The report at `now`, with the sink's counters when there is a sink.
     pub fn report(&self, now: Timestamp) -> Report {
-        self.aggregator.report(now)
+        let mut report = self.aggregator.report(now);
+        report.sink = self.sink_stats();
+        report
+    }
+
+    /// The stream sink's counters, when there is a sink.
+    pub fn sink_stats(&self) -> Option<SinkStats> {
+        self.sink.as_ref().map(StreamSink::stats)
+    }
+
+    /// Asks the sink to write what it holds now, and waits at most `timeout` until every event
+    /// recorded before the call has been written or dropped. Returns whether they all have
+    /// (always `true` without a sink).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.sink.as_ref().is_none_or(|sink| sink.flush(timeout))
     }
 
     /// The aggregate.
@@ -90,6 +117,7 @@ impl Default for Monitor {
         let config = MonitorConfig::default();
         Monitor {
             aggregator: Aggregator::new(60, config.top),
+            sink: None,
         }
     }
 }
