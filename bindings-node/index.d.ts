@@ -115,6 +115,8 @@ export interface Report {
   totals: MinuteCounts
   /** The most requested endpoints, `METHOD /path`. */
   top_endpoints: TopEntry[]
+  /** The callers (verified subjects) with the most decisions. */
+  top_subjects: TopEntry[]
   breaches_by_subject: TopEntry[]
   breaches_by_role: TopEntry[]
   breaches_by_endpoint: TopEntry[]

@@ -117,6 +117,7 @@ test('the report counts what the engine saw', () => {
   })
 
   assert.deepEqual(entries(report.top_endpoints), { 'GET /api/orders': 4, 'POST /api/orders': 1, 'GET /api/items': 1 })
+  assert.deepEqual(entries(report.top_subjects), { alice: 3, bob: 1, carol: 1 })
   assert.deepEqual(entries(report.breaches_by_subject), { alice: 1 })
   assert.deepEqual(entries(report.breaches_by_role), { free: 1 })
   assert.deepEqual(entries(report.breaches_by_endpoint), { 'GET /api/orders': 1 })
@@ -142,7 +143,7 @@ test('the report has the documented keys in the document\'s order', () => {
   const report = engine.report()
   assert.deepEqual(Object.keys(report), [
     'generated_at_ms', 'horizon_minutes', 'source', 'store_kind', 'store_failure', 'per_minute',
-    'peaks', 'totals', 'top_endpoints', 'breaches_by_subject', 'breaches_by_role',
+    'peaks', 'totals', 'top_endpoints', 'top_subjects', 'breaches_by_subject', 'breaches_by_role',
     'breaches_by_endpoint', 'breaches_by_rule', 'auth_rejections', 'errors', 'upstream_failures',
     'breaker_trips', 'stores', 'status_classes', 'response_latency', 'sink'
   ])

@@ -137,6 +137,7 @@ def test_the_report_counts_what_the_engine_saw() -> None:
         "POST /api/orders": 1,
         "GET /api/items": 1,
     }
+    assert entries(report["top_subjects"]) == {"alice": 3, "bob": 1, "carol": 1}
     assert entries(report["breaches_by_subject"]) == {"alice": 1}
     assert entries(report["breaches_by_role"]) == {"free": 1}
     assert entries(report["breaches_by_endpoint"]) == {"GET /api/orders": 1}

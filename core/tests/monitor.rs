@@ -243,6 +243,7 @@ fn breaches_rejections_upstreams_responses_and_stores() {
         "peaks",
         "totals",
         "top_endpoints",
+        "top_subjects",
         "breaches_by_subject",
         "breaches_by_role",
         "breaches_by_endpoint",
@@ -456,6 +457,11 @@ fn the_engine_records_its_decisions_calls_and_the_hosts_responses() {
     assert_eq!(series, [(0, 8, 1, 2), (1, 1, 0, 0)]);
     assert_eq!(report.totals.admitted, 6);
     assert_eq!(keyed(&report.breaches_by_subject), [("bob".into(), 1)]);
+    assert_eq!(
+        keyed(&report.top_subjects),
+        [("bob".into(), 3), ("pat".into(), 3)],
+        "callers by decisions, refusals (no subject) and the anonymous check left out"
+    );
     assert_eq!(keyed(&report.breaches_by_role), [("free".into(), 1)]);
     assert_eq!(keyed(&report.breaches_by_rule), [("per-user".into(), 1)]);
     assert_eq!(

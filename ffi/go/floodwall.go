@@ -533,6 +533,7 @@ type Report struct {
 	Peaks              []MinuteCounts    `json:"peaks"`
 	Totals             MinuteCounts      `json:"totals"`
 	TopEndpoints       []TopEntry        `json:"top_endpoints"` // "METHOD /path"
+	TopSubjects        []TopEntry        `json:"top_subjects"`  // callers by decisions
 	BreachesBySubject  []TopEntry        `json:"breaches_by_subject"`
 	BreachesByRole     []TopEntry        `json:"breaches_by_role"`
 	BreachesByEndpoint []TopEntry        `json:"breaches_by_endpoint"`

@@ -93,6 +93,8 @@ class Report(TypedDict):
     totals: MinuteCounts
     top_endpoints: list[TopEntry]
     """The most requested endpoints, ``METHOD /path``."""
+    top_subjects: list[TopEntry]
+    """The callers (verified subjects) with the most decisions."""
     breaches_by_subject: list[TopEntry]
     breaches_by_role: list[TopEntry]
     breaches_by_endpoint: list[TopEntry]

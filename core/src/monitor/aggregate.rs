@@ -227,6 +227,8 @@ pub struct Report {
     pub totals: MinuteCounts,
     /// The most requested endpoints (`METHOD /path`).
     pub top_endpoints: Vec<TopEntry>,
+    /// The callers (verified subjects) with the most decisions.
+    pub top_subjects: Vec<TopEntry>,
     /// Rate-limit breaches by subject (`(anonymous)` without one).
     pub breaches_by_subject: Vec<TopEntry>,
     /// Rate-limit breaches by role (`(none)` without one).
@@ -261,6 +263,7 @@ struct Shard {
     last: (u64, usize),
     totals: MinuteCounts,
     endpoints: TopK,
+    subjects: TopK,
     by_subject: TopK,
     by_role: TopK,
     by_endpoint: TopK,
@@ -317,6 +320,7 @@ impl Aggregator {
                     last: (u64::MAX, 0),
                     totals: MinuteCounts::default(),
                     endpoints: TopK::new(capacity),
+                    subjects: TopK::new(capacity),
                     by_subject: TopK::new(capacity),
                     by_role: TopK::new(capacity),
                     by_endpoint: TopK::new(capacity),
@@ -450,6 +454,7 @@ impl Aggregator {
             peaks,
             totals: totals.finish(),
             top_endpoints: list(|s| &s.endpoints),
+            top_subjects: list(|s| &s.subjects),
             breaches_by_subject: list(|s| &s.by_subject),
             breaches_by_role: list(|s| &s.by_role),
             breaches_by_endpoint: list(|s| &s.by_endpoint),
@@ -518,6 +523,9 @@ impl Shard {
         let endpoint = e.endpoint.map(|(method, path)| (method, bare_path(path)));
         if let Some((method, path)) = endpoint {
             self.endpoints.add_endpoint(method, path, 1);
+        }
+        if let Some(subject) = e.subject {
+            self.subjects.add(subject, 1);
         }
         match e.outcome {
             EventOutcome::Admitted => {}

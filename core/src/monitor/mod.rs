@@ -21,7 +21,7 @@
 //!
 //! The [`Aggregator`] is always on and bounded: per-minute counters over a configurable horizon
 //! (`[monitor] horizon`, an hour by default), exact counters by outcome, error kind, store and
-//! status class, and space-saving top lists ([`TopK`]) of the most requested endpoints, of
+//! status class, and space-saving top lists ([`TopK`]) of the most requested endpoints and callers, of
 //! rate-limit breaches by subject, role, endpoint and rule, and of failing upstreams and
 //! breaker trips. Recording takes one short lock on one of several shards (a thread keeps its
 //! shard), hashes the endpoint once, and allocates only for a key a top list has not seen —

@@ -216,6 +216,7 @@
     byId('total-p99').textContent = microseconds(totals.latency_p99_us)
     drawTraffic(report)
     fillTable('top-endpoints', topRows(report.top_endpoints, 'top-endpoint-row'))
+    fillTable('top-subjects', topRows(report.top_subjects, 'top-subject-row'))
     fillTable('breaches-subject', topRows(report.breaches_by_subject, 'breach-row'))
     fillTable('breaches-role', topRows(report.breaches_by_role, 'breach-row'))
     fillTable('breaches-endpoint', topRows(report.breaches_by_endpoint, 'breach-row'))
