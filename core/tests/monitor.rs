@@ -551,3 +551,55 @@ fn prometheus_escapes_label_values() {
     let line = r#"floodwall_upstream_up{service="orders",upstream="we\"ird\\one"} 1"#;
     assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
 }
+
+#[test]
+fn busy_minutes_sample_the_top_lists_and_count_the_rest_exactly() {
+    use floodwall::monitor::{EXACT_PER_MINUTE, SAMPLE};
+    let monitor = Aggregator::new(5, 4);
+    let t = at(1, 0);
+    // One thread (one shard): 100,000 decisions in a minute, a tenth of them limited, 90 %
+    // from "heavy" and the rest from 10,000 one-off callers.
+    let n = 100_000u64;
+    let callers: Vec<String> = (0..n).map(|i| format!("caller-{i}")).collect();
+    for i in 0..n {
+        let outcome = if i % 10 == 0 {
+            EventOutcome::RateLimited
+        } else {
+            EventOutcome::Admitted
+        };
+        let subject = if i % 10 < 9 {
+            "heavy"
+        } else {
+            &callers[i as usize]
+        };
+        monitor.record(&Event::Decision(DecisionEvent {
+            subject: Some(subject),
+            rule: Some("per-user"),
+            ..decision(t, outcome)
+        }));
+    }
+    let report = monitor.report(t);
+    // The counters are exact.
+    assert_eq!(report.per_minute[0].requests, n);
+    assert_eq!(report.totals.rate_limited, n / 10);
+    assert_eq!(
+        keyed(&report.breaches_by_rule),
+        [("per-user".into(), n / 10)]
+    );
+    assert_eq!(keyed(&report.breaches_by_role), [("free".into(), n / 10)]);
+    // The top lists: exact for the first EXACT_PER_MINUTE, then a sample in SAMPLE weighted
+    // SAMPLE times; the heavy hitters come out first, within a few percent.
+    let near = |estimate: u64, truth: u64| estimate.abs_diff(truth) * 20 <= truth;
+    let endpoint = &report.top_endpoints[0];
+    assert_eq!(endpoint.key, "GET /api/orders");
+    assert!(near(endpoint.count, n), "{endpoint:?}");
+    assert_eq!(endpoint.count % SAMPLE, EXACT_PER_MINUTE % SAMPLE);
+    let heavy = &report.top_subjects[0];
+    assert_eq!(heavy.key, "heavy");
+    assert!(near(heavy.count, n * 9 / 10), "{heavy:?}");
+    assert_eq!(report.breaches_by_subject[0].key, "heavy");
+    assert!(
+        near(report.breaches_by_subject[0].count, n / 10),
+        "{report:?}"
+    );
+}

@@ -24,6 +24,12 @@ pub const PEAKS: usize = 5;
 pub const MAX_HORIZON_MINUTES: u64 = 24 * 60;
 /// The longest top list a report may ask for.
 pub const MAX_TOP: usize = 1000;
+/// Decisions a shard counts into the high-cardinality top lists (endpoints, callers, breaches
+/// by subject and by endpoint) one by one in a minute; past it, it samples (see [`SAMPLE`]).
+pub const EXACT_PER_MINUTE: u64 = 6_000;
+/// Past [`EXACT_PER_MINUTE`], one decision in this many (at random) feeds those top lists,
+/// counting this many times: an unbiased estimate at a sixteenth of the cost.
+pub const SAMPLE: u64 = 16;
 
 /// Upper bounds (µs) of the response-latency histogram's buckets; the last is unbounded.
 pub const LATENCY_BOUNDS_US: [u64; 16] = [
@@ -261,6 +267,8 @@ struct Shard {
     minutes: Vec<MinuteCounts>,
     /// The minute last recorded and its slot, which spares most events a division.
     last: (u64, usize),
+    /// The sampling draws' state (xorshift64).
+    rng: u64,
     totals: MinuteCounts,
     endpoints: TopK,
     subjects: TopK,
@@ -318,6 +326,7 @@ impl Aggregator {
                 Padded(Mutex::new(Shard {
                     minutes: vec![MinuteCounts::default(); horizon as usize],
                     last: (u64::MAX, 0),
+                    rng: 0x2545_f491_4f6c_dd1d,
                     totals: MinuteCounts::default(),
                     endpoints: TopK::new(capacity),
                     subjects: TopK::new(capacity),
@@ -495,7 +504,14 @@ impl Aggregator {
 
 impl Shard {
     /// Runs `f` on the slot of `at`'s minute, if the series still has it.
-    fn minute(&mut self, horizon: u64, at: Timestamp, f: impl FnOnce(&mut MinuteCounts)) {
+    /// Runs `f` on the slot of `at`'s minute, if the series still has it, and answers what `f`
+    /// answered.
+    fn minute<R>(
+        &mut self,
+        horizon: u64,
+        at: Timestamp,
+        f: impl FnOnce(&mut MinuteCounts) -> R,
+    ) -> Option<R> {
         let minute = at.as_millis() / MINUTE_MS;
         let start_ms = minute * MINUTE_MS;
         let index = if self.last.0 == minute {
@@ -512,29 +528,54 @@ impl Shard {
                 ..MinuteCounts::default()
             };
         }
-        if slot.start_ms == start_ms {
-            f(slot);
+        (slot.start_ms == start_ms).then(|| f(slot))
+    }
+
+    /// How much the high-cardinality top lists count this decision: 1 while the shard's
+    /// current minute has seen at most [`EXACT_PER_MINUTE`] decisions; past that, a random
+    /// one in [`SAMPLE`] counts [`SAMPLE`] times and the others not at all.
+    fn weight(&mut self, minute_requests: Option<u64>) -> u64 {
+        if minute_requests.is_some_and(|n| n <= EXACT_PER_MINUTE) {
+            return 1;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if self.rng & (SAMPLE - 1) == 0 {
+            SAMPLE
+        } else {
+            0
         }
     }
 
     fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>) {
-        self.minute(horizon, e.at, |m| m.count_decision(e));
+        let minute_requests = self.minute(horizon, e.at, |m| {
+            m.count_decision(e);
+            m.requests
+        });
         self.totals.count_decision(e);
+        let weight = self.weight(minute_requests);
         let endpoint = e.endpoint.map(|(method, path)| (method, bare_path(path)));
-        if let Some((method, path)) = endpoint {
-            self.endpoints.add_endpoint(method, path, 1);
-        }
-        if let Some(subject) = e.subject {
-            self.subjects.add(subject, 1);
+        if weight > 0 {
+            if let Some((method, path)) = endpoint {
+                self.endpoints.add_endpoint(method, path, weight);
+            }
+            if let Some(subject) = e.subject {
+                self.subjects.add(subject, weight);
+            }
         }
         match e.outcome {
             EventOutcome::Admitted => {}
             EventOutcome::RateLimited => {
-                self.by_subject.add(e.subject.unwrap_or("(anonymous)"), 1);
-                self.by_role.add(e.role.unwrap_or("(none)"), 1);
-                if let Some((method, path)) = endpoint {
-                    self.by_endpoint.add_endpoint(method, path, 1);
+                if weight > 0 {
+                    self.by_subject
+                        .add(e.subject.unwrap_or("(anonymous)"), weight);
+                    if let Some((method, path)) = endpoint {
+                        self.by_endpoint.add_endpoint(method, path, weight);
+                    }
                 }
+                // Roles and rules are few: always counted exactly.
+                self.by_role.add(e.role.unwrap_or("(none)"), 1);
                 self.by_rule.add(e.rule.unwrap_or("(unknown)"), 1);
             }
             EventOutcome::AuthRejected => {

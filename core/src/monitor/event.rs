@@ -124,7 +124,8 @@ impl Event<'_> {
 
 /// The path without its query string or fragment.
 pub(crate) fn bare_path(path: &str) -> &str {
-    match path.find(['?', '#']) {
+    // A byte search: `?` and `#` are ASCII, so the cut is on a character boundary.
+    match path.bytes().position(|b| b == b'?' || b == b'#') {
         Some(i) => &path[..i],
         None => path,
     }
