@@ -326,13 +326,15 @@ fn merged_sketches_keep_upper_bounds() {
 
 #[test]
 fn recording_from_many_threads_loses_nothing() {
+    // 6,000 decisions in all: even should the four threads share one shard, its minute stays
+    // within EXACT_PER_MINUTE, so the top lists are exact too.
     let monitor = std::sync::Arc::new(Aggregator::new(5, 4));
     let t = at(1, 0);
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let monitor = std::sync::Arc::clone(&monitor);
             std::thread::spawn(move || {
-                for _ in 0..5_000 {
+                for _ in 0..1_500 {
                     let outcome = if i == 0 {
                         EventOutcome::RateLimited
                     } else {
@@ -347,16 +349,16 @@ fn recording_from_many_threads_loses_nothing() {
         h.join().expect("a recording thread");
     }
     let report = monitor.report(t);
-    assert_eq!(report.totals.requests, 20_000);
-    assert_eq!(report.per_minute[0].requests, 20_000);
-    assert_eq!(report.per_minute[0].rate_limited, 5_000);
+    assert_eq!(report.totals.requests, 6_000);
+    assert_eq!(report.per_minute[0].requests, 6_000);
+    assert_eq!(report.per_minute[0].rate_limited, 1_500);
     assert_eq!(
         keyed(&report.top_endpoints),
-        [("GET /api/orders".into(), 20_000)]
+        [("GET /api/orders".into(), 6_000)]
     );
     assert_eq!(
         keyed(&report.breaches_by_subject),
-        [("alice".into(), 5_000)]
+        [("alice".into(), 1_500)]
     );
 }
 
