@@ -45,7 +45,7 @@ gateway-test: setup
 	cd $(GATEWAY) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(GATEWAY) && node --test --test-concurrency=1 test/*.test.js
 
-test: setup fmt-check clippy bench-smoke unit c-test go-test python-test node-test gateway-test
+test: setup fmt-check clippy bench-smoke unit c-test go-test python-test node-test gateway-test compare-smoke
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:
@@ -164,3 +164,17 @@ peers:
 fmt:
 	$(CARGO) fmt --all
 
+# floodwall beside its peers in ONE table, same machine, same run (docs/PERFORMANCE.md):
+# governor (Rust); rate-limiter-flexible, express-rate-limit + rate-limit-redis, jsonwebtoken,
+# Express under autocannon (Node); limits, PyJWT (Python); redis-benchmark's PING and EVALSHA
+# as Redis's ceiling; a 4-process race on one Redis key for over-admission. It installs the
+# pinned peers (bindings-node/bench, target/compare/venv), builds floodwall's pieces in release
+# mode, starts and stops its own redis-server; measuring takes about 5 minutes.
+# compare-smoke is the same with tiny counts (seconds once built; nothing judged).
+# COMPARE_FLAGS passes options, e.g. COMPARE_FLAGS="--wait-load 0.7" to wait for a quiet machine.
+.PHONY: compare compare-smoke
+compare:
+	python3 benches/compare/run.py $(COMPARE_FLAGS)
+
+compare-smoke:
+	python3 benches/compare/run.py --quick
