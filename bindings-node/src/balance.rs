@@ -1,8 +1,7 @@
 //! `Lease`: one call on a picked upstream, finished exactly once.
 
-use std::time::{Duration, Instant};
-
 use floodwall::CallOutcome;
+use floodwall::clock::duration_from_millis;
 use napi_derive::napi;
 use parking_lot::Mutex;
 
@@ -17,7 +16,6 @@ pub struct Lease {
     upstream: String,
     url: String,
     is_probe: bool,
-    picked: Instant,
 }
 
 impl Lease {
@@ -27,7 +25,6 @@ impl Lease {
             upstream: lease.upstream().to_owned(),
             url: lease.url().to_owned(),
             is_probe: lease.is_probe(),
-            picked: Instant::now(),
             inner: Mutex::new(Some(lease)),
         }
     }
@@ -75,17 +72,17 @@ impl Lease {
             )));
         };
         let latency = match latency_ms {
-            None => self.picked.elapsed(),
-            Some(ms) if ms.is_finite() && ms >= 0.0 => Duration::from_secs_f64(ms / 1_000.0),
-            Some(ms) => {
-                return Err(invalid_arg(format!(
-                    "latencyMs must be a finite number >= 0, not {ms}"
-                )));
-            }
+            None => None,
+            Some(ms) => Some(duration_from_millis(ms).ok_or_else(|| {
+                invalid_arg(format!("latencyMs must be a finite number >= 0, not {ms}"))
+            })?),
         };
         match self.inner.lock().take() {
             Some(lease) => {
-                lease.finish(outcome, latency);
+                match latency {
+                    Some(latency) => lease.finish(outcome, latency),
+                    None => lease.finish_now(outcome),
+                }
                 Ok(())
             }
             None => Err(invalid_arg(format!(

@@ -15,8 +15,9 @@ use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::null_mut;
 use std::sync::Arc;
-use std::time::Duration;
 
+use floodwall::clock::duration_from_millis;
+use floodwall::monitor::HTTP_STATUSES;
 use floodwall::{Request, Timestamp};
 use napi::sys;
 
@@ -431,20 +432,19 @@ unsafe fn record(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
     let path = unsafe { text(env, argv[1], &mut b1, &mut h1, "path") }?
         .ok_or_else(|| Failure::Argument("path must be a string".to_owned()))?;
     let status = unsafe { number(env, argv[2], "status") }?;
-    if !(status.fract() == 0.0 && (100.0..=999.0).contains(&status)) {
+    let code = status as u16;
+    if !(status.fract() == 0.0 && f64::from(code) == status && HTTP_STATUSES.contains(&code)) {
         return Err(Failure::Argument(format!(
             "status must be an HTTP status, an integer from 100 to 999, not {status}"
         )));
     }
     let latency_ms = unsafe { number(env, argv[3], "latencyMs") }?;
-    if !(latency_ms.is_finite() && latency_ms >= 0.0) {
-        return Err(Failure::Argument(format!(
+    let latency = duration_from_millis(latency_ms).ok_or_else(|| {
+        Failure::Argument(format!(
             "latencyMs must be a finite number >= 0, not {latency_ms}"
-        )));
-    }
-    // Whole nanoseconds, rounded: 1.5 ms is 1,500 µs exactly (not 1,499.999…).
-    let latency = Duration::from_nanos((latency_ms * 1e6).round() as u64);
-    engine.record_response(method, path, status as u16, latency);
+        ))
+    })?;
+    engine.record_response(method, path, code, latency);
     Ok(())
 }
 

@@ -4,9 +4,10 @@
 //! a normal exit, `timeout` for a `TimeoutError`, failure for any other exception, the latency
 //! measured from the pick). A lease dropped unfinished counts as a failure, as in the core.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floodwall::balance::BreakerEvent as CoreEvent;
+use floodwall::clock::duration_from_millis;
 use floodwall::{BreakerState, CallOutcome};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
@@ -23,7 +24,6 @@ pub(crate) struct Lease {
     upstream: String,
     url: String,
     is_probe: bool,
-    picked: Instant,
 }
 
 impl Lease {
@@ -33,15 +33,18 @@ impl Lease {
             upstream: lease.upstream().to_owned(),
             url: lease.url().to_owned(),
             is_probe: lease.is_probe(),
-            picked: Instant::now(),
             inner: Mutex::new(Some(lease)),
         }
     }
 
-    fn complete(&self, outcome: CallOutcome, latency: Duration) -> PyResult<()> {
+    /// Finishes the lease with `latency`, or with the time since the pick when `None`.
+    fn complete(&self, outcome: CallOutcome, latency: Option<Duration>) -> PyResult<()> {
         match self.inner.lock().take() {
             Some(lease) => {
-                lease.finish(outcome, latency);
+                match latency {
+                    Some(latency) => lease.finish(outcome, latency),
+                    None => lease.finish_now(outcome),
+                }
                 Ok(())
             }
             None => Err(PyRuntimeError::new_err(format!(
@@ -100,13 +103,10 @@ impl Lease {
     fn finish(&self, outcome: &str, latency_ms: Option<f64>) -> PyResult<()> {
         let outcome = parse_outcome(outcome)?;
         let latency = match latency_ms {
-            None => self.picked.elapsed(),
-            Some(ms) if ms.is_finite() && ms >= 0.0 => Duration::from_secs_f64(ms / 1_000.0),
-            Some(ms) => {
-                return Err(PyValueError::new_err(format!(
-                    "latency_ms must be a finite number >= 0, not {ms}"
-                )));
-            }
+            None => None,
+            Some(ms) => Some(duration_from_millis(ms).ok_or_else(|| {
+                PyValueError::new_err(format!("latency_ms must be a finite number >= 0, not {ms}"))
+            })?),
         };
         self.complete(outcome, latency)
     }
@@ -136,7 +136,7 @@ impl Lease {
             Some(_) => CallOutcome::Failure,
         };
         // Finished meanwhile by another thread: nothing left to record.
-        let _ = self.complete(outcome, self.picked.elapsed());
+        let _ = self.complete(outcome, None);
         Ok(false)
     }
 

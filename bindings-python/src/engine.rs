@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use floodwall::clock::duration_from_millis;
 use floodwall::config::StoreKind;
 use floodwall::{Config, Request, Timestamp};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -203,7 +204,7 @@ fn http_status(value: &Bound<'_, PyAny>) -> PyResult<u16> {
     value
         .extract::<u16>()
         .ok()
-        .filter(|s| (100..=999).contains(s))
+        .filter(|s| floodwall::monitor::HTTP_STATUSES.contains(s))
         .ok_or_else(|| {
             PyValueError::new_err(format!(
                 "status must be an HTTP status from 100 to 999, not {value}"
@@ -222,14 +223,9 @@ fn latency_of(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
         )));
     }
     let ms: f64 = value.extract()?;
-    if ms.is_finite() && ms >= 0.0 {
-        // Whole nanoseconds, rounded: 1.5 ms is 1,500 µs exactly (not 1,499.999…).
-        Ok(Duration::from_nanos((ms * 1e6).round() as u64))
-    } else {
-        Err(PyValueError::new_err(format!(
-            "latency_ms must be a finite number >= 0, not {ms}"
-        )))
-    }
+    duration_from_millis(ms).ok_or_else(|| {
+        PyValueError::new_err(format!("latency_ms must be a finite number >= 0, not {ms}"))
+    })
 }
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
@@ -482,15 +478,10 @@ impl Engine {
         now_ms: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let now = number(now_ms, "now_ms")?;
-        let text = py
-            .detach(|| {
-                let report = match now {
-                    Some(ms) => self.core.report_at(Timestamp::from_millis(ms)),
-                    None => self.core.report(),
-                };
-                serde_json::to_string(&report)
-            })
-            .map_err(|e| PyValueError::new_err(format!("the report is not JSON (a bug): {e}")))?;
+        let text = py.detach(|| match now {
+            Some(ms) => self.core.report_at(Timestamp::from_millis(ms)).to_json(),
+            None => self.core.report().to_json(),
+        });
         // `json.loads` keeps the document's key order (a `serde_json::Value` would sort them).
         JSON_LOADS.import(py, "json", "loads")?.call1((text,))
     }

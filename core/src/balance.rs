@@ -921,23 +921,37 @@ impl Lease {
             call.complete(outcome, latency);
         }
     }
+
+    /// [`finish`](Self::finish) with the time since the pick, by the engine's clock, as the
+    /// latency: for a host that does not time the call itself.
+    pub fn finish_now(mut self, outcome: CallOutcome) {
+        if let Some(call) = self.call.take() {
+            let latency = call.elapsed();
+            call.complete(outcome, latency);
+        }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(call) = self.call.take() {
-            let latency = Duration::from_micros(
-                call.clock
-                    .now()
-                    .as_micros()
-                    .saturating_sub(call.started.as_micros()),
-            );
+            let latency = call.elapsed();
             call.complete(CallOutcome::Failure, latency);
         }
     }
 }
 
 impl Call {
+    /// The time since the pick, by the engine's clock.
+    fn elapsed(&self) -> Duration {
+        Duration::from_micros(
+            self.clock
+                .now()
+                .as_micros()
+                .saturating_sub(self.started.as_micros()),
+        )
+    }
+
     fn complete(self, outcome: CallOutcome, latency: Duration) {
         let now = self.clock.now();
         let upstream = &self.upstream;

@@ -50,6 +50,13 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// A number of milliseconds as a duration — finite and not negative, else `None` — rounded to
+/// whole nanoseconds, so that 1.5 ms is 1,500 µs exactly (not 1,499.999…). What the bindings
+/// take from hosts that measure time in fractional milliseconds.
+pub fn duration_from_millis(ms: f64) -> Option<Duration> {
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_nanos((ms * 1e6).round() as u64))
+}
+
 /// A duration in whole microseconds, saturating at `u64::MAX`.
 pub(crate) fn duration_micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

@@ -595,3 +595,33 @@ fn the_last_upstream_cannot_be_removed() {
     assert!(e.message().contains("last upstream"), "{e}");
     assert!(engine.pick("api").is_ok());
 }
+
+#[test]
+fn finish_now_takes_the_time_since_the_pick_by_the_engines_clock() {
+    let (engine, clock) = engine(
+        r#"
+        [services.api]
+        upstreams = [{ url = "http://127.0.0.1:9001", name = "a" }]
+        "#,
+    );
+    let lease = engine.pick("api").expect("an upstream");
+    clock.advance(Duration::from_millis(25));
+    lease.finish_now(CallOutcome::Timeout);
+    let a = &engine.upstreams("api").expect("the service")[0];
+    assert_eq!(a.stats.timeouts, 1);
+    assert_eq!(a.stats.max_latency, Duration::from_millis(25));
+}
+
+#[test]
+fn fractional_milliseconds_become_whole_nanoseconds() {
+    use floodwall::clock::duration_from_millis;
+    assert_eq!(
+        duration_from_millis(1.5),
+        Some(Duration::from_micros(1_500))
+    );
+    assert_eq!(duration_from_millis(0.0), Some(Duration::ZERO));
+    assert_eq!(duration_from_millis(0.1), Some(Duration::from_micros(100)));
+    for bad in [-0.001, f64::NAN, f64::INFINITY] {
+        assert_eq!(duration_from_millis(bad), None, "{bad}");
+    }
+}

@@ -20,7 +20,7 @@
 const { fork } = require('node:child_process')
 const path = require('node:path')
 
-const { readSettings, settingsEnv, SettingsError } = require('./lib/settings.js')
+const { settingsEnv, startup, SettingsError } = require('./lib/settings.js')
 
 /** How long a child has to report that it listens. */
 const START_TIMEOUT_MS = 15_000
@@ -99,15 +99,7 @@ function parseArgs (argv) {
 }
 
 async function main () {
-  let settings, options
-  try {
-    options = parseArgs(process.argv.slice(2))
-    settings = readSettings()
-  } catch (error) {
-    if (!(error instanceof SettingsError)) throw error
-    console.error(`demo: ${error.message}`)
-    process.exit(2)
-  }
+  const { settings, options } = startup('demo', parseArgs)
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(signal, () => stop(0))
   const parent = process.ppid
   setInterval(() => {

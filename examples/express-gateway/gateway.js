@@ -29,7 +29,7 @@ const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
 const { guard, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
 
 const { engineConfig } = require('./lib/config.js')
-const { readSettings, SettingsError } = require('./lib/settings.js')
+const { startup } = require('./lib/settings.js')
 const { usageText } = require('./lib/usage.js')
 
 const PUBLIC_DIR = path.join(__dirname, 'public')
@@ -194,14 +194,7 @@ async function startGateway ({ settings, port = settings.gatewayPort, host = set
 }
 
 async function main () {
-  let settings
-  try {
-    settings = readSettings()
-  } catch (error) {
-    if (!(error instanceof SettingsError)) throw error
-    console.error(`gateway: ${error.message}`)
-    process.exit(2)
-  }
+  const { settings } = startup('gateway')
   let gateway
   try {
     gateway = await startGateway({ settings })

@@ -44,7 +44,7 @@ const os = require('node:os')
 const path = require('node:path')
 const autocannon = require('autocannon')
 
-const { readSettings, SettingsError } = require('./lib/settings.js')
+const { startup, SettingsError } = require('./lib/settings.js')
 const { mintToken, CALLERS } = require('./lib/tokens.js')
 
 const HOST = '127.0.0.1'
@@ -363,15 +363,7 @@ function parseArgs (argv) {
 }
 
 async function main () {
-  let settings, options
-  try {
-    options = parseArgs(process.argv.slice(2))
-    settings = readSettings()
-  } catch (error) {
-    if (!(error instanceof SettingsError)) throw error
-    console.error(`load: ${error.message}`)
-    process.exit(2)
-  }
+  const { settings, options } = startup('load', parseArgs)
   const url = `http://${HOST}:${settings.gatewayPort}`
   let demo = null
   const health = await probe(`${url}/health`)

@@ -1034,14 +1034,8 @@ pub unsafe extern "C" fn fw_report_json(
         } else {
             engine.report()
         };
-        let json = serde_json::to_string(&report).map_err(|e| {
-            failure(
-                fw_result::FW_PANIC,
-                format!("the report could not be written as JSON (a bug): {e}"),
-            )
-        })?;
         // SAFETY: see the function's contract.
-        unsafe { give_string(json, out, out_len) };
+        unsafe { give_string(report.to_json(), out, out_len) };
         Ok(())
     })
 }
@@ -1113,7 +1107,7 @@ pub unsafe extern "C" fn fw_record_response(
         };
         let status = u16::try_from(status)
             .ok()
-            .filter(|s| (100..=999).contains(s))
+            .filter(|s| floodwall_core::monitor::HTTP_STATUSES.contains(s))
             .ok_or_else(|| {
                 failure(
                     fw_result::FW_INVALID_ARGUMENT,

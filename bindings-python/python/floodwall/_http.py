@@ -17,6 +17,7 @@ import ipaddress
 import json
 import math
 import re
+from time import perf_counter
 from typing import Any, Callable, Iterable, Optional, Union
 
 from . import Engine
@@ -346,3 +347,31 @@ def merge_headers(own: Iterable[str], added: dict[str, str]) -> list[tuple[str, 
     the decision's headers, never replacing one the application set itself."""
     present = {name.lower() for name in own}
     return [(name, value) for name, value in added.items() if name.lower() not in present]
+
+
+class ResponseRecorder:
+    """What both middlewares' answer objects share: the decision's headers to add
+    (``added``), the response's ``status`` once started, and :meth:`record`, which reports
+    the response to the engine exactly once, timed from this object's creation (the
+    request's arrival)."""
+
+    __slots__ = ("_engine", "_method", "_path", "_started", "status", "added", "_done")
+
+    def __init__(self, engine: Engine, method: str, path: str) -> None:
+        self._engine = engine
+        self._method = method
+        self._path = path
+        self._started = perf_counter()
+        self.status = 0
+        self.added: Optional[dict[str, str]] = None
+        self._done = False
+
+    def record(self) -> None:
+        """Records the response, once: its status, or 500 when none was started."""
+        if self._done:
+            return
+        self._done = True
+        status = self.status or 500
+        if 100 <= status <= 999:
+            elapsed_ms = (perf_counter() - self._started) * 1000.0
+            self._engine.record_response(self._method, self._path, status, elapsed_ms)

@@ -52,7 +52,6 @@ middleware stack (at startup), not at the ``add_middleware`` call.
 
 from __future__ import annotations
 
-from time import perf_counter
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Optional
 
 from . import Engine
@@ -62,6 +61,7 @@ from ._http import (
     DEFAULT_FORWARDED_HEADER,
     CostFunction,
     MiddlewareSettings,
+    ResponseRecorder,
     auth_problem,
     cost_problem,
     merge_headers,
@@ -200,23 +200,17 @@ class FloodwallMiddleware:
         await self.app(scope, receive, answer)
 
 
-class _Answer:
+class _Answer(ResponseRecorder):
     """The ``send`` an HTTP request is answered through, by the middleware or the
     application: it adds the decision's headers to the response's start (``added``, without
     replacing one the application set) and records the response in the engine once its last
     body message is sent (or, by :meth:`record`, when the request ends without that)."""
 
-    __slots__ = ("_send", "_engine", "_method", "_path", "_started", "status", "added", "_done")
+    __slots__ = ("_send",)
 
     def __init__(self, send: Send, engine: Engine, method: str, path: str) -> None:
+        super().__init__(engine, method, path)
         self._send = send
-        self._engine = engine
-        self._method = method
-        self._path = path
-        self._started = perf_counter()
-        self.status = 0
-        self.added: Optional[dict[str, str]] = None
-        self._done = False
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -235,16 +229,6 @@ class _Answer:
             kind == "http.response.pathsend"
         ):
             self.record()
-
-    def record(self) -> None:
-        """Records the response, once: its status, or 500 when none was started."""
-        if self._done:
-            return
-        self._done = True
-        status = self.status or 500
-        if 100 <= status <= 999:
-            elapsed_ms = (perf_counter() - self._started) * 1000.0
-            self._engine.record_response(self._method, self._path, status, elapsed_ms)
 
 
 def _request_headers(scope: Scope) -> dict[str, str]:

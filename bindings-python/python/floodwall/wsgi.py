@@ -45,7 +45,6 @@ engine is also given the method, the ``cost`` and the request's headers (for
 
 from __future__ import annotations
 
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from . import Engine
@@ -55,6 +54,7 @@ from ._http import (
     DEFAULT_FORWARDED_HEADER,
     CostFunction,
     MiddlewareSettings,
+    ResponseRecorder,
     auth_problem,
     cost_problem,
     merge_headers,
@@ -182,33 +182,18 @@ class FloodwallMiddleware:
         return self.app(environ, answer)
 
 
-class _Answer:
+class _Answer(ResponseRecorder):
     """The ``start_response`` a request is answered through, by the middleware or the
     application: it adds the decision's headers (``added``, without replacing one the
     application set), keeps the status, and records the response in the engine once."""
 
-    __slots__ = (
-        "_start_response",
-        "_engine",
-        "_method",
-        "_path",
-        "_started",
-        "status",
-        "added",
-        "_done",
-    )
+    __slots__ = ("_start_response",)
 
     def __init__(
         self, start_response: StartResponse, engine: Engine, method: str, path: str
     ) -> None:
+        super().__init__(engine, method, path)
         self._start_response = start_response
-        self._engine = engine
-        self._method = method
-        self._path = path
-        self._started = perf_counter()
-        self.status = 0
-        self.added: Optional[dict[str, str]] = None
-        self._done = False
 
     def __call__(
         self,
@@ -225,16 +210,6 @@ class _Answer:
         if added:
             headers = headers + merge_headers((name for name, _ in headers), added)
         return self._start_response(status, headers, exc_info)
-
-    def record(self) -> None:
-        """Records the response, once: its status, or 500 when none was started."""
-        if self._done:
-            return
-        self._done = True
-        status = self.status or 500
-        if 100 <= status <= 999:
-            elapsed_ms = (perf_counter() - self._started) * 1000.0
-            self._engine.record_response(self._method, self._path, status, elapsed_ms)
 
     def follow(self, body: Iterable[bytes], file_wrapper: Any) -> Iterable[bytes]:
         """``body`` as the server gets it: as it is when it is whole (the response recorded

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent, bare_path};
 use super::topk::{TopEntry, TopK, merge};
 use crate::breaker::CallOutcome;
-use crate::clock::Timestamp;
+use crate::clock::{Timestamp, duration_micros};
 use crate::decision::StoreUsed;
 use crate::error::ErrorKind;
 
@@ -261,6 +261,14 @@ pub struct Report {
     pub sink: Option<SinkStats>,
 }
 
+impl Report {
+    /// The report as compact JSON: the document every binding hands its host.
+    pub fn to_json(&self) -> String {
+        // Plain data with string keys and integer values: serialising it cannot fail.
+        serde_json::to_string(self).expect("a report serialises to JSON")
+    }
+}
+
 #[derive(Debug)]
 struct Shard {
     /// `minutes[m % horizon]` holds minute `m` (its `start_ms`) or an older one.
@@ -382,7 +390,7 @@ impl Aggregator {
                 }
             }
             Event::Response(e) => {
-                let us = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
+                let us = duration_micros(e.latency);
                 let mut s = self.shards[shard].0.lock();
                 s.minute(horizon, e.at, |m| m.count_response(e, us));
                 s.totals.count_response(e, us);

@@ -63,6 +63,10 @@ use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
 use stream::StreamSink;
 
+/// The statuses [`Engine::record_response`](crate::Engine::record_response) is meant for: any
+/// HTTP status, 100 to 999. The bindings refuse others before recording.
+pub const HTTP_STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
+
 /// An engine's monitoring: the aggregate, and the stream sink when configured. Dropping it
 /// flushes the sink (for at most [`stream::SHUTDOWN_GRACE`]) and stops its thread.
 #[derive(Debug)]

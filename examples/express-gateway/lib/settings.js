@@ -121,4 +121,20 @@ function settingsEnv (settings) {
   return env
 }
 
-module.exports = { readSettings, settingsEnv, parsePort, SettingsError, DEMO_SECRET, UPSTREAMS }
+/**
+ * A program's start: its command line read by `parseArgs` (given the arguments; omitted, the
+ * program takes none) and the settings read from the environment. A `SettingsError` in
+ * either is printed as `NAME: message` and ends the process with status 2.
+ */
+function startup (name, parseArgs = null) {
+  try {
+    const options = parseArgs === null ? {} : parseArgs(process.argv.slice(2))
+    return { options, settings: readSettings() }
+  } catch (error) {
+    if (!(error instanceof SettingsError)) throw error
+    console.error(`${name}: ${error.message}`)
+    process.exit(2)
+  }
+}
+
+module.exports = { readSettings, startup, settingsEnv, parsePort, SettingsError, DEMO_SECRET, UPSTREAMS }
