@@ -63,6 +63,7 @@ fn store(c: &mut Criterion) {
                     slot,
                     quota: &quota,
                     key: &key_bytes[i as usize % nkeys],
+                    shadow: false,
                 };
                 let mut out = [Default::default()];
                 let allowed = memory

@@ -56,6 +56,8 @@ fn record(c: &mut Criterion) {
                     rule: Some("per-user"),
                     error: None,
                     store: Some(StoreUsed::Memory),
+                    shadow_rule: None,
+                    allowlisted: false,
                 })));
             };
             group.bench_function(BenchmarkId::new(name, format!("{threads}thread")), |b| {
@@ -81,6 +83,8 @@ fn decision<'a>(subjects: &'a [String], i: u64, at: Timestamp) -> Event<'a> {
         rule: Some("per-user"),
         error: None,
         store: Some(StoreUsed::Memory),
+        shadow_rule: None,
+        allowlisted: false,
     })
 }
 

@@ -31,7 +31,25 @@
 //!
 //! Durations are strings of a number and a unit: `us`, `ms`, `s`, `m`, `h` or `d`
 //! (`"250ms"`, `"1.5s"`, `"1m"`). The `[auth]` section is [`AuthConfig`], each
-//! `[services.NAME]` a [`ServiceConfig`], `[monitor]` a [`MonitorConfig`].
+//! `[services.NAME]` a [`ServiceConfig`], `[monitor]` a [`MonitorConfig`], `[http]` an
+//! [`HttpConfig`].
+//!
+//! What a rule does in the HTTP layer ([`crate::http`]) is part of the rule:
+//!
+//! ```toml
+//! [[rules]]
+//! name = "login-attempts"
+//! match = { methods = ["POST"], paths = ["/login"] }
+//! key = "ip"
+//! algorithm = "sliding_window"
+//! limit = 5
+//! window = "15m"
+//! before_auth = true                 # decided before the token is verified
+//! count_responses = "failed"         # all | failed | successful: the others are refunded
+//! failed_statuses = [401, 403, "500-599"]   # default "400-599"
+//! cost_header = "x-ratelimit-cost"   # a response header that adds cost after the fact
+//! shadow = false                     # decide and record, never deny
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,7 +63,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::auth::AuthConfig;
 use crate::balance::ServiceConfig;
 use crate::error::Error;
-use crate::limit::{Algorithm, KeyKind, PathPattern, Policy, Quota, Rule, RuleMatcher, is_token};
+pub use crate::http::HttpConfig;
+use crate::limit::{
+    Algorithm, CountResponses, KeyKind, PathPattern, Policy, Quota, ResponseCounting, Rule,
+    RuleMatcher, StatusSet, is_token,
+};
 
 /// The most rules one configuration may have (and so the most layers one decision applies
 /// atomically).
@@ -84,6 +106,9 @@ pub struct Config {
     /// Monitoring: the in-memory aggregate and the optional Redis Streams sink.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// How the HTTP layer reads requests and whom it lets through ([`crate::http`]).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The directory relative file names (key files, JWKS files) are read from: set by
     /// [`Config::from_file`] to the file's directory; otherwise the working directory.
     #[serde(skip)]
@@ -382,7 +407,41 @@ pub struct RuleConfig {
     /// Parameters for callers with a given role, overriding some or all of the rule's own.
     #[serde(default)]
     pub roles: BTreeMap<String, RoleOverride>,
+    /// Decided by the HTTP layer before the bearer token is verified, so that a flood of bad
+    /// tokens is refused without a signature check each. Not for rules keyed on `subject`
+    /// or restricted to roles (no caller is known yet).
+    #[serde(default)]
+    pub before_auth: bool,
+    /// Shadow mode: the rule decides, counts and records what it would deny, but never denies.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Which responses stay counted: `all`, `failed` or `successful` (the others are refunded
+    /// once the HTTP layer hears the status).
+    #[serde(default)]
+    pub count_responses: CountResponses,
+    /// The statuses that are failures (codes and `"from-to"` ranges); `["400-599"]` by default.
+    #[serde(default)]
+    pub failed_statuses: Option<Vec<StatusItem>>,
+    /// A response header whose integer value is added to the rule's count once the response
+    /// is known (the cost a request turned out to have).
+    #[serde(default)]
+    pub cost_header: Option<String>,
 }
+
+/// One entry of `failed_statuses`: a status code, or a range `"500-599"` (or `"5xx"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    /// One status.
+    Code(i64),
+    /// A range, `"from-to"` or `"Nxx"`.
+    Range(String),
+}
+
+/// The HTTP methods a rule may match (RFC 9110 §9 and PATCH, RFC 5789).
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 /// The `match` table of a rule. An empty or omitted list matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -581,7 +640,7 @@ impl Config {
         }
         let mut rules: Vec<Rule> = Vec::with_capacity(self.rules.len());
         for (index, rule) in self.rules.iter().enumerate() {
-            let compiled = rule.compile(&format!("rules[{index}]"))?;
+            let compiled = rule.compile(&format!("rules[{index}]"), self)?;
             if let Some(first) = rules.iter().position(|r| r.name() == compiled.name()) {
                 return Err(Error::config(
                     format!("rules[{index}].name"),
@@ -611,14 +670,124 @@ impl Config {
                 "store.urls",
                 "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
             )),
-            StoreKind::RedisCluster => Ok(()),
-            StoreKind::Redis if store.url.is_none() => Err(Error::config(
-                "store.url",
-                "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
-            )),
-            StoreKind::Redis => Ok(()),
+            StoreKind::RedisCluster => {
+                for (i, url) in store.urls.iter().enumerate() {
+                    check_redis_url(url)
+                        .map_err(|m| Error::config(format!("store.urls[{i}]"), m))?;
+                }
+                Ok(())
+            }
+            StoreKind::Redis => match &store.url {
+                None => Err(Error::config(
+                    "store.url",
+                    "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
+                )),
+                Some(url) => check_redis_url(url).map_err(|m| Error::config("store.url", m)),
+            },
         }
     }
+}
+
+/// Says what is wrong with a Redis URL: `redis://[user[:password]@]host[:port][/db]`,
+/// `rediss://` for TLS, or `redis+unix:///path` / `unix:///path` for a Unix socket.
+pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
+    let example = "e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "{url:?} is not a Redis URL: it has no scheme ({example})"
+        ));
+    };
+    match scheme {
+        "redis" | "rediss" | "valkey" | "valkeys" => {}
+        "redis+unix" | "unix" => {
+            return if rest.starts_with('/') {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url:?}: a Unix-socket URL names an absolute path, e.g. \"unix:///run/redis.sock\""
+                ))
+            };
+        }
+        other => {
+            return Err(format!(
+                "{url:?}: the scheme must be redis, rediss, redis+unix or unix, not {other:?} ({example})"
+            ));
+        }
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err(format!("{url:?}: an IPv6 host needs its closing ']'")),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host ({example})"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().ok().filter(|p| *p > 0).is_none()
+    {
+        return Err(format!(
+            "{url:?}: the port must be a number from 1 to 65535, not {port:?}"
+        ));
+    }
+    let path = &rest[authority.len()..];
+    let db = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err(format!(
+            "{url:?}: the path names the database by number (\"/0\"), not {db:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// serde's messages for a number of the wrong kind (`invalid value: integer `-5`, expected
+/// u64`), as a sentence a person reads without knowing Rust's types.
+fn humanize(message: &str) -> String {
+    let ranges = [
+        ("u8", "0 to 255"),
+        ("u16", "0 to 65535"),
+        ("u32", "0 to 4294967295"),
+        ("u64", "0 to 18446744073709551615"),
+        ("usize", "0 to 18446744073709551615"),
+        ("i64", "-9223372036854775808 to 9223372036854775807"),
+    ];
+    for (ty, range) in ranges {
+        let Some(head) = message
+            .strip_suffix(&format!(", expected {ty}"))
+            .or_else(|| {
+                message
+                    .find(&format!(", expected {ty} "))
+                    .map(|at| &message[..at])
+            })
+        else {
+            continue;
+        };
+        let tail = message[head.len()..]
+            .strip_prefix(&format!(", expected {ty}"))
+            .unwrap_or("");
+        let got = if let Some(v) = head.strip_prefix("invalid value: integer ") {
+            v.trim_matches('`').to_owned()
+        } else if let Some(v) = head.strip_prefix("invalid type: floating point ") {
+            v.trim_matches('`').to_owned()
+        } else if let Some(v) = head.strip_prefix("invalid type: ") {
+            v.to_owned()
+        } else {
+            continue;
+        };
+        return format!("must be a whole number from {range}, got {got}{tail}");
+    }
+    message.to_owned()
 }
 
 fn path_of(path: &serde_path_to_error::Path) -> String {
@@ -632,12 +801,19 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
     if inner.is_syntax() || inner.is_eof() {
         Error::config("", format!("invalid JSON: {inner}"))
     } else {
-        Error::config(field, inner.to_string())
+        // The position ("at line 1 column 57") means nothing to a caller who passed an object;
+        // the field path says where.
+        let text = inner.to_string();
+        let text = match text.rfind(" at line ") {
+            Some(at) if inner.line() > 0 => text[..at].to_owned(),
+            _ => text,
+        };
+        Error::config(field, humanize(&text))
     }
 }
 
 fn toml_error(field: &str, e: &toml::de::Error, text: &str) -> Error {
-    let mut message = e.message().trim_end().to_owned();
+    let mut message = humanize(e.message().trim_end());
     if let Some(span) = e.span() {
         let before = &text[..span.start.min(text.len())];
         let line = before.matches('\n').count() + 1;
@@ -651,7 +827,9 @@ fn toml_error(field: &str, e: &toml::de::Error, text: &str) -> Error {
 }
 
 impl RuleConfig {
-    fn compile(&self, at: &str) -> Result<Rule, Error> {
+    fn compile(&self, at: &str, config: &Config) -> Result<Rule, Error> {
+        let http = &config.http;
+        let fold_case = !http.case_sensitive;
         let name = self.name.as_str();
         if name.is_empty()
             || name.len() > 64
@@ -668,18 +846,22 @@ impl RuleConfig {
 
         let mut methods = Vec::new();
         for (i, method) in self.matching.methods.iter().enumerate() {
-            if !is_token(method) {
+            let upper = method.to_ascii_uppercase();
+            if !is_token(method) || !HTTP_METHODS.contains(&upper.as_str()) {
                 return Err(Error::config(
                     format!("{at}.match.methods[{i}]"),
-                    format!("{method:?} is not an HTTP method"),
+                    format!(
+                        "{method:?} is not an HTTP method; use one of {}",
+                        HTTP_METHODS.join(", ")
+                    ),
                 ));
             }
-            methods.push(method.to_ascii_uppercase().into_boxed_str());
+            methods.push(upper.into_boxed_str());
         }
         let mut paths = Vec::new();
         for (i, pattern) in self.matching.paths.iter().enumerate() {
             paths.push(
-                PathPattern::parse(pattern)
+                PathPattern::parse_folded(pattern, fold_case)
                     .map_err(|m| Error::config(format!("{at}.match.paths[{i}]"), m))?,
             );
         }
@@ -710,11 +892,54 @@ impl RuleConfig {
                 ),
             ));
         }
+        // The roles a caller can have: those a token can carry when `auth.roles` lists them
+        // (and the default role), narrowed to the rule's own `match.roles`.
+        let known_roles: Option<Vec<&str>> = config
+            .auth
+            .as_ref()
+            .filter(|a| !a.roles.is_empty())
+            .map(|a| {
+                a.roles
+                    .iter()
+                    .map(String::as_str)
+                    .chain(a.default_role.as_deref())
+                    .collect()
+            });
         let mut overrides = Vec::with_capacity(self.roles.len());
         for (role, o) in &self.roles {
             let at_role = format!("{at}.roles.{role}");
             if role.is_empty() {
                 return Err(Error::config(at_role, "a role name must not be empty"));
+            }
+            if !self.matching.roles.is_empty() && !self.matching.roles.contains(role) {
+                return Err(Error::config(
+                    at_role,
+                    format!(
+                        "the rule only matches the roles {:?} (match.roles), so an override for {role:?} could never apply",
+                        self.matching.roles
+                    ),
+                ));
+            }
+            if let Some(known) = &known_roles
+                && !known.contains(&role.as_str())
+            {
+                return Err(Error::config(
+                    at_role,
+                    format!(
+                        "{role:?} is not a role a caller can have: auth.roles lists {:?}{}",
+                        config
+                            .auth
+                            .as_ref()
+                            .map(|a| a.roles.clone())
+                            .unwrap_or_default(),
+                        config
+                            .auth
+                            .as_ref()
+                            .and_then(|a| a.default_role.as_deref())
+                            .map(|d| format!(" and the default role is {d:?}"))
+                            .unwrap_or_default()
+                    ),
+                ));
             }
             let params = Params {
                 limit: o.limit.or(base.limit),
@@ -740,12 +965,98 @@ impl RuleConfig {
                     .map(|(role, quota)| Policy::new(Some(role), quota)),
             )
             .collect();
+        if self.before_auth {
+            let why = if key == KeyKind::Subject {
+                Some("a rule keyed on subject cannot be decided before the token names one")
+            } else if !self.matching.roles.is_empty() || !self.roles.is_empty() {
+                Some(
+                    "a rule with roles (match.roles or role overrides) cannot be decided before the token names the role",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::config(format!("{at}.before_auth"), why));
+            }
+        }
+        let mut failed = StatusSet::empty();
+        match &self.failed_statuses {
+            None => failed = StatusSet::default(),
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let (from, to) = status_range(item)
+                        .map_err(|m| Error::config(format!("{at}.failed_statuses[{i}]"), m))?;
+                    failed = failed.with_range(from, to);
+                }
+            }
+        }
+        if self.failed_statuses.is_some() && self.count_responses == CountResponses::All {
+            return Err(Error::config(
+                format!("{at}.failed_statuses"),
+                "has no effect unless count_responses is \"failed\" or \"successful\"",
+            ));
+        }
+        let cost_header = match &self.cost_header {
+            None => None,
+            Some(name) if is_token(name) => Some(name.to_ascii_lowercase().into_boxed_str()),
+            Some(name) => {
+                return Err(Error::config(
+                    format!("{at}.cost_header"),
+                    format!("{name:?} is not an HTTP header name"),
+                ));
+            }
+        };
         Ok(Rule::new(
             name.into(),
-            RuleMatcher::new(methods, paths, roles),
+            RuleMatcher::new(methods, paths, roles).head_as_get(http.head_as_get),
             key,
             policies,
-        ))
+        )
+        .before_auth(self.before_auth)
+        .shadow(self.shadow || http.shadow)
+        .responses(ResponseCounting {
+            count: self.count_responses,
+            failed,
+            cost_header,
+        }))
+    }
+}
+
+/// One `failed_statuses` entry as an inclusive range of statuses.
+fn status_range(item: &StatusItem) -> Result<(u16, u16), String> {
+    let status = |n: i64| -> Result<u16, String> {
+        u16::try_from(n)
+            .ok()
+            .filter(|s| (100..=999).contains(s))
+            .ok_or_else(|| format!("{n} is not an HTTP status (100 to 999)"))
+    };
+    match item {
+        StatusItem::Code(n) => status(*n).map(|s| (s, s)),
+        StatusItem::Range(text) => {
+            let t = text.trim();
+            if t.len() == 3 && t.ends_with("xx") && t.as_bytes()[0].is_ascii_digit() {
+                let class = i64::from(t.as_bytes()[0] - b'0');
+                return Ok((status(class * 100)?, status(class * 100 + 99)?));
+            }
+            let parse = |s: &str| -> Result<u16, String> {
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        format!("{text:?} is not a status, a range \"500-599\" or a class \"5xx\"")
+                    })
+                    .and_then(status)
+            };
+            match t.split_once('-') {
+                Some((a, b)) => {
+                    let (from, to) = (parse(a)?, parse(b)?);
+                    if from > to {
+                        return Err(format!("{text:?}: the range runs backwards"));
+                    }
+                    Ok((from, to))
+                }
+                None => parse(t).map(|s| (s, s)),
+            }
+        }
     }
 }
 

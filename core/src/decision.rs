@@ -10,7 +10,8 @@
 //!   deciding layer.
 //! - `Retry-After` (seconds) on denial.
 //!
-//! Seconds are rounded up, so a client that waits as told is never early.
+//! Seconds are rounded up, so a client that waits as told is never early. Layers of rules in
+//! shadow mode are left out of the headers: a client sees only the limits that can deny it.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
@@ -98,9 +99,14 @@ impl<'e> LayerStatus<'e> {
         self.policy
     }
 
-    /// Whether this layer admitted the request.
+    /// Whether this layer admitted the request (a shadow layer may say no and deny nothing).
     pub fn allowed(&self) -> bool {
         self.outcome.allowed
+    }
+
+    /// Whether the rule is in shadow mode: its denial denies nothing.
+    pub fn shadow(&self) -> bool {
+        self.rule.is_shadow()
     }
 
     /// The layer's limit (or bucket capacity).
@@ -129,7 +135,8 @@ impl<'e> LayerStatus<'e> {
 ///
 /// When the request is admitted the deciding layer is the one with the least `remaining`; when
 /// denied, the denying layer with the longest `retry_after` (ties go to the rule written first).
-/// A request no rule matched is admitted with no rule, limit or headers.
+/// Layers in shadow mode never decide. A request no rule matched (or only shadow rules) is
+/// admitted with no rule, limit or headers.
 #[derive(Debug, Clone)]
 pub struct Decision<'e> {
     allowed: bool,
@@ -175,13 +182,21 @@ impl<'e> Decision<'e> {
         &mut self.outcomes
     }
 
-    /// Records whether all layers admitted and picks the deciding layer.
+    /// Records whether all layers admitted and picks the deciding layer among those that are
+    /// not in shadow mode.
     #[inline]
     pub(crate) fn settle(&mut self, allowed: bool) {
         self.allowed = allowed;
         let outcomes = &self.outcomes;
-        let mut deciding = 0;
-        for (i, layer) in outcomes.iter().enumerate().skip(1) {
+        let shadow = |i: usize| self.rules[self.matched[i].0].is_shadow();
+        let Some(mut deciding) = (0..outcomes.len()).find(|&i| !shadow(i)) else {
+            self.deciding = NONE;
+            return;
+        };
+        for (i, layer) in outcomes.iter().enumerate().skip(deciding + 1) {
+            if shadow(i) {
+                continue;
+            }
             let best = &outcomes[deciding];
             let better = if allowed {
                 layer.remaining < best.remaining
@@ -195,6 +210,43 @@ impl<'e> Decision<'e> {
             }
         }
         self.deciding = deciding;
+    }
+
+    /// Takes in the layers of a second decision on the same request (the HTTP layer decides
+    /// the rules that run before the token apart from the others): the layers in
+    /// configuration order, admitted only if both were.
+    pub(crate) fn absorb(&mut self, other: Decision<'e>) {
+        if other.matched.is_empty() {
+            return;
+        }
+        let allowed = self.allowed && other.allowed;
+        if other.store != StoreUsed::Memory {
+            self.store = other.store;
+        }
+        let mut merged: SmallVec<[((usize, usize), Outcome); 8]> = self
+            .matched
+            .iter()
+            .copied()
+            .zip(self.outcomes.iter().copied())
+            .chain(
+                other
+                    .matched
+                    .iter()
+                    .copied()
+                    .zip(other.outcomes.iter().copied()),
+            )
+            .collect();
+        merged.sort_by_key(|((rule, _), _)| *rule);
+        self.matched = merged.iter().map(|&(m, _)| m).collect();
+        self.outcomes = merged.iter().map(|&(_, o)| o).collect();
+        self.settle(allowed);
+    }
+
+    /// The first rule in shadow mode that would have denied the request, if any.
+    pub fn shadow_denied(&self) -> Option<&'e str> {
+        self.layers()
+            .find(|l| l.shadow() && !l.allowed())
+            .map(|l| l.rule())
     }
 
     fn layer(&self, i: usize) -> Option<LayerStatus<'e>> {
@@ -287,7 +339,7 @@ impl<'e> Decision<'e> {
         if self.headers.ietf {
             let mut policy = String::new();
             let mut state = String::new();
-            for (i, layer) in self.layers().enumerate() {
+            for (i, layer) in self.layers().filter(|l| !l.shadow()).enumerate() {
                 let sep = if i == 0 { "" } else { ", " };
                 let quota = layer.policy.quota();
                 let _ = write!(
@@ -398,6 +450,9 @@ impl Decision<'_> {
         }
     }
 }
+
+/// `deciding` when no layer decides (none matched, or only shadow layers).
+const NONE: usize = usize::MAX;
 
 fn ceil_millis(d: Duration) -> u64 {
     u64::try_from(d.as_micros().div_ceil(1_000)).unwrap_or(u64::MAX)

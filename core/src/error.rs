@@ -2,8 +2,10 @@
 //!
 //! [`Error`] is opaque; what a caller branches on is its [`ErrorKind`], whose snake_case name
 //! ([`ErrorKind::as_str`]) is the same in Rust, C, Python and Node. The enum is
-//! `#[non_exhaustive]`: a binding that maps kinds to its own codes matches every kind with no
-//! catch-all arm, so a new kind forces a decision there.
+//! `#[non_exhaustive]`, so code outside this crate needs a catch-all arm when it matches on
+//! it; each binding maps that arm to an "unknown" code of its own and has a test that walks
+//! [`ErrorKind::ALL`] and fails on any kind that reaches it, so a new kind forces a decision
+//! there.
 
 use std::fmt;
 
@@ -18,6 +20,9 @@ pub enum ErrorKind {
     /// The request's cost is larger than a matching layer's limit (or bucket capacity): it can
     /// never be admitted, however long the caller waits. Nothing was consumed.
     CostExceedsLimit,
+    /// The cost a host gave for a request is not an integer from 0 to 2^53 (a host's cost
+    /// function answered a negative, fractional or huge number): the HTTP layer answers 400.
+    InvalidCost,
     /// No bearer token: no `Authorization` value, an empty one, another scheme than `Bearer`,
     /// or a bare token where `auth.bare_token` is off.
     MissingToken,
@@ -65,6 +70,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::CostExceedsLimit => "cost_exceeds_limit",
+            ErrorKind::InvalidCost => "invalid_cost",
             ErrorKind::MissingToken => "missing_token",
             ErrorKind::MalformedToken => "malformed_token",
             ErrorKind::TokenTooLarge => "token_too_large",
@@ -85,9 +91,10 @@ impl ErrorKind {
     }
 
     /// Every kind, in declaration order (for bindings that export them and for tests).
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::InvalidConfig,
         ErrorKind::CostExceedsLimit,
+        ErrorKind::InvalidCost,
         ErrorKind::MissingToken,
         ErrorKind::MalformedToken,
         ErrorKind::TokenTooLarge,
@@ -118,6 +125,7 @@ impl ErrorKind {
             self,
             ErrorKind::InvalidConfig
                 | ErrorKind::CostExceedsLimit
+                | ErrorKind::InvalidCost
                 | ErrorKind::NoUpstreamAvailable
                 | ErrorKind::UnknownService
                 | ErrorKind::UnknownUpstream
@@ -125,18 +133,32 @@ impl ErrorKind {
         )
     }
 
-    /// The HTTP status a server should answer with: 401 for every authentication rejection
-    /// (RFC 6750 §3.1), 429 for a cost that can never be admitted, 503 when no upstream can
-    /// take the call or the shared store is unavailable, 500 for a configuration error or an unknown service or upstream (the
-    /// host's mistake, not the client's).
+    /// The HTTP status of the answer [`crate::http`] gives: 401 for every authentication
+    /// rejection (RFC 6750 §3.1), 429 for a cost that can never be admitted, 400 for a cost
+    /// that is no count at all, and 503 for everything the server cannot do now — no upstream
+    /// can take the call, the shared store is unavailable, or the server is not set up for the
+    /// request (a configuration error, an unknown service or upstream). No kind is a 500.
     pub const fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidConfig | ErrorKind::UnknownService | ErrorKind::UnknownUpstream => {
-                500
-            }
             ErrorKind::CostExceedsLimit => 429,
-            ErrorKind::NoUpstreamAvailable | ErrorKind::StoreUnavailable => 503,
-            _ => 401,
+            ErrorKind::InvalidCost => 400,
+            ErrorKind::InvalidConfig
+            | ErrorKind::UnknownService
+            | ErrorKind::UnknownUpstream
+            | ErrorKind::NoUpstreamAvailable
+            | ErrorKind::StoreUnavailable => 503,
+            ErrorKind::MissingToken
+            | ErrorKind::MalformedToken
+            | ErrorKind::TokenTooLarge
+            | ErrorKind::AlgorithmNotAllowed
+            | ErrorKind::UnknownKey
+            | ErrorKind::BadSignature
+            | ErrorKind::Expired
+            | ErrorKind::NotYetValid
+            | ErrorKind::WrongIssuer
+            | ErrorKind::WrongAudience
+            | ErrorKind::MissingClaim
+            | ErrorKind::InvalidClaim => 401,
         }
     }
 
@@ -148,6 +170,7 @@ impl ErrorKind {
         Some(match self {
             ErrorKind::InvalidConfig
             | ErrorKind::CostExceedsLimit
+            | ErrorKind::InvalidCost
             | ErrorKind::MissingToken
             | ErrorKind::NoUpstreamAvailable
             | ErrorKind::UnknownService

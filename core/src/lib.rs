@@ -12,6 +12,10 @@
 //!   round-robin, least-connections or power-of-two-choices among upstreams whose circuit
 //!   breaker admits it — and what came of it ([`Lease::finish`]).
 //! - [`config`]: the one schema (TOML or JSON), validated with errors that name the field.
+//! - [`http`]: the HTTP meaning of a request and of the answer, once for every host: normal
+//!   paths, client addresses behind trusted proxies, public paths, allow and deny lists,
+//!   response-aware counting, shadow mode, and the 401/403/429/503 responses
+//!   ([`Engine::http`]).
 //! - [`limit`]: the algorithms — fixed window, exact sliding window, sliding window counter,
 //!   token bucket (GCRA) — as pure state transitions, and the rule matcher.
 //! - [`store`]: where limiter state lives; [`store::MemoryStore`] is the in-process default.
@@ -43,6 +47,7 @@ pub mod config;
 mod decision;
 mod engine;
 mod error;
+pub mod http;
 pub mod limit;
 pub mod monitor;
 pub mod store;

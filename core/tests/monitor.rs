@@ -30,6 +30,8 @@ fn decision(t: Timestamp, outcome: EventOutcome) -> DecisionEvent<'static> {
         rule: None,
         error: None,
         store: Some(StoreUsed::Memory),
+        shadow_rule: None,
+        allowlisted: false,
     }
 }
 

@@ -49,6 +49,17 @@ impl FixedWindow {
         self.outcome(limit, window, now, true)
     }
 
+    pub(super) fn refund(&mut self, window: u64, at: u64, cost: u64) {
+        if self.index == at / window {
+            self.count = self.count.saturating_sub(cost);
+        }
+    }
+
+    pub(super) fn charge(&mut self, limit: u64, window: u64, now: u64, cost: u64) {
+        self.advance(window, now);
+        self.count = self.count.saturating_add(cost).min(limit);
+    }
+
     pub(super) fn expires_at(&self, window: u64) -> u64 {
         if self.count == 0 {
             0

@@ -34,7 +34,10 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 pub(crate) use rules::is_token;
-pub use rules::{KeyKind, PathPattern, Policy, RequestPath, Rule, RuleMatcher};
+pub use rules::{
+    CountResponses, KeyKind, PathPattern, Policy, RequestPath, ResponseCounting, Rule, RuleMatcher,
+    StatusSet,
+};
 
 use crate::clock::{Timestamp, duration_micros};
 use crate::error::{Error, ErrorKind};
@@ -280,6 +283,33 @@ impl Quota {
             Inner::Log(s) => step!(s, s.expires_at(p)),
             Inner::Counter(s) => step!(s, s.expires_at(p)),
             Inner::Bucket(s) => step!(s, s.expires_at()),
+        }
+    }
+
+    /// Gives back `cost` that a decision at `at` consumed (its response asked for that; see
+    /// [`crate::http`]), as far as the state still holds it: a window that has moved on keeps
+    /// nothing to give back, and a token bucket is never filled beyond full. The Redis store's
+    /// script does the same, step for step.
+    pub fn refund(&self, state: &mut State, at: Timestamp, cost: u64) {
+        let (p, at) = (self.period, at.as_micros());
+        match &mut state.0 {
+            Inner::Fixed(s) => s.refund(p, at, cost),
+            Inner::Log(s) => s.refund(at, cost),
+            Inner::Counter(s) => s.refund(p, at, cost),
+            Inner::Bucket(s) => s.refund(p, cost),
+        }
+    }
+
+    /// Takes `cost` at `now` without asking whether it fits (a response reported what a
+    /// request really cost): the state may end up exhausted, never beyond.
+    pub fn charge(&self, state: &mut State, now: Timestamp, cost: u64) {
+        self.ensure_kind(state, now);
+        let (l, p, now) = (self.limit, self.period, now.as_micros());
+        match &mut state.0 {
+            Inner::Fixed(s) => s.charge(l, p, now, cost),
+            Inner::Log(s) => s.charge(l, p, now, cost),
+            Inner::Counter(s) => s.charge(l, p, now, cost),
+            Inner::Bucket(s) => s.charge(l, p, now, cost),
         }
     }
 

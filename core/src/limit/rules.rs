@@ -1,13 +1,14 @@
 //! Which requests a rule applies to, and what it counts them by.
 //!
-//! Compiled once at load: methods are upper-cased, path patterns split into segments, header
-//! names lower-cased. Matching a request allocates nothing.
+//! Compiled once at load: methods are upper-cased, path patterns split into segments and
+//! their literal segments put in the normal form of [`crate::http::normalize_path`] (lower-cased
+//! unless `http.case_sensitive`), header names lower-cased. Matching a request allocates
+//! nothing.
 //!
-//! Paths: the query string and fragment are dropped, the path is split on `/` and empty
-//! segments are ignored, so `/api//orders/` is `/api/orders`. In a pattern, a literal segment
-//! matches itself exactly (case-sensitive); `*`, `:name` and `{name}` match exactly one
-//! segment; `**` matches any number of segments, including none. Percent-encoding is not
-//! decoded: a host that accepts encoded paths passes the decoded path.
+//! Paths are matched in normal form (the engine normalises every request's path first), split
+//! on `/`. In a pattern, a literal segment matches the same segment; `*`, `:name` and `{name}`
+//! match exactly one segment; `**` matches any number of segments, including none. A rule
+//! whose methods list `GET` matches `HEAD` too unless `http.head_as_get` is off.
 
 use std::fmt;
 
@@ -148,8 +149,15 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
-    /// Compiles `pattern`; the error says what is wrong with it.
+    /// Compiles `pattern`, its literal segments kept in their case; the error says what is
+    /// wrong with it.
     pub fn parse(pattern: &str) -> Result<Self, String> {
+        Self::parse_folded(pattern, false)
+    }
+
+    /// Compiles `pattern` for paths in normal form, lower-casing its literal segments when
+    /// `fold_case` (paths are then lower-cased too).
+    pub fn parse_folded(pattern: &str, fold_case: bool) -> Result<Self, String> {
         if !pattern.starts_with('/') {
             return Err(format!("path pattern {pattern:?} must start with '/'"));
         }
@@ -170,7 +178,7 @@ impl PathPattern {
                         "path pattern {pattern:?}: '*' and '**' must stand alone as a whole segment, found {s:?}"
                     ));
                 }
-                _ => Segment::Literal(s.into()),
+                _ => Segment::Literal(crate::http::normalize_segment(s, fold_case).into()),
             };
             segments.push(segment);
         }
@@ -279,16 +287,31 @@ pub struct RuleMatcher {
     methods: Box<[Box<str>]>,
     paths: Box<[PathPattern]>,
     roles: Box<[Box<str>]>,
+    /// Whether `HEAD` matches where `GET` is listed.
+    head_as_get: bool,
 }
 
 impl RuleMatcher {
-    /// A matcher from upper-cased methods, compiled patterns and role names.
+    /// A matcher from upper-cased methods, compiled patterns and role names; `GET` matches
+    /// `HEAD` too.
     pub fn new(methods: Vec<Box<str>>, paths: Vec<PathPattern>, roles: Vec<Box<str>>) -> Self {
         RuleMatcher {
             methods: methods.into(),
             paths: paths.into(),
             roles: roles.into(),
+            head_as_get: true,
         }
+    }
+
+    /// The same matcher, `GET` matching `HEAD` only when `head_as_get`.
+    pub fn head_as_get(mut self, head_as_get: bool) -> Self {
+        self.head_as_get = head_as_get;
+        self
+    }
+
+    /// The role names the rule is restricted to (empty: any role, or none).
+    pub fn roles(&self) -> &[Box<str>] {
+        &self.roles
     }
 
     /// Whether the matcher looks at the path at all.
@@ -296,11 +319,110 @@ impl RuleMatcher {
         !self.paths.is_empty()
     }
 
-    /// Whether a request with this method (any case), path and role is matched.
+    /// Whether a request with this method (any case), path (in normal form) and role is
+    /// matched.
     pub fn matches(&self, method: &str, path: &RequestPath<'_>, role: Option<&str>) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+        (self.methods.is_empty() || self.matches_method(method))
             && (self.roles.is_empty() || role.is_some_and(|r| self.roles.iter().any(|x| **x == *r)))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+    }
+
+    fn matches_method(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+            || (self.head_as_get
+                && method.eq_ignore_ascii_case("HEAD")
+                && self.methods.iter().any(|m| &**m == "GET"))
+    }
+}
+
+/// Which responses a rule keeps counted: the others are refunded once the response is known
+/// (express-rate-limit's `skipSuccessfulRequests` and `skipFailedRequests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountResponses {
+    /// Every request counts (the default).
+    #[default]
+    All,
+    /// Only requests answered with a failed status count.
+    Failed,
+    /// Only requests answered with a status that is not a failure count.
+    Successful,
+}
+
+/// A set of HTTP statuses (100 to 999).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatusSet([u64; 16]);
+
+impl StatusSet {
+    /// No status.
+    pub const fn empty() -> Self {
+        StatusSet([0; 16])
+    }
+
+    /// `from..=to` added.
+    pub fn with_range(mut self, from: u16, to: u16) -> Self {
+        for status in from..=to.min(1023) {
+            self.0[usize::from(status / 64)] |= 1 << (status % 64);
+        }
+        self
+    }
+
+    /// Whether `status` is in the set.
+    pub fn contains(&self, status: u16) -> bool {
+        status < 1024 && self.0[usize::from(status / 64)] & (1 << (status % 64)) != 0
+    }
+}
+
+impl Default for StatusSet {
+    /// 400 to 599: every client and server error.
+    fn default() -> Self {
+        StatusSet::empty().with_range(400, 599)
+    }
+}
+
+impl fmt::Debug for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        let mut status = 0u16;
+        while status < 1024 {
+            if self.contains(status) {
+                let start = status;
+                while status + 1 < 1024 && self.contains(status + 1) {
+                    status += 1;
+                }
+                list.entry(&format_args!("{start}-{status}"));
+            }
+            status += 1;
+        }
+        list.finish()
+    }
+}
+
+/// What a rule does once the response is known.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseCounting {
+    /// Which responses stay counted.
+    pub count: CountResponses,
+    /// The statuses that are failures.
+    pub failed: StatusSet,
+    /// A response header (lower-case name) whose integer value is added to the cost after the
+    /// fact.
+    pub cost_header: Option<Box<str>>,
+}
+
+impl ResponseCounting {
+    /// Whether the rule needs to hear about the response at all.
+    pub fn needs_response(&self) -> bool {
+        self.count != CountResponses::All || self.cost_header.is_some()
+    }
+
+    /// Whether a request answered `status` is given back.
+    pub fn refunds(&self, status: u16) -> bool {
+        match self.count {
+            CountResponses::All => false,
+            CountResponses::Failed => !self.failed.contains(status),
+            CountResponses::Successful => self.failed.contains(status),
+        }
     }
 }
 
@@ -338,6 +460,9 @@ pub struct Rule {
     key: KeyKind,
     /// The default first, then one per role override.
     policies: Box<[Policy]>,
+    before_auth: bool,
+    shadow: bool,
+    response: ResponseCounting,
 }
 
 impl Rule {
@@ -349,7 +474,44 @@ impl Rule {
             matcher,
             key,
             policies: policies.into(),
+            before_auth: false,
+            shadow: false,
+            response: ResponseCounting::default(),
         }
+    }
+
+    /// The same rule, decided by the HTTP layer before the bearer token is verified (see
+    /// [`crate::http`]).
+    pub fn before_auth(mut self, before_auth: bool) -> Self {
+        self.before_auth = before_auth;
+        self
+    }
+
+    /// The same rule in shadow mode: it decides and counts, but never denies.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// The same rule with what it does once the response is known.
+    pub fn responses(mut self, response: ResponseCounting) -> Self {
+        self.response = response;
+        self
+    }
+
+    /// Whether the HTTP layer decides it before verifying the token.
+    pub fn is_before_auth(&self) -> bool {
+        self.before_auth
+    }
+
+    /// Whether it is in shadow mode.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+
+    /// What it does once the response is known.
+    pub fn response_counting(&self) -> &ResponseCounting {
+        &self.response
     }
 
     /// The rule's unique name.

@@ -77,6 +77,29 @@ impl SlidingLog {
         )
     }
 
+    /// Takes `cost` off the entry logged at `at`, if it is still logged.
+    pub(super) fn refund(&mut self, at: u64, cost: u64) {
+        let Some(i) = self.entries.iter().rposition(|&(t, _)| t == at) else {
+            return;
+        };
+        let taken = cost.min(self.entries[i].1);
+        self.entries[i].1 -= taken;
+        self.total -= taken;
+        if self.entries[i].1 == 0 {
+            self.entries.remove(i);
+        }
+    }
+
+    pub(super) fn charge(&mut self, limit: u64, window: u64, now: u64, cost: u64) {
+        let room = limit.saturating_sub(self.total);
+        let cost = cost.min(room);
+        if cost > 0 {
+            self.consume(limit, window, now, cost);
+        } else {
+            self.advance(window, now);
+        }
+    }
+
     pub(super) fn expires_at(&self, window: u64) -> u64 {
         self.entries.back().map_or(0, |&(t, _)| t + window)
     }

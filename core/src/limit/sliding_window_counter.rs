@@ -143,6 +143,21 @@ impl WindowCounter {
         )
     }
 
+    /// Takes `cost` off the counter of the window `at` fell in, if it is still counted.
+    pub(super) fn refund(&mut self, window: u64, at: u64, cost: u64) {
+        let index = at / window;
+        if self.index == index {
+            self.current = self.current.saturating_sub(cost);
+        } else if self.index == index + 1 {
+            self.previous = self.previous.saturating_sub(cost);
+        }
+    }
+
+    pub(super) fn charge(&mut self, limit: u64, window: u64, now: u64, cost: u64) {
+        self.advance(window, now);
+        self.current = self.current.saturating_add(cost).min(limit);
+    }
+
     pub(super) fn expires_at(&self, window: u64) -> u64 {
         if self.current > 0 {
             (self.index + 2) * window

@@ -48,6 +48,18 @@ impl Gcra {
         Self::outcome(capacity, interval, now, self.tat, true, 0)
     }
 
+    pub(super) fn refund(&mut self, interval: u64, cost: u64) {
+        self.tat = self.tat.saturating_sub(cost.saturating_mul(interval));
+    }
+
+    pub(super) fn charge(&mut self, capacity: u64, interval: u64, now: u64, cost: u64) {
+        let start = self.tat.max(now);
+        let empty = now.saturating_add(capacity * interval);
+        self.tat = start
+            .saturating_add(cost.saturating_mul(interval))
+            .min(empty.max(start));
+    }
+
     pub(super) fn expires_at(&self) -> u64 {
         self.tat
     }

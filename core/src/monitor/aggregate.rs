@@ -61,6 +61,12 @@ pub struct MinuteCounts {
     pub auth_rejected: u64,
     /// … that failed (e.g. `store_unavailable`).
     pub failed: u64,
+    /// … refused by a deny list (403).
+    pub denied: u64,
+    /// Admitted requests a rule in shadow mode would have denied.
+    pub shadow_limited: u64,
+    /// Admitted requests an allow list let skip the limits.
+    pub allowlisted: u64,
     /// Upstream calls finished.
     pub upstream_calls: u64,
     /// … that failed or timed out.
@@ -98,6 +104,9 @@ impl MinuteCounts {
         self.rate_limited += other.rate_limited;
         self.auth_rejected += other.auth_rejected;
         self.failed += other.failed;
+        self.denied += other.denied;
+        self.shadow_limited += other.shadow_limited;
+        self.allowlisted += other.allowlisted;
         self.upstream_calls += other.upstream_calls;
         self.upstream_failures += other.upstream_failures;
         self.breaker_trips += other.breaker_trips;
@@ -155,6 +164,13 @@ impl MinuteCounts {
             EventOutcome::RateLimited => self.rate_limited += 1,
             EventOutcome::AuthRejected => self.auth_rejected += 1,
             EventOutcome::Failed => self.failed += 1,
+            EventOutcome::Denied => self.denied += 1,
+        }
+        if e.shadow_rule.is_some() {
+            self.shadow_limited += 1;
+        }
+        if e.allowlisted {
+            self.allowlisted += 1;
         }
     }
 
@@ -243,6 +259,8 @@ pub struct Report {
     pub breaches_by_endpoint: Vec<TopEntry>,
     /// Rate-limit breaches by deciding rule.
     pub breaches_by_rule: Vec<TopEntry>,
+    /// Admitted requests by the rule in shadow mode that would have denied them.
+    pub shadow_breaches_by_rule: Vec<TopEntry>,
     /// Refused tokens by error kind.
     pub auth_rejections: BTreeMap<String, u64>,
     /// Failed decisions by error kind.
@@ -259,6 +277,21 @@ pub struct Report {
     pub response_latency: LatencyHistogram,
     /// The Redis Streams sink's counters, when the engine writes one.
     pub sink: Option<SinkStats>,
+    /// What looks wrong with how the engine is set up, each once with how often it was seen.
+    pub warnings: Vec<Warning>,
+}
+
+/// Something that looks wrong with how an engine is set up, seen while serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// A stable name: `untrusted_forwarded_header`.
+    pub code: &'static str,
+    /// What it means and what to do.
+    pub message: String,
+    /// How many times it was seen.
+    pub count: u64,
+    /// When it was first seen (ms since the Unix epoch).
+    pub first_seen_ms: u64,
 }
 
 impl Report {
@@ -284,6 +317,7 @@ struct Shard {
     by_role: TopK,
     by_endpoint: TopK,
     by_rule: TopK,
+    shadow_by_rule: TopK,
     upstream_failures: TopK,
     breaker_trips: TopK,
     auth_rejections: [u64; KINDS],
@@ -342,6 +376,7 @@ impl Aggregator {
                     by_role: TopK::new(capacity),
                     by_endpoint: TopK::new(capacity),
                     by_rule: TopK::new(capacity),
+                    shadow_by_rule: TopK::new(capacity),
                     upstream_failures: TopK::new(capacity),
                     breaker_trips: TopK::new(capacity),
                     auth_rejections: [0; KINDS],
@@ -476,6 +511,7 @@ impl Aggregator {
             breaches_by_role: list(|s| &s.by_role),
             breaches_by_endpoint: list(|s| &s.by_endpoint),
             breaches_by_rule: list(|s| &s.by_rule),
+            shadow_breaches_by_rule: list(|s| &s.shadow_by_rule),
             auth_rejections: by_kind(&auth),
             errors: by_kind(&errors),
             upstream_failures: list(|s| &s.upstream_failures),
@@ -506,6 +542,7 @@ impl Aggregator {
                 count: totals.responses,
             },
             sink: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -572,8 +609,11 @@ impl Shard {
                 self.subjects.add(subject, weight);
             }
         }
+        if let Some(rule) = e.shadow_rule {
+            self.shadow_by_rule.add(rule, 1);
+        }
         match e.outcome {
-            EventOutcome::Admitted => {}
+            EventOutcome::Admitted | EventOutcome::Denied => {}
             EventOutcome::RateLimited => {
                 if weight > 0 {
                     self.by_subject

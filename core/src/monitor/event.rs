@@ -18,16 +18,19 @@ pub enum EventOutcome {
     AuthRejected,
     /// The decision itself failed (`error` says how), e.g. `store_unavailable`.
     Failed,
+    /// A deny list of the HTTP layer named the caller (answered 403).
+    Denied,
 }
 
 impl EventOutcome {
-    /// `admitted`, `rate_limited`, `auth_rejected` or `failed`.
+    /// `admitted`, `rate_limited`, `auth_rejected`, `failed` or `denied`.
     pub const fn as_str(self) -> &'static str {
         match self {
             EventOutcome::Admitted => "admitted",
             EventOutcome::RateLimited => "rate_limited",
             EventOutcome::AuthRejected => "auth_rejected",
             EventOutcome::Failed => "failed",
+            EventOutcome::Denied => "denied",
         }
     }
 
@@ -38,6 +41,7 @@ impl EventOutcome {
             EventOutcome::RateLimited,
             EventOutcome::AuthRejected,
             EventOutcome::Failed,
+            EventOutcome::Denied,
         ]
         .into_iter()
         .find(|o| o.as_str() == text)
@@ -45,8 +49,9 @@ impl EventOutcome {
 }
 
 /// A decision on one request: an authentication refusal, or a rate-limit check (admitted,
-/// limited, or failed). The engine records one per [`check`](crate::Engine::check), per
-/// [`authorize`](crate::Engine::authorize), and per refused
+/// limited, or failed), or a deny list's refusal. The engine records one per
+/// [`check`](crate::Engine::check), per [`authorize`](crate::Engine::authorize), per HTTP
+/// request ([`http`](crate::Engine::http)), and per refused
 /// [`authenticate`](crate::Engine::authenticate) (without an endpoint: it has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecisionEvent<'a> {
@@ -66,6 +71,10 @@ pub struct DecisionEvent<'a> {
     pub error: Option<ErrorKind>,
     /// Which store decided, when a rate limit was checked.
     pub store: Option<StoreUsed>,
+    /// For an admitted request, the rule in shadow mode that would have denied it.
+    pub shadow_rule: Option<&'a str>,
+    /// Whether an allow list of the HTTP layer let the request skip the limits.
+    pub allowlisted: bool,
 }
 
 /// A finished call to an upstream (a [`Lease`](crate::Lease) finished or dropped).

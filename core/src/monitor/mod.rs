@@ -47,7 +47,7 @@ mod topk;
 
 pub use aggregate::{
     Aggregator, EXACT_PER_MINUTE, LATENCY_BOUNDS_US, LatencyHistogram, MAX_HORIZON_MINUTES,
-    MAX_TOP, MinuteCounts, PEAKS, Report, SAMPLE, SinkStats,
+    MAX_TOP, MinuteCounts, PEAKS, Report, SAMPLE, SinkStats, Warning,
 };
 pub use event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent};
 pub use stream::{

@@ -78,8 +78,24 @@ pub fn render(report: &Report, services: &[(String, Vec<UpstreamStatus>)]) -> St
             ("rate_limited", t.rate_limited),
             ("auth_rejected", t.auth_rejected),
             ("failed", t.failed),
+            ("denied", t.denied),
         ],
     );
+    w.family(
+        "floodwall_shadow_limited_total",
+        "Admitted requests a rule in shadow mode would have denied, by rule.",
+        "rule",
+        report
+            .shadow_breaches_by_rule
+            .iter()
+            .map(|e| (e.key.as_str(), e.count)),
+    );
+    w.header(
+        "floodwall_allowlisted_total",
+        "counter",
+        "Requests an allow list let skip the limits.",
+    );
+    w.sample("floodwall_allowlisted_total", &[], t.allowlisted);
     // The rule list is exact while there are fewer rules than a top list's sketch holds.
     w.family(
         "floodwall_rate_limited_total",

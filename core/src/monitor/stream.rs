@@ -49,10 +49,12 @@
 //! |---|---|---|
 //! | `d` | `m`, `p` | method and path (query dropped); both absent when the decision had no endpoint (a refused `authenticate`) |
 //! | `d` | `s`, `r` | subject and role, when known |
-//! | `d` | `o` | outcome: `admitted`, `rate_limited`, `auth_rejected` or `failed` ([`EventOutcome::as_str`]) |
+//! | `d` | `o` | outcome: `admitted`, `rate_limited`, `auth_rejected`, `failed` or `denied` ([`EventOutcome::as_str`]) |
 //! | `d` | `rule` | the deciding rule of a rate-limited request |
 //! | `d` | `e` | the error kind of a refused or failed decision ([`ErrorKind::as_str`]) |
 //! | `d` | `st` | the store that decided: `memory`, `redis`, `fallback`, `unavailable` |
+//! | `d` | `sh` | the rule in shadow mode that would have denied an admitted request |
+//! | `d` | `al` | `1` when an allow list let the request skip the limits (absent otherwise) |
 //! | `u` | `svc`, `up` | service and upstream |
 //! | `u` | `co` | call outcome: `success`, `failure` or `timeout` |
 //! | `u` | `lat` | latency, µs |
@@ -318,6 +320,12 @@ fn visit_fields(
             if let Some(store) = e.store {
                 put("st", Text(store.as_str()));
             }
+            if let Some(rule) = e.shadow_rule {
+                put("sh", Text(rule));
+            }
+            if e.allowlisted {
+                put("al", Number(1));
+            }
         }
         Event::Upstream(e) => {
             put("svc", Text(e.service));
@@ -411,6 +419,8 @@ struct RawEntry<'a> {
     rule: Option<&'a [u8]>,
     e: Option<&'a [u8]>,
     st: Option<&'a [u8]>,
+    sh: Option<&'a [u8]>,
+    al: Option<&'a [u8]>,
     svc: Option<&'a [u8]>,
     up: Option<&'a [u8]>,
     co: Option<&'a [u8]>,
@@ -463,6 +473,8 @@ pub fn parse_entry<'a>(
             b"rule" => &mut raw.rule,
             b"e" => &mut raw.e,
             b"st" => &mut raw.st,
+            b"sh" => &mut raw.sh,
+            b"al" => &mut raw.al,
             b"svc" => &mut raw.svc,
             b"up" => &mut raw.up,
             b"co" => &mut raw.co,
@@ -499,6 +511,14 @@ pub fn parse_entry<'a>(
                 rule: text("rule", raw.rule)?,
                 error: text("e", raw.e)?.and_then(ErrorKind::parse),
                 store: text("st", raw.st)?.and_then(StoreUsed::parse),
+                shadow_rule: text("sh", raw.sh)?,
+                allowlisted: match text("al", raw.al)? {
+                    None | Some("0") => false,
+                    Some("1") => true,
+                    Some(other) => {
+                        return Err(malformed(format!("field al is not 0 or 1: {other:?}")));
+                    }
+                },
             })
         }
         "u" => {
@@ -559,6 +579,8 @@ enum Shape {
         rule: Option<Span>,
         error: Option<ErrorKind>,
         store: Option<StoreUsed>,
+        shadow_rule: Option<Span>,
+        allowlisted: bool,
     },
     Upstream {
         at: Timestamp,
@@ -597,6 +619,7 @@ impl QueuedEvent {
                     + len(e.subject)
                     + len(e.role)
                     + len(e.rule)
+                    + len(e.shadow_rule)
             }
             Event::Upstream(e) => e.service.len() + e.upstream.len(),
             Event::Response(e) => e.method.len() + bare_path(e.path).len(),
@@ -617,6 +640,8 @@ impl QueuedEvent {
                 rule: e.rule.map(|s| p.put(s)),
                 error: e.error,
                 store: e.store,
+                shadow_rule: e.shadow_rule.map(|s| p.put(s)),
+                allowlisted: e.allowlisted,
             },
             Event::Upstream(e) => Shape::Upstream {
                 at: e.at,
@@ -655,6 +680,8 @@ impl QueuedEvent {
                 rule,
                 error,
                 store,
+                shadow_rule,
+                allowlisted,
             } => Event::Decision(DecisionEvent {
                 at,
                 endpoint: endpoint.map(|(m, p)| (self.get(m), self.get(p))),
@@ -664,6 +691,8 @@ impl QueuedEvent {
                 rule: rule.map(|s| self.get(s)),
                 error,
                 store,
+                shadow_rule: shadow_rule.map(|s| self.get(s)),
+                allowlisted,
             }),
             Shape::Upstream {
                 at,
@@ -1497,6 +1526,8 @@ mod tests {
                 rule: Some("per-user"),
                 error: None,
                 store: Some(StoreUsed::Redis),
+                shadow_rule: None,
+                allowlisted: false,
             }),
             Event::Decision(DecisionEvent {
                 at,
@@ -1507,6 +1538,8 @@ mod tests {
                 rule: None,
                 error: Some(ErrorKind::Expired),
                 store: None,
+                shadow_rule: None,
+                allowlisted: false,
             }),
             Event::Upstream(UpstreamEvent {
                 at,

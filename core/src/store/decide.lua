@@ -7,12 +7,15 @@
 -- KEYS: the state key of each layer, in order; a sliding_window layer has two (its log, a
 --       list of "t:cost" oldest first, and its total).
 -- ARGV: [1] mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
---           r refund (give back what a decide at [2] consumed; a cluster decision whose layers
---           live on several nodes consumes node by node and refunds when a later one denies)
+--           r refund (give back what a decide at [2] consumed: a cluster decision whose layers
+--           live on several nodes consumes node by node and refunds when a later one denies,
+--           and a response that does not count refunds its request), a add (take the cost
+--           without asking: a response reported what its request really cost)
 --       [2] now in µs since the epoch, or "" for the server's TIME
 --       [3] cost  [4] number of layers
 --       then per layer: algorithm (f fixed_window, s sliding_window, c sliding_window_counter,
---       b token_bucket), limit (or capacity), period (window, or the bucket's interval) in µs
+--       b token_bucket; in upper case for a shadow layer, whose denial denies nothing), limit
+--       (or capacity), period (window, or the bucket's interval) in µs
 -- Returns: { all_allowed, then per layer: allowed, remaining, reset_after, retry_after; then
 --            the time used }
 
@@ -34,10 +37,12 @@ local n = tonumber(ARGV[4])
 -- Only the algorithms this call uses are defined: each definition is a closure made anew on
 -- every call, and making them all would cost more than the decision itself.
 local need = {}
+local lower = string.lower
 for i = 1, n do
-  need[ARGV[4 + (i - 1) * 3 + 1]] = true
+  need[lower(ARGV[4 + (i - 1) * 3 + 1])] = true
 end
 local refunding = mode == 'r'
+local charging = mode == 'a'
 
 -- Integers as digits: Lua's own tostring would write 1.7e+15 for a µs timestamp.
 local function num(x)
@@ -362,19 +367,51 @@ function Bucket.refund(l)
 end
 end
 
+-- charges: take `cost` at `now` without asking, never beyond an exhausted state --------------
+if charging then
+function Fixed.charge(l)
+  Fixed.advance(l)
+  l.count = min(l.count + cost, l.limit)
+end
+function Log.charge(l)
+  local t = Log.advance(l)
+  local c = min(cost, max(l.limit - l.total, 0))
+  if c > 0 then
+    if l.newest and l.newest[1] == t then
+      l.newest[2] = l.newest[2] + c
+      redis.call('LSET', l.key, -1, num(t) .. ':' .. num(l.newest[2]))
+    else
+      l.newest = { t, c }
+      redis.call('RPUSH', l.key, num(t) .. ':' .. num(c))
+    end
+    l.total = l.total + c
+  end
+end
+function Counter.charge(l)
+  Counter.advance(l)
+  l.current = min(l.current + cost, l.limit)
+end
+function Bucket.charge(l)
+  local start = max(l.tat, now)
+  l.tat = min(start + cost * l.period, max(now + l.limit * l.period, start))
+end
+end
+
 -- the decision -------------------------------------------------------------------------------
 local kinds = { f = Fixed, s = Log, c = Counter, b = Bucket }
 local layers = {}
 local k = 1
 for i = 1, n do
   local base = 4 + (i - 1) * 3
+  local code = ARGV[base + 1]
   local l = {
-    kind = kinds[ARGV[base + 1]],
+    kind = kinds[lower(code)],
+    shadow = code ~= lower(code),
     limit = tonumber(ARGV[base + 2]),
     period = tonumber(ARGV[base + 3]),
     key = KEYS[k],
   }
-  if ARGV[base + 1] == 's' then
+  if lower(code) == 's' then
     l.key2 = KEYS[k + 1]
     k = k + 2
   else
@@ -384,9 +421,18 @@ for i = 1, n do
   layers[i] = l
 end
 
-if mode == 'r' then
+if refunding then
   for i = 1, n do
     layers[i].kind.refund(layers[i])
+  end
+  return { 1, now }
+end
+
+if charging then
+  for i = 1, n do
+    local l = layers[i]
+    l.kind.charge(l)
+    l.kind.save(l)
   end
   return { 1, now }
 end
@@ -396,14 +442,19 @@ local all = true
 for i = 1, n do
   local o = layers[i].kind.evaluate(layers[i])
   outcomes[i] = o
-  if not o[1] then all = false end
+  if not o[1] and not layers[i].shadow then all = false end
 end
 
 if all and mode == 'd' then
   for i = 1, n do
     local l = layers[i]
-    outcomes[i] = l.kind.consume(l)
-    l.kind.save(l)
+    if outcomes[i][1] then
+      outcomes[i] = l.kind.consume(l)
+      l.kind.save(l)
+    elseif l.trimmed then
+      -- A shadow layer that would deny consumes nothing.
+      l.kind.save(l)
+    end
   end
 else
   -- Nothing is consumed; a log whose expired entries were trimmed keeps its total in step.

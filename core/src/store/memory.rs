@@ -247,6 +247,38 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Gives back `cost` that a decision at `at` consumed on `layer` ([`Quota::refund`]); a key
+    /// that is gone has nothing to give back.
+    pub(crate) fn refund(&self, layer: &Layer<'_>, cost: u64, at: Timestamp) {
+        let hash = self.hash(layer.slot, layer.key);
+        let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        if let Some(entry) = shard.table.find_mut(hash, |e| {
+            e.slot == compact(layer.slot) && key_eq(&e.key, layer.key)
+        }) {
+            layer.quota.refund(&mut entry.state, at, cost);
+            entry.expires_s = secs(layer.quota.expires_at(&entry.state).as_micros());
+        }
+    }
+
+    /// Takes `cost` from `layer` at `now` without asking ([`Quota::charge`]).
+    pub(crate) fn charge(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) {
+        let hash = self.hash(layer.slot, layer.key);
+        let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let quota = layer.quota;
+        if let Some(entry) = shard.table.find_mut(hash, |e| {
+            e.slot == compact(layer.slot) && key_eq(&e.key, layer.key)
+        }) {
+            quota.charge(&mut entry.state, now, cost);
+            entry.expires_s = secs(quota.expires_at(&entry.state).as_micros());
+            return;
+        }
+        let mut state = quota.new_state(now);
+        quota.charge(&mut state, now, cost);
+        self.insert(&mut shard, hash, layer, quota, state, now);
+    }
+}
+
 impl Store for MemoryStore {
     fn acquire(
         &self,
@@ -358,7 +390,7 @@ impl MemoryStore {
                     .quota
                     .evaluate(&mut layer.quota.new_state(now), now, cost),
             };
-            all &= outcome.allowed;
+            all &= outcome.allowed || layer.shadow;
         }
         if !all {
             return false;
@@ -369,6 +401,10 @@ impl MemoryStore {
         // MAX_SHARDS = 64 guards, so a u64 holds one bit per guard.)
         let mut moved: u64 = 0;
         for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
+            if !outcome.allowed {
+                // A shadow layer that would deny: it consumes nothing.
+                continue;
+            }
             let (g, hash) = (guard_of[i], hashes[i]);
             let Some(shard) = guards[g].as_mut() else {
                 unreachable!("every layer's shard is locked")

@@ -32,6 +32,31 @@ pub struct Layer<'a> {
     pub quota: &'a Quota,
     /// The key within the slot: the keyed part's bytes (empty for `global` and absent parts).
     pub key: &'a [u8],
+    /// A shadow layer decides and consumes like any other when the request is admitted, but
+    /// its denial denies nothing: the request is admitted if every other layer admits, and the
+    /// shadow layer that would deny consumes nothing.
+    pub shadow: bool,
+}
+
+/// A change to one layer's state after its decision, once the response is known (see
+/// [`crate::http`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adjustment {
+    /// Give back `cost` that the decision at `at` consumed ([`Quota::refund`]).
+    Refund {
+        /// What the request consumed.
+        cost: u64,
+        /// When the store decided it.
+        at: Timestamp,
+    },
+    /// Take `cost` without asking ([`Quota::charge`]), at `at` — or, on Redis with its own
+    /// clock, at the server's time.
+    Charge {
+        /// What the response says the request cost.
+        cost: u64,
+        /// Now.
+        at: Timestamp,
+    },
 }
 
 /// The bit of [`Layer::slot`] that marks a request lacking the keyed part (no subject, no
@@ -42,9 +67,10 @@ pub const ABSENT: u64 = 1 << 63;
 /// Keeps limiter state and applies multi-layer decisions atomically.
 pub trait Store: Send + Sync + fmt::Debug {
     /// Applies `layers` at `now` for a request of `cost`: writes each layer's outcome into
-    /// `outcomes` (same length and order) and returns whether all admitted. When all admit,
-    /// every layer has consumed and its outcome is the state after; otherwise nothing was
-    /// consumed and each outcome is the unchanged state (denying layers carry `retry_after`).
+    /// `outcomes` (same length and order) and returns whether the request is admitted — every
+    /// layer but the [shadow](Layer::shadow) ones admits. Then every admitting layer has
+    /// consumed and its outcome is the state after; otherwise nothing was consumed and each
+    /// outcome is the unchanged state (denying layers carry `retry_after`).
     ///
     /// Every layer's `cost <= quota.limit()` has been checked by the caller.
     fn acquire(

@@ -45,7 +45,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use super::{ABSENT, Layer};
+use super::{ABSENT, Adjustment, Layer};
 use crate::clock::Timestamp;
 use crate::config::{StoreClock, StoreConfig, StoreKind};
 use crate::error::Error;
@@ -94,6 +94,8 @@ enum Mode {
     Evaluate,
     /// Give back what a `Decide` at the given time consumed.
     Refund,
+    /// Take the cost without asking.
+    Charge,
 }
 
 /// Limiter state in one Redis server or cluster.
@@ -220,6 +222,7 @@ impl RedisStore {
                 Mode::Decide => "d",
                 Mode::Evaluate => "e",
                 Mode::Refund => "r",
+                Mode::Charge => "a",
             }
             .to_owned(),
         );
@@ -248,7 +251,13 @@ impl RedisStore {
             // instead of reading another algorithm's state.
             let mut key = key;
             key.extend_from_slice(code.as_bytes());
-            if code == "s" {
+            // Upper case marks a shadow layer: its denial denies nothing.
+            let code = if layer.shadow {
+                code.to_ascii_uppercase()
+            } else {
+                code.to_owned()
+            };
+            if code == "s" || code == "S" {
                 let mut total = key.clone();
                 total.extend_from_slice(b":total");
                 keys.push(key);
@@ -256,7 +265,7 @@ impl RedisStore {
             } else {
                 keys.push(key);
             }
-            args.push(code.to_owned());
+            args.push(code);
             args.push(quota.limit().to_string());
             args.push(period.as_micros().to_string());
         }
@@ -291,15 +300,17 @@ impl RedisStore {
         })
     }
 
-    /// Applies `layers` at `now` (or the server's time) all-or-nothing; fills `outcomes` and
-    /// returns whether all admitted. One script call, unless the layers of a cluster decision
-    /// live in several slots (see the module docs).
+    /// Applies `layers` at `now` (or the server's time) all-or-nothing; fills `outcomes`, and
+    /// `times` with the time each layer was decided at (what a refund names), and returns
+    /// whether the request is admitted. One script call, unless the layers of a cluster
+    /// decision live in several slots (see the module docs).
     pub fn decide(
         &self,
         layers: &[Layer<'_>],
         cost: u64,
         now: Timestamp,
         outcomes: &mut [Outcome],
+        times: &mut [Timestamp],
     ) -> Result<bool, StoreFailure> {
         let groups = if self.is_cluster() {
             self.slot_groups(layers)
@@ -308,7 +319,9 @@ impl RedisStore {
         };
         if groups.len() <= 1 {
             let replies = self.run(&[self.command(Mode::Decide, layers, cost, now)])?;
-            return read_reply(&replies[0], outcomes).map(|(all, _)| all);
+            let (all, used) = read_reply(&replies[0], outcomes)?;
+            times.fill(Timestamp::from_micros(used));
+            return Ok(all);
         }
         let subset = |g: &[usize]| -> Vec<Layer<'_>> { g.iter().map(|&i| layers[i]).collect() };
         // Step 1: evaluate every slot; a denial there is the decision, with nothing consumed.
@@ -337,6 +350,7 @@ impl RedisStore {
                 Ok((admitted, used)) => {
                     for (&i, o) in g.iter().zip(out) {
                         outcomes[i] = o;
+                        times[i] = Timestamp::from_micros(used);
                     }
                     if admitted {
                         consumed.push((k, used));
@@ -366,6 +380,25 @@ impl RedisStore {
         Ok(true)
     }
 
+    /// Applies refunds and charges, one script call each, all in one round trip.
+    pub fn adjust(&self, ops: &[(Layer<'_>, Adjustment)]) -> Result<(), StoreFailure> {
+        let commands: Vec<redis::Cmd> = ops
+            .iter()
+            .map(|(layer, adjustment)| match *adjustment {
+                Adjustment::Refund { cost, at } => {
+                    self.command(Mode::Refund, std::slice::from_ref(layer), cost, at)
+                }
+                Adjustment::Charge { cost, at } => {
+                    self.command(Mode::Charge, std::slice::from_ref(layer), cost, at)
+                }
+            })
+            .collect();
+        if commands.is_empty() {
+            return Ok(());
+        }
+        self.run(&commands).map(|_| ())
+    }
+
     /// The layers' indexes grouped by hash slot, in order of first appearance.
     fn slot_groups(&self, layers: &[Layer<'_>]) -> Vec<Vec<usize>> {
         let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
@@ -391,7 +424,8 @@ impl RedisStore {
         let mut simple: Vec<usize> = Vec::with_capacity(batch.len());
         for (i, &(layers, cost, now)) in batch.iter().enumerate() {
             if self.is_cluster() && self.slot_groups(layers).len() > 1 {
-                verdicts[i] = self.decide(layers, cost, now, outcomes[i])?;
+                let mut times = vec![Timestamp::EPOCH; layers.len()];
+                verdicts[i] = self.decide(layers, cost, now, outcomes[i], &mut times)?;
             } else {
                 simple.push(i);
             }

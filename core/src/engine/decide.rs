@@ -1,0 +1,521 @@
+//! The decision path: a request in normal form ([`Asked`]), the rules that match it (all, or
+//! one [`Stage`] of the HTTP layer's), each layer's key built on the stack, and all layers
+//! handed to the store in one atomic step. On the memory store the whole call allocates
+//! nothing for keys it has seen before.
+
+use smallvec::SmallVec;
+
+use super::Engine;
+use super::request::Request;
+use super::shared::{no_times, rule_index};
+use crate::clock::Timestamp;
+use crate::decision::{Decision, StoreUsed};
+use crate::error::{Error, ErrorKind};
+use crate::http::{HeaderLookup, PathBuffer, address_key, normalize_path, parse_address};
+use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
+use crate::monitor::{DecisionEvent, Event, EventOutcome};
+use crate::store::{ABSENT, Layer, Store};
+
+/// A request as the decision path reads it: the path in normal form, the address as it is
+/// keyed, the time fixed.
+#[derive(Clone, Copy)]
+pub(crate) struct Asked<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) subject: Option<&'a str>,
+    pub(crate) role: Option<&'a str>,
+    pub(crate) ip: Option<&'a str>,
+    pub(crate) headers: &'a dyn HeaderLookup,
+    pub(crate) cost: u64,
+    pub(crate) now: Timestamp,
+}
+
+/// Which rules a decision applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Every matching rule ([`Engine::check`]).
+    All,
+    /// The rules the HTTP layer decides before verifying the token.
+    BeforeAuth,
+    /// The others.
+    AfterAuth,
+}
+
+impl Stage {
+    #[inline]
+    fn includes(self, rule: &Rule) -> bool {
+        match self {
+            Stage::All => true,
+            Stage::BeforeAuth => rule.is_before_auth(),
+            Stage::AfterAuth => !rule.is_before_auth(),
+        }
+    }
+}
+
+/// A layer that consumed for a request whose response it will hear about: enough to find its
+/// state again.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) rule: u32,
+    pub(crate) variant: u32,
+    pub(crate) slot: u64,
+    pub(crate) key: SmallVec<[u8; 32]>,
+    pub(crate) cost: u64,
+    /// When the store decided (what a refund names).
+    pub(crate) at: Timestamp,
+    pub(crate) store: StoreUsed,
+}
+
+/// An address key on the stack.
+pub(crate) struct AddressText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl AddressText {
+    pub(crate) const fn new() -> Self {
+        AddressText {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for AddressText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Decides on `request`: every matching rule is applied at once, all-or-nothing. If any layer
+    /// denies, nothing is consumed anywhere. Takes the engine's clock unless the request carries
+    /// a time. The path is read in normal form and the address keyed as the HTTP layer keys it
+    /// (see [`crate::http`]), so `GET /API/orders/` counts against a rule for `/api/orders`.
+    ///
+    /// Fails with [`ErrorKind::CostExceedsLimit`] when the cost is larger than a matching layer's
+    /// limit (it could never pass); nothing is consumed then either.
+    pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
+        let now = request.now.unwrap_or_else(|| self.clock.now());
+        let mut buffer = PathBuffer::new();
+        let path = normalize_path(request.path, self.http.fold_case, &mut buffer).as_str();
+        let mut address = AddressText::new();
+        let asked = Asked {
+            method: request.method,
+            path,
+            subject: request.subject,
+            role: request.role,
+            ip: self.ip_key(request.ip, &mut address),
+            headers: &request.headers,
+            cost: request.cost,
+            now,
+        };
+        let result = self.decide(&asked, Stage::All, None);
+        self.record_decision(&asked, &result);
+        result
+    }
+
+    /// The key of a host-given client address: its canonical form (IPv6 by subnet) when it is
+    /// an address, the text itself otherwise.
+    #[inline]
+    pub(crate) fn ip_key<'a>(
+        &self,
+        ip: Option<&'a str>,
+        out: &'a mut AddressText,
+    ) -> Option<&'a str> {
+        let ip = ip?;
+        if !self.keys_ip {
+            return Some(ip);
+        }
+        match parse_address(ip) {
+            Some(address) => {
+                let _ = address_key(address, self.http.ipv6_subnet, out);
+                Some(out.as_str())
+            }
+            None => Some(ip),
+        }
+    }
+
+    /// Records a decision (or its failure) on `asked` for monitoring.
+    pub(crate) fn record_decision(&self, asked: &Asked<'_>, result: &Result<Decision<'_>, Error>) {
+        // A request no rule matched consulted no store.
+        let store = |d: &Decision<'_>| (d.layers().len() > 0).then(|| d.store());
+        let (outcome, rule, error, store, shadow) = match result {
+            Ok(d) if d.allowed() => (
+                EventOutcome::Admitted,
+                None,
+                None,
+                store(d),
+                d.shadow_denied(),
+            ),
+            Ok(d) => (EventOutcome::RateLimited, d.rule(), None, store(d), None),
+            Err(e) => (EventOutcome::Failed, None, Some(e.kind()), None, None),
+        };
+        self.monitor.record(&Event::Decision(DecisionEvent {
+            at: asked.now,
+            endpoint: Some((asked.method, asked.path)),
+            subject: asked.subject,
+            role: asked.role,
+            outcome,
+            rule,
+            error,
+            store,
+            shadow_rule: shadow,
+            allowlisted: false,
+        }));
+    }
+
+    /// The decision on `asked` by the rules of `stage`. When `pending` is given and the
+    /// request is admitted, every layer whose rule hears about the response is added to it.
+    pub(crate) fn decide(
+        &self,
+        asked: &Asked<'_>,
+        stage: Stage,
+        pending: Option<&mut Vec<Pending>>,
+    ) -> Result<Decision<'_>, Error> {
+        // Every endpoint-keyed layer of one request has the same key: `METHOD /normal/path`.
+        let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
+        // Built in the return slot, so that the decision is not copied on the way out.
+        let mut result = Ok(self.empty_decision());
+        let Ok(decision) = &mut result else {
+            unreachable!("just built")
+        };
+        self.match_rules(asked, stage, &mut endpoint, decision)?;
+        let matched = decision.matched_mut();
+        let (cost, now) = (asked.cost, asked.now);
+        match matched.len() {
+            0 => {}
+            1 if self.shared.is_none() => {
+                let layer = self.layer(asked, &endpoint, matched[0]);
+                let outcome = self.store.acquire_one(&layer, cost, now);
+                decision.outcomes_mut().push(outcome);
+                let allowed = outcome.allowed || layer.shadow;
+                decision.settle(allowed);
+                if let Some(pending) = pending
+                    && self.responses
+                    && allowed
+                {
+                    self.keep(
+                        pending,
+                        &[layer],
+                        &[outcome],
+                        &[now],
+                        cost,
+                        StoreUsed::Memory,
+                    );
+                }
+            }
+            n => {
+                // Up to four layers in a fixed array (nothing is moved on the way in), more in a
+                // vector.
+                let mut few = [self.layer(asked, &endpoint, matched[0]); 4];
+                let many: SmallVec<[Layer<'_>; 4]>;
+                let layers: &[Layer<'_>] = if n <= few.len() {
+                    for (slot, &m) in few[1..n].iter_mut().zip(&matched[1..]) {
+                        *slot = self.layer(asked, &endpoint, m);
+                    }
+                    &few[..n]
+                } else {
+                    many = matched
+                        .iter()
+                        .map(|&m| self.layer(asked, &endpoint, m))
+                        .collect();
+                    &many
+                };
+                let outcomes = decision.outcomes_mut();
+                outcomes.resize(n, Outcome::default());
+                let mut times = no_times(n);
+                let (allowed, used) = match &self.shared {
+                    None => {
+                        times.fill(now);
+                        (
+                            self.store.acquire(layers, cost, now, outcomes)?,
+                            StoreUsed::Memory,
+                        )
+                    }
+                    Some(shared) => {
+                        self.decide_shared(shared, layers, cost, now, outcomes, &mut times)?
+                    }
+                };
+                if let Some(pending) = pending
+                    && self.responses
+                    && allowed
+                {
+                    self.keep(pending, layers, outcomes, &times, cost, used);
+                }
+                decision.set_store(used);
+                decision.settle(allowed);
+            }
+        }
+        result
+    }
+
+    /// Adds to `pending` the layers of an admitted request that consumed and hear about
+    /// the response.
+    fn keep(
+        &self,
+        pending: &mut Vec<Pending>,
+        layers: &[Layer<'_>],
+        outcomes: &[Outcome],
+        times: &[Timestamp],
+        cost: u64,
+        store: StoreUsed,
+    ) {
+        for ((layer, outcome), &at) in layers.iter().zip(outcomes).zip(times) {
+            let index = rule_index(layer);
+            if !outcome.allowed || !self.rules[index].response_counting().needs_response() {
+                continue;
+            }
+            pending.push(Pending {
+                rule: index as u32,
+                variant: (layer.slot & 0xffff_ffff) as u32,
+                slot: layer.slot,
+                key: SmallVec::from_slice(layer.key),
+                cost,
+                at,
+                store,
+            });
+        }
+    }
+
+    pub(crate) fn empty_decision(&self) -> Decision<'_> {
+        Decision::empty(
+            &self.rules,
+            self.headers,
+            if self.shared.is_some() {
+                StoreUsed::Redis
+            } else {
+                StoreUsed::Memory
+            },
+        )
+    }
+
+    /// Records in `decision` the (rule index, policy index) of every rule of `stage` matching
+    /// `asked`, in configuration order, and builds the endpoint key if a matching rule needs
+    /// it.
+    #[inline(always)]
+    fn match_rules<'e>(
+        &'e self,
+        asked: &Asked<'_>,
+        stage: Stage,
+        endpoint: &mut SmallVec<[u8; 128]>,
+        decision: &mut Decision<'e>,
+    ) -> Result<(), Error> {
+        let mut path = RequestPath::empty();
+        if self.parse_paths {
+            path.fill(asked.path);
+        }
+        let matched = decision.matched_mut();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !stage.includes(rule) || !rule.matcher().matches(asked.method, &path, asked.role) {
+                continue;
+            }
+            let (variant, policy) = rule.policy_for(asked.role);
+            // A shadow rule never denies, not even a cost it could never admit.
+            if asked.cost > policy.quota().limit() && !rule.is_shadow() {
+                return Err(cost_exceeds_limit(asked.cost, rule, policy));
+            }
+            if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
+                let method = if self.http.head_as_get && asked.method.eq_ignore_ascii_case("HEAD") {
+                    "GET"
+                } else {
+                    asked.method
+                };
+                endpoint.extend_from_slice(method.as_bytes());
+                endpoint.make_ascii_uppercase();
+                endpoint.push(b' ');
+                path.write_normalized_bytes(endpoint);
+            }
+            matched.push((index, variant));
+        }
+        Ok(())
+    }
+
+    /// The layer of the matched rule `index` under its policy `variant`.
+    #[inline(always)]
+    pub(crate) fn layer<'a>(
+        &'a self,
+        asked: &Asked<'a>,
+        endpoint: &'a [u8],
+        (index, variant): (usize, usize),
+    ) -> Layer<'a> {
+        let rule: &Rule = &self.rules[index];
+        let part = match rule.key() {
+            KeyKind::Subject => asked.subject.map(str::as_bytes),
+            KeyKind::Ip => asked.ip.map(str::as_bytes),
+            KeyKind::Header(name) => asked.headers.header(name).map(str::as_bytes),
+            KeyKind::Global => Some(&[][..]),
+            KeyKind::Endpoint => Some(endpoint),
+        };
+        Layer {
+            rule: rule.name(),
+            slot: ((index as u64) << 32) | variant as u64 | if part.is_none() { ABSENT } else { 0 },
+            quota: rule.policies()[variant].quota(),
+            key: part.unwrap_or_default(),
+            shadow: rule.is_shadow(),
+        }
+    }
+
+    /// The layer a [`Pending`] names.
+    pub(crate) fn pending_layer<'a>(&'a self, pending: &'a Pending) -> Layer<'a> {
+        let rule = &self.rules[pending.rule as usize];
+        Layer {
+            rule: rule.name(),
+            slot: pending.slot,
+            quota: rule.policies()[pending.variant as usize].quota(),
+            key: &pending.key,
+            shadow: rule.is_shadow(),
+        }
+    }
+
+    /// Decides on each request in turn (each one atomic on its own), returning one result per
+    /// request in order. On a shared store the batch is one round trip (a pipeline of script
+    /// calls); if that fails, each request gets the `on_error` policy.
+    pub fn check_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision<'_>, Error>> {
+        let Some(shared) = &self.shared else {
+            return requests.iter().map(|r| self.check(r)).collect();
+        };
+        // Each request's normal path and address key, owned for the length of the batch.
+        let texts: Vec<(String, Option<String>)> = requests
+            .iter()
+            .map(|r| {
+                let mut buffer = PathBuffer::new();
+                let path = normalize_path(r.path, self.http.fold_case, &mut buffer)
+                    .as_str()
+                    .to_owned();
+                let mut address = AddressText::new();
+                let ip = self.ip_key(r.ip, &mut address).map(str::to_owned);
+                (path, ip)
+            })
+            .collect();
+        let asked: Vec<Asked<'_>> = requests
+            .iter()
+            .zip(&texts)
+            .map(|(r, (path, ip))| Asked {
+                method: r.method,
+                path,
+                subject: r.subject,
+                role: r.role,
+                ip: ip.as_deref(),
+                headers: &r.headers,
+                cost: r.cost,
+                now: r.now.unwrap_or_else(|| self.clock.now()),
+            })
+            .collect();
+        /// ((rule index, policy index), slot, key) of each layer of one request.
+        type Parts = Vec<((usize, usize), u64, SmallVec<[u8; 32]>)>;
+        let mut parts: Vec<Parts> = Vec::with_capacity(asked.len());
+        let prepared: Vec<Result<Decision<'_>, Error>> = asked
+            .iter()
+            .map(|a| {
+                parts.push(Vec::new());
+                let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
+                let mut decision = self.empty_decision();
+                self.match_rules(a, Stage::All, &mut endpoint, &mut decision)?;
+                let these = decision
+                    .matched_mut()
+                    .iter()
+                    .map(|&m| {
+                        let layer = self.layer(a, &endpoint, m);
+                        (m, layer.slot, SmallVec::from_slice(layer.key))
+                    })
+                    .collect();
+                if let Some(last) = parts.last_mut() {
+                    *last = these;
+                }
+                Ok(decision)
+            })
+            .collect();
+        // The layers of every prepared request, rebuilt over the copied keys.
+        let mut layers: Vec<Vec<Layer<'_>>> = Vec::with_capacity(prepared.len());
+        let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(prepared.len());
+        for (p, request_parts) in prepared.iter().zip(&parts) {
+            let (these, out) = match p {
+                Ok(_) => {
+                    let these: Vec<Layer<'_>> = request_parts
+                        .iter()
+                        .map(|((index, variant), slot, key)| {
+                            let rule = &self.rules[*index];
+                            Layer {
+                                rule: rule.name(),
+                                slot: *slot,
+                                quota: rule.policies()[*variant].quota(),
+                                key,
+                                shadow: rule.is_shadow(),
+                            }
+                        })
+                        .collect();
+                    let n = these.len();
+                    (these, vec![Outcome::default(); n])
+                }
+                Err(_) => (Vec::new(), Vec::new()),
+            };
+            layers.push(these);
+            outcomes.push(out);
+        }
+        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = prepared
+            .iter()
+            .zip(&layers)
+            .zip(&asked)
+            .filter_map(|((p, l), a)| p.as_ref().ok().map(|_| (l.as_slice(), a.cost, a.now)))
+            .filter(|(l, _, _)| !l.is_empty())
+            .collect();
+        let mut slices: Vec<&mut [Outcome]> = prepared
+            .iter()
+            .zip(outcomes.iter_mut())
+            .filter(|(p, o)| p.is_ok() && !o.is_empty())
+            .map(|(_, o)| o.as_mut_slice())
+            .collect();
+        let verdicts =
+            self.through_breaker(shared, || shared.redis.decide_many(&batch, &mut slices));
+        let mut verdicts = verdicts.map(Vec::into_iter);
+        let results: Vec<Result<Decision<'_>, Error>> = prepared
+            .into_iter()
+            .zip(layers.iter().zip(outcomes))
+            .zip(&asked)
+            .map(|((p, (these, mut out)), a)| {
+                let mut decision = p?;
+                if these.is_empty() {
+                    return Ok(decision);
+                }
+                let (allowed, used) = match verdicts.as_mut() {
+                    Some(v) => (v.next().unwrap_or(false), StoreUsed::Redis),
+                    None => self.decide_unavailable(shared, these, a.cost, a.now, &mut out)?,
+                };
+                *decision.outcomes_mut() = out.into_iter().collect();
+                decision.set_store(used);
+                decision.settle(allowed);
+                Ok(decision)
+            })
+            .collect();
+        for (a, result) in asked.iter().zip(&results) {
+            self.record_decision(a, result);
+        }
+        results
+    }
+}
+
+fn cost_exceeds_limit(cost: u64, rule: &Rule, policy: &Policy) -> Error {
+    Error::new(
+        ErrorKind::CostExceedsLimit,
+        format!(
+            "cost {cost} exceeds the limit {} of rule {:?}{}: it can never be admitted",
+            policy.quota().limit(),
+            rule.name(),
+            policy
+                .role()
+                .map(|r| format!(" for role {r:?}"))
+                .unwrap_or_default()
+        ),
+    )
+}

@@ -1,0 +1,529 @@
+//! The facade the bindings call: build an [`Engine`] from a configuration, then ask it about
+//! each [`Request`] ([`Engine::check`]) or, for an HTTP host, each HTTP request
+//! ([`Engine::http`], see [`crate::http`]).
+//!
+//! The decision path is in `decide.rs`, the shared store's failure policy in `shared.rs`.
+
+mod decide;
+mod request;
+mod shared;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::auth::{AuthConfig, Authenticator, Identity};
+use crate::balance::{BreakerEvent, Lease, Services, UpstreamConfig, UpstreamStatus};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::config::{Config, HeadersConfig, StoreKind};
+use crate::decision::{Decision, DetachedDecision};
+use crate::error::{Error, ErrorKind};
+use crate::http::{AccessLists, CompiledAccess, HttpSettings, HttpState};
+use crate::limit::{KeyKind, Rule};
+use crate::monitor::{DecisionEvent, Event, EventOutcome, Monitor, Report, ResponseEvent, Warning};
+use crate::store::redis::RedisStore;
+use crate::store::{MemoryStore, Store};
+
+pub(crate) use decide::{AddressText, Asked, Pending, Stage};
+pub use request::Request;
+pub(crate) use shared::UNAVAILABLE_RETRY;
+use shared::{Shared, check_redis_arithmetic, store_breaker};
+
+/// The traffic-control engine: compiled rules, a store, a clock.
+///
+/// An `Engine` is `Send + Sync`; share one (for instance in an `Arc`) between all threads.
+///
+/// ```
+/// use floodwall::{Engine, Request, Timestamp};
+///
+/// let engine = Engine::from_toml(r#"
+///     [[rules]]
+///     name = "per-user"
+///     key = "subject"
+///     algorithm = "fixed_window"
+///     limit = 2
+///     window = "1m"
+///     roles.premium = { limit = 100 }
+/// "#)?;
+/// let t = Timestamp::from_millis(60_000);
+/// let free = Request::new("GET", "/api/orders").subject("bob").role("free").at(t);
+/// assert!(engine.check(&free)?.allowed());
+/// assert!(engine.check(&free)?.allowed());
+/// let third = engine.check(&free)?;
+/// assert!(!third.allowed());
+/// assert_eq!(third.retry_after_ms(), 60_000);
+/// assert_eq!(third.header("Retry-After").as_deref(), Some("60"));
+///
+/// let premium = Request::new("GET", "/api/orders").subject("carol").role("premium").at(t);
+/// assert_eq!(engine.check(&premium)?.remaining(), Some(99));
+/// # Ok::<(), floodwall::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) rules: Box<[Rule]>,
+    pub(crate) store: MemoryStore,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) headers: HeadersConfig,
+    /// Whether some rule looks at the path (its pattern or an endpoint key).
+    pub(crate) parse_paths: bool,
+    /// Whether some rule is keyed on the client address.
+    pub(crate) keys_ip: bool,
+    /// Whether some rule hears about the response (`count_responses`, `cost_header`).
+    pub(crate) responses: bool,
+    /// Whether some rule is decided before the token is verified.
+    pub(crate) before_auth: bool,
+    /// The `[http]` section, compiled.
+    pub(crate) http: HttpSettings,
+    /// The allow and deny lists, replaced whole by [`Engine::set_access_lists`].
+    pub(crate) access: RwLock<Arc<CompiledAccess>>,
+    /// What the HTTP layer counts as it reads requests.
+    pub(crate) http_state: HttpState,
+    /// Replaced whole by [`Engine::reload_auth`]; a verification holds the read lock.
+    pub(crate) auth: RwLock<Option<Arc<Authenticator>>>,
+    pub(crate) base_dir: Option<PathBuf>,
+    pub(crate) services: Services,
+    /// The shared store, when the configuration names one; `store` is then its fallback.
+    pub(crate) shared: Option<Shared>,
+    pub(crate) store_kind: StoreKind,
+    /// Every decision, upstream call and reported response is recorded here.
+    pub(crate) monitor: Arc<Monitor>,
+}
+
+/// The answer of [`Engine::authorize`]: who the caller is and the rate-limit
+/// decision taken with their subject and role.
+#[derive(Debug)]
+pub struct Authorized<'e> {
+    /// The verified identity.
+    pub identity: Arc<Identity>,
+    /// The rate-limit decision.
+    pub decision: Decision<'e>,
+}
+
+impl Engine {
+    /// Checks and compiles `config` into an engine on the system clock.
+    pub fn from_config(config: Config) -> Result<Self, Error> {
+        config.check_store()?;
+        let monitor = Arc::new(Monitor::new(&config.monitor, &config.store)?);
+        let http = HttpSettings::compile(&config.http)?;
+        let access = CompiledAccess::compile(
+            &AccessLists {
+                allow: config.http.allow.clone(),
+                deny: config.http.deny.clone(),
+            },
+            "http",
+        )?;
+        let rules = config.compile_rules()?;
+        // Paths are split only when a rule matches on them or keys by endpoint.
+        let parse_paths = rules
+            .iter()
+            .any(|r| r.matcher().has_paths() || *r.key() == KeyKind::Endpoint);
+        let base_dir = config.base_dir.clone();
+        let auth = match &config.auth {
+            Some(auth) => Some(Arc::new(Authenticator::build(
+                auth,
+                base_dir.as_deref(),
+                &|name| std::env::var(name).ok(),
+            )?)),
+            None => None,
+        };
+        let services = Services::compile(&config.services, Arc::clone(&monitor))?;
+        let shared = match config.store.kind {
+            StoreKind::Memory => None,
+            StoreKind::Redis | StoreKind::RedisCluster => {
+                check_redis_arithmetic(&rules)?;
+                Some(Shared {
+                    redis: RedisStore::new(&config.store)?,
+                    policy: config.store.on_error,
+                    breaker: parking_lot::Mutex::new(store_breaker()),
+                    last_failure: parking_lot::Mutex::new(None),
+                    denials: config.store.deny_cache.then(shared::DenyCache::default),
+                })
+            }
+        };
+        Ok(Engine {
+            keys_ip: rules.iter().any(|r| *r.key() == KeyKind::Ip),
+            responses: rules.iter().any(|r| r.response_counting().needs_response()),
+            before_auth: rules.iter().any(Rule::is_before_auth),
+            rules: rules.into(),
+            store: MemoryStore::new(config.store.max_keys),
+            clock: Arc::new(SystemClock),
+            headers: config.headers,
+            parse_paths,
+            http,
+            access: RwLock::new(Arc::new(access)),
+            http_state: HttpState::default(),
+            auth: RwLock::new(auth),
+            base_dir,
+            services,
+            shared,
+            store_kind: config.store.kind,
+            monitor,
+        })
+    }
+
+    /// Reads a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        Self::from_config(Config::from_toml(text)?)
+    }
+
+    /// Reads a JSON configuration of the same structure.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        Self::from_config(Config::from_json(text)?)
+    }
+
+    /// Reads a configuration file: JSON if it ends in `.json`, TOML otherwise.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        Self::from_config(Config::from_file(path)?).map_err(|e| e.in_file(path))
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// A [`Decision::detach`]ed decision back as a [`Decision`], for the engine that made it;
+    /// `None` when another engine made it.
+    pub fn attach(&self, decision: &DetachedDecision) -> Option<Decision<'_>> {
+        decision.attach(&self.rules)
+    }
+
+    /// The kind of store the configuration names: anything but `memory` may wait on the
+    /// network (up to `store.timeout`) in [`check`](Self::check), which bindings use to decide
+    /// whether to release their interpreter or run the call off their event loop.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store_kind
+    }
+
+    /// The request headers some rule is keyed on (`key = "header:NAME"`), lower-cased, each
+    /// once: all a host needs to hand over in [`Request::headers`].
+    pub fn key_headers(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for rule in self.rules.iter() {
+            if let KeyKind::Header(name) = rule.key()
+                && !names.contains(&&**name)
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// Whether some rule is keyed on the client address (`key = "ip"`).
+    pub fn keys_ip(&self) -> bool {
+        self.keys_ip
+    }
+
+    /// Which response headers decisions render (the `[headers]` section).
+    pub fn headers_config(&self) -> HeadersConfig {
+        self.headers
+    }
+
+    /// The compiled rules, in configuration order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The allow and deny lists in force (the `[http]` section's, or the last
+    /// [`set_access_lists`](Self::set_access_lists)).
+    pub fn access_lists(&self) -> AccessLists {
+        self.access.read().source.clone()
+    }
+
+    /// Replaces the allow and deny lists while the engine serves; requests decided from then
+    /// on see the new lists. On error (an entry that is not an address, a network or a header
+    /// name) the lists in force are kept, and the error names the entry (`deny.addresses[2]`).
+    ///
+    /// ```
+    /// use floodwall::{Engine, http::AccessLists};
+    /// let engine = Engine::from_toml("")?;
+    /// let mut lists = engine.access_lists();
+    /// lists.deny.addresses.push("203.0.113.0/24".into());
+    /// engine.set_access_lists(&lists)?;
+    /// assert_eq!(engine.access_lists().deny.addresses, ["203.0.113.0/24"]);
+    /// lists.allow.addresses.push("not an address".into());
+    /// assert_eq!(engine.set_access_lists(&lists).unwrap_err().field(), Some("allow.addresses[0]"));
+    /// # Ok::<(), floodwall::Error>(())
+    /// ```
+    pub fn set_access_lists(&self, lists: &AccessLists) -> Result<(), Error> {
+        let compiled = CompiledAccess::compile(lists, "")?;
+        *self.access.write() = Arc::new(compiled);
+        Ok(())
+    }
+
+    /// Verifies a bearer token — an `Authorization` header value (`Bearer <token>`), or a bare
+    /// token when `auth.bare_token` is set — at the engine's current time. See [`crate::auth`]
+    /// for what is checked and the error kinds; every rejection carries its HTTP status and
+    /// `WWW-Authenticate` value. Fails with `invalid_config` when there is no `[auth]` section.
+    pub fn authenticate(&self, authorization: &str) -> Result<Arc<Identity>, Error> {
+        self.authenticate_at(authorization, self.clock.now())
+    }
+
+    /// [`authenticate`](Self::authenticate) at an explicit time.
+    pub fn authenticate_at(
+        &self,
+        authorization: &str,
+        now: Timestamp,
+    ) -> Result<Arc<Identity>, Error> {
+        let result = self.verify(authorization, now);
+        if let Err(e) = &result {
+            self.record_refusal(None, e, now);
+        }
+        result
+    }
+
+    /// Records a refused token (or an authentication that could not run) for monitoring.
+    fn record_refusal(&self, endpoint: Option<(&str, &str)>, error: &Error, now: Timestamp) {
+        let outcome = if error.kind() == ErrorKind::InvalidConfig {
+            EventOutcome::Failed
+        } else {
+            EventOutcome::AuthRejected
+        };
+        self.monitor.record(&Event::Decision(DecisionEvent {
+            at: now,
+            endpoint,
+            subject: None,
+            role: None,
+            outcome,
+            rule: None,
+            error: Some(error.kind()),
+            store: None,
+            shadow_rule: None,
+            allowlisted: false,
+        }));
+    }
+
+    fn verify(&self, authorization: &str, now: Timestamp) -> Result<Arc<Identity>, Error> {
+        // The lock is not held while verifying: a reload never waits for an RSA check.
+        let auth = self.auth.read().clone();
+        match auth {
+            Some(auth) => auth.authenticate(authorization, now),
+            None => Err(Error::config(
+                "auth",
+                "this engine has no [auth] section: it cannot authenticate",
+            )),
+        }
+    }
+
+    /// Authenticates, then checks `request` under the identity's subject and role (whatever
+    /// `request` says of them is replaced): one call per request for a host. The token is
+    /// always judged at the engine's clock — a request's explicit time only dates the
+    /// rate-limit decision, it cannot revive an expired token.
+    ///
+    /// ```
+    /// use floodwall::{Engine, ErrorKind};
+    ///
+    /// let engine = Engine::from_toml(r#"
+    ///     [auth]
+    ///     algorithms = ["HS256"]
+    ///     keys = [{ secret = "an example secret of at least 32 bytes!" }]
+    ///
+    ///     [[rules]]
+    ///     name = "per-user"
+    ///     key = "subject"
+    ///     algorithm = "fixed_window"
+    ///     limit = 10
+    ///     window = "1m"
+    /// "#)?;
+    /// let refused = engine
+    ///     .authorize("Bearer not-a-jwt", &floodwall::Request::new("GET", "/"))
+    ///     .unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::MalformedToken);
+    /// assert_eq!(refused.http_status(), 401);
+    /// assert_eq!(
+    ///     refused.www_authenticate(),
+    ///     Some(r#"Bearer realm="floodwall", error="invalid_token", error_description="The access token is malformed""#)
+    /// );
+    /// # Ok::<(), floodwall::Error>(())
+    /// ```
+    pub fn authorize(
+        &self,
+        authorization: &str,
+        request: &Request<'_>,
+    ) -> Result<Authorized<'_>, Error> {
+        let identity = match self.verify(authorization, self.clock.now()) {
+            Ok(identity) => identity,
+            Err(e) => {
+                let now = request.now.unwrap_or_else(|| self.clock.now());
+                let mut buffer = crate::http::PathBuffer::new();
+                let path =
+                    crate::http::normalize_path(request.path, self.http.fold_case, &mut buffer);
+                self.record_refusal(Some((request.method, path.as_str())), &e, now);
+                return Err(e);
+            }
+        };
+        let mut as_caller = *request;
+        as_caller.subject = Some(&identity.subject);
+        as_caller.role = identity.role.as_deref();
+        let decision = self.check(&as_caller)?;
+        Ok(Authorized { identity, decision })
+    }
+
+    /// Replaces the `[auth]` section (or removes it, with `None`) while the engine serves:
+    /// keys rotate, JWKS documents are re-read, relative files resolve against the original
+    /// configuration's directory. The verified-token cache starts empty, so no token verified
+    /// by a removed key — or under the old claims policy — is accepted afterwards. On error the
+    /// running authenticator is kept.
+    pub fn reload_auth(&self, auth: Option<&AuthConfig>) -> Result<(), Error> {
+        let next = match auth {
+            Some(auth) => Some(Arc::new(Authenticator::build(
+                auth,
+                self.base_dir.as_deref(),
+                &|name| std::env::var(name).ok(),
+            )?)),
+            None => None,
+        };
+        *self.auth.write() = next;
+        Ok(())
+    }
+
+    /// The current authenticator, if the engine has an `[auth]` section. It is a snapshot: after
+    /// [`reload_auth`](Self::reload_auth) it keeps the old keys and cache, so ask again rather
+    /// than hold on to it.
+    pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
+        self.auth.read().clone()
+    }
+
+    /// Picks an upstream of `service` for one call: by the service's strategy, among upstreams
+    /// not marked down whose breaker admits a call (see [`crate::balance`]). Finish the lease
+    /// with the call's outcome and latency; a lease dropped unfinished counts as a failure.
+    ///
+    /// Fails with `no_upstream_available` (and [`Error::available_at`]) when no upstream can
+    /// take the call, `unknown_service` for a name that is not configured.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodwall::{CallOutcome, Engine};
+    ///
+    /// let engine = Engine::from_toml(r#"
+    ///     [services.orders]
+    ///     upstreams = [{ url = "http://10.0.0.1:8080" }, { url = "http://10.0.0.2:8080", weight = 2 }]
+    /// "#)?;
+    /// let lease = engine.pick("orders")?;
+    /// assert_eq!(lease.url(), "http://10.0.0.2:8080");
+    /// lease.finish(CallOutcome::Success, Duration::from_millis(12));
+    /// # Ok::<(), floodwall::Error>(())
+    /// ```
+    pub fn pick(&self, service: &str) -> Result<Lease, Error> {
+        self.services.pick(service, &self.clock)
+    }
+
+    /// Every upstream of `service`: breaker state, in-flight calls, call statistics.
+    pub fn upstreams(&self, service: &str) -> Result<Vec<UpstreamStatus>, Error> {
+        self.services.status(service, self.clock.now())
+    }
+
+    /// Breaker state changes after sequence number `after` (0 for all that are kept: the
+    /// newest [`EVENT_LOG_CAPACITY`](crate::balance::EVENT_LOG_CAPACITY)).
+    pub fn breaker_events(&self, after: u64) -> Vec<BreakerEvent> {
+        self.services.events.since(after)
+    }
+
+    /// Marks an upstream down (no call is picked for it, whatever its breaker says) or up
+    /// again: for hosts that run active health checks.
+    pub fn set_upstream_down(
+        &self,
+        service: &str,
+        upstream: &str,
+        down: bool,
+    ) -> Result<(), Error> {
+        self.services.set_down(service, upstream, down)
+    }
+
+    /// Closes an upstream's breaker now, with an empty window (an operator's override).
+    pub fn reset_breaker(&self, service: &str, upstream: &str) -> Result<(), Error> {
+        self.services
+            .reset_breaker(service, upstream, self.clock.now())
+    }
+
+    /// Adds an upstream to `service` while serving; it starts closed with no history.
+    pub fn add_upstream(&self, service: &str, upstream: &UpstreamConfig) -> Result<(), Error> {
+        self.services.add_upstream(service, upstream)
+    }
+
+    /// Removes an upstream from `service`; leases already on it finish normally.
+    pub fn remove_upstream(&self, service: &str, upstream: &str) -> Result<(), Error> {
+        self.services.remove_upstream(service, upstream)
+    }
+
+    /// Reports what happened: the in-memory aggregate at the engine's clock (see
+    /// [`crate::monitor`]), with the store in use and the stream sink's counters.
+    pub fn report(&self) -> Report {
+        self.report_at(self.clock.now())
+    }
+
+    /// [`report`](Self::report) with the per-minute series ending at `now`'s minute.
+    pub fn report_at(&self, now: Timestamp) -> Report {
+        let mut report = self.monitor.report(now);
+        report.store_kind = Some(self.store_kind.as_str());
+        report.store_failure = self.store_failure();
+        let (untrusted, first) = self.untrusted_forwarded();
+        if untrusted > 0 {
+            report.warnings.push(Warning {
+                code: "untrusted_forwarded_header",
+                message: "requests carry X-Forwarded-For or Forwarded, but http.trusted_proxies \
+                          is empty: if a proxy fronts this server, every client is limited as \
+                          that proxy's address; list the proxy in http.trusted_proxies"
+                    .to_owned(),
+                count: untrusted,
+                first_seen_ms: first,
+            });
+        }
+        report
+    }
+
+    /// The monitoring counters and the upstreams' state in the Prometheus text format
+    /// ([`monitor::prometheus::CONTENT_TYPE`](crate::monitor::prometheus::CONTENT_TYPE)).
+    pub fn prometheus(&self) -> String {
+        let services: Vec<(String, Vec<UpstreamStatus>)> = self
+            .services
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let upstreams = self.upstreams(&name).ok()?;
+                Some((name, upstreams))
+            })
+            .collect();
+        crate::monitor::prometheus::render(&self.report(), &services)
+    }
+
+    /// Records how the host answered a request — its status and its end-to-end latency — at
+    /// the engine's clock, for the reports' response counts and latency percentiles. The path
+    /// is recorded in normal form, as decisions record it. (The HTTP layer records its own
+    /// requests' responses in [`http_finish`](Self::http_finish).)
+    pub fn record_response(&self, method: &str, path: &str, status: u16, latency: Duration) {
+        let mut buffer = crate::http::PathBuffer::new();
+        let path = crate::http::normalize_path(path, self.http.fold_case, &mut buffer);
+        self.monitor.record(&Event::Response(ResponseEvent {
+            at: self.clock.now(),
+            method,
+            path: path.as_str(),
+            status,
+            latency,
+        }));
+    }
+
+    /// The engine's monitoring (to record events of a host's own, or read the aggregate).
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Forgets keys whose state has expired (the memory store also does this by itself as it
+    /// inserts); returns how many were dropped.
+    pub fn purge_expired(&self) -> usize {
+        self.store.purge_expired(self.clock.now())
+    }
+
+    /// How many keys the store holds.
+    pub fn key_count(&self) -> usize {
+        self.store.key_count()
+    }
+}

@@ -1,0 +1,504 @@
+//! Client addresses: one spelling per address, IPv6 clients by subnet, and the walk of a
+//! forwarding header past trusted proxies.
+//!
+//! An address may come dotted (`192.0.2.7`), as IPv6 in any of its spellings (`2001:DB8::1`,
+//! `2001:db8:0:0::1`), IPv4-mapped (`::ffff:192.0.2.7`, `::ffff:c000:207`), bracketed, with a
+//! port (`192.0.2.7:4711`, `[2001:db8::1]:80`), quoted as RFC 7239 quotes it, or with an IPv6
+//! zone (`fe80::1%eth0`). All spellings of one address read as one [`IpAddr`]: an IPv4-mapped
+//! address is the IPv4 address, a zone is dropped. Its key is the dotted form for IPv4 and,
+//! for IPv6, the RFC 5952 form of the client's subnet (`2001:db8:0:100::/56`): one host usually
+//! owns a whole /64 and can change its address within it at will.
+//!
+//! The client of a request is its socket peer unless the peer is a trusted proxy; only then is
+//! the forwarding header read, right to left (the nearest proxy's entry is the last), past
+//! every trusted address: the first untrusted one is the client. An entry that is not an
+//! address (`unknown`, `_hidden`, garbage) ends the walk at the hop that sent it. A caller
+//! that is not a trusted proxy therefore cannot choose the address it is limited by.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Reads one address in any of the spellings the module docs list; `None` when `text` is not
+/// one.
+///
+/// ```
+/// use floodwall::http::parse_address;
+/// let one = parse_address("192.0.2.7").unwrap();
+/// for spelling in ["::ffff:192.0.2.7", "[::FFFF:c000:0207]:443", "192.0.2.7:80", "\"[::ffff:192.0.2.7]\""] {
+///     assert_eq!(parse_address(spelling), Some(one), "{spelling}");
+/// }
+/// assert_eq!(parse_address("unknown"), None);
+/// ```
+pub fn parse_address(text: &str) -> Option<IpAddr> {
+    let mut node = text.trim();
+    if node.len() >= 2 && node.starts_with('"') && node.ends_with('"') {
+        node = &node[1..node.len() - 1];
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        let close = rest.find(']')?;
+        let after = &rest[close + 1..];
+        if !(after.is_empty() || is_port(after)) {
+            return None;
+        }
+        return parse_v6(&rest[..close]).map(unmap);
+    }
+    if let Ok(v4) = node.parse::<Ipv4Addr>() {
+        return Some(IpAddr::V4(v4));
+    }
+    // One colon: `a.b.c.d:port`; more: IPv6 without brackets (no port possible).
+    match node.find(':') {
+        Some(colon) if !node[colon + 1..].contains(':') => {
+            if !is_port(&node[colon..]) {
+                return None;
+            }
+            node[..colon].parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+        }
+        Some(_) => parse_v6(node).map(unmap),
+        None => None,
+    }
+}
+
+fn parse_v6(text: &str) -> Option<Ipv6Addr> {
+    // A zone (`%eth0`) names an interface of the sender, not the client.
+    let text = text.split_once('%').map_or(text, |(address, _)| address);
+    text.parse().ok()
+}
+
+fn unmap(v6: Ipv6Addr) -> IpAddr {
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn is_port(text: &str) -> bool {
+    text.len() > 1
+        && text.len() <= 6
+        && text.starts_with(':')
+        && text[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The longest address key: a full IPv6 address in RFC 5952 form and a prefix length.
+pub const MAX_ADDRESS_KEY: usize = 45;
+
+/// Writes the key an address is counted by: the dotted form for IPv4; for IPv6, the RFC 5952
+/// form of its `/ipv6_subnet` network with the prefix length (`2001:db8:0:100::/56`), or of
+/// the address alone when the subnet is 128. At most [`MAX_ADDRESS_KEY`] bytes.
+pub fn address_key(
+    address: IpAddr,
+    ipv6_subnet: u8,
+    out: &mut impl std::fmt::Write,
+) -> std::fmt::Result {
+    match address {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) if ipv6_subnet >= 128 => write!(out, "{v6}"),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(ipv6_subnet))
+                .unwrap_or(0);
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            write!(out, "{network}/{ipv6_subnet}")
+        }
+    }
+}
+
+/// A set of networks (CIDR blocks or single addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkSet {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl NetworkSet {
+    /// Adds `spec` — `10.0.0.0/8`, `2001:db8::/32` or one address — or says what is wrong
+    /// with it. Host bits set below the prefix are refused (they usually betray a typo).
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        let spec = spec.trim();
+        let (address, prefix) = match spec.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (spec, None),
+        };
+        let ip: IpAddr = if address.contains(':') {
+            address
+                .parse::<Ipv6Addr>()
+                .map(IpAddr::V6)
+                .map_err(|_| format!("{spec:?} is not an IP address or CIDR network"))?
+        } else {
+            address
+                .parse::<Ipv4Addr>()
+                .map(IpAddr::V4)
+                .map_err(|_| format!("{spec:?} is not an IP address or CIDR network"))?
+        };
+        let bits = match ip {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{spec:?}: the prefix length must be 0 to {bits}"))?,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+                let value = u32::from(v4);
+                if value & !mask != 0 {
+                    return Err(format!(
+                        "{spec:?} has host bits set: the network is {}/{prefix}",
+                        Ipv4Addr::from(value & mask)
+                    ));
+                }
+                self.v4.push((value, mask));
+            }
+            IpAddr::V6(v6) => {
+                if v6.to_ipv4_mapped().is_some() && prefix >= 96 {
+                    return Err(format!(
+                        "{spec:?} is an IPv4-mapped range: write it as IPv4 (clients are matched as IPv4)"
+                    ));
+                }
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                let value = u128::from(v6);
+                if value & !mask != 0 {
+                    return Err(format!(
+                        "{spec:?} has host bits set: the network is {}/{prefix}",
+                        Ipv6Addr::from(value & mask)
+                    ));
+                }
+                self.v6.push((value, mask));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the set holds no network.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Whether some network of the set covers every address of a family (a `/0`).
+    pub fn covers_everything(&self) -> bool {
+        self.v4.iter().any(|&(_, mask)| mask == 0) || self.v6.iter().any(|&(_, mask)| mask == 0)
+    }
+
+    /// Whether `address` is in one of the networks.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match address {
+            IpAddr::V4(v4) => {
+                let a = u32::from(v4);
+                self.v4.iter().any(|&(net, mask)| a & mask == net)
+            }
+            IpAddr::V6(v6) => {
+                let a = u128::from(v6);
+                self.v6.iter().any(|&(net, mask)| a & mask == net)
+            }
+        }
+    }
+}
+
+/// Which forwarding header a trusted proxy writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// The client of a request whose socket peer is `peer` and whose forwarding header (every line
+/// of it, joined by commas) is `forwarded`, past the `trusted` proxies (see the module docs).
+/// `None` when the peer is unknown or not an address (a Unix socket).
+pub fn client_address(
+    peer: Option<&str>,
+    forwarded: Option<&str>,
+    header: ForwardedHeader,
+    trusted: &NetworkSet,
+) -> Option<IpAddr> {
+    let peer = parse_address(peer?)?;
+    let Some(forwarded) = forwarded else {
+        return Some(peer);
+    };
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    let mut walk = |entry: &str| -> bool {
+        match parse_address(entry) {
+            Some(address) => {
+                client = address;
+                trusted.contains(address)
+            }
+            None => false,
+        }
+    };
+    match header {
+        ForwardedHeader::XForwardedFor => {
+            for entry in forwarded.rsplit(',') {
+                if entry.trim().is_empty() {
+                    continue;
+                }
+                if !walk(entry) {
+                    break;
+                }
+            }
+        }
+        ForwardedHeader::Forwarded => {
+            let elements = forwarded_elements(forwarded);
+            for element in elements.iter().rev() {
+                let Some(node) = forwarded_for(element) else {
+                    break;
+                };
+                if !walk(node) {
+                    break;
+                }
+            }
+        }
+    }
+    Some(client)
+}
+
+/// The elements of an RFC 7239 `Forwarded` value: split on commas outside quoted strings.
+fn forwarded_elements(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out.retain(|e| !e.trim().is_empty());
+    out
+}
+
+/// The `for=` value of one `Forwarded` element (pairs split on `;` outside quotes).
+fn forwarded_for(element: &str) -> Option<&str> {
+    let mut quoted = false;
+    let mut start = 0;
+    let bytes = element.as_bytes();
+    for i in 0..=bytes.len() {
+        let end = i == bytes.len();
+        if !end && bytes[i] == b'"' {
+            quoted = !quoted;
+        }
+        if end || (bytes[i] == b';' && !quoted) {
+            let pair = &element[start..i];
+            if let Some((name, value)) = pair.split_once('=')
+                && name.trim().eq_ignore_ascii_case("for")
+            {
+                return Some(value.trim());
+            }
+            start = i + 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str, subnet: u8) -> String {
+        let mut out = String::new();
+        address_key(parse_address(text).expect(text), subnet, &mut out).unwrap();
+        out
+    }
+
+    fn trusted(specs: &[&str]) -> NetworkSet {
+        let mut set = NetworkSet::default();
+        for spec in specs {
+            set.add(spec).unwrap();
+        }
+        set
+    }
+
+    #[test]
+    fn spellings_of_one_address_share_a_key() {
+        for spelling in [
+            "192.0.2.7",
+            " 192.0.2.7 ",
+            "192.0.2.7:4711",
+            "::ffff:192.0.2.7",
+            "::FFFF:192.0.2.7",
+            "::ffff:c000:207",
+            "[::ffff:192.0.2.7]",
+            "[::ffff:192.0.2.7]:80",
+            "\"[::ffff:c000:207]:80\"",
+            "0:0:0:0:0:ffff:c000:0207",
+        ] {
+            assert_eq!(key(spelling, 56), "192.0.2.7", "{spelling}");
+        }
+        for spelling in [
+            "2001:db8::1",
+            "2001:DB8::1",
+            "2001:db8:0:0:0:0:0:1",
+            "[2001:db8::1]:443",
+            "2001:0db8::0001",
+            "fe80::1%eth0",
+        ] {
+            let expected = if spelling.starts_with("fe80") {
+                "fe80::1"
+            } else {
+                "2001:db8::1"
+            };
+            assert_eq!(key(spelling, 128), expected, "{spelling}");
+        }
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_subnet() {
+        assert_eq!(key("2001:db8:0:1ff:aaaa::1", 56), "2001:db8:0:100::/56");
+        assert_eq!(key("2001:db8:0:100::2", 56), "2001:db8:0:100::/56");
+        assert_eq!(key("2001:db8:0:200::2", 56), "2001:db8:0:200::/56");
+        assert_eq!(key("2001:db8::1", 64), "2001:db8::/64");
+        assert_eq!(key("2001:db8::1", 0), "::/0");
+    }
+
+    #[test]
+    fn not_addresses() {
+        for text in [
+            "",
+            "unknown",
+            "_hidden",
+            "1.2.3",
+            "1.2.3.4:",
+            "1.2.3.4:x",
+            "[1.2.3.4]",
+            "[::1",
+            "::1]:80",
+            "300.1.1.1",
+        ] {
+            assert_eq!(parse_address(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let set = trusted(&["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]);
+        assert!(set.contains(parse_address("10.9.8.7").unwrap()));
+        assert!(set.contains(parse_address("::ffff:10.9.8.7").unwrap()));
+        assert!(!set.contains(parse_address("11.0.0.1").unwrap()));
+        assert!(set.contains(parse_address("2001:db8:ffff::1").unwrap()));
+        assert!(set.contains(parse_address("192.0.2.1").unwrap()));
+        assert!(!set.contains(parse_address("192.0.2.2").unwrap()));
+        assert!(!set.covers_everything());
+        assert!(trusted(&["0.0.0.0/0"]).covers_everything());
+        let mut set = NetworkSet::default();
+        assert!(set.add("10.0.0.1/8").unwrap_err().contains("10.0.0.0/8"));
+        assert!(set.add("10.0.0.0/33").unwrap_err().contains("0 to 32"));
+        assert!(set.add("ten").unwrap_err().contains("not an IP address"));
+        assert!(set.add("::ffff:10.0.0.0/104").unwrap_err().contains("IPv4"));
+    }
+
+    #[test]
+    fn the_walk() {
+        let proxies = trusted(&["10.0.0.0/8"]);
+        let walk = |peer: &str, xff: Option<&str>| {
+            client_address(Some(peer), xff, ForwardedHeader::XForwardedFor, &proxies)
+                .map(|a| a.to_string())
+        };
+        // Not from a trusted proxy: the header is ignored.
+        assert_eq!(
+            walk("203.0.113.9", Some("1.1.1.1")).as_deref(),
+            Some("203.0.113.9")
+        );
+        // From one: the rightmost untrusted entry.
+        assert_eq!(
+            walk("10.0.0.1", Some("1.1.1.1, 2.2.2.2")).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            walk("10.0.0.1", Some("1.1.1.1, 2.2.2.2, 10.0.0.2")).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            walk("10.0.0.1", Some("[::ffff:2.2.2.2]:99")).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            walk("::ffff:10.0.0.1", Some("2.2.2.2")).as_deref(),
+            Some("2.2.2.2")
+        );
+        // Every entry trusted: the leftmost.
+        assert_eq!(
+            walk("10.0.0.1", Some("10.0.0.3,10.0.0.2")).as_deref(),
+            Some("10.0.0.3")
+        );
+        // Garbage ends the walk at the hop that sent it.
+        assert_eq!(
+            walk("10.0.0.1", Some("1.1.1.1, garbage")).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            walk("10.0.0.1", Some("garbage, 10.0.0.2")).as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(walk("10.0.0.1", None).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            client_address(
+                Some("/tmp/sock"),
+                None,
+                ForwardedHeader::XForwardedFor,
+                &proxies
+            ),
+            None
+        );
+        assert_eq!(
+            client_address(
+                None,
+                Some("1.1.1.1"),
+                ForwardedHeader::XForwardedFor,
+                &proxies
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn rfc_7239() {
+        let proxies = trusted(&["10.0.0.0/8"]);
+        let walk = |value: &str| {
+            client_address(
+                Some("10.0.0.1"),
+                Some(value),
+                ForwardedHeader::Forwarded,
+                &proxies,
+            )
+            .map(|a| a.to_string())
+        };
+        assert_eq!(
+            walk("for=192.0.2.60;proto=http;by=203.0.113.43").as_deref(),
+            Some("192.0.2.60")
+        );
+        assert_eq!(
+            walk("for=1.1.1.1, for=\"[2001:db8:cafe::17]:4711\"").as_deref(),
+            Some("2001:db8:cafe::17")
+        );
+        assert_eq!(
+            walk("For=\"1.1.1.1\";by=\"a,b\", for=10.0.0.5").as_deref(),
+            Some("1.1.1.1")
+        );
+        assert_eq!(walk("for=unknown").as_deref(), Some("10.0.0.1"));
+        assert_eq!(walk("proto=https").as_deref(), Some("10.0.0.1"));
+    }
+}
