@@ -280,4 +280,5 @@ pub fn run_vectors_on(
     (cases, steps)
 }
 
+pub mod http;
 pub mod redis_server;
