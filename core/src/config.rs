@@ -795,7 +795,7 @@ fn path_of(path: &serde_path_to_error::Path) -> String {
     if text == "." { String::new() } else { text }
 }
 
-fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+pub(crate) fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
     let field = path_of(e.path());
     let inner = e.into_inner();
     if inner.is_syntax() || inner.is_eof() {

@@ -142,6 +142,34 @@ pub struct AccessLists {
     pub deny: AccessListConfig,
 }
 
+impl AccessLists {
+    /// Reads lists from JSON text (`{"allow": {...}, "deny": {...}}`); an unknown field or a
+    /// value of the wrong type is an `invalid_config` error naming it (`deny.addresses[0]`).
+    /// The entries themselves are checked by
+    /// [`Engine::set_access_lists`](crate::Engine::set_access_lists).
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::config("", format!("invalid JSON: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Reads lists from a parsed JSON value (a binding's dict or object).
+    pub fn from_value(value: serde_json::Value) -> Result<Self, Error> {
+        if !value.is_object() {
+            return Err(Error::config(
+                "",
+                "access lists must be an object ({ \"allow\": {...}, \"deny\": {...} })",
+            ));
+        }
+        serde_path_to_error::deserialize(value).map_err(crate::config::json_error)
+    }
+
+    /// The lists as compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("access lists serialise to JSON")
+    }
+}
+
 /// One compiled list.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AccessList {
@@ -342,6 +370,18 @@ mod tests {
         assert_eq!(s.ipv6_subnet, 56);
         assert!(s.fold_case && s.head_as_get);
         assert_eq!(s.forwarded_header, ForwardedHeader::XForwardedFor);
+    }
+
+    #[test]
+    fn lists_from_json() {
+        let lists = AccessLists::from_json(r#"{"deny": {"addresses": ["10.0.0.0/8"]}}"#).unwrap();
+        assert_eq!(lists.deny.addresses, ["10.0.0.0/8"]);
+        assert_eq!(AccessLists::from_json(&lists.to_json()).unwrap(), lists);
+        let e = AccessLists::from_json(r#"{"deny": {"addresses": "10.0.0.1"}}"#).unwrap_err();
+        assert_eq!(e.field(), Some("deny.addresses"));
+        let e = AccessLists::from_json(r#"{"block": {}}"#).unwrap_err();
+        assert!(e.message().contains("block"), "{e}");
+        assert!(AccessLists::from_json("[]").is_err());
     }
 
     #[test]
