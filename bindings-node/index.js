@@ -12,8 +12,8 @@
  *   names, all in `ERROR_CODES`), the HTTP `status`, and for authentication rejections the
  *   `wwwAuthenticate` value. A bad argument is a `TypeError`.
  * - A decision crosses the boundary as a row of numbers (see `src/decision.rs`); `Decision`
- *   reads it, and renders its headers only when they are read, by the rules of
- *   `floodwall::decision` (the conformance vectors check both).
+ *   reads it, and asks the engine for its headers only when they are read (the core renders
+ *   them from the row).
  * - Monitoring: the engine records every decision, refused token and upstream call itself;
  *   `recordResponse` records a host's answer (the Express middlewares call it for every
  *   response). `report()` answers the report as a plain object with the JSON's snake_case
@@ -65,6 +65,15 @@ function convert (error) {
   return error
 }
 
+function describe (value) {
+  if (value === undefined) return 'undefined'
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
+  if (typeof value === 'object') return `an object (${(value.constructor && value.constructor.name) || 'Object'})`
+  return `${typeof value} ${String(value)}`
+}
+
 function call (fn) {
   try {
     return fn()
@@ -85,31 +94,34 @@ class Decision {
   #remaining
   #resetAfterMs
   #retryAfterMs
+  #deciding
   #rows
   #engine
 
-  constructor (row, engine) {
-    const n = row[2]
-    const deciding = row[3]
-    this.#allowed = row[0] === 1
-    this.#store = STORES[row[1]]
-    this.#retryAfterMs = row[4]
+  /** The decision whose row starts at `base` of `row` (src/decision.rs), made by `engine`. */
+  constructor (row, engine, base = 0) {
+    const n = row[base + 2]
+    const deciding = row[base + 3]
+    this.#allowed = row[base] === 1
+    this.#store = STORES[row[base + 1]]
+    this.#retryAfterMs = row[base + 4]
     this.#engine = engine
+    this.#deciding = deciding
     if (deciding < 0) {
       this.#rule = null
       this.#limit = null
       this.#remaining = null
       this.#resetAfterMs = 0
-      this.#rows = EMPTY
+      this.#rows = n === 0 ? EMPTY : row.slice(base + HEAD, base + HEAD + PER_LAYER * n)
     } else {
-      const at = HEAD + PER_LAYER * deciding
+      const at = base + HEAD + PER_LAYER * deciding
       this.#rule = engine._ruleNames[row[at]]
       this.#limit = row[at + 2]
       this.#remaining = row[at + 3]
       this.#resetAfterMs = row[at + 4]
       // One layer (the usual case) needs no copy of its row: the fields above and its
       // window are all the headers read.
-      this.#rows = n === 1 ? row[HEAD + 6] : row.slice(HEAD, HEAD + PER_LAYER * n)
+      this.#rows = n === 1 ? row[at + 6] : row.slice(base + HEAD, base + HEAD + PER_LAYER * n)
     }
   }
 
@@ -130,7 +142,18 @@ class Decision {
 
   /** The response headers the configuration asks for (a new object on every read). */
   get headers () {
-    return renderHeaders(this, this.#layerRows(), this.#engine)
+    const headers = {}
+    if (this.#rule === null) return headers
+    const rows = this.#layerRows()
+    const row = new Float64Array(HEAD + rows.length)
+    row[0] = this.#allowed ? 1 : 0
+    row[2] = rows.length / PER_LAYER
+    row[3] = typeof this.#rows === 'number' ? 0 : this.#deciding
+    row[4] = this.#retryAfterMs
+    row.set(rows, HEAD)
+    const pairs = this.#engine._decisionHeaders(row)
+    for (let i = 0; i + 1 < pairs.length; i += 2) headers[pairs[i]] = pairs[i + 1]
+    return headers
   }
 
   /** The layers' rows (a one-layer decision keeps only its window until asked). */
@@ -170,34 +193,6 @@ class Decision {
   }
 }
 const EMPTY = new Float64Array(0)
-
-const secs = (ms) => Math.ceil(ms / 1000)
-
-/** `floodwall::decision::Decision::headers`, from a decision's rows. */
-function renderHeaders (decision, rows, engine) {
-  const headers = {}
-  if (decision.rule === null) return headers
-  const [ietf, legacy, retryAfter] = engine._headersConfig
-  if (ietf) {
-    const names = engine._ruleNames
-    const policy = []
-    const state = []
-    for (let at = 0; at < rows.length; at += PER_LAYER) {
-      const name = names[rows[at]]
-      policy.push(`"${name}";q=${rows[at + 2]};w=${rows[at + 6]}`)
-      state.push(`"${name}";r=${rows[at + 3]};t=${secs(rows[at + 4])}`)
-    }
-    headers['RateLimit-Policy'] = policy.join(', ')
-    headers.RateLimit = state.join(', ')
-  }
-  if (legacy) {
-    headers['RateLimit-Limit'] = String(decision.limit)
-    headers['RateLimit-Remaining'] = String(decision.remaining)
-    headers['RateLimit-Reset'] = String(secs(decision.resetAfterMs))
-  }
-  if (retryAfter && !decision.allowed) headers['Retry-After'] = String(secs(decision.retryAfterMs))
-  return headers
-}
 
 /** The caller a verified token names. Read-only: its fields are getters over private state. */
 class Identity {
@@ -323,13 +318,21 @@ function dispatcher (inner, engine) {
   const waiting = new Map()
   // The addon keeps `settleAll` alive (its thread-safe function holds it), so it must not
   // reach the engine, `inner` or `enqueue`: the engine could never be collected. Each closure
-  // is made in a scope of its own, holding only what it uses.
-  const meta = Object.freeze({ _ruleNames: engine._ruleNames, _headersConfig: engine._headersConfig })
+  // is made in a scope of its own, holding only what it uses; the decisions it makes reach the
+  // engine (for their headers) through a weak reference.
+  const meta = Object.freeze({ _ruleNames: engine._ruleNames, _decisionHeaders: weakHeaders(new WeakRef(engine)) })
   const addon = {}
   const [enqueue, drain, errors] = inner.dispatcher(settler(waiting, meta, addon))
   addon.drain = drain
   addon.errors = errors
   return checker(waiting, enqueue)
+}
+
+function weakHeaders (ref) {
+  return (row) => {
+    const engine = ref.deref()
+    return engine === undefined ? [] : engine._decisionHeaders(row)
+  }
 }
 
 function settler (waiting, meta, addon) {
@@ -384,9 +387,9 @@ class Engine {
     }
     Object.defineProperty(this, '_inner', { value: inner })
     Object.defineProperty(this, '_ruleNames', { value: Object.freeze(inner.rules) })
-    Object.defineProperty(this, '_headersConfig', { value: Object.freeze(inner.headersConfig) })
     Object.defineProperty(this, '_mayWait', { value: inner.mayWait })
     Object.defineProperty(this, '_handle', { value: inner.handle() })
+    Object.defineProperty(this, '_httpBinding', { value: undefined, writable: true })
     Object.defineProperty(this, '_checkSync', { value: inner.checkFunction() })
     Object.defineProperty(this, '_authenticate', { value: inner.authenticateFunction() })
     Object.defineProperty(this, '_authorizeSync', { value: inner.authorizeFunction() })
@@ -409,12 +412,61 @@ class Engine {
     return new Engine(call(() => native.Engine.fromFile(String(path))))
   }
 
-  /** An engine from a configuration object (the TOML schema's structure). */
+  /**
+   * An engine from a configuration object (the TOML schema's structure). An invalid field is
+   * a FloodwallError whose `field` is its path (`rules[0].limit`).
+   */
   static fromObject (config) {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-      throw new TypeError('the configuration must be an object')
+      throw new TypeError(`the configuration must be an object, not ${describe(config)}`)
     }
-    return Engine.fromJson(JSON.stringify(config))
+    let text
+    try {
+      text = JSON.stringify(config)
+    } catch (error) {
+      throw new TypeError(`the configuration must hold only JSON values: ${error.message}`)
+    }
+    return new Engine(call(() => native.Engine.fromObjectJson(text)))
+  }
+
+  _decisionHeaders (row) {
+    return this._inner.decisionHeaders(row, 0)
+  }
+
+  /**
+   * The HTTP layer's functions and the header names they read (src/http.rs), made again when
+   * the access lists change.
+   */
+  _http () {
+    let binding = this._httpBinding
+    if (binding === undefined) {
+      const [names, responseNames, sync, async, finishSync, finishAsync] = this._inner.httpFunctions()
+      const index = new Map(names.map((name, i) => [name, i]))
+      binding = Object.freeze({ names, responseNames, index, lengths: new Set(names.map((n) => n.length)), sync, async, finishSync, finishAsync })
+      this._httpBinding = binding
+    }
+    return binding
+  }
+
+  /** The request headers the HTTP layer reads (lower-case): all a middleware hands over. */
+  get httpHeaders () { return this._http().names.slice() }
+
+  /** The allow and deny lists in force: `{ allow, deny }` (see the `[http]` section). */
+  accessLists () {
+    return JSON.parse(this._inner.accessListsJson())
+  }
+
+  /**
+   * Replaces the allow and deny lists while serving (`{ allow: { addresses, subjects, roles,
+   * headers }, deny: { ... } }`); on error (a FloodwallError naming the entry) the lists in
+   * force stay.
+   */
+  setAccessLists (lists) {
+    if (lists === null || typeof lists !== 'object' || Array.isArray(lists)) {
+      throw new TypeError(`setAccessLists(): the lists must be an object { allow, deny }, not ${describe(lists)}`)
+    }
+    call(() => this._inner.setAccessListsJson(JSON.stringify(lists)))
+    this._httpBinding = undefined
   }
 
   _refuseWait (what) {
@@ -543,9 +595,15 @@ class Engine {
       (error) => { throw convert(error) })
   }
 
-  /** Replaces the `[auth]` section (an object, or null to remove it) while serving. */
+  /**
+   * Replaces the `[auth]` section while serving: an object of the section's structure, or
+   * `null` — said explicitly — to remove it. Anything else is a TypeError and changes nothing.
+   */
   reloadAuth (auth) {
-    call(() => this._inner.reloadAuthJson(auth === null || auth === undefined ? null : JSON.stringify(auth)))
+    if (auth !== null && (typeof auth !== 'object' || Array.isArray(auth))) {
+      throw new TypeError(`reloadAuth(): auth must be an object (the [auth] section) or null to remove it, not ${describe(auth)}`)
+    }
+    call(() => this._inner.reloadAuthJson(auth === null ? null : JSON.stringify(auth)))
   }
 
   /** Picks an upstream of `service` for one call. */
@@ -644,5 +702,7 @@ module.exports = {
   FloodwallError,
   ERROR_CODES,
   PROMETHEUS_CONTENT_TYPE: native.prometheusContentType(),
-  version: native.version()
+  version: native.version(),
+  /** Internal: a native error as the error a user sees (for floodwall's own modules). */
+  _convert: convert
 }

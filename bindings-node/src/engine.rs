@@ -193,6 +193,16 @@ impl Engine {
         Self::build(Config::from_file(&path).js())
     }
 
+    /// An engine from the JSON text of a configuration object the caller built (errors name
+    /// the field's path, never a position in text the caller did not write).
+    #[napi(factory)]
+    pub fn from_object_json(text: String) -> napi::Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            crate::error::invalid_arg(format!("the configuration is not JSON: {e}"))
+        })?;
+        Self::build(Config::from_value(value).js())
+    }
+
     /// A batch, in one Redis round trip: a decision's row, or an error's JSON text, per
     /// request.
     #[napi]
@@ -444,6 +454,73 @@ impl Engine {
         env: &'env Env,
     ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
         crate::fastpath::authorize_function(env, Arc::clone(&self.core))
+    }
+
+    /// `[names, responseNames, httpSync, httpAsync, finishSync, finishAsync]`: the HTTP
+    /// layer over this engine and the header names it reads now (see `http.rs`).
+    #[napi(ts_return_type = "[string[], string[], Function, Function, Function, Function]")]
+    pub fn http_functions<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<Vec<napi::bindgen_prelude::Unknown<'env>>> {
+        crate::http::functions(env, Arc::clone(&self.core))
+    }
+
+    /// The rate-limit headers of the decision whose row starts at `base` of `row`, as
+    /// `[name, value, name, value, ...]`: rendered by the core from the row's figures.
+    #[napi]
+    pub fn decision_headers(&self, row: Float64Array, base: u32) -> napi::Result<Vec<String>> {
+        let row: &[f64] = &row;
+        let base = base as usize;
+        let rules = self.core.rules();
+        let at = |i: usize| row.get(base + i).copied().unwrap_or(0.0);
+        let n = at(2) as usize;
+        let deciding = at(3);
+        if deciding < 0.0 || row.len() < base + decision::decision_len(n) {
+            return Ok(Vec::new());
+        }
+        let layer = |i: usize| -> Option<(bool, floodwall::HeaderLayer<'_>)> {
+            let first = decision::HEAD + decision::PER_LAYER * i;
+            let rule = rules.get(at(first) as usize)?;
+            Some((
+                rule.is_shadow(),
+                floodwall::HeaderLayer {
+                    rule: rule.name(),
+                    limit: at(first + 2) as u64,
+                    remaining: at(first + 3) as u64,
+                    reset_after: std::time::Duration::from_millis(at(first + 4) as u64),
+                    window: std::time::Duration::from_secs(at(first + 6) as u64),
+                },
+            ))
+        };
+        let Some((_, chosen)) = layer(deciding as usize) else {
+            return Ok(Vec::new());
+        };
+        let layers: Vec<floodwall::HeaderLayer<'_>> = (0..n)
+            .filter_map(layer)
+            .filter(|(shadow, _)| !shadow)
+            .map(|(_, l)| l)
+            .collect();
+        let retry = (at(0) != 1.0).then(|| std::time::Duration::from_millis(at(4) as u64));
+        Ok(
+            floodwall::rate_limit_headers(self.core.headers_config(), layers, chosen, retry)
+                .into_iter()
+                .flat_map(|(name, value)| [name.to_owned(), value])
+                .collect(),
+        )
+    }
+
+    /// The allow and deny lists in force, as JSON text.
+    #[napi]
+    pub fn access_lists_json(&self) -> String {
+        self.core.access_lists().to_json()
+    }
+
+    /// Replaces the allow and deny lists (JSON text of `{ allow, deny }`).
+    #[napi]
+    pub fn set_access_lists_json(&self, text: String) -> napi::Result<()> {
+        let lists = floodwall::http::AccessLists::from_json(&text).js()?;
+        self.core.set_access_lists(&lists).js()
     }
 
     /// The configured store: `memory`, `redis` or `redis_cluster`.

@@ -134,7 +134,7 @@ pub(crate) enum Failure {
 ///
 /// # Safety
 /// `env` and `value` are live handles of the current call.
-unsafe fn absent(env: sys::napi_env, value: sys::napi_value) -> bool {
+pub(crate) unsafe fn absent(env: sys::napi_env, value: sys::napi_value) -> bool {
     let mut kind = 0;
     // SAFETY: see the function's contract.
     unsafe { sys::napi_typeof(env, value, &mut kind) };
@@ -405,7 +405,11 @@ unsafe extern "C" fn record_response(
 ///
 /// # Safety
 /// `env` is the live env of the current call and `value` null or one of its handles.
-unsafe fn number(env: sys::napi_env, value: sys::napi_value, what: &str) -> Result<f64, Failure> {
+pub(crate) unsafe fn number(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    what: &str,
+) -> Result<f64, Failure> {
     let mut v = 0.0;
     // SAFETY: see the function's contract; a non-number (or a null handle) gives an error.
     if value.is_null()
@@ -485,7 +489,7 @@ pub(crate) unsafe fn settle(
 ///
 /// # Safety
 /// `env` is the live env of the current call.
-unsafe fn js_text(env: sys::napi_env, text: Option<&str>) -> sys::napi_value {
+pub(crate) unsafe fn js_text(env: sys::napi_env, text: Option<&str>) -> sys::napi_value {
     let mut value = null_mut();
     // SAFETY: `text` is valid UTF-8 of the given length.
     unsafe {
@@ -506,7 +510,10 @@ unsafe fn js_text(env: sys::napi_env, text: Option<&str>) -> sys::napi_value {
 ///
 /// # Safety
 /// `env` is the live env of the current call.
-unsafe fn identity_array(env: sys::napi_env, identity: &floodwall::Identity) -> sys::napi_value {
+pub(crate) unsafe fn identity_array(
+    env: sys::napi_env,
+    identity: &floodwall::Identity,
+) -> sys::napi_value {
     // SAFETY: creating values on the live env of this call.
     unsafe {
         let mut array = null_mut();

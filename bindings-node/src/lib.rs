@@ -12,8 +12,10 @@ mod dispatch;
 mod engine;
 mod error;
 mod fastpath;
+mod http;
 mod pool;
 
+use floodwall::Clock as _;
 use napi_derive::napi;
 
 // The hot-path functions are module-level (see `Engine::handle`); exported so that they are
@@ -45,4 +47,43 @@ pub fn error_codes() -> Vec<&'static str> {
         .iter()
         .map(|k| k.as_str())
         .collect()
+}
+
+/// Where a decision's row starts in the HTTP layer's `out` array (see `http.rs`).
+#[napi]
+pub fn http_row() -> u32 {
+    http::ROW as u32
+}
+
+/// The media type of every body floodwall answers with.
+#[napi]
+pub fn problem_content_type() -> &'static str {
+    floodwall::http::PROBLEM_CONTENT_TYPE
+}
+
+/// The answer a proxy gives itself, as `[status, body, name, value, ...]`: `bad_gateway`,
+/// `upstream_timeout` (`value`: the timeout in ms) or `no_upstream_available` (`value`: when a
+/// breaker lets calls through again, ms since the epoch, or absent). Texts from the core.
+#[napi]
+pub fn gateway_answer(kind: String, value: Option<f64>) -> napi::Result<Vec<String>> {
+    use floodwall::http::answer;
+    let response = match kind.as_str() {
+        "bad_gateway" => answer::bad_gateway(),
+        "upstream_timeout" => answer::upstream_timeout(value.unwrap_or(0.0).max(0.0) as u64),
+        "no_upstream_available" => answer::no_upstream_available(
+            value.map(|ms| floodwall::Timestamp::from_millis(ms.max(0.0) as u64)),
+            floodwall::SystemClock.now(),
+        ),
+        other => {
+            return Err(error::invalid_arg(format!(
+                "no gateway answer named {other:?}"
+            )));
+        }
+    };
+    let mut out = vec![response.status.to_string(), response.body];
+    for (name, value) in response.headers {
+        out.push(name.to_owned());
+        out.push(value);
+    }
+    Ok(out)
 }

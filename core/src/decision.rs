@@ -332,46 +332,22 @@ impl<'e> Decision<'e> {
 
     /// The response headers the configuration asks for, as (canonical name, value) pairs.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::with_capacity(6);
         let Some(deciding) = self.deciding() else {
-            return out;
+            return Vec::with_capacity(0);
         };
-        if self.headers.ietf {
-            let mut policy = String::new();
-            let mut state = String::new();
-            for (i, layer) in self.layers().filter(|l| !l.shadow()).enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let quota = layer.policy.quota();
-                let _ = write!(
-                    policy,
-                    "{sep}\"{}\";q={};w={}",
-                    layer.rule(),
-                    quota.limit(),
-                    ceil_secs(quota.period())
-                );
-                let _ = write!(
-                    state,
-                    "{sep}\"{}\";r={};t={}",
-                    layer.rule(),
-                    layer.remaining(),
-                    ceil_secs(layer.reset_after())
-                );
-            }
-            out.push(("RateLimit-Policy", policy));
-            out.push(("RateLimit", state));
-        }
-        if self.headers.legacy {
-            out.push(("RateLimit-Limit", deciding.limit().to_string()));
-            out.push(("RateLimit-Remaining", deciding.remaining().to_string()));
-            out.push((
-                "RateLimit-Reset",
-                ceil_secs(deciding.reset_after()).to_string(),
-            ));
-        }
-        if self.headers.retry_after && !self.allowed {
-            out.push(("Retry-After", ceil_secs(self.retry_after()).to_string()));
-        }
-        out
+        let figures = |l: LayerStatus<'e>| HeaderLayer {
+            rule: l.rule(),
+            limit: l.limit(),
+            window: l.policy().quota().period(),
+            remaining: l.remaining(),
+            reset_after: l.reset_after(),
+        };
+        rate_limit_headers(
+            self.headers,
+            self.layers().filter(|l| !l.shadow()).map(figures),
+            figures(deciding),
+            (!self.allowed).then(|| self.retry_after()),
+        )
     }
 
     /// One header's value by name (any case), if the decision renders it.
@@ -381,6 +357,69 @@ impl<'e> Decision<'e> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
+}
+
+/// One layer's figures as the rate-limit headers show them.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLayer<'a> {
+    /// The rule's name.
+    pub rule: &'a str,
+    /// Its limit (or bucket capacity).
+    pub limit: u64,
+    /// Its window (for a token bucket, the time to refill it).
+    pub window: Duration,
+    /// What remains.
+    pub remaining: u64,
+    /// Time until it is back at its full quota.
+    pub reset_after: Duration,
+}
+
+/// The rate-limit headers of a decision (see the module docs): `layers` in configuration
+/// order (shadow layers left out), `deciding` the deciding layer, `retry_after` the wait of a
+/// denial (`None` when admitted). What [`Decision::headers`] renders; bindings that keep a
+/// decision as plain figures render through it too.
+pub fn rate_limit_headers<'a>(
+    config: HeadersConfig,
+    layers: impl IntoIterator<Item = HeaderLayer<'a>>,
+    deciding: HeaderLayer<'_>,
+    retry_after: Option<Duration>,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(6);
+    if config.ietf {
+        let mut policy = String::new();
+        let mut state = String::new();
+        for (i, layer) in layers.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(
+                policy,
+                "{sep}\"{}\";q={};w={}",
+                layer.rule,
+                layer.limit,
+                ceil_secs(layer.window)
+            );
+            let _ = write!(
+                state,
+                "{sep}\"{}\";r={};t={}",
+                layer.rule,
+                layer.remaining,
+                ceil_secs(layer.reset_after)
+            );
+        }
+        out.push(("RateLimit-Policy", policy));
+        out.push(("RateLimit", state));
+    }
+    if config.legacy {
+        out.push(("RateLimit-Limit", deciding.limit.to_string()));
+        out.push(("RateLimit-Remaining", deciding.remaining.to_string()));
+        out.push((
+            "RateLimit-Reset",
+            ceil_secs(deciding.reset_after).to_string(),
+        ));
+    }
+    if let (true, Some(retry)) = (config.retry_after, retry_after) {
+        out.push(("Retry-After", ceil_secs(retry).to_string()));
+    }
+    out
 }
 
 /// A [`Decision`] without its borrow of the engine: plain, owned data that a binding can keep

@@ -57,7 +57,9 @@ pub use balance::{Lease, UpstreamStatus};
 pub use breaker::{BreakerState, CallOutcome};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
-pub use decision::{Decision, DetachedDecision, LayerStatus, StoreUsed};
+pub use decision::{
+    Decision, DetachedDecision, HeaderLayer, LayerStatus, StoreUsed, rate_limit_headers,
+};
 pub use engine::{Authorized, Engine, Request};
 pub use error::{Error, ErrorKind};
 

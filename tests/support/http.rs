@@ -345,12 +345,14 @@ fn application(
     if let Some(charge) = &step.app.charge {
         headers.push(("X-RateLimit-Cost".to_owned(), charge.clone()));
     }
-    let body = if step.request.method.eq_ignore_ascii_case("HEAD") {
+    let status = step.app.status.unwrap_or(200);
+    // HTTP gives HEAD answers, 204 and 304 no body.
+    let body = if step.request.method.eq_ignore_ascii_case("HEAD") || matches!(status, 204 | 304) {
         String::new()
     } else {
         "ok".to_owned()
     };
-    (step.app.status.unwrap_or(200), headers, body)
+    (status, headers, body)
 }
 
 /// The cost function every runner's middleware is given: `X-Test-Cost` as a number.

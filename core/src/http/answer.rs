@@ -218,6 +218,32 @@ pub fn upstream_timeout(timeout_ms: u64) -> Response {
     )
 }
 
+/// The 503 a proxy answers when no upstream can take the call, with `Retry-After` (whole
+/// seconds from `now`, at least 1) when a breaker lets calls through again at `available_at`.
+pub fn no_upstream_available(available_at: Option<Timestamp>, now: Timestamp) -> Response {
+    no_upstream(available_at, now, Vec::new())
+}
+
+fn no_upstream(
+    available_at: Option<Timestamp>,
+    now: Timestamp,
+    mut headers: Vec<(&'static str, String)>,
+) -> Response {
+    let mut extra = Vec::new();
+    if let Some(at) = available_at {
+        let seconds = ceil_secs(at.as_micros().saturating_sub(now.as_micros())).max(1);
+        headers.push(("Retry-After", seconds.to_string()));
+        extra.push(("retry_after", ProblemValue::Number(seconds)));
+    }
+    problem(
+        503,
+        "no_upstream_available",
+        "No upstream of this service can take the request now.",
+        headers,
+        &extra,
+    )
+}
+
 /// The answer to a request that failed with `error` at `now`; `headers` are the rate-limit
 /// headers of the layers decided before it failed.
 ///
@@ -288,21 +314,7 @@ pub fn error_response(
                 &[("retry_after", ProblemValue::Number(seconds))],
             )
         }
-        ErrorKind::NoUpstreamAvailable => {
-            let mut extra = Vec::new();
-            if let Some(at) = error.available_at() {
-                let seconds = ceil_secs(at.as_micros().saturating_sub(now.as_micros())).max(1);
-                headers.push(("Retry-After", seconds.to_string()));
-                extra.push(("retry_after", ProblemValue::Number(seconds)));
-            }
-            problem(
-                503,
-                code,
-                "No upstream of this service can take the request now.",
-                headers,
-                &extra,
-            )
-        }
+        ErrorKind::NoUpstreamAvailable => no_upstream(error.available_at(), now, headers),
         ErrorKind::InvalidConfig | ErrorKind::UnknownService | ErrorKind::UnknownUpstream => {
             problem(
                 503,

@@ -227,6 +227,12 @@ impl Exchange {
         self.records
     }
 
+    /// Stops [`Engine::http_finish`] from recording the response: an earlier middleware of
+    /// the same request records it.
+    pub fn skip_recording(&mut self) {
+        self.records = false;
+    }
+
     /// Whether finishing it can change limiter state (a rule hears about the response).
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
