@@ -34,49 +34,28 @@ declare global {
 }
 
 /**
- * Request paths: exact (`/health`) or a prefix ending in `*` (`/public/*`). Matched against
- * the whole percent-decoded path of `req.originalUrl`; a path with a `.` or `..` segment never
- * matches.
+ * Options every middleware takes. Public and skipped paths, trusted proxies, allow and deny
+ * lists are the engine's: the configuration's `[http]` section.
  */
-export type PathPatterns = Iterable<string>
-
-/** Options every middleware takes. */
 export interface SkipOptions {
   /** Requests to let through untouched (no token verified, no limit checked) when it answers `true`. */
   skip?: (req: Request) => boolean
-  /** Paths to let through untouched, such as health checks. */
-  skipPaths?: PathPatterns
 }
 
 /** The options of `authenticate()`. */
-export interface AuthenticateOptions extends SkipOptions {
-  /** Paths that need no token (`identity` null); `guard()` still limits them, without a subject. */
-  publicPaths?: PathPatterns
-}
+export type AuthenticateOptions = SkipOptions
 
 /** The options of `rateLimit()`. */
 export interface RateLimitOptions extends SkipOptions {
   /**
-   * The request's cost in the rules' units: an integer >= 0 (0 peeks); 1 when not given.
-   * Mounted at the application's root, `req.path` is the whole path; under a prefix it is
-   * relative to it (`req.originalUrl` is whole).
+   * The request's cost in the rules' units (1 when not given). An answer that is not an
+   * integer from 0 to 2^53 is answered 400 `invalid_cost`.
    */
   cost?: (req: Request) => number
-  /**
-   * The address `ip` rules are keyed on. By default `req.ip` in canonical form (it follows
-   * Express's `trust proxy` setting), or the socket's peer when that is not an address.
-   */
-  keyIp?: (req: Request) => string | null | undefined
-  /**
-   * Which request headers the engine is given, for rules keyed on `header:NAME`: `true` (the
-   * default) all, `false` none (when no rule is keyed on a header: the engine call costs about
-   * half), or the names the rules use.
-   */
-  headers?: boolean | Iterable<string>
 }
 
 /** The options of `guard()`. */
-export interface GuardOptions extends AuthenticateOptions, RateLimitOptions {}
+export type GuardOptions = RateLimitOptions
 
 /** The options of `proxy()`. */
 export interface ProxyOptions {
@@ -95,6 +74,11 @@ export interface ProxyOptions {
   preserveHost?: boolean
   /** Write `X-Forwarded-For` (appended), `-Proto` and `-Host`; default true. */
   xForwarded?: boolean
+  /**
+   * Send the caller a floodwall middleware verified upstream as `X-Floodwall-Subject` and
+   * `X-Floodwall-Role` (never the caller's own headers of those names); default false.
+   */
+  identityHeaders?: boolean
 }
 
 /** Verifies the bearer token; sets `req.floodwall = { identity, decision: null }`. */
@@ -115,17 +99,6 @@ export declare function proxy (engine: Engine, service: string, options?: ProxyO
  */
 export declare function metrics (engine: Engine): RequestHandler
 
-/** The client address the middlewares key `ip` rules on by default; null when unknown. */
-export declare function clientAddress (req: Request): string | null
-
-/** The authentication error kinds (those answered 401). */
-export type AuthErrorCode = Exclude<ErrorCode,
-  | 'invalid_config' | 'cost_exceeds_limit' | 'no_upstream_available' | 'unknown_service'
-  | 'unknown_upstream' | 'store_unavailable'>
-
-/** The `detail` sentence of a 401's problem body, by error kind. */
-export declare const AUTH_DETAILS: Readonly<Record<AuthErrorCode, string>>
-
 /** `application/problem+json`. */
 export declare const PROBLEM_CONTENT_TYPE: 'application/problem+json'
 
@@ -133,12 +106,12 @@ export declare const PROBLEM_CONTENT_TYPE: 'application/problem+json'
 export interface ProblemBody {
   type: 'about:blank'
   title: string
-  status: 401 | 429 | 502 | 503 | 504
+  status: 400 | 401 | 403 | 429 | 502 | 503 | 504
   detail: string
-  /** An `ErrorCode`, `rate_limited`, `bad_gateway` or `upstream_timeout`. */
-  code: ErrorCode | 'rate_limited' | 'bad_gateway' | 'upstream_timeout'
+  /** An `ErrorCode`, `rate_limited`, `access_denied`, `bad_gateway` or `upstream_timeout`. */
+  code: ErrorCode | 'rate_limited' | 'access_denied' | 'bad_gateway' | 'upstream_timeout'
   /** With `rate_limited`: the deciding rule. */
   rule?: string | null
-  /** With `rate_limited`, and `no_upstream_available` when known: when to retry (ms from now). */
-  retry_after_ms?: number
+  /** With `rate_limited`, `store_unavailable`, and `no_upstream_available` when known: when to retry (whole seconds from now, as `Retry-After`). */
+  retry_after?: number
 }

@@ -8,6 +8,7 @@
 export type ErrorCode =
   | 'invalid_config'
   | 'cost_exceeds_limit'
+  | 'invalid_cost'
   | 'missing_token'
   | 'malformed_token'
   | 'token_too_large'
@@ -48,11 +49,17 @@ export interface MinuteCounts {
   auth_rejected: number
   /** Decisions that failed, e.g. `store_unavailable`. */
   failed: number
+  /** Requests a deny list refused (403). */
+  denied: number
+  /** Admitted requests a rule in shadow mode would have denied. */
+  shadow_limited: number
+  /** Admitted requests an allow list let skip the limits. */
+  allowlisted: number
   upstream_calls: number
   /** Upstream calls that failed or timed out. */
   upstream_failures: number
   breaker_trips: number
-  /** Responses the server recorded (`recordResponse`; the Express middlewares record each). */
+  /** Responses recorded (the HTTP layer records each; `recordResponse` a host's own). */
   responses: number
   /** … with a 4xx status. */
   client_errors: number
@@ -121,6 +128,8 @@ export interface Report {
   breaches_by_role: TopEntry[]
   breaches_by_endpoint: TopEntry[]
   breaches_by_rule: TopEntry[]
+  /** Admitted requests by the rule in shadow mode that would have denied them. */
+  shadow_breaches_by_rule: TopEntry[]
   /** Refused tokens by error kind. */
   auth_rejections: Partial<Record<ErrorCode, number>>
   /** Failed decisions by error kind. */
@@ -136,13 +145,45 @@ export interface Report {
   response_latency: LatencyHistogram
   /** The Redis Streams sink's counters; null without one. */
   sink: SinkStats | null
+  /** What looks wrong with how the engine is set up, each once with how often it was seen. */
+  warnings: Warning[]
+}
+
+/** Something that looks wrong with how an engine is set up, seen while serving. */
+export interface Warning {
+  /** A stable name, e.g. `untrusted_forwarded_header`. */
+  code: string
+  /** What it means and what to do. */
+  message: string
+  /** How many times it was seen. */
+  count: number
+  /** When it was first seen (ms since the Unix epoch). */
+  first_seen_ms: number
+}
+
+/** One allow or deny list of the `[http]` section. */
+export interface AccessList {
+  /** Client addresses or networks (`192.0.2.7`, `10.0.0.0/8`, `2001:db8::/32`). */
+  addresses?: string[]
+  /** Verified subjects. */
+  subjects?: string[]
+  /** Roles of verified callers. */
+  roles?: string[]
+  /** Request header values by header name. */
+  headers?: Record<string, string[]>
+}
+
+/** The allow list (skips every limit) and the deny list (answered 403). */
+export interface AccessLists {
+  allow?: AccessList
+  deny?: AccessList
 }
 
 /** An error the engine reports. */
 export declare class FloodwallError extends Error {
   /** The error kind's stable name. */
   readonly code: ErrorCode
-  /** The HTTP status a server should answer with: 401 auth, 429 cost, 503 no upstream or store, 500 config. */
+  /** The HTTP status of the answer: 401 auth, 429 cost over a limit, 400 a cost that is no count, 503 anything the server cannot do now. */
   readonly status: number
   /** For `invalid_config`: the field at fault, e.g. `rules[1].window`. */
   readonly field: string | null
@@ -319,7 +360,14 @@ export declare class Engine {
   /** Memory stores only. */
   authorizeSync (authorization: string, request?: AuthorizeRequest): Authorized
   authorize (authorization: string, request?: AuthorizeRequest): Promise<Authorized>
+  /** An object of the `[auth]` section's structure, or `null` to remove it; anything else is a TypeError. */
   reloadAuth (auth: Config | null): void
+  /** The allow and deny lists in force. */
+  accessLists (): { allow: Required<AccessList>, deny: Required<AccessList> }
+  /** Replaces the allow and deny lists while serving; a bad entry is a FloodwallError naming it. */
+  setAccessLists (lists: AccessLists): void
+  /** The request headers the HTTP layer reads (lower-cased): all a middleware hands over. */
+  readonly httpHeaders: string[]
 
   pick (service: string): Lease
   upstreams (service: string): UpstreamStatus[]

@@ -473,7 +473,7 @@ class Engine {
     if (this._mayWait) {
       throw new FloodwallError(
         `${what} would block the event loop on a ${this.storeKind} store: use the Promise-returning method`,
-        { code: 'invalid_config', status: 500, field: 'store.kind' }
+        { code: 'invalid_config', status: 503, field: 'store.kind' }
       )
     }
   }

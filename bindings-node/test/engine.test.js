@@ -818,8 +818,17 @@ test('reloadAuth(null) removes authentication, and an object brings it back', ()
   engine.reloadAuth(hs256Auth())
   assert.equal(engine.hasAuth, true)
   assert.equal(engine.authenticate(mint('alice')).subject, 'alice')
-  engine.reloadAuth(undefined)
-  assert.equal(engine.hasAuth, false)
+})
+
+test('a wrong argument to reloadAuth is a TypeError that leaves authentication as it is', () => {
+  const engine = Engine.fromObject({ auth: hs256Auth() })
+  for (const wrong of [undefined, 'auth', 42, [hs256Auth()], true]) {
+    assert.throws(() => engine.reloadAuth(wrong), (error) => error instanceof TypeError && /reloadAuth\(\): auth must be an object/.test(error.message), String(wrong))
+    assert.equal(engine.hasAuth, true)
+    assert.equal(engine.authenticate(mint('alice')).subject, 'alice')
+  }
+  assert.throws(() => engine.reloadAuth(), TypeError, 'no argument at all')
+  assert.equal(engine.hasAuth, true)
 })
 
 test('reloadAuth resolves key files against the configuration file', () => {

@@ -23,12 +23,13 @@ const AUTH_CODES = ERROR_CODES.filter((code) => code in CHALLENGES)
 
 /** code → the HTTP status its errors carry. */
 const STATUS = {
-  invalid_config: 500,
+  invalid_config: 503,
   cost_exceeds_limit: 429,
+  invalid_cost: 400,
   ...Object.fromEntries(AUTH_CODES.map((code) => [code, 401])),
   no_upstream_available: 503,
-  unknown_service: 500,
-  unknown_upstream: 500,
+  unknown_service: 503,
+  unknown_upstream: 503,
   store_unavailable: 503
 }
 
@@ -87,7 +88,7 @@ async function rejection (promise) {
 test('ERROR_CODES: the core kinds, unique, frozen, each with a status here', () => {
   assert.ok(Array.isArray(ERROR_CODES))
   assert.ok(Object.isFrozen(ERROR_CODES))
-  assert.equal(ERROR_CODES.length, 18)
+  assert.equal(ERROR_CODES.length, 19)
   assert.equal(new Set(ERROR_CODES).size, ERROR_CODES.length)
   assert.deepEqual([...ERROR_CODES].sort(), Object.keys(STATUS).sort(), 'a kind this test does not know')
   assert.throws(() => { 'use strict'; ERROR_CODES.push('x') }, TypeError)

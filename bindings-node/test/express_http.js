@@ -52,11 +52,12 @@ function rules (extra = []) {
 }
 
 /** The tests' configuration, on the memory store unless `store` is given. */
-function config ({ store, auth = true, extraRules = [], services } = {}) {
+function config ({ store, auth = true, extraRules = [], services, http } = {}) {
   const result = { rules: rules(extraRules) }
   if (auth) result.auth = hs256Auth(undefined, { default_role: 'free' })
   if (store) result.store = store
   if (services) result.services = services
+  if (http) result.http = http
   return result
 }
 
@@ -174,18 +175,10 @@ function assertRateLimitHeaders (response, { rule, limit, remaining }) {
   assert.ok(reset > 0 && reset <= 3600, String(reset))
 }
 
-/**
- * Keeps every response `engine` records (`[method, path, status, latencyMs]`, in order) in
- * the array it answers, still recording them.
- */
-function recordedBy (engine) {
-  const recorded = []
-  const record = engine.recordResponse.bind(engine)
-  engine.recordResponse = (method, path, status, latencyMs) => {
-    recorded.push([method, path, status, latencyMs])
-    record(method, path, status, latencyMs)
-  }
-  return recorded
+/** The responses `engine` recorded: how many, and how many by status class. */
+function responsesOf (engine) {
+  const report = engine.report()
+  return { count: report.totals.responses, classes: report.status_classes, maxLatencyUs: report.totals.max_latency_us }
 }
 
 /** What a route answers: the identity and decision the middleware handed it. */
@@ -210,7 +203,7 @@ const SLOW_PAUSE_MS = 50
  * The Express application behind the middlewares: `middlewares` (an array of handlers)
  * before routes that report what they were handed (but `/api/boom`, which fails, and
  * `/api/slow`, which sends its body in two chunks `SLOW_PAUSE_MS` apart); `trustProxy` for
- * Express's setting. Errors passed to `next` are answered 500 with
+ * Express's setting (which floodwall does not read: the engine's `[http]` section decides). Errors passed to `next` are answered 500 with
  * `{ error: { name, code, message } }`.
  */
 function makeApp (middlewares, { trustProxy } = {}) {
@@ -316,6 +309,6 @@ module.exports = {
   assertProblem,
   assertRateLimitHeaders,
   makeApp,
-  recordedBy,
+  responsesOf,
   startUpstream
 }

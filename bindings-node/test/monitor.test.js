@@ -86,6 +86,9 @@ test('the report counts what the engine saw', () => {
     rate_limited: 1,
     auth_rejected: 1,
     failed: 1,
+    denied: 0,
+    shadow_limited: 0,
+    allowlisted: 0,
     upstream_calls: 0,
     upstream_failures: 0,
     breaker_trips: 0,
@@ -144,12 +147,13 @@ test('the report has the documented keys in the document\'s order', () => {
   assert.deepEqual(Object.keys(report), [
     'generated_at_ms', 'horizon_minutes', 'source', 'store_kind', 'store_failure', 'per_minute',
     'peaks', 'totals', 'top_endpoints', 'top_subjects', 'breaches_by_subject', 'breaches_by_role',
-    'breaches_by_endpoint', 'breaches_by_rule', 'auth_rejections', 'errors', 'upstream_failures',
-    'breaker_trips', 'stores', 'status_classes', 'response_latency', 'sink'
+    'breaches_by_endpoint', 'breaches_by_rule', 'shadow_breaches_by_rule', 'auth_rejections',
+    'errors', 'upstream_failures', 'breaker_trips', 'stores', 'status_classes', 'response_latency',
+    'sink', 'warnings'
   ])
   assert.deepEqual(Object.keys(report.totals), [
-    'start_ms', 'requests', 'admitted', 'rate_limited', 'auth_rejected', 'failed',
-    'upstream_calls', 'upstream_failures', 'breaker_trips', 'responses', 'client_errors',
+    'start_ms', 'requests', 'admitted', 'rate_limited', 'auth_rejected', 'failed', 'denied',
+    'shadow_limited', 'allowlisted', 'upstream_calls', 'upstream_failures', 'breaker_trips', 'responses', 'client_errors',
     'server_errors', 'latency_p50_us', 'latency_p99_us', 'mean_latency_us', 'max_latency_us'
   ])
   assert.deepEqual(Object.keys(report.top_endpoints[0]), ['key', 'count', 'error'])

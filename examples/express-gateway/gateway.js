@@ -9,24 +9,28 @@
  *     /metrics          Prometheus text exposition of the engine's counters
  *     /health           liveness, and which store is in use
  *
- * Every `/api` request passes `guard()` from `floodwall/express` first — the bearer token is
+ * Every request passes `guard()` from `floodwall/express` first — the bearer token is
  * verified (401 otherwise) and every matching limit applied in one engine call (429 with
- * `Retry-After` when one is exhausted) — then `proxy(service)`, which lets the engine pick an
- * upstream (its balancer, behind each upstream's circuit breaker) and streams the call
- * through. The engine records every decision and outcome itself; the dashboard and the
- * metrics only read them.
+ * `Retry-After` when one is exhausted); the gateway's own pages are the engine's skipped
+ * paths (`http.skip_paths`, lib/config.js) — then `proxy(service)`, which lets the engine
+ * pick an upstream (its balancer, behind each upstream's circuit breaker), streams the call
+ * through, and tells the upstream who the caller is (`X-Floodwall-Subject`,
+ * `X-Floodwall-Role`). Every answer the gateway does not forward is the engine's, byte for
+ * byte what any floodwall middleware answers. The engine records every decision and outcome
+ * itself; the dashboard and the metrics only read them.
  *
  * Run `node gateway.js` (settings from the environment: lib/settings.js) with the sample
  * upstreams running, or `node demo.js`, which starts them too. As a module:
- * `createGateway(engine)` is the Express application, `startGateway(options)` builds the
- * engine and listens (the tests use it).
+ * `createGateway(engine, { routes, cost })` is the Express application (routes: path prefix
+ * → service, `ROUTES` by default; cost: each request's cost, 1 by default), `startGateway(options)` builds the engine and listens (the
+ * tests use both).
  */
 
 const http = require('node:http')
 const path = require('node:path')
 const express = require('express')
 const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
-const { guard, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
+const { guard, rateLimit, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
 
 const { engineConfig } = require('./lib/config.js')
 const { startup } = require('./lib/settings.js')
@@ -95,11 +99,15 @@ function dashboardData (engine, breakerLog) {
   }
 }
 
-/** The gateway's Express application over `engine`. */
-function createGateway (engine) {
+/** The gateway's Express application over `engine`, proxying each prefix of `routes` to its service. */
+function createGateway (engine, { routes = ROUTES, cost } = {}) {
   const app = express()
   app.disable('x-powered-by')
   const breakerLog = new BreakerLog(engine)
+
+  // Every request: the token and the limits (only the limits for an engine without [auth]).
+  // The gateway's own pages below are the engine's skipped paths, handed on untouched.
+  app.use(engine.hasAuth ? guard(engine, { cost }) : rateLimit(engine, { cost }))
 
   app.get('/health', (req, res) => {
     res.set('Cache-Control', 'no-store')
@@ -129,18 +137,17 @@ function createGateway (engine) {
   })
   app.use('/dashboard/assets', express.static(PUBLIC_DIR, { index: false, setHeaders: dashboardHeaders }))
 
-  // The API: every request authenticated and limited, then proxied to its service.
-  app.use('/api', guard(engine))
-  for (const [prefix, service] of Object.entries(ROUTES)) {
-    app.use(prefix, proxy(engine, service, { timeoutMs: 5000 }))
+  // The API: proxied to its service, the caller named to the upstream.
+  for (const [prefix, service] of Object.entries(routes)) {
+    app.use(prefix, proxy(engine, service, { timeoutMs: 5000, identityHeaders: true }))
   }
 
   app.use((req, res) => {
     sendProblem(res, 404, 'Not Found', `Nothing is routed at ${req.path}: the API is under /api/orders and /api/catalog.`, 'not_found')
   })
 
-  // Errors the middlewares hand on (e.g. `store_unavailable` when the store is down and
-  // `on_error = "deny"`): a problem body with the status the engine's error names.
+  // Errors the middlewares hand on (an engine error of the proxy's, such as an unknown
+  // upstream after a change): a problem body with the status the engine's error names.
   app.use((error, req, res, next) => {
     if (res.headersSent) {
       next(error)

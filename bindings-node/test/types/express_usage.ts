@@ -6,17 +6,15 @@ import { Agent } from 'node:http'
 import { Engine } from '../../index'
 import type { Decision, Identity } from '../../index'
 import {
-  AUTH_DETAILS,
   PROBLEM_CONTENT_TYPE,
   authenticate,
-  clientAddress,
   guard,
   metrics,
   proxy,
   rateLimit
 } from '../../express'
+import { proxy as sameProxy } from '../../proxy'
 import type {
-  AuthErrorCode,
   FloodwallState,
   GuardOptions,
   ProblemBody,
@@ -29,19 +27,17 @@ const app = express()
 app.set('trust proxy', 'loopback')
 
 const options: GuardOptions = {
-  publicPaths: ['/public/*', '/docs'],
-  skipPaths: new Set(['/health']),
   skip: (req: Request) => req.method === 'OPTIONS',
-  cost: (req) => (req.path === '/api/export' ? 10 : 1),
-  keyIp: (req) => req.get('cf-connecting-ip') ?? clientAddress(req)
+  cost: (req) => (req.path === '/api/export' ? 10 : 1)
 }
 const guarding: RequestHandler = guard(engine, options)
 app.use(guarding)
 
 const limits: RateLimitOptions = { cost: () => 1 }
-app.use('/v2', authenticate(engine, { publicPaths: ['/v2/public/*'] }), rateLimit(engine, limits))
+app.use('/v2', authenticate(engine, { skip: () => false }), rateLimit(engine, limits))
 
-const proxied: ProxyOptions = { timeoutMs: 2_000, agent: new Agent({ keepAlive: true }), xForwarded: true }
+const proxied: ProxyOptions = { timeoutMs: 2_000, agent: new Agent({ keepAlive: true }), xForwarded: true, identityHeaders: true }
+app.use('/same', sameProxy(engine, 'orders'))
 app.use('/orders', proxy(engine, 'orders', proxied))
 app.use('/plain', proxy(engine, 'orders', { path: (req) => req.url, preserveHost: true }))
 
@@ -69,15 +65,15 @@ app.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
   res.status(500).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(body))
 })
 
-const code: AuthErrorCode = 'expired'
-const detail: string = AUTH_DETAILS[code]
-// @ts-expect-error: only authentication kinds have a 401 detail
-const notAuth: string = AUTH_DETAILS.no_upstream_available
 // @ts-expect-error: cost answers a number
 guard(engine, { cost: () => 'one' })
-// @ts-expect-error: publicPaths is not a rateLimit option
-rateLimit(engine, { publicPaths: ['/x'] })
+// @ts-expect-error: public paths are the engine's [http] section, not an option
+guard(engine, { publicPaths: ['/x'] })
 // @ts-expect-error: metrics takes an engine
 metrics()
 
-export { detail, notAuth }
+engine.setAccessLists({ deny: { addresses: ['203.0.113.0/24'] }, allow: { subjects: ['ops-bot'] } })
+const denied: string[] = engine.accessLists().deny.addresses
+const names: string[] = engine.httpHeaders
+
+export { denied, names }

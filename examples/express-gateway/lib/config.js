@@ -15,6 +15,8 @@
  *   circuit breaker that opens when half of its last 20 calls (at least 6) failed.
  * - `[store]`: memory by default; Redis when a URL is given, and then `[monitor]` writes the
  *   engine's events to a Redis stream as well.
+ * - `[http]`: the gateway's own pages (`/health`, `/metrics`, the dashboard) are skipped —
+ *   no token, no limit — and everything else needs a token.
  */
 
 const { ISSUER, AUDIENCE } = require('./tokens.js')
@@ -36,6 +38,9 @@ const STRATEGIES = Object.freeze({ orders: 'round_robin', catalog: 'least_connec
 
 /** Every upstream's circuit breaker: open for 5 s at a failure rate of 50 % over the last 20 calls. */
 const BREAKER = Object.freeze({ failure_rate: 0.5, min_calls: 6, window: 20, open_for: '5s', half_open_calls: 2 })
+
+/** The gateway's own pages, which the HTTP layer leaves alone. */
+const SKIP_PATHS = Object.freeze(['/health', '/metrics', '/dashboard/**'])
 
 /** The Redis stream the engine's events go to when the store is Redis. */
 const EVENT_STREAM = 'fw:events'
@@ -104,7 +109,8 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
         window: l.global.window
       }
     ],
-    services
+    services,
+    http: { skip_paths: SKIP_PATHS }
   }
   // The Redis Streams sink of the monitor: only with the Redis store (it writes to the
   // store's server). The section is added only then, so that the memory store's
@@ -113,4 +119,4 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
   return config
 }
 
-module.exports = { engineConfig, DEFAULT_LIMITS, BREAKER, STRATEGIES, EVENT_STREAM }
+module.exports = { engineConfig, DEFAULT_LIMITS, BREAKER, STRATEGIES, EVENT_STREAM, SKIP_PATHS }

@@ -256,7 +256,11 @@ test('the dashboard page and its assets are served, with nothing from elsewhere 
   }
   const health = await request(`${stack.url}/health`)
   assert.deepEqual(health.json, { service: 'floodwall-express-gateway', ok: true, store: 'memory', store_failure: null })
-  const missing = await request(`${stack.url}/elsewhere`)
+  // Anything else needs a token before the gateway says whether it routes it.
+  const anonymous = await request(`${stack.url}/elsewhere`)
+  assert.equal(anonymous.status, 401)
+  assert.equal(anonymous.json.code, 'missing_token')
+  const missing = await request(`${stack.url}/elsewhere`, { token: stack.token('alice', 'free') })
   assert.equal(missing.status, 404)
   assert.equal(missing.json.code, 'not_found')
 })
