@@ -688,8 +688,8 @@ impl Config {
     }
 }
 
-/// Says what is wrong with a Redis URL: `redis://[user[:password]@]host[:port][/db]`,
-/// `rediss://` for TLS, or `redis+unix:///path` / `unix:///path` for a Unix socket.
+/// Says what is wrong with a Redis URL: `redis://[user[:password]@]host[:port][/db]`, or
+/// `redis+unix:///path` / `unix:///path` for a Unix socket.
 pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
     let example = "e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"";
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -698,7 +698,12 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
         ));
     };
     match scheme {
-        "redis" | "rediss" | "valkey" | "valkeys" => {}
+        "redis" | "valkey" => {}
+        "rediss" | "valkeys" => {
+            return Err(format!(
+                "{url:?}: TLS (rediss://) is not built in; connect with redis:// (through a TLS tunnel such as stunnel where the network needs one)"
+            ));
+        }
         "redis+unix" | "unix" => {
             return if rest.starts_with('/') {
                 Ok(())
@@ -710,7 +715,7 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
         }
         other => {
             return Err(format!(
-                "{url:?}: the scheme must be redis, rediss, redis+unix or unix, not {other:?} ({example})"
+                "{url:?}: the scheme must be redis, redis+unix or unix, not {other:?} ({example})"
             ));
         }
     }
@@ -755,12 +760,12 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
 /// u64`), as a sentence a person reads without knowing Rust's types.
 fn humanize(message: &str) -> String {
     let ranges = [
-        ("u8", "0 to 255"),
-        ("u16", "0 to 65535"),
-        ("u32", "0 to 4294967295"),
-        ("u64", "0 to 18446744073709551615"),
-        ("usize", "0 to 18446744073709551615"),
-        ("i64", "-9223372036854775808 to 9223372036854775807"),
+        ("u8", "from 0 to 255"),
+        ("u16", "from 0 to 65535"),
+        ("u32", "from 0 to 4294967295"),
+        ("u64", "of 0 or more"),
+        ("usize", "of 0 or more"),
+        ("i64", "(positive or negative)"),
     ];
     for (ty, range) in ranges {
         let Some(head) = message
@@ -785,7 +790,7 @@ fn humanize(message: &str) -> String {
         } else {
             continue;
         };
-        return format!("must be a whole number from {range}, got {got}{tail}");
+        return format!("must be a whole number {range}, got {got}{tail}");
     }
     message.to_owned()
 }

@@ -65,9 +65,33 @@ refill_rate = -2
     let (field, message) = toml_err(bucket);
     assert_eq!(field, "rules[0].refill_rate");
     assert!(message.contains("positive"), "{message}");
-    let (field, message) = toml_err(&RULE.replace("limit = 10", "limit = -1"));
+    // A sentence like refill_rate's, not serde's "expected u64".
+    let (field, message) = toml_err(&RULE.replace("limit = 10", "limit = -5"));
     assert_eq!(field, "rules[0].limit");
-    assert!(message.contains("-1"), "{message}");
+    assert!(
+        message.starts_with("must be a whole number of 0 or more, got -5"),
+        "{message}"
+    );
+    assert!(!message.contains("u64"), "{message}");
+    let (field, message) = json_err(
+        r#"{"rules": [{"name": "r", "key": "ip", "algorithm": "fixed_window", "limit": -5, "window": "1s"}]}"#,
+    );
+    assert_eq!(field, "rules[0].limit");
+    assert_eq!(message, "must be a whole number of 0 or more, got -5");
+    let (_, message) = toml_err(&RULE.replace("limit = 10", "limit = 2.5"));
+    assert!(
+        message.starts_with("must be a whole number of 0 or more, got 2.5"),
+        "{message}"
+    );
+    let (field, message) = toml_err(
+        "[http]
+ipv6_subnet = 300",
+    );
+    assert_eq!(field, "http.ipv6_subnet");
+    assert!(
+        message.starts_with("must be a whole number from 0 to 255, got 300"),
+        "{message}"
+    );
     let (field, _) = toml_err(&bucket.replace("-2", "0"));
     assert_eq!(field, "rules[0].refill_rate");
     let (field, message) = toml_err(&bucket.replace("-2", "2000000"));
@@ -158,6 +182,14 @@ fn keys_matches_and_names() {
     assert!(message.contains("start with '/'"), "{message}");
     let (field, _) = toml_err(&format!("{RULE}match = {{ methods = [\"GET\", \"G T\"] }}"));
     assert_eq!(field, "rules[0].match.methods[1]");
+    let (field, message) = toml_err(&format!(
+        "{RULE}match = {{ methods = [\"get\", \"FETCH\"] }}"
+    ));
+    assert_eq!(field, "rules[0].match.methods[1]");
+    assert!(
+        message.contains("\"FETCH\" is not an HTTP method; use one of GET, HEAD"),
+        "{message}"
+    );
     let (field, message) = toml_err(&RULE.replace("per-user", "per user"));
     assert_eq!(field, "rules[0].name");
     assert!(message.contains("letters, digits"), "{message}");
@@ -171,8 +203,39 @@ fn store_and_reserved_sections() {
     let (field, message) = toml_err("[store]\nkind = \"redis\"");
     assert_eq!(field, "store.url");
     assert!(message.contains("needs a url"), "{message}");
-    let (field, _) = toml_err("[store]\nkind = \"redis\"\nurl = \"http://x\"");
-    assert_eq!(field, "store.url");
+    // A bad Redis URL says what is wrong with it.
+    for (url, why) in [
+        (
+            "http://x",
+            "the scheme must be redis, redis+unix or unix, not \"http\"",
+        ),
+        ("rediss://host:6380", "TLS (rediss://) is not built in"),
+        ("127.0.0.1:6379", "it has no scheme"),
+        ("redis://:6379", "names no host"),
+        (
+            "redis://localhost:port",
+            "the port must be a number from 1 to 65535, not \"port\"",
+        ),
+        (
+            "redis://localhost:6379/cache",
+            "the path names the database by number",
+        ),
+        ("redis+unix://run/redis.sock", "names an absolute path"),
+    ] {
+        let (field, message) = toml_err(&format!("[store]\nkind = \"redis\"\nurl = \"{url}\""));
+        assert_eq!(field, "store.url", "{url}");
+        assert!(message.contains(why), "{url}: {message}");
+    }
+    let (field, _) =
+        toml_err("[store]\nkind = \"redis_cluster\"\nurls = [\"redis://a:1\", \"b:2\"]");
+    assert_eq!(field, "store.urls[1]");
+    for url in [
+        "redis://127.0.0.1:6379/0",
+        "redis://user:pw@[::1]:6380",
+        "unix:///run/redis.sock",
+    ] {
+        Engine::from_toml(&format!("[store]\nkind = \"redis\"\nurl = \"{url}\"")).unwrap();
+    }
     let (field, message) = toml_err("[store]\nkind = \"mongo\"");
     assert_eq!(field, "store.kind");
     assert!(message.contains("memory"), "{message}");
@@ -355,4 +418,73 @@ fn role_overrides_are_bounded_per_rule() {
         .expect_err("one override too many");
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert_eq!(err.field(), Some("rules[0].roles"));
+}
+
+#[test]
+fn role_overrides_a_caller_can_never_have_are_refused() {
+    let (field, message) = toml_err(&format!(
+        "{RULE}match = {{ roles = [\"premium\"] }}\nroles.free = {{ limit = 2 }}"
+    ));
+    assert_eq!(field, "rules[0].roles.free");
+    assert!(message.contains("only matches the roles"), "{message}");
+    let auth = "[auth]\nalgorithms = [\"HS256\"]\nkeys = [{ secret = \"an example secret of at least 32 bytes!\" }]\nroles = [\"premium\", \"free\"]\ndefault_role = \"guest\"\n";
+    let (field, message) = toml_err(&format!("{auth}{RULE}roles.gold = {{ limit = 2 }}"));
+    assert_eq!(field, "rules[0].roles.gold");
+    assert!(
+        message
+            .contains("auth.roles lists [\"premium\", \"free\"] and the default role is \"guest\""),
+        "{message}"
+    );
+    // The roles a token can carry, and the default role, are fine.
+    for role in ["premium", "guest"] {
+        Engine::from_toml(&format!("{auth}{RULE}roles.{role} = {{ limit = 2 }}")).unwrap();
+    }
+    // Without auth.roles any role may come: every override is accepted.
+    Engine::from_toml(&format!("{RULE}roles.gold = {{ limit = 2 }}")).unwrap();
+}
+
+#[test]
+fn http_layer_fields() {
+    let (field, message) =
+        toml_err(&RULE.replace("subject", "subject\"\nbefore_auth = true\nx = \""));
+    assert!(
+        field == "rules[0].x" || field == "rules[0].before_auth",
+        "{field}: {message}"
+    );
+    let (field, message) = toml_err(&format!("{RULE}before_auth = true"));
+    assert_eq!(field, "rules[0].before_auth");
+    assert!(message.contains("keyed on subject"), "{message}");
+    let ip = RULE.replace("\"subject\"", "\"ip\"");
+    let (field, message) = toml_err(&format!(
+        "{ip}before_auth = true\nroles.premium = {{ limit = 5 }}"
+    ));
+    assert_eq!(field, "rules[0].before_auth");
+    assert!(message.contains("roles"), "{message}");
+    let (field, message) = toml_err(&format!("{ip}count_responses = \"sometimes\""));
+    assert_eq!(field, "rules[0].count_responses");
+    assert!(message.contains("failed"), "{message}");
+    let (field, message) = toml_err(&format!(
+        "{ip}count_responses = \"failed\"\nfailed_statuses = [401, \"6xx0\"]"
+    ));
+    assert_eq!(field, "rules[0].failed_statuses[1]");
+    assert!(message.contains("\"6xx0\""), "{message}");
+    let (field, message) = toml_err(&format!(
+        "{ip}count_responses = \"failed\"\nfailed_statuses = [\"599-500\"]"
+    ));
+    assert_eq!(field, "rules[0].failed_statuses[0]");
+    assert!(message.contains("backwards"), "{message}");
+    let (field, message) = toml_err(&format!("{ip}failed_statuses = [500]"));
+    assert_eq!(field, "rules[0].failed_statuses");
+    assert!(message.contains("no effect"), "{message}");
+    let (field, _) = toml_err(&format!("{ip}cost_header = \"x cost\""));
+    assert_eq!(field, "rules[0].cost_header");
+    let (field, message) = toml_err("[http]\ntrusted_proxies = [\"0.0.0.0/0\"]");
+    assert_eq!(field, "http.trusted_proxies");
+    assert!(message.contains("trust_all"), "{message}");
+    let (field, _) = toml_err("[http]\nforwarded_header = \"x-real-ip\"");
+    assert_eq!(field, "http.forwarded_header");
+    let (field, _) = toml_err("[http.deny]\naddresses = [\"10.0.0.1/8\"]");
+    assert_eq!(field, "http.deny.addresses[0]");
+    let (field, _) = toml_err("[http]\npublic_path = [\"/x\"]");
+    assert_eq!(field, "http.public_path");
 }
