@@ -477,6 +477,10 @@ unsafe fn take(env: sys::napi_env, value: sys::napi_value) -> Result<Option<Exch
     Ok(held.0.lock().take())
 }
 
+/// What a `finish` call is given: the binding, the exchange, the status, the response's
+/// header values.
+type Finish = (Arc<Binding>, Exchange, u16, Vec<Option<String>>);
+
 /// Reads `(exchange, status, skipRecording, values)`.
 ///
 /// # Safety
@@ -484,7 +488,7 @@ unsafe fn take(env: sys::napi_env, value: sys::napi_value) -> Result<Option<Exch
 unsafe fn finish_args(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> Result<Option<(Arc<Binding>, Exchange, u16, Vec<Option<String>>)>, Failure> {
+) -> Result<Option<Finish>, Failure> {
     // SAFETY: see the function's contract; `data` is the bound binding.
     unsafe {
         let (argv, data) = arguments::<4>(env, info);
