@@ -1,17 +1,19 @@
 //! `Engine`: the core engine as a Python class (subclassed by `floodwall.Engine`, which adds
 //! the constructors' friendly signatures and the async variants).
 //!
-//! When a call releases the interpreter: a `check` on a Redis store (it may wait up to
-//! `store.timeout` on the network), every `authenticate` and `authorize` (signature
-//! verification takes microseconds to tens of microseconds), building an engine (files, key
-//! sets). A `check` on the memory store keeps it: the decision takes less time than releasing
-//! and re-acquiring the interpreter would. So does `record_response` (one short lock); a
-//! `report` or the Prometheus text, which merge the monitoring aggregate's shards, release it.
+//! When a call releases the interpreter: a `check` or an `http` on a Redis store (it may wait
+//! up to `store.timeout` on the network), every `authenticate` and `authorize` and an `http`
+//! that verifies a token (signature verification takes microseconds to tens of
+//! microseconds), building an engine (files, key sets). A `check` on the memory store keeps
+//! it: the decision takes less time than releasing and re-acquiring the interpreter would. So
+//! does `record_response` (one short lock); a `report` or the Prometheus text, which merge the
+//! monitoring aggregate's shards, release it.
 
 use std::time::Duration;
 
 use floodwall::clock::duration_from_millis;
 use floodwall::config::StoreKind;
+use floodwall::http::AccessLists;
 use floodwall::{Config, Request, Timestamp};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -23,6 +25,7 @@ use crate::auth::{Authorized, Identity};
 use crate::balance::{BreakerEvent, Lease, UpstreamStatus};
 use crate::decision::Decision;
 use crate::error::{IntoPyResult, exception};
+use crate::http::{HttpArgs, HttpExchange};
 use crate::text::{borrow_opt, borrow_str};
 
 /// The traffic-control engine: rules, a store, keys, services.
@@ -36,6 +39,11 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn core(&self) -> &floodwall::Engine {
         &self.core
+    }
+
+    /// Whether a call on the store may wait on the network (the store is Redis).
+    pub(crate) fn store_may_wait(&self) -> bool {
+        self.may_wait
     }
 }
 
@@ -68,7 +76,7 @@ impl Parts<'_> {
 }
 
 /// The items of `headers=` (a mapping of header name to value), held while they are borrowed.
-fn header_items<'py>(
+pub(crate) fn header_items<'py>(
     headers: Option<&Bound<'py, PyAny>>,
     what: &str,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
@@ -89,7 +97,7 @@ fn header_items<'py>(
     Ok(out)
 }
 
-fn borrow_headers<'a>(
+pub(crate) fn borrow_headers<'a>(
     items: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
     what: &str,
 ) -> PyResult<Vec<(&'a str, &'a str)>> {
@@ -194,7 +202,7 @@ fn number(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<u64>>
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// A response's status: an `int` (not a `bool`) from 100 to 999.
-fn http_status(value: &Bound<'_, PyAny>) -> PyResult<u16> {
+pub(crate) fn http_status(value: &Bound<'_, PyAny>) -> PyResult<u16> {
     if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
         return Err(PyTypeError::new_err(format!(
             "status must be an int, not {}",
@@ -228,7 +236,7 @@ fn latency_of(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
     })
 }
 
-fn type_name(value: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
         .get_type()
         .name()
@@ -392,6 +400,74 @@ impl Engine {
         Ok(Authorized::new(identity, decision))
     }
 
+    /// The HTTP layer's verdict on one request (see `floodwall::http`): `method` and
+    /// `target` as received (the request line's target: `/api/orders?page=2`, or the absolute
+    /// form), the socket `peer`'s address (`None` when unknown), and `headers`, a mapping of
+    /// lower-case name to value holding at least those of `http_headers` (a header of several
+    /// lines is one value, its lines joined by `,`). `cost` is the request's cost (an int or a
+    /// float; anything but an integer from 0 to 2^53 is answered 400); `stage` is `guard`
+    /// (the token, the lists and every rule), `authenticate` or `rate_limit`, the latter with
+    /// the `caller` (subject, role) an earlier stage verified and `after_authenticate`.
+    #[pyo3(
+        signature = (method, target, peer, headers, *, cost = None, stage = "guard", caller = None, after_authenticate = false),
+        text_signature = "($self, method, target, peer, headers, *, cost=1, stage='guard', caller=None, after_authenticate=False)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn http<'py>(
+        slf: &Bound<'py, Self>,
+        method: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        peer: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        cost: Option<&Bound<'py, PyAny>>,
+        stage: &str,
+        caller: Option<(PyBackedStr, Option<PyBackedStr>)>,
+        after_authenticate: bool,
+    ) -> PyResult<HttpExchange> {
+        crate::http::http(
+            slf,
+            &HttpArgs {
+                method,
+                target,
+                peer,
+                headers,
+                cost,
+                stage,
+                caller,
+                after_authenticate,
+            },
+        )
+    }
+
+    /// The request headers `http` reads, lower-cased: hand over these (or all). The allow and
+    /// deny lists' headers are among them, so read it again after `set_access_lists`.
+    #[getter]
+    fn http_headers(&self) -> Vec<String> {
+        self.core.http_headers()
+    }
+
+    /// The response headers `HttpExchange.finish` reads (the rules' `cost_header`s),
+    /// lower-cased.
+    #[getter]
+    fn http_response_headers(&self) -> Vec<String> {
+        self.core.http_response_headers()
+    }
+
+    /// The allow and deny lists in force: `{"allow": {...}, "deny": {...}}`, each with
+    /// `addresses`, `subjects`, `roles` and `headers` (see `floodwall.AccessLists`).
+    fn access_lists<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let text = self.core.access_lists().to_json();
+        JSON_LOADS.import(py, "json", "loads")?.call1((text,))
+    }
+
+    /// Replaces the allow and deny lists (`lists_json`, their JSON) while the engine serves.
+    /// On error (`ConfigError` naming the entry) the lists in force are kept.
+    fn _set_access_lists_json(&self, lists_json: PyBackedStr) -> PyResult<()> {
+        AccessLists::from_json(&lists_json)
+            .and_then(|lists| self.core.set_access_lists(&lists))
+            .py_err()
+    }
+
     /// Replaces the `[auth]` section while the engine serves (key rotation): `auth_json` is
     /// the section as JSON, or `None` to remove it. On error the running keys are kept.
     fn _reload_auth_json(&self, py: Python<'_>, auth_json: Option<PyBackedStr>) -> PyResult<()> {
@@ -494,8 +570,9 @@ impl Engine {
 
     /// Records how the server answered a request: its `status` (an int from 100 to 999) and
     /// `latency_ms`, the time from the request's arrival to its answer (a number >= 0). The
-    /// path's query string is ignored. The ASGI and WSGI middlewares record every response
-    /// they see; call this for those they do not.
+    /// path's query string is ignored. `HttpExchange.finish` records the responses of the
+    /// requests `http` saw (the ASGI and WSGI middlewares finish every one); call this for
+    /// the others.
     fn record_response(
         &self,
         method: &Bound<'_, PyAny>,

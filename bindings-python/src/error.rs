@@ -18,6 +18,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidConfig => "ConfigError",
         ErrorKind::CostExceedsLimit => "CostExceedsLimitError",
+        ErrorKind::InvalidCost => "InvalidCostError",
         ErrorKind::MissingToken
         | ErrorKind::MalformedToken
         | ErrorKind::TokenTooLarge

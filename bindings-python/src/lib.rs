@@ -3,8 +3,9 @@
 //! Each file mirrors a core module and is thin: convert the arguments, call the core (with the
 //! interpreter released whenever the call may wait on the network or verify a signature),
 //! convert the result. The Python layer (`python/floodwall/`) adds the async variants, the
-//! exception classes and the ASGI/WSGI middleware; `floodwall/_floodwall.pyi` types this module
-//! and `mypy.stubtest` checks it against the build.
+//! exception classes and the ASGI/WSGI middlewares (adapters over `Engine.http`, see
+//! `http.rs`); `floodwall/_floodwall.pyi` types this module and `mypy.stubtest` checks it
+//! against the build.
 
 mod auth;
 mod balance;
@@ -12,6 +13,7 @@ mod decision;
 mod engine;
 mod error;
 mod fastcall;
+mod http;
 mod text;
 
 use pyo3::prelude::*;
@@ -29,6 +31,8 @@ mod _floodwall {
     use crate::decision::{Decision, Layer};
     #[pymodule_export]
     use crate::engine::Engine;
+    #[pymodule_export]
+    use crate::http::HttpExchange;
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

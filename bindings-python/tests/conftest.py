@@ -25,8 +25,10 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 # --- Fixtures of the core-API tests (test_vectors, test_errors, test_auth, test_engine,
-# test_balance, test_async, test_redis): the JWT fixtures, token minting, Redis store sections.
+# test_balance, test_async, test_http, test_redis): the JWT fixtures, token minting, Redis store
+# sections, the event-loop ticker.
 
+import asyncio  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -140,6 +142,33 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+async def ticks_while(awaitable_or_call: Any) -> tuple[Any, int]:
+    """Runs a ticker coroutine (``asyncio.sleep(0.01)`` in a bounded loop) beside
+    ``awaitable_or_call`` (a coroutine, or a callable run on the loop); returns its result and
+    how many times the ticker ticked while it was pending."""
+    state = {"pending": True, "ticks": 0}
+
+    async def ticker() -> None:
+        for _ in range(6_000):
+            await asyncio.sleep(0.01)
+            if not state["pending"]:
+                return
+            state["ticks"] += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # the ticker is running
+    try:
+        if asyncio.iscoroutine(awaitable_or_call):
+            result = await awaitable_or_call
+        else:
+            result = awaitable_or_call()
+    finally:
+        state["pending"] = False
+    ticks = state["ticks"]
+    await asyncio.wait_for(task, timeout=30)
+    return result, ticks
 
 
 def wait_until(condition: Callable[[], bool], *, attempts: int = 500, pause: float = 0.02) -> bool:

@@ -92,35 +92,39 @@ def rules() -> list[dict[str, Any]]:
     ]
 
 
-def config(*, store: Optional[Mapping[str, Any]] = None, auth: bool = True) -> dict[str, Any]:
-    """The tests' engine configuration, on the memory store unless ``store`` is given."""
+def config(
+    *,
+    store: Optional[Mapping[str, Any]] = None,
+    auth: bool = True,
+    **http: Any,
+) -> dict[str, Any]:
+    """The tests' engine configuration, on the memory store unless ``store`` is given;
+    keyword arguments are ``[http]`` fields (``public_paths=["/public/**"]`` …)."""
     result: dict[str, Any] = {"rules": rules()}
     if auth:
         result["auth"] = auth_config()
     if store is not None:
         result["store"] = dict(store)
+    if http:
+        result["http"] = http
     return result
 
 
-class RecordingEngine(Engine):
-    """An engine that also keeps every response recorded through it (``recorded``: method,
-    path, status and latency), in the order recorded."""
-
-    def __init__(self, config: Optional[Mapping[str, Any]] = None) -> None:
-        super().__init__(config)
-        self.recorded: list[tuple[str, str, int, float]] = []
-
-    def record_response(self, method: str, path: str, status: int, latency_ms: float) -> None:
-        self.recorded.append((method, path, status, latency_ms))
-        super().record_response(method, path, status, latency_ms)
+def responses(engine: Engine) -> dict[str, int]:
+    """The responses the engine recorded, by status class (``2xx`` …)."""
+    result: dict[str, int] = engine.report()["status_classes"]
+    return result
 
 
 SLOW_PAUSE_S = 0.05
 """The pause between the two chunks ``/api/slow`` streams."""
 
 
-def route_cost(method: str, path: str) -> int:
-    """``/api/export`` costs the whole per-user limit; ``/api/huge`` more than any limit."""
+def route_cost(request: Mapping[str, Any]) -> int:
+    """The ``cost`` of both middlewares (it reads the ASGI scope's ``path`` or the WSGI
+    environ's ``PATH_INFO``): ``/api/export`` costs the whole per-user limit, ``/api/huge``
+    more than any limit."""
+    path = request.get("path", request.get("PATH_INFO"))
     if path == "/api/export":
         return USER_LIMIT
     if path == "/api/huge":
@@ -129,14 +133,14 @@ def route_cost(method: str, path: str) -> int:
 
 
 @contextlib.contextmanager
-def serve_asgi(app: Any) -> Iterator[httpx.Client]:
-    """Serves ``app`` with uvicorn (proxy headers off: the middleware decides what to believe)
-    and yields a client for it."""
+def asgi_server(app: Any, *, lifespan: str = "on") -> Iterator[int]:
+    """Serves ``app`` with uvicorn on 127.0.0.1 (proxy headers off: the engine decides what to
+    believe) and yields its port."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
-        lifespan="on",
+        lifespan=lifespan,  # type: ignore[arg-type]
         proxy_headers=False,
         log_level="warning",
     )
@@ -149,9 +153,7 @@ def serve_asgi(app: Any) -> Iterator[httpx.Client]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        with _client(port) as client:
-            yield client
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(timeout=STOP_TIMEOUT_S)
@@ -159,21 +161,34 @@ def serve_asgi(app: Any) -> Iterator[httpx.Client]:
 
 
 @contextlib.contextmanager
-def serve_wsgi(app: Any) -> Iterator[httpx.Client]:
-    """Serves ``app`` with werkzeug's threaded server and yields a client for it."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def wsgi_server(app: Any, *, request_handler: Optional[type] = None) -> Iterator[int]:
+    """Serves ``app`` with werkzeug's threaded server on 127.0.0.1 and yields its port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=request_handler)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="werkzeug", daemon=True
     )
     thread.start()
     try:
-        with _client(server.server_port) as client:
-            yield client
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=STOP_TIMEOUT_S)
         assert not thread.is_alive(), "werkzeug did not stop"
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any) -> Iterator[httpx.Client]:
+    """Serves ``app`` with uvicorn and yields a client for it."""
+    with asgi_server(app) as port, _client(port) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def serve_wsgi(app: Any) -> Iterator[httpx.Client]:
+    """Serves ``app`` with werkzeug's threaded server and yields a client for it."""
+    with wsgi_server(app) as port, _client(port) as client:
+        yield client
 
 
 def make_asgi_app(engine: Engine, **options: Any) -> fastapi.FastAPI:

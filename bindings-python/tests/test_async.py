@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 
 import floodwall
-from conftest import hs256_auth, mint
+from conftest import hs256_auth, mint, ticks_while
 from redis_server import RedisServer
 
 RULES = [
@@ -163,32 +163,6 @@ async def test_close_then_acheck_again(redis_store: Callable[..., dict[str, Any]
 
 
 # --- the event loop keeps running while Redis makes a check wait -----------------------------
-
-
-async def ticks_while(awaitable_or_call: Any) -> tuple[Any, int]:
-    """Runs a ticker coroutine (``asyncio.sleep(0.01)`` in a bounded loop) beside the check;
-    returns the check's result and how many times the ticker ticked while it was pending."""
-    state = {"pending": True, "ticks": 0}
-
-    async def ticker() -> None:
-        for _ in range(6_000):
-            await asyncio.sleep(0.01)
-            if not state["pending"]:
-                return
-            state["ticks"] += 1
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)  # the ticker is running
-    try:
-        if asyncio.iscoroutine(awaitable_or_call):
-            result = await awaitable_or_call
-        else:
-            result = awaitable_or_call()
-    finally:
-        state["pending"] = False
-    ticks = state["ticks"]
-    await asyncio.wait_for(task, timeout=30)
-    return result, ticks
 
 
 async def test_an_awaited_check_leaves_the_loop_free_while_redis_is_paused(

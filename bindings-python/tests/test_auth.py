@@ -261,6 +261,19 @@ def test_a_failed_reload_keeps_the_running_keys() -> None:
     assert engine.authenticate(token).subject == "alice"
 
 
+@pytest.mark.parametrize("wrong", ["auth", 0, False, ["HS256"], ("a",)])
+def test_a_wrong_argument_to_reload_auth_is_a_type_error_and_keeps_authentication(
+    wrong: Any,
+) -> None:
+    engine = floodwall.Engine.from_dict({"auth": hs256_auth()})
+    with pytest.raises(TypeError, match=r"reload_auth\(\): auth must be a mapping"):
+        engine.reload_auth(wrong)
+    with pytest.raises(TypeError):
+        engine.reload_auth()  # type: ignore[call-arg]
+    assert engine.has_auth
+    assert engine.authenticate(mint("alice")).subject == "alice"
+
+
 def test_reload_auth_none_removes_authentication() -> None:
     engine = floodwall.Engine.from_dict({"auth": hs256_auth()})
     engine.reload_auth(None)

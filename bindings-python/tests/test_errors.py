@@ -16,6 +16,7 @@ from floodwall import (
     ConfigError,
     CostExceedsLimitError,
     FloodwallError,
+    InvalidCostError,
     NoUpstreamError,
     StoreError,
     UnknownServiceError,
@@ -27,12 +28,13 @@ AUTH_CODES = [code for code in floodwall.ERROR_CODES if code in CHALLENGES]
 
 #: code → (class, the built-in a Python programmer catches, HTTP status)
 EXPECTED: dict[str, tuple[type[FloodwallError], type[Exception], int]] = {
-    "invalid_config": (ConfigError, ValueError, 500),
+    "invalid_config": (ConfigError, ValueError, 503),
     "cost_exceeds_limit": (CostExceedsLimitError, ValueError, 429),
+    "invalid_cost": (InvalidCostError, ValueError, 400),
     **{code: (AuthError, Exception, 401) for code in AUTH_CODES},
     "no_upstream_available": (NoUpstreamError, RuntimeError, 503),
-    "unknown_service": (UnknownServiceError, LookupError, 500),
-    "unknown_upstream": (UnknownUpstreamError, LookupError, 500),
+    "unknown_service": (UnknownServiceError, LookupError, 503),
+    "unknown_upstream": (UnknownUpstreamError, LookupError, 503),
     "store_unavailable": (StoreError, RuntimeError, 503),
 }
 
@@ -78,7 +80,7 @@ def assert_pickles(error: FloodwallError) -> None:
 
 
 def test_error_codes_are_the_core_kinds_each_with_a_class_of_its_own() -> None:
-    assert len(floodwall.ERROR_CODES) == len(set(floodwall.ERROR_CODES)) == 18
+    assert len(floodwall.ERROR_CODES) == len(set(floodwall.ERROR_CODES)) == 19
     assert set(_floodwall._error_classes) == set(floodwall.ERROR_CODES)
     assert set(EXPECTED) == set(floodwall.ERROR_CODES), "a kind this test does not know"
     for code in floodwall.ERROR_CODES:
@@ -147,6 +149,19 @@ def test_cost_exceeds_limit_consumes_nothing() -> None:
     assert "per-user" in caught.value.message
     assert_pickles(caught.value)
     assert engine.check(subject="alice", cost=2, now_ms=1_000).remaining == 0
+
+
+def test_an_invalid_cost_is_answered_400_and_counted_not_raised() -> None:
+    engine = floodwall.Engine.from_dict(PER_USER)
+    for cost in (1.5, -1, float("nan"), 2**53 + 1, 10**400):
+        exchange = engine.http("GET", "/", "192.0.2.1", {}, cost=cost, stage="rate_limit")
+        assert (exchange.verdict, exchange.status) == ("refuse", 400), cost
+        assert b'"code":"invalid_cost"' in exchange.body
+    assert engine.report()["errors"] == {"invalid_cost": 5}
+    assert engine.key_count == 0, "nothing was consumed"
+    error = InvalidCostError("bad cost", code="invalid_cost", status=400)
+    assert_error(error, "invalid_cost")
+    assert_pickles(error)
 
 
 @pytest.mark.parametrize("code", AUTH_CODES)

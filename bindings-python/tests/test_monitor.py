@@ -6,7 +6,7 @@ ASGI and WSGI middlewares record is in ``test_middleware.py``."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -104,6 +104,9 @@ def test_the_report_counts_what_the_engine_saw() -> None:
         "rate_limited": 1,
         "auth_rejected": 1,
         "failed": 1,
+        "denied": 0,
+        "shadow_limited": 0,
+        "allowlisted": 0,
         "upstream_calls": 0,
         "upstream_failures": 0,
         "breaker_trips": 0,
@@ -164,6 +167,37 @@ def test_the_report_has_the_documented_keys_in_the_documents_order() -> None:
     assert list(report["totals"]) == list(MinuteCounts.__annotations__)
     assert list(report["top_endpoints"][0]) == list(floodwall.TopEntry.__annotations__)
     assert list(report["response_latency"]) == list(floodwall.LatencyHistogram.__annotations__)
+
+
+def test_the_http_layer_counts_denials_allow_lists_shadow_breaches_and_warnings() -> None:
+    engine = floodwall.Engine({
+        "http": {
+            "allow": {"addresses": ["192.0.2.7"]},
+            "deny": {"addresses": ["203.0.113.0/24"]},
+        },
+        "rules": [{"name": "watch", "key": "ip", "algorithm": "fixed_window", "limit": 1,
+                   "window": "1h", "shadow": True}],
+    })
+
+    def ask(peer: str, headers: Optional[dict[str, str]] = None) -> str:
+        exchange = engine.http("GET", "/api", peer, headers or {}, stage="rate_limit")
+        exchange.finish(exchange.status or 200)
+        return exchange.verdict
+
+    assert ask("203.0.113.9") == "refuse"
+    assert ask("192.0.2.7") == "pass"
+    assert [ask("198.51.100.1") for _ in range(2)] == ["pass", "pass"]
+    assert ask("198.51.100.2", {"x-forwarded-for": "192.0.2.200"}) == "pass"
+    report = engine.report()
+    totals = report["totals"]
+    assert (totals["requests"], totals["admitted"], totals["responses"]) == (5, 4, 5)
+    assert (totals["denied"], totals["allowlisted"], totals["shadow_limited"]) == (1, 1, 1)
+    assert entries(report["shadow_breaches_by_rule"]) == {"watch": 1}
+    assert report["breaches_by_rule"] == []
+    [warning] = report["warnings"]
+    assert list(warning) == list(floodwall.ReportWarning.__annotations__)
+    assert (warning["code"], warning["count"]) == ("untrusted_forwarded_header", 1)
+    assert "trusted_proxies" in warning["message"]
 
 
 def test_the_report_at_the_clock_holds_this_minutes_responses() -> None:

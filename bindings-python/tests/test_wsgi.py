@@ -1,8 +1,9 @@
 """What only ``floodwall.wsgi.FloodwallMiddleware`` does: the WSGI cases a loopback server
-does not produce (a peer that is not loopback, the application's response iterable — returned
-as it is when whole, else passed through a thin one that records the response when closed —,
-an application that fails, a mounted application, a non-ASCII path). What it does like the
-ASGI middleware, over real HTTP, is in ``test_middleware.py``."""
+does not produce — the target from ``RAW_URI``, ``REQUEST_URI`` or the decoded path, a peer
+that is not loopback, the application's response iterable (returned as it is when whole, else
+passed through a thin one that finishes the exchange when closed), an application that fails,
+a ``HEAD`` refused. What it does like the ASGI middleware, over real HTTP, is in
+``test_middleware.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from floodwall import Engine
 from floodwall.wsgi import DECISION_KEY, IDENTITY_KEY, FloodwallMiddleware
-from http_servers import PUBLIC_IP_LIMIT, RecordingEngine, config
+from http_servers import PUBLIC_IP_LIMIT, config, responses
 
 
 class Recorder:
@@ -26,7 +27,7 @@ class Recorder:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         self.environs.append(environ)
-        start_response("204 No Content", [("X-Inner", "yes")])
+        start_response("204 No Content", [("X-Inner", "yes"), ("RateLimit-Limit", "999")])
         return self.body
 
 
@@ -45,11 +46,28 @@ def call(
     return started[0][0], started[0][1], body
 
 
+def endpoints(engine: Engine) -> set[str]:
+    return {e["key"] for e in engine.report()["top_endpoints"]}
+
+
+def test_the_target_is_the_raw_uri_else_the_request_uri_else_the_encoded_path() -> None:
+    engine = Engine(config(auth=False))
+    middleware = FloodwallMiddleware(Recorder(), engine=engine, authenticate=False)
+    call(middleware, "/public/a/b", RAW_URI="/public/a%2Fb?x=1", REQUEST_URI="/other")
+    call(middleware, "/public/c/d", REQUEST_URI="/public/c%2Fd")
+    # A mounted application: SCRIPT_NAME + PATH_INFO, whose bytes PEP 3333 passes as latin-1.
+    path_info = "/café".encode().decode("latin-1")
+    call(middleware, path_info, SCRIPT_NAME="/public", QUERY_STRING="page=2")
+    assert endpoints(engine) == {
+        "GET /public/a%2Fb",
+        "GET /public/c%2Fd",
+        "GET /public/caf%C3%A9",
+    }
+
+
 def test_a_trusted_network_peer_forwards_the_client_address() -> None:
-    engine = Engine(config())
-    middleware = FloodwallMiddleware(
-        Recorder(), engine=engine, public_paths=["/public/*"], trusted_proxies=["10.0.0.0/8"]
-    )
+    engine = Engine(config(public_paths=["/public/**"], trusted_proxies=["10.0.0.0/8"]))
+    middleware = FloodwallMiddleware(Recorder(), engine=engine)
     for _ in range(PUBLIC_IP_LIMIT):
         status, _, _ = call(
             middleware,
@@ -62,18 +80,19 @@ def test_a_trusted_network_peer_forwards_the_client_address() -> None:
     assert engine.check(method="GET", path="/public/info", ip="10.1.2.3").allowed
 
 
-def test_a_whole_body_is_returned_as_it_is_and_recorded_at_once() -> None:
+def test_a_whole_body_is_returned_as_it_is_and_finished_at_once() -> None:
     body = [b"whole"]
     inner = Recorder(body)
-    engine = RecordingEngine(config())
+    engine = Engine(config())
     middleware = FloodwallMiddleware(inner, engine=engine, authenticate=False)
     status, headers, returned = call(middleware, "/public/info", QUERY_STRING="page=2")
     assert returned is body
     assert ("X-Inner", "yes") in headers
-    assert ("RateLimit-Limit", str(PUBLIC_IP_LIMIT)) in headers
+    assert [v for n, v in headers if n.lower() == "ratelimit-limit"] == ["999"]
+    assert ("RateLimit-Remaining", str(PUBLIC_IP_LIMIT - 1)) in headers
     assert inner.environs[0][IDENTITY_KEY] is None
     assert inner.environs[0][DECISION_KEY].rule == "per-ip"
-    assert [r[:3] for r in engine.recorded] == [("GET", "/public/info", 204)]
+    assert responses(engine) == {"2xx": 1}
 
 
 class Streamed:
@@ -90,24 +109,23 @@ class Streamed:
         self.closed = True
 
 
-def test_a_streamed_body_passes_through_and_is_recorded_when_closed() -> None:
+def test_a_streamed_body_passes_through_and_is_finished_when_closed() -> None:
     body = Streamed()
-    engine = RecordingEngine(config())
+    engine = Engine(config())
     middleware = FloodwallMiddleware(Recorder(body), engine=engine, authenticate=False)
     status, headers, returned = call(middleware, "/public/info")
     assert status == "204 No Content"
-    assert ("RateLimit-Limit", str(PUBLIC_IP_LIMIT)) in headers
     assert b"".join(returned) == b"one,two"
-    assert engine.recorded == [], "not before the server closes it"
+    assert responses(engine) == {}, "not before the server closes it"
     returned.close()  # type: ignore[attr-defined]
     assert body.closed
-    assert [r[:3] for r in engine.recorded] == [("GET", "/public/info", 204)]
+    assert responses(engine) == {"2xx": 1}
     returned.close()  # type: ignore[attr-defined]
-    assert len(engine.recorded) == 1, "recorded once"
+    assert engine.report()["totals"]["responses"] == 1, "finished once"
 
 
-def test_a_generator_that_starts_its_response_lazily_is_recorded_with_its_status() -> None:
-    engine = RecordingEngine(config())
+def test_a_generator_that_starts_its_response_lazily_is_finished_with_its_status() -> None:
+    engine = Engine(config())
 
     def lazy(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("418 I'm a teapot", [])
@@ -120,11 +138,11 @@ def test_a_generator_that_starts_its_response_lazily_is_recorded_with_its_status
     )
     assert b"".join(body) == b"short and stout"
     body.close()  # type: ignore[attr-defined]
-    assert [r[:3] for r in engine.recorded] == [("POST", "/public/info", 418)]
+    assert responses(engine) == {"4xx": 1}
 
 
-def test_an_application_that_fails_is_recorded_as_a_500() -> None:
-    engine = RecordingEngine(config())
+def test_an_application_that_fails_is_finished_as_a_500() -> None:
+    engine = Engine(config())
 
     def failing(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         start_response("200 OK", [])
@@ -133,24 +151,21 @@ def test_an_application_that_fails_is_recorded_as_a_500() -> None:
     middleware = FloodwallMiddleware(failing, engine=engine, authenticate=False)
     with pytest.raises(RuntimeError):
         call(middleware, "/public/info")
-    assert [r[:3] for r in engine.recorded] == [("GET", "/public/info", 500)]
+    assert responses(engine) == {"5xx": 1}
 
 
-def test_the_middlewares_own_answers_are_recorded_at_once() -> None:
-    engine = RecordingEngine(config())
-    middleware = FloodwallMiddleware(Recorder(), engine=engine)
-    status, _, body = call(middleware, "/api/whoami")
-    assert status == "401 Unauthorized" and isinstance(body, list)
-    assert [r[:3] for r in engine.recorded] == [("GET", "/api/whoami", 401)]
-
-
-def test_a_mounted_app_is_matched_and_limited_on_its_full_utf8_path() -> None:
+def test_a_refusal_is_written_with_its_reason_phrase_and_finished_at_once() -> None:
     engine = Engine(config())
-    middleware = FloodwallMiddleware(Recorder(), engine=engine, public_paths=["/public/café"])
-    path_info = "/café".encode().decode("latin-1")
-    for _ in range(PUBLIC_IP_LIMIT):
-        status, _, _ = call(middleware, path_info, SCRIPT_NAME="/public")
-        assert status == "204 No Content"
-    status, _, body = call(middleware, path_info, SCRIPT_NAME="/public")
-    assert status == "429 Too Many Requests"
-    assert b'"rule":"per-ip"' in b"".join(body)
+    middleware = FloodwallMiddleware(Recorder(), engine=engine)
+    status, headers, body = call(middleware, "/api/whoami")
+    assert status == "401 Unauthorized"
+    assert isinstance(body, list)
+    [text] = body
+    assert dict(headers)["Content-Length"] == str(len(text))
+    assert b'"code":"missing_token"' in text
+    assert responses(engine) == {"4xx": 1}
+    # A HEAD is answered the same, without the body.
+    status, headers, body = call(middleware, "/api/whoami", REQUEST_METHOD="HEAD")
+    assert status == "401 Unauthorized"
+    assert dict(headers)["Content-Length"] == str(len(text))
+    assert body == []

@@ -759,6 +759,13 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
 /// serde's messages for a number of the wrong kind (`invalid value: integer `-5`, expected
 /// u64`), as a sentence a person reads without knowing Rust's types.
 fn humanize(message: &str) -> String {
+    // serde names the Rust type it wanted (`expected struct AccessListConfig`): a person wants
+    // to hear that a table or an object belongs there.
+    if let Some(at) = message.find(", expected struct ") {
+        let rest = &message[at + ", expected struct ".len()..];
+        let tail = rest.find(' ').map_or("", |i| &rest[i..]);
+        return format!("{}, expected a table (an object){tail}", &message[..at]);
+    }
     let ranges = [
         ("u8", "from 0 to 255"),
         ("u16", "from 0 to 65535"),

@@ -15,11 +15,17 @@ while a signature is verified. From asyncio, ``await engine.acheck(...)`` and
 threads, so the event loop keeps serving; work that cannot wait runs inline, since handing it
 to a thread would cost more than doing it.
 
+HTTP: ``engine.http(method, target, peer, headers)`` is the engine's HTTP layer — path
+normalisation, client addresses behind trusted proxies, public and skipped paths, allow and
+deny lists, and the 400/401/403/429/503 answers, configured in the ``[http]`` section — and
+answers an :class:`HttpExchange` to finish once the response is. The ASGI and WSGI
+middlewares (``floodwall.asgi``, ``floodwall.wsgi``) are adapters over it.
+
 Monitoring: the engine records every decision, refused token and upstream call itself, and
-the ASGI and WSGI middlewares record every response they answer or pass on
-(``engine.record_response``). ``engine.report()`` answers a :class:`Report` dict (traffic per
-minute and its peaks, top endpoints, breaches, upstream failures, latency percentiles) and
-``engine.prometheus()`` the counters in the Prometheus text format
+every response whose exchange is finished (the middlewares finish each one;
+``engine.record_response`` records others). ``engine.report()`` answers a :class:`Report` dict
+(traffic per minute and its peaks, top endpoints, breaches, upstream failures, latency
+percentiles, warnings) and ``engine.prometheus()`` the counters in the Prometheus text format
 (``PROMETHEUS_CONTENT_TYPE``).
 """
 
@@ -34,11 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 from . import _floodwall
+from ._access import AccessList, AccessLists
 from ._errors import (
     AuthError,
     ConfigError,
     CostExceedsLimitError,
     FloodwallError,
+    InvalidCostError,
     NoUpstreamError,
     StoreError,
     UnknownServiceError,
@@ -50,18 +58,21 @@ from ._floodwall import (
     Authorized,
     BreakerEvent,
     Decision,
+    HttpExchange,
     Identity,
     Layer,
     Lease,
     UpstreamStatus,
 )
-from ._monitor import LatencyHistogram, MinuteCounts, Report, SinkStats, TopEntry
+from ._monitor import LatencyHistogram, MinuteCounts, Report, ReportWarning, SinkStats, TopEntry
 
 __version__: str = _floodwall.__version__
 
 __all__ = [
     "ERROR_CODES",
     "PROMETHEUS_CONTENT_TYPE",
+    "AccessList",
+    "AccessLists",
     "AuthError",
     "Authorized",
     "BreakerEvent",
@@ -70,13 +81,16 @@ __all__ = [
     "Decision",
     "Engine",
     "FloodwallError",
+    "HttpExchange",
     "Identity",
+    "InvalidCostError",
     "LatencyHistogram",
     "Layer",
     "Lease",
     "MinuteCounts",
     "NoUpstreamError",
     "Report",
+    "ReportWarning",
     "SinkStats",
     "StoreError",
     "TopEntry",
@@ -98,7 +112,7 @@ def _to_json(config: Mapping[str, Any], what: str) -> str:
         raise ConfigError(
             f"{what} must hold only JSON values (str, int, float, bool, None, list, dict): {e}",
             code="invalid_config",
-            status=500,
+            status=503,
         ) from e
 
 
@@ -110,20 +124,24 @@ class Engine(_floodwall.Engine):
     by every thread and task of a process; all of its methods are thread-safe.
     """
 
-    __slots__ = ("_executor", "_executor_lock")
+    __slots__ = ("_executor", "_executor_lock", "_request_names", "_response_names")
 
     def __new__(cls, config: Optional[Mapping[str, Any]] = None) -> Engine:
         return super().__new__(cls, _to_json(config or {}, "the configuration"), "json")
 
     def __init__(self, config: Optional[Mapping[str, Any]] = None) -> None:
+        self._setup()
+
+    def _setup(self) -> None:
         self._executor: Optional[ThreadPoolExecutor] = None
         self._executor_lock = threading.Lock()
+        self._request_names: Optional[frozenset[str]] = None
+        self._response_names: Optional[frozenset[str]] = None
 
     @classmethod
     def _build(cls, source: str, format: Literal["toml", "json", "file"]) -> Engine:
         engine = _floodwall.Engine.__new__(cls, source, format)
-        engine._executor = None
-        engine._executor_lock = threading.Lock()
+        engine._setup()
         return engine
 
     @classmethod
@@ -149,9 +167,43 @@ class Engine(_floodwall.Engine):
 
     def reload_auth(self, auth: Optional[Mapping[str, Any]]) -> None:
         """Replaces the ``[auth]`` section (a dict of its fields) while the engine serves, or
-        removes it with ``None``: keys rotate, key sets are re-read, the token cache starts
-        empty. On error the running keys are kept."""
+        removes it with ``None`` (said explicitly): keys rotate, key sets are re-read, the token
+        cache starts empty. Anything but a mapping or ``None`` is a ``TypeError`` and changes
+        nothing; on any other error the running keys are kept."""
+        if auth is not None and not isinstance(auth, Mapping):
+            raise TypeError(
+                "reload_auth(): auth must be a mapping (the [auth] section) or None to remove "
+                f"it, not {type(auth).__name__}"
+            )
         self._reload_auth_json(None if auth is None else _to_json(auth, "auth"))
+
+    def set_access_lists(self, lists: Mapping[str, Any]) -> None:
+        """Replaces the allow and deny lists while the engine serves: a dict shaped as
+        :meth:`access_lists` answers (``{"allow": {...}, "deny": {...}}``, any field left out
+        empty). Requests decided from then on see the new lists. On error — a
+        :class:`ConfigError` naming the entry (``deny.addresses[2]``) — the lists in force are
+        kept."""
+        if not isinstance(lists, Mapping):
+            raise TypeError(
+                "set_access_lists(): the lists must be a mapping {'allow': ..., 'deny': ...}, "
+                f"not {type(lists).__name__}"
+            )
+        self._set_access_lists_json(_to_json(lists, "the access lists"))
+        self._request_names = None
+
+    def _http_request_names(self) -> frozenset[str]:
+        """:attr:`http_headers` as a set, kept until :meth:`set_access_lists`."""
+        names = self._request_names
+        if names is None:
+            names = self._request_names = frozenset(self.http_headers)
+        return names
+
+    def _http_response_names(self) -> frozenset[str]:
+        """:attr:`http_response_headers` as a set (the rules never change)."""
+        names = self._response_names
+        if names is None:
+            names = self._response_names = frozenset(self.http_response_headers)
+        return names
 
     def _worker_pool(self) -> ThreadPoolExecutor:
         executor = self._executor
@@ -238,6 +290,49 @@ class Engine(_floodwall.Engine):
             return self.authorize(authorization, **kwargs)  # type: ignore[arg-type]
         result: Authorized = await self._offload(self.authorize, authorization, **kwargs)
         return result
+
+    async def ahttp(
+        self,
+        method: str,
+        target: str,
+        peer: Optional[str],
+        headers: Mapping[str, str],
+        *,
+        cost: float = 1,
+        stage: Literal["guard", "authenticate", "rate_limit"] = "guard",
+        caller: Optional[tuple[str, Optional[str]]] = None,
+        after_authenticate: bool = False,
+    ) -> HttpExchange:
+        """:meth:`http` for asyncio: on Redis it runs on a worker thread, so the event loop
+        keeps serving while it waits; on the memory store it runs inline."""
+        call = functools.partial(
+            self.http,
+            method,
+            target,
+            peer,
+            headers,
+            cost=cost,
+            stage=stage,
+            caller=caller,
+            after_authenticate=after_authenticate,
+        )
+        if not self.may_wait:
+            return call()
+        result: HttpExchange = await self._offload(call)
+        return result
+
+    async def afinish(
+        self,
+        exchange: HttpExchange,
+        status: int,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        """:meth:`HttpExchange.finish` for asyncio: on a worker thread when the exchange
+        writes to the shared store (``exchange.touches_store``), inline otherwise."""
+        if not exchange.touches_store:
+            exchange.finish(status, headers)
+            return
+        await self._offload(exchange.finish, status, headers)
 
     def close(self) -> None:
         """Stops the worker threads of the async variants (the engine stays usable; they

@@ -15,6 +15,7 @@ __all__ = [
     "FloodwallError",
     "ConfigError",
     "CostExceedsLimitError",
+    "InvalidCostError",
     "AuthError",
     "NoUpstreamError",
     "UnknownServiceError",
@@ -100,6 +101,12 @@ class ConfigError(FloodwallError, ValueError):
 class CostExceedsLimitError(FloodwallError, ValueError):
     """The request's cost is larger than a matching limit: it can never be admitted
     (``cost_exceeds_limit``). Nothing was consumed."""
+
+
+class InvalidCostError(FloodwallError, ValueError):
+    """The request's cost is not an integer from 0 to 2^53 (``invalid_cost``; ``.status``
+    400). :meth:`Engine.http <floodwall.Engine.http>` answers such a request with that 400
+    itself, and counts it among the report's ``errors``."""
 
 
 class AuthError(FloodwallError):

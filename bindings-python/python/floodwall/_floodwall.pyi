@@ -6,6 +6,7 @@ from typing import Any, Final, Literal, Optional, Union, final
 
 from typing_extensions import Self, disjoint_base
 
+from ._access import AccessLists
 from ._errors import FloodwallError
 from ._monitor import Report
 
@@ -15,6 +16,7 @@ __all__ = [
     "Decision",
     "ERROR_CODES",
     "Engine",
+    "HttpExchange",
     "Identity",
     "Layer",
     "Lease",
@@ -185,6 +187,34 @@ class BreakerEvent:
     @property
     def slow_call_rate(self) -> float: ...
 
+_Stage = Literal["guard", "authenticate", "rate_limit"]
+
+@final
+class HttpExchange:
+    """One request between the engine's HTTP verdict and its response."""
+
+    @property
+    def verdict(self) -> Literal["skip", "pass", "refuse"]: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def identity(self) -> Optional[Identity]: ...
+    @property
+    def decision(self) -> Optional[Decision]: ...
+    @property
+    def touches_store(self) -> bool: ...
+    @property
+    def path(self) -> Optional[str]: ...
+    @property
+    def finished(self) -> bool: ...
+    def finish(self, status: int, headers: Optional[Mapping[str, str]] = None) -> None: ...
+
 @disjoint_base
 class Engine:
     """The native engine; ``floodwall.Engine`` is the class to use."""
@@ -217,6 +247,24 @@ class Engine:
         headers: Optional[Mapping[str, str]] = None,
         now_ms: Optional[int] = None,
     ) -> Authorized: ...
+    def http(
+        self,
+        method: str,
+        target: str,
+        peer: Optional[str],
+        headers: Mapping[str, str],
+        *,
+        cost: float = 1,
+        stage: _Stage = "guard",
+        caller: Optional[tuple[str, Optional[str]]] = None,
+        after_authenticate: bool = False,
+    ) -> HttpExchange: ...
+    @property
+    def http_headers(self) -> list[str]: ...
+    @property
+    def http_response_headers(self) -> list[str]: ...
+    def access_lists(self) -> AccessLists: ...
+    def _set_access_lists_json(self, lists_json: str) -> None: ...
     def _reload_auth_json(self, auth_json: Optional[str]) -> None: ...
     def pick(self, service: str) -> Lease: ...
     def upstreams(self, service: str) -> list[UpstreamStatus]: ...

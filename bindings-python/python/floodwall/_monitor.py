@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, TypedDict
 
-__all__ = ["LatencyHistogram", "MinuteCounts", "Report", "SinkStats", "TopEntry"]
+__all__ = ["LatencyHistogram", "MinuteCounts", "Report", "ReportWarning", "SinkStats", "TopEntry"]
 
 
 class MinuteCounts(TypedDict):
@@ -26,12 +26,18 @@ class MinuteCounts(TypedDict):
     auth_rejected: int
     failed: int
     """Decisions that failed, e.g. ``store_unavailable``."""
+    denied: int
+    """Requests a deny list refused (403)."""
+    shadow_limited: int
+    """Admitted requests a rule in shadow mode would have denied."""
+    allowlisted: int
+    """Admitted requests an allow list let skip the limits."""
     upstream_calls: int
     upstream_failures: int
     """Upstream calls that failed or timed out."""
     breaker_trips: int
     responses: int
-    """Responses the server recorded (``record_response``; the middlewares record each)."""
+    """Responses recorded (each finished ``HttpExchange``, and ``record_response``)."""
     client_errors: int
     """… with a 4xx status."""
     server_errors: int
@@ -76,6 +82,20 @@ class SinkStats(TypedDict):
     last_error: Optional[str]
 
 
+class ReportWarning(TypedDict):
+    """Something that looks wrong with how the engine is set up, seen while serving."""
+
+    code: str
+    """A stable name, e.g. ``untrusted_forwarded_header`` (a forwarding header arrived while
+    no proxy is trusted)."""
+    message: str
+    """What it means and what to do."""
+    count: int
+    """How many times it was seen."""
+    first_seen_ms: int
+    """When it was first seen (ms since the Unix epoch)."""
+
+
 class Report(TypedDict):
     """What :meth:`floodwall.Engine.report` answers."""
 
@@ -99,6 +119,8 @@ class Report(TypedDict):
     breaches_by_role: list[TopEntry]
     breaches_by_endpoint: list[TopEntry]
     breaches_by_rule: list[TopEntry]
+    shadow_breaches_by_rule: list[TopEntry]
+    """Admitted requests by the rule in shadow mode that would have denied them."""
     auth_rejections: dict[str, int]
     """Refused tokens by error kind (``expired``, ``bad_signature`` …)."""
     errors: dict[str, int]
@@ -115,3 +137,5 @@ class Report(TypedDict):
     response_latency: LatencyHistogram
     sink: Optional[SinkStats]
     """The Redis Streams sink's counters; None without one."""
+    warnings: list[ReportWarning]
+    """What looks wrong with how the engine is set up, each once."""

@@ -1,65 +1,45 @@
-"""WSGI middleware: authenticates each request's bearer token and applies the engine's rate
-limits before the wrapped application sees it. Works with any WSGI framework and depends on
-none; in Flask::
+"""WSGI middleware: the engine's HTTP layer (:meth:`floodwall.Engine.http`) in front of any
+WSGI application; in Flask::
 
     from floodwall import Engine
     from floodwall.wsgi import FloodwallMiddleware
 
     app.wsgi_app = FloodwallMiddleware(app.wsgi_app, engine=Engine.from_file("floodwall.toml"))
 
-It answers exactly as :class:`floodwall.asgi.FloodwallMiddleware` does, with the same options:
+It answers exactly as :class:`floodwall.asgi.FloodwallMiddleware` does. The engine is handed
+the request as received — the method, the target (``RAW_URI`` or ``REQUEST_URI`` where the
+server sets one, else ``SCRIPT_NAME + PATH_INFO`` re-encoded and the query string), the peer
+``REMOTE_ADDR`` and the headers it reads — and this middleware writes what it answers:
 
-- A request to a ``skip_paths`` path reaches the application as if the middleware were not
+- A skipped path (``http.skip_paths``) reaches the application as if the middleware were not
   there.
-- Otherwise the application is called only if the token is valid (unless authentication is
-  off or the path is public) and every matching limit admits the request. Then
-  ``environ["floodwall.identity"]`` holds the verified :class:`~floodwall.Identity` (``None``
-  when no token was verified) and ``environ["floodwall.decision"]`` the
-  :class:`~floodwall.Decision` — in Flask, ``request.environ["floodwall.identity"]`` — and the
-  decision's ``RateLimit`` headers are added to the response, without replacing a header of
-  the same name that the application set.
-- A refused token is answered ``401`` with ``WWW-Authenticate`` and a problem body
-  (RFC 9457, ``application/problem+json``) whose ``code`` is the error kind; a denied request
-  ``429`` with the decision's headers (``Retry-After`` among them) and ``code`` ``rate_limited``;
-  a request that costs more than a limit holds ``429`` with ``code`` ``cost_exceeds_limit``.
-  No body echoes the token.
-- Any other :class:`~floodwall.FloodwallError` (a configuration error, such as an engine whose
-  ``[auth]`` section was removed by ``reload_auth(None)``) and any exception of the ``cost``
-  callable propagate: the server answers ``500`` and logs it.
-- Every request it does not skip is recorded once in the engine's monitoring
-  (:meth:`~floodwall.Engine.record_response`, under its method and path): the status of the
-  answer — the ``401``/``429`` it writes itself, the application's, or ``500`` when the
-  application raised before starting one — and the time from the request's arrival at the
-  middleware until the answer is through. A body the application hands over whole (a list or
-  a tuple) or as the server's ``wsgi.file_wrapper`` is returned as it is, and the response
-  recorded then; any other response iterable is returned inside a thin one that passes its
-  items and its ``close`` through and records the response when the server closes it (as PEP
-  3333 requires a server to do once the body is sent).
+- A request the engine refuses is answered with its status, headers and problem body (no body
+  to a ``HEAD``); the application is not called.
+- A request it lets through reaches the application with ``environ["floodwall.identity"]``
+  (the verified :class:`~floodwall.Identity`, ``None`` when no token was verified) and
+  ``environ["floodwall.decision"]`` (the :class:`~floodwall.Decision`), and the decision's
+  rate-limit headers are added to the response, never replacing a header of the same name the
+  application set.
+- Every request not skipped is finished once (:meth:`~floodwall.HttpExchange.finish`), which
+  records it and settles the rules that count by response: a refusal at once; a response
+  whose body is whole (a list or a tuple, or the server's ``wsgi.file_wrapper``) when the
+  application returns it; any other response when the server closes its iterable (as PEP 3333
+  requires once the body is sent), through a thin iterable that passes the application's
+  items and ``close`` on; ``500`` when the application raised before that.
 
-The engine's calls block the calling thread: on Redis up to ``store.timeout``, with the
-interpreter released, so run a threaded server. The path rules and the engine see
-``SCRIPT_NAME + PATH_INFO`` (decoded as UTF-8); the client address is ``REMOTE_ADDR``; the
-engine is also given the method, the ``cost`` and the request's headers (for
-``key = "header:…"`` rules).
+The engine's calls block the calling thread (on Redis up to ``store.timeout``, with the
+interpreter released), so run a threaded server. An exception of the ``cost`` callable, or an
+engine error that is not an answer, propagates (the server answers ``500``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from urllib.parse import quote
 
 from . import Engine
-from ._errors import AuthError, CostExceedsLimitError
-from ._floodwall import Identity
-from ._http import (
-    DEFAULT_FORWARDED_HEADER,
-    CostFunction,
-    MiddlewareSettings,
-    ResponseRecorder,
-    auth_problem,
-    cost_problem,
-    merge_headers,
-    rate_limited_problem,
-)
+from ._floodwall import HttpExchange
+from ._http import middleware_stage
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -73,30 +53,26 @@ was verified)."""
 DECISION_KEY = "floodwall.decision"
 """The ``environ`` key of the request's :class:`~floodwall.Decision`."""
 
-_REASONS = {401: "401 Unauthorized", 429: "429 Too Many Requests"}
+# RFC 3986 `pchar`s besides the unreserved: kept as they are when a path is re-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;="
 
 
 class FloodwallMiddleware:
-    """Authenticates and rate-limits every request before ``app`` sees it.
+    """The engine's HTTP layer in front of ``app``.
 
-    :param engine: the engine whose ``[auth]`` section and rules decide.
-    :param authenticate: require a valid bearer token (the engine must have an ``[auth]``
-        section). When ``False``, requests are only rate-limited, by address, endpoint and
-        header rules (subject rules see no subject).
-    :param public_paths: paths (exact, or a prefix ending in ``*``) that need no token; they
-        are still rate-limited, with no subject.
-    :param skip_paths: paths (same form) the middleware leaves entirely alone, such as health
-        checks.
-    :param cost: answers a request's cost from its method and path; 1 when not given.
-    :param trusted_proxies: addresses or CIDR networks of the proxies whose forwarding header
-        is believed; the header of any other peer is ignored.
-    :param forwarded_header: the forwarding header: ``X-Forwarded-For``-style, or RFC 7239
-        ``Forwarded``.
-    :raises ValueError: an option is invalid (a bad CIDR, a path not starting with ``/``, …),
-        or ``authenticate`` is on and the engine has no ``[auth]`` section.
+    :param engine: the engine whose ``[http]``, ``[auth]`` and rules decide.
+    :param authenticate: require a valid bearer token (the engine's ``guard`` stage; the
+        engine must have an ``[auth]`` section). When ``False``, requests are only
+        rate-limited (the ``rate_limit`` stage: subject rules see no subject).
+    :param cost: answers a request's cost (a number) from its WSGI environ; 1 when not given.
+    :param public_paths: moved, like ``skip_paths``, ``trusted_proxies`` and
+        ``forwarded_header``, to the engine's ``[http]`` section: giving one raises
+        ``TypeError`` naming its field.
+    :raises TypeError: an option of the wrong type, or one that moved.
+    :raises ValueError: ``authenticate`` is on and the engine has no ``[auth]`` section.
     """
 
-    __slots__ = ("app", "_settings", "_forwarded_key")
+    __slots__ = ("app", "_engine", "_stage", "_cost")
 
     def __init__(
         self,
@@ -104,96 +80,72 @@ class FloodwallMiddleware:
         *,
         engine: Engine,
         authenticate: bool = True,
-        public_paths: Iterable[str] = (),
-        skip_paths: Iterable[str] = (),
-        cost: Optional[CostFunction] = None,
-        trusted_proxies: Iterable[str] = (),
-        forwarded_header: str = DEFAULT_FORWARDED_HEADER,
+        cost: Optional[Callable[[WSGIEnvironment], float]] = None,
+        public_paths: None = None,
+        skip_paths: None = None,
+        trusted_proxies: None = None,
+        forwarded_header: None = None,
     ) -> None:
-        self.app = app
-        self._settings = MiddlewareSettings(
-            engine=engine,
-            authenticate=authenticate,
+        moved = dict(
             public_paths=public_paths,
             skip_paths=skip_paths,
-            cost=cost,
             trusted_proxies=trusted_proxies,
             forwarded_header=forwarded_header,
         )
-        self._forwarded_key = _environ_key(self._settings.proxies.header)
+        self._stage = middleware_stage(engine, authenticate, cost, moved)
+        self.app = app
+        self._engine = engine
+        self._cost = cost
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        settings = self._settings
-        path = _request_path(environ)
-        if settings.skip_paths.matches(path):
-            return self.app(environ, start_response)
+        engine = self._engine
         method: str = environ.get("REQUEST_METHOD", "GET")
-        answer = _Answer(start_response, settings.engine, method, path)
+        exchange = engine.http(
+            method,
+            _target(environ),
+            environ.get("REMOTE_ADDR") or None,
+            _request_headers(environ, engine._http_request_names()),
+            cost=1 if self._cost is None else self._cost(environ),
+            stage=self._stage,
+        )
+        verdict = exchange.verdict
+        if verdict == "skip":
+            return self.app(environ, start_response)
+        if verdict == "refuse":
+            try:
+                start_response(f"{exchange.status} {exchange.reason}", exchange.headers)
+            finally:
+                exchange.finish(exchange.status)
+            return [] if method == "HEAD" else [exchange.body]
+        environ[IDENTITY_KEY] = exchange.identity
+        environ[DECISION_KEY] = exchange.decision
+        answer = _Answer(start_response, engine, exchange)
         try:
-            body = self._handle(environ, answer, method, path)
+            body = self.app(environ, answer)
         except BaseException:
             # The server answers 500 (WSGI sends nothing before the application returns).
-            answer.status = 500
-            answer.record()
+            answer.finish(500)
             raise
         return answer.follow(body, environ.get("wsgi.file_wrapper"))
 
-    def _handle(
-        self, environ: WSGIEnvironment, answer: _Answer, method: str, path: str
-    ) -> Iterable[bytes]:
-        settings = self._settings
-        headers = _request_headers(environ)
-        ip = (
-            settings.proxies.client_address(
-                environ.get("REMOTE_ADDR") or None, environ.get(self._forwarded_key)
-            )
-            if settings.keys_ip
-            else None
-        )
-        cost = settings.cost_of(method, path)
-        engine = settings.engine
-        identity: Optional[Identity] = None
-        try:
-            if settings.authenticates(path):
-                authorized = engine.authorize(
-                    environ.get("HTTP_AUTHORIZATION", ""),
-                    method=method,
-                    path=path,
-                    ip=ip,
-                    cost=cost,
-                    headers=settings.engine_headers(headers),
-                )
-                identity, decision = authorized.identity, authorized.decision
-            else:
-                decision = engine.check(
-                    method=method, path=path, ip=ip, cost=cost, headers=settings.engine_headers(headers)
-                )
-        except AuthError as e:
-            return _respond(answer, *auth_problem(e))
-        except CostExceedsLimitError as e:
-            return _respond(answer, *cost_problem(e.code))
-        if not decision.allowed:
-            return _respond(answer, *rate_limited_problem(decision))
-        environ[IDENTITY_KEY] = identity
-        environ[DECISION_KEY] = decision
-        answer.added = decision.headers
-        return self.app(environ, answer)
 
+class _Answer:
+    """The ``start_response`` of a request the engine let through: adds the decision's headers,
+    keeps the status and the response headers the rules read, and finishes the exchange once."""
 
-class _Answer(ResponseRecorder):
-    """The ``start_response`` a request is answered through, by the middleware or the
-    application: it adds the decision's headers (``added``, without replacing one the
-    application set), keeps the status, and records the response in the engine once."""
-
-    __slots__ = ("_start_response",)
+    __slots__ = ("_start_response", "_engine", "_exchange", "_status", "_read", "_finished")
 
     def __init__(
-        self, start_response: StartResponse, engine: Engine, method: str, path: str
+        self, start_response: StartResponse, engine: Engine, exchange: HttpExchange
     ) -> None:
-        super().__init__(engine, method, path)
         self._start_response = start_response
+        self._engine = engine
+        self._exchange = exchange
+        self._status = 0
+        self._read: Optional[dict[str, str]] = None
+        self._finished = False
 
     def __call__(
         self,
@@ -203,28 +155,38 @@ class _Answer(ResponseRecorder):
         /,
     ) -> Callable[[bytes], object]:
         try:
-            self.status = int(status[:3])
+            self._status = int(status[:3])
         except ValueError:
-            self.status = 0
-        added = self.added
-        if added:
-            headers = headers + merge_headers((name for name, _ in headers), added)
-        return self._start_response(status, headers, exc_info)
+            self._status = 0
+        present = {name.lower() for name, _ in headers}
+        added = [(n, v) for n, v in self._exchange.headers if n.lower() not in present]
+        wanted = self._engine._http_response_names()
+        if wanted:
+            self._read = _joined(headers, wanted)
+        return self._start_response(status, headers + added if added else headers, exc_info)
+
+    def finish(self, status: Optional[int] = None) -> None:
+        """Finishes the exchange, once: with ``status``, else the response's (500 when none
+        was started)."""
+        if self._finished:
+            return
+        self._finished = True
+        self._exchange.finish(status or self._status or 500, self._read)
 
     def follow(self, body: Iterable[bytes], file_wrapper: Any) -> Iterable[bytes]:
-        """``body`` as the server gets it: as it is when it is whole (the response recorded
-        now), else wrapped so that the response is recorded when the server closes it."""
-        if self.status and (
+        """``body`` as the server gets it: as it is when it is whole (the exchange finished
+        now), else wrapped so that the exchange is finished when the server closes it."""
+        if self._status and (
             type(body) in (list, tuple)
             or (isinstance(file_wrapper, type) and isinstance(body, file_wrapper))
         ):
-            self.record()
+            self.finish()
             return body
-        return _Recorded(body, self)
+        return _Finished(body, self)
 
 
-class _Recorded:
-    """A response iterable that passes the application's through and records the response
+class _Finished:
+    """A response iterable that passes the application's through and finishes the exchange
     when the server closes it."""
 
     __slots__ = ("_body", "_answer")
@@ -242,37 +204,47 @@ class _Recorded:
             if close is not None:
                 close()
         finally:
-            self._answer.record()
+            self._answer.finish()
 
 
-def _environ_key(header: str) -> str:
-    key = header.upper().replace("-", "_")
+def _target(environ: WSGIEnvironment) -> str:
+    """The request target as received, where the server keeps it; else rebuilt from the
+    decoded path (PEP 3333 passes its bytes as latin-1) and the query string."""
+    raw: Optional[str] = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return raw
+    path: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    try:
+        encoded = quote(path.encode("latin-1"), safe=_PATH_SAFE)
+    except UnicodeEncodeError:
+        encoded = quote(path, safe=_PATH_SAFE)
+    query: str = environ.get("QUERY_STRING", "")
+    return f"{encoded}?{query}" if query else encoded
+
+
+def _environ_key(name: str) -> str:
+    key = name.upper().replace("-", "_")
     return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
 
 
-def _request_path(environ: WSGIEnvironment) -> str:
-    """``SCRIPT_NAME + PATH_INFO`` as text: PEP 3333 servers pass the bytes as latin-1."""
-    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    try:
-        return str(raw.encode("latin-1").decode("utf-8", "replace"))
-    except UnicodeEncodeError:
-        return str(raw)
-
-
-def _request_headers(environ: WSGIEnvironment) -> dict[str, str]:
-    """The request's headers by lowercase name, from ``HTTP_*``, ``CONTENT_TYPE`` and
-    ``CONTENT_LENGTH``."""
+def _request_headers(environ: WSGIEnvironment, names: frozenset[str]) -> dict[str, str]:
+    """The request headers the engine reads, by lower-case name (servers join the lines of a
+    repeated header by ``,``)."""
     headers: dict[str, str] = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            headers[key[5:].lower().replace("_", "-")] = value
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            headers[key.lower().replace("_", "-")] = value
+    for name in names:
+        value = environ.get(_environ_key(name))
+        if value is not None:
+            headers[name] = value
     return headers
 
 
-def _respond(
-    answer: _Answer, status: int, headers: list[tuple[str, str]], body: bytes
-) -> list[bytes]:
-    answer(_REASONS[status], headers)
-    return [body]
+def _joined(headers: list[tuple[str, str]], names: frozenset[str]) -> dict[str, str]:
+    """The headers of ``names`` (lower-case) among the response's, by name; the values of one
+    set several times joined by ``,``."""
+    out: dict[str, str] = {}
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name in names:
+            previous = out.get(name)
+            out[name] = value if previous is None else f"{previous},{value}"
+    return out
