@@ -45,7 +45,20 @@ gateway-test: setup
 	cd $(GATEWAY) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(GATEWAY) && node --test --test-concurrency=1 test/*.test.js
 
-test: setup fmt-check clippy bench-smoke unit c-test go-test python-test node-test gateway-test compare-smoke
+test: setup http-clean fmt-check clippy bench-smoke unit c-test go-test python-test node-test gateway-test compare-smoke http-compare
+
+# The HTTP conformance suite (tests/http/, see its README) runs inside the tests above: the
+# engine on memory and Redis (`unit`), Express (`node-test`), FastAPI/uvicorn and
+# Flask/werkzeug (`python-test`), Go net/http (`go-test`) and the reference gateway
+# (`gateway-test`), each writing what it saw to target/http-conformance/. http-compare then
+# requires every transcript to be there and all of them identical, byte for byte.
+HTTP_RUNNERS = engine-memory engine-redis express express-redis fastapi flask go gateway
+.PHONY: http-clean http-compare
+http-clean:
+	rm -rf target/http-conformance
+
+http-compare:
+	python3 tests/http/compare.py $(HTTP_RUNNERS)
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one lacks them.
 setup:

@@ -134,7 +134,7 @@ impl Engine {
         out: &'a mut AddressText,
     ) -> Option<&'a str> {
         let ip = ip?;
-        if !self.keys_ip {
+        if !self.keys_ip || crate::http::is_dotted_v4(ip) {
             return Some(ip);
         }
         match parse_address(ip) {

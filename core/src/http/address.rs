@@ -101,6 +101,62 @@ pub fn address_key(
     }
 }
 
+/// The dotted form of `v4`, written without the formatting machinery (this is on every
+/// request that an address rule keys).
+fn write_v4(v4: Ipv4Addr, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    let mut text = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            text[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            text[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        text[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    out.write_str(std::str::from_utf8(&text[..n]).unwrap_or("0.0.0.0"))
+}
+
+/// Whether `text` is an IPv4 address in its key form already: four dotted decimal octets
+/// without leading zeros (then keying it needs no parsing and no writing).
+#[inline]
+pub(crate) fn is_dotted_v4(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if !(7..=15).contains(&bytes.len()) {
+        return false;
+    }
+    let (mut octets, mut digits, mut value) = (0, 0, 0u32);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return false; // a leading zero
+                }
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+                if digits > 3 || value > 255 {
+                    return false;
+                }
+            }
+            b'.' if digits > 0 && i + 1 < bytes.len() => {
+                octets += 1;
+                digits = 0;
+                value = 0;
+            }
+            _ => return false,
+        }
+    }
+    octets == 3 && digits > 0
+}
+
 /// A set of networks (CIDR blocks or single addresses).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkSet {
@@ -362,6 +418,17 @@ mod tests {
                 "2001:db8::1"
             };
             assert_eq!(key(spelling, 128), expected, "{spelling}");
+        }
+    }
+
+    #[test]
+    fn dotted_keys() {
+        for text in ["0.0.0.0", "192.0.2.7", "255.255.255.255", "10.0.0.1"] {
+            assert!(is_dotted_v4(text), "{text}");
+            assert_eq!(key(text, 56), text);
+        }
+        for text in ["01.2.3.4", "1.2.3", "1.2.3.4.", ".1.2.3", "256.1.1.1", "1.2.3.4:80", "1..3.4", "::1", "1.2.3.1000"] {
+            assert!(!is_dotted_v4(text), "{text}");
         }
     }
 

@@ -83,6 +83,7 @@ mod config;
 mod flow;
 mod path;
 
+pub(crate) use address::is_dotted_v4;
 pub use address::{
     ForwardedHeader, MAX_ADDRESS_KEY, NetworkSet, address_key, client_address, parse_address,
 };
