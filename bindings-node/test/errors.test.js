@@ -143,6 +143,23 @@ test('invalid_config from every source', () => {
   }
 })
 
+test('fromObject names the field\'s path, never a position in JSON the caller did not write', () => {
+  const cases = [
+    [{ rules: [{ name: 'r', key: 'ip', algorithm: 'fixed_window', limit: 'ten', window: '1s' }] }, 'rules[0].limit'],
+    [{ rules: [{ name: 'r', key: 'ip', algorithm: 'fixed_window', limit: -5, window: '1s' }] }, 'rules[0].limit'],
+    [{ http: { trusted_proxies: ['10.0.0.0/8', 'everyone'] } }, 'http.trusted_proxies[1]'],
+    [{ store: { kind: 'redis', url: 'localhost:6379' } }, 'store.url']
+  ]
+  for (const [config, field] of cases) {
+    const error = thrown(() => Engine.fromObject(config))
+    assertError(error, 'invalid_config')
+    assert.equal(error.field, field, error.message)
+    assert.doesNotMatch(error.message, /line \d+|column \d+/, error.message)
+  }
+  assert.match(thrown(() => Engine.fromObject(cases[1][0])).message, /must be a whole number of 0 or more, got -5/)
+  assert.throws(() => Engine.fromObject({ a: 1n }), TypeError, 'a value JSON cannot hold')
+})
+
 test('authenticating without an [auth] section is invalid_config on field auth', async () => {
   const engine = Engine.fromObject(PER_USER)
   assert.equal(engine.hasAuth, false)
