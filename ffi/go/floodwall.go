@@ -1,6 +1,8 @@
 // Package floodwall wraps floodwall's C ABI (include/floodwall.h, libfloodwall.a) for Go:
 // an Engine that authenticates bearer tokens, decides on requests against layered rate
-// limits, and picks upstreams; and Middleware, an http.Handler that does all three.
+// limits, and picks upstreams; its HTTP layer (Engine.HTTP), which decides on a request as
+// the server received it and makes the answers; and Middleware, the http.Handler that puts
+// that layer in front of a handler.
 //
 // Build the library first (`cargo build -p floodwall-ffi`, which `make test` does): cgo links
 // target/debug/libfloodwall.a from the repository.
@@ -19,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -37,6 +41,7 @@ const (
 	UnknownError        Code = C.FW_UNKNOWN_ERROR
 	InvalidConfig       Code = C.FW_INVALID_CONFIG
 	CostExceedsLimit    Code = C.FW_COST_EXCEEDS_LIMIT
+	InvalidCost         Code = C.FW_INVALID_COST
 	MissingToken        Code = C.FW_MISSING_TOKEN
 	MalformedToken      Code = C.FW_MALFORMED_TOKEN
 	TokenTooLarge       Code = C.FW_TOKEN_TOO_LARGE
@@ -120,6 +125,10 @@ func Version() string { return C.GoString(C.fw_version()) }
 // Engine is a floodwall engine; safe for concurrent use. Close it when done.
 type Engine struct {
 	ptr *C.fw_engine
+	// names holds the *headerNames the HTTP layer reads, fetched once and again after
+	// SetAccessLists (under namesMu, so that an older answer never replaces a newer one).
+	names   atomic.Value
+	namesMu sync.Mutex
 }
 
 func newEngine(f func(*C.char, **C.fw_engine) C.fw_result, text string) (*Engine, error) {
@@ -478,10 +487,13 @@ type MinuteCounts struct {
 	RateLimited      uint64 `json:"rate_limited"`
 	AuthRejected     uint64 `json:"auth_rejected"`
 	Failed           uint64 `json:"failed"`
+	Denied           uint64 `json:"denied"`         // refused by a deny list (403)
+	ShadowLimited    uint64 `json:"shadow_limited"` // admitted, but a rule in shadow mode would have denied them
+	Allowlisted      uint64 `json:"allowlisted"`    // admitted past the limits by an allow list
 	UpstreamCalls    uint64 `json:"upstream_calls"`
 	UpstreamFailures uint64 `json:"upstream_failures"` // failed or timed out
 	BreakerTrips     uint64 `json:"breaker_trips"`
-	Responses        uint64 `json:"responses"` // recorded by the host (RecordResponse, Middleware)
+	Responses        uint64 `json:"responses"` // recorded by the host (Middleware, Exchange.Finish, RecordResponse)
 	ClientErrors     uint64 `json:"client_errors"`
 	ServerErrors     uint64 `json:"server_errors"`
 	LatencyP50Us     uint64 `json:"latency_p50_us"`
@@ -517,6 +529,15 @@ type SinkStats struct {
 	LastError string `json:"last_error"` // "" while batches succeed
 }
 
+// Warning is something that looks wrong with how the engine is set up, seen while serving
+// (Code "untrusted_forwarded_header": forwarding headers arrive while no proxy is trusted).
+type Warning struct {
+	Code        string `json:"code"`
+	Message     string `json:"message"` // what it means and what to do
+	Count       uint64 `json:"count"`
+	FirstSeenMs uint64 `json:"first_seen_ms"`
+}
+
 // Report is what the engine's monitoring answers (fw_report_json): traffic per minute and
 // its peaks, the most requested endpoints, rate-limit breaches, refusals, upstream failures
 // and breaker trips, responses by status class and their latency. The same document in
@@ -529,23 +550,25 @@ type Report struct {
 	StoreFailure   string `json:"store_failure"` // why the shared store is failing now; "" when it is not
 	// PerMinute holds every minute of the horizon that saw traffic, oldest first; Peaks the
 	// busiest, busiest first; Totals everything since the engine started.
-	PerMinute          []MinuteCounts    `json:"per_minute"`
-	Peaks              []MinuteCounts    `json:"peaks"`
-	Totals             MinuteCounts      `json:"totals"`
-	TopEndpoints       []TopEntry        `json:"top_endpoints"` // "METHOD /path"
-	TopSubjects        []TopEntry        `json:"top_subjects"`  // callers by decisions
-	BreachesBySubject  []TopEntry        `json:"breaches_by_subject"`
-	BreachesByRole     []TopEntry        `json:"breaches_by_role"`
-	BreachesByEndpoint []TopEntry        `json:"breaches_by_endpoint"`
-	BreachesByRule     []TopEntry        `json:"breaches_by_rule"`
-	AuthRejections     map[string]uint64 `json:"auth_rejections"`   // by error kind
-	Errors             map[string]uint64 `json:"errors"`            // failed decisions by error kind
-	UpstreamFailures   []TopEntry        `json:"upstream_failures"` // "service/upstream"
-	BreakerTrips       []TopEntry        `json:"breaker_trips"`     // "service/upstream"
-	Stores             map[string]uint64 `json:"stores"`            // decisions by the store that made them
-	StatusClasses      map[string]uint64 `json:"status_classes"`    // "2xx", "4xx", …
-	ResponseLatency    LatencyHistogram  `json:"response_latency"`
-	Sink               *SinkStats        `json:"sink"` // nil without a Redis Streams sink
+	PerMinute            []MinuteCounts    `json:"per_minute"`
+	Peaks                []MinuteCounts    `json:"peaks"`
+	Totals               MinuteCounts      `json:"totals"`
+	TopEndpoints         []TopEntry        `json:"top_endpoints"` // "METHOD /path"
+	TopSubjects          []TopEntry        `json:"top_subjects"`  // callers by decisions
+	BreachesBySubject    []TopEntry        `json:"breaches_by_subject"`
+	BreachesByRole       []TopEntry        `json:"breaches_by_role"`
+	BreachesByEndpoint   []TopEntry        `json:"breaches_by_endpoint"`
+	BreachesByRule       []TopEntry        `json:"breaches_by_rule"`
+	ShadowBreachesByRule []TopEntry        `json:"shadow_breaches_by_rule"` // admitted requests by the shadow rule that would have denied them
+	AuthRejections       map[string]uint64 `json:"auth_rejections"`         // by error kind
+	Errors               map[string]uint64 `json:"errors"`                  // failed decisions by error kind
+	UpstreamFailures     []TopEntry        `json:"upstream_failures"`       // "service/upstream"
+	BreakerTrips         []TopEntry        `json:"breaker_trips"`           // "service/upstream"
+	Stores               map[string]uint64 `json:"stores"`                  // decisions by the store that made them
+	StatusClasses        map[string]uint64 `json:"status_classes"`          // "2xx", "4xx", …
+	ResponseLatency      LatencyHistogram  `json:"response_latency"`
+	Sink                 *SinkStats        `json:"sink"` // nil without a Redis Streams sink
+	Warnings             []Warning         `json:"warnings"`
 }
 
 // takeString reads a string the library handed over (fw_report_json, fw_prometheus) and
@@ -609,8 +632,8 @@ func (e *Engine) Prometheus() (string, error) {
 
 // RecordResponse records how the host answered a request — its status (100 to 999) and its
 // latency from the request's arrival — for the report's response counts and percentiles.
-// The path's query string is ignored. Middleware records every response it sees; call this
-// for responses it does not.
+// The path's query string is ignored. Middleware and Exchange.Finish record the responses
+// to the requests that went through Engine.HTTP; call this for the others only.
 func (e *Engine) RecordResponse(method, path string, status int, latency time.Duration) error {
 	if status < 100 || status > 999 {
 		return &Error{Code: InvalidArgument, Message: fmt.Sprintf("status %d is not an HTTP status (100 to 999)", status)}

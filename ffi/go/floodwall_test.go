@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -155,6 +157,18 @@ func TestPickAndFinishAcrossGoroutines(t *testing.T) {
 	}
 }
 
+// header is a response header's value by name in any case: Middleware sets the names
+// exactly as floodwall spells them (WWW-Authenticate, RateLimit-Limit), which are not
+// net/http's canonical keys.
+func header(h http.Header, name string) string {
+	for key, values := range h {
+		if strings.EqualFold(key, name) && len(values) > 0 {
+			return values[0]
+		}
+	}
+	return ""
+}
+
 func TestMiddleware(t *testing.T) {
 	e := engine(t)
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +186,7 @@ func TestMiddleware(t *testing.T) {
 		return rec
 	}
 	rec := serve("")
-	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer realm="floodwall"` {
+	if rec.Code != 401 || header(rec.Header(), "WWW-Authenticate") != `Bearer realm="floodwall"` {
 		t.Fatalf("%d %v", rec.Code, rec.Header())
 	}
 	bearer := "Bearer " + token(t, `{"sub":"erin","exp":4102444800}`)
@@ -182,11 +196,14 @@ func TestMiddleware(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
 		}
 	}
-	if rec.Header().Get("Retry-After") == "" || rec.Header().Get("RateLimit-Remaining") != "0" {
+	if header(rec.Header(), "Retry-After") == "" || header(rec.Header(), "RateLimit-Remaining") != "0" {
 		t.Fatalf("%v", rec.Header())
 	}
+	if !strings.Contains(rec.Body.String(), `"code":"rate_limited","rule":"per-user"`) {
+		t.Fatalf("%s", rec.Body)
+	}
 	rec = serve("Bearer " + token(t, `{"sub":"frank","exp":4102444800}`))
-	if rec.Code != 200 || rec.Body.String() != "hello frank" || rec.Header().Get("RateLimit-Limit") != "2" {
+	if rec.Code != 200 || rec.Body.String() != "hello frank" || header(rec.Header(), "RateLimit-Limit") != "2" {
 		t.Fatalf("%d %s %v", rec.Code, rec.Body, rec.Header())
 	}
 
@@ -200,6 +217,101 @@ func TestMiddleware(t *testing.T) {
 	}
 	if r.StatusClasses["2xx"] != 3 || r.StatusClasses["4xx"] != 2 || r.ResponseLatency.Count != 5 {
 		t.Fatalf("%v %+v", r.StatusClasses, r.ResponseLatency)
+	}
+}
+
+// The answers are core's, byte for byte and with core's header names; the handler's own
+// header of a decision header's name wins.
+func TestMiddlewareWritesCoresAnswers(t *testing.T) {
+	e := engine(t)
+	h := &Middleware{Engine: e, Authenticate: true, Next: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("RateLimit-Limit", "mine")
+		w.WriteHeader(http.StatusCreated)
+	})}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/api/orders", nil)
+	req.Header.Set("Authorization", "Bearer x.y.z")
+	h.ServeHTTP(rec, req)
+	want := `{"type":"about:blank","title":"Unauthorized","status":401,"detail":"The bearer token is not a well-formed JWT.","code":"malformed_token"}`
+	if rec.Code != 401 || rec.Body.String() != want {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	for name, value := range map[string]string{
+		"WWW-Authenticate": `Bearer realm="floodwall", error="invalid_token", error_description="The access token is malformed"`,
+		"Content-Type":     "application/problem+json",
+		"Content-Length":   strconv.Itoa(len(want)),
+	} {
+		if got := rec.Header()[name]; len(got) != 1 || got[0] != value {
+			t.Fatalf("%s: %q in %v", name, got, rec.Header())
+		}
+	}
+
+	rec = httptest.NewRecorder()
+	req = httptest.NewRequest("HEAD", "/api/orders", nil)
+	req.Header.Set("Authorization", "Bearer "+token(t, `{"sub":"gina","exp":4102444800}`))
+	h.ServeHTTP(rec, req)
+	if rec.Code != 201 || rec.Header()["RateLimit-Remaining"][0] != "1" {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	var limits []string
+	for key, values := range rec.Header() {
+		if strings.EqualFold(key, "RateLimit-Limit") {
+			limits = append(limits, values...)
+		}
+	}
+	if len(limits) != 1 || limits[0] != "mine" {
+		t.Fatalf("the handler's own header wins: %v", rec.Header())
+	}
+}
+
+// The cost function's answer is the request's cost; one that is no count is answered 400.
+func TestMiddlewareCost(t *testing.T) {
+	e, err := FromJSON(`{"rules": [{"name": "r", "key": "ip", "algorithm": "fixed_window", "limit": 3, "window": "1h"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cost := 2.0
+	h := &Middleware{Engine: e, Next: http.NotFoundHandler(), Cost: func(*http.Request) float64 { return cost }}
+	serve := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		return rec
+	}
+	if rec := serve(); rec.Code != 404 || header(rec.Header(), "RateLimit-Remaining") != "1" {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	for _, bad := range []float64{1.5, -1, math.NaN()} {
+		cost = bad
+		if rec := serve(); rec.Code != 400 || !strings.Contains(rec.Body.String(), `"code":"invalid_cost"`) {
+			t.Fatalf("%v: %d %s", bad, rec.Code, rec.Body)
+		}
+	}
+	cost = 0 // takes nothing
+	if rec := serve(); rec.Code != 404 || header(rec.Header(), "RateLimit-Remaining") != "1" {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	cost = 2
+	if rec := serve(); rec.Code != 429 {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+}
+
+// Skipped paths reach the handler untouched, and nothing is recorded of them.
+func TestMiddlewareSkips(t *testing.T) {
+	e, err := FromTOML(config + "\n[http]\nskip_paths = [\"/metrics\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h := &Middleware{Engine: e, Authenticate: true, Next: MetricsHandler(e)}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 || header(rec.Header(), "RateLimit-Limit") != "" || !strings.Contains(rec.Body.String(), "floodwall_decisions_total") {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	if r, err := e.Report(); err != nil || r.Totals.Requests != 0 || r.Totals.Responses != 0 {
+		t.Fatalf("%+v %v", r.Totals, err)
 	}
 }
 
@@ -243,9 +355,185 @@ func TestMiddlewareRecordsWhatTheHandlerAnswers(t *testing.T) {
 	}
 }
 
-// at2100 is 2100-01-01 00:00 UTC, a minute's start: checks dated then land in a minute of
-// their own, apart from what happens at the engine's clock (over an hour earlier).
-var at2100 = time.UnixMilli(4102444800000)
+// An exchange is finished once; a finish refused for its status leaves it to finish.
+func TestExchangeFinishesOnce(t *testing.T) {
+	e := engine(t)
+	header := http.Header{"Authorization": {"Bearer " + token(t, `{"sub":"hank","role":"premium","exp":4102444800}`)}}
+	x, err := e.HTTP(HTTPRequest{Method: "GET", Target: "/api/orders", Peer: "192.0.2.1:4000", Header: header, Now: at2100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Verdict != Pass || x.Status != 0 || len(x.Body) != 0 || x.TouchesSharedStore {
+		t.Fatalf("%+v", x)
+	}
+	if x.Identity == nil || x.Identity.Subject != "hank" || x.Identity.Role != "premium" || !strings.Contains(x.Identity.Claims, `"sub":"hank"`) {
+		t.Fatalf("%+v", x.Identity)
+	}
+	want := []HeaderField{{"RateLimit-Policy", `"per-user";q=5;w=60`}, {"RateLimit", `"per-user";r=4;t=60`}}
+	for _, f := range want {
+		found := false
+		for _, got := range x.Headers {
+			found = found || got == f
+		}
+		if !found {
+			t.Fatalf("no %v in %v", f, x.Headers)
+		}
+	}
+	if err := x.Finish(42, nil); !errors.Is(err, &Error{Code: InvalidArgument}) {
+		t.Fatalf("got %v", err)
+	}
+	if err := x.Finish(200, http.Header{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Finish(200, nil); !errors.Is(err, &Error{Code: InvalidArgument}) || !strings.Contains(err.Error(), "already finished") {
+		t.Fatalf("got %v", err)
+	}
+	x.Close()
+
+	// Dropped unfinished, a refusal records nothing.
+	x, err = e.HTTP(HTTPRequest{Method: "GET", Target: "/api/orders"})
+	if err != nil || x.Verdict != Refuse || x.Status != 401 {
+		t.Fatalf("%+v %v", x, err)
+	}
+	x.Close()
+	r, err := e.Report()
+	if err != nil || r.Totals.Responses != 1 || r.StatusClasses["2xx"] != 1 {
+		t.Fatalf("%+v %v", r.Totals, err)
+	}
+	if _, err := e.HTTP(HTTPRequest{Method: "GET", Target: "/api/\x00"}); !errors.Is(err, &Error{Code: InvalidArgument}) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// The lists change while the engine serves, and the headers the middleware hands over with
+// them; a bad entry names itself and changes nothing.
+func TestAccessLists(t *testing.T) {
+	e, err := FromJSON(`{"rules": [{"name": "r", "key": "ip", "algorithm": "sliding_window", "limit": 100, "window": "1h"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h := &Middleware{Engine: e, Next: http.NotFoundHandler()}
+	serve := func(agent string) int {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("User-Agent", agent)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := serve("BadBot/1.0"); code != 404 {
+		t.Fatalf("%d", code)
+	}
+	lists, err := e.AccessLists()
+	if err != nil || len(lists.Deny.Addresses) != 0 {
+		t.Fatalf("%+v %v", lists, err)
+	}
+	lists.Deny.Headers = map[string][]string{"User-Agent": {"BadBot/1.0"}}
+	lists.Allow.Subjects = []string{"ops-bot"}
+	if err := e.SetAccessLists(lists); err != nil {
+		t.Fatal(err)
+	}
+	names, err := e.HTTPHeaders()
+	if err != nil || names[len(names)-1] != "user-agent" {
+		t.Fatalf("%v %v", names, err)
+	}
+	if code := serve("BadBot/1.0"); code != 403 {
+		t.Fatalf("%d", code)
+	}
+	if code := serve("curl/8.0"); code != 404 {
+		t.Fatalf("%d", code)
+	}
+	got, err := e.AccessLists()
+	if err != nil || got.Deny.Headers["User-Agent"][0] != "BadBot/1.0" || got.Allow.Subjects[0] != "ops-bot" {
+		t.Fatalf("%+v %v", got, err)
+	}
+	err = e.SetAccessLists(AccessLists{Deny: AccessList{Addresses: []string{"not an address"}}})
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Code != InvalidConfig || !strings.Contains(fe.Message, "deny.addresses[0]") {
+		t.Fatalf("got %v", err)
+	}
+	if code := serve("BadBot/1.0"); code != 403 {
+		t.Fatalf("the lists in force are kept: %d", code)
+	}
+	r, err := e.Report()
+	if err != nil || r.Totals.Denied != 2 || r.Totals.Requests != 4 {
+		t.Fatalf("%+v %v", r.Totals, err)
+	}
+}
+
+// A rule that counts failed responses only gives back what a success took, and a response's
+// cost header adds to the count: Middleware finishes with what the handler answered.
+func TestMiddlewareFinishesWithTheResponse(t *testing.T) {
+	e, err := FromJSON(`{"rules": [{"name": "r", "key": "ip", "algorithm": "sliding_window", "limit": 3,
+		"window": "1h", "count_responses": "failed", "cost_header": "X-RateLimit-Cost"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if names, err := e.HTTPResponseHeaders(); err != nil || len(names) != 1 || names[0] != "x-ratelimit-cost" {
+		t.Fatalf("%v %v", names, err)
+	}
+	status, charge := http.StatusOK, ""
+	h := &Middleware{Engine: e, Next: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if charge != "" {
+			w.Header().Set("X-RateLimit-Cost", charge)
+		}
+		w.WriteHeader(status)
+	})}
+	serve := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/orders", nil))
+		return rec
+	}
+	for i := 0; i < 5; i++ {
+		if rec := serve(); rec.Code != 200 || header(rec.Header(), "RateLimit-Remaining") != "2" {
+			t.Fatalf("successes are given back: %d %v", rec.Code, rec.Header())
+		}
+	}
+	status, charge = http.StatusBadGateway, "1"
+	if rec := serve(); rec.Code != 502 || header(rec.Header(), "RateLimit-Remaining") != "2" {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	// The failure and its cost header took two of the three.
+	if rec := serve(); rec.Code != 502 || header(rec.Header(), "RateLimit-Remaining") != "0" {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	if rec := serve(); rec.Code != 429 {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+}
+
+// A forwarding header while no proxy is trusted is reported once, with how often it came.
+func TestReportWarnings(t *testing.T) {
+	e, err := FromJSON(`{"rules": [{"name": "r", "key": "ip", "algorithm": "sliding_window", "limit": 10, "window": "1h"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h := &Middleware{Engine: e, Next: http.NotFoundHandler()}
+	for i := 0; i < 2; i++ {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("X-Forwarded-For", "203.0.113.9")
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	r, err := e.Report()
+	if err != nil || len(r.Warnings) != 1 {
+		t.Fatalf("%+v %v", r.Warnings, err)
+	}
+	if w := r.Warnings[0]; w.Code != "untrusted_forwarded_header" || w.Count != 2 || w.FirstSeenMs == 0 || w.Message == "" {
+		t.Fatalf("%+v", w)
+	}
+}
+
+// at2100 is a minute's start within the first hour of 2100: checks dated then land in a
+// minute of their own, apart from what happens at the engine's clock — decades earlier, and
+// half an hour away in the report's ring of 60 minutes, whenever the test runs.
+var at2100 = func() time.Time {
+	const start = 4102444800 / 60 // 2100-01-01 00:00 UTC, in minutes since the epoch
+	now := time.Now().Unix() / 60
+	offset := ((now+30-start)%60 + 60) % 60
+	return time.Unix((start+offset)*60, 0)
+}()
 
 func TestReport(t *testing.T) {
 	e := engine(t)
@@ -279,7 +567,7 @@ func TestReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.GeneratedAtMs != 4102444830000 || rep.Source != "memory" || rep.StoreKind != "memory" || rep.StoreFailure != "" || rep.Sink != nil {
+	if rep.GeneratedAtMs != uint64(at2100.UnixMilli())+30_000 || rep.Source != "memory" || rep.StoreKind != "memory" || rep.StoreFailure != "" || rep.Sink != nil {
 		t.Fatalf("%+v", rep)
 	}
 	if rep.HorizonMinutes != 60 {
@@ -288,7 +576,7 @@ func TestReport(t *testing.T) {
 	if len(rep.PerMinute) != 1 {
 		t.Fatalf("per minute %+v", rep.PerMinute)
 	}
-	if m := rep.PerMinute[0]; m.StartMs != 4102444800000 || m.Requests != 3 || m.Admitted != 2 || m.RateLimited != 1 || m.Responses != 0 {
+	if m := rep.PerMinute[0]; m.StartMs != uint64(at2100.UnixMilli()) || m.Requests != 3 || m.Admitted != 2 || m.RateLimited != 1 || m.Responses != 0 {
 		t.Fatalf("minute %+v", m)
 	}
 	if len(rep.Peaks) != 1 || rep.Peaks[0] != rep.PerMinute[0] {
@@ -413,7 +701,32 @@ func TestPrometheusAndMetricsHandler(t *testing.T) {
 	}
 }
 
-// BenchmarkRecordResponse: the cost Middleware adds per request
+// BenchmarkHTTP: what the HTTP layer costs a request through Middleware — the verdict on a
+// request with a token, then the finish (`go test -run - -bench HTTP`).
+func BenchmarkHTTP(b *testing.B) {
+	e, err := FromTOML(strings.Replace(config, "limit = 2\n", "limit = 1000000000\n", 1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	enc := base64.RawURLEncoding
+	msg := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT","kid":"k1"}`)) + "." + enc.EncodeToString([]byte(`{"sub":"ivy","exp":4102444800}`))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(msg))
+	header := http.Header{"Authorization": {"Bearer " + msg + "." + enc.EncodeToString(mac.Sum(nil))}}
+	req := HTTPRequest{Method: "GET", Target: "/api/orders?page=2", Peer: "192.0.2.1:4000", Header: header}
+	for i := 0; i < b.N; i++ {
+		x, err := e.HTTP(req)
+		if err != nil || x.Verdict != Pass {
+			b.Fatal(x, err)
+		}
+		if err := x.Finish(200, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRecordResponse: recording a response the host answered itself
 // (`go test -run - -bench RecordResponse`).
 func BenchmarkRecordResponse(b *testing.B) {
 	e, err := FromJSON(`{"rules": []}`)

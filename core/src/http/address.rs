@@ -89,7 +89,7 @@ pub fn address_key(
     out: &mut impl std::fmt::Write,
 ) -> std::fmt::Result {
     match address {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V4(v4) => write_v4(v4, out),
         IpAddr::V6(v6) if ipv6_subnet >= 128 => write!(out, "{v6}"),
         IpAddr::V6(v6) => {
             let mask = u128::MAX
@@ -427,7 +427,17 @@ mod tests {
             assert!(is_dotted_v4(text), "{text}");
             assert_eq!(key(text, 56), text);
         }
-        for text in ["01.2.3.4", "1.2.3", "1.2.3.4.", ".1.2.3", "256.1.1.1", "1.2.3.4:80", "1..3.4", "::1", "1.2.3.1000"] {
+        for text in [
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.",
+            ".1.2.3",
+            "256.1.1.1",
+            "1.2.3.4:80",
+            "1..3.4",
+            "::1",
+            "1.2.3.1000",
+        ] {
             assert!(!is_dotted_v4(text), "{text}");
         }
     }
