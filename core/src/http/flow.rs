@@ -321,7 +321,7 @@ impl Engine {
     ///     name = "orders"
     ///     match = { paths = ["/api/orders"] }
     ///     key = "ip"
-    ///     algorithm = "fixed_window"
+    ///     algorithm = "sliding_window"
     ///     limit = 1
     ///     window = "1m"
     /// "#)?;

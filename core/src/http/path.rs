@@ -49,14 +49,50 @@ fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// A byte a path segment holds raw (`pchar` but `%`, and `;`, which starts parameters here).
+/// The bytes a path segment holds raw: `pchar` but `%`, and `;`, which starts parameters here.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// [`PLAIN`] without the upper-case letters: what a normal path holds when case is folded.
+const PLAIN_LOWER: [bool; 256] = {
+    let mut table = PLAIN;
+    let mut b = b'A';
+    while b <= b'Z' {
+        table[b as usize] = false;
+        b += 1;
+    }
+    table
+};
+
 #[inline]
 fn plain(b: u8) -> bool {
-    unreserved(b)
-        || matches!(
-            b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
-        )
+    PLAIN[b as usize]
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -99,28 +135,34 @@ fn path_span(target: &str) -> (usize, usize) {
     (start, end)
 }
 
-/// Whether `path` (no query) is already normal: a leading `/`, segments of plain bytes (no
-/// upper-case letters when folding), no empty, `.` or `..` segment, no trailing slash.
+/// The length of `target`'s path when the target starts with a path that is already normal —
+/// a leading `/`, segments of plain bytes (no upper-case letters when folding), no empty, `.`
+/// or `..` segment, no trailing slash — up to its query or fragment; in one pass over the
+/// bytes, for the usual request.
 #[inline]
-fn is_normal(path: &[u8], fold_case: bool) -> bool {
-    if path.first() != Some(&b'/') {
-        return false;
+fn normal_prefix(target: &[u8], fold_case: bool) -> Option<usize> {
+    if target.first() != Some(&b'/') {
+        return None;
     }
-    if path.len() == 1 {
-        return true;
-    }
+    let table = if fold_case { &PLAIN_LOWER } else { &PLAIN };
     let mut segment_start = 1;
-    for (i, &b) in path.iter().enumerate().skip(1) {
+    let mut i = 1;
+    while i < target.len() {
+        let b = target[i];
         if b == b'/' {
-            if !ordinary_segment(&path[segment_start..i]) {
-                return false;
+            if !ordinary_segment(&target[segment_start..i]) {
+                return None;
             }
             segment_start = i + 1;
-        } else if !plain(b) || (fold_case && b.is_ascii_uppercase()) {
-            return false;
+        } else if b == b'?' || b == b'#' {
+            break;
+        } else if !table[b as usize] {
+            return None;
         }
+        i += 1;
     }
-    ordinary_segment(&path[segment_start..])
+    // The root alone is normal; any other path ends in an ordinary segment.
+    (i == 1 || ordinary_segment(&target[segment_start..i])).then_some(i)
 }
 
 #[inline]
@@ -146,6 +188,12 @@ pub fn normalize_path<'a>(
     fold_case: bool,
     buffer: &'a mut PathBuffer,
 ) -> NormalPath<'a> {
+    if let Some(end) = normal_prefix(target.as_bytes(), fold_case) {
+        return NormalPath {
+            path: &target[..end],
+            exemptable: true,
+        };
+    }
     let (start, end) = path_span(target);
     let raw = &target[start..end];
     if raw == "*" {
@@ -153,12 +201,6 @@ pub fn normalize_path<'a>(
         return NormalPath {
             path: "/",
             exemptable: false,
-        };
-    }
-    if is_normal(raw.as_bytes(), fold_case) {
-        return NormalPath {
-            path: raw,
-            exemptable: true,
         };
     }
     rewrite(raw.as_bytes(), fold_case, buffer)

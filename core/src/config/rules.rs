@@ -1,0 +1,431 @@
+//! One `[[rules]]` entry, checked and compiled into a [`Rule`].
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+
+use serde::Deserialize;
+
+use super::{Config, HumanDuration, MAX_ROLE_OVERRIDES};
+use crate::error::Error;
+use crate::limit::{
+    Algorithm, CountResponses, KeyKind, PathPattern, Policy, Quota, ResponseCounting, Rule,
+    RuleMatcher, StatusSet, is_token,
+};
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A unique name of letters, digits and `_.:-`; it names the rule in decisions and headers.
+    pub name: String,
+    /// Which requests the rule applies to; omitted, all of them.
+    #[serde(rename = "match", default)]
+    pub matching: MatchConfig,
+    /// What to count by: `subject`, `ip`, `endpoint`, `global` or `header:NAME`.
+    pub key: String,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Requests (cost units) per window, for the window algorithms.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// The window, for the window algorithms.
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
+    /// The burst size, for `token_bucket`.
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// Tokens per second, for `token_bucket`.
+    #[serde(default)]
+    pub refill_rate: Option<f64>,
+    /// Parameters for callers with a given role, overriding some or all of the rule's own.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleOverride>,
+    /// Decided by the HTTP layer before the bearer token is verified, so that a flood of bad
+    /// tokens is refused without a signature check each. Not for rules keyed on `subject`
+    /// or restricted to roles (no caller is known yet).
+    #[serde(default)]
+    pub before_auth: bool,
+    /// Shadow mode: the rule decides, counts and records what it would deny, but never denies.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Which responses stay counted: `all`, `failed` or `successful` (the others are refunded
+    /// once the HTTP layer hears the status).
+    #[serde(default)]
+    pub count_responses: CountResponses,
+    /// The statuses that are failures (codes and `"from-to"` ranges); `["400-599"]` by default.
+    #[serde(default)]
+    pub failed_statuses: Option<Vec<StatusItem>>,
+    /// A response header whose integer value is added to the rule's count once the response
+    /// is known (the cost a request turned out to have).
+    #[serde(default)]
+    pub cost_header: Option<String>,
+}
+
+/// One entry of `failed_statuses`: a status code, or a range `"500-599"` (or `"5xx"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    /// One status.
+    Code(i64),
+    /// A range, `"from-to"` or `"Nxx"`.
+    Range(String),
+}
+
+/// The HTTP methods a rule may match (RFC 9110 §9 and PATCH, RFC 5789).
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The `match` table of a rule. An empty or omitted list matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// HTTP methods, any case.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path patterns: literal segments, `*`/`:name`/`{name}` for one segment, `**` for any.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Roles; a request without a role matches no rule that lists roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Per-role parameters of a rule; omitted ones are the rule's own.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleOverride {
+    /// See [`RuleConfig::limit`].
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// See [`RuleConfig::window`].
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
+    /// See [`RuleConfig::capacity`].
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// See [`RuleConfig::refill_rate`].
+    #[serde(default)]
+    pub refill_rate: Option<f64>,
+}
+
+impl RuleConfig {
+    pub(super) fn compile(&self, at: &str, config: &Config) -> Result<Rule, Error> {
+        let http = &config.http;
+        let fold_case = !http.case_sensitive;
+        let name = self.name.as_str();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        {
+            return Err(Error::config(
+                format!("{at}.name"),
+                format!("rule name {name:?} must be 1 to 64 letters, digits or _ . : -"),
+            ));
+        }
+        let key = KeyKind::parse(&self.key).map_err(|m| Error::config(format!("{at}.key"), m))?;
+
+        let mut methods = Vec::new();
+        for (i, method) in self.matching.methods.iter().enumerate() {
+            let upper = method.to_ascii_uppercase();
+            if !is_token(method) || !HTTP_METHODS.contains(&upper.as_str()) {
+                return Err(Error::config(
+                    format!("{at}.match.methods[{i}]"),
+                    format!(
+                        "{method:?} is not an HTTP method; use one of {}",
+                        HTTP_METHODS.join(", ")
+                    ),
+                ));
+            }
+            methods.push(upper.into_boxed_str());
+        }
+        let mut paths = Vec::new();
+        for (i, pattern) in self.matching.paths.iter().enumerate() {
+            paths.push(
+                PathPattern::parse_folded(pattern, fold_case)
+                    .map_err(|m| Error::config(format!("{at}.match.paths[{i}]"), m))?,
+            );
+        }
+        let mut roles = Vec::new();
+        for (i, role) in self.matching.roles.iter().enumerate() {
+            if role.is_empty() {
+                return Err(Error::config(
+                    format!("{at}.match.roles[{i}]"),
+                    "a role name must not be empty",
+                ));
+            }
+            roles.push(role.clone().into_boxed_str());
+        }
+
+        let base = Params {
+            limit: self.limit,
+            window: self.window,
+            capacity: self.capacity,
+            refill_rate: self.refill_rate,
+        };
+        let default = base.quota(self.algorithm, at, None)?;
+        if self.roles.len() > MAX_ROLE_OVERRIDES {
+            return Err(Error::config(
+                format!("{at}.roles"),
+                format!(
+                    "{} role overrides given; at most {MAX_ROLE_OVERRIDES} are allowed",
+                    self.roles.len()
+                ),
+            ));
+        }
+        // The roles a caller can have: those a token can carry when `auth.roles` lists them
+        // (and the default role), narrowed to the rule's own `match.roles`.
+        let known_roles: Option<Vec<&str>> = config
+            .auth
+            .as_ref()
+            .filter(|a| !a.roles.is_empty())
+            .map(|a| {
+                a.roles
+                    .iter()
+                    .map(String::as_str)
+                    .chain(a.default_role.as_deref())
+                    .collect()
+            });
+        let mut overrides = Vec::with_capacity(self.roles.len());
+        for (role, o) in &self.roles {
+            let at_role = format!("{at}.roles.{role}");
+            if role.is_empty() {
+                return Err(Error::config(at_role, "a role name must not be empty"));
+            }
+            if !self.matching.roles.is_empty() && !self.matching.roles.contains(role) {
+                return Err(Error::config(
+                    at_role,
+                    format!(
+                        "the rule only matches the roles {:?} (match.roles), so an override for {role:?} could never apply",
+                        self.matching.roles
+                    ),
+                ));
+            }
+            if let Some(known) = &known_roles
+                && !known.contains(&role.as_str())
+            {
+                return Err(Error::config(
+                    at_role,
+                    format!(
+                        "{role:?} is not a role a caller can have: auth.roles lists {:?}{}",
+                        config
+                            .auth
+                            .as_ref()
+                            .map(|a| a.roles.clone())
+                            .unwrap_or_default(),
+                        config
+                            .auth
+                            .as_ref()
+                            .and_then(|a| a.default_role.as_deref())
+                            .map(|d| format!(" and the default role is {d:?}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+            let params = Params {
+                limit: o.limit.or(base.limit),
+                window: o.window.or(base.window),
+                capacity: o.capacity.or(base.capacity),
+                refill_rate: o.refill_rate.or(base.refill_rate),
+            };
+            // Fields the override sets that the algorithm does not take are errors too.
+            Params {
+                limit: o.limit,
+                window: o.window,
+                capacity: o.capacity,
+                refill_rate: o.refill_rate,
+            }
+            .check_applicable(self.algorithm, &at_role)?;
+            let quota = params.quota(self.algorithm, &at_role, Some(&base))?;
+            overrides.push((role.clone().into_boxed_str(), quota));
+        }
+        let policies = std::iter::once(Policy::new(None, default))
+            .chain(
+                overrides
+                    .into_iter()
+                    .map(|(role, quota)| Policy::new(Some(role), quota)),
+            )
+            .collect();
+        if self.before_auth {
+            let why = if key == KeyKind::Subject {
+                Some("a rule keyed on subject cannot be decided before the token names one")
+            } else if !self.matching.roles.is_empty() || !self.roles.is_empty() {
+                Some(
+                    "a rule with roles (match.roles or role overrides) cannot be decided before the token names the role",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::config(format!("{at}.before_auth"), why));
+            }
+        }
+        let mut failed = StatusSet::empty();
+        match &self.failed_statuses {
+            None => failed = StatusSet::default(),
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let (from, to) = status_range(item)
+                        .map_err(|m| Error::config(format!("{at}.failed_statuses[{i}]"), m))?;
+                    failed = failed.with_range(from, to);
+                }
+            }
+        }
+        if self.failed_statuses.is_some() && self.count_responses == CountResponses::All {
+            return Err(Error::config(
+                format!("{at}.failed_statuses"),
+                "has no effect unless count_responses is \"failed\" or \"successful\"",
+            ));
+        }
+        let cost_header = match &self.cost_header {
+            None => None,
+            Some(name) if is_token(name) => Some(name.to_ascii_lowercase().into_boxed_str()),
+            Some(name) => {
+                return Err(Error::config(
+                    format!("{at}.cost_header"),
+                    format!("{name:?} is not an HTTP header name"),
+                ));
+            }
+        };
+        Ok(Rule::new(
+            name.into(),
+            RuleMatcher::new(methods, paths, roles).head_as_get(http.head_as_get),
+            key,
+            policies,
+        )
+        .before_auth(self.before_auth)
+        .shadow(self.shadow || http.shadow)
+        .responses(ResponseCounting {
+            count: self.count_responses,
+            failed,
+            cost_header,
+        }))
+    }
+}
+
+/// One `failed_statuses` entry as an inclusive range of statuses.
+fn status_range(item: &StatusItem) -> Result<(u16, u16), String> {
+    let status = |n: i64| -> Result<u16, String> {
+        u16::try_from(n)
+            .ok()
+            .filter(|s| (100..=999).contains(s))
+            .ok_or_else(|| format!("{n} is not an HTTP status (100 to 999)"))
+    };
+    match item {
+        StatusItem::Code(n) => status(*n).map(|s| (s, s)),
+        StatusItem::Range(text) => {
+            let t = text.trim();
+            if t.len() == 3 && t.ends_with("xx") && t.as_bytes()[0].is_ascii_digit() {
+                let class = i64::from(t.as_bytes()[0] - b'0');
+                return Ok((status(class * 100)?, status(class * 100 + 99)?));
+            }
+            let parse = |s: &str| -> Result<u16, String> {
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        format!("{text:?} is not a status, a range \"500-599\" or a class \"5xx\"")
+                    })
+                    .and_then(status)
+            };
+            match t.split_once('-') {
+                Some((a, b)) => {
+                    let (from, to) = (parse(a)?, parse(b)?);
+                    if from > to {
+                        return Err(format!("{text:?}: the range runs backwards"));
+                    }
+                    Ok((from, to))
+                }
+                None => parse(t).map(|s| (s, s)),
+            }
+        }
+    }
+}
+
+struct Params {
+    limit: Option<u64>,
+    window: Option<HumanDuration>,
+    capacity: Option<u64>,
+    refill_rate: Option<f64>,
+}
+
+impl Params {
+    fn check_applicable(&self, algorithm: Algorithm, at: &str) -> Result<(), Error> {
+        let wrong: &[(&str, bool)] = match algorithm {
+            Algorithm::TokenBucket => &[
+                ("limit", self.limit.is_some()),
+                ("window", self.window.is_some()),
+            ],
+            _ => &[
+                ("capacity", self.capacity.is_some()),
+                ("refill_rate", self.refill_rate.is_some()),
+            ],
+        };
+        if let Some((field, _)) = wrong.iter().find(|(_, set)| *set) {
+            let takes = match algorithm {
+                Algorithm::TokenBucket => "capacity and refill_rate",
+                _ => "limit and window",
+            };
+            return Err(Error::config(
+                format!("{at}.{field}"),
+                format!("{algorithm} takes {takes}, not {field}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The quota these parameters describe; `inherited` is the rule's own parameters when these
+    /// are a role's (so that a missing one is reported at the rule, where it belongs).
+    fn quota(
+        &self,
+        algorithm: Algorithm,
+        at: &str,
+        inherited: Option<&Params>,
+    ) -> Result<Quota, Error> {
+        if inherited.is_none() {
+            self.check_applicable(algorithm, at)?;
+        }
+        let field = |name: &str| format!("{at}.{name}");
+        // A role's parameters fall back to the rule's, which were checked first: only the
+        // rule's own can be missing.
+        let missing = |name: &str| Error::config(field(name), format!("{algorithm} needs {name}"));
+        let non_zero = |value: u64, name: &str| {
+            NonZeroU64::new(value)
+                .ok_or_else(|| Error::config(field(name), format!("{name} must be at least 1")))
+        };
+        match algorithm {
+            Algorithm::TokenBucket => {
+                let capacity = non_zero(
+                    self.capacity.ok_or_else(|| missing("capacity"))?,
+                    "capacity",
+                )?;
+                let rate = self.refill_rate.ok_or_else(|| missing("refill_rate"))?;
+                Quota::token_bucket(capacity, rate).map_err(|e| {
+                    let name = if e.message().contains("refill_rate") {
+                        "refill_rate"
+                    } else {
+                        "capacity"
+                    };
+                    Error::config(field(name), e.message())
+                })
+            }
+            _ => {
+                let limit = non_zero(self.limit.ok_or_else(|| missing("limit"))?, "limit")?;
+                let window = self.window.ok_or_else(|| missing("window"))?.0;
+                if window.is_zero() {
+                    return Err(Error::config(
+                        field("window"),
+                        "window must be greater than zero",
+                    ));
+                }
+                let made = match algorithm {
+                    Algorithm::FixedWindow => Quota::fixed_window(limit, window),
+                    Algorithm::SlidingWindow => Quota::sliding_window(limit, window),
+                    _ => Quota::sliding_window_counter(limit, window),
+                };
+                made.map_err(|e| Error::config(field("window"), e.message()))
+            }
+        }
+    }
+}
