@@ -174,3 +174,30 @@ pub(crate) fn give_string(text: String, out: Out<*mut c_char>, out_len: Option<O
     }
     out.write(text.into_raw());
 }
+
+/// The body of every function that hands the caller a new string made from an engine
+/// (`fw_report_json`, `fw_prometheus`, the HTTP layer's header names, the access lists): the
+/// arguments checked, `make`'s text written to `out` (and its length to `out_len`).
+///
+/// # Safety
+/// `engine` is NULL or a live handle; `out` is NULL or valid for a write; `out_len` is NULL or
+/// valid.
+pub(crate) unsafe fn engine_string(
+    engine: *const crate::engine::fw_engine,
+    out: *mut *mut c_char,
+    out_len: *mut usize,
+    make: impl FnOnce(&floodwall_core::Engine) -> String,
+) -> crate::error::fw_result {
+    crate::panic::guard(|| {
+        // SAFETY: see the function's contract.
+        let (out, out_len, engine) = unsafe {
+            (
+                Out::new(out, "out")?,
+                Out::optional(out_len),
+                try_ref(engine, "engine")?,
+            )
+        };
+        give_string(make(engine), out, out_len);
+        Ok(())
+    })
+}

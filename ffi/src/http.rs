@@ -16,7 +16,8 @@ use floodwall_core::http::{
 use crate::engine::fw_engine;
 use crate::error::{Failure, failure, fw_result};
 use crate::ffi::{
-    Castable, Out, c_string, free_handle, give_string, non_null, optional, text, to_handle, try_ref,
+    Castable, Out, c_string, engine_string, free_handle, non_null, optional, text, to_handle,
+    try_ref,
 };
 use crate::headers::{HeadersBox, fw_headers};
 use crate::identity::{IdentityBox, fw_identity};
@@ -486,11 +487,6 @@ pub unsafe extern "C" fn fw_http_exchange_free(exchange: *mut fw_http_exchange) 
     unsafe { free_handle(exchange) }
 }
 
-/// Hands `names` to the caller as one string, a name per line.
-fn give_names(names: Vec<String>, out: Out<*mut c_char>, out_len: Option<Out<usize>>) {
-    give_string(names.join("\n"), out, out_len);
-}
-
 /// The request headers the HTTP layer reads, lower-case, separated by `\n` (at least
 /// `authorization`, `x-forwarded-for` and `forwarded`, then the headers rules are keyed on),
 /// in a new string the caller frees with `fw_string_free`; its length (without the NUL) goes
@@ -505,18 +501,8 @@ pub unsafe extern "C" fn fw_engine_http_headers(
     out: *mut *mut c_char,
     out_len: *mut usize,
 ) -> fw_result {
-    guard(|| {
-        // SAFETY: see the function's contract.
-        let (out, out_len, engine) = unsafe {
-            (
-                Out::new(out, "out")?,
-                Out::optional(out_len),
-                try_ref(engine, "engine")?,
-            )
-        };
-        give_names(engine.http_headers(), out, out_len);
-        Ok(())
-    })
+    // SAFETY: forwarded (see the function's contract).
+    unsafe { engine_string(engine, out, out_len, |e| e.http_headers().join("\n")) }
 }
 
 /// The response headers `fw_http_finish` reads (the rules' `cost_header`s), lower-case, one
@@ -531,18 +517,12 @@ pub unsafe extern "C" fn fw_engine_http_response_headers(
     out: *mut *mut c_char,
     out_len: *mut usize,
 ) -> fw_result {
-    guard(|| {
-        // SAFETY: see the function's contract.
-        let (out, out_len, engine) = unsafe {
-            (
-                Out::new(out, "out")?,
-                Out::optional(out_len),
-                try_ref(engine, "engine")?,
-            )
-        };
-        give_names(engine.http_response_headers(), out, out_len);
-        Ok(())
-    })
+    // SAFETY: forwarded (see the function's contract).
+    unsafe {
+        engine_string(engine, out, out_len, |e| {
+            e.http_response_headers().join("\n")
+        })
+    }
 }
 
 /// The allow and deny lists in force, as JSON (`{"allow":{"addresses":[…],"subjects":[…],
@@ -557,18 +537,8 @@ pub unsafe extern "C" fn fw_engine_access_lists_json(
     out: *mut *mut c_char,
     out_len: *mut usize,
 ) -> fw_result {
-    guard(|| {
-        // SAFETY: see the function's contract.
-        let (out, out_len, engine) = unsafe {
-            (
-                Out::new(out, "out")?,
-                Out::optional(out_len),
-                try_ref(engine, "engine")?,
-            )
-        };
-        give_string(engine.access_lists().to_json(), out, out_len);
-        Ok(())
-    })
+    // SAFETY: forwarded (see the function's contract).
+    unsafe { engine_string(engine, out, out_len, |e| e.access_lists().to_json()) }
 }
 
 /// Replaces the allow and deny lists while the engine serves, from JSON of the shape

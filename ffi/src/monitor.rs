@@ -8,7 +8,7 @@ use floodwall_core::Timestamp;
 
 use crate::engine::fw_engine;
 use crate::error::{failure, fw_result};
-use crate::ffi::{Out, give_string, text, try_ref};
+use crate::ffi::{engine_string, text, try_ref};
 use crate::panic::guard;
 
 /// The engine's monitoring report as JSON, in a new string the caller frees with
@@ -43,23 +43,17 @@ pub unsafe extern "C" fn fw_report_json(
     out: *mut *mut c_char,
     out_len: *mut usize,
 ) -> fw_result {
-    guard(|| {
-        // SAFETY: see the function's contract.
-        let (out, out_len, engine) = unsafe {
-            (
-                Out::new(out, "out")?,
-                Out::optional(out_len),
-                try_ref(engine, "engine")?,
-            )
-        };
-        let report = if now_ms >= 0 {
-            engine.report_at(Timestamp::from_millis(now_ms as u64))
-        } else {
-            engine.report()
-        };
-        give_string(report.to_json(), out, out_len);
-        Ok(())
-    })
+    // SAFETY: forwarded (see the function's contract).
+    unsafe {
+        engine_string(engine, out, out_len, |e| {
+            let report = if now_ms >= 0 {
+                e.report_at(Timestamp::from_millis(now_ms as u64))
+            } else {
+                e.report()
+            };
+            report.to_json()
+        })
+    }
 }
 
 /// The engine's counters and its upstreams' state in the Prometheus text format (version
@@ -75,18 +69,8 @@ pub unsafe extern "C" fn fw_prometheus(
     out: *mut *mut c_char,
     out_len: *mut usize,
 ) -> fw_result {
-    guard(|| {
-        // SAFETY: see the function's contract.
-        let (out, out_len, engine) = unsafe {
-            (
-                Out::new(out, "out")?,
-                Out::optional(out_len),
-                try_ref(engine, "engine")?,
-            )
-        };
-        give_string(engine.prometheus(), out, out_len);
-        Ok(())
-    })
+    // SAFETY: forwarded (see the function's contract).
+    unsafe { engine_string(engine, out, out_len, |e| e.prometheus()) }
 }
 
 /// Frees a string this library handed over — from `fw_report_json`, `fw_prometheus`,
