@@ -13,7 +13,7 @@
 //! Seconds are rounded up, so a client that waits as told is never early. Layers of rules in
 //! shadow mode are left out of the headers: a client sees only the limits that can deny it.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::time::Duration;
 
 use smallvec::SmallVec;
@@ -183,12 +183,12 @@ impl<'e> Decision<'e> {
     }
 
     /// Records whether all layers admitted and picks the deciding layer among those that are
-    /// not in shadow mode.
+    /// not in shadow mode (`shadows`: whether any rule of the engine is).
     #[inline]
-    pub(crate) fn settle(&mut self, allowed: bool) {
+    pub(crate) fn settle(&mut self, allowed: bool, shadows: bool) {
         self.allowed = allowed;
         let outcomes = &self.outcomes;
-        let shadow = |i: usize| self.rules[self.matched[i].0].is_shadow();
+        let shadow = |i: usize| shadows && self.rules[self.matched[i].0].is_shadow();
         let Some(mut deciding) = (0..outcomes.len()).find(|&i| !shadow(i)) else {
             self.deciding = NONE;
             return;
@@ -239,7 +239,7 @@ impl<'e> Decision<'e> {
         merged.sort_by_key(|((rule, _), _)| *rule);
         self.matched = merged.iter().map(|&(m, _)| m).collect();
         self.outcomes = merged.iter().map(|&(_, o)| o).collect();
-        self.settle(allowed);
+        self.settle(allowed, true);
     }
 
     /// The first rule in shadow mode that would have denied the request, if any.
@@ -386,40 +386,63 @@ pub fn rate_limit_headers<'a>(
 ) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(6);
     if config.ietf {
-        let mut policy = String::new();
-        let mut state = String::new();
-        for (i, layer) in layers.into_iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            let _ = write!(
-                policy,
-                "{sep}\"{}\";q={};w={}",
+        // One pass builds both lists; each is sized for a typical layer up front (the name,
+        // quotes, two parameters of a few digits), so that a request costs two allocations.
+        let layers = layers.into_iter();
+        let room = layers.size_hint().0.max(1) * 40;
+        let mut policy = String::with_capacity(room);
+        let mut state = String::with_capacity(room);
+        for (i, layer) in layers.enumerate() {
+            if i > 0 {
+                policy.push_str(", ");
+                state.push_str(", ");
+            }
+            push_item(
+                &mut policy,
                 layer.rule,
+                ";q=",
                 layer.limit,
-                ceil_secs(layer.window)
+                ";w=",
+                ceil_secs(layer.window),
             );
-            let _ = write!(
-                state,
-                "{sep}\"{}\";r={};t={}",
+            push_item(
+                &mut state,
                 layer.rule,
+                ";r=",
                 layer.remaining,
-                ceil_secs(layer.reset_after)
+                ";t=",
+                ceil_secs(layer.reset_after),
             );
         }
         out.push(("RateLimit-Policy", policy));
         out.push(("RateLimit", state));
     }
     if config.legacy {
-        out.push(("RateLimit-Limit", deciding.limit.to_string()));
-        out.push(("RateLimit-Remaining", deciding.remaining.to_string()));
-        out.push((
-            "RateLimit-Reset",
-            ceil_secs(deciding.reset_after).to_string(),
-        ));
+        out.push(("RateLimit-Limit", number(deciding.limit)));
+        out.push(("RateLimit-Remaining", number(deciding.remaining)));
+        out.push(("RateLimit-Reset", number(ceil_secs(deciding.reset_after))));
     }
     if let (true, Some(retry)) = (config.retry_after, retry_after) {
-        out.push(("Retry-After", ceil_secs(retry).to_string()));
+        out.push(("Retry-After", number(ceil_secs(retry))));
     }
     out
+}
+
+/// `"rule";<a><x>;<b><y>`: one list member of the IETF headers.
+fn push_item(out: &mut String, rule: &str, a: &str, x: u64, b: &str, y: u64) {
+    let mut digits = itoa::Buffer::new();
+    out.push('"');
+    out.push_str(rule);
+    out.push('"');
+    out.push_str(a);
+    out.push_str(digits.format(x));
+    out.push_str(b);
+    out.push_str(digits.format(y));
+}
+
+/// A header value that is one number (formatted without the `fmt` machinery).
+fn number(n: u64) -> String {
+    itoa::Buffer::new().format(n).to_owned()
 }
 
 /// A [`Decision`] without its borrow of the engine: plain, owned data that a binding can keep

@@ -607,3 +607,52 @@ fn busy_minutes_sample_the_top_lists_and_count_the_rest_exactly() {
         "{report:?}"
     );
 }
+
+#[test]
+fn paths_are_recorded_in_normal_form_whether_or_not_a_rule_reads_them() {
+    // No rule reads the path here, so `check` leaves it as given: the monitor normalises it.
+    let one_rule = r#"
+        [[rules]]
+        name = "per-user"
+        key = "subject"
+        algorithm = "fixed_window"
+        limit = 100
+        window = "1m"
+    "#;
+    for (http, expected) in [
+        ("", "GET /api/orders"),
+        ("[http]\ncase_sensitive = true\n", "GET /API/orders"),
+    ] {
+        let (engine, _clock) = engine_at(&format!("{http}{one_rule}"), at(0, 0));
+        for target in [
+            "/API/orders",
+            "/API//orders/?page=2",
+            "http://host/API/./orders#top",
+        ] {
+            engine
+                .check(&Request::new("GET", target).subject("alice"))
+                .expect("checked");
+        }
+        engine.record_response("GET", "/API/orders/", 200, Duration::from_millis(1));
+        let report = engine.report();
+        assert_eq!(
+            keyed(&report.top_endpoints),
+            [(expected.into(), 3)],
+            "{http:?}"
+        );
+        assert_eq!(report.totals.responses, 1);
+    }
+
+    // On its own, an aggregate puts paths in normal form and keeps their case.
+    let aggregate = Aggregator::new(10, 8);
+    for path in ["/Api/x/", "/Api//x?q", "/Api/%78"] {
+        aggregate.record(&Event::Decision(DecisionEvent {
+            endpoint: Some(("GET", path)),
+            ..decision(at(0, 0), EventOutcome::Admitted)
+        }));
+    }
+    assert_eq!(
+        keyed(&aggregate.report(at(0, 1)).top_endpoints),
+        [("GET /Api/x".into(), 3)]
+    );
+}

@@ -16,8 +16,8 @@ use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
 use crate::monitor::{DecisionEvent, Event, EventOutcome};
 use crate::store::{ABSENT, Layer, Store};
 
-/// A request as the decision path reads it: the path in normal form, the address as it is
-/// keyed, the time fixed.
+/// A request as the decision path reads it: the path in normal form (as given when no rule
+/// reads it), the address as it is keyed, the time fixed.
 #[derive(Clone, Copy)]
 pub(crate) struct Asked<'a> {
     pub(crate) method: &'a str,
@@ -107,8 +107,13 @@ impl Engine {
     /// limit (it could never pass); nothing is consumed then either.
     pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
         let now = request.now.unwrap_or_else(|| self.clock.now());
+        // Put in normal form only when a rule reads it; the monitor normalises what it records.
         let mut buffer = PathBuffer::new();
-        let path = normalize_path(request.path, self.http.fold_case, &mut buffer).as_str();
+        let path = if self.parse_paths {
+            normalize_path(request.path, self.http.fold_case, &mut buffer).as_str()
+        } else {
+            request.path
+        };
         let mut address = AddressText::new();
         let asked = Asked {
             method: request.method,
@@ -156,7 +161,11 @@ impl Engine {
                 None,
                 None,
                 store(d),
-                d.shadow_denied(),
+                if self.shadows {
+                    d.shadow_denied()
+                } else {
+                    None
+                },
             ),
             Ok(d) => (EventOutcome::RateLimited, d.rule(), None, store(d), None),
             Err(e) => (EventOutcome::Failed, None, Some(e.kind()), None, None),
@@ -177,6 +186,7 @@ impl Engine {
 
     /// The decision on `asked` by the rules of `stage`. When `pending` is given and the
     /// request is admitted, every layer whose rule hears about the response is added to it.
+    #[inline]
     pub(crate) fn decide(
         &self,
         asked: &Asked<'_>,
@@ -200,7 +210,7 @@ impl Engine {
                 let outcome = self.store.acquire_one(&layer, cost, now);
                 decision.outcomes_mut().push(outcome);
                 let allowed = outcome.allowed || layer.shadow;
-                decision.settle(allowed);
+                decision.settle(allowed, self.shadows);
                 if let Some(pending) = pending
                     && self.responses
                     && allowed
@@ -234,27 +244,29 @@ impl Engine {
                 };
                 let outcomes = decision.outcomes_mut();
                 outcomes.resize(n, Outcome::default());
-                let mut times = no_times(n);
-                let (allowed, used) = match &self.shared {
-                    None => {
-                        times.fill(now);
-                        (
-                            self.store.acquire(layers, cost, now, outcomes)?,
-                            StoreUsed::Memory,
-                        )
-                    }
+                // When each layer was decided: `now` on this process, the store's time on Redis.
+                let (allowed, used, times) = match &self.shared {
+                    None => (
+                        self.store.acquire(layers, cost, now, outcomes)?,
+                        StoreUsed::Memory,
+                        None,
+                    ),
                     Some(shared) => {
-                        self.decide_shared(shared, layers, cost, now, outcomes, &mut times)?
+                        let mut times = no_times(n);
+                        let (allowed, used) =
+                            self.decide_shared(shared, layers, cost, now, outcomes, &mut times)?;
+                        (allowed, used, Some(times))
                     }
                 };
                 if let Some(pending) = pending
                     && self.responses
                     && allowed
                 {
+                    let times = times.unwrap_or_else(|| SmallVec::from_elem(now, n));
                     self.keep(pending, layers, outcomes, &times, cost, used);
                 }
                 decision.set_store(used);
-                decision.settle(allowed);
+                decision.settle(allowed, self.shadows);
             }
         }
         result
@@ -313,7 +325,7 @@ impl Engine {
     ) -> Result<(), Error> {
         let mut path = RequestPath::empty();
         if self.parse_paths {
-            path.fill(asked.path);
+            path.fill_normal(asked.path);
         }
         let matched = decision.matched_mut();
         for (index, rule) in self.rules.iter().enumerate() {
@@ -494,7 +506,7 @@ impl Engine {
                 };
                 *decision.outcomes_mut() = out.into_iter().collect();
                 decision.set_store(used);
-                decision.settle(allowed);
+                decision.settle(allowed, self.shadows);
                 Ok(decision)
             })
             .collect();

@@ -74,6 +74,8 @@ pub struct Engine {
     pub(crate) responses: bool,
     /// Whether some rule is decided before the token is verified.
     pub(crate) before_auth: bool,
+    /// Whether some rule is in shadow mode (its own `shadow` or `http.shadow`).
+    pub(crate) shadows: bool,
     /// The `[http]` section, compiled.
     pub(crate) http: HttpSettings,
     /// The allow and deny lists, replaced whole by [`Engine::set_access_lists`].
@@ -105,8 +107,10 @@ impl Engine {
     /// Checks and compiles `config` into an engine on the system clock.
     pub fn from_config(config: Config) -> Result<Self, Error> {
         config.check_store()?;
-        let monitor = Arc::new(Monitor::new(&config.monitor, &config.store)?);
         let http = HttpSettings::compile(&config.http)?;
+        let monitor = Arc::new(
+            Monitor::new(&config.monitor, &config.store)?.with_case_folding(http.fold_case),
+        );
         let access = CompiledAccess::compile(
             &AccessLists {
                 allow: config.http.allow.clone(),
@@ -146,6 +150,7 @@ impl Engine {
             keys_ip: rules.iter().any(|r| *r.key() == KeyKind::Ip),
             responses: rules.iter().any(|r| r.response_counting().needs_response()),
             before_auth: rules.iter().any(Rule::is_before_auth),
+            shadows: rules.iter().any(Rule::is_shadow),
             rules: rules.into(),
             store: MemoryStore::new(config.store.max_keys),
             clock: Arc::new(SystemClock),
@@ -500,12 +505,10 @@ impl Engine {
     /// is recorded in normal form, as decisions record it. (The HTTP layer records its own
     /// requests' responses in [`http_finish`](Self::http_finish).)
     pub fn record_response(&self, method: &str, path: &str, status: u16, latency: Duration) {
-        let mut buffer = crate::http::PathBuffer::new();
-        let path = crate::http::normalize_path(path, self.http.fold_case, &mut buffer);
         self.monitor.record(&Event::Response(ResponseEvent {
             at: self.clock.now(),
             method,
-            path: path.as_str(),
+            path,
             status,
             latency,
         }));

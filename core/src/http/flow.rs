@@ -8,7 +8,10 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use super::answer::{self, Response, error_response};
-use super::{HeaderLookup, HttpSettings, PathBuffer, address_key, client_address, normalize_path};
+use super::{
+    HeaderLookup, HttpSettings, PathBuffer, address_key, client_address, is_dotted_v4,
+    normalize_path,
+};
 use crate::auth::Identity;
 use crate::clock::Timestamp;
 use crate::decision::Decision;
@@ -375,24 +378,34 @@ impl Engine {
             {
                 self.http_state.note_untrusted(now);
             }
-            let client =
-                if self.keys_ip || access.allow.has_addresses() || access.deny.has_addresses() {
-                    client_address(
+            let lists_read_addresses = access.allow.has_addresses() || access.deny.has_addresses();
+            let forwarded = || headers.header(self.http.forwarded_header.name());
+            let mut address = AddressText::new();
+            let (client, ip) = match request.peer {
+                // The usual case keyed as it is: a dotted IPv4 peer that is the client (no
+                // trusted proxy speaks for it) when no list matches addresses.
+                Some(peer)
+                    if self.keys_ip
+                        && !lists_read_addresses
+                        && is_dotted_v4(peer)
+                        && (self.http.trusted.is_empty() || forwarded().is_none()) =>
+                {
+                    (None, Some(peer))
+                }
+                _ if self.keys_ip || lists_read_addresses => {
+                    let client = client_address(
                         request.peer,
-                        headers.header(self.http.forwarded_header.name()),
+                        forwarded(),
                         self.http.forwarded_header,
                         &self.http.trusted,
-                    )
-                } else {
-                    None
-                };
-            let mut address = AddressText::new();
-            let ip = match client {
-                Some(client) => {
-                    let _ = address_key(client, self.http.ipv6_subnet, &mut address);
-                    Some(address.as_str())
+                    );
+                    let ip = client.map(|client| {
+                        let _ = address_key(client, self.http.ipv6_subnet, &mut address);
+                        address.as_str()
+                    });
+                    (client, ip)
                 }
-                None => None,
+                _ => (None, None),
             };
 
             if !access.deny.is_empty() && access.deny.names_request(client, headers) {
@@ -511,7 +524,11 @@ impl Engine {
                 ));
             }
             ended.outcome = EventOutcome::Admitted;
-            ended.shadow = decision.shadow_denied();
+            ended.shadow = if self.shadows {
+                decision.shadow_denied()
+            } else {
+                None
+            };
             Ok(decision)
         };
         // An authentication stage that lets a request through has decided nothing yet: the

@@ -79,16 +79,36 @@ const PLAIN: [bool; 256] = {
     table
 };
 
-/// [`PLAIN`] without the upper-case letters: what a normal path holds when case is folded.
-const PLAIN_LOWER: [bool; 256] = {
-    let mut table = PLAIN;
-    let mut b = b'A';
-    while b <= b'Z' {
-        table[b as usize] = false;
+/// What [`normal_prefix`] makes of a byte: part of an ordinary segment, a `/`, a `.`, the
+/// start of the query or fragment, or a byte a normal path does not hold raw.
+const ORDINARY: u8 = 0;
+const DOT: u8 = 1;
+const SLASH: u8 = 2;
+const END: u8 = 3;
+const OTHER: u8 = 4;
+
+/// Each byte's class for [`normal_prefix`]; with `fold_case`, upper-case letters are
+/// [`OTHER`] (the normal form has none).
+const fn classes(fold_case: bool) -> [u8; 256] {
+    let mut table = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = match c {
+            b'/' => SLASH,
+            b'.' => DOT,
+            b'?' | b'#' => END,
+            b'A'..=b'Z' if fold_case => OTHER,
+            _ if PLAIN[b] => ORDINARY,
+            _ => OTHER,
+        };
         b += 1;
     }
     table
-};
+}
+
+const CLASSES: [u8; 256] = classes(false);
+const CLASSES_FOLDED: [u8; 256] = classes(true);
 
 #[inline]
 fn plain(b: u8) -> bool {
@@ -138,36 +158,31 @@ fn path_span(target: &str) -> (usize, usize) {
 /// The length of `target`'s path when the target starts with a path that is already normal —
 /// a leading `/`, segments of plain bytes (no upper-case letters when folding), no empty, `.`
 /// or `..` segment, no trailing slash — up to its query or fragment; in one pass over the
-/// bytes, for the usual request.
+/// bytes, one table look-up each, for the usual request.
 #[inline]
 fn normal_prefix(target: &[u8], fold_case: bool) -> Option<usize> {
     if target.first() != Some(&b'/') {
         return None;
     }
-    let table = if fold_case { &PLAIN_LOWER } else { &PLAIN };
-    let mut segment_start = 1;
-    let mut i = 1;
-    while i < target.len() {
-        let b = target[i];
-        if b == b'/' {
-            if !ordinary_segment(&target[segment_start..i]) {
-                return None;
-            }
-            segment_start = i + 1;
-        } else if b == b'?' || b == b'#' {
-            break;
-        } else if !table[b as usize] {
-            return None;
-        }
-        i += 1;
-    }
+    let classes = if fold_case { &CLASSES_FOLDED } else { &CLASSES };
     // The root alone is normal; any other path ends in an ordinary segment.
-    (i == 1 || ordinary_segment(&target[segment_start..i])).then_some(i)
+    let normal = |end: usize| end == 1 || ends_in_ordinary_segment(&target[..end]);
+    for (i, &b) in target.iter().enumerate().skip(1) {
+        match classes[b as usize] {
+            ORDINARY | DOT => {}
+            SLASH if ends_in_ordinary_segment(&target[..i]) => {}
+            END if normal(i) => return Some(i),
+            _ => return None,
+        }
+    }
+    normal(target.len()).then_some(target.len())
 }
 
+/// Whether the last segment of `path` (which starts with `/`) is neither empty nor `.` or
+/// `..`: looked at only where a segment ends.
 #[inline]
-fn ordinary_segment(segment: &[u8]) -> bool {
-    !matches!(segment, b"" | b"." | b"..")
+fn ends_in_ordinary_segment(path: &[u8]) -> bool {
+    !matches!(path, [.., b'/'] | [.., b'/', b'.'] | [.., b'/', b'.', b'.'])
 }
 
 /// The normal form of `target` (a request target as received: origin or absolute form, query
@@ -423,5 +438,26 @@ mod tests {
     fn pattern_segments() {
         assert_eq!(normalize_segment("Caf%c3%a9", true), "caf%C3%A9");
         assert_eq!(normalize_segment("%7Ex", false), "~x");
+    }
+
+    proptest::proptest! {
+        /// The one-pass check and the segment-by-segment rewrite agree: what the first takes
+        /// as normal, the second leaves as it is, and every result is its own normal form.
+        #[test]
+        fn the_fast_path_agrees_with_the_rewrite(
+            target in "/?[a-zA-Z0-9./%;?#~_-]{0,24}",
+            fold_case: bool,
+        ) {
+            let (start, end) = path_span(&target);
+            let mut rewritten = PathBuffer::new();
+            let slow = rewrite(&target.as_bytes()[start..end], fold_case, &mut rewritten).as_str();
+            if let Some(len) = normal_prefix(target.as_bytes(), fold_case) {
+                proptest::prop_assert_eq!(&target[..len], slow);
+            }
+            let mut again = PathBuffer::new();
+            let once = normalize_path(&target, fold_case, &mut again).as_str().to_owned();
+            let mut buffer = PathBuffer::new();
+            proptest::prop_assert_eq!(normalize_path(&once, fold_case, &mut buffer).as_str(), once.as_str());
+        }
     }
 }

@@ -98,6 +98,28 @@ impl<'a> RequestPath<'a> {
         };
     }
 
+    /// Appends the segments of `path`, which is in normal form
+    /// ([`crate::http::normalize_path`]: no query, no empty segment), so that only the `/`s
+    /// are looked for.
+    #[inline]
+    pub(crate) fn fill_normal(&mut self, path: &'a str) {
+        debug_assert!(
+            path.starts_with('/'),
+            "normal paths start with '/': {path:?}"
+        );
+        let mut start = 1;
+        for (i, &b) in path.as_bytes().iter().enumerate().skip(1) {
+            if b == b'/' {
+                self.segments.push(&path[start..i]);
+                start = i + 1;
+            }
+        }
+        if path.len() > 1 {
+            self.segments.push(&path[start..]);
+        }
+        self.normalized = Some(path);
+    }
+
     /// The segments, in order.
     pub fn segments(&self) -> &[&'a str] {
         &self.segments

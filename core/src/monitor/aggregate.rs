@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent, bare_path};
+use super::event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent};
 use super::topk::{TopEntry, TopK, merge};
 use crate::breaker::CallOutcome;
 use crate::clock::{Timestamp, duration_micros};
 use crate::decision::StoreUsed;
 use crate::error::ErrorKind;
+use crate::http::{PathBuffer, normalize_path};
 
 const MINUTE_MS: u64 = 60_000;
 /// How many of the busiest minutes a report lists as peaks.
@@ -404,12 +405,18 @@ impl Aggregator {
     }
 
     /// Counts one event. An event older than the horizon (or than what its minute's slot
-    /// already holds) still counts in the totals and the top lists, not in the series.
+    /// already holds) still counts in the totals and the top lists, not in the series. Its
+    /// path is counted in normal form ([`crate::http::normalize_path`]), case kept.
     pub fn record(&self, event: &Event<'_>) {
+        self.record_folded(event, false);
+    }
+
+    /// [`record`](Self::record), lower-casing the path when `fold_case`.
+    pub(crate) fn record_folded(&self, event: &Event<'_>, fold_case: bool) {
         let shard = SHARD.with(|s| *s) & (self.shards.len() - 1);
         let horizon = self.horizon;
         match event {
-            Event::Decision(e) => self.shards[shard].0.lock().decision(horizon, e),
+            Event::Decision(e) => self.shards[shard].0.lock().decision(horizon, e, fold_case),
             Event::Upstream(e) => {
                 let mut s = self.shards[shard].0.lock();
                 s.minute(horizon, e.at, |m| m.count_upstream(e));
@@ -593,20 +600,31 @@ impl Shard {
         }
     }
 
-    fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>) {
+    fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>, fold_case: bool) {
         let minute_requests = self.minute(horizon, e.at, |m| {
             m.count_decision(e);
             m.requests
         });
         self.totals.count_decision(e);
         let weight = self.weight(minute_requests);
-        let endpoint = e.endpoint.map(|(method, path)| (method, bare_path(path)));
         if weight > 0 {
+            // The path is put in normal form only when sampled: most decisions are not.
+            let mut buffer = PathBuffer::new();
+            let endpoint = e
+                .endpoint
+                .map(|(method, path)| (method, normalize_path(path, fold_case, &mut buffer)));
             if let Some((method, path)) = endpoint {
-                self.endpoints.add_endpoint(method, path, weight);
+                self.endpoints.add_endpoint(method, path.as_str(), weight);
             }
             if let Some(subject) = e.subject {
                 self.subjects.add(subject, weight);
+            }
+            if e.outcome == EventOutcome::RateLimited {
+                self.by_subject
+                    .add(e.subject.unwrap_or("(anonymous)"), weight);
+                if let Some((method, path)) = endpoint {
+                    self.by_endpoint.add_endpoint(method, path.as_str(), weight);
+                }
             }
         }
         if let Some(rule) = e.shadow_rule {
@@ -615,13 +633,6 @@ impl Shard {
         match e.outcome {
             EventOutcome::Admitted | EventOutcome::Denied => {}
             EventOutcome::RateLimited => {
-                if weight > 0 {
-                    self.by_subject
-                        .add(e.subject.unwrap_or("(anonymous)"), weight);
-                    if let Some((method, path)) = endpoint {
-                        self.by_endpoint.add_endpoint(method, path, weight);
-                    }
-                }
                 // Roles and rules are few: always counted exactly.
                 self.by_role.add(e.role.unwrap_or("(none)"), 1);
                 self.by_rule.add(e.rule.unwrap_or("(unknown)"), 1);

@@ -57,7 +57,8 @@ impl EventOutcome {
 pub struct DecisionEvent<'a> {
     /// When.
     pub at: Timestamp,
-    /// The HTTP method and the path (a query string is ignored), when known.
+    /// The HTTP method and the path, when known. The path may be as the request gave it:
+    /// the monitor records its normal form ([`crate::http::normalize_path`]; no query).
     pub endpoint: Option<(&'a str, &'a str)>,
     /// The verified subject, if any.
     pub subject: Option<&'a str>,
@@ -101,7 +102,7 @@ pub struct ResponseEvent<'a> {
     pub at: Timestamp,
     /// The HTTP method.
     pub method: &'a str,
-    /// The path (a query string is ignored).
+    /// The path, recorded in normal form as a decision's is.
     pub path: &'a str,
     /// The HTTP status.
     pub status: u16,

@@ -73,6 +73,8 @@ pub const HTTP_STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
 pub struct Monitor {
     aggregator: Aggregator,
     sink: Option<StreamSink>,
+    /// Whether recorded paths are lower-cased as they are put in normal form.
+    fold_case: bool,
 }
 
 impl Monitor {
@@ -83,15 +85,24 @@ impl Monitor {
         Ok(Monitor {
             aggregator: Aggregator::new(config.horizon_minutes()?, config.top),
             sink: StreamSink::start(config, store)?,
+            fold_case: false,
         })
     }
 
+    /// The same monitoring, lower-casing the paths it records as it puts them in normal form
+    /// (as an engine does unless `http.case_sensitive`). Without it, paths keep their case.
+    pub fn with_case_folding(mut self, fold_case: bool) -> Self {
+        self.fold_case = fold_case;
+        self
+    }
+
     /// Records one event: into the aggregate, and onto the stream's queue (never waiting: a
-    /// full queue drops the event and counts it).
+    /// full queue drops the event and counts it). Its path is recorded in normal form
+    /// ([`crate::http::normalize_path`]), put so only where it is used.
     pub fn record(&self, event: &Event<'_>) {
-        self.aggregator.record(event);
+        self.aggregator.record_folded(event, self.fold_case);
         if let Some(sink) = &self.sink {
-            sink.offer(event);
+            sink.offer(event, self.fold_case);
         }
     }
 
@@ -126,6 +137,7 @@ impl Default for Monitor {
         Monitor {
             aggregator: Aggregator::new(60, config.top),
             sink: None,
+            fold_case: false,
         }
     }
 }
