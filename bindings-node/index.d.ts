@@ -217,7 +217,7 @@ export interface CheckRequest {
 export type AuthorizeRequest = Omit<CheckRequest, 'subject' | 'role'>
 
 /** Which store decided. */
-export type StoreUsed = 'memory' | 'redis' | 'fallback' | 'unavailable'
+export type StoreUsed = 'memory' | 'redis' | 'fallback' | 'unavailable' | 'deny_cache'
 
 /** One matched rule's part in a decision. */
 export interface Layer {

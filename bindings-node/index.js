@@ -25,7 +25,7 @@ const native = require('./native.js')
 
 const ERROR_CODES = Object.freeze(native.errorCodes())
 const OUT = new Float64Array(native.maxDecisionLen())
-const STORES = ['memory', 'redis', 'fallback', 'unavailable']
+const STORES = ['memory', 'redis', 'fallback', 'unavailable', 'deny_cache']
 const HEAD = 5
 const PER_LAYER = 7
 

@@ -136,6 +136,8 @@ enum fw_store
   FW_STORE_FALLBACK = 2,
   // Redis was unavailable and the `on_error` policy (allow or deny) decided.
   FW_STORE_UNAVAILABLE = 3,
+  // A denial Redis gave a moment ago, answered again while its wait runs (the deny cache).
+  FW_STORE_DENY_CACHE = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

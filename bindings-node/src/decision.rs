@@ -34,7 +34,8 @@ fn store_code(store: StoreUsed) -> f64 {
         StoreUsed::Memory => 0.0,
         StoreUsed::Redis => 1.0,
         StoreUsed::Fallback => 2.0,
-        _ => 3.0,
+        StoreUsed::Unavailable => 3.0,
+        StoreUsed::DenyCache => 4.0,
     }
 }
 

@@ -32,12 +32,15 @@ function rules (limit = 100) {
   ]
 }
 
+/** Whether Redis decided `d`: itself, or a denial it gave, repeated from the deny cache. */
+const fromRedis = (d) => d.store === 'redis' || (d.store === 'deny_cache' && !d.allowed)
+
 /** Admitted requests out of `n` on `path`, one after the other, every decision from Redis. */
 async function admitted (engine, path, subject, n) {
   let count = 0
   for (let i = 0; i < n; i++) {
     const d = await engine.check({ path, subject })
-    assert.equal(d.store, 'redis', String(engine.storeFailure))
+    assert.ok(fromRedis(d), `${d.store}: ${engine.storeFailure}`)
     if (d.allowed) count++
   }
   return count
@@ -96,12 +99,30 @@ describe('on a shared redis-server', () => {
     assert.equal(await admitted(second, '/fixed', 'b', 60), 40)
   })
 
+  test('a denied flood through check() and checkMany costs Redis one call', async () => {
+    const engine = newEngine()
+    assert.equal(await admitted(engine, '/log', 'a', 100), 100)
+    const calls = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await server.command('INFO', 'commandstats'))[1])
+    const before = await calls()
+    assert.equal((await engine.check({ path: '/log' })).store, 'redis', 'the first denial asks')
+    // 2,000 repeats: 1,000 in waves of 100 concurrent check() Promises (the batching
+    // dispatcher), 1,000 in checkMany batches of 100.
+    const stores = new Map()
+    const count = (ds) => { for (const d of ds) { assert.equal(d.allowed, false); stores.set(d.store, (stores.get(d.store) || 0) + 1) } }
+    for (let wave = 0; wave < 10; wave++) {
+      count(await Promise.all(Array.from({ length: 100 }, () => engine.check({ path: '/log' }))))
+      count(await engine.checkMany(Array.from({ length: 100 }, () => ({ path: '/log' }))))
+    }
+    assert.deepEqual([...stores], [['deny_cache', 2000]])
+    assert.equal(await calls() - before, 1, 'only the first denial asked Redis')
+  })
+
   for (const path of PATHS) {
     test(`64 concurrent check Promises on ${path} admit exactly the limit`, async () => {
       const engine = Engine.fromObject({ store: redisStore(server, { on_error: 'deny' }), rules: rules(40) })
       const decisions = await Promise.all(Array.from({ length: 64 }, (_, i) => engine.check({ path, subject: `user-${i}` })))
       assert.equal(decisions.length, 64)
-      assert.deepEqual([...new Set(decisions.map((d) => d.store))], ['redis'], String(engine.storeFailure))
+      assert.ok(decisions.every(fromRedis), String(engine.storeFailure))
       assert.equal(decisions.filter((d) => d.allowed).length, 40)
       // Every admission took one unit: the remainders 0 … 39 each appear once.
       assert.deepEqual(decisions.filter((d) => d.allowed).map((d) => d.remaining).sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i))
@@ -115,7 +136,7 @@ describe('on a shared redis-server', () => {
     const engines = [Engine.fromObject({ store, rules: rules(50) }), Engine.fromObject({ store, rules: rules(50) })]
     const decisions = await Promise.all(Array.from({ length: 64 }, (_, i) => engines[i % 2].check({ path: '/log' })))
     assert.equal(decisions.filter((d) => d.allowed).length, 50)
-    assert.ok(decisions.every((d) => d.store === 'redis'))
+    assert.ok(decisions.every(fromRedis))
   })
 
   test('8000 concurrent checks each get their own result (decisions and errors mixed)', async () => {
@@ -202,7 +223,7 @@ describe('on a shared redis-server', () => {
     for (const [i, [subject, role]] of people.entries()) {
       const request = { subject, role, nowMs: 60_000 + 100 * i, path: '/api', method: 'GET' }
       const got = await redis.check(request)
-      assert.equal(got.store, 'redis')
+      assert.ok(fromRedis(got))
       assert.deepEqual(described(got), described(memory.checkSync(request)), JSON.stringify(request))
       allowed.push(got.allowed)
     }
@@ -223,10 +244,10 @@ describe('on a shared redis-server', () => {
     for (const { identity, decision } of results) {
       assert.equal(identity.subject, 'alice')
       assert.equal(identity.role, 'premium')
-      assert.equal(decision.store, 'redis')
       assert.equal(decision.limit, 5)
     }
     assert.deepEqual(results.map((r) => r.decision.allowed), [true, true, true, true, true, false, false])
+    assert.deepEqual(results.map((r) => r.decision.store), [...Array(6).fill('redis'), 'deny_cache'], 'the repeated denial is the cache\'s')
     assert.deepEqual(results[0].identity.claims.sub, 'alice')
     assert.equal(results[0].identity.claim('role'), 'premium')
     const bob = await engine.authorize(mint('bob'))

@@ -132,7 +132,9 @@ async def test_concurrent_achecks_on_redis_admit_exactly_the_limit(
         decisions = await asyncio.gather(*(engine.acheck(subject=f"u{i}") for i in range(160)))
     finally:
         engine.close()
-    assert {d.store for d in decisions} == {"redis"}
+    assert {d.store for d in decisions if d.allowed} == {"redis"}
+    # A denial is Redis's, or Redis's repeated by the deny cache.
+    assert {d.store for d in decisions if not d.allowed} <= {"redis", "deny_cache"}
     assert sum(d.allowed for d in decisions) == 100
 
 

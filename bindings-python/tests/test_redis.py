@@ -34,12 +34,17 @@ def rules() -> list[dict[str, Any]]:
     ]
 
 
+def from_redis(d: floodwall.Decision) -> bool:
+    """Whether Redis decided ``d``: itself, or a denial it gave, repeated from the deny cache."""
+    return d.store == "redis" or (d.store == "deny_cache" and not d.allowed)
+
+
 def admitted(engine: floodwall.Engine, path: str, subject: str, n: int) -> int:
     """Admitted requests out of ``n`` on ``path``, every decision from Redis."""
     count = 0
     for _ in range(n):
         decision = engine.check(path=path, subject=subject)
-        assert decision.store == "redis", engine.store_failure
+        assert from_redis(decision), (decision.store, engine.store_failure)
         count += decision.allowed
     return count
 
@@ -85,6 +90,28 @@ def test_two_engines_on_one_prefix_share_their_counters(
     second = floodwall.Engine({"store": store, "rules": rules()})
     assert admitted(first, "/fixed", "a", 60) == 60
     assert admitted(second, "/fixed", "b", 60) == 40
+
+
+def test_a_denied_flood_through_check_and_check_many_costs_redis_one_call(
+    redis_server: RedisServer, engine: floodwall.Engine
+) -> None:
+    assert admitted(engine, "/log", "a", 100) == 100
+
+    def calls() -> int:
+        info = str(redis_server.command("INFO", "commandstats"))
+        return int(info.split("cmdstat_evalsha:calls=")[1].split(",")[0])
+
+    before = calls()
+    assert engine.check(path="/log").store == "redis", "the first denial asks"
+    stores: dict[str, int] = {}
+    for _ in range(10):
+        repeats = [engine.check(path="/log") for _ in range(100)]
+        repeats += engine.check_many([{"path": "/log"}] * 100)
+        for d in repeats:
+            assert isinstance(d, floodwall.Decision) and not d.allowed
+            stores[d.store] = stores.get(d.store, 0) + 1
+    assert stores == {"deny_cache": 2000}
+    assert calls() - before == 1, "only the first denial asked Redis"
 
 
 def test_eight_threads_on_one_key_admit_exactly_the_limit(engine: floodwall.Engine) -> None:

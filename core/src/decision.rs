@@ -32,29 +32,35 @@ pub enum StoreUsed {
     Fallback,
     /// The shared store was unavailable and `on_error` (`allow` or `deny`) decided alone.
     Unavailable,
+    /// A denial the shared store gave for the same request a moment ago, answered again
+    /// without asking it while its wait runs (`store.deny_cache`).
+    DenyCache,
 }
 
 impl StoreUsed {
-    /// `memory`, `redis`, `fallback` or `unavailable`.
+    /// Every store, in the order of their C and Node numbers.
+    pub const ALL: [StoreUsed; 5] = [
+        StoreUsed::Memory,
+        StoreUsed::Redis,
+        StoreUsed::Fallback,
+        StoreUsed::Unavailable,
+        StoreUsed::DenyCache,
+    ];
+
+    /// `memory`, `redis`, `fallback`, `unavailable` or `deny_cache`.
     pub const fn as_str(self) -> &'static str {
         match self {
             StoreUsed::Memory => "memory",
             StoreUsed::Redis => "redis",
             StoreUsed::Fallback => "fallback",
             StoreUsed::Unavailable => "unavailable",
+            StoreUsed::DenyCache => "deny_cache",
         }
     }
 
     /// Reads what [`as_str`](Self::as_str) writes.
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            StoreUsed::Memory,
-            StoreUsed::Redis,
-            StoreUsed::Fallback,
-            StoreUsed::Unavailable,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

@@ -186,6 +186,7 @@ const (
 	StoreRedis       Store = C.FW_STORE_REDIS
 	StoreFallback    Store = C.FW_STORE_FALLBACK
 	StoreUnavailable Store = C.FW_STORE_UNAVAILABLE
+	StoreDenyCache   Store = C.FW_STORE_DENY_CACHE
 )
 
 // Decision is a rate-limit decision.

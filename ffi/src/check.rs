@@ -23,6 +23,8 @@ pub enum fw_store {
     FW_STORE_FALLBACK = 2,
     /// Redis was unavailable and the `on_error` policy (allow or deny) decided.
     FW_STORE_UNAVAILABLE = 3,
+    /// A denial Redis gave a moment ago, answered again while its wait runs (the deny cache).
+    FW_STORE_DENY_CACHE = 4,
 }
 
 /// One request to decide on. `method` and `path` are required; `subject`, `role` and `ip`
@@ -105,7 +107,8 @@ pub(crate) fn decision_of(d: &Decision<'_>) -> fw_decision {
             StoreUsed::Memory => fw_store::FW_STORE_MEMORY,
             StoreUsed::Redis => fw_store::FW_STORE_REDIS,
             StoreUsed::Fallback => fw_store::FW_STORE_FALLBACK,
-            _ => fw_store::FW_STORE_UNAVAILABLE,
+            StoreUsed::Unavailable => fw_store::FW_STORE_UNAVAILABLE,
+            StoreUsed::DenyCache => fw_store::FW_STORE_DENY_CACHE,
         },
     }
 }

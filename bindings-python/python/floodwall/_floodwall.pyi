@@ -31,7 +31,7 @@ PROMETHEUS_CONTENT_TYPE: Final[str]
 ERROR_CODES: Final[tuple[str, ...]]
 _error_classes: Final[dict[str, str]]
 
-_StoreUsed = Literal["memory", "redis", "fallback", "unavailable"]
+_StoreUsed = Literal["memory", "redis", "fallback", "unavailable", "deny_cache"]
 _BreakerStateName = Literal["closed", "open", "half_open"]
 
 @final

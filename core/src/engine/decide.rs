@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 
 use super::Engine;
 use super::request::Request;
-use super::shared::{no_times, rule_index};
+use super::shared::{DenyCache, no_times, rule_index};
 use crate::clock::Timestamp;
 use crate::decision::{Decision, StoreUsed};
 use crate::error::{Error, ErrorKind};
@@ -475,34 +475,74 @@ impl Engine {
             layers.push(these);
             outcomes.push(out);
         }
-        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = prepared
+        // Requests the deny cache answers go no further; the others' keys in it are kept for
+        // their denials.
+        let mut answered: Vec<bool> = vec![false; prepared.len()];
+        let mut cache_keys: Vec<Option<(&DenyCache, Vec<u8>)>> = Vec::with_capacity(prepared.len());
+        for (((p, these), out), (a, done)) in prepared
             .iter()
             .zip(&layers)
-            .zip(&asked)
-            .filter_map(|((p, l), a)| p.as_ref().ok().map(|_| (l.as_slice(), a.cost, a.now)))
-            .filter(|(l, _, _)| !l.is_empty())
-            .collect();
-        let mut slices: Vec<&mut [Outcome]> = prepared
-            .iter()
             .zip(outcomes.iter_mut())
-            .filter(|(p, o)| p.is_ok() && !o.is_empty())
-            .map(|(_, o)| o.as_mut_slice())
+            .zip(asked.iter().zip(answered.iter_mut()))
+        {
+            let key = match p {
+                Ok(_) if !these.is_empty() => self.deny_cache_key(shared, these, a.cost),
+                _ => None,
+            };
+            if let Some((cache, key)) = &key {
+                *done = cache.get(key, a.now, out);
+            }
+            cache_keys.push(key);
+        }
+        // Which requests go to Redis: those prepared, with layers, that the cache did not answer.
+        let asks: Vec<bool> = prepared
+            .iter()
+            .zip(&layers)
+            .zip(&answered)
+            .map(|((p, l), done)| p.is_ok() && !l.is_empty() && !done)
             .collect();
-        let verdicts =
-            self.through_breaker(shared, || shared.redis.decide_many(&batch, &mut slices));
+        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = layers
+            .iter()
+            .zip(&asked)
+            .zip(&asks)
+            .filter(|(_, ask)| **ask)
+            .map(|((l, a), _)| (l.as_slice(), a.cost, a.now))
+            .collect();
+        let mut slices: Vec<&mut [Outcome]> = outcomes
+            .iter_mut()
+            .zip(&asks)
+            .filter(|(_, ask)| **ask)
+            .map(|(o, _)| o.as_mut_slice())
+            .collect();
+        let verdicts = if batch.is_empty() {
+            Some(Vec::new())
+        } else {
+            self.through_breaker(shared, || shared.redis.decide_many(&batch, &mut slices))
+        };
         let mut verdicts = verdicts.map(Vec::into_iter);
         let results: Vec<Result<Decision<'_>, Error>> = prepared
             .into_iter()
             .zip(layers.iter().zip(outcomes))
-            .zip(&asked)
-            .map(|((p, (these, mut out)), a)| {
+            .zip(asked.iter().zip(answered))
+            .zip(cache_keys)
+            .map(|(((p, (these, mut out)), (a, done)), cache_key)| {
                 let mut decision = p?;
                 if these.is_empty() {
                     return Ok(decision);
                 }
-                let (allowed, used) = match verdicts.as_mut() {
-                    Some(v) => (v.next().unwrap_or(false), StoreUsed::Redis),
-                    None => self.decide_unavailable(shared, these, a.cost, a.now, &mut out)?,
+                let (allowed, used) = if done {
+                    (false, StoreUsed::DenyCache)
+                } else {
+                    match verdicts.as_mut() {
+                        Some(v) => {
+                            let allowed = v.next().unwrap_or(false);
+                            if let (false, Some((cache, key))) = (allowed, cache_key) {
+                                cache.put(key, a.now, &out);
+                            }
+                            (allowed, StoreUsed::Redis)
+                        }
+                        None => self.decide_unavailable(shared, these, a.cost, a.now, &mut out)?,
+                    }
                 };
                 *decision.outcomes_mut() = out.into_iter().collect();
                 decision.set_store(used);

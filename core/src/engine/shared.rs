@@ -63,7 +63,7 @@ impl DenyCache {
     }
 
     /// The remembered denial of this request at `now`, aged, if it still holds.
-    fn get(&self, key: &[u8], now: Timestamp, outcomes: &mut [Outcome]) -> bool {
+    pub(super) fn get(&self, key: &[u8], now: Timestamp, outcomes: &mut [Outcome]) -> bool {
         let now = now.as_micros();
         let entries = self.entries.lock();
         let Some(d) = entries.get(key) else {
@@ -84,7 +84,7 @@ impl DenyCache {
         true
     }
 
-    fn put(&self, key: Vec<u8>, now: Timestamp, outcomes: &[Outcome]) {
+    pub(super) fn put(&self, key: Vec<u8>, now: Timestamp, outcomes: &[Outcome]) {
         let wait = outcomes
             .iter()
             .filter(|o| !o.allowed)
@@ -152,16 +152,11 @@ impl Engine {
         outcomes: &mut [Outcome],
         times: &mut [Timestamp],
     ) -> Result<(bool, StoreUsed), Error> {
-        // Only cost-1 denials of rules that never refund are remembered (see `DenyCache`).
-        let cached = shared
-            .denials
-            .as_ref()
-            .filter(|_| cost == 1 && !self.refunds_any(layers))
-            .map(|cache| (cache, DenyCache::key(layers)));
+        let cached = self.deny_cache_key(shared, layers, cost);
         if let Some((cache, key)) = &cached
             && cache.get(key, now, outcomes)
         {
-            return Ok((false, StoreUsed::Redis));
+            return Ok((false, StoreUsed::DenyCache));
         }
         if let Some(allowed) = self.through_breaker(shared, || {
             shared.redis.decide(layers, cost, now, outcomes, times)
@@ -173,6 +168,21 @@ impl Engine {
         }
         times.fill(now);
         self.decide_unavailable(shared, layers, cost, now, outcomes)
+    }
+
+    /// The deny cache and this request's key in it, when its denials may be remembered: only
+    /// cost-1 denials of rules that never refund are (see `DenyCache`).
+    pub(super) fn deny_cache_key<'s>(
+        &self,
+        shared: &'s Shared,
+        layers: &[Layer<'_>],
+        cost: u64,
+    ) -> Option<(&'s DenyCache, Vec<u8>)> {
+        shared
+            .denials
+            .as_ref()
+            .filter(|_| cost == 1 && !self.refunds_any(layers))
+            .map(|cache| (cache, DenyCache::key(layers)))
     }
 
     /// Whether a rule of `layers` gives back what some responses do not count.

@@ -39,12 +39,7 @@ pub const LATENCY_BOUNDS_US: [u64; 16] = [
 ];
 const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
-const STORES: [StoreUsed; 4] = [
-    StoreUsed::Memory,
-    StoreUsed::Redis,
-    StoreUsed::Fallback,
-    StoreUsed::Unavailable,
-];
+const STORES: [StoreUsed; 5] = StoreUsed::ALL;
 const KINDS: usize = ErrorKind::ALL.len();
 
 /// One minute's counters (or, in [`Report::totals`], everything's).

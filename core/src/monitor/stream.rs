@@ -1615,12 +1615,7 @@ mod tests {
         for kind in ErrorKind::ALL {
             assert_eq!(ErrorKind::parse(kind.as_str()), Some(kind));
         }
-        for store in [
-            StoreUsed::Memory,
-            StoreUsed::Redis,
-            StoreUsed::Fallback,
-            StoreUsed::Unavailable,
-        ] {
+        for store in StoreUsed::ALL {
             assert_eq!(StoreUsed::parse(store.as_str()), Some(store));
         }
         assert_eq!(ErrorKind::parse("nope"), None);
