@@ -62,6 +62,7 @@ pub use decision::{
 };
 pub use engine::{Authorized, Engine, Request};
 pub use error::{Error, ErrorKind};
+pub use store::{StoreHealth, StoreState};
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

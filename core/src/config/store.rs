@@ -52,6 +52,18 @@ pub enum OnStoreError {
     Error,
 }
 
+impl OnStoreError {
+    /// `fallback`, `allow`, `deny` or `error`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Fallback => "fallback",
+            OnStoreError::Allow => "allow",
+            OnStoreError::Deny => "deny",
+            OnStoreError::Error => "error",
+        }
+    }
+}
+
 /// Whose clock a shared store's scripts use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

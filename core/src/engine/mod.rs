@@ -29,7 +29,7 @@ use crate::store::{MemoryStore, Store};
 pub(crate) use decide::{AddressText, Asked, Pending, Stage};
 pub use request::Request;
 pub(crate) use shared::UNAVAILABLE_RETRY;
-use shared::{Shared, check_redis_arithmetic, store_breaker};
+use shared::{Shared, check_redis_arithmetic};
 
 /// The traffic-control engine: compiled rules, a store, a clock.
 ///
@@ -87,7 +87,9 @@ pub struct Engine {
     pub(crate) base_dir: Option<PathBuf>,
     pub(crate) services: Services,
     /// The shared store, when the configuration names one; `store` is then its fallback.
-    pub(crate) shared: Option<Shared>,
+    pub(crate) shared: Option<Arc<Shared>>,
+    /// When the engine was built (the memory store's health is `ok` since then).
+    pub(crate) built_at: Timestamp,
     pub(crate) store_kind: StoreKind,
     /// Every decision, upstream call and reported response is recorded here.
     pub(crate) monitor: Arc<Monitor>,
@@ -137,13 +139,12 @@ impl Engine {
             StoreKind::Memory => None,
             StoreKind::Redis | StoreKind::RedisCluster => {
                 check_redis_arithmetic(&rules)?;
-                Some(Shared {
-                    redis: RedisStore::new(&config.store)?,
-                    policy: config.store.on_error,
-                    breaker: parking_lot::Mutex::new(store_breaker()),
-                    last_failure: parking_lot::Mutex::new(None),
-                    denials: config.store.deny_cache.then(shared::DenyCache::default),
-                })
+                Some(Shared::new(
+                    RedisStore::new(&config.store)?,
+                    config.store.on_error,
+                    config.store.deny_cache,
+                    SystemClock.now(),
+                ))
             }
         };
         Ok(Engine {
@@ -163,6 +164,7 @@ impl Engine {
             base_dir,
             services,
             shared,
+            built_at: SystemClock.now(),
             store_kind: config.store.kind,
             monitor,
         })

@@ -1,28 +1,189 @@
 //! The shared store (Redis) with its failure policy: the breaker that spares callers its
-//! deadline while it is down, the deny cache, and `store.on_error` when it cannot decide.
+//! deadline while it is down, the probe that watches for its return, the deny cache, and
+//! `store.on_error` when it cannot decide.
+//!
+//! **Recovery.** Three failures in the last ten calls open the breaker; from then on callers
+//! are answered by `on_error` at once, and no caller's request is spent finding out whether
+//! Redis is back. A background thread does that instead: every [`PROBE_INTERVAL`] it asks
+//! Redis on a connection of its own ([`RedisStore::probe`]: a write, and the script known or
+//! loaded), and on the first success closes the breaker and drops the shared connection so
+//! that the next decision connects afresh. So decisions use Redis again within about
+//! `PROBE_INTERVAL` plus a connect of its return, however long it was away. The thread holds
+//! only a weak reference: it ends with the engine, or once Redis is back.
+//!
+//! **Visibility.** The breaker's opening and closing are the store's transitions between `ok`
+//! and `degraded` (decided by the fallback) or `failing` (`on_error` is `allow`, `deny` or
+//! `error`: no limit holds). Each is logged once (the `log` crate, target `floodwall::store`)
+//! and handed to the listener set with [`Engine::on_store_health`]; [`Engine::store_health`]
+//! says where it stands, since when and why — the reason the probe last saw, which names a
+//! refused connection, a timeout, an out-of-memory server, a script Redis will not keep, or a
+//! cluster that cannot serve.
 
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 use super::Engine;
-use crate::breaker::{Breaker, BreakerSettings, CallOutcome, WindowKind};
-use crate::clock::Timestamp;
+use crate::breaker::{Breaker, BreakerSettings, BreakerState, CallOutcome, Transition, WindowKind};
+use crate::clock::{Clock, Timestamp};
 use crate::config::OnStoreError;
 use crate::decision::StoreUsed;
 use crate::error::{Error, ErrorKind};
 use crate::limit::{Algorithm, CountResponses, Outcome, Rule};
 use crate::store::redis::{RedisStore, StoreFailure};
-use crate::store::{Adjustment, Layer, Store};
+use crate::store::{Adjustment, Layer, Store, StoreHealth, StoreState};
+
+/// How often the probe asks a failing Redis whether it is back.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest a probe waits for Redis (at least the store's own deadline).
+const PROBE_DEADLINE: Duration = Duration::from_millis(250);
+
+/// Who hears of the store's transitions.
+pub(crate) type HealthListener = Arc<dyn Fn(&StoreHealth) + Send + Sync>;
 
 /// A shared store with its failure policy and the breaker that spares callers its deadline
 /// while it is down.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(super) redis: RedisStore,
     pub(super) policy: OnStoreError,
-    pub(super) breaker: parking_lot::Mutex<Breaker>,
-    pub(super) last_failure: parking_lot::Mutex<Option<StoreFailure>>,
+    /// The breaker, and whether a probe thread is running (both under one lock, so that a
+    /// trip never misses a probe that is just ending).
+    pub(super) breaker: Mutex<(Breaker, bool)>,
+    /// The last failure, until a call succeeds.
+    pub(super) last_failure: Mutex<Option<StoreFailure>>,
+    /// Where the store stands, since when, and why.
+    pub(super) health: Mutex<StoreHealth>,
+    pub(super) listener: RwLock<Option<HealthListener>>,
     /// Denials remembered until they expire (`store.deny_cache`).
     pub(super) denials: Option<DenyCache>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("redis", &self.redis)
+            .field("policy", &self.policy)
+            .field("health", &*self.health.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(super) fn new(
+        redis: RedisStore,
+        policy: OnStoreError,
+        deny_cache: bool,
+        now: Timestamp,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            redis,
+            policy,
+            breaker: Mutex::new((store_breaker(), false)),
+            last_failure: Mutex::new(None),
+            health: Mutex::new(StoreHealth::ok(now)),
+            listener: RwLock::new(None),
+            denials: deny_cache.then(DenyCache::default),
+        })
+    }
+
+    /// Acts on a breaker transition: the store's own, logged and heard once.
+    fn transition(self: &Arc<Self>, t: Transition, clock: &Arc<dyn Clock>) {
+        let health = match t.to {
+            BreakerState::Open { .. } if !matches!(t.from, BreakerState::HalfOpen) => {
+                let state = if self.policy == OnStoreError::Fallback {
+                    StoreState::Degraded
+                } else {
+                    StoreState::Failing
+                };
+                let reason = self.last_failure.lock().clone();
+                let health = StoreHealth::new(state, t.at, reason.as_ref());
+                log::warn!(
+                    target: "floodwall::store",
+                    "the shared store is {}: {}; deciding by on_error = {} until it is back",
+                    state.as_str(),
+                    health.reason.as_deref().unwrap_or("failing"),
+                    self.policy.as_str(),
+                );
+                self.start_probe(clock);
+                health
+            }
+            BreakerState::Closed => {
+                let health = StoreHealth::ok(t.at);
+                log::info!(target: "floodwall::store", "the shared store is back: deciding on Redis again");
+                health
+            }
+            _ => return,
+        };
+        *self.health.lock() = health.clone();
+        let listener = self.listener.read().clone();
+        if let Some(listener) = listener {
+            listener(&health);
+        }
+    }
+
+    /// Starts the probe thread unless one is running.
+    fn start_probe(self: &Arc<Self>, clock: &Arc<dyn Clock>) {
+        {
+            let mut breaker = self.breaker.lock();
+            if breaker.1 {
+                return;
+            }
+            breaker.1 = true;
+        }
+        let weak = Arc::downgrade(self);
+        let clock = Arc::clone(clock);
+        let spawned = std::thread::Builder::new()
+            .name("floodwall-store-probe".into())
+            .spawn(move || probe_until_back(&weak, &clock));
+        if let Err(e) = spawned {
+            self.breaker.lock().1 = false;
+            log::error!(target: "floodwall::store", "cannot start the shared store's probe thread: {e}");
+        }
+    }
+}
+
+/// The probe thread's loop: ask every [`PROBE_INTERVAL`] until Redis answers, then close the
+/// breaker. Ends early when the engine is dropped or the breaker closed by other means.
+fn probe_until_back(shared: &Weak<Shared>, clock: &Arc<dyn Clock>) {
+    loop {
+        std::thread::sleep(PROBE_INTERVAL);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        {
+            let mut breaker = shared.breaker.lock();
+            if breaker.0.state(clock.now()) == BreakerState::Closed {
+                breaker.1 = false;
+                return;
+            }
+        }
+        let deadline = PROBE_DEADLINE.max(shared.redis.timeout());
+        match shared.redis.probe(deadline) {
+            Ok(()) => {
+                let transition = {
+                    let mut breaker = shared.breaker.lock();
+                    breaker.1 = false;
+                    breaker.0.reset(clock.now())
+                };
+                *shared.last_failure.lock() = None;
+                if let Some(t) = transition {
+                    shared.transition(t, clock);
+                }
+                return;
+            }
+            Err(failure) => {
+                let mut health = shared.health.lock();
+                if health.state != StoreState::Ok {
+                    health.set_reason(&failure);
+                }
+                drop(health);
+                *shared.last_failure.lock() = Some(failure);
+            }
+        }
+    }
 }
 
 /// The most denials remembered; past it, expired ones are dropped, then the whole map.
@@ -118,17 +279,18 @@ impl DenyCache {
 pub(crate) const UNAVAILABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The breaker around the shared store: open after 3 failures in the last 10 calls (half of
-/// them failing), for 500 ms, doubling up to 30 s while Redis stays down; one probe at a time.
-pub(super) fn store_breaker() -> Breaker {
+/// them failing), until the probe thread finds Redis back. Its own half-open state comes only
+/// after an hour, as a last resort should the probe thread be unable to run.
+fn store_breaker() -> Breaker {
     Breaker::new(BreakerSettings {
         window: WindowKind::Count(10),
         min_calls: 3,
         failure_rate: 0.5,
         slow_call_duration: None,
         slow_call_rate: 1.0,
-        open_for: std::time::Duration::from_millis(500),
-        backoff: 2.0,
-        max_open_for: std::time::Duration::from_secs(30),
+        open_for: Duration::from_secs(3600),
+        backoff: 1.0,
+        max_open_for: Duration::from_secs(3600),
         half_open_calls: 1,
     })
     .expect("valid breaker settings")
@@ -145,7 +307,7 @@ impl Engine {
     /// Redis server's, unless `store.clock = "local"`), which a refund must name.
     pub(super) fn decide_shared(
         &self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         layers: &[Layer<'_>],
         cost: u64,
         now: Timestamp,
@@ -198,10 +360,14 @@ impl Engine {
     /// [`store_failure`](Self::store_failure) until a call succeeds.
     pub(super) fn through_breaker<T>(
         &self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         call: impl FnOnce() -> Result<T, StoreFailure>,
     ) -> Option<T> {
-        let permit = shared.breaker.lock().try_acquire(self.clock.now()).0?;
+        let (permit, opened) = shared.breaker.lock().0.try_acquire(self.clock.now());
+        if let Some(t) = opened {
+            shared.transition(t, &self.clock);
+        }
+        let permit = permit?;
         let started = std::time::Instant::now();
         let result = call();
         let outcome = if result.is_ok() {
@@ -209,23 +375,25 @@ impl Engine {
         } else {
             CallOutcome::Failure
         };
-        shared
-            .breaker
-            .lock()
-            .record(permit, outcome, started.elapsed(), self.clock.now());
-        match result {
-            Ok(value) => {
+        match &result {
+            Ok(_) => {
                 let mut last = shared.last_failure.lock();
                 if last.is_some() {
                     *last = None;
                 }
-                Some(value)
             }
-            Err(failure) => {
-                *shared.last_failure.lock() = Some(failure);
-                None
-            }
+            Err(failure) => *shared.last_failure.lock() = Some(failure.clone()),
         }
+        let transition =
+            shared
+                .breaker
+                .lock()
+                .0
+                .record(permit, outcome, started.elapsed(), self.clock.now());
+        if let Some(t) = transition {
+            shared.transition(t, &self.clock);
+        }
+        result.ok()
     }
 
     /// A decision while the shared store is unavailable, by the `on_error` policy.
@@ -282,6 +450,24 @@ impl Engine {
         }
         if let (false, Some(shared)) = (remote.is_empty(), &self.shared) {
             let _ = self.through_breaker(shared, || shared.redis.adjust(&remote));
+        }
+    }
+
+    /// Where the store stands (see the module docs of `engine::shared`): `ok`, or `degraded`
+    /// / `failing` while Redis is down, since when, and why.
+    pub fn store_health(&self) -> StoreHealth {
+        match &self.shared {
+            Some(shared) => shared.health.lock().clone(),
+            None => StoreHealth::ok(self.built_at),
+        }
+    }
+
+    /// Calls `listener` on every transition of the store's health (from another thread, the
+    /// probe's, when Redis comes back); replaces the listener set before. Never called for
+    /// the memory store.
+    pub fn on_store_health(&self, listener: impl Fn(&StoreHealth) + Send + Sync + 'static) {
+        if let Some(shared) = &self.shared {
+            *shared.listener.write() = Some(Arc::new(listener));
         }
     }
 

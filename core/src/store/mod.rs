@@ -59,6 +59,82 @@ pub enum Adjustment {
     },
 }
 
+/// Where a store stands ([`StoreHealth::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreState {
+    /// Deciding as configured: the memory store, or Redis answering.
+    Ok,
+    /// Redis is failing and the in-process fallback decides (`on_error = "fallback"`): limits
+    /// hold per process rather than across them.
+    Degraded,
+    /// Redis is failing and `on_error` (`allow`, `deny` or `error`) answers alone: no limit
+    /// holds.
+    Failing,
+}
+
+impl StoreState {
+    /// `ok`, `degraded` or `failing`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::Degraded => "degraded",
+            StoreState::Failing => "failing",
+        }
+    }
+
+    /// The number of the state (`0`, `1`, `2`): the `floodwall_store_state` gauge's value.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A store's state, since when, and why ([`Engine::store_health`](crate::Engine::store_health)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Where it stands.
+    pub state: StoreState,
+    /// Since when (the engine's clock, in milliseconds since the Unix epoch).
+    pub since_ms: u64,
+    /// Why it is not `ok`: the last failure seen, in words.
+    pub reason: Option<String>,
+    /// The kind of that failure: `timeout`, `refused`, `out_of_memory`, `noscript`,
+    /// `cluster_down` or `error`.
+    pub reason_kind: Option<&'static str>,
+}
+
+impl StoreHealth {
+    pub(crate) fn ok(since: Timestamp) -> Self {
+        StoreHealth {
+            state: StoreState::Ok,
+            since_ms: since.as_micros() / 1000,
+            reason: None,
+            reason_kind: None,
+        }
+    }
+
+    pub(crate) fn new(
+        state: StoreState,
+        since: Timestamp,
+        failure: Option<&redis::StoreFailure>,
+    ) -> Self {
+        let mut health = StoreHealth {
+            state,
+            since_ms: since.as_micros() / 1000,
+            reason: None,
+            reason_kind: None,
+        };
+        if let Some(failure) = failure {
+            health.set_reason(failure);
+        }
+        health
+    }
+
+    pub(crate) fn set_reason(&mut self, failure: &redis::StoreFailure) {
+        self.reason = Some(failure.to_string());
+        self.reason_kind = Some(failure.kind());
+    }
+}
+
 /// The bit of [`Layer::slot`] that marks a request lacking the keyed part (no subject, no
 /// address, no such header): all such requests share one counter of the rule, apart from a
 /// caller whose part is present but empty.

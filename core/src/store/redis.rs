@@ -59,14 +59,68 @@ pub const DECIDE_LUA: &str = include_str!("decide.lua");
 pub enum StoreFailure {
     /// No answer within the deadline.
     Timeout,
-    /// Redis could not be reached or answered with an error.
+    /// The connection was refused or lost: nothing listens, or the server went away.
+    Refused(String),
+    /// Redis is out of memory (`maxmemory` reached and nothing it may evict): it refuses writes.
+    OutOfMemory(String),
+    /// Redis does not know the decision script even after it was loaded (`NOSCRIPT` again).
+    NoScript(String),
+    /// A cluster node is down or the cluster cannot serve a slot.
+    ClusterDown(String),
+    /// Any other error Redis answered with.
     Redis(String),
+}
+
+impl StoreFailure {
+    /// `timeout`, `refused`, `out_of_memory`, `noscript`, `cluster_down` or `error`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            StoreFailure::Timeout => "timeout",
+            StoreFailure::Refused(_) => "refused",
+            StoreFailure::OutOfMemory(_) => "out_of_memory",
+            StoreFailure::NoScript(_) => "noscript",
+            StoreFailure::ClusterDown(_) => "cluster_down",
+            StoreFailure::Redis(_) => "error",
+        }
+    }
+
+    /// What the client library said, read for its cause.
+    pub(crate) fn of(e: &redis::RedisError) -> Self {
+        use redis::{ErrorKind, ServerErrorKind};
+        let text = e.to_string();
+        if e.is_timeout() {
+            return StoreFailure::Timeout;
+        }
+        if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+            return StoreFailure::Refused(text);
+        }
+        match (e.kind(), e.code()) {
+            (ErrorKind::Server(ServerErrorKind::NoScript), _) | (_, Some("NOSCRIPT")) => {
+                StoreFailure::NoScript(text)
+            }
+            (_, Some("OOM")) => StoreFailure::OutOfMemory(text),
+            (ErrorKind::Server(ServerErrorKind::ClusterDown), _) | (_, Some("CLUSTERDOWN")) => {
+                StoreFailure::ClusterDown(text)
+            }
+            _ if e.is_cluster_error() => StoreFailure::ClusterDown(text),
+            _ => StoreFailure::Redis(text),
+        }
+    }
 }
 
 impl fmt::Display for StoreFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreFailure::Timeout => f.write_str("no answer from Redis within the deadline"),
+            StoreFailure::Refused(e) => write!(f, "redis refused or dropped the connection: {e}"),
+            StoreFailure::OutOfMemory(e) => write!(f, "redis is out of memory: {e}"),
+            StoreFailure::NoScript(e) => {
+                write!(
+                    f,
+                    "redis does not keep the decision script (NOSCRIPT after loading it): {e}"
+                )
+            }
+            StoreFailure::ClusterDown(e) => write!(f, "a redis cluster node is down: {e}"),
             StoreFailure::Redis(e) => write!(f, "redis: {e}"),
         }
     }
@@ -294,10 +348,78 @@ impl RedisStore {
             };
             match tokio::time::timeout(self.timeout, call).await {
                 Ok(Ok(replies)) => Ok(replies),
-                Ok(Err(e)) => Err(StoreFailure::Redis(e.to_string())),
+                Ok(Err(e)) => Err(StoreFailure::of(&e)),
                 Err(_) => Err(StoreFailure::Timeout),
             }
         })
+    }
+
+    /// Asks Redis, on a connection of its own rather than the shared one, whether it can decide
+    /// again: it must accept a write (an out-of-memory server refuses them) and know the
+    /// decision script, which is loaded when it does not. On success the shared connection is
+    /// dropped, so that the next decision connects afresh instead of waiting out the old
+    /// connection's reconnection backoff. Takes at most `deadline`.
+    pub fn probe(&self, deadline: Duration) -> Result<(), StoreFailure> {
+        let key = format!("{}health", self.prefix);
+        let script = Arc::clone(&self.script);
+        let result = self.runtime.block_on(async {
+            let call = async {
+                let mut check = redis::pipe();
+                check
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(1000)
+                    .ignore()
+                    .cmd("SCRIPT")
+                    .arg("EXISTS")
+                    .arg(script.get_hash());
+                match &self.target {
+                    Target::Single(client, _) => {
+                        let config = redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(Some(deadline))
+                            .set_response_timeout(Some(deadline));
+                        let mut c = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        let (known,): (Vec<bool>,) = check.query_async(&mut c).await?;
+                        if !known.first().copied().unwrap_or(false) {
+                            script.load_async(&mut c).await?;
+                        }
+                    }
+                    Target::Cluster(client, _) => {
+                        let mut c = client.get_async_connection().await?;
+                        let mut write = redis::cmd("SET");
+                        write.arg(&key).arg(1).arg("PX").arg(1000);
+                        write.query_async::<()>(&mut c).await?;
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            match tokio::time::timeout(deadline, call).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StoreFailure::of(&e)),
+                Err(_) => Err(StoreFailure::Timeout),
+            }
+        });
+        if result.is_ok() {
+            self.drop_connection();
+        }
+        result
+    }
+
+    /// Each call's deadline (`store.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Forgets the shared connection; the next call makes a new one.
+    fn drop_connection(&self) {
+        match &self.target {
+            Target::Single(_, slot) => *slot.lock() = None,
+            Target::Cluster(_, slot) => *slot.lock() = None,
+        }
     }
 
     /// Applies `layers` at `now` (or the server's time) all-or-nothing; fills `outcomes`, and

@@ -1,0 +1,168 @@
+//! Redis going away and coming back, as an operator sees it: the store's health turns
+//! `degraded` (or `failing`) with the true reason, the transition is heard once each way, and
+//! decisions are on Redis again soon after its return — found by the background probe, not by
+//! callers' requests, however long the outage was. (How soon is measured, not asserted
+//! tightly: `cargo bench -p floodwall-benches --bench outage` prints it for 2, 10 and 30 s
+//! outages.)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use floodwall::{Engine, Request, StoreHealth, StoreState, StoreUsed};
+use floodwall_tests::redis_server::RedisServer;
+
+fn engine(server: &RedisServer, on_error: &str) -> Engine {
+    Engine::from_toml(&format!(
+        r#"
+[store]
+kind = "redis"
+url = "{}"
+prefix = "outage:"
+on_error = "{on_error}"
+timeout = "100ms"
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 1000000
+window = "1h"
+"#,
+        server.url()
+    ))
+    .expect("config")
+}
+
+/// Decides for `caller` until `done` says so or `limit` passes; the last decision's store.
+fn decide_until(
+    engine: &Engine,
+    limit: Duration,
+    mut done: impl FnMut(StoreUsed) -> bool,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let request = Request::new("GET", "/").subject("caller");
+    while started.elapsed() < limit {
+        let d = engine
+            .check(&request)
+            .expect("a decision, whatever Redis does");
+        if done(d.store()) {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+#[test]
+fn an_outage_is_visible_and_heals_soon_after_redis_returns() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let engine = engine(&server, "fallback");
+    let heard: Arc<Mutex<Vec<StoreHealth>>> = Arc::default();
+    let log = Arc::clone(&heard);
+    engine.on_store_health(move |h| log.lock().expect("listener").push(h.clone()));
+    assert_eq!(
+        decide_until(&engine, Duration::from_secs(5), |s| s == StoreUsed::Redis).map(|_| ()),
+        Some(())
+    );
+    assert_eq!(engine.store_health().state, StoreState::Ok);
+
+    for outage in [Duration::from_secs(2), Duration::from_secs(10)] {
+        server.kill();
+        // A few failed calls open the breaker: the store is degraded from then on.
+        let degraded = decide_until(&engine, Duration::from_secs(5), |s| {
+            s == StoreUsed::Fallback && engine.store_health().state != StoreState::Ok
+        });
+        assert!(degraded.is_some(), "no fallback after Redis died");
+        let health = engine.store_health();
+        assert_eq!(health.state, StoreState::Degraded, "{health:?}");
+        // The probe sees the true reason: nothing listens on the port.
+        let reason = (0..50)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                let h = engine.store_health();
+                (h.reason_kind == Some("refused")).then_some(h)
+            })
+            .unwrap_or_else(|| engine.store_health());
+        assert_eq!(reason.reason_kind, Some("refused"), "{reason:?}");
+        assert!(
+            reason.reason.as_deref().unwrap_or("").contains("refused"),
+            "{reason:?}"
+        );
+        // Decisions stay on the fallback for the outage; none pays the deadline.
+        let until = Instant::now() + outage;
+        let mut slowest = Duration::ZERO;
+        let request = Request::new("GET", "/").subject("caller");
+        while Instant::now() < until {
+            let t = Instant::now();
+            let d = engine.check(&request).expect("decision");
+            slowest = slowest.max(t.elapsed());
+            assert_eq!(d.store(), StoreUsed::Fallback);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            slowest < Duration::from_millis(100),
+            "a caller waited {slowest:?} while the breaker was open: callers must not probe"
+        );
+
+        server = RedisServer::start_on(port);
+        let back = decide_until(&engine, Duration::from_secs(10), |s| s == StoreUsed::Redis);
+        // The old breaker doubled its wait up to 30 s: after a 10 s outage it stayed open up to
+        // 8 s more. The probe finds Redis within about its 100 ms interval (measured in the
+        // outage bench); 3 s is far above that and far below the old figure.
+        let back = back.expect("decisions never returned to Redis");
+        assert!(
+            back < Duration::from_secs(3),
+            "{back:?} after a {outage:?} outage"
+        );
+        assert_eq!(engine.store_health().state, StoreState::Ok);
+        assert_eq!(engine.store_failure(), None);
+    }
+    let heard = heard.lock().expect("listener");
+    let states: Vec<StoreState> = heard.iter().map(|h| h.state).collect();
+    assert_eq!(
+        states,
+        [
+            StoreState::Degraded,
+            StoreState::Ok,
+            StoreState::Degraded,
+            StoreState::Ok
+        ],
+        "one transition each way per outage: {heard:?}"
+    );
+    assert!(heard.windows(2).all(|w| w[0].since_ms <= w[1].since_ms));
+}
+
+#[test]
+fn without_a_fallback_an_outage_is_failing() {
+    let mut server = RedisServer::start();
+    let engine = engine(&server, "deny");
+    assert_eq!(
+        decide_until(&engine, Duration::from_secs(5), |s| s == StoreUsed::Redis).map(|_| ()),
+        Some(())
+    );
+    server.kill();
+    assert!(
+        decide_until(&engine, Duration::from_secs(5), |s| {
+            s == StoreUsed::Unavailable && engine.store_health().state != StoreState::Ok
+        })
+        .is_some()
+    );
+    let health = engine.store_health();
+    assert_eq!(health.state, StoreState::Failing, "{health:?}");
+    assert!(health.reason.is_some(), "{health:?}");
+}
+
+#[test]
+fn the_memory_store_is_always_ok() {
+    let engine = Engine::from_toml(
+        "[[rules]]\nname = \"r\"\nkey = \"global\"\nalgorithm = \"fixed_window\"\nlimit = 1\nwindow = \"1m\"\n",
+    )
+    .expect("config");
+    let health = engine.store_health();
+    assert_eq!(
+        (health.state, health.reason, health.reason_kind),
+        (StoreState::Ok, None, None)
+    );
+    assert!(health.since_ms > 1_600_000_000_000, "{}", health.since_ms);
+}
