@@ -111,7 +111,9 @@ test('on Redis: /dashboard/data and /metrics show the traffic, and the events re
   assert.equal(data.report.totals.requests, LIMITS.free.capacity + 3)
   assert.equal(data.report.totals.rate_limited, 2)
   assert.equal(data.report.totals.auth_rejected, 1)
-  assert.equal(data.report.stores.redis, LIMITS.free.capacity + 2)
+  // The second denial repeats the first: Redis's deny cache answers it.
+  assert.equal(data.report.stores.redis, LIMITS.free.capacity + 1)
+  assert.equal(data.report.stores.deny_cache, 1)
   assert.deepEqual(data.report.breaches_by_subject.map((e) => [e.key, e.count]), [['alice', 2]])
   assert.equal(data.report.sink.stream, stream)
 
@@ -127,5 +129,6 @@ test('on Redis: /dashboard/data and /metrics show the traffic, and the events re
   assert.equal(metrics.headers['content-type'], PROMETHEUS_CONTENT_TYPE)
   const lines = new Set(metrics.text.split('\n'))
   assert.ok(lines.has('floodwall_rate_limited_total{rule="per-user"} 2'), metrics.text)
-  assert.ok(lines.has(`floodwall_store_decisions_total{store="redis"} ${LIMITS.free.capacity + 2}`), metrics.text)
+  assert.ok(lines.has(`floodwall_store_decisions_total{store="redis"} ${LIMITS.free.capacity + 1}`), metrics.text)
+  assert.ok(lines.has('floodwall_store_decisions_total{store="deny_cache"} 1'), metrics.text)
 })
