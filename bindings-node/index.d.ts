@@ -308,6 +308,14 @@ export declare class Lease {
 export type BreakerState = 'closed' | 'open' | 'half_open'
 
 /** One upstream of a service at the time asked. */
+/** `engine.storeHealth`. */
+export interface StoreHealth {
+  state: 'ok' | 'degraded' | 'failing'
+  sinceMs: number
+  reason: string | null
+  reasonKind: 'timeout' | 'refused' | 'out_of_memory' | 'noscript' | 'cluster_down' | 'error' | null
+}
+
 export interface UpstreamStatus {
   name: string
   url: string
@@ -395,6 +403,12 @@ export declare class Engine {
   /** The request headers some rule is keyed on (lower-cased): all a server needs to pass. */
   readonly keyHeaders: string[]
   readonly storeFailure: string | null
+  /**
+   * Where the store stands: `ok`; `degraded` while Redis is failing and the in-process
+   * fallback decides; `failing` while it is failing and `on_error` answers alone. Since when
+   * (ms since the Unix epoch) and why.
+   */
+  readonly storeHealth: StoreHealth
   readonly rules: readonly string[]
   readonly keyCount: number
   purgeExpired (): number

@@ -686,6 +686,10 @@ class Engine {
   get hasAuth () { return this._inner.hasAuth }
   /** The shared store's last failure while it is failing, else null. */
   get storeFailure () { return this._inner.storeFailure }
+  get storeHealth () {
+    const h = this._inner.storeHealth
+    return { state: h.state, sinceMs: h.sinceMs, reason: h.reason ?? null, reasonKind: h.reasonKind ?? null }
+  }
   /** The rules' names, in configuration order. */
   get rules () { return this._ruleNames }
   /** Keys the memory store holds now. */

@@ -575,6 +575,18 @@ impl Engine {
         self.core.store_failure()
     }
 
+    /// Where the store stands: `ok`, `degraded` or `failing`, since when, and why.
+    #[napi(getter)]
+    pub fn store_health(&self) -> StoreHealthFields {
+        let h = self.core.store_health();
+        StoreHealthFields {
+            state: h.state.as_str().to_owned(),
+            since_ms: h.since_ms as f64,
+            reason: h.reason,
+            reason_kind: h.reason_kind.map(str::to_owned),
+        }
+    }
+
     /// The rules' names, in configuration order.
     #[napi(getter)]
     pub fn rules(&self) -> Vec<String> {
@@ -613,6 +625,19 @@ impl Engine {
 /// The engine behind [`Engine::handle`].
 pub struct Handle {
     core: Arc<floodwall::Engine>,
+}
+
+/// [`floodwall::StoreHealth`] for JavaScript.
+#[napi(object)]
+pub struct StoreHealthFields {
+    /// `ok`, `degraded` or `failing`.
+    pub state: String,
+    /// Since when, in ms since the Unix epoch.
+    pub since_ms: f64,
+    /// Why it is not `ok`, in words.
+    pub reason: Option<String>,
+    /// `timeout`, `refused`, `out_of_memory`, `noscript`, `cluster_down` or `error`.
+    pub reason_kind: Option<String>,
 }
 
 /// A verified caller, as the JS `Identity` is built from it (its claims are asked for apart,

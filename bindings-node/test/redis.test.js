@@ -387,6 +387,7 @@ describe('Redis killed and restarted', () => {
         })
         assert.equal(await admitted(engine, '/layered', 'u', 5), 5)
         assert.equal(engine.storeFailure, null)
+        assert.equal(engine.storeHealth.state, 'ok')
         const port = own.port
         await own.stop()
 
@@ -395,6 +396,10 @@ describe('Redis killed and restarted', () => {
         assert.equal(batch.length, 3)
         for (const d of batch) whileDown(d)
         assert.equal(typeof engine.storeFailure, 'string')
+        // 23 failed calls opened the breaker: degraded with a fallback, failing without.
+        const down = engine.storeHealth
+        assert.equal(down.state, policy === 'fallback' ? 'degraded' : 'failing', JSON.stringify(down))
+        assert.ok(typeof down.reason === 'string' && ['refused', 'timeout'].includes(down.reasonKind), JSON.stringify(down))
 
         own = await RedisServer.start(port)
         const back = await waitUntil(async () => {
@@ -404,6 +409,9 @@ describe('Redis killed and restarted', () => {
         assert.ok(back, `Redis not used again after its restart: ${engine.storeFailure}`)
         assert.equal(await admitted(engine, '/layered', 'u', 5), 5)
         assert.equal(engine.storeFailure, null, 'Redis answers again, yet storeFailure says it fails')
+        const up = engine.storeHealth
+        assert.deepEqual([up.state, up.reason, up.reasonKind], ['ok', null, null])
+        assert.ok(up.sinceMs >= down.sinceMs)
       } finally {
         await own.stop()
       }

@@ -630,6 +630,18 @@ impl Engine {
         self.core.store_failure()
     }
 
+    /// Where the store stands: `{"state", "since_ms", "reason", "reason_kind"}`.
+    #[getter]
+    fn store_health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let h = self.core.store_health();
+        let dict = PyDict::new(py);
+        dict.set_item("state", h.state.as_str())?;
+        dict.set_item("since_ms", h.since_ms)?;
+        dict.set_item("reason", h.reason)?;
+        dict.set_item("reason_kind", h.reason_kind)?;
+        Ok(dict)
+    }
+
     /// The rules' names, in configuration order.
     #[getter]
     fn rules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {

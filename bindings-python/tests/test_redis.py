@@ -225,10 +225,20 @@ def test_store_failure_is_none_once_redis_is_back(own_redis: RedisServer) -> Non
     })
     assert engine.check(path="/fixed").store == "redis"
     assert engine.store_failure is None
+    assert engine.store_health["state"] == "ok"
     port = own_redis.port
     own_redis.stop()
     assert engine.check(path="/fixed").store == "fallback"
     assert engine.store_failure is not None
+    # A few failed calls open the breaker: degraded, with the reason.
+    assert wait_until(
+        lambda: engine.check(path="/fixed").store == "fallback"
+        and engine.store_health["state"] == "degraded",
+        attempts=100,
+        pause=0.02,
+    ), engine.store_health
+    health = engine.store_health
+    assert health["reason"] and health["reason_kind"] in ("refused", "timeout"), health
     restarted = RedisServer(port=port)
     try:
         assert wait_until(
@@ -236,6 +246,9 @@ def test_store_failure_is_none_once_redis_is_back(own_redis: RedisServer) -> Non
         )
         assert engine.check(path="/fixed").store == "redis"
         assert engine.store_failure is None, "Redis answers again, yet store_failure says"
+        back = engine.store_health
+        assert (back["state"], back["reason"], back["reason_kind"]) == ("ok", None, None)
+        assert back["since_ms"] >= health["since_ms"]
     finally:
         restarted.stop()
 

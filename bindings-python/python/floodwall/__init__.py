@@ -64,7 +64,15 @@ from ._floodwall import (
     Lease,
     UpstreamStatus,
 )
-from ._monitor import LatencyHistogram, MinuteCounts, Report, ReportWarning, SinkStats, TopEntry
+from ._monitor import (
+    LatencyHistogram,
+    MinuteCounts,
+    Report,
+    ReportWarning,
+    SinkStats,
+    StoreHealth,
+    TopEntry,
+)
 
 __version__: str = _floodwall.__version__
 
@@ -93,6 +101,7 @@ __all__ = [
     "ReportWarning",
     "SinkStats",
     "StoreError",
+    "StoreHealth",
     "TopEntry",
     "UnknownServiceError",
     "UnknownUpstreamError",

@@ -8,7 +8,7 @@ from typing_extensions import Self, disjoint_base
 
 from ._access import AccessLists
 from ._errors import FloodwallError
-from ._monitor import Report
+from ._monitor import Report, StoreHealth
 
 __all__ = [
     "Authorized",
@@ -292,6 +292,8 @@ class Engine:
     def keys_ip(self) -> bool: ...
     @property
     def store_failure(self) -> Optional[str]: ...
+    @property
+    def store_health(self) -> StoreHealth: ...
     @property
     def rules(self) -> tuple[str, ...]: ...
     @property

@@ -82,6 +82,22 @@ class SinkStats(TypedDict):
     last_error: Optional[str]
 
 
+class StoreHealth(TypedDict):
+    """Where the engine's store stands (``engine.store_health``)."""
+
+    state: Literal["ok", "degraded", "failing"]
+    """``ok``; ``degraded`` while Redis is failing and the in-process fallback decides;
+    ``failing`` while it is failing and ``on_error`` answers alone."""
+    since_ms: int
+    """Since when (ms since the Unix epoch)."""
+    reason: Optional[str]
+    """Why it is not ``ok``, in words."""
+    reason_kind: Optional[
+        Literal["timeout", "refused", "out_of_memory", "noscript", "cluster_down", "error"]
+    ]
+    """The kind of that reason."""
+
+
 class ReportWarning(TypedDict):
     """Something that looks wrong with how the engine is set up, seen while serving."""
 
