@@ -121,7 +121,7 @@ python-test: setup $(PY)
 	cd bindings-python && ../$(PY) -m mypy --strict --no-incremental python/floodwall
 	cd bindings-python && ../$(PY) bench/compare.py --quick
 
-# The Python binding beside limits and PyJWT, same run (README's table): the release wheel.
+# The Python binding beside limits and PyJWT, same run (docs/PERFORMANCE.md): the release wheel.
 bench-python: setup $(PY)
 	rm -rf target/wheels/release
 	cd bindings-python && ../$(PY_VENV)/bin/maturin build --locked --release --quiet --out ../target/wheels/release
@@ -138,7 +138,7 @@ node-test: setup
 	cd bindings-node && node --test --test-concurrency=1 test/
 
 # The Node package beside rate-limiter-flexible, jsonwebtoken and express-rate-limit, same run
-# (README's table): the release addon, the peers pinned in bindings-node/bench/package.json.
+# (docs/PERFORMANCE.md): the release addon, the peers pinned in bindings-node/bench/package.json.
 bench-node: setup
 	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error
 	cd bindings-node/bench && npm ci --no-audit --no-fund --loglevel=error
@@ -150,7 +150,7 @@ bench-node: setup
 bench-smoke:
 	$(CARGO) test --locked -p floodwall-benches --benches
 
-# The measurements recorded in README.md's performance section.
+# The measurements recorded in docs/PERFORMANCE.md.
 bench:
 	$(CARGO) bench -p floodwall-benches --bench check -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench auth -- --noplot
@@ -158,11 +158,11 @@ bench:
 	$(CARGO) bench -p floodwall-benches --bench ffi -- --noplot
 	$(CARGO) bench -p floodwall-benches --bench monitor -- --noplot
 
-# Decisions per second and latency against a local Redis, beside redis-benchmark (README's table).
+# Decisions per second and latency against a local Redis, beside redis-benchmark (docs/PERFORMANCE.md).
 bench-redis: setup
 	$(CARGO) bench -p floodwall-benches --bench redis_load
 
-# JWT verification against node's jsonwebtoken and PyJWT in the same run (README's table).
+# JWT verification against node's jsonwebtoken and PyJWT in the same run (docs/PERFORMANCE.md).
 bench-jwt: setup peers
 	python3 benches/peers/jwt_compare.py
 

@@ -1,7 +1,7 @@
 'use strict'
 /**
  * `make load`: drives the gateway with autocannon for a bounded time and prints what it
- * sustained — the check of the README's claim "10,000 requests per second at 15 ms" (p99).
+ * sustained — measured against Express alone (docs/PERFORMANCE.md records a run).
  *
  * - It uses the gateway on 127.0.0.1:GATEWAY_PORT (lib/settings.js; 8080 by default) when one
  *   answers there (a `make demo` already running), and otherwise starts the demo (demo.js:
