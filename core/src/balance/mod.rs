@@ -25,326 +25,31 @@
 //! can be marked down and up, added and removed while the engine serves; leases on a removed
 //! upstream finish normally.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde::Deserialize;
 use smallvec::SmallVec;
 
-use crate::breaker::{
-    Breaker, BreakerSettings, BreakerState, CallOutcome, Permit, Transition, WindowKind,
-};
+use crate::breaker::{Breaker, BreakerSettings, BreakerState};
 use crate::clock::{Clock, Timestamp};
-use crate::config::HumanDuration;
 use crate::error::{Error, ErrorKind};
-use crate::monitor::{Event, Monitor, UpstreamEvent};
+use crate::monitor::Monitor;
+
+mod config;
+mod lease;
+mod status;
+
+pub use config::{BreakerConfig, ServiceConfig, Strategy, UpstreamConfig, WindowConfig};
+pub use lease::Lease;
+pub(crate) use status::EventLog;
+pub use status::{BreakerEvent, CallStats, UpstreamStatus};
 
 /// The most upstreams one service may have.
 pub const MAX_UPSTREAMS: usize = 256;
 /// How many breaker events the engine keeps for monitoring to read.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
-
-/// How a service chooses among its eligible upstreams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Smooth weighted round-robin.
-    #[default]
-    RoundRobin,
-    /// Fewest calls in flight per unit of weight.
-    LeastConnections,
-    /// Power of two random choices by calls in flight.
-    #[serde(alias = "power_of_two_choices")]
-    P2c,
-}
-
-impl Strategy {
-    /// `round_robin`, `least_connections` or `p2c`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round_robin",
-            Strategy::LeastConnections => "least_connections",
-            Strategy::P2c => "p2c",
-        }
-    }
-}
-
-/// One `[services.NAME]` section.
-///
-/// ```toml
-/// [services.orders]
-/// strategy = "least_connections"     # round_robin (default) | least_connections | p2c
-/// upstreams = [{ url = "http://127.0.0.1:9001" }, { url = "http://127.0.0.1:9002", weight = 2 }]
-/// breaker = { failure_rate = 0.5, min_calls = 20, window = "10s", open_for = "5s", half_open_calls = 3 }
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// How upstreams are chosen.
-    #[serde(default)]
-    pub strategy: Strategy,
-    /// The upstreams (at least one).
-    pub upstreams: Vec<UpstreamConfig>,
-    /// Each upstream's breaker.
-    #[serde(default)]
-    pub breaker: BreakerConfig,
-}
-
-/// One upstream of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Where it is (the host uses it; floodwall only reports it).
-    pub url: String,
-    /// Its name in leases, reports and run-time changes; default, the URL.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Its share of the traffic (1 to 10,000).
-    #[serde(default = "one")]
-    pub weight: u32,
-}
-
-impl UpstreamConfig {
-    /// An upstream of weight 1 named by its URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        UpstreamConfig {
-            url: url.into(),
-            name: None,
-            weight: 1,
-        }
-    }
-
-    fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.url)
-    }
-}
-
-/// The rolling window of a breaker: a number of calls, or a duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a number of calls (100) or a duration (\"10s\")"
-)]
-pub enum WindowConfig {
-    /// The last this many calls.
-    Calls(u32),
-    /// The calls of this last span of time.
-    Span(HumanDuration),
-}
-
-/// A service's `breaker = { … }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
-    /// The failure rate, over (0, 1], at which the breaker opens.
-    #[serde(default = "default_failure_rate")]
-    pub failure_rate: f64,
-    /// Calls the window must hold before it is judged.
-    #[serde(default = "default_min_calls")]
-    pub min_calls: u32,
-    /// The rolling window: a number of calls or a duration.
-    #[serde(default = "default_window")]
-    pub window: WindowConfig,
-    /// A call at least this slow counts as slow; unset, slowness is not judged.
-    #[serde(default)]
-    pub slow_call_duration: Option<HumanDuration>,
-    /// The slow-call rate, over (0, 1], at which the breaker opens.
-    #[serde(default = "default_slow_call_rate")]
-    pub slow_call_rate: f64,
-    /// How long the breaker stays open after a trip.
-    #[serde(default = "default_open_for")]
-    pub open_for: HumanDuration,
-    /// The factor the open time grows by at each consecutive trip (≥ 1; 1: no growth).
-    #[serde(default = "default_backoff")]
-    pub backoff: f64,
-    /// The cap on the open time.
-    #[serde(default = "default_max_open_for")]
-    pub max_open_for: HumanDuration,
-    /// Probe calls admitted while half-open.
-    #[serde(default = "default_half_open_calls")]
-    pub half_open_calls: u32,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            failure_rate: default_failure_rate(),
-            min_calls: default_min_calls(),
-            window: default_window(),
-            slow_call_duration: None,
-            slow_call_rate: default_slow_call_rate(),
-            open_for: default_open_for(),
-            backoff: default_backoff(),
-            max_open_for: default_max_open_for(),
-            half_open_calls: default_half_open_calls(),
-        }
-    }
-}
-
-fn one() -> u32 {
-    1
-}
-fn default_failure_rate() -> f64 {
-    0.5
-}
-fn default_min_calls() -> u32 {
-    20
-}
-fn default_window() -> WindowConfig {
-    WindowConfig::Span(HumanDuration(Duration::from_secs(10)))
-}
-fn default_slow_call_rate() -> f64 {
-    1.0
-}
-fn default_open_for() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
-}
-fn default_backoff() -> f64 {
-    1.0
-}
-fn default_max_open_for() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-fn default_half_open_calls() -> u32 {
-    3
-}
-
-impl BreakerConfig {
-    fn compile(&self, at: &str) -> Result<BreakerSettings, Error> {
-        let settings = BreakerSettings {
-            window: match self.window {
-                WindowConfig::Calls(n) => WindowKind::Count(n),
-                WindowConfig::Span(d) => WindowKind::Time(d.0),
-            },
-            min_calls: self.min_calls,
-            failure_rate: self.failure_rate,
-            slow_call_duration: self.slow_call_duration.map(|d| d.0),
-            slow_call_rate: self.slow_call_rate,
-            open_for: self.open_for.0,
-            backoff: self.backoff,
-            max_open_for: self.max_open_for.0,
-            half_open_calls: self.half_open_calls,
-        };
-        settings
-            .validate()
-            .map_err(|(field, message)| Error::config(format!("{at}.{field}"), message))?;
-        Ok(settings)
-    }
-}
-
-/// A breaker's change of state, as monitoring reads it ([`Engine::breaker_events`](crate::Engine::breaker_events)).
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerEvent {
-    /// Its place in the engine's sequence (1, 2, …), to read on from.
-    pub seq: u64,
-    /// The service.
-    pub service: String,
-    /// The upstream.
-    pub upstream: String,
-    /// The state change.
-    pub transition: Transition,
-}
-
-/// A bounded log of breaker events: the newest [`EVENT_LOG_CAPACITY`] are kept.
-#[derive(Debug, Default)]
-pub(crate) struct EventLog {
-    events: Mutex<(u64, VecDeque<BreakerEvent>)>,
-}
-
-impl EventLog {
-    fn push(&self, service: &str, upstream: &str, transition: Transition) {
-        let mut log = self.events.lock();
-        log.0 += 1;
-        let seq = log.0;
-        if log.1.len() == EVENT_LOG_CAPACITY {
-            log.1.pop_front();
-        }
-        log.1.push_back(BreakerEvent {
-            seq,
-            service: service.to_owned(),
-            upstream: upstream.to_owned(),
-            transition,
-        });
-    }
-
-    pub(crate) fn since(&self, after: u64) -> Vec<BreakerEvent> {
-        let log = self.events.lock();
-        log.1.iter().filter(|e| e.seq > after).cloned().collect()
-    }
-}
-
-/// Calls and latency of one upstream since it was added.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CallStats {
-    /// Calls finished (or dropped).
-    pub calls: u64,
-    /// … that succeeded.
-    pub successes: u64,
-    /// … that failed (dropped leases included).
-    pub failures: u64,
-    /// … that timed out.
-    pub timeouts: u64,
-    /// Mean latency of the finished calls.
-    pub mean_latency: Duration,
-    /// Exponentially weighted moving average of the latency (α = 0.1).
-    pub ewma_latency: Duration,
-    /// The slowest call.
-    pub max_latency: Duration,
-}
-
-/// One upstream as [`Engine::upstreams`](crate::Engine::upstreams) reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamStatus {
-    /// Its name.
-    pub name: String,
-    /// Its URL.
-    pub url: String,
-    /// Its weight.
-    pub weight: u32,
-    /// Whether a host marked it down.
-    pub down: bool,
-    /// Its breaker's state.
-    pub state: BreakerState,
-    /// The failure and slow-call rates of the breaker's current window.
-    pub window_rates: (f64, f64),
-    /// Calls picked and not yet finished.
-    pub in_flight: u64,
-    /// Its call statistics.
-    pub stats: CallStats,
-}
-
-impl UpstreamStatus {
-    /// The status as a JSON object, the shape every binding reports: `name`, `url`, `weight`,
-    /// `down`, breaker `state` (`closed`, `open`, `half_open`) and `open_until_ms` (when open),
-    /// `in_flight`, the window's `failure_rate` and `slow_call_rate`, and `calls`,
-    /// `successes`, `failures`, `timeouts`, `mean_latency_us`, `max_latency_us`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let open_until_ms = match self.state {
-            BreakerState::Open { until } => Some(until.as_millis()),
-            _ => None,
-        };
-        serde_json::json!({
-            "name": self.name,
-            "url": self.url,
-            "weight": self.weight,
-            "down": self.down,
-            "state": self.state.as_str(),
-            "open_until_ms": open_until_ms,
-            "in_flight": self.in_flight,
-            "failure_rate": self.window_rates.0,
-            "slow_call_rate": self.window_rates.1,
-            "calls": self.stats.calls,
-            "successes": self.stats.successes,
-            "failures": self.stats.failures,
-            "timeouts": self.stats.timeouts,
-            "mean_latency_us": u64::try_from(self.stats.mean_latency.as_micros()).unwrap_or(u64::MAX),
-            "max_latency_us": u64::try_from(self.stats.max_latency.as_micros()).unwrap_or(u64::MAX),
-        })
-    }
-}
 
 #[derive(Debug)]
 struct UpstreamState {
@@ -565,15 +270,13 @@ impl Services {
             };
             match permit {
                 Some(permit) => {
-                    return Ok(Lease {
-                        call: Some(Call {
-                            service: Arc::clone(service),
-                            upstream: Arc::clone(upstream),
-                            permit,
-                            started: now,
-                            clock: Arc::clone(clock),
-                        }),
-                    });
+                    return Ok(Lease::new(
+                        Arc::clone(service),
+                        Arc::clone(upstream),
+                        permit,
+                        now,
+                        Arc::clone(clock),
+                    ));
                 }
                 None => {
                     if let Some(step) = step {
@@ -864,137 +567,4 @@ impl Service {
 fn foldhash_seed() -> u64 {
     use std::hash::BuildHasher;
     foldhash::fast::RandomState::default().hash_one(0x5eed_u64)
-}
-
-/// A call in progress on one upstream, from [`Engine::pick`](crate::Engine::pick). Finish it
-/// with [`finish`](Self::finish) (from any thread); dropped unfinished, it records a failure.
-#[derive(Debug)]
-pub struct Lease {
-    call: Option<Call>,
-}
-
-#[derive(Debug)]
-struct Call {
-    service: Arc<Service>,
-    upstream: Arc<Upstream>,
-    permit: Permit,
-    started: Timestamp,
-    clock: Arc<dyn Clock>,
-}
-
-impl Lease {
-    fn call(&self) -> &Call {
-        self.call
-            .as_ref()
-            .expect("a lease holds its call until it is finished")
-    }
-
-    /// The upstream's name.
-    pub fn upstream(&self) -> &str {
-        &self.call().upstream.name
-    }
-
-    /// The upstream's URL.
-    pub fn url(&self) -> &str {
-        &self.call().upstream.url
-    }
-
-    /// The service's name.
-    pub fn service(&self) -> &str {
-        &self.call().service.name
-    }
-
-    /// Whether this call is one of a half-open breaker's probes.
-    pub fn is_probe(&self) -> bool {
-        self.call().permit.is_probe()
-    }
-
-    /// When the upstream was picked.
-    pub fn started(&self) -> Timestamp {
-        self.call().started
-    }
-
-    /// Records how the call ended and how long it took: the breaker judges it, the in-flight
-    /// count drops, the statistics take it in. Exactly once: the lease is consumed.
-    pub fn finish(mut self, outcome: CallOutcome, latency: Duration) {
-        if let Some(call) = self.call.take() {
-            call.complete(outcome, latency);
-        }
-    }
-
-    /// [`finish`](Self::finish) with the time since the pick, by the engine's clock, as the
-    /// latency: for a host that does not time the call itself.
-    pub fn finish_now(mut self, outcome: CallOutcome) {
-        if let Some(call) = self.call.take() {
-            let latency = call.elapsed();
-            call.complete(outcome, latency);
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            let latency = call.elapsed();
-            call.complete(CallOutcome::Failure, latency);
-        }
-    }
-}
-
-impl Call {
-    /// The time since the pick, by the engine's clock.
-    fn elapsed(&self) -> Duration {
-        Duration::from_micros(
-            self.clock
-                .now()
-                .as_micros()
-                .saturating_sub(self.started.as_micros()),
-        )
-    }
-
-    fn complete(self, outcome: CallOutcome, latency: Duration) {
-        let now = self.clock.now();
-        let upstream = &self.upstream;
-        {
-            let mut state = upstream.state.lock();
-            let stats = &mut state.stats;
-            stats.calls += 1;
-            match outcome {
-                CallOutcome::Success => stats.successes += 1,
-                CallOutcome::Failure => stats.failures += 1,
-                CallOutcome::Timeout => stats.timeouts += 1,
-            }
-            stats.max_latency = stats.max_latency.max(latency);
-            let calls = stats.calls;
-            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-            // α = 1/10, in integer µs.
-            state.ewma_us = if calls == 1 {
-                us
-            } else {
-                state.ewma_us - state.ewma_us / 10 + us / 10
-            };
-            state.stats.ewma_latency = Duration::from_micros(state.ewma_us);
-            state.latency_total_us += latency.as_micros();
-            let mean = state.latency_total_us / u128::from(calls);
-            state.stats.mean_latency =
-                Duration::from_micros(u64::try_from(mean).unwrap_or(u64::MAX));
-            upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
-            let transition = state.breaker.record(self.permit, outcome, latency, now);
-            upstream.set_gate(&state.breaker, now);
-            // Logged under the upstream's lock, so its events are in the order they happened.
-            if let Some(t) = transition {
-                self.service
-                    .events
-                    .push(&self.service.name, &upstream.name, t);
-            }
-            self.service.monitor.record(&Event::Upstream(UpstreamEvent {
-                at: now,
-                service: &self.service.name,
-                upstream: &upstream.name,
-                outcome,
-                latency,
-                tripped: transition.is_some_and(|t| matches!(t.to, BreakerState::Open { .. })),
-            }));
-        }
-    }
 }
