@@ -9,6 +9,8 @@
    and builds floodwall's pieces in release mode — the Node addon (into target/compare/node,
    loaded through NAPI_RS_NATIVE_LIBRARY_PATH so a debug build beside it cannot be measured by
    mistake), the Python wheel (target/compare/wheels) and the criterion bench `check`;
+   `--quick` builds them in debug mode instead (reusing what `make test` compiled before it),
+   noted in target/compare/built so that `--no-build` never measures a debug build;
 2. starts one redis-server on a free 127.0.0.1 port (stopped at the end, on Ctrl-C, on
    SIGTERM and on failure) and records the conditions: date, CPU, `nproc`, load average,
    versions of every runtime and peer;
@@ -63,6 +65,7 @@ NODE_ADDON_DIR = OUT / "node"
 NODE_ADDON = NODE_ADDON_DIR / "floodwall.linux-x64-gnu.node"
 WHEELS = OUT / "wheels"
 CRITERION = OUT / "criterion"
+BUILT = OUT / "built"  # "release" or "debug": what the set-up last built
 REQUIREMENTS = ROOT / "benches" / "compare" / "requirements.txt"
 PARTS = ["ceiling", "rust", "node", "python"]
 BUDGET_SECONDS = 15 * 60
@@ -127,7 +130,10 @@ def newer(a: Path, b: Path) -> bool:
     return not a.exists() or a.stat().st_mtime < b.stat().st_mtime
 
 
-def setup(build: bool) -> None:
+def setup(build: bool, quick: bool) -> None:
+    """Installs and builds what is measured: release builds for a measurement; for `--quick`
+    (a smoke run, nothing judged) debug builds, which reuse what `make test`'s earlier steps
+    compiled, so the smoke run costs seconds rather than three release builds."""
     for tool in ("node", "cargo", "python3"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is required (see README.md)")
@@ -138,10 +144,14 @@ def setup(build: bool) -> None:
         run(sudo() + ["apt-get", "install", "-y", "-qq", "redis-server", "redis-tools"],
             timeout=600)
     if not build:
-        missing = [p for p in (NODE_ADDON, VENV_PY) if not p.exists()]
+        missing = [p for p in (NODE_ADDON, VENV_PY, BUILT) if not p.exists()]
         if missing:
             raise SystemExit(f"--no-build, but {missing[0]} is missing: run once without it")
+        if BUILT.read_text().strip() == "debug" and not quick:
+            raise SystemExit("--no-build, but target/compare holds debug builds (from --quick): "
+                             "run once without --no-build")
         return
+    BUILT.unlink(missing_ok=True)
 
     node = ROOT / "bindings-node"
     for folder in (node, node / "bench"):
@@ -149,9 +159,11 @@ def setup(build: bool) -> None:
             log(f"npm ci in {folder.relative_to(ROOT)}")
             run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder,
                 timeout=600)
-    log("building the Node addon (release) into target/compare/node")
-    run(["npx", "napi", "build", "--platform", "--release", "--output-dir", str(NODE_ADDON_DIR),
-         "--js", "native.js", "--dts", "native.d.ts"], cwd=node, timeout=1200)
+    mode = "debug" if quick else "release"
+    log(f"building the Node addon ({mode}) into target/compare/node")
+    run(["npx", "napi", "build", "--platform", *([] if quick else ["--release"]),
+         "--output-dir", str(NODE_ADDON_DIR), "--js", "native.js", "--dts", "native.d.ts"],
+        cwd=node, timeout=1200)
     for generated in ("native.js", "native.d.ts"):  # index.js loads ./native.js
         if not (node / generated).exists():
             shutil.copy(NODE_ADDON_DIR / generated, node / generated)
@@ -166,23 +178,30 @@ def setup(build: bool) -> None:
         run([str(VENV_PY), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
             timeout=900)
         stamp.write_text(digest)
-    log("building the Python wheel (release) into target/compare/wheels")
+    log(f"building the Python wheel ({mode}) into target/compare/wheels")
     shutil.rmtree(WHEELS, ignore_errors=True)
-    run([str(VENV / "bin" / "maturin"), "build", "--locked", "--release", "--quiet",
-         "--out", str(WHEELS)], cwd=ROOT / "bindings-python", timeout=1200)
+    run([str(VENV / "bin" / "maturin"), "build", "--locked", *([] if quick else ["--release"]),
+         "--quiet", "--out", str(WHEELS)], cwd=ROOT / "bindings-python", timeout=1200)
     wheel = next(WHEELS.glob("floodwall-*.whl"))
     run([str(VENV_PY), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
          str(wheel)], timeout=300)
-    build_rust_bench()
+    build_rust_bench(quick)
+    BUILT.write_text(f"{mode}\n")
 
 
-def build_rust_bench() -> None:
+def bench_profile(quick: bool) -> list[str]:
+    """The cargo profile of the criterion bench: `bench` (release) to measure, `dev` for
+    `--quick`, whose binary `make test`'s bench-smoke has already built."""
+    return ["--profile", "dev"] if quick else []
+
+
+def build_rust_bench(quick: bool) -> None:
     """Builds the criterion bench. Done in the set-up and again right before measuring (after
     any wait for a quiet machine: a no-op unless the tree changed meanwhile), so that no
     compilation falls inside the measuring time."""
-    log("building the criterion bench `check` (release)")
-    run(["cargo", "bench", "--locked", "-p", "floodwall-benches", "--bench", "check",
-         "--no-run"], timeout=1200)
+    log(f"building the criterion bench `check` ({'debug' if quick else 'release'})")
+    run(["cargo", "bench", "--locked", *bench_profile(quick), "-p", "floodwall-benches",
+         "--bench", "check", "--no-run"], timeout=1200)
 
 
 # --- conditions ------------------------------------------------------------------------------
@@ -322,7 +341,8 @@ def rust_rows(quick: bool) -> list[dict]:
     timing = (["--warm-up-time", "0.1", "--measurement-time", "0.3", "--sample-size", "10"]
               if quick else ["--warm-up-time", "1", "--measurement-time", "3"])
     shutil.rmtree(CRITERION, ignore_errors=True)
-    run(["cargo", "bench", "--locked", "-p", "floodwall-benches", "--bench", "check", "--",
+    run(["cargo", "bench", "--locked", *bench_profile(quick), "-p", "floodwall-benches",
+         "--bench", "check", "--",
          "--noplot", *timing, r"^(store/(floodwall|governor)|engine/floodwall/1layer)/"],
         timeout=600, env={"CRITERION_HOME": str(CRITERION)}, stdout_to=OUT / "criterion.log")
 
@@ -447,12 +467,12 @@ def main() -> int:
     started = time.monotonic()
     redis: Optional[Redis] = None
     try:
-        setup(build=not args.no_build)
+        setup(build=not args.no_build, quick=args.quick)
         wait_note = wait_for_load(args.wait_load) if args.wait_load else None
         if wait_note:
             log(wait_note)
         if not args.no_build and "rust" in parts:
-            build_rust_bench()
+            build_rust_bench(args.quick)
         cond = conditions()
         cond["quick"] = args.quick
         built = measuring = time.monotonic()
