@@ -354,6 +354,74 @@ fn the_key_cap_evicts_instead_of_growing() {
     assert_eq!(newest.remaining(), Some(1));
 }
 
+/// The attack a bounded store invites: with `max_keys` reached, a caller who has exhausted
+/// its limit floods the store with fresh keys (3,000 junk paths, each a key of a per-endpoint
+/// rule) to have its own counter evicted. The fresh keys go first: it stays denied.
+#[test]
+fn filling_the_store_with_junk_keys_does_not_readmit_a_denied_caller() {
+    let (engine, clock) = engine(
+        r#"
+        [store]
+        max_keys = 1000
+
+        [[rules]]
+        name = "per-user"
+        match = { paths = ["/api/**"] }
+        key = "subject"
+        algorithm = "fixed_window"
+        limit = 5
+        window = "1h"
+
+        [[rules]]
+        name = "per-endpoint"
+        match = { paths = ["/junk/**"] }
+        key = "endpoint"
+        algorithm = "fixed_window"
+        limit = 100
+        window = "1h"
+        "#,
+    );
+    let api = Request::new("GET", "/api/orders").subject("mallory");
+    for _ in 0..5 {
+        assert!(engine.check(&api).unwrap().allowed());
+        clock.advance(Duration::from_millis(1));
+    }
+    assert!(!engine.check(&api).unwrap().allowed());
+    let flood = |junk: std::ops::Range<u32>, subject: &str| {
+        for i in junk {
+            let path = format!("/junk/{i}");
+            let request = Request::new("GET", &path).subject(subject);
+            assert!(engine.check(&request).unwrap().allowed());
+            clock.advance(Duration::from_millis(1));
+        }
+    };
+    flood(0..3000, "mallory");
+    assert!(engine.key_count() <= 1000, "{} keys", engine.key_count());
+    let again = engine.check(&api).unwrap();
+    assert!(
+        !again.allowed(),
+        "the exhausted counter was evicted: readmitted with {:?} remaining",
+        again.remaining()
+    );
+
+    // A caller who used its whole limit without being denied yet is as exhausted.
+    let other = Request::new("GET", "/api/orders").subject("trudy");
+    for _ in 0..5 {
+        assert!(engine.check(&other).unwrap().allowed());
+    }
+    flood(3000..6000, "trudy");
+    assert!(!engine.check(&other).unwrap().allowed());
+    assert!(!engine.check(&api).unwrap().allowed());
+
+    // The least used go before the more used: a key that used 4 of 5 outlives fresh ones.
+    let busy = Request::new("GET", "/api/orders").subject("busy");
+    for _ in 0..4 {
+        assert!(engine.check(&busy).unwrap().allowed());
+    }
+    flood(6000..9000, "anyone");
+    assert_eq!(engine.check(&busy).unwrap().remaining(), Some(0));
+}
+
 #[test]
 fn denied_requests_for_new_keys_store_nothing() {
     let (engine, _clock) = engine(

@@ -100,7 +100,8 @@ pub struct StoreConfig {
     /// Whose clock scripts use.
     #[serde(default)]
     pub clock: StoreClock,
-    /// The most keys the memory store holds; past it, the keys nearest to expiry are evicted.
+    /// The most keys the memory store holds; past it, the least used keys are evicted first
+    /// (the nearest to expiry among equals) and keys that are denying last.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
     /// Shared stores: remember each denial until its `retry_after`, and deny a repeat of the

@@ -12,8 +12,13 @@
 //! from a fresh one ([`Quota::expires_at`]); a shard drops such entries whenever it inserts and
 //! its last sweep is more than [`SWEEP_INTERVAL`] old, and [`MemoryStore::purge_expired`] drops
 //! them on demand. And the store never holds more than `max_keys`: a full shard first drops its
-//! expired entries, then evicts the eighth of its entries nearest to expiry — losing the least
-//! information — before inserting.
+//! expired entries, then evicts an eighth of its entries before inserting — those whose state
+//! is nearest to fresh, so that eviction loses the least. Each entry carries its *pressure*,
+//! set at every decision on it: how much of its limit the last one left used, in quarters,
+//! and the top level for a key that is denying (its last decision denied, or left nothing).
+//! The least pressed go first, the nearest to expiry among equals, and a denying key only when
+//! every other is gone: a caller cannot have its own exhausted counter forgotten by filling
+//! the store with fresh keys (junk paths, made-up subjects).
 
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -60,11 +65,33 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// A [`Layer::slot`] in 32 bits: its `ABSENT` flag in bit 31, the rule's index (below
 /// [`MAX_RULES`](crate::config::MAX_RULES) = 256) in bits 23–30, and the role variant (at
-/// most [`MAX_ROLE_OVERRIDES`](crate::config::MAX_ROLE_OVERRIDES) + 1 < 2²³) in bits 0–22.
+/// most [`MAX_ROLE_OVERRIDES`](crate::config::MAX_ROLE_OVERRIDES) + 1 < 2¹⁷) in bits 0–16.
+/// An entry keeps its [pressure](pressure) in bits 17–19 of the same word.
 #[inline(always)]
 fn compact(slot: u64) -> u32 {
-    debug_assert!((slot >> 32) & 0x7fff_ffff < 256 && slot & 0xffff_ffff < 1 << 23);
-    (((slot >> 63) as u32) << 31) | (((slot >> 32) as u32 & 0xff) << 23) | (slot as u32 & 0x7f_ffff)
+    debug_assert!((slot >> 32) & 0x7fff_ffff < 256 && slot & 0xffff_ffff < 1 << 17);
+    (((slot >> 63) as u32) << 31) | (((slot >> 32) as u32 & 0xff) << 23) | (slot as u32 & 0x1_ffff)
+}
+
+const _: () = assert!(crate::config::MAX_ROLE_OVERRIDES < 1 << 17);
+
+/// Where an entry's pressure sits in its `slot` word.
+const PRESSURE_SHIFT: u32 = 17;
+const PRESSURE_BITS: u32 = 0b111 << PRESSURE_SHIFT;
+/// The pressure of a key that is denying.
+const DENYING: u32 = 4;
+
+/// How much an outcome leaves of a limit used: 0 (less than a quarter) to 3 (three quarters or
+/// more), or [`DENYING`] when it denied or left nothing for the next request. No division on
+/// the hot path: comparisons of multiples.
+#[inline(always)]
+fn pressure(outcome: &Outcome, limit: u64) -> u32 {
+    if !outcome.allowed || outcome.remaining == 0 {
+        return DENYING;
+    }
+    let used = u128::from(limit.saturating_sub(outcome.remaining)) * 4;
+    let limit = u128::from(limit);
+    u32::from(used >= limit) + u32::from(used >= 2 * limit) + u32::from(used >= 3 * limit)
 }
 
 /// µs since the epoch → whole seconds, rounded up (saturating in 2106).
@@ -78,6 +105,28 @@ impl Entry {
     #[inline(always)]
     fn expires_at(&self) -> u64 {
         u64::from(self.expires_s) * 1_000_000
+    }
+
+    /// The [`compact`]ed slot, without the pressure.
+    #[inline(always)]
+    fn slot(&self) -> u32 {
+        self.slot & !PRESSURE_BITS
+    }
+
+    #[inline(always)]
+    fn is(&self, slot: u32, key: &[u8]) -> bool {
+        self.slot() == slot && key_eq(&self.key, key)
+    }
+
+    /// Records what the decision just taken on this entry left.
+    #[inline(always)]
+    fn press(&mut self, outcome: &Outcome, limit: u64) {
+        self.slot = self.slot() | pressure(outcome, limit) << PRESSURE_SHIFT;
+    }
+
+    /// The order of eviction: the least pressed first, then the nearest to expiry.
+    fn eviction_rank(&self) -> u64 {
+        u64::from((self.slot & PRESSURE_BITS) >> PRESSURE_SHIFT) << 32 | u64::from(self.expires_s)
     }
 }
 
@@ -154,12 +203,12 @@ impl MemoryStore {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
         let quota = layer.quota;
-        if let Some(entry) = shard.table.find_mut(hash, |e| {
-            e.slot == compact(layer.slot) && key_eq(&e.key, layer.key)
-        }) {
+        let slot = compact(layer.slot);
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
             let mut expires = entry.expires_at();
             let outcome = quota.acquire_expiring(&mut entry.state, now, cost, &mut expires);
             entry.expires_s = secs(expires);
+            entry.press(&outcome, quota.limit());
             return outcome;
         }
         self.acquire_new(&mut shard, hash, layer, cost, now)
@@ -183,10 +232,19 @@ impl MemoryStore {
             return outcome;
         }
         let outcome = quota.consume(&mut state, now, cost);
-        self.insert(shard, hash, layer, quota, state, now);
+        self.insert(
+            shard,
+            hash,
+            layer,
+            quota,
+            state,
+            now,
+            pressure(&outcome, quota.limit()),
+        );
         outcome
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &self,
         shard: &mut Shard,
@@ -195,6 +253,7 @@ impl MemoryStore {
         quota: &Quota,
         state: State,
         now: Timestamp,
+        pressure: u32,
     ) {
         let expires_at = quota.expires_at(&state).as_micros();
         let now = now.as_micros();
@@ -207,37 +266,38 @@ impl MemoryStore {
             shard.next_sweep = now.saturating_add(SWEEP_INTERVAL.as_micros() as u64);
         }
         if shard.table.len() >= self.capacity_per_shard {
-            Self::evict_nearest_expiry(shard, self.capacity_per_shard);
+            Self::evict_least_pressed(shard, self.capacity_per_shard);
         }
         shard.table.insert_unique(
             hash,
             Entry {
-                slot: compact(layer.slot),
+                slot: compact(layer.slot) | pressure << PRESSURE_SHIFT,
                 key: SmallVec::from_slice(layer.key),
                 state,
                 expires_s: secs(expires_at),
             },
-            |e| self.hasher.hash_one((e.slot, &e.key[..])),
+            |e| self.hasher.hash_one((e.slot(), &e.key[..])),
         );
     }
 
-    /// Leaves at most `capacity - max(1, capacity / 8)` entries, dropping those nearest to
-    /// expiry first.
-    fn evict_nearest_expiry(shard: &mut Shard, capacity: usize) {
+    /// Leaves at most `capacity - max(1, capacity / 8)` entries, dropping the least pressed
+    /// first and, among equals, those nearest to expiry ([`Entry::eviction_rank`]).
+    fn evict_least_pressed(shard: &mut Shard, capacity: usize) {
         let keep = capacity - (capacity / 8).max(1);
         let len = shard.table.len();
         if len <= keep {
             return;
         }
         let drop = len - keep;
-        let mut expiries: Vec<u64> = shard.table.iter().map(|e| e.expires_at()).collect();
-        let (_, &mut cutoff, _) = expiries.select_nth_unstable(drop - 1);
-        // Drop everything strictly before the cutoff, then as many at the cutoff as needed.
-        let mut at_cutoff = drop - expiries[..drop].iter().filter(|&&x| x < cutoff).count();
+        let mut ranks: Vec<u64> = shard.table.iter().map(Entry::eviction_rank).collect();
+        let (_, &mut cutoff, _) = ranks.select_nth_unstable(drop - 1);
+        // Drop everything strictly below the cutoff, then as many at the cutoff as needed.
+        let mut at_cutoff = drop - ranks[..drop].iter().filter(|&&x| x < cutoff).count();
         shard.table.retain(|e| {
-            if e.expires_at() < cutoff {
+            let rank = e.eviction_rank();
+            if rank < cutoff {
                 false
-            } else if e.expires_at() == cutoff && at_cutoff > 0 {
+            } else if rank == cutoff && at_cutoff > 0 {
                 at_cutoff -= 1;
                 false
             } else {
@@ -253,9 +313,8 @@ impl MemoryStore {
     pub(crate) fn refund(&self, layer: &Layer<'_>, cost: u64, at: Timestamp) {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
-        if let Some(entry) = shard.table.find_mut(hash, |e| {
-            e.slot == compact(layer.slot) && key_eq(&e.key, layer.key)
-        }) {
+        let slot = compact(layer.slot);
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
             layer.quota.refund(&mut entry.state, at, cost);
             entry.expires_s = secs(layer.quota.expires_at(&entry.state).as_micros());
         }
@@ -266,16 +325,15 @@ impl MemoryStore {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
         let quota = layer.quota;
-        if let Some(entry) = shard.table.find_mut(hash, |e| {
-            e.slot == compact(layer.slot) && key_eq(&e.key, layer.key)
-        }) {
+        let slot = compact(layer.slot);
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
             quota.charge(&mut entry.state, now, cost);
             entry.expires_s = secs(quota.expires_at(&entry.state).as_micros());
             return;
         }
         let mut state = quota.new_state(now);
         quota.charge(&mut state, now, cost);
-        self.insert(&mut shard, hash, layer, quota, state, now);
+        self.insert(&mut shard, hash, layer, quota, state, now, 0);
     }
 }
 
@@ -371,9 +429,10 @@ impl MemoryStore {
             *guard = Some(self.shards[shard].0.lock());
         }
         let find = |shard: &Shard, hash: u64, layer: &Layer<'_>| {
-            shard.table.find_bucket_index(hash, |e| {
-                e.slot == compact(layer.slot) && key_eq(&e.key, layer.key)
-            })
+            let slot = compact(layer.slot);
+            shard
+                .table
+                .find_bucket_index(hash, |e| e.is(slot, layer.key))
         };
 
         // Phase 1: evaluate every layer without consuming, remembering where each entry is.
@@ -385,7 +444,14 @@ impl MemoryStore {
             };
             buckets[i] = find(shard, hashes[i], layer);
             *outcome = match buckets[i].and_then(|b| shard.table.get_bucket_mut(b)) {
-                Some(entry) => layer.quota.evaluate(&mut entry.state, now, cost),
+                Some(entry) => {
+                    let outcome = layer.quota.evaluate(&mut entry.state, now, cost);
+                    if !outcome.allowed {
+                        // Denying now: the consuming phase below will not touch it.
+                        entry.press(&outcome, layer.quota.limit());
+                    }
+                    outcome
+                }
                 None => layer
                     .quota
                     .evaluate(&mut layer.quota.new_state(now), now, cost),
@@ -418,10 +484,12 @@ impl MemoryStore {
             if let Some(entry) = bucket.and_then(|b| shard.table.get_bucket_mut(b)) {
                 *outcome = quota.consume(&mut entry.state, now, cost);
                 entry.expires_s = secs(quota.expires_at(&entry.state).as_micros());
+                entry.press(outcome, quota.limit());
             } else {
                 let mut state = quota.new_state(now);
                 *outcome = quota.consume(&mut state, now, cost);
-                self.insert(shard, hash, layer, quota, state, now);
+                let pressure = pressure(outcome, quota.limit());
+                self.insert(shard, hash, layer, quota, state, now, pressure);
                 moved |= 1 << g;
             }
         }
