@@ -170,6 +170,29 @@ typedef uint32_t fw_http_verdict;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Where the store stands.
+enum fw_store_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Deciding as configured: the memory store, or Redis answering.
+  FW_STORE_OK = 0,
+  // Redis is failing and the in-process fallback decides (`on_error = "fallback"`): limits
+  // hold per process rather than across them.
+  FW_STORE_DEGRADED = 1,
+  // Redis is failing and `on_error` (`allow`, `deny` or `error`) answers alone: no limit
+  // holds.
+  FW_STORE_FAILING = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum fw_store_state fw_store_state;
+#else
+typedef uint32_t fw_store_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // How a call through an upstream ended.
 enum fw_outcome
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -316,6 +339,17 @@ typedef struct {
   // Milliseconds since the Unix epoch, or a negative number for the engine's clock.
   int64_t now_ms;
 } fw_http_request;
+
+// The store's health, from `fw_engine_store_health`.
+typedef struct {
+  // Where it stands (the `floodwall_store_state` gauge's value).
+  fw_store_state state;
+  // Since when, in milliseconds since the Unix epoch (the engine's clock).
+  uint64_t since_ms;
+  // The kind of the last failure while not ok — `timeout`, `refused`, `out_of_memory`,
+  // `noscript`, `cluster_down` or `error` — a static string; NULL when ok.
+  const char *reason_kind;
+} fw_store_health;
 
 #ifdef __cplusplus
 extern "C" {
@@ -666,8 +700,8 @@ fw_result fw_report_json(const fw_engine *engine, int64_t now_ms, char **out, si
 fw_result fw_prometheus(const fw_engine *engine, char **out, size_t *out_len);
 
 // Frees a string this library handed over — from `fw_report_json`, `fw_prometheus`,
-// `fw_engine_http_headers`, `fw_engine_http_response_headers` or
-// `fw_engine_access_lists_json` (NULL does nothing). The caller may read the string and
+// `fw_engine_http_headers`, `fw_engine_http_response_headers`,
+// `fw_engine_access_lists_json` or `fw_engine_store_health`'s reason (NULL does nothing). The caller may read the string and
 // write within it, but must not change its length.
 //
 // # Safety
@@ -688,6 +722,15 @@ fw_result fw_record_response(const fw_engine *engine,
                              const char *path,
                              uint32_t status,
                              uint64_t latency_us);
+
+// Where the engine's store stands, into `out`. When `reason` is not NULL, it receives the
+// last failure in words — a new string the caller frees with `fw_string_free` — or NULL when
+// the store is ok. Cheap (one short lock): a health check may call it on every probe.
+//
+// # Safety
+// `engine` is a live handle; `out` is valid for a write; `reason` is NULL or valid for a
+// write.
+fw_result fw_engine_store_health(const fw_engine *engine, fw_store_health *out, char **reason);
 
 // Copies the message of the last failed call on this thread into `buf` (`FW_OK` with an
 // empty string when there was none).

@@ -76,6 +76,11 @@ fn an_outage_is_visible_and_heals_soon_after_redis_returns() {
         assert!(degraded.is_some(), "no fallback after Redis died");
         let health = engine.store_health();
         assert_eq!(health.state, StoreState::Degraded, "{health:?}");
+        assert!(
+            engine
+                .prometheus()
+                .contains("\nfloodwall_store_state{store=\"redis\"} 1\n")
+        );
         // The probe sees the true reason: nothing listens on the port.
         let reason = (0..50)
             .find_map(|_| {
@@ -117,6 +122,11 @@ fn an_outage_is_visible_and_heals_soon_after_redis_returns() {
         );
         assert_eq!(engine.store_health().state, StoreState::Ok);
         assert_eq!(engine.store_failure(), None);
+        assert!(
+            engine
+                .prometheus()
+                .contains("\nfloodwall_store_state{store=\"redis\"} 0\n")
+        );
     }
     let heard = heard.lock().expect("listener");
     let states: Vec<StoreState> = heard.iter().map(|h| h.state).collect();
@@ -151,6 +161,16 @@ fn without_a_fallback_an_outage_is_failing() {
     let health = engine.store_health();
     assert_eq!(health.state, StoreState::Failing, "{health:?}");
     assert!(health.reason.is_some(), "{health:?}");
+    let text = engine.prometheus();
+    assert!(
+        text.contains("\nfloodwall_store_state{store=\"redis\"} 2\n"),
+        "{text}"
+    );
+    let since = format!(
+        "\nfloodwall_store_state_since_seconds{{store=\"redis\"}} {}\n",
+        health.since_ms as f64 / 1e3
+    );
+    assert!(text.contains(&since), "{text}");
 }
 
 #[test]

@@ -268,6 +268,33 @@ pub(crate) fn check(slf: &Bound<'_, Engine>, args: &CheckArgs<'_, '_>) -> PyResu
     Ok(Decision::new(slf.clone().unbind(), detached))
 }
 
+/// Logs a transition of the store's health on the `floodwall.store` logger: a warning when
+/// Redis fails (degraded or failing), an info record when it is back; the record's `extra`
+/// holds `store_state`, `since_ms` and `reason_kind`. Called from the deciding thread or the
+/// store's probe thread; nothing is logged once the interpreter is shutting down.
+fn log_store_health(health: &floodwall::StoreHealth) {
+    let _ = Python::try_attach(|py| -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("floodwall.store",))?;
+        let extra = PyDict::new(py);
+        extra.set_item("store_state", health.state.as_str())?;
+        extra.set_item("since_ms", health.since_ms)?;
+        extra.set_item("reason_kind", health.reason_kind)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("extra", extra)?;
+        let level = if health.state == floodwall::StoreState::Ok {
+            "info"
+        } else {
+            "warning"
+        };
+        if let Err(e) = logger.call_method(level, (health.message(),), Some(&kwargs)) {
+            e.write_unraisable(py, Some(&logger));
+        }
+        Ok(())
+    });
+}
+
 #[pymethods]
 impl Engine {
     /// Builds an engine from `source`, read as `format`: `toml` or `json` text, or a `file`
@@ -289,6 +316,9 @@ impl Engine {
             .detach(|| read(&source).and_then(floodwall::Engine::from_config))
             .py_err()?;
         let may_wait = core.store_kind() != StoreKind::Memory;
+        if may_wait {
+            core.on_store_health(log_store_health);
+        }
         Ok(Engine { core, may_wait })
     }
 

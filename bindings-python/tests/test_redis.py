@@ -5,6 +5,7 @@ waits on Redis — as ``tests/redis_store.rs`` checks the store in Rust."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -215,9 +216,13 @@ def test_redis_killed_and_restarted(
         restarted.stop()
 
 
-def test_store_failure_is_none_once_redis_is_back(own_redis: RedisServer) -> None:
+def test_store_failure_is_none_once_redis_is_back(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """``store_failure`` is documented as "the shared store's last failure while it is
-    failing (``None`` when healthy …)": a health check reads it."""
+    failing (``None`` when healthy …)": a health check reads it. Each transition is one
+    record on the ``floodwall.store`` logger."""
+    caplog.set_level(logging.INFO, logger="floodwall.store")
     engine = floodwall.Engine({
         "store": {"kind": "redis", "url": own_redis.url, "prefix": "health:",
                   "on_error": "fallback", "timeout": "300ms"},
@@ -251,6 +256,13 @@ def test_store_failure_is_none_once_redis_is_back(own_redis: RedisServer) -> Non
         assert back["since_ms"] >= health["since_ms"]
     finally:
         restarted.stop()
+    records = [r for r in caplog.records if r.name == "floodwall.store"]
+    assert [(r.levelname, r.store_state) for r in records] == [  # type: ignore[attr-defined]
+        ("WARNING", "degraded"), ("INFO", "ok")
+    ], [r.getMessage() for r in records]
+    assert "the in-process fallback decides" in records[0].getMessage()
+    assert records[0].reason_kind in ("refused", "timeout")  # type: ignore[attr-defined]
+    assert records[1].getMessage() == "the shared store is back: deciding on Redis again"
 
 
 # --- the interpreter is released while Redis is waited on ------------------------------------

@@ -495,6 +495,8 @@ fn the_engine_records_its_decisions_calls_and_the_hosts_responses() {
         "floodwall_rate_limited_total{rule=\"per-user\"} 1",
         "floodwall_auth_rejections_total{reason=\"malformed_token\"} 2",
         "floodwall_store_decisions_total{store=\"memory\"} 7",
+        "# TYPE floodwall_store_state gauge",
+        "floodwall_store_state{store=\"memory\"} 0",
         "floodwall_responses_total{class=\"5xx\"} 1",
         "floodwall_response_duration_seconds_bucket{le=\"0.0025\"} 1",
         "floodwall_response_duration_seconds_bucket{le=\"+Inf\"} 2",

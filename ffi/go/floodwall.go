@@ -615,6 +615,66 @@ func (e *Engine) ReportAt(now time.Time) (Report, error) {
 	return r, nil
 }
 
+// StoreState says where the store stands.
+type StoreState int
+
+// The store's states.
+const (
+	// StoreOK: deciding as configured (the memory store, or Redis answering).
+	StoreOK StoreState = C.FW_STORE_OK
+	// StoreDegraded: Redis is failing and the in-process fallback decides; limits hold per
+	// process rather than across them.
+	StoreDegraded StoreState = C.FW_STORE_DEGRADED
+	// StoreFailing: Redis is failing and on_error (allow, deny or error) answers alone.
+	StoreFailing StoreState = C.FW_STORE_FAILING
+)
+
+// String is "ok", "degraded" or "failing".
+func (s StoreState) String() string {
+	switch s {
+	case StoreOK:
+		return "ok"
+	case StoreDegraded:
+		return "degraded"
+	case StoreFailing:
+		return "failing"
+	}
+	return fmt.Sprintf("StoreState(%d)", int(s))
+}
+
+// StoreHealth is where the store stands, since when, and why.
+type StoreHealth struct {
+	State StoreState
+	Since time.Time
+	// Reason is the last failure in words while not ok ("" when ok); ReasonKind its kind:
+	// "timeout", "refused", "out_of_memory", "noscript", "cluster_down" or "error".
+	Reason     string
+	ReasonKind string
+}
+
+// StoreHealth says where the engine's store stands (cheap: a health check may call it on
+// every probe).
+func (e *Engine) StoreHealth() (StoreHealth, error) {
+	var h C.fw_store_health
+	var reason *C.char
+	if err := call(func() C.fw_result { return C.fw_engine_store_health(e.ptr, &h, &reason) }); err != nil {
+		return StoreHealth{}, err
+	}
+	runtime.KeepAlive(e)
+	out := StoreHealth{
+		State: StoreState(h.state),
+		Since: time.UnixMilli(int64(h.since_ms)),
+	}
+	if h.reason_kind != nil {
+		out.ReasonKind = C.GoString(h.reason_kind)
+	}
+	if reason != nil {
+		out.Reason = C.GoString(reason)
+		C.fw_string_free(reason)
+	}
+	return out, nil
+}
+
 // PrometheusContentType is the Content-Type of Prometheus's text format, which Prometheus
 // returns.
 const PrometheusContentType = "text/plain; version=0.0.4; charset=utf-8"

@@ -104,6 +104,29 @@ func TestCheckAdmitsThenDenies(t *testing.T) {
 	}
 }
 
+func TestStoreHealth(t *testing.T) {
+	h, err := engine(t).StoreHealth()
+	if err != nil || h.State != StoreOK || h.State.String() != "ok" || h.Reason != "" || h.ReasonKind != "" || h.Since.Year() < 2020 {
+		t.Fatalf("the memory store: %+v %v", h, err)
+	}
+	// Nothing listens on port 1 of the loopback: the fallback decides, and health says so.
+	e, err := FromTOML("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\ntimeout = \"200ms\"\n" +
+		"on_error = \"fallback\"\n[[rules]]\nname = \"g\"\nkey = \"global\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for i := 0; i < 3; i++ {
+		if d, err := e.Check(Request{Method: "GET", Path: "/"}); err != nil || d.Store != StoreFallback {
+			t.Fatalf("decision %d: %+v %v", i, d, err)
+		}
+	}
+	h, err = e.StoreHealth()
+	if err != nil || h.State != StoreDegraded || h.State.String() != "degraded" || h.ReasonKind != "refused" || !strings.Contains(h.Reason, "refused") {
+		t.Fatalf("an unreachable Redis: %+v %v", h, err)
+	}
+}
+
 func TestAuthenticateAndAuthorize(t *testing.T) {
 	e := engine(t)
 	good := token(t, `{"sub":"dave","role":"premium","exp":4102444800}`)

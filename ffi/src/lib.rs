@@ -56,6 +56,8 @@ pub mod lease;
 
 pub mod monitor;
 
+pub mod health;
+
 pub mod error;
 
 mod ffi;
@@ -65,6 +67,7 @@ pub use check::*;
 pub use engine::*;
 pub use error::*;
 pub use headers::*;
+pub use health::*;
 pub use http::*;
 pub use identity::*;
 pub use lease::*;

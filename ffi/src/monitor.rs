@@ -74,8 +74,8 @@ pub unsafe extern "C" fn fw_prometheus(
 }
 
 /// Frees a string this library handed over — from `fw_report_json`, `fw_prometheus`,
-/// `fw_engine_http_headers`, `fw_engine_http_response_headers` or
-/// `fw_engine_access_lists_json` (NULL does nothing). The caller may read the string and
+/// `fw_engine_http_headers`, `fw_engine_http_response_headers`,
+/// `fw_engine_access_lists_json` or `fw_engine_store_health`'s reason (NULL does nothing). The caller may read the string and
 /// write within it, but must not change its length.
 ///
 /// # Safety

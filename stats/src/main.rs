@@ -313,7 +313,7 @@ fn run(args: &Args) -> Result<String, Failure> {
             text.push('\n');
             text
         }
-        Format::Prometheus => prometheus::render(&report, &[]),
+        Format::Prometheus => prometheus::render(&report, None, &[]),
     })
 }
 

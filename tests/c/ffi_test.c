@@ -591,6 +591,13 @@ int main(void) {
   metrics = NULL;
   CHECK(fw_prometheus(NULL, &metrics, &metrics_len) == FW_NULL_ARGUMENT && metrics == NULL);
   CHECK(fw_prometheus(watched, NULL, NULL) == FW_NULL_ARGUMENT);
+  /* The memory store is ok since the engine was built, for no reason to tell. */
+  fw_store_health memory_health = {FW_STORE_FAILING, 0, "unset"};
+  char unset[] = "unset";
+  char *memory_reason = unset;
+  CHECK(fw_engine_store_health(watched, &memory_health, &memory_reason) == FW_OK);
+  CHECK(memory_health.state == FW_STORE_OK && memory_health.since_ms > 1600000000000ULL);
+  CHECK(memory_health.reason_kind == NULL && memory_reason == NULL);
   fw_engine_free(watched);
 
   /* A shared store that cannot be reached, under on_error = "error": the failure, not a
@@ -606,6 +613,20 @@ int main(void) {
   CHECK(fw_check(unreachable, &anyone, &lost) == FW_STORE_FAILED);
   last_message(buf, sizeof buf);
   CHECK(strstr(buf, "unavailable") != NULL);
+  /* Three failures open the store's breaker: failing, and why. */
+  for (int i = 0; i < 2; i++) {
+    CHECK(fw_check(unreachable, &anyone, &lost) == FW_STORE_FAILED);
+  }
+  fw_store_health health = {FW_STORE_OK, 0, NULL};
+  char *reason = NULL;
+  CHECK(fw_engine_store_health(unreachable, &health, &reason) == FW_OK);
+  CHECK(health.state == FW_STORE_FAILING && health.since_ms > 1600000000000ULL);
+  CHECK(health.reason_kind != NULL && strcmp(health.reason_kind, "refused") == 0);
+  CHECK(reason != NULL && strstr(reason, "refused") != NULL);
+  fw_string_free(reason);
+  CHECK(fw_engine_store_health(unreachable, &health, NULL) == FW_OK && health.state == FW_STORE_FAILING);
+  CHECK(fw_engine_store_health(unreachable, NULL, NULL) == FW_NULL_ARGUMENT);
+  CHECK(fw_engine_store_health(NULL, &health, NULL) == FW_NULL_ARGUMENT);
   fw_engine_free(unreachable);
 
   http_layer();

@@ -487,7 +487,8 @@ impl Engine {
         report
     }
 
-    /// The monitoring counters and the upstreams' state in the Prometheus text format
+    /// The monitoring counters, the store's state (`floodwall_store_state`: 0 ok, 1 degraded,
+    /// 2 failing) and the upstreams' state in the Prometheus text format
     /// ([`monitor::prometheus::CONTENT_TYPE`](crate::monitor::prometheus::CONTENT_TYPE)).
     pub fn prometheus(&self) -> String {
         let services: Vec<(String, Vec<UpstreamStatus>)> = self
@@ -499,7 +500,12 @@ impl Engine {
                 Some((name, upstreams))
             })
             .collect();
-        crate::monitor::prometheus::render(&self.report(), &services)
+        let health = self.store_health();
+        crate::monitor::prometheus::render(
+            &self.report(),
+            Some((self.store_kind.as_str(), &health)),
+            &services,
+        )
     }
 
     /// Records how the host answered a request — its status and its end-to-end latency — at

@@ -100,19 +100,13 @@ impl Shared {
                 };
                 let reason = self.last_failure.lock().clone();
                 let health = StoreHealth::new(state, t.at, reason.as_ref());
-                log::warn!(
-                    target: "floodwall::store",
-                    "the shared store is {}: {}; deciding by on_error = {} until it is back",
-                    state.as_str(),
-                    health.reason.as_deref().unwrap_or("failing"),
-                    self.policy.as_str(),
-                );
+                log::warn!(target: "floodwall::store", "{} (on_error = {})", health.message(), self.policy.as_str());
                 self.start_probe(clock);
                 health
             }
             BreakerState::Closed => {
                 let health = StoreHealth::ok(t.at);
-                log::info!(target: "floodwall::store", "the shared store is back: deciding on Redis again");
+                log::info!(target: "floodwall::store", "{}", health.message());
                 health
             }
             _ => return,

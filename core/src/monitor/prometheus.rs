@@ -11,6 +11,7 @@ use std::fmt::Write;
 use super::aggregate::{LATENCY_BOUNDS_US, Report};
 use crate::balance::UpstreamStatus;
 use crate::breaker::BreakerState;
+use crate::store::StoreHealth;
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -65,9 +66,30 @@ impl Writer {
     }
 }
 
-/// Renders `report` and the upstreams of each service (`(service, upstreams)`).
-pub fn render(report: &Report, services: &[(String, Vec<UpstreamStatus>)]) -> String {
+/// Renders `report`, the store's health when known (its kind, `memory`, `redis` or
+/// `redis_cluster`, and where it stands) and the upstreams of each service.
+pub fn render(
+    report: &Report,
+    store: Option<(&str, &StoreHealth)>,
+    services: &[(String, Vec<UpstreamStatus>)],
+) -> String {
     let mut w = Writer(String::with_capacity(4096));
+    if let Some((kind, health)) = store {
+        let name = "floodwall_store_state";
+        w.header(
+            name,
+            "gauge",
+            "Where the store stands: 0 ok, 1 degraded (Redis failing, the in-process fallback decides), 2 failing (Redis failing, on_error answers alone).",
+        );
+        w.sample(name, &[("store", kind)], health.state.code());
+        let name = "floodwall_store_state_since_seconds";
+        w.header(
+            name,
+            "gauge",
+            "Since when the store is in its state (Unix time, seconds).",
+        );
+        w.sample(name, &[("store", kind)], health.since_ms as f64 / 1e3);
+    }
     let t = &report.totals;
     w.family(
         "floodwall_decisions_total",

@@ -129,6 +129,21 @@ impl StoreHealth {
         health
     }
 
+    /// The transition to this health in one sentence, as logged: every binding's log line
+    /// (Rust's `log`, Python's `logging`, Node's event) says the same.
+    pub fn message(&self) -> String {
+        let reason = self.reason.as_deref().unwrap_or("failing");
+        match self.state {
+            StoreState::Ok => "the shared store is back: deciding on Redis again".to_owned(),
+            StoreState::Degraded => format!(
+                "the shared store is degraded: {reason}; the in-process fallback decides until it is back"
+            ),
+            StoreState::Failing => format!(
+                "the shared store is failing: {reason}; on_error answers alone until it is back"
+            ),
+        }
+    }
+
     pub(crate) fn set_reason(&mut self, failure: &redis::StoreFailure) {
         self.reason = Some(failure.to_string());
         self.reason_kind = Some(failure.kind());
