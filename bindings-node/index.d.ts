@@ -4,6 +4,8 @@
  * event loop, how errors look).
  */
 
+import { EventEmitter } from 'events'
+
 /** The error kinds' stable names, shared by every binding. */
 export type ErrorCode =
   | 'invalid_config'
@@ -307,8 +309,7 @@ export declare class Lease {
 /** A breaker's state. */
 export type BreakerState = 'closed' | 'open' | 'half_open'
 
-/** One upstream of a service at the time asked. */
-/** `engine.storeHealth`. */
+/** `engine.storeHealth`, and the `storeHealth` event's first argument. */
 export interface StoreHealth {
   state: 'ok' | 'degraded' | 'failing'
   sinceMs: number
@@ -316,6 +317,7 @@ export interface StoreHealth {
   reasonKind: 'timeout' | 'refused' | 'out_of_memory' | 'noscript' | 'cluster_down' | 'error' | null
 }
 
+/** One upstream of a service at the time asked. */
 export interface UpstreamStatus {
   name: string
   url: string
@@ -349,9 +351,15 @@ export interface BreakerEvent {
 /** The configuration's structure (TOML schema); see the repository's README. */
 export type Config = Record<string, unknown>
 
-/** The traffic-control engine. */
-export declare class Engine {
+/**
+ * The traffic-control engine. On Redis it emits `storeHealth` at each transition of the
+ * store's health.
+ */
+export declare class Engine extends EventEmitter {
   private constructor ()
+  on (event: 'storeHealth', listener: (health: StoreHealth, message: string) => void): this
+  once (event: 'storeHealth', listener: (health: StoreHealth, message: string) => void): this
+  off (event: 'storeHealth', listener: (health: StoreHealth, message: string) => void): this
   static fromToml (text: string): Engine
   static fromJson (text: string): Engine
   static fromFile (path: string): Engine

@@ -21,6 +21,7 @@
  *   Prometheus text (`PROMETHEUS_CONTENT_TYPE`). All of it is in-process: nothing waits.
  */
 
+const { EventEmitter } = require('events')
 const native = require('./native.js')
 
 const ERROR_CODES = Object.freeze(native.errorCodes())
@@ -379,12 +380,22 @@ function checker (waiting, enqueue) {
   }
 }
 
-/** The traffic-control engine: rules, a store, keys and services from one configuration. */
-class Engine {
+function storeHealth (h) {
+  return { state: h.state, sinceMs: h.sinceMs, reason: h.reason ?? null, reasonKind: h.reasonKind ?? null }
+}
+
+/**
+ * The traffic-control engine: rules, a store, keys and services from one configuration.
+ *
+ * On Redis it emits `storeHealth` (`health`, `message`) at each transition of the store's
+ * health: `degraded` or `failing` when Redis stops answering, `ok` when it is back.
+ */
+class Engine extends EventEmitter {
   constructor (inner) {
     if (!(inner instanceof native.Engine)) {
       throw new TypeError('build an Engine with Engine.fromFile, fromToml, fromJson or fromObject')
     }
+    super()
     Object.defineProperty(this, '_inner', { value: inner })
     Object.defineProperty(this, '_ruleNames', { value: Object.freeze(inner.rules) })
     Object.defineProperty(this, '_mayWait', { value: inner.mayWait })
@@ -394,7 +405,14 @@ class Engine {
     Object.defineProperty(this, '_authenticate', { value: inner.authenticateFunction() })
     Object.defineProperty(this, '_authorizeSync', { value: inner.authorizeFunction() })
     Object.defineProperty(this, '_recordResponse', { value: inner.recordResponseFunction() })
-    if (this._mayWait) Object.defineProperty(this, '_dispatch', { value: dispatcher(inner, this) })
+    if (this._mayWait) {
+      Object.defineProperty(this, '_dispatch', { value: dispatcher(inner, this) })
+      // Weakly: the native listener must not keep the engine alive.
+      const engine = new WeakRef(this)
+      inner.onStoreHealth((h, message) => {
+        engine.deref()?.emit('storeHealth', storeHealth(h), message)
+      })
+    }
   }
 
   /** An engine from TOML configuration text. */
@@ -686,10 +704,8 @@ class Engine {
   get hasAuth () { return this._inner.hasAuth }
   /** The shared store's last failure while it is failing, else null. */
   get storeFailure () { return this._inner.storeFailure }
-  get storeHealth () {
-    const h = this._inner.storeHealth
-    return { state: h.state, sinceMs: h.sinceMs, reason: h.reason ?? null, reasonKind: h.reasonKind ?? null }
-  }
+  /** Where the store stands: `ok`, `degraded` or `failing`, since when and why. */
+  get storeHealth () { return storeHealth(this._inner.storeHealth) }
   /** The rules' names, in configuration order. */
   get rules () { return this._ruleNames }
   /** Keys the memory store holds now. */

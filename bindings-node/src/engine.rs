@@ -11,7 +11,8 @@ use std::sync::Arc;
 use floodwall::config::StoreKind;
 use floodwall::{Config, Request, Timestamp};
 use napi::bindgen_prelude::External;
-use napi::bindgen_prelude::{Float64Array, Object, ToNapiValue};
+use napi::bindgen_prelude::{Float64Array, FnArgs, Function, Object, ToNapiValue};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Either, Env};
 use napi_derive::napi;
 
@@ -578,13 +579,30 @@ impl Engine {
     /// Where the store stands: `ok`, `degraded` or `failing`, since when, and why.
     #[napi(getter)]
     pub fn store_health(&self) -> StoreHealthFields {
-        let h = self.core.store_health();
-        StoreHealthFields {
-            state: h.state.as_str().to_owned(),
-            since_ms: h.since_ms as f64,
-            reason: h.reason,
-            reason_kind: h.reason_kind.map(str::to_owned),
-        }
+        self.core.store_health().into()
+    }
+
+    /// Calls `listener(health, message)` on the JS thread at every transition of the store's
+    /// health (`index.js` emits it as the `storeHealth` event). The listener does not keep the
+    /// process alive.
+    #[napi]
+    pub fn on_store_health(
+        &self,
+        listener: Function<'_, FnArgs<(StoreHealthFields, String)>, ()>,
+    ) -> napi::Result<()> {
+        let tsfn = listener
+            .build_threadsafe_function::<FnArgs<(StoreHealthFields, String)>>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        self.core.on_store_health(move |health| {
+            let message = health.message();
+            tsfn.call(
+                FnArgs::from((health.clone().into(), message)),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
+        Ok(())
     }
 
     /// The rules' names, in configuration order.
@@ -638,6 +656,17 @@ pub struct StoreHealthFields {
     pub reason: Option<String>,
     /// `timeout`, `refused`, `out_of_memory`, `noscript`, `cluster_down` or `error`.
     pub reason_kind: Option<String>,
+}
+
+impl From<floodwall::StoreHealth> for StoreHealthFields {
+    fn from(h: floodwall::StoreHealth) -> Self {
+        StoreHealthFields {
+            state: h.state.as_str().to_owned(),
+            since_ms: h.since_ms as f64,
+            reason: h.reason,
+            reason_kind: h.reason_kind.map(str::to_owned),
+        }
+    }
 }
 
 /// A verified caller, as the JS `Identity` is built from it (its claims are asked for apart,

@@ -388,6 +388,8 @@ describe('Redis killed and restarted', () => {
         assert.equal(await admitted(engine, '/layered', 'u', 5), 5)
         assert.equal(engine.storeFailure, null)
         assert.equal(engine.storeHealth.state, 'ok')
+        const events = []
+        engine.on('storeHealth', (health, message) => events.push([health, message]))
         const port = own.port
         await own.stop()
 
@@ -412,6 +414,13 @@ describe('Redis killed and restarted', () => {
         const up = engine.storeHealth
         assert.deepEqual([up.state, up.reason, up.reasonKind], ['ok', null, null])
         assert.ok(up.sinceMs >= down.sinceMs)
+        // One event per transition, each with its sentence: down, then back.
+        await waitUntil(() => events.length >= 2, { attempts: 100, pauseMs: 10 })
+        assert.deepEqual(events.map(([h]) => h.state), [down.state, 'ok'], JSON.stringify(events))
+        assert.deepEqual(events[0][0], down)
+        assert.match(events[0][1], policy === 'fallback' ? /degraded: .*fallback decides/ : /failing: .*on_error answers alone/)
+        assert.deepEqual([events[1][0].reason, events[1][0].reasonKind], [null, null])
+        assert.match(events[1][1], /back: deciding on Redis again/)
       } finally {
         await own.stop()
       }

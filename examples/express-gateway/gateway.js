@@ -7,7 +7,7 @@
  *     /dashboard        the live dashboard (HTML + JS + CSS served from public/, no build step)
  *     /dashboard/data   its JSON: the engine's report, each upstream's health, breaker trips
  *     /metrics          Prometheus text exposition of the engine's counters
- *     /health           liveness, and which store is in use
+ *     /health           liveness and the store's health: 503 while it is degraded or failing
  *
  * Every request passes `guard()` from `floodwall/express` first — the bearer token is
  * verified (401 otherwise) and every matching limit applied in one engine call (429 with
@@ -92,11 +92,17 @@ function dashboardData (engine, breakerLog) {
   }
   return {
     generated_at_ms: report.generated_at_ms,
-    store: { kind: engine.storeKind, failure: engine.storeFailure },
+    store: { kind: engine.storeKind, failure: engine.storeFailure, health: storeHealth(engine) },
     report,
     services,
     breaker_events: breakerLog.read()
   }
+}
+
+/** `engine.storeHealth` in the gateway's snake_case JSON. */
+function storeHealth (engine) {
+  const h = engine.storeHealth
+  return { state: h.state, since_ms: h.sinceMs, reason: h.reason, reason_kind: h.reasonKind }
 }
 
 /** The gateway's Express application over `engine`, proxying each prefix of `routes` to its service. */
@@ -109,9 +115,13 @@ function createGateway (engine, { routes = ROUTES, cost } = {}) {
   // The gateway's own pages below are the engine's skipped paths, handed on untouched.
   app.use(engine.hasAuth ? guard(engine, { cost }) : rateLimit(engine, { cost }))
 
+  // 503 while the store is degraded or failing: limits no longer hold across processes (or at
+  // all), and the reason says why.
   app.get('/health', (req, res) => {
-    res.set('Cache-Control', 'no-store')
-    res.json({ service: 'floodwall-express-gateway', ok: true, store: engine.storeKind, store_failure: engine.storeFailure })
+    const health = storeHealth(engine)
+    const ok = health.state === 'ok'
+    res.status(ok ? 200 : 503).set('Cache-Control', 'no-store')
+    res.json({ service: 'floodwall-express-gateway', ok, store: engine.storeKind, store_health: health, store_failure: engine.storeFailure })
   })
 
   app.get('/metrics', (req, res) => {
@@ -178,6 +188,9 @@ async function startGateway ({ settings, port = settings.gatewayPort, host = set
     redisPrefix,
     stream
   }))
+  engine.on('storeHealth', (health, message) => {
+    (health.state === 'ok' ? console.log : console.warn)(`gateway: ${message}`)
+  })
   const server = http.createServer(createGateway(engine))
   server.keepAliveTimeout = 65_000
   await new Promise((resolve, reject) => {

@@ -2,8 +2,8 @@
 // this example disagree.
 import { Engine, FloodwallError, ERROR_CODES, PROMETHEUS_CONTENT_TYPE } from '../../index'
 import type {
-  CheckRequest, Decision, ErrorCode, LatencyHistogram, MinuteCounts, Report, SinkStats, TopEntry,
-  UpstreamStatus
+  CheckRequest, Decision, ErrorCode, LatencyHistogram, MinuteCounts, Report, SinkStats, StoreHealth,
+  TopEntry, UpstreamStatus
 } from '../../index'
 
 const engine: Engine = Engine.fromObject({
@@ -58,3 +58,12 @@ void [served, p99, busiest, expired, fromMemory, buckets, dropped, source, text,
 engine.recordResponse('GET', '/', '200', 1)
 // @ts-expect-error: the report's keys are snake_case, as in its JSON
 void report.totals.rateLimited
+
+const health: StoreHealth = engine.storeHealth
+const degraded: boolean = health.state === 'degraded'
+engine.on('storeHealth', (h: StoreHealth, message: string) => {
+  void [h.reasonKind, message.length, degraded]
+})
+// @ts-expect-error: a state is one of three words
+const state: 'up' = health.state
+void state

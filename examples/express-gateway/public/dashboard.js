@@ -191,10 +191,13 @@
     const kind = data.store.kind || report.store_kind || 'unknown'
     byId('store-kind').textContent = kind
     byId('store-detail-kind').textContent = kind
-    const failure = data.store.failure || report.store_failure
+    const health = data.store.health || { state: 'ok' }
+    const failure = health.state === 'ok' ? null : (health.reason || data.store.failure || report.store_failure || 'failing')
     const failureNode = byId('store-failure')
     failureNode.hidden = !failure
-    failureNode.textContent = failure ? `store failing: ${failure}` : ''
+    failureNode.textContent = failure
+      ? `store ${health.state}${health.since_ms ? ` since ${new Date(health.since_ms).toLocaleTimeString()}` : ''}: ${failure}`
+      : ''
     byId('report-source').textContent = report.source === 'stream' ? 'the Redis event stream' : 'this gateway\'s memory'
     const stores = Object.entries(report.stores || {}).filter(([, n]) => n > 0)
     byId('store-decisions').textContent = stores.length > 0 ? stores.map(([k, n]) => `${k} ${count(n)}`).join(', ') : 'none yet'

@@ -132,3 +132,31 @@ test('on Redis: /dashboard/data and /metrics show the traffic, and the events re
   assert.ok(lines.has(`floodwall_store_decisions_total{store="redis"} ${LIMITS.free.capacity + 1}`), metrics.text)
   assert.ok(lines.has('floodwall_store_decisions_total{store="deny_cache"} 1'), metrics.text)
 })
+
+test('on Redis: /health answers 503 with the reason while Redis is down, and 200 once it is back', async (t) => {
+  let own = await RedisServer.start()
+  t.after(() => own.stop())
+  const stack = await startStack({ redisUrl: own.url, redisPrefix: 'gw-down:', limits: LIMITS })
+  t.after(() => stack.close())
+  const premium = stack.token('bob', 'premium')
+  assert.equal((await request(`${stack.url}/api/catalog`, { token: premium })).status, 200)
+  assert.equal((await request(`${stack.url}/health`)).status, 200)
+
+  const port = own.port
+  await own.stop()
+  // The fallback decides while Redis is away: requests still pass, and /health says why.
+  for (let i = 0; i < 5; i++) assert.equal((await request(`${stack.url}/api/catalog`, { token: premium })).status, 200)
+  const down = await request(`${stack.url}/health`)
+  assert.equal(down.status, 503, JSON.stringify(down.json))
+  assert.equal(down.json.ok, false)
+  assert.equal(down.json.store_health.state, 'degraded')
+  assert.ok(['refused', 'timeout'].includes(down.json.store_health.reason_kind), JSON.stringify(down.json))
+  assert.equal(typeof down.json.store_health.reason, 'string')
+  assert.equal((await request(`${stack.url}/dashboard/data`)).json.store.health.state, 'degraded')
+
+  own = await RedisServer.start(port)
+  const back = await waitUntil(async () => (await request(`${stack.url}/health`)).status === 200, { attempts: 100, pauseMs: 50 })
+  assert.ok(back, 'Redis is back, yet /health still answers 503')
+  const up = (await request(`${stack.url}/health`)).json
+  assert.deepEqual([up.ok, up.store_health.state, up.store_health.reason], [true, 'ok', null])
+})
