@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use floodwall::store::{Layer, MemoryStore, Store};
+use floodwall::store::{Layer, MemoryStore};
 use floodwall::{Engine, ManualClock, Request, Timestamp};
 use floodwall_benches::{
     CAPACITY, MANY_KEYS, ONE_LAYER, REFILL_PER_SECOND, THREE_LAYERS, on_threads, quota, subjects,

@@ -186,3 +186,163 @@ fn the_memory_store_is_always_ok() {
     );
     assert!(health.since_ms > 1_600_000_000_000, "{}", health.since_ms);
 }
+
+/// An engine on `url` with one fixed-window limit of 200 per hour per caller.
+fn shared_engine(url: &str, extra: &str) -> Result<Engine, floodwall::Error> {
+    Engine::from_toml(&format!(
+        r#"
+[store]
+kind = "redis"
+url = "{url}"
+prefix = "share:"
+timeout = "100ms"
+connect_timeout = "300ms"
+{extra}
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 200
+window = "1h"
+"#
+    ))
+}
+
+fn admitted(engine: &Engine, caller: &str, attempts: usize) -> (usize, Vec<StoreUsed>) {
+    let request = Request::new("GET", "/").subject(caller);
+    let mut stores = Vec::new();
+    let mut allowed = 0;
+    for _ in 0..attempts {
+        let d = engine.check(&request).expect("a decision");
+        allowed += usize::from(d.allowed());
+        if !stores.contains(&d.store()) {
+            stores.push(d.store());
+        }
+    }
+    (allowed, stores)
+}
+
+#[test]
+fn four_processes_with_a_quarter_share_each_admit_the_limit_between_them_while_redis_is_down() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    // Four engines, each with its own in-process fallback: four gateway processes.
+    let engines: Vec<Engine> = (0..4)
+        .map(|_| shared_engine(&server.url(), "fallback_share = 0.25").expect("config"))
+        .collect();
+    // Up: Redis holds the limit exactly across the four.
+    let up: usize = engines.iter().map(|e| admitted(e, "before", 100).0).sum();
+    assert_eq!(up, 200);
+    server.kill();
+    // Down: each fallback grants a quarter of the limit, so the four together grant it once.
+    let mut down = 0;
+    for engine in &engines {
+        let (allowed, stores) = admitted(engine, "during", 100);
+        assert!(
+            stores
+                .iter()
+                .all(|s| matches!(s, StoreUsed::Redis | StoreUsed::Fallback)),
+            "{stores:?}"
+        );
+        down += allowed;
+    }
+    assert_eq!(down, 200, "4 × floor(200 × 0.25)");
+    // The caller Redis had exhausted stays denied across the outage where its denial is
+    // remembered (the deny cache), and is never granted more than the fallback's share.
+    for engine in &engines {
+        assert!(admitted(engine, "before", 100).0 <= 50);
+    }
+    // Redis back, without its data (it was killed): every window starts afresh there — the
+    // slack the docs state: at most one more limit in the window it returns.
+    let _server = RedisServer::start_on(port);
+    for engine in &engines {
+        assert!(
+            decide_until(engine, Duration::from_secs(10), |s| s == StoreUsed::Redis).is_some(),
+            "{:?}",
+            engine.store_health()
+        );
+    }
+    let after: usize = engines.iter().map(|e| admitted(e, "during", 100).0).sum();
+    assert!(after <= 200, "{after}");
+    assert!(down + after <= 2 * 200);
+}
+
+#[test]
+fn without_a_share_each_fallback_grants_the_whole_limit() {
+    let server = RedisServer::start();
+    let engine = shared_engine(&server.url(), "").expect("config");
+    let mut server = server;
+    assert_eq!(admitted(&engine, "x", 1).0, 1);
+    server.kill();
+    assert_eq!(admitted(&engine, "y", 300).0, 200);
+}
+
+#[test]
+fn a_fallback_share_out_of_range_is_refused_by_name() {
+    for share in ["0", "-0.5", "1.5", "nan"] {
+        let e = shared_engine("redis://127.0.0.1:1", &format!("fallback_share = {share}"))
+            .expect_err(share);
+        assert!(
+            e.to_string().contains("store.fallback_share"),
+            "{share}: {e}"
+        );
+    }
+}
+
+#[test]
+fn an_engine_connects_before_its_first_request() {
+    let server = RedisServer::start();
+    let engine = shared_engine(&server.url(), "").expect("config");
+    assert_eq!(
+        engine.store_health().state,
+        StoreState::Ok,
+        "{:?}",
+        engine.store_health()
+    );
+    // Connected and the script loaded at build, before any decision.
+    let stats = server.command("INFO commandstats");
+    assert!(stats.contains("cmdstat_script|load:calls=1,"), "{stats}");
+    assert_eq!(server.evalsha_calls(), 0);
+    let clients = server.command("CLIENT LIST");
+    assert!(clients.matches("cmd=").count() >= 2, "{clients}");
+    // The first decision is one call, on the connection made at build.
+    assert_eq!(admitted(&engine, "first", 1), (1, vec![StoreUsed::Redis]));
+    assert_eq!(server.evalsha_calls(), 1);
+    let stats = server.command("INFO commandstats");
+    assert!(stats.contains("cmdstat_script|load:calls=1,"), "{stats}");
+}
+
+#[test]
+fn redis_absent_at_build_starts_degraded_or_failing_by_policy() {
+    let port = floodwall_tests::redis_server::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    // on_error = "error": built failing; the first request is refused at once, not after
+    // the deadline.
+    let failing = shared_engine(&url, "on_error = \"error\"").expect("a failing start");
+    assert_eq!(failing.store_health().state, StoreState::Failing);
+    let e = failing
+        .check(&Request::new("GET", "/").subject("early"))
+        .expect_err("no store decides");
+    assert_eq!(e.kind(), floodwall::ErrorKind::StoreUnavailable, "{e}");
+    assert!(e.to_string().contains("refused"), "{e}");
+    // Any other policy: built, degraded from the start, the probe watching.
+    let engine = shared_engine(&url, "").expect("a degraded start");
+    let health = engine.store_health();
+    assert_eq!(
+        (health.state, health.reason_kind),
+        (StoreState::Degraded, Some("refused")),
+        "{health:?}"
+    );
+    assert_eq!(
+        admitted(&engine, "early", 3),
+        (3, vec![StoreUsed::Fallback])
+    );
+    let _server = RedisServer::start_on(port);
+    assert!(
+        decide_until(&engine, Duration::from_secs(10), |s| s == StoreUsed::Redis).is_some(),
+        "{:?}",
+        engine.store_health()
+    );
+    assert_eq!(engine.store_health().state, StoreState::Ok);
+}

@@ -539,6 +539,13 @@ impl Breaker {
         }
     }
 
+    /// Forces the breaker open at `now` for its current backoff (a call that failed before any
+    /// was recorded: a store that cannot be reached when it is built); `None` when it is open
+    /// already.
+    pub fn force_open(&mut self, now: Timestamp) -> Option<Transition> {
+        (!matches!(self.state, BreakerState::Open { .. })).then(|| self.trip(now, 1.0, 0.0))
+    }
+
     /// Forces the breaker closed (an operator, or an active health check, says the upstream is
     /// well again).
     pub fn reset(&mut self, now: Timestamp) -> Option<Transition> {

@@ -75,8 +75,8 @@ use read::{not_an_object, path_of, toml_error};
 pub use rules::{HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem};
 use store::check_redis_url;
 pub use store::{
-    DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT, OnStoreError, StoreClock, StoreConfig,
-    StoreKind,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT, OnStoreError,
+    StoreClock, StoreConfig, StoreKind,
 };
 
 /// The most rules one configuration may have (and so the most layers one decision applies
@@ -240,6 +240,21 @@ impl Config {
         }
         if store.timeout.0.is_zero() {
             return Err(Error::config("store.timeout", "must be greater than zero"));
+        }
+        if store.connect_timeout.0.is_zero() {
+            return Err(Error::config(
+                "store.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let share = store.fallback_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::config(
+                "store.fallback_share",
+                format!(
+                    "must be a share of each limit above 0 and at most 1 (e.g. 0.25 for 4 processes), got {share}"
+                ),
+            ));
         }
         match store.kind {
             StoreKind::Memory => Ok(()),

@@ -9,6 +9,8 @@ use super::HumanDuration;
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
 /// The default deadline of one store call.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+/// The default deadline of connecting to a shared store when the engine is built.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default prefix of the keys a shared store writes.
 pub const DEFAULT_PREFIX: &str = "fw:";
 
@@ -26,6 +28,11 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// Whether the store is shared between processes (Redis, one node or a cluster).
+    pub const fn is_shared(self) -> bool {
+        !matches!(self, StoreKind::Memory)
+    }
+
     /// `memory`, `redis` or `redis_cluster`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -94,6 +101,14 @@ pub struct StoreConfig {
     /// Deadline of one store call.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Deadline of connecting and loading the script when the engine is built (shared stores).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// The share of each limit the in-process fallback grants while the shared store is down
+    /// (`0 < share <= 1`; `1 / N` for N processes sharing one Redis keeps their sum near the
+    /// limit).
+    #[serde(default = "default_share")]
+    pub fallback_share: f64,
     /// What to do when the store fails or is slow.
     #[serde(default)]
     pub on_error: OnStoreError,
@@ -116,6 +131,12 @@ fn default_prefix() -> String {
 fn default_timeout() -> HumanDuration {
     HumanDuration(DEFAULT_STORE_TIMEOUT)
 }
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(DEFAULT_CONNECT_TIMEOUT)
+}
+fn default_share() -> f64 {
+    1.0
+}
 fn default_max_keys() -> u64 {
     DEFAULT_MAX_KEYS
 }
@@ -128,6 +149,8 @@ impl Default for StoreConfig {
             urls: Vec::new(),
             prefix: default_prefix(),
             timeout: default_timeout(),
+            connect_timeout: default_connect_timeout(),
+            fallback_share: 1.0,
             on_error: OnStoreError::Fallback,
             clock: StoreClock::Redis,
             max_keys: DEFAULT_MAX_KEYS,

@@ -7,14 +7,13 @@ use smallvec::SmallVec;
 
 use super::Engine;
 use super::request::Request;
-use super::shared::{DenyCache, no_times, rule_index};
 use crate::clock::Timestamp;
 use crate::decision::{Decision, StoreUsed};
 use crate::error::{Error, ErrorKind};
 use crate::http::{HeaderLookup, PathBuffer, address_key, normalize_path, parse_address};
 use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
 use crate::monitor::{DecisionEvent, Event, EventOutcome};
-use crate::store::{ABSENT, Layer, Store};
+use crate::store::{ABSENT, Ask, Layer};
 
 /// A request as the decision path reads it: the path in normal form (as given when no rule
 /// reads it), the address as it is keyed, the time fixed.
@@ -205,25 +204,18 @@ impl Engine {
         let (cost, now) = (asked.cost, asked.now);
         match matched.len() {
             0 => {}
-            1 if self.shared.is_none() => {
+            1 => {
                 let layer = self.layer(asked, &endpoint, matched[0]);
-                let outcome = self.store.acquire_one(&layer, cost, now);
+                let (outcome, verdict, at) = self.store.decide_one(&layer, cost, now)?;
                 decision.outcomes_mut().push(outcome);
-                let allowed = outcome.allowed || layer.shadow;
-                decision.settle(allowed, self.shadows);
                 if let Some(pending) = pending
                     && self.responses
-                    && allowed
+                    && verdict.allowed
                 {
-                    self.keep(
-                        pending,
-                        &[layer],
-                        &[outcome],
-                        &[now],
-                        cost,
-                        StoreUsed::Memory,
-                    );
+                    self.keep(pending, &[layer], &[outcome], &[at], cost, verdict.store);
                 }
+                decision.set_store(verdict.store);
+                decision.settle(verdict.allowed, self.shadows);
             }
             n => {
                 // Up to four layers in a fixed array (nothing is moved on the way in), more in a
@@ -245,28 +237,16 @@ impl Engine {
                 let outcomes = decision.outcomes_mut();
                 outcomes.resize(n, Outcome::default());
                 // When each layer was decided: `now` on this process, the store's time on Redis.
-                let (allowed, used, times) = match &self.shared {
-                    None => (
-                        self.store.acquire(layers, cost, now, outcomes)?,
-                        StoreUsed::Memory,
-                        None,
-                    ),
-                    Some(shared) => {
-                        let mut times = no_times(n);
-                        let (allowed, used) =
-                            self.decide_shared(shared, layers, cost, now, outcomes, &mut times)?;
-                        (allowed, used, Some(times))
-                    }
-                };
+                let mut times: SmallVec<[Timestamp; 4]> = SmallVec::from_elem(now, n);
+                let verdict = self.store.decide(layers, cost, now, outcomes, &mut times)?;
                 if let Some(pending) = pending
                     && self.responses
-                    && allowed
+                    && verdict.allowed
                 {
-                    let times = times.unwrap_or_else(|| SmallVec::from_elem(now, n));
-                    self.keep(pending, layers, outcomes, &times, cost, used);
+                    self.keep(pending, layers, outcomes, &times, cost, verdict.store);
                 }
-                decision.set_store(used);
-                decision.settle(allowed, self.shadows);
+                decision.set_store(verdict.store);
+                decision.settle(verdict.allowed, self.shadows);
             }
         }
         result
@@ -284,7 +264,7 @@ impl Engine {
         store: StoreUsed,
     ) {
         for ((layer, outcome), &at) in layers.iter().zip(outcomes).zip(times) {
-            let index = rule_index(layer);
+            let index = layer.rule_index();
             if !outcome.allowed || !self.rules[index].response_counting().needs_response() {
                 continue;
             }
@@ -301,15 +281,7 @@ impl Engine {
     }
 
     pub(crate) fn empty_decision(&self) -> Decision<'_> {
-        Decision::empty(
-            &self.rules,
-            self.headers,
-            if self.shared.is_some() {
-                StoreUsed::Redis
-            } else {
-                StoreUsed::Memory
-            },
-        )
+        Decision::empty(&self.rules, self.headers, self.store.used())
     }
 
     /// Records in `decision` the (rule index, policy index) of every rule of `stage` matching
@@ -394,9 +366,6 @@ impl Engine {
     /// request in order. On a shared store the batch is one round trip (a pipeline of script
     /// calls); if that fails, each request gets the `on_error` policy.
     pub fn check_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision<'_>, Error>> {
-        let Some(shared) = &self.shared else {
-            return requests.iter().map(|r| self.check(r)).collect();
-        };
         // Each request's normal path and address key, owned for the length of the batch.
         let texts: Vec<(String, Option<String>)> = requests
             .iter()
@@ -475,78 +444,43 @@ impl Engine {
             layers.push(these);
             outcomes.push(out);
         }
-        // Requests the deny cache answers go no further; the others' keys in it are kept for
-        // their denials.
-        let mut answered: Vec<bool> = vec![false; prepared.len()];
-        let mut cache_keys: Vec<Option<(&DenyCache, Vec<u8>)>> = Vec::with_capacity(prepared.len());
-        for (((p, these), out), (a, done)) in prepared
+        // The requests with layers go to the store together (one round trip on Redis).
+        let asks: Vec<Ask<'_>> = prepared
             .iter()
             .zip(&layers)
-            .zip(outcomes.iter_mut())
-            .zip(asked.iter().zip(answered.iter_mut()))
-        {
-            let key = match p {
-                Ok(_) if !these.is_empty() => self.deny_cache_key(shared, these, a.cost),
-                _ => None,
-            };
-            if let Some((cache, key)) = &key {
-                *done = cache.get(key, a.now, out);
-            }
-            cache_keys.push(key);
-        }
-        // Which requests go to Redis: those prepared, with layers, that the cache did not answer.
-        let asks: Vec<bool> = prepared
-            .iter()
-            .zip(&layers)
-            .zip(&answered)
-            .map(|((p, l), done)| p.is_ok() && !l.is_empty() && !done)
-            .collect();
-        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = layers
-            .iter()
             .zip(&asked)
-            .zip(&asks)
-            .filter(|(_, ask)| **ask)
-            .map(|((l, a), _)| (l.as_slice(), a.cost, a.now))
+            .filter(|((p, l), _)| p.is_ok() && !l.is_empty())
+            .map(|((_, l), a)| Ask {
+                layers: l,
+                cost: a.cost,
+                now: a.now,
+            })
             .collect();
         let mut slices: Vec<&mut [Outcome]> = outcomes
             .iter_mut()
-            .zip(&asks)
-            .filter(|(_, ask)| **ask)
+            .zip(prepared.iter().zip(&layers))
+            .filter(|(_, (p, l))| p.is_ok() && !l.is_empty())
             .map(|(o, _)| o.as_mut_slice())
             .collect();
-        let verdicts = if batch.is_empty() {
-            Some(Vec::new())
-        } else {
-            self.through_breaker(shared, || shared.redis.decide_many(&batch, &mut slices))
-        };
-        let mut verdicts = verdicts.map(Vec::into_iter);
+        let mut verdicts = self.store.decide_many(&asks, &mut slices).into_iter();
+        drop(slices);
         let results: Vec<Result<Decision<'_>, Error>> = prepared
             .into_iter()
             .zip(layers.iter().zip(outcomes))
-            .zip(asked.iter().zip(answered))
-            .zip(cache_keys)
-            .map(|(((p, (these, mut out)), (a, done)), cache_key)| {
+            .map(|(p, (these, out))| {
                 let mut decision = p?;
                 if these.is_empty() {
                     return Ok(decision);
                 }
-                let (allowed, used) = if done {
-                    (false, StoreUsed::DenyCache)
-                } else {
-                    match verdicts.as_mut() {
-                        Some(v) => {
-                            let allowed = v.next().unwrap_or(false);
-                            if let (false, Some((cache, key))) = (allowed, cache_key) {
-                                cache.put(key, a.now, &out);
-                            }
-                            (allowed, StoreUsed::Redis)
-                        }
-                        None => self.decide_unavailable(shared, these, a.cost, a.now, &mut out)?,
-                    }
-                };
+                let verdict = verdicts.next().unwrap_or_else(|| {
+                    Err(Error::new(
+                        ErrorKind::StoreUnavailable,
+                        "the store answered fewer decisions than asked",
+                    ))
+                })?;
                 *decision.outcomes_mut() = out.into_iter().collect();
-                decision.set_store(used);
-                decision.settle(allowed, self.shadows);
+                decision.set_store(verdict.store);
+                decision.settle(verdict.allowed, self.shadows);
                 Ok(decision)
             })
             .collect();

@@ -2,11 +2,11 @@
 //! each [`Request`] ([`Engine::check`]) or, for an HTTP host, each HTTP request
 //! ([`Engine::http`], see [`crate::http`]).
 //!
-//! The decision path is in `decide.rs`, the shared store's failure policy in `shared.rs`.
+//! The decision path is in `decide.rs`; `store.rs` builds the store and asks it the rest.
 
 mod decide;
 mod request;
-mod shared;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,13 +23,10 @@ use crate::error::{Error, ErrorKind};
 use crate::http::{AccessLists, CompiledAccess, HttpSettings, HttpState};
 use crate::limit::{KeyKind, Rule};
 use crate::monitor::{DecisionEvent, Event, EventOutcome, Monitor, Report, ResponseEvent, Warning};
-use crate::store::redis::RedisStore;
-use crate::store::{MemoryStore, Store};
+use crate::store::Store;
 
 pub(crate) use decide::{AddressText, Asked, Pending, Stage};
 pub use request::Request;
-pub(crate) use shared::UNAVAILABLE_RETRY;
-use shared::{Shared, check_redis_arithmetic};
 
 /// The traffic-control engine: compiled rules, a store, a clock.
 ///
@@ -63,7 +60,8 @@ use shared::{Shared, check_redis_arithmetic};
 #[derive(Debug)]
 pub struct Engine {
     pub(crate) rules: Box<[Rule]>,
-    pub(crate) store: MemoryStore,
+    /// The store: memory, or Redis behind its failover policy.
+    pub(crate) store: Box<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) headers: HeadersConfig,
     /// Whether some rule looks at the path (its pattern or an endpoint key).
@@ -86,10 +84,6 @@ pub struct Engine {
     pub(crate) auth: RwLock<Option<Arc<Authenticator>>>,
     pub(crate) base_dir: Option<PathBuf>,
     pub(crate) services: Services,
-    /// The shared store, when the configuration names one; `store` is then its fallback.
-    pub(crate) shared: Option<Arc<Shared>>,
-    /// When the engine was built (the memory store's health is `ok` since then).
-    pub(crate) built_at: Timestamp,
     pub(crate) store_kind: StoreKind,
     /// Every decision, upstream call and reported response is recorded here.
     pub(crate) monitor: Arc<Monitor>,
@@ -135,25 +129,14 @@ impl Engine {
             None => None,
         };
         let services = Services::compile(&config.services, Arc::clone(&monitor))?;
-        let shared = match config.store.kind {
-            StoreKind::Memory => None,
-            StoreKind::Redis | StoreKind::RedisCluster => {
-                check_redis_arithmetic(&rules)?;
-                Some(Shared::new(
-                    RedisStore::new(&config.store)?,
-                    config.store.on_error,
-                    config.store.deny_cache,
-                    SystemClock.now(),
-                ))
-            }
-        };
+        let store = store::build(&config.store, &rules)?;
         Ok(Engine {
             keys_ip: rules.iter().any(|r| *r.key() == KeyKind::Ip),
             responses: rules.iter().any(|r| r.response_counting().needs_response()),
             before_auth: rules.iter().any(Rule::is_before_auth),
             shadows: rules.iter().any(Rule::is_shadow),
             rules: rules.into(),
-            store: MemoryStore::new(config.store.max_keys),
+            store,
             clock: Arc::new(SystemClock),
             headers: config.headers,
             parse_paths,
@@ -163,8 +146,6 @@ impl Engine {
             auth: RwLock::new(auth),
             base_dir,
             services,
-            shared,
-            built_at: SystemClock.now(),
             store_kind: config.store.kind,
             monitor,
         })
@@ -189,6 +170,7 @@ impl Engine {
     /// Uses `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
+        self.store.set_clock(Arc::clone(&self.clock));
         self
     }
 

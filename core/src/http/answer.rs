@@ -304,7 +304,7 @@ pub fn error_response(
             &[],
         ),
         ErrorKind::StoreUnavailable => {
-            let seconds = crate::engine::UNAVAILABLE_RETRY.as_secs().max(1);
+            let seconds = crate::store::UNAVAILABLE_RETRY.as_secs().max(1);
             headers.push(("Retry-After", seconds.to_string()));
             problem(
                 503,

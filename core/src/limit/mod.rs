@@ -192,6 +192,29 @@ impl Quota {
         }
     }
 
+    /// This quota's `share` (`0 < share <= 1`) for one of several deciders that each hold a
+    /// part of it: the limit (or capacity) becomes `max(1, floor(limit × share))`, the window
+    /// stays, and a token bucket refills at `share` of its rate (its emission interval grows
+    /// by `1 / share`, within the longest period).
+    pub fn shared_by(&self, share: f64) -> Quota {
+        if !(share > 0.0 && share < 1.0) {
+            return *self;
+        }
+        let limit = ((self.limit as f64 * share).floor() as u64).max(1);
+        let period = match self.algorithm {
+            Algorithm::TokenBucket => {
+                let longest = MAX_PERIOD.as_micros() as f64 / limit as f64;
+                (self.period as f64 / share).min(longest).ceil().max(1.0) as u64
+            }
+            _ => self.period,
+        };
+        Quota {
+            algorithm: self.algorithm,
+            limit,
+            period,
+        }
+    }
+
     /// For a token bucket, the time one token takes to refill (`T`).
     pub const fn emission_interval(&self) -> Option<Duration> {
         match self.algorithm {

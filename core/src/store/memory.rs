@@ -27,8 +27,9 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 
-use super::{Layer, Store};
-use crate::clock::Timestamp;
+use super::{Adjustment, Layer, Store, StoreHealth, Verdict};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::decision::StoreUsed;
 use crate::error::{Error, ErrorKind};
 use crate::limit::{Outcome, Quota, State};
 
@@ -142,6 +143,8 @@ struct Padded(Mutex<Shard>);
 /// [`crate::store`] for the contract).
 pub struct MemoryStore {
     shards: Box<[Padded]>,
+    /// When it was made: its health is `ok` since then.
+    since: Timestamp,
     /// `shards.len() - 1`.
     mask: usize,
     capacity_per_shard: usize,
@@ -178,6 +181,7 @@ impl MemoryStore {
             mask: shards - 1,
             capacity_per_shard,
             hasher: foldhash::fast::RandomState::default(),
+            since: SystemClock.now(),
         }
     }
 
@@ -337,8 +341,11 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn acquire(
+impl MemoryStore {
+    /// Applies `layers` at `now` for a request of `cost`, all-or-nothing: writes each layer's
+    /// outcome into `outcomes` and says whether the request is admitted ([`Store::decide`],
+    /// without times: this store decides at `now`).
+    pub fn acquire(
         &self,
         layers: &[Layer<'_>],
         cost: u64,
@@ -348,9 +355,63 @@ impl Store for MemoryStore {
         debug_assert_eq!(layers.len(), outcomes.len());
         if let ([layer], [outcome]) = (layers, &mut *outcomes) {
             *outcome = self.acquire_one(layer, cost, now);
-            return Ok(outcome.allowed);
+            return Ok(outcome.allowed || layer.shadow);
         }
         self.acquire_many(layers, cost, now, outcomes)
+    }
+
+    /// Applies one refund or charge.
+    pub(crate) fn apply(&self, layer: &Layer<'_>, adjustment: Adjustment) {
+        match adjustment {
+            Adjustment::Refund { cost, at } => self.refund(layer, cost, at),
+            Adjustment::Charge { cost, at } => self.charge(layer, cost, at),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    #[inline]
+    fn decide(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+        _times: &mut [Timestamp],
+    ) -> Result<Verdict, Error> {
+        Ok(Verdict {
+            allowed: self.acquire(layers, cost, now, outcomes)?,
+            store: StoreUsed::Memory,
+        })
+    }
+
+    #[inline]
+    fn decide_one(
+        &self,
+        layer: &Layer<'_>,
+        cost: u64,
+        now: Timestamp,
+    ) -> Result<(Outcome, Verdict, Timestamp), Error> {
+        let outcome = self.acquire_one(layer, cost, now);
+        let verdict = Verdict {
+            allowed: outcome.allowed || layer.shadow,
+            store: StoreUsed::Memory,
+        };
+        Ok((outcome, verdict, now))
+    }
+
+    fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]) {
+        for (layer, adjustment, _) in ops {
+            self.apply(layer, *adjustment);
+        }
+    }
+
+    fn used(&self) -> StoreUsed {
+        StoreUsed::Memory
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth::ok(self.since)
     }
 
     fn purge_expired(&self, now: Timestamp) -> usize {
@@ -372,7 +433,7 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
-    /// [`Store::acquire`] for two layers or more.
+    /// [`acquire`](Self::acquire) for two layers or more.
     #[inline(never)]
     fn acquire_many(
         &self,

@@ -5,17 +5,25 @@
 //! nothing is consumed anywhere. The algorithms themselves are in [`crate::limit`]; a store
 //! only keeps their states and makes the multi-key step atomic.
 //!
-//! [`MemoryStore`] is the in-process default; [`redis::RedisStore`] shares limits between
-//! processes through one Redis.
+//! [`MemoryStore`] is the in-process default; [`RedisStore`] shares limits between processes
+//! through one Redis (or a cluster); [`FailoverStore`] puts a shared store and a local one
+//! behind one failure policy (the breaker, the probe, the deny cache and `on_error`), and is
+//! what an engine on Redis holds.
 
+mod deny_cache;
+mod failover;
 mod memory;
 pub mod redis;
 
 use std::fmt;
+use std::sync::Arc;
 
+pub use failover::{FailoverStore, FallbackRules, UNAVAILABLE_RETRY};
 pub use memory::{MemoryStore, SWEEP_INTERVAL};
+pub use redis::RedisStore;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
+use crate::decision::StoreUsed;
 use crate::error::Error;
 use crate::limit::{Outcome, Quota};
 
@@ -36,6 +44,20 @@ pub struct Layer<'a> {
     /// its denial denies nothing: the request is admitted if every other layer admits, and the
     /// shadow layer that would deny consumes nothing.
     pub shadow: bool,
+}
+
+impl Layer<'_> {
+    /// The index of the layer's rule in configuration order.
+    #[inline]
+    pub const fn rule_index(&self) -> usize {
+        ((self.slot >> 32) & 0x7fff_ffff) as usize
+    }
+
+    /// The index of the layer's policy (role variant) within its rule.
+    #[inline]
+    pub const fn policy_index(&self) -> usize {
+        (self.slot & 0xffff_ffff) as usize
+    }
 }
 
 /// A change to one layer's state after its decision, once the response is known (see
@@ -103,7 +125,8 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
-    pub(crate) fn ok(since: Timestamp) -> Self {
+    /// `ok` since `since`.
+    pub fn ok(since: Timestamp) -> Self {
         StoreHealth {
             state: StoreState::Ok,
             since_ms: since.as_micros() / 1000,
@@ -155,26 +178,120 @@ impl StoreHealth {
 /// caller whose part is present but empty.
 pub const ABSENT: u64 = 1 << 63;
 
-/// Keeps limiter state and applies multi-layer decisions atomically.
+/// What a store answered for one decision: admitted or not, and who decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Every layer but the [shadow](Layer::shadow) ones admits.
+    pub allowed: bool,
+    /// Who decided: the store itself, or (a [`FailoverStore`]) its fallback, its `on_error`
+    /// policy or its deny cache.
+    pub store: StoreUsed,
+}
+
+/// One request of a batch ([`Store::decide_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// Its layers, in configuration order.
+    pub layers: &'a [Layer<'a>],
+    /// What it costs.
+    pub cost: u64,
+    /// When it is decided.
+    pub now: Timestamp,
+}
+
+/// Who hears of a store's health transitions ([`Store::on_health`]).
+pub type HealthListener = Arc<dyn Fn(&StoreHealth) + Send + Sync>;
+
+/// Keeps limiter state and applies multi-layer decisions atomically: the [`MemoryStore`], the
+/// [`RedisStore`] (one node or a cluster), and the [`FailoverStore`] that puts a shared store
+/// and a local one behind one policy. The engine holds one `Store` and knows no more of it.
 pub trait Store: Send + Sync + fmt::Debug {
     /// Applies `layers` at `now` for a request of `cost`: writes each layer's outcome into
-    /// `outcomes` (same length and order) and returns whether the request is admitted — every
-    /// layer but the [shadow](Layer::shadow) ones admits. Then every admitting layer has
-    /// consumed and its outcome is the state after; otherwise nothing was consumed and each
-    /// outcome is the unchanged state (denying layers carry `retry_after`).
+    /// `outcomes` and the time it was decided at into `times` (both of `layers`' length and
+    /// order; `times` holds `now` on the way in) and says whether the request is admitted.
+    /// Then every admitting layer has consumed and its outcome is the state after; otherwise
+    /// nothing was consumed and each outcome is the unchanged state (denying layers carry
+    /// `retry_after`). A refund names the layer's time ([`Adjustment::Refund`]): a store with
+    /// its own clock (Redis) decides at its time, not `now`.
     ///
     /// Every layer's `cost <= quota.limit()` has been checked by the caller.
-    fn acquire(
+    fn decide(
         &self,
         layers: &[Layer<'_>],
         cost: u64,
         now: Timestamp,
         outcomes: &mut [Outcome],
-    ) -> Result<bool, Error>;
+        times: &mut [Timestamp],
+    ) -> Result<Verdict, Error>;
+
+    /// [`decide`](Self::decide) for a single layer — most requests — answering its outcome and
+    /// the time it was decided at.
+    fn decide_one(
+        &self,
+        layer: &Layer<'_>,
+        cost: u64,
+        now: Timestamp,
+    ) -> Result<(Outcome, Verdict, Timestamp), Error> {
+        let mut outcomes = [Outcome::default()];
+        let mut times = [now];
+        let verdict = self.decide(
+            std::slice::from_ref(layer),
+            cost,
+            now,
+            &mut outcomes,
+            &mut times,
+        )?;
+        Ok((outcomes[0], verdict, times[0]))
+    }
+
+    /// Decides each of `asks` on its own, all-or-nothing each, in order — in one round trip
+    /// where the store can — writing each one's outcomes into the slice of `outcomes` at its
+    /// index.
+    fn decide_many(
+        &self,
+        asks: &[Ask<'_>],
+        outcomes: &mut [&mut [Outcome]],
+    ) -> Vec<Result<Verdict, Error>> {
+        asks.iter()
+            .zip(outcomes.iter_mut())
+            .map(|(ask, out)| {
+                let mut times: smallvec::SmallVec<[Timestamp; 4]> =
+                    smallvec::SmallVec::from_elem(ask.now, ask.layers.len());
+                self.decide(ask.layers, ask.cost, ask.now, out, &mut times)
+            })
+            .collect()
+    }
+
+    /// Applies refunds and charges once responses are known, each to the store that decided
+    /// its layer (`StoreUsed`). Best effort: a store that cannot be reached loses them, erring
+    /// on the side of counting.
+    fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]);
+
+    /// What a decision says it was decided by while the store is well (`memory`, `redis`).
+    fn used(&self) -> StoreUsed;
+
+    /// Where the store stands, since when, and why.
+    fn health(&self) -> StoreHealth;
+
+    /// Calls `listener` on every transition of the store's health, replacing the listener set
+    /// before; a store that never changes never calls it.
+    fn on_health(&self, listener: HealthListener) {
+        let _ = listener;
+    }
+
+    /// Why the store is failing: its last failure, until a call to it succeeds again.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// Uses `clock` for the store's own bookkeeping (its breaker) from now on.
+    fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        let _ = clock;
+    }
 
     /// Forgets every key whose state has expired by `now`; returns how many were dropped.
     fn purge_expired(&self, now: Timestamp) -> usize;
 
-    /// How many keys the store holds now.
+    /// How many keys the store holds in this process now.
     fn key_count(&self) -> usize;
 }

@@ -239,14 +239,21 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<Connection, redis::RedisError> {
+        self.connection_within(self.timeout).await
+    }
+
+    /// The shared connection, made within `deadline` when there is none.
+    async fn connection_within(&self, deadline: Duration) -> Result<Connection, redis::RedisError> {
         match &self.target {
             Target::Single(client, slot) => {
                 if let Some(c) = slot.lock().clone() {
                     return Ok(Connection::Single(c));
                 }
+                // No retry of its own: a refused connection is reported as refused at once,
+                // and the failover store decides what comes next.
                 let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(1)
-                    .set_connection_timeout(Some(self.timeout))
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(Some(deadline))
                     .set_response_timeout(Some(self.timeout));
                 let c = ConnectionManager::new_with_config(client.clone(), config).await?;
                 *slot.lock() = Some(c.clone());
@@ -407,6 +414,30 @@ impl RedisStore {
             self.drop_connection();
         }
         result
+    }
+
+    /// Connects the shared connection and loads the decision script, within `deadline`: what
+    /// the first decision would otherwise pay (a connect and a `SCRIPT LOAD`, 3–20 ms).
+    pub fn connect(&self, deadline: Duration) -> Result<(), StoreFailure> {
+        self.runtime.block_on(async {
+            let call = async {
+                match self.connection_within(deadline).await? {
+                    Connection::Single(mut c) => {
+                        self.script.load_async(&mut c).await?;
+                    }
+                    Connection::Cluster(mut c) => {
+                        // Each primary: the script is loaded where a call first needs it.
+                        redis::cmd("PING").query_async::<()>(&mut c).await?;
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            match tokio::time::timeout(deadline, call).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StoreFailure::of(&e)),
+                Err(_) => Err(StoreFailure::Timeout),
+            }
+        })
     }
 
     /// Each call's deadline (`store.timeout`).
