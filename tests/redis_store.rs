@@ -421,3 +421,45 @@ fn redis_killed_and_restarted_under_error() {
         StoreUsed::Redis
     );
 }
+
+/// The Redis store on its own, through the one `Store` trait: decisions on a live server,
+/// and a failure as the call's `store_unavailable` error (nothing decides in its place).
+#[test]
+fn the_redis_store_alone_decides_through_the_store_trait() {
+    use floodwall::Timestamp;
+    use floodwall::config::StoreConfig;
+    use floodwall::limit::Quota;
+    use floodwall::store::{Layer, RedisStore, Store};
+
+    let mut server = RedisServer::start();
+    let config = StoreConfig {
+        kind: floodwall::config::StoreKind::Redis,
+        url: Some(server.url()),
+        prefix: "alone:".to_owned(),
+        ..StoreConfig::default()
+    };
+    let store: Box<dyn Store> = Box::new(RedisStore::new(&config).expect("config"));
+    let quota = Quota::fixed_window(2.try_into().unwrap(), Duration::from_secs(60)).unwrap();
+    let layer = Layer {
+        rule: "r",
+        slot: 0,
+        quota: &quota,
+        key: b"k",
+        shadow: false,
+    };
+    let now = Timestamp::from_millis(1_000);
+    let verdicts: Vec<bool> = (0..3)
+        .map(|_| {
+            store
+                .decide_one(&layer, 1, now)
+                .expect("a decision")
+                .1
+                .allowed
+        })
+        .collect();
+    assert_eq!(verdicts, [true, true, false]);
+    assert_eq!(store.used(), StoreUsed::Redis);
+    server.kill();
+    let e = store.decide_one(&layer, 1, now).expect_err("Redis is gone");
+    assert_eq!(e.kind(), floodwall::ErrorKind::StoreUnavailable, "{e}");
+}

@@ -45,10 +45,11 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use super::{ABSENT, Adjustment, Layer};
-use crate::clock::Timestamp;
+use super::{ABSENT, Adjustment, Ask, Layer, Store, StoreHealth, Verdict};
+use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{StoreClock, StoreConfig, StoreKind};
-use crate::error::Error;
+use crate::decision::StoreUsed;
+use crate::error::{Error, ErrorKind};
 use crate::limit::{Algorithm, Outcome};
 
 /// The decision script.
@@ -160,6 +161,8 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     local_clock: bool,
+    /// When it was made (its health, on its own, is `ok` since then).
+    since: Timestamp,
 }
 
 impl fmt::Debug for RedisStore {
@@ -216,6 +219,7 @@ impl RedisStore {
             prefix: config.prefix.clone(),
             timeout: config.timeout.0,
             local_clock: config.clock == StoreClock::Local,
+            since: SystemClock.now(),
         })
     }
 
@@ -606,6 +610,85 @@ impl RedisStore {
         }
         Ok(verdicts)
     }
+}
+
+/// The Redis store on its own: every failure is the call's error (`store_unavailable`). An
+/// engine puts it behind a [`FailoverStore`](super::FailoverStore), which decides what a
+/// failure means instead.
+impl Store for RedisStore {
+    fn decide(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+        times: &mut [Timestamp],
+    ) -> Result<Verdict, Error> {
+        let allowed =
+            RedisStore::decide(self, layers, cost, now, outcomes, times).map_err(unavailable)?;
+        Ok(Verdict {
+            allowed,
+            store: StoreUsed::Redis,
+        })
+    }
+
+    fn decide_many(
+        &self,
+        asks: &[Ask<'_>],
+        outcomes: &mut [&mut [Outcome]],
+    ) -> Vec<Result<Verdict, Error>> {
+        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> =
+            asks.iter().map(|a| (a.layers, a.cost, a.now)).collect();
+        match RedisStore::decide_many(self, &batch, outcomes) {
+            Ok(verdicts) => verdicts
+                .into_iter()
+                .map(|allowed| {
+                    Ok(Verdict {
+                        allowed,
+                        store: StoreUsed::Redis,
+                    })
+                })
+                .collect(),
+            Err(failure) => asks
+                .iter()
+                .map(|_| Err(unavailable(failure.clone())))
+                .collect(),
+        }
+    }
+
+    fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]) {
+        let remote: Vec<(Layer<'_>, Adjustment)> = ops
+            .iter()
+            .filter(|(_, _, store)| *store == StoreUsed::Redis)
+            .map(|&(layer, adjustment, _)| (layer, adjustment))
+            .collect();
+        let _ = RedisStore::adjust(self, &remote);
+    }
+
+    fn used(&self) -> StoreUsed {
+        StoreUsed::Redis
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth::ok(self.since)
+    }
+
+    fn purge_expired(&self, _now: Timestamp) -> usize {
+        // Every key carries a TTL: Redis expires them itself.
+        0
+    }
+
+    fn key_count(&self) -> usize {
+        0
+    }
+}
+
+/// A failure as the error of a call.
+fn unavailable(failure: StoreFailure) -> Error {
+    Error::new(
+        ErrorKind::StoreUnavailable,
+        format!("the shared store is unavailable: {failure}"),
+    )
 }
 
 /// Runs `commands` on one connection, reloading the script once on `NOSCRIPT`. On a cluster
