@@ -325,6 +325,9 @@ test('checkSync, checkManySync and authorizeSync refuse a Redis engine instead o
     ...PER_USER
   })
   assert.equal(engine.storeKind, 'redis')
+  // The engine tried Redis once, when it was built, and started failing.
+  const before = engine.storeHealth
+  assert.equal(before.state, 'failing')
   for (const call of [
     () => engine.checkSync({ subject: 'alice' }),
     () => engine.checkSync(),
@@ -336,7 +339,7 @@ test('checkSync, checkManySync and authorizeSync refuse a Redis engine instead o
     assert.equal(error.field, 'store.kind')
     assert.match(error.message, /Promise/)
   }
-  assert.equal(engine.storeFailure, null, 'no call reached the store')
+  assert.deepEqual(engine.storeHealth, before, 'no call reached the store')
   const decision = await engine.check({ subject: 'alice' })
   assert.ok(decision instanceof Decision)
   assert.equal(decision.store, 'unavailable')

@@ -137,7 +137,7 @@ describe('with a redis-server', () => {
   const CHILD = `
     const { Engine } = require(process.env.FLOODWALL_PACKAGE)
     const engine = Engine.fromObject({
-      store: { kind: 'redis', url: process.env.REDIS_URL, prefix: process.env.PREFIX, on_error: 'deny', timeout: '3s' },
+      store: { kind: 'redis', url: process.env.REDIS_URL, prefix: process.env.PREFIX, on_error: 'deny', timeout: '3s', connect_timeout: '3s' },
       rules: [{ name: 'per-user', key: 'subject', algorithm: 'fixed_window', limit: 1000, window: '1m' }]
     })
     const mode = process.env.MODE
