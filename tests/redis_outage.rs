@@ -11,26 +11,31 @@ use std::time::{Duration, Instant};
 use floodwall::{Engine, Request, StoreHealth, StoreState, StoreUsed};
 use floodwall_tests::redis_server::RedisServer;
 
-fn engine(server: &RedisServer, on_error: &str) -> Engine {
+/// An engine on the Redis at `url`, one fixed-window rule of `limit` per hour per caller, with
+/// `store` added to its `[store]` section.
+fn redis_engine(url: &str, limit: u64, store: &str) -> Result<Engine, floodwall::Error> {
     Engine::from_toml(&format!(
         r#"
 [store]
 kind = "redis"
-url = "{}"
-prefix = "outage:"
-on_error = "{on_error}"
+url = "{url}"
 timeout = "100ms"
+connect_timeout = "300ms"
+{store}
 
 [[rules]]
 name = "per-user"
 key = "subject"
 algorithm = "fixed_window"
-limit = 1000000
+limit = {limit}
 window = "1h"
-"#,
-        server.url()
+"#
     ))
-    .expect("config")
+}
+
+fn engine(server: &RedisServer, on_error: &str) -> Engine {
+    let store = format!("prefix = \"outage:\"\non_error = \"{on_error}\"");
+    redis_engine(&server.url(), 1_000_000, &store).expect("config")
 }
 
 /// Decides for `caller` until `done` says so or `limit` passes; the last decision's store.
@@ -189,24 +194,7 @@ fn the_memory_store_is_always_ok() {
 
 /// An engine on `url` with one fixed-window limit of 200 per hour per caller.
 fn shared_engine(url: &str, extra: &str) -> Result<Engine, floodwall::Error> {
-    Engine::from_toml(&format!(
-        r#"
-[store]
-kind = "redis"
-url = "{url}"
-prefix = "share:"
-timeout = "100ms"
-connect_timeout = "300ms"
-{extra}
-
-[[rules]]
-name = "per-user"
-key = "subject"
-algorithm = "fixed_window"
-limit = 200
-window = "1h"
-"#
-    ))
+    redis_engine(url, 200, &format!("prefix = \"share:\"\n{extra}"))
 }
 
 fn admitted(engine: &Engine, caller: &str, attempts: usize) -> (usize, Vec<StoreUsed>) {
@@ -266,6 +254,29 @@ fn four_processes_with_a_quarter_share_each_admit_the_limit_between_them_while_r
     let after: usize = engines.iter().map(|e| admitted(e, "during", 100).0).sum();
     assert!(after <= 200, "{after}");
     assert!(down + after <= 2 * 200);
+}
+
+#[test]
+fn a_cost_over_the_fallbacks_share_is_denied_while_degraded() {
+    let mut server = RedisServer::start();
+    let engine = shared_engine(&server.url(), "fallback_share = 0.01").expect("config");
+    let big = Request::new("GET", "/").subject("big").cost(3);
+    assert!(engine.check(&big).expect("on Redis").allowed());
+    server.kill();
+    // The fallback's limit is 2 (1% of 200): a cost of 3 could never pass there.
+    let denied = decide_until(&engine, Duration::from_secs(5), |s| {
+        s == StoreUsed::Fallback
+    });
+    assert!(denied.is_some(), "{:?}", engine.store_health());
+    let d = engine.check(&big).expect("a decision, not an error");
+    assert_eq!((d.allowed(), d.store()), (false, StoreUsed::Fallback));
+    assert!(d.retry_after_ms() > 0);
+    assert!(
+        engine
+            .check(&Request::new("GET", "/").subject("small").cost(2))
+            .unwrap()
+            .allowed()
+    );
 }
 
 #[test]

@@ -96,3 +96,32 @@ fn invalid_quotas_are_refused() {
     let q = Quota::token_bucket(nz(1), 3.0).unwrap();
     assert_eq!(q.emission_interval(), Some(Duration::from_micros(333_334)));
 }
+
+#[test]
+fn a_share_of_a_quota_scales_its_limit_and_a_buckets_rate() {
+    let window =
+        Quota::fixed_window(NonZeroU64::new(200).unwrap(), Duration::from_secs(60)).unwrap();
+    let quarter = window.shared_by(0.25);
+    assert_eq!(
+        (quarter.limit(), quarter.period()),
+        (50, Duration::from_secs(60))
+    );
+    // Never below one, and a whole share is the quota itself.
+    assert_eq!(window.shared_by(0.001).limit(), 1);
+    assert_eq!(window.shared_by(1.0), window);
+    // A bucket of 100 refilled at 10/s: 25 refilled at 2.5/s (one token every 400 ms).
+    let bucket = Quota::token_bucket(NonZeroU64::new(100).unwrap(), 10.0).unwrap();
+    let quarter = bucket.shared_by(0.25);
+    assert_eq!(quarter.limit(), 25);
+    assert_eq!(
+        quarter.emission_interval(),
+        Some(Duration::from_millis(400))
+    );
+    // The scaled bucket still admits its burst, then refills at its share of the rate.
+    let mut s = quarter.new_state(at(0));
+    for _ in 0..25 {
+        assert!(quarter.acquire(&mut s, at(0), 1).allowed);
+    }
+    assert!(!quarter.acquire(&mut s, at(399), 1).allowed);
+    assert!(quarter.acquire(&mut s, at(400), 1).allowed);
+}

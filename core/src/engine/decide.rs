@@ -445,12 +445,17 @@ impl Engine {
             outcomes.push(out);
         }
         // The requests with layers go to the store together (one round trip on Redis).
-        let asks: Vec<Ask<'_>> = prepared
+        let asks_store: Vec<bool> = prepared
             .iter()
             .zip(&layers)
+            .map(|(p, l)| p.is_ok() && !l.is_empty())
+            .collect();
+        let asks: Vec<Ask<'_>> = layers
+            .iter()
             .zip(&asked)
-            .filter(|((p, l), _)| p.is_ok() && !l.is_empty())
-            .map(|((_, l), a)| Ask {
+            .zip(&asks_store)
+            .filter(|(_, ask)| **ask)
+            .map(|((l, a), _)| Ask {
                 layers: l,
                 cost: a.cost,
                 now: a.now,
@@ -458,8 +463,8 @@ impl Engine {
             .collect();
         let mut slices: Vec<&mut [Outcome]> = outcomes
             .iter_mut()
-            .zip(prepared.iter().zip(&layers))
-            .filter(|(_, (p, l))| p.is_ok() && !l.is_empty())
+            .zip(&asks_store)
+            .filter(|(_, ask)| **ask)
             .map(|(o, _)| o.as_mut_slice())
             .collect();
         let mut verdicts = self.store.decide_many(&asks, &mut slices).into_iter();

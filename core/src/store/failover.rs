@@ -259,23 +259,36 @@ impl Inner {
         result.ok()
     }
 
-    /// The deny cache and this request's key in it, when its denials may be remembered: only
-    /// cost-1 denials of rules that never refund are (see [`DenyCache`]).
-    fn deny_cache_key(&self, layers: &[Layer<'_>], cost: u64) -> Option<(&DenyCache, Vec<u8>)> {
-        self.denials
-            .as_ref()
-            .filter(|_| {
-                cost == 1
-                    && !layers.is_empty()
-                    && !layers.iter().any(|l| {
-                        self.rules
-                            .refunds
-                            .get(l.rule_index())
-                            .copied()
-                            .unwrap_or(false)
-                    })
-            })
-            .map(|cache| (cache, DenyCache::key(layers)))
+    /// The deny cache's answer to this request (`Ok`, its outcomes written), or what a
+    /// denial Redis gives it should be remembered by. Only cost-1 denials of rules that never
+    /// refund are remembered (see [`DenyCache`]).
+    fn look_up(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> Result<Verdict, Pending<'_>> {
+        let cacheable = cost == 1
+            && !layers.is_empty()
+            && !layers.iter().any(|l| {
+                self.rules
+                    .refunds
+                    .get(l.rule_index())
+                    .copied()
+                    .unwrap_or(false)
+            });
+        let Some(cache) = self.denials.as_ref().filter(|_| cacheable) else {
+            return Err(Pending(None));
+        };
+        let key = DenyCache::key(layers);
+        if cache.get(&key, now, outcomes) {
+            return Ok(Verdict {
+                allowed: false,
+                store: StoreUsed::DenyCache,
+            });
+        }
+        Err(Pending(Some((cache, key))))
     }
 
     /// A decision while the shared store is unavailable, by the `on_error` policy.
@@ -356,6 +369,22 @@ impl Inner {
     }
 }
 
+/// A request the deny cache did not answer, and where Redis's denial of it is remembered.
+struct Pending<'a>(Option<(&'a DenyCache, Vec<u8>)>);
+
+impl Pending<'_> {
+    /// Redis's verdict, its denial remembered.
+    fn decided(self, allowed: bool, now: Timestamp, outcomes: &[Outcome]) -> Verdict {
+        if let (false, Some((cache, key))) = (allowed, self.0) {
+            cache.put(key, now, outcomes);
+        }
+        Verdict {
+            allowed,
+            store: StoreUsed::Redis,
+        }
+    }
+}
+
 /// The probe thread's loop: ask every [`PROBE_INTERVAL`] until Redis answers, then close the
 /// breaker. Ends early when the store is dropped or the breaker closed by other means.
 fn probe_until_back(inner: &Weak<Inner>) {
@@ -425,28 +454,17 @@ impl Store for FailoverStore {
         times: &mut [Timestamp],
     ) -> Result<Verdict, Error> {
         let inner = &self.inner;
-        let cached = inner.deny_cache_key(layers, cost);
-        if let Some((cache, key)) = &cached
-            && cache.get(key, now, outcomes)
-        {
-            return Ok(Verdict {
-                allowed: false,
-                store: StoreUsed::DenyCache,
-            });
-        }
-        if let Some(allowed) =
-            inner.through_breaker(|redis| redis.decide(layers, cost, now, outcomes, times))
-        {
-            if let (false, Some((cache, key))) = (allowed, cached) {
-                cache.put(key, now, outcomes);
+        let pending = match inner.look_up(layers, cost, now, outcomes) {
+            Ok(cached) => return Ok(cached),
+            Err(pending) => pending,
+        };
+        match inner.through_breaker(|redis| redis.decide(layers, cost, now, outcomes, times)) {
+            Some(allowed) => Ok(pending.decided(allowed, now, outcomes)),
+            None => {
+                times.fill(now);
+                inner.decide_unavailable(layers, cost, now, outcomes)
             }
-            return Ok(Verdict {
-                allowed,
-                store: StoreUsed::Redis,
-            });
         }
-        times.fill(now);
-        inner.decide_unavailable(layers, cost, now, outcomes)
     }
 
     fn decide_many(
@@ -455,31 +473,22 @@ impl Store for FailoverStore {
         outcomes: &mut [&mut [Outcome]],
     ) -> Vec<Result<Verdict, Error>> {
         let inner = &self.inner;
-        let mut verdicts: Vec<Option<Result<Verdict, Error>>> = Vec::with_capacity(asks.len());
-        // Requests the deny cache answers go no further; the others' keys in it are kept for
-        // their denials.
-        let mut cache_keys = Vec::with_capacity(asks.len());
-        for (ask, out) in asks.iter().zip(outcomes.iter_mut()) {
-            let key = inner.deny_cache_key(ask.layers, ask.cost);
-            let answered = key
-                .as_ref()
-                .is_some_and(|(cache, key)| cache.get(key, ask.now, out));
-            verdicts.push(answered.then_some(Ok(Verdict {
-                allowed: false,
-                store: StoreUsed::DenyCache,
-            })));
-            cache_keys.push(key);
-        }
+        // Requests the deny cache answers go no further; the others go to Redis together.
+        let looked_up: Vec<Result<Verdict, Pending<'_>>> = asks
+            .iter()
+            .zip(outcomes.iter_mut())
+            .map(|(ask, out)| inner.look_up(ask.layers, ask.cost, ask.now, out))
+            .collect();
         let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = asks
             .iter()
-            .zip(&verdicts)
-            .filter(|(_, v)| v.is_none())
+            .zip(&looked_up)
+            .filter(|(_, l)| l.is_err())
             .map(|(a, _)| (a.layers, a.cost, a.now))
             .collect();
         let mut slices: Vec<&mut [Outcome]> = outcomes
             .iter_mut()
-            .zip(&verdicts)
-            .filter(|(_, v)| v.is_none())
+            .zip(&looked_up)
+            .filter(|(_, l)| l.is_err())
             .map(|(o, _)| &mut **o)
             .collect();
         let decided = if batch.is_empty() {
@@ -491,22 +500,14 @@ impl Store for FailoverStore {
         let mut decided = decided.map(Vec::into_iter);
         asks.iter()
             .zip(outcomes.iter_mut())
-            .zip(verdicts.into_iter().zip(cache_keys))
-            .map(|((ask, out), (verdict, cache_key))| {
-                if let Some(verdict) = verdict {
-                    return verdict;
-                }
+            .zip(looked_up)
+            .map(|((ask, out), looked_up)| {
+                let pending = match looked_up {
+                    Ok(cached) => return Ok(cached),
+                    Err(pending) => pending,
+                };
                 match decided.as_mut() {
-                    Some(d) => {
-                        let allowed = d.next().unwrap_or(false);
-                        if let (false, Some((cache, key))) = (allowed, cache_key) {
-                            cache.put(key, ask.now, out);
-                        }
-                        Ok(Verdict {
-                            allowed,
-                            store: StoreUsed::Redis,
-                        })
-                    }
+                    Some(d) => Ok(pending.decided(d.next().unwrap_or(false), ask.now, out)),
                     None => inner.decide_unavailable(ask.layers, ask.cost, ask.now, out),
                 }
             })
