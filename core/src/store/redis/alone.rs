@@ -1,0 +1,88 @@
+//! The Redis store on its own, as a [`Store`]: what an engine would get without the failover
+//! policy around it.
+
+use super::{RedisStore, StoreFailure};
+use crate::clock::Timestamp;
+use crate::decision::StoreUsed;
+use crate::error::{Error, ErrorKind};
+use crate::limit::Outcome;
+use crate::store::{Adjustment, Ask, Layer, Store, StoreHealth, Verdict};
+
+/// The Redis store on its own: every failure is the call's error (`store_unavailable`). An
+/// engine puts it behind a [`FailoverStore`](crate::store::FailoverStore), which decides what a
+/// failure means instead.
+impl Store for RedisStore {
+    fn decide(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+        times: &mut [Timestamp],
+    ) -> Result<Verdict, Error> {
+        let allowed =
+            RedisStore::decide(self, layers, cost, now, outcomes, times).map_err(unavailable)?;
+        Ok(Verdict {
+            allowed,
+            store: StoreUsed::Redis,
+        })
+    }
+
+    fn decide_many(
+        &self,
+        asks: &[Ask<'_>],
+        outcomes: &mut [&mut [Outcome]],
+    ) -> Vec<Result<Verdict, Error>> {
+        let batch: Vec<(&[Layer<'_>], u64, Timestamp)> =
+            asks.iter().map(|a| (a.layers, a.cost, a.now)).collect();
+        match RedisStore::decide_many(self, &batch, outcomes) {
+            Ok(verdicts) => verdicts
+                .into_iter()
+                .map(|allowed| {
+                    Ok(Verdict {
+                        allowed,
+                        store: StoreUsed::Redis,
+                    })
+                })
+                .collect(),
+            Err(failure) => asks
+                .iter()
+                .map(|_| Err(unavailable(failure.clone())))
+                .collect(),
+        }
+    }
+
+    fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]) {
+        let remote: Vec<(Layer<'_>, Adjustment)> = ops
+            .iter()
+            .filter(|(_, _, store)| *store == StoreUsed::Redis)
+            .map(|&(layer, adjustment, _)| (layer, adjustment))
+            .collect();
+        let _ = RedisStore::adjust(self, &remote);
+    }
+
+    fn used(&self) -> StoreUsed {
+        StoreUsed::Redis
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth::ok(self.since)
+    }
+
+    fn purge_expired(&self, _now: Timestamp) -> usize {
+        // Every key carries a TTL: Redis expires them itself.
+        0
+    }
+
+    fn key_count(&self) -> usize {
+        0
+    }
+}
+
+/// A failure as the error of a call.
+fn unavailable(failure: StoreFailure) -> Error {
+    Error::new(
+        ErrorKind::StoreUnavailable,
+        format!("the shared store is unavailable: {failure}"),
+    )
+}
