@@ -5,7 +5,7 @@
 //! [`HeaderLookup`] for the few headers the engine asks for, [`Engine::http_headers`]) and
 //! asks [`Engine::http`]. The answer is an [`HttpVerdict`]: leave the request alone
 //! ([`HttpVerdict::Skip`]), let it through with the headers to add ([`HttpVerdict::Pass`]),
-//! or answer it with a [`Response`] made here ([`HttpVerdict::Answer`]). When the response is
+//! or answer it with a [`Response`] made here ([`HttpVerdict::Refuse`]). When the response is
 //! finished, the host hands the [`Exchange`] back to [`Engine::http_finish`] with the status
 //! (and the response headers a rule reads), which records it and settles response-aware
 //! counting. A middleware is therefore only a translation: the rules, their texts and every
