@@ -197,3 +197,132 @@ window = "1h"
     );
     assert_eq!(cluster.crossslot_errors(), 0);
 }
+
+/// The slot of `key`, from `CLUSTER KEYSLOT`.
+fn key_slot(node: &floodwall_tests::redis_server::RedisServer, key: &str) -> u16 {
+    node.command(&format!("CLUSTER KEYSLOT {key}"))
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("slot")
+}
+
+#[test]
+fn a_dead_primary_sends_only_its_slots_to_the_fallback() {
+    // Without full coverage required, the live primaries keep serving their slots while one
+    // is down (the default, `yes`, makes the whole cluster refuse once the node is marked
+    // failed).
+    let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let toml = format!(
+        r#"
+[store]
+kind = "redis_cluster"
+urls = {urls:?}
+prefix = "node:"
+timeout = "250ms"
+on_error = "fallback"
+deny_cache = false
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+"#,
+        urls = cluster.urls()
+    );
+    let engine = Engine::from_toml(&toml).expect("config");
+    let subjects: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
+    let owners: Vec<(String, Vec<(u16, u16)>)> = cluster.nodes().iter().map(myself).collect();
+    let owner_of = |subject: &str| {
+        let slot = key_slot(
+            &cluster.nodes()[0],
+            &format!("node:{{per-user/0/={subject}}}f"),
+        );
+        owners
+            .iter()
+            .position(|(_, ranges)| ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .expect("an owner")
+    };
+    let homes: Vec<usize> = subjects.iter().map(|s| owner_of(s)).collect();
+    let dead = 1;
+    assert!(homes.contains(&dead) && homes.iter().any(|&h| h != dead));
+    let decide = |subject: &str| {
+        engine
+            .check(&Request::new("GET", "/").subject(subject))
+            .expect("a decision")
+            .store()
+    };
+    for s in &subjects {
+        assert_eq!(decide(s), StoreUsed::Redis, "{:?}", engine.store_failure());
+    }
+
+    let dead_port = cluster.nodes()[dead].port();
+    cluster.nodes_mut()[dead].kill();
+    let killed = std::time::Instant::now();
+    // Rounds over every subject, for at most 10 s: the live primaries' subjects are decided
+    // on Redis every time; the dead one's go to the fallback once its breaker opens.
+    let mut on_fallback_after = None;
+    for _ in 0..200 {
+        let mut dead_on_fallback = 0;
+        for (s, &home) in subjects.iter().zip(&homes) {
+            let used = decide(s);
+            if home == dead {
+                dead_on_fallback += usize::from(used == StoreUsed::Fallback);
+            } else {
+                assert_eq!(
+                    used,
+                    StoreUsed::Redis,
+                    "{s} lives on a live primary; {:?}",
+                    engine.store_failure()
+                );
+            }
+        }
+        if dead_on_fallback == homes.iter().filter(|&&h| h == dead).count() {
+            on_fallback_after = Some(killed.elapsed());
+            break;
+        }
+        assert!(killed.elapsed() < std::time::Duration::from_secs(10));
+    }
+    let on_fallback_after = on_fallback_after.expect("the dead primary's subjects on the fallback");
+    let health = engine.store_health();
+    assert_eq!(health.state, floodwall::StoreState::Degraded);
+    assert_eq!(health.reason_kind, Some("cluster_down"));
+    let reason = health.reason.clone().unwrap_or_default();
+    assert!(reason.contains(&format!(":{dead_port}")), "{reason}");
+
+    cluster.nodes_mut()[dead].restart();
+    let restarted = std::time::Instant::now();
+    let mut back_after = None;
+    // Redis itself refuses writes for a while after a cluster node starts; when it accepts
+    // one again is the return the store is measured from.
+    let dead_subject = &subjects[homes.iter().position(|&h| h == dead).expect("one")];
+    let mut writable_after = None;
+    while restarted.elapsed() < std::time::Duration::from_secs(20) {
+        if writable_after.is_none()
+            && cluster.nodes()[dead]
+                .command(&format!("SET node:{{per-user/0/={dead_subject}}}w 1"))
+                .starts_with("+OK")
+        {
+            writable_after = Some(restarted.elapsed());
+        }
+        let all_redis = subjects.iter().all(|s| decide(s) == StoreUsed::Redis);
+        if all_redis && engine.store_health().state == floodwall::StoreState::Ok {
+            back_after = Some(restarted.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let back_after = back_after.unwrap_or_else(|| {
+        panic!(
+            "not back on Redis 20 s after the primary's restart: {:?}",
+            engine.store_health()
+        )
+    });
+    eprintln!(
+        "dead primary: its subjects on the fallback {on_fallback_after:?} after the kill; \
+         after the restart, the node writable at {writable_after:?}, its subjects back on \
+         Redis at {back_after:?}"
+    );
+}

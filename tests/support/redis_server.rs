@@ -13,6 +13,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
@@ -39,7 +40,28 @@ impl RedisServer {
         let dir =
             std::env::temp_dir().join(format!("floodwall-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-        let child = Command::new("redis-server")
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        let child = Self::spawn(port, &dir, &extra);
+        let server = RedisServer {
+            child,
+            port,
+            dir,
+            extra,
+        };
+        server.wait_for_ping();
+        server
+    }
+
+    /// Starts it again after a [`kill`](Self::kill), on the same port, with the same
+    /// arguments and directory (a cluster node rejoins its cluster from its config file).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.dir, &self.extra);
+        self.wait_for_ping();
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
+        Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -58,17 +80,19 @@ impl RedisServer {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); `make test` does")
-            });
-        let server = RedisServer { child, port, dir };
+            })
+    }
+
+    fn wait_for_ping(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.answers_ping() {
+        while !self.answers_ping() {
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
+                "redis-server on port {} did not answer PING within 10 s",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     /// The port it listens on.
@@ -148,20 +172,25 @@ impl RedisCluster {
     /// Starts three cluster-enabled nodes, joins them with `redis-cli --cluster create`, and
     /// waits (at most 20 s) until every node reports `cluster_state:ok`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start), each node with `extra` arguments too.
+    pub fn start_with(extra: &[&str]) -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 let port = free_port();
-                RedisServer::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                )
+                let config = format!("nodes-{port}.conf");
+                let mut args = vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &config,
+                    "--cluster-node-timeout",
+                    "2000",
+                ];
+                args.extend_from_slice(extra);
+                RedisServer::start_with(port, &args)
             })
             .collect();
         let addresses: Vec<String> = nodes
@@ -203,6 +232,11 @@ impl RedisCluster {
     /// Its nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Its nodes, to stop and restart.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
     }
 
     /// How many CROSSSLOT errors its nodes have answered.

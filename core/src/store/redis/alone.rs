@@ -20,8 +20,8 @@ impl Store for RedisStore {
         outcomes: &mut [Outcome],
         times: &mut [Timestamp],
     ) -> Result<Verdict, Error> {
-        let allowed =
-            RedisStore::decide(self, layers, cost, now, outcomes, times).map_err(unavailable)?;
+        let allowed = RedisStore::decide(self, layers, cost, now, outcomes, times)
+            .map_err(|f| unavailable(f.failure))?;
         Ok(Verdict {
             allowed,
             store: StoreUsed::Redis,
@@ -35,21 +35,16 @@ impl Store for RedisStore {
     ) -> Vec<Result<Verdict, Error>> {
         let batch: Vec<(&[Layer<'_>], u64, Timestamp)> =
             asks.iter().map(|a| (a.layers, a.cost, a.now)).collect();
-        match RedisStore::decide_many(self, &batch, outcomes) {
-            Ok(verdicts) => verdicts
-                .into_iter()
-                .map(|allowed| {
-                    Ok(Verdict {
-                        allowed,
-                        store: StoreUsed::Redis,
-                    })
-                })
-                .collect(),
-            Err(failure) => asks
-                .iter()
-                .map(|_| Err(unavailable(failure.clone())))
-                .collect(),
-        }
+        RedisStore::decide_many(self, &batch, outcomes)
+            .into_iter()
+            .map(|verdict| match verdict {
+                Ok(allowed) => Ok(Verdict {
+                    allowed,
+                    store: StoreUsed::Redis,
+                }),
+                Err(f) => Err(unavailable(f.failure)),
+            })
+            .collect()
     }
 
     fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]) {

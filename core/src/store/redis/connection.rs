@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
-use super::{RedisStore, StoreFailure};
+use super::slots::{hash_slot, tag_of_slot};
+use super::{Failed, RedisStore, StoreFailure};
 
 /// Where the store connects, and its connection once made.
 pub(super) enum Target {
@@ -64,13 +66,38 @@ impl RedisStore {
     /// Runs `commands` (one round trip: pipelined on one node, concurrent across a cluster)
     /// within the deadline, loading the script and trying once more when Redis does not know
     /// it (`NOSCRIPT`).
-    pub(super) fn run(&self, commands: &[redis::Cmd]) -> Result<Vec<Vec<i64>>, StoreFailure> {
-        self.within(self.timeout, async {
-            match self.connection().await? {
-                Connection::Single(mut c) => run_on(&mut c, &self.script, commands, false).await,
-                Connection::Cluster(mut c) => run_on(&mut c, &self.script, commands, true).await,
+    pub(super) fn run(&self, commands: &[redis::Cmd]) -> Result<Vec<Vec<i64>>, Failed> {
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut failed = Vec::new();
+        for reply in self.run_each(commands) {
+            match reply {
+                Ok(r) => replies.push(r),
+                Err(f) => failed.push(f),
             }
-        })
+        }
+        match Failed::merge(failed) {
+            Some(f) => Err(f),
+            None => Ok(replies),
+        }
+    }
+
+    /// [`run`](Self::run), with each command's own result: on a cluster some commands can
+    /// fail (a node down) while the others are decided, and each failure names its slot.
+    pub(super) fn run_each(&self, commands: &[redis::Cmd]) -> Vec<Result<Vec<i64>, Failed>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let all_failed = |f: StoreFailure| commands.iter().map(|_| Err(f.clone().into())).collect();
+        let result = self.within(self.timeout, async {
+            Ok(match self.connection().await? {
+                Connection::Single(mut c) => {
+                    match run_pipeline(&mut c, &self.script, commands).await {
+                        Ok(replies) => replies.into_iter().map(Ok).collect(),
+                        Err(e) => all_failed(StoreFailure::of(&e)),
+                    }
+                }
+                Connection::Cluster(c) => run_concurrent(&c, commands, deadline).await,
+            })
+        });
+        result.unwrap_or_else(all_failed)
     }
 
     /// Runs `call` on the store's runtime, failing with [`StoreFailure::Timeout`] past
@@ -93,9 +120,13 @@ impl RedisStore {
     /// again: it must accept a write (an out-of-memory server refuses them) and know the
     /// decision script, which is loaded when it does not. On success the shared connection is
     /// dropped, so that the next decision connects afresh instead of waiting out the old
-    /// connection's reconnection backoff. Takes at most `deadline`.
-    pub fn probe(&self, deadline: Duration) -> Result<(), StoreFailure> {
-        let key = format!("{}health", self.prefix);
+    /// connection's reconnection backoff. Takes at most `deadline`. On a cluster, `slot`
+    /// names the node asked: the one serving that slot (any node without one).
+    pub fn probe(&self, deadline: Duration, slot: Option<u16>) -> Result<(), StoreFailure> {
+        let key = match slot {
+            Some(slot) => format!("{}health{{{}}}", self.prefix, tag_of_slot(slot)),
+            None => format!("{}health", self.prefix),
+        };
         let script = Arc::clone(&self.script);
         let result = self.within(deadline, async {
             let mut check = redis::pipe();
@@ -154,6 +185,32 @@ impl RedisStore {
         })
     }
 
+    /// On a cluster, its primaries and the slot ranges each serves (`CLUSTER SLOTS`), by
+    /// address; `None` on a single node.
+    pub fn shard_map(&self, deadline: Duration) -> Result<Option<ShardMap>, StoreFailure> {
+        if !self.is_cluster() {
+            return Ok(None);
+        }
+        self.within(deadline, async {
+            let Connection::Cluster(mut c) = self.connection_within(deadline).await? else {
+                unreachable!("a cluster store has a cluster connection")
+            };
+            // Any node answers; one that is down is passed over.
+            let mut last = None;
+            for _ in 0..3 {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                match c
+                    .route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), routing)
+                    .await
+                {
+                    Ok(reply) => return Ok(Some(read_slots(&reply))),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.expect("three tries"))
+        })
+    }
+
     /// Forgets the shared connection; the next call makes a new one.
     pub(super) fn drop_connection(&self) {
         match &self.target {
@@ -163,28 +220,16 @@ impl RedisStore {
     }
 }
 
-/// Runs `commands` on one connection, reloading the script once on `NOSCRIPT`. On a cluster
-/// they are sent concurrently (each routed by its first key); on one node, as a pipeline.
-async fn run_on<C: ConnectionLike + Clone + Send + 'static>(
-    connection: &mut C,
+/// Runs `commands` on one node as a pipeline (one command alone), reloading the script once on
+/// `NOSCRIPT` (which Redis answers before running anything).
+async fn run_pipeline(
+    connection: &mut ConnectionManager,
     script: &redis::Script,
     commands: &[redis::Cmd],
-    cluster: bool,
 ) -> redis::RedisResult<Vec<Vec<i64>>> {
     for attempt in 0..2 {
         let result: redis::RedisResult<Vec<Vec<i64>>> = match commands {
             [one] => one.query_async(connection).await.map(|r| vec![r]),
-            many if cluster => {
-                let calls = many.iter().map(|c| {
-                    let mut connection = connection.clone();
-                    let c = c.clone();
-                    async move { c.query_async::<Vec<i64>>(&mut connection).await }
-                });
-                futures_util::future::join_all(calls)
-                    .await
-                    .into_iter()
-                    .collect()
-            }
             many => {
                 let mut pipe = redis::pipe();
                 for c in many {
@@ -194,14 +239,119 @@ async fn run_on<C: ConnectionLike + Clone + Send + 'static>(
             }
         };
         match result {
-            Err(e)
-                if attempt == 0
-                    && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
+            Err(e) if attempt == 0 && is_noscript(&e) => {
                 script.load_async(connection).await?;
             }
             other => return other,
         }
     }
     unreachable!("the second attempt returns")
+}
+
+/// Runs `commands` on a cluster concurrently, each routed by its first key and given until
+/// `deadline`, so that one node's silence fails only its own commands. A command whose node
+/// does not know the script is sent again as `EVAL` with the script's text (which that node
+/// then keeps); only those, so that nothing is applied twice.
+async fn run_concurrent(
+    connection: &ClusterConnection,
+    commands: &[redis::Cmd],
+    deadline: tokio::time::Instant,
+) -> Vec<Result<Vec<i64>, Failed>> {
+    // `None`: no answer by the deadline.
+    let send = |command: redis::Cmd| {
+        let mut connection = connection.clone();
+        async move {
+            tokio::time::timeout_at(deadline, command.query_async::<Vec<i64>>(&mut connection))
+                .await
+                .map_err(|_| None)?
+                .map_err(Some)
+        }
+    };
+    let mut replies =
+        futures_util::future::join_all(commands.iter().map(|c| send(c.clone()))).await;
+    let again: Vec<usize> = (0..replies.len())
+        .filter(|&i| matches!(&replies[i], Err(Some(e)) if is_noscript(e)))
+        .collect();
+    if !again.is_empty() {
+        let retried =
+            futures_util::future::join_all(again.iter().map(|&i| send(as_eval(&commands[i]))))
+                .await;
+        for (i, reply) in again.into_iter().zip(retried) {
+            replies[i] = reply;
+        }
+    }
+    replies
+        .into_iter()
+        .zip(commands)
+        .map(|(reply, command)| {
+            reply.map_err(|e| Failed {
+                failure: e.map_or(StoreFailure::Timeout, |e| StoreFailure::of(&e)),
+                slots: command_slot(command).into_iter().collect(),
+            })
+        })
+        .collect()
+}
+
+/// A cluster's primaries by address (`host:port`), with the slot ranges each serves.
+pub type ShardMap = Vec<(String, Vec<(u16, u16)>)>;
+
+/// The primaries of a `CLUSTER SLOTS` reply: `[start, end, [host, port, id], replicas…]` each.
+fn read_slots(reply: &redis::Value) -> ShardMap {
+    use redis::Value;
+    let mut map: ShardMap = Vec::new();
+    let Value::Array(ranges) = reply else {
+        return map;
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            continue;
+        };
+        let host = match primary.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = primary.get(1) else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u16::try_from(*start), u16::try_from(*end)) else {
+            continue;
+        };
+        let address = format!("{host}:{port}");
+        match map.iter_mut().find(|(a, _)| *a == address) {
+            Some((_, r)) => r.push((start, end)),
+            None => map.push((address, vec![(start, end)])),
+        }
+    }
+    map.sort();
+    map
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// The `EVAL` of an `EVALSHA` of the decision script: the same keys and arguments.
+fn as_eval(command: &redis::Cmd) -> redis::Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(super::DECIDE_LUA);
+    for arg in command.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
+}
+
+/// The hash slot of an `EVALSHA`'s first key.
+fn command_slot(command: &redis::Cmd) -> Option<u16> {
+    match command.args_iter().nth(3)? {
+        redis::Arg::Simple(key) => Some(hash_slot(key)),
+        _ => None,
+    }
 }

@@ -73,3 +73,47 @@ impl fmt::Display for StoreFailure {
         }
     }
 }
+
+/// A failed call, and on a cluster the hash slots whose commands failed (empty when it is not
+/// known which: a single node, or no connection to any node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// Why.
+    pub failure: StoreFailure,
+    /// The slots of the commands that failed.
+    pub slots: Vec<u16>,
+}
+
+impl From<StoreFailure> for Failed {
+    fn from(failure: StoreFailure) -> Self {
+        Failed {
+            failure,
+            slots: Vec::new(),
+        }
+    }
+}
+
+impl Failed {
+    /// The failures of several commands as one: the first one's reason, every one's slots
+    /// (none known if one of them is not).
+    pub(super) fn merge(failures: impl IntoIterator<Item = Failed>) -> Option<Failed> {
+        let mut merged: Option<Failed> = None;
+        let mut unknown = false;
+        for f in failures {
+            unknown |= f.slots.is_empty();
+            match &mut merged {
+                None => merged = Some(f),
+                Some(m) => m.slots.extend(f.slots),
+            }
+        }
+        if let Some(m) = merged.as_mut() {
+            if unknown {
+                m.slots.clear();
+            } else {
+                m.slots.sort_unstable();
+                m.slots.dedup();
+            }
+        }
+        merged
+    }
+}

@@ -54,8 +54,9 @@ mod connection;
 mod failure;
 mod slots;
 
+pub use connection::ShardMap;
 use connection::Target;
-pub use failure::StoreFailure;
+pub use failure::{Failed, StoreFailure};
 
 /// The decision script.
 pub const DECIDE_LUA: &str = include_str!("decide.lua");
@@ -162,10 +163,6 @@ impl RedisStore {
         key
     }
 
-    fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(..))
-    }
-
     /// The `EVALSHA` of one decision.
     fn command(&self, mode: Mode, layers: &[Layer<'_>], cost: u64, now: Timestamp) -> redis::Cmd {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(layers.len() + 1);
@@ -246,7 +243,7 @@ impl RedisStore {
         now: Timestamp,
         outcomes: &mut [Outcome],
         times: &mut [Timestamp],
-    ) -> Result<bool, StoreFailure> {
+    ) -> Result<bool, Failed> {
         let groups = if self.is_cluster() {
             self.slot_groups(layers)
         } else {
@@ -281,7 +278,7 @@ impl RedisStore {
         for (k, g) in groups.iter().enumerate() {
             let reply = self.run(&[self.command(Mode::Decide, &subset(g), cost, now)]);
             let mut out = vec![Outcome::default(); g.len()];
-            let admitted = match reply.and_then(|r| read_reply(&r[0], &mut out)) {
+            let admitted = match reply.and_then(|r| Ok(read_reply(&r[0], &mut out)?)) {
                 Ok((admitted, used)) => {
                     for (&i, o) in g.iter().zip(out) {
                         outcomes[i] = o;
@@ -316,7 +313,7 @@ impl RedisStore {
     }
 
     /// Applies refunds and charges, one script call each, all in one round trip.
-    pub fn adjust(&self, ops: &[(Layer<'_>, Adjustment)]) -> Result<(), StoreFailure> {
+    pub fn adjust(&self, ops: &[(Layer<'_>, Adjustment)]) -> Result<(), Failed> {
         let commands: Vec<redis::Cmd> = ops
             .iter()
             .map(|(layer, adjustment)| match *adjustment {
@@ -335,25 +332,27 @@ impl RedisStore {
     }
 
     /// Several decisions in one round trip (a pipeline of script calls, each atomic on its
-    /// own): `(layers, cost, now)` each, their outcomes written to the matching slice. On a
-    /// cluster, decisions spanning several slots are taken one by one ([`decide`](Self::decide)).
+    /// own): `(layers, cost, now)` each, their outcomes written to the matching slice, each
+    /// with its own result (on a cluster, a node down fails only the decisions it holds). On a
+    /// cluster, decisions spanning several slots are taken one by one
+    /// ([`decide`](Self::decide)).
     pub fn decide_many(
         &self,
         batch: &[(&[Layer<'_>], u64, Timestamp)],
         outcomes: &mut [&mut [Outcome]],
-    ) -> Result<Vec<bool>, StoreFailure> {
-        let mut verdicts = vec![false; batch.len()];
+    ) -> Vec<Result<bool, Failed>> {
+        let mut verdicts: Vec<Result<bool, Failed>> = vec![Ok(false); batch.len()];
         let mut simple: Vec<usize> = Vec::with_capacity(batch.len());
         for (i, &(layers, cost, now)) in batch.iter().enumerate() {
             if self.is_cluster() && self.slot_groups(layers).len() > 1 {
                 let mut times = vec![Timestamp::EPOCH; layers.len()];
-                verdicts[i] = self.decide(layers, cost, now, outcomes[i], &mut times)?;
+                verdicts[i] = self.decide(layers, cost, now, outcomes[i], &mut times);
             } else {
                 simple.push(i);
             }
         }
         if simple.is_empty() {
-            return Ok(verdicts);
+            return verdicts;
         }
         let commands: Vec<redis::Cmd> = simple
             .iter()
@@ -362,18 +361,21 @@ impl RedisStore {
                 self.command(Mode::Decide, layers, cost, now)
             })
             .collect();
-        let replies = self.run(&commands)?;
-        if replies.len() != simple.len() {
-            return Err(StoreFailure::Redis(format!(
-                "{} replies to {} decisions",
-                replies.len(),
-                simple.len()
-            )));
+        let replies = self.run_each(&commands);
+        for (&i, reply) in simple.iter().zip(replies) {
+            verdicts[i] = reply.and_then(|r| Ok(read_reply(&r, outcomes[i])?.0));
         }
-        for (&i, reply) in simple.iter().zip(&replies) {
-            verdicts[i] = read_reply(reply, outcomes[i])?.0;
-        }
-        Ok(verdicts)
+        verdicts
+    }
+
+    /// The hash slot `layer`'s state lives in (on a cluster).
+    pub(crate) fn slot(&self, layer: &Layer<'_>) -> u16 {
+        slots::hash_slot(&self.key(layer))
+    }
+
+    /// Whether the store is on a cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(..))
     }
 }
 

@@ -46,9 +46,17 @@ pub(super) fn hash_slot(key: &[u8]) -> u16 {
     crc % 16384
 }
 
+/// A hash tag whose slot is `slot` (the smallest number that hashes there).
+pub(super) fn tag_of_slot(slot: u16) -> String {
+    (0u32..)
+        .map(|i| i.to_string())
+        .find(|tag| hash_slot(tag.as_bytes()) == slot)
+        .expect("every slot has a number hashing to it")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::hash_slot;
+    use super::{hash_slot, tag_of_slot};
 
     #[test]
     fn hash_slots_match_redis() {
@@ -58,5 +66,13 @@ mod tests {
         assert_eq!(hash_slot(b"123456789"), 0x31C3);
         assert_eq!(hash_slot(b"foo{}{bar}"), hash_slot(b"foo{}{bar}"));
         assert_eq!(hash_slot(b"fw:{global/0/=}"), hash_slot(b"global/0/="));
+    }
+
+    #[test]
+    fn every_slot_has_a_tag() {
+        for slot in [0, 1, 5460, 5461, 10922, 16383] {
+            let tag = tag_of_slot(slot);
+            assert_eq!(hash_slot(format!("fw:health{{{tag}}}").as_bytes()), slot);
+        }
     }
 }
