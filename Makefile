@@ -7,7 +7,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test go-test python-test bench-python node-test bench-node demo load gateway-test test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test python-test bench-python node-test bench-node bench-node-faults demo load gateway-test test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 # The reference Express gateway (examples/express-gateway, see its README): the Node
 # package's addon built for speed, the example's pinned npm packages, then four sample
@@ -144,6 +144,12 @@ bench-node: setup
 	cd bindings-node/bench && npm ci --no-audit --no-fund --loglevel=error
 	cd bindings-node && npx napi build --platform --release --js native.js --dts native.d.ts
 	cd bindings-node && node bench/compare.js
+
+# How long check() waits while Redis hangs, against the store timeout plus 5 ms.
+bench-node-faults: setup
+	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error
+	cd bindings-node && npx napi build --platform --release --js native.js --dts native.d.ts
+	cd bindings-node && node bench/faults.js
 
 # Runs every criterion bench once as a test (nothing is timed), so the benches keep compiling
 # and their assertions hold.

@@ -292,6 +292,33 @@ fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
 }
 
 #[test]
+fn a_batch_that_waited_out_the_deadline_in_a_queue_is_answered_without_redis() {
+    let server = RedisServer::start();
+    let engine = engine(&server, "queued:", "deny");
+    let requests = [Request::new("GET", "/fixed").subject("queued")];
+    let calls = server.evalsha_calls();
+    // Queued just now: the deadline has room, Redis decides.
+    let fresh = engine.check_many_since(&requests, std::time::Instant::now());
+    assert_eq!(
+        fresh[0].as_ref().expect("decision").store(),
+        StoreUsed::Redis
+    );
+    assert_eq!(server.evalsha_calls(), calls + 1);
+    // Queued longer ago than the store's timeout: on_error answers at once, Redis is not
+    // asked, and the store's health does not count it against Redis.
+    let waited = std::time::Instant::now() - std::time::Duration::from_secs(5);
+    for _ in 0..10 {
+        let late = engine.check_many_since(&requests, waited);
+        let d = late[0].as_ref().expect("decision");
+        assert_eq!(d.store(), StoreUsed::Unavailable);
+        assert!(!d.allowed());
+    }
+    assert_eq!(server.evalsha_calls(), calls + 1);
+    assert_eq!(engine.store_health().state, floodwall::StoreState::Ok);
+    assert_eq!(engine.store_failure(), None);
+}
+
+#[test]
 fn a_flood_from_one_caller_costs_redis_nothing_after_the_first_denial() {
     let server = RedisServer::start();
     let engine = engine(&server, "flood:", "deny");

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 use std::ptr::null_mut;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use napi::sys;
 use parking_lot::{Condvar, Mutex};
@@ -34,7 +35,8 @@ enum Done {
 }
 
 struct Queue {
-    waiting: Vec<(f64, Owned)>,
+    /// Each request's id, its parts, and when it was queued.
+    waiting: Vec<(f64, Owned, Instant)>,
 
     threads: usize,
     idle: usize,
@@ -151,8 +153,13 @@ impl Dispatcher {
         }
     }
 
-    fn decide(&self, batch: Vec<(f64, Owned)>) -> Vec<Done> {
-        let (ids, requests): (Vec<f64>, Vec<Owned>) = batch.into_iter().unzip();
+    /// Decides `batch` with the shared store's deadline counted from when its oldest request
+    /// was queued: a request that waited for a dispatcher thread (all of them waiting on a
+    /// Redis that does not answer) waits no longer in all than the timeout.
+    fn decide(&self, batch: Vec<(f64, Owned, Instant)>) -> Vec<Done> {
+        let queued = batch.iter().map(|(_, _, at)| *at).min();
+        let (ids, requests): (Vec<f64>, Vec<Owned>) =
+            batch.into_iter().map(|(id, r, _)| (id, r)).unzip();
         let Some(engine) = self.engine.lock().clone() else {
             // Not reached: the engine is only let go once nothing is pending.
             return ids
@@ -160,7 +167,7 @@ impl Dispatcher {
                 .map(|id| Done::Error(id, "the engine was dropped".to_owned()))
                 .collect();
         };
-        decide_rows(&engine, &requests)
+        decide_rows(&engine, &requests, queued)
             .into_iter()
             .zip(ids)
             .map(|(result, id)| match result {
@@ -172,7 +179,7 @@ impl Dispatcher {
 
     fn push(self: &Arc<Self>, id: f64, request: Owned) {
         let mut queue = self.queue.lock();
-        queue.waiting.push((id, request));
+        queue.waiting.push((id, request, Instant::now()));
         if queue.idle == 0 && queue.threads < THREADS {
             queue.threads += 1;
             let me = Arc::clone(self);

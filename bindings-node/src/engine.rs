@@ -215,7 +215,7 @@ impl Engine {
             .into_iter()
             .map(Owned::new)
             .collect::<napi::Result<Vec<_>>>()?;
-        Ok(self.decide_many(&owned))
+        Ok(self.decide_many(&owned, None))
     }
 
     /// [`check_many_sync`](Self::check_many_sync) on a worker thread.
@@ -233,7 +233,9 @@ impl Engine {
             core: Arc::clone(&self.core),
             may_wait: self.may_wait,
         };
-        on_worker(env, move || Ok(engine.decide_many(&owned)))
+        // The deadline counts from the call, not from when a worker took it.
+        let queued = std::time::Instant::now();
+        on_worker(env, move || Ok(engine.decide_many(&owned, Some(queued))))
     }
 
     /// [`authorize_sync`] on a worker thread.
@@ -629,8 +631,12 @@ impl Engine {
 }
 
 impl Engine {
-    fn decide_many(&self, requests: &[Owned]) -> Vec<Either<Float64Array, String>> {
-        decide_rows(&self.core, requests)
+    fn decide_many(
+        &self,
+        requests: &[Owned],
+        queued: Option<std::time::Instant>,
+    ) -> Vec<Either<Float64Array, String>> {
+        decide_rows(&self.core, requests, queued)
             .into_iter()
             .map(|r| match r {
                 Ok(row) => Either::A(Float64Array::new(row)),
@@ -721,10 +727,12 @@ pub fn claims_json(
 }
 
 /// A batch decided with one `check_many` (one Redis round trip): each request's row, or its
-/// error's JSON text.
+/// error's JSON text. `queued`: when the oldest of them was queued (the shared store's deadline
+/// counts from then).
 pub(crate) fn decide_rows(
     core: &floodwall::Engine,
     requests: &[Owned],
+    queued: Option<std::time::Instant>,
 ) -> Vec<Result<Vec<f64>, String>> {
     let headers: Vec<Vec<(&str, &str)>> = requests
         .iter()
@@ -749,11 +757,14 @@ pub(crate) fn decide_rows(
             now: o.now_ms.map(Timestamp::from_millis),
         })
         .collect();
-    core.check_many(&batch)
-        .into_iter()
-        .map(|r| {
-            r.map(|d| decision::to_vec(&d))
-                .map_err(|e| to_napi(&e).reason)
-        })
-        .collect()
+    match queued {
+        Some(at) => core.check_many_since(&batch, at),
+        None => core.check_many(&batch),
+    }
+    .into_iter()
+    .map(|r| {
+        r.map(|d| decision::to_vec(&d))
+            .map_err(|e| to_napi(&e).reason)
+    })
+    .collect()
 }

@@ -366,6 +366,26 @@ impl Engine {
     /// request in order. On a shared store the batch is one round trip (a pipeline of script
     /// calls); if that fails, each request gets the `on_error` policy.
     pub fn check_many(&self, requests: &[Request<'_>]) -> Vec<Result<Decision<'_>, Error>> {
+        self.check_many_queued(requests, None)
+    }
+
+    /// [`check_many`](Self::check_many) for requests that have waited in a queue since
+    /// `queued`: the shared store's deadline (`store.timeout`) counts from then, so that a
+    /// caller waits at most about the timeout in all. A batch whose deadline has passed gets
+    /// the `on_error` policy without asking Redis (and without counting against it).
+    pub fn check_many_since(
+        &self,
+        requests: &[Request<'_>],
+        queued: std::time::Instant,
+    ) -> Vec<Result<Decision<'_>, Error>> {
+        self.check_many_queued(requests, Some(queued))
+    }
+
+    fn check_many_queued(
+        &self,
+        requests: &[Request<'_>],
+        queued: Option<std::time::Instant>,
+    ) -> Vec<Result<Decision<'_>, Error>> {
         // Each request's normal path and address key, owned for the length of the batch.
         let texts: Vec<(String, Option<String>)> = requests
             .iter()
@@ -459,6 +479,7 @@ impl Engine {
                 layers: l,
                 cost: a.cost,
                 now: a.now,
+                queued,
             })
             .collect();
         let mut slices: Vec<&mut [Outcome]> = outcomes

@@ -197,6 +197,9 @@ pub struct Ask<'a> {
     pub cost: u64,
     /// When it is decided.
     pub now: Timestamp,
+    /// When it began waiting, if it queued before it was asked (the shared store's deadline
+    /// counts from then, so that a wait in a queue does not add to it); `None`: from the call.
+    pub queued: Option<std::time::Instant>,
 }
 
 /// Who hears of a store's health transitions ([`Store::on_health`]).

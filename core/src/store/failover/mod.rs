@@ -401,14 +401,24 @@ impl Store for FailoverStore {
         // the others go to Redis together.
         let mut looked_up: Vec<Result<Verdict, Pending<'_>>> = Vec::with_capacity(asks.len());
         let mut permits: Vec<Option<Permits>> = Vec::with_capacity(asks.len());
+        let timeout = inner.shared.timeout();
         for (ask, out) in asks.iter().zip(outcomes.iter_mut()) {
             let found = inner.look_up(ask.layers, ask.cost, ask.now, out);
+            // A request that waited out the whole deadline in a queue is answered now, by
+            // `on_error`, without asking Redis or counting against it.
+            let overdue = ask.queued.is_some_and(|q| q.elapsed() >= timeout);
             permits.push(match found {
-                Ok(_) => None,
-                Err(_) => inner.acquire(&inner.slots(ask.layers)),
+                Err(_) if !overdue => inner.acquire(&inner.slots(ask.layers)),
+                _ => None,
             });
             looked_up.push(found);
         }
+        let queued = asks
+            .iter()
+            .zip(&permits)
+            .filter(|(_, p)| p.is_some())
+            .filter_map(|(a, _)| a.queued)
+            .min();
         let batch: Vec<(&[Layer<'_>], u64, Timestamp)> = asks
             .iter()
             .zip(&permits)
@@ -424,7 +434,7 @@ impl Store for FailoverStore {
         let decided = if batch.is_empty() {
             Vec::new()
         } else {
-            inner.shared.decide_many(&batch, &mut slices)
+            inner.shared.decide_many(&batch, &mut slices, queued)
         };
         drop(slices);
         let mut decided = decided.into_iter();

@@ -35,7 +35,8 @@ impl Store for RedisStore {
     ) -> Vec<Result<Verdict, Error>> {
         let batch: Vec<(&[Layer<'_>], u64, Timestamp)> =
             asks.iter().map(|a| (a.layers, a.cost, a.now)).collect();
-        RedisStore::decide_many(self, &batch, outcomes)
+        let queued = asks.iter().filter_map(|a| a.queued).min();
+        RedisStore::decide_many(self, &batch, outcomes, queued)
             .into_iter()
             .map(|verdict| match verdict {
                 Ok(allowed) => Ok(Verdict {

@@ -84,9 +84,18 @@ impl RedisStore {
     /// [`run`](Self::run), with each command's own result: on a cluster some commands can
     /// fail (a node down) while the others are decided, and each failure names its slot.
     pub(super) fn run_each(&self, commands: &[redis::Cmd]) -> Vec<Result<Vec<i64>, Failed>> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.run_each_within(commands, self.timeout)
+    }
+
+    /// [`run_each`](Self::run_each) within `budget` instead of the store's deadline.
+    pub(super) fn run_each_within(
+        &self,
+        commands: &[redis::Cmd],
+        budget: Duration,
+    ) -> Vec<Result<Vec<i64>, Failed>> {
+        let deadline = tokio::time::Instant::now() + budget;
         let all_failed = |f: StoreFailure| commands.iter().map(|_| Err(f.clone().into())).collect();
-        let result = self.within(self.timeout, async {
+        let result = self.within(budget, async {
             Ok(match self.connection().await? {
                 Connection::Single(mut c) => {
                     match run_pipeline(&mut c, &self.script, commands).await {

@@ -336,10 +336,13 @@ impl RedisStore {
     /// with its own result (on a cluster, a node down fails only the decisions it holds). On a
     /// cluster, decisions spanning several slots are taken one by one
     /// ([`decide`](Self::decide)).
+    ///
+    /// `queued`: when the batch's oldest request began waiting; the deadline counts from then.
     pub fn decide_many(
         &self,
         batch: &[(&[Layer<'_>], u64, Timestamp)],
         outcomes: &mut [&mut [Outcome]],
+        queued: Option<std::time::Instant>,
     ) -> Vec<Result<bool, Failed>> {
         let mut verdicts: Vec<Result<bool, Failed>> = vec![Ok(false); batch.len()];
         let mut simple: Vec<usize> = Vec::with_capacity(batch.len());
@@ -361,7 +364,8 @@ impl RedisStore {
                 self.command(Mode::Decide, layers, cost, now)
             })
             .collect();
-        let replies = self.run_each(&commands);
+        let budget = queued.map_or(self.timeout, |q| self.timeout.saturating_sub(q.elapsed()));
+        let replies = self.run_each_within(&commands, budget);
         for (&i, reply) in simple.iter().zip(replies) {
             verdicts[i] = reply.and_then(|r| Ok(read_reply(&r, outcomes[i])?.0));
         }
