@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::config::HeadersConfig;
+use crate::common::HeadersConfig;
 use crate::limit::{Outcome, Policy, Rule};
 
 /// Which store made a decision.

@@ -43,6 +43,7 @@ pub mod auth;
 pub mod balance;
 pub mod breaker;
 pub mod clock;
+mod common;
 pub mod config;
 mod decision;
 mod engine;
@@ -50,6 +51,7 @@ mod error;
 pub mod http;
 pub mod limit;
 pub mod monitor;
+mod path;
 pub mod store;
 
 pub use auth::{AuthConfig, Authenticator, Identity};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::breaker::{BreakerSettings, WindowKind};
-use crate::config::HumanDuration;
+use crate::common::HumanDuration;
 use crate::error::Error;
 
 /// How a service chooses among its eligible upstreams.

@@ -51,9 +51,7 @@
 //! shadow = false                     # decide and record, never deny
 //! ```
 
-mod duration;
 mod monitor;
-mod read;
 mod rules;
 mod store;
 
@@ -68,10 +66,10 @@ use crate::error::Error;
 pub use crate::http::HttpConfig;
 use crate::limit::Rule;
 
-pub use duration::HumanDuration;
+pub(crate) use crate::common::json_error;
+pub use crate::common::{HeadersConfig, HumanDuration};
+use crate::common::{not_an_object, path_of, toml_error};
 pub use monitor::MonitorConfig;
-pub(crate) use read::json_error;
-use read::{not_an_object, path_of, toml_error};
 pub use rules::{HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem};
 use store::check_redis_url;
 pub use store::{
@@ -116,35 +114,6 @@ pub struct Config {
     /// [`Config::from_file`] to the file's directory; otherwise the working directory.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
-}
-
-/// The `[headers]` section: which sets of response headers a decision renders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadersConfig {
-    /// The IETF draft's `RateLimit-Policy` and `RateLimit` fields.
-    #[serde(default = "yes")]
-    pub ietf: bool,
-    /// The widely used `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
-    #[serde(default = "yes")]
-    pub legacy: bool,
-    /// `Retry-After` on denial.
-    #[serde(default = "yes")]
-    pub retry_after: bool,
-}
-
-pub(super) fn yes() -> bool {
-    true
-}
-
-impl Default for HeadersConfig {
-    fn default() -> Self {
-        HeadersConfig {
-            ietf: true,
-            legacy: true,
-            retry_after: true,
-        }
-    }
 }
 
 impl Config {

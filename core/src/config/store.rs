@@ -121,7 +121,7 @@ pub struct StoreConfig {
     pub max_keys: u64,
     /// Shared stores: remember each denial until its `retry_after`, and deny a repeat of the
     /// same request (same layers, keys and cost) before then without a round trip.
-    #[serde(default = "super::yes")]
+    #[serde(default = "crate::common::yes")]
     pub deny_cache: bool,
 }
 

@@ -161,7 +161,7 @@ impl AccessLists {
                 "access lists must be an object ({ \"allow\": {...}, \"deny\": {...} })",
             ));
         }
-        serde_path_to_error::deserialize(value).map_err(crate::config::json_error)
+        serde_path_to_error::deserialize(value).map_err(crate::common::json_error)
     }
 
     /// The lists as compact JSON.

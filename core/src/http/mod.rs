@@ -81,8 +81,9 @@ mod address;
 pub mod answer;
 mod config;
 mod flow;
-mod path;
 
+pub(crate) use crate::path::normalize_segment;
+pub use crate::path::{NormalPath, PathBuffer, normalize_path};
 pub(crate) use address::is_dotted_v4;
 pub use address::{
     ForwardedHeader, MAX_ADDRESS_KEY, NetworkSet, address_key, client_address, parse_address,
@@ -92,8 +93,6 @@ pub use config::{AccessListConfig, AccessLists, DEFAULT_IPV6_SUBNET, HttpConfig}
 pub(crate) use config::{CompiledAccess, HttpSettings};
 pub(crate) use flow::HttpState;
 pub use flow::{Admission, Caller, Exchange, HttpRequest, HttpStage, HttpVerdict, Refusal};
-pub(crate) use path::normalize_segment;
-pub use path::{NormalPath, PathBuffer, normalize_path};
 
 /// The request headers a host hands the HTTP layer, looked up by lower-case name.
 ///

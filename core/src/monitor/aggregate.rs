@@ -16,7 +16,7 @@ use crate::breaker::CallOutcome;
 use crate::clock::{Timestamp, duration_micros};
 use crate::decision::StoreUsed;
 use crate::error::ErrorKind;
-use crate::http::{PathBuffer, normalize_path};
+use crate::path::{PathBuffer, normalize_path};
 
 const MINUTE_MS: u64 = 60_000;
 /// How many of the busiest minutes a report lists as peaks.

@@ -16,9 +16,9 @@ use crate::breaker::CallOutcome;
 use crate::clock::Timestamp;
 use crate::decision::StoreUsed;
 use crate::error::ErrorKind;
-use crate::http::{PathBuffer, normalize_path};
 use crate::monitor::aggregate::SinkStats;
 use crate::monitor::event::{DecisionEvent, Event, EventOutcome, ResponseEvent, UpstreamEvent};
+use crate::path::{PathBuffer, normalize_path};
 
 /// A part of a [`QueuedEvent`]'s buffer.
 #[derive(Debug, Clone, Copy)]

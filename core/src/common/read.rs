@@ -5,7 +5,7 @@ use crate::error::Error;
 
 /// serde reads a struct from a sequence field by field, so an array would silently pass for
 /// a configuration; only an object is one.
-pub(super) fn not_an_object() -> Error {
+pub(crate) fn not_an_object() -> Error {
     Error::config(
         "",
         "a JSON configuration must be an object ({ \"rules\": [...], ... }), not an array or a single value",
@@ -58,7 +58,7 @@ fn humanize(message: &str) -> String {
     message.to_owned()
 }
 
-pub(super) fn path_of(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn path_of(path: &serde_path_to_error::Path) -> String {
     let text = path.to_string();
     if text == "." { String::new() } else { text }
 }
@@ -80,7 +80,7 @@ pub(crate) fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Er
     }
 }
 
-pub(super) fn toml_error(field: &str, e: &toml::de::Error, text: &str) -> Error {
+pub(crate) fn toml_error(field: &str, e: &toml::de::Error, text: &str) -> Error {
     let mut message = humanize(e.message().trim_end());
     if let Some(span) = e.span() {
         let before = &text[..span.start.min(text.len())];
