@@ -1,0 +1,143 @@
+//! Which requests a rule applies to, and what it counts them by.
+//!
+//! Compiled once at load: methods are upper-cased, path patterns split into segments and
+//! their literal segments put in the normal form of [`crate::http::normalize_path`] (lower-cased
+//! unless `http.case_sensitive`), header names lower-cased. Matching a request allocates
+//! nothing.
+//!
+//! Paths are matched in normal form (the engine normalises every request's path first), split
+//! on `/`. In a pattern, a literal segment matches the same segment; `*`, `:name` and `{name}`
+//! match exactly one segment; `**` matches any number of segments, including none. A rule
+//! whose methods list `GET` matches `HEAD` too unless `http.head_as_get` is off.
+
+mod matcher;
+mod path;
+mod response;
+
+use super::Quota;
+
+pub(crate) use matcher::is_token;
+pub use matcher::{KeyKind, RuleMatcher};
+pub use path::{PathPattern, RequestPath};
+pub use response::{CountResponses, ResponseCounting, StatusSet};
+
+/// The parameters one role (or the default) is judged by within a rule. Each policy of a rule
+/// counts in its own counter: premium callers of a `global` rule with a premium override draw
+/// from a pool separate from everyone else's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    role: Option<Box<str>>,
+    quota: Quota,
+}
+
+impl Policy {
+    /// The policy of `role` (`None` for the rule's default).
+    pub fn new(role: Option<Box<str>>, quota: Quota) -> Self {
+        Policy { role, quota }
+    }
+
+    /// The role this policy overrides for, or `None` for the rule's default.
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// The algorithm and parameters.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
+    }
+}
+
+/// A compiled rule: which requests it matches, what it counts them by, and its policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    name: Box<str>,
+    matcher: RuleMatcher,
+    key: KeyKind,
+    /// The default first, then one per role override.
+    policies: Box<[Policy]>,
+    before_auth: bool,
+    shadow: bool,
+    response: ResponseCounting,
+}
+
+impl Rule {
+    /// A rule; `policies[0]` is the default (its role is ignored), the rest override by role.
+    pub fn new(name: Box<str>, matcher: RuleMatcher, key: KeyKind, policies: Vec<Policy>) -> Self {
+        assert!(!policies.is_empty(), "a rule needs its default policy");
+        Rule {
+            name,
+            matcher,
+            key,
+            policies: policies.into(),
+            before_auth: false,
+            shadow: false,
+            response: ResponseCounting::default(),
+        }
+    }
+
+    /// The same rule, decided by the HTTP layer before the bearer token is verified (see
+    /// [`crate::http`]).
+    pub fn before_auth(mut self, before_auth: bool) -> Self {
+        self.before_auth = before_auth;
+        self
+    }
+
+    /// The same rule in shadow mode: it decides and counts, but never denies.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// The same rule with what it does once the response is known.
+    pub fn responses(mut self, response: ResponseCounting) -> Self {
+        self.response = response;
+        self
+    }
+
+    /// Whether the HTTP layer decides it before verifying the token.
+    pub fn is_before_auth(&self) -> bool {
+        self.before_auth
+    }
+
+    /// Whether it is in shadow mode.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+
+    /// What it does once the response is known.
+    pub fn response_counting(&self) -> &ResponseCounting {
+        &self.response
+    }
+
+    /// The rule's unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which requests it matches.
+    pub fn matcher(&self) -> &RuleMatcher {
+        &self.matcher
+    }
+
+    /// What it counts by.
+    pub fn key(&self) -> &KeyKind {
+        &self.key
+    }
+
+    /// The default policy first, then the role overrides.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The policy for `role` and its index in [`policies`](Rule::policies).
+    pub fn policy_for(&self, role: Option<&str>) -> (usize, &Policy) {
+        if let Some(role) = role
+            && let Some(i) = self.policies[1..]
+                .iter()
+                .position(|p| p.role.as_deref() == Some(role))
+        {
+            return (i + 1, &self.policies[i + 1]);
+        }
+        (0, &self.policies[0])
+    }
+}
