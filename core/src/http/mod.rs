@@ -82,7 +82,6 @@ pub mod answer;
 mod config;
 mod flow;
 
-pub(crate) use crate::path::normalize_segment;
 pub use crate::path::{NormalPath, PathBuffer, normalize_path};
 pub(crate) use address::is_dotted_v4;
 pub use address::{

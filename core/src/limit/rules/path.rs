@@ -189,7 +189,7 @@ impl PathPattern {
                         "path pattern {pattern:?}: '*' and '**' must stand alone as a whole segment, found {s:?}"
                     ));
                 }
-                _ => Segment::Literal(crate::http::normalize_segment(s, fold_case).into()),
+                _ => Segment::Literal(crate::path::normalize_segment(s, fold_case).into()),
             };
             segments.push(segment);
         }
