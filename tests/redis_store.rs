@@ -459,12 +459,10 @@ fn the_redis_store_alone_decides_through_the_store_trait() {
     use floodwall::store::{Layer, RedisStore, Store};
 
     let mut server = RedisServer::start();
-    let config = StoreConfig {
-        kind: floodwall::config::StoreKind::Redis,
-        url: Some(server.url()),
-        prefix: "alone:".to_owned(),
-        ..StoreConfig::default()
-    };
+    let mut config = StoreConfig::redis(server.url());
+    if let Some(shared) = config.shared_mut() {
+        shared.prefix = "alone:".to_owned();
+    }
     let store: Box<dyn Store> = Box::new(RedisStore::new(&config).expect("config"));
     let quota = Quota::fixed_window(2.try_into().unwrap(), Duration::from_secs(60)).unwrap();
     let layer = Layer {

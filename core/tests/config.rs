@@ -196,6 +196,55 @@ fn keys_matches_and_names() {
 }
 
 #[test]
+fn each_store_kind_takes_only_its_own_fields() {
+    use floodwall::config::{Config, StoreConfig, StoreKind};
+    // A url without a kind is a forgotten kind, not a memory store that ignores it.
+    let (field, message) = toml_err("[store]\nurl = \"redis://127.0.0.1:6379\"");
+    assert_eq!(field, "store");
+    assert!(
+        message.contains("`url` is a field of kind = \"redis\"")
+            && message.contains("kind is \"memory\""),
+        "{message}"
+    );
+    // The shared stores' policy fields are read under every kind (one file, switched by kind).
+    let memory =
+        Config::from_toml("[store]\ntimeout = \"20ms\"\non_error = \"deny\"").expect("config");
+    assert!(memory.store.shared().is_none());
+    let (_, message) =
+        toml_err("[store]\nkind = \"redis\"\nurl = \"redis://a:1\"\nurls = [\"redis://a:1\"]");
+    assert!(
+        message.contains("`urls` is a field of kind = \"redis_cluster\""),
+        "{message}"
+    );
+    let (_, message) = toml_err("[store]\nkind = \"redis_cluster\"\nurl = \"redis://a:1\"");
+    assert!(
+        message.contains("`url` is a field of kind = \"redis\""),
+        "{message}"
+    );
+    // Each kind's own fields, the rest defaults; max_keys is every kind's.
+    let config = Config::from_toml(
+        "[store]\nkind = \"redis_cluster\"\nurls = [\"redis://a:1\"]\nprefix = \"p:\"\nmax_keys = 7",
+    )
+    .expect("config");
+    let StoreConfig::RedisCluster(cluster) = &config.store else {
+        panic!("a cluster store: {:?}", config.store)
+    };
+    assert_eq!(cluster.urls, ["redis://a:1"]);
+    assert_eq!(cluster.shared.prefix, "p:");
+    assert_eq!(config.store.max_keys(), 7);
+    assert_eq!(config.store.kind(), StoreKind::RedisCluster);
+    let memory = Config::from_toml("[store]\nmax_keys = 9").expect("config");
+    assert_eq!(memory.store.kind(), StoreKind::Memory);
+    assert!(memory.store.shared().is_none());
+    assert_eq!(memory.store.max_keys(), 9);
+    // The same from JSON.
+    let json = Config::from_json(r#"{"store": {"kind": "memory", "url": "redis://x:1"}}"#)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(json.field(), Some("store"));
+}
+
+#[test]
 fn store_and_reserved_sections() {
     let (field, message) = toml_err("[store]\nkind = \"redis_cluster\"");
     assert_eq!(field, "store.urls");

@@ -17,7 +17,7 @@ pub struct HeadersConfig {
     pub retry_after: bool,
 }
 
-pub(crate) fn yes() -> bool {
+fn yes() -> bool {
     true
 }
 

@@ -10,5 +10,4 @@ mod read;
 
 pub use duration::HumanDuration;
 pub use headers::HeadersConfig;
-pub(crate) use headers::yes;
 pub(crate) use read::{json_error, not_an_object, path_of, toml_error};

@@ -73,7 +73,8 @@ pub use monitor::MonitorConfig;
 pub use rules::{HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem};
 use store::check_redis_url;
 pub use store::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT, OnStoreError,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT,
+    MemoryStoreConfig, OnStoreError, RedisClusterConfig, RedisStoreConfig, SharedStoreConfig,
     StoreClock, StoreConfig, StoreKind,
 };
 
@@ -203,20 +204,22 @@ impl Config {
 
     /// Checks the store section's values.
     pub(crate) fn check_store(&self) -> Result<(), Error> {
-        let store = &self.store;
-        if store.max_keys == 0 {
+        if self.store.max_keys() == 0 {
             return Err(Error::config("store.max_keys", "must be at least 1"));
         }
-        if store.timeout.0.is_zero() {
+        let Some(shared) = self.store.shared() else {
+            return Ok(());
+        };
+        if shared.timeout.0.is_zero() {
             return Err(Error::config("store.timeout", "must be greater than zero"));
         }
-        if store.connect_timeout.0.is_zero() {
+        if shared.connect_timeout.0.is_zero() {
             return Err(Error::config(
                 "store.connect_timeout",
                 "must be greater than zero",
             ));
         }
-        let share = store.fallback_share;
+        let share = shared.fallback_share;
         if !(share > 0.0 && share <= 1.0) {
             return Err(Error::config(
                 "store.fallback_share",
@@ -225,26 +228,26 @@ impl Config {
                 ),
             ));
         }
-        match store.kind {
-            StoreKind::Memory => Ok(()),
-            StoreKind::RedisCluster if store.urls.is_empty() => Err(Error::config(
+        match &self.store {
+            StoreConfig::Memory(_) => Ok(()),
+            StoreConfig::RedisCluster(c) if c.urls.is_empty() => Err(Error::config(
                 "store.urls",
                 "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
             )),
-            StoreKind::RedisCluster => {
-                for (i, url) in store.urls.iter().enumerate() {
+            StoreConfig::RedisCluster(c) => {
+                for (i, url) in c.urls.iter().enumerate() {
                     check_redis_url(url)
                         .map_err(|m| Error::config(format!("store.urls[{i}]"), m))?;
                 }
                 Ok(())
             }
-            StoreKind::Redis => match &store.url {
-                None => Err(Error::config(
-                    "store.url",
-                    "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
-                )),
-                Some(url) => check_redis_url(url).map_err(|m| Error::config("store.url", m)),
-            },
+            StoreConfig::Redis(r) if r.url.is_empty() => Err(Error::config(
+                "store.url",
+                "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
+            )),
+            StoreConfig::Redis(r) => {
+                check_redis_url(&r.url).map_err(|m| Error::config("store.url", m))
+            }
         }
     }
 }

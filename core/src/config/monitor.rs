@@ -105,7 +105,7 @@ impl MonitorConfig {
         if stream.is_empty() {
             return Err(Error::config("monitor.stream", "must not be empty"));
         }
-        if self.url.is_none() && store.kind == StoreKind::Memory {
+        if self.url.is_none() && store.kind() == StoreKind::Memory {
             return Err(Error::config(
                 "monitor.url",
                 "the stream needs a Redis server: set monitor.url, or use a redis store",

@@ -82,79 +82,213 @@ pub enum StoreClock {
     Local,
 }
 
-/// The `[store]` section.
+/// The `[store]` section: where limiter state lives, by `kind`. Each kind carries only its own
+/// fields; the table stays flat (`kind = "redis"` beside `url = …`). Where a server goes is
+/// refused under a kind that does not take it, by name, rather than ignored (a `url` under the
+/// memory store is a forgotten `kind`); the shared stores' policy fields (`prefix`, `timeout`,
+/// `on_error` …) are read under every kind, so that one file switches between the memory
+/// store and Redis by its `kind` alone, and are checked only where they apply.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `memory`, `redis` or `redis_cluster`.
-    #[serde(default)]
-    pub kind: StoreKind,
-    /// The Redis URL (`redis`).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Seed node URLs (`redis_cluster`).
-    #[serde(default)]
-    pub urls: Vec<String>,
-    /// Prefix of every key a shared store writes.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    /// Deadline of one store call.
-    #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
-    /// Deadline of connecting and loading the script when the engine is built (shared stores).
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: HumanDuration,
-    /// The share of each limit the in-process fallback grants while the shared store is down
-    /// (`0 < share <= 1`; `1 / N` for N processes sharing one Redis keeps their sum near the
-    /// limit).
-    #[serde(default = "default_share")]
-    pub fallback_share: f64,
-    /// What to do when the store fails or is slow.
-    #[serde(default)]
-    pub on_error: OnStoreError,
-    /// Whose clock scripts use.
-    #[serde(default)]
-    pub clock: StoreClock,
-    /// The most keys the memory store holds; past it, the least used keys are evicted first
-    /// (the nearest to expiry among equals) and keys that are denying last.
-    #[serde(default = "default_max_keys")]
-    pub max_keys: u64,
-    /// Shared stores: remember each denial until its `retry_after`, and deny a repeat of the
-    /// same request (same layers, keys and cost) before then without a round trip.
-    #[serde(default = "crate::common::yes")]
-    pub deny_cache: bool,
+#[serde(try_from = "StoreTable")]
+pub enum StoreConfig {
+    /// `kind = "memory"` (the default): in this process.
+    Memory(MemoryStoreConfig),
+    /// `kind = "redis"`: one Redis server.
+    Redis(RedisStoreConfig),
+    /// `kind = "redis_cluster"`: a Redis Cluster.
+    RedisCluster(RedisClusterConfig),
 }
 
-fn default_prefix() -> String {
-    DEFAULT_PREFIX.to_owned()
+/// The memory store's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryStoreConfig {
+    /// The most keys it holds; past it, the keys whose state is nearest to fresh are evicted
+    /// first and keys that are denying last.
+    pub max_keys: u64,
 }
-fn default_timeout() -> HumanDuration {
-    HumanDuration(DEFAULT_STORE_TIMEOUT)
+
+/// A single Redis server's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisStoreConfig {
+    /// Its URL (`redis://host:port[/db]`).
+    pub url: String,
+    /// What every shared store has.
+    pub shared: SharedStoreConfig,
 }
-fn default_connect_timeout() -> HumanDuration {
-    HumanDuration(DEFAULT_CONNECT_TIMEOUT)
+
+/// A Redis Cluster's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisClusterConfig {
+    /// Seed node URLs.
+    pub urls: Vec<String>,
+    /// What every shared store has.
+    pub shared: SharedStoreConfig,
 }
-fn default_share() -> f64 {
-    1.0
+
+/// The fields every shared (Redis) store has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedStoreConfig {
+    /// Prefix of every key it writes.
+    pub prefix: String,
+    /// Deadline of one call.
+    pub timeout: HumanDuration,
+    /// Deadline of connecting and loading the script when the engine is built.
+    pub connect_timeout: HumanDuration,
+    /// The share of each limit the in-process fallback grants while the store is down
+    /// (`0 < share <= 1`; `1 / N` for N processes sharing one Redis keeps their sum near the
+    /// limit).
+    pub fallback_share: f64,
+    /// What to do when the store fails or is slow.
+    pub on_error: OnStoreError,
+    /// Whose clock scripts use.
+    pub clock: StoreClock,
+    /// Remember each denial until its `retry_after`, and deny a repeat of the same request
+    /// (same layers, keys and cost) before then without a round trip.
+    pub deny_cache: bool,
+    /// The most keys the in-process fallback holds.
+    pub max_keys: u64,
 }
-fn default_max_keys() -> u64 {
-    DEFAULT_MAX_KEYS
+
+impl Default for SharedStoreConfig {
+    fn default() -> Self {
+        SharedStoreConfig {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: HumanDuration(DEFAULT_STORE_TIMEOUT),
+            connect_timeout: HumanDuration(DEFAULT_CONNECT_TIMEOUT),
+            fallback_share: 1.0,
+            on_error: OnStoreError::Fallback,
+            clock: StoreClock::Redis,
+            deny_cache: true,
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            kind: StoreKind::Memory,
-            url: None,
-            urls: Vec::new(),
-            prefix: default_prefix(),
-            timeout: default_timeout(),
-            connect_timeout: default_connect_timeout(),
-            fallback_share: 1.0,
-            on_error: OnStoreError::Fallback,
-            clock: StoreClock::Redis,
+        StoreConfig::Memory(MemoryStoreConfig {
             max_keys: DEFAULT_MAX_KEYS,
-            deny_cache: true,
+        })
+    }
+}
+
+impl StoreConfig {
+    /// One Redis server at `url`, every other field its default.
+    pub fn redis(url: impl Into<String>) -> Self {
+        StoreConfig::Redis(RedisStoreConfig {
+            url: url.into(),
+            shared: SharedStoreConfig::default(),
+        })
+    }
+
+    /// Which kind it is.
+    pub const fn kind(&self) -> StoreKind {
+        match self {
+            StoreConfig::Memory(_) => StoreKind::Memory,
+            StoreConfig::Redis(_) => StoreKind::Redis,
+            StoreConfig::RedisCluster(_) => StoreKind::RedisCluster,
+        }
+    }
+
+    /// A shared store's fields (`None` for the memory store).
+    pub const fn shared(&self) -> Option<&SharedStoreConfig> {
+        match self {
+            StoreConfig::Memory(_) => None,
+            StoreConfig::Redis(r) => Some(&r.shared),
+            StoreConfig::RedisCluster(c) => Some(&c.shared),
+        }
+    }
+
+    /// [`shared`](Self::shared), to change.
+    pub fn shared_mut(&mut self) -> Option<&mut SharedStoreConfig> {
+        match self {
+            StoreConfig::Memory(_) => None,
+            StoreConfig::Redis(r) => Some(&mut r.shared),
+            StoreConfig::RedisCluster(c) => Some(&mut c.shared),
+        }
+    }
+
+    /// The most keys the memory store (or a shared store's fallback) holds.
+    pub const fn max_keys(&self) -> u64 {
+        match self {
+            StoreConfig::Memory(m) => m.max_keys,
+            StoreConfig::Redis(r) => r.shared.max_keys,
+            StoreConfig::RedisCluster(c) => c.shared.max_keys,
+        }
+    }
+}
+
+/// The `[store]` table as written: every kind's fields, each optional, sorted into a
+/// [`StoreConfig`] by `kind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreTable {
+    #[serde(default)]
+    kind: StoreKind,
+    url: Option<String>,
+    urls: Option<Vec<String>>,
+    prefix: Option<String>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
+    fallback_share: Option<f64>,
+    on_error: Option<OnStoreError>,
+    clock: Option<StoreClock>,
+    deny_cache: Option<bool>,
+    max_keys: Option<u64>,
+}
+
+impl TryFrom<StoreTable> for StoreConfig {
+    type Error = String;
+
+    fn try_from(t: StoreTable) -> Result<Self, String> {
+        let kind = t.kind;
+        let refuse = |field: &str, belongs: &str| {
+            Err(format!(
+                "`{field}` is a field of {belongs}, and this store's kind is {:?}",
+                kind.as_str()
+            ))
+        };
+        let max_keys = t.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        if kind == StoreKind::Memory {
+            if t.url.is_some() {
+                return refuse("url", "kind = \"redis\" (did you mean to set kind?)");
+            }
+            if t.urls.is_some() {
+                return refuse(
+                    "urls",
+                    "kind = \"redis_cluster\" (did you mean to set kind?)",
+                );
+            }
+            return Ok(StoreConfig::Memory(MemoryStoreConfig { max_keys }));
+        }
+        let defaults = SharedStoreConfig::default();
+        let shared = SharedStoreConfig {
+            prefix: t.prefix.unwrap_or(defaults.prefix),
+            timeout: t.timeout.unwrap_or(defaults.timeout),
+            connect_timeout: t.connect_timeout.unwrap_or(defaults.connect_timeout),
+            fallback_share: t.fallback_share.unwrap_or(defaults.fallback_share),
+            on_error: t.on_error.unwrap_or(defaults.on_error),
+            clock: t.clock.unwrap_or(defaults.clock),
+            deny_cache: t.deny_cache.unwrap_or(defaults.deny_cache),
+            max_keys,
+        };
+        // A missing url (or seed list) is left empty here and named by the engine's checks
+        // (`store.url`: "the redis store needs a url"), with the other values' checks.
+        match kind {
+            StoreKind::Redis => match t.urls {
+                Some(_) => refuse("urls", "kind = \"redis_cluster\" (one server takes `url`)"),
+                None => Ok(StoreConfig::Redis(RedisStoreConfig {
+                    url: t.url.unwrap_or_default(),
+                    shared,
+                })),
+            },
+            _ => match t.url {
+                Some(_) => refuse("url", "kind = \"redis\" (a cluster takes `urls`)"),
+                None => Ok(StoreConfig::RedisCluster(RedisClusterConfig {
+                    urls: t.urls.unwrap_or_default(),
+                    shared,
+                })),
+            },
         }
     }
 }

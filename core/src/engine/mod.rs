@@ -146,7 +146,7 @@ impl Engine {
             auth: RwLock::new(auth),
             base_dir,
             services,
-            store_kind: config.store.kind,
+            store_kind: config.store.kind(),
             monitor,
         })
     }

@@ -16,16 +16,16 @@ use crate::store::{
 /// The store `config` names, for `rules`: the memory store, or Redis with the memory store as
 /// its fallback.
 pub(super) fn build(config: &StoreConfig, rules: &[Rule]) -> Result<Box<dyn Store>, Error> {
-    let local = MemoryStore::new(config.max_keys);
-    if !config.kind.is_shared() {
+    let local = MemoryStore::new(config.max_keys());
+    let Some(shared) = config.shared() else {
         return Ok(Box::new(local));
-    }
+    };
     check_redis_arithmetic(rules)?;
     Ok(Box::new(FailoverStore::new(
         RedisStore::new(config)?,
         local,
-        FallbackRules::new(rules, config.fallback_share),
-        config,
+        FallbackRules::new(rules, shared.fallback_share),
+        shared,
     )))
 }
 

@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use crate::config::{MonitorConfig, StoreConfig, StoreKind};
+use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
 
 /// Where a stream lives: one Redis server, or a Redis Cluster.
@@ -30,25 +30,22 @@ impl StreamLocation {
         if let Some(url) = &monitor.url {
             return Ok((StreamLocation::Node(url.clone()), "monitor.url"));
         }
-        match store.kind {
-            StoreKind::Redis => store
-                .url
-                .clone()
-                .map(|url| (StreamLocation::Node(url), "store.url"))
-                .ok_or_else(|| {
-                    Error::config(
-                        "store.url",
-                        "the stream goes to the store's Redis, and the redis store has no url",
-                    )
-                }),
-            StoreKind::RedisCluster if !store.urls.is_empty() => {
-                Ok((StreamLocation::Cluster(store.urls.clone()), "store.urls"))
+        match store {
+            StoreConfig::Redis(r) if !r.url.is_empty() => {
+                Ok((StreamLocation::Node(r.url.clone()), "store.url"))
             }
-            StoreKind::RedisCluster => Err(Error::config(
+            StoreConfig::Redis(_) => Err(Error::config(
+                "store.url",
+                "the stream goes to the store's Redis, and the redis store has no url",
+            )),
+            StoreConfig::RedisCluster(c) if !c.urls.is_empty() => {
+                Ok((StreamLocation::Cluster(c.urls.clone()), "store.urls"))
+            }
+            StoreConfig::RedisCluster(_) => Err(Error::config(
                 "store.urls",
                 "the stream goes to the store's cluster, and the redis_cluster store has no seed nodes",
             )),
-            StoreKind::Memory => Err(Error::config(
+            StoreConfig::Memory(_) => Err(Error::config(
                 "monitor.url",
                 "the stream needs a Redis server: set monitor.url, or use a redis store",
             )),

@@ -46,7 +46,7 @@ use super::{
 };
 use crate::breaker::{CallOutcome, Permit};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::config::{OnStoreError, StoreConfig};
+use crate::config::{OnStoreError, SharedStoreConfig};
 use crate::decision::StoreUsed;
 use crate::error::Error;
 use crate::limit::Outcome;
@@ -109,7 +109,7 @@ impl FailoverStore {
         shared: RedisStore,
         local: MemoryStore,
         rules: FallbackRules,
-        config: &StoreConfig,
+        config: &SharedStoreConfig,
     ) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let now = clock.now();

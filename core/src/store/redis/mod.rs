@@ -45,7 +45,7 @@ use redis::cluster::ClusterClient;
 
 use super::{ABSENT, Adjustment, Layer};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::config::{StoreClock, StoreConfig, StoreKind};
+use crate::config::{StoreClock, StoreConfig};
 use crate::error::Error;
 use crate::limit::{Algorithm, Outcome};
 
@@ -100,31 +100,41 @@ impl RedisStore {
     /// A store for `config` (kind `redis`); it connects on first use, and again by itself
     /// whenever the connection is lost.
     pub fn new(config: &StoreConfig) -> Result<Self, Error> {
-        let target = match config.kind {
-            StoreKind::RedisCluster => {
-                if config.urls.is_empty() {
+        let (target, shared) = match config {
+            StoreConfig::RedisCluster(cluster) => {
+                if cluster.urls.is_empty() {
                     return Err(Error::config(
                         "store.urls",
                         "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
                     ));
                 }
-                let client = ClusterClient::builder(config.urls.clone())
-                    .connection_timeout(config.timeout.0)
-                    .response_timeout(config.timeout.0)
+                let timeout = cluster.shared.timeout.0;
+                let client = ClusterClient::builder(cluster.urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
                     .build()
                     .map_err(|e| Error::config("store.urls", format!("not Redis URLs: {e}")))?;
-                Target::Cluster(Box::new(client), Mutex::new(None))
+                (
+                    Target::Cluster(Box::new(client), Mutex::new(None)),
+                    &cluster.shared,
+                )
             }
-            _ => {
-                let url = config.url.as_deref().ok_or_else(|| {
-                    Error::config(
+            StoreConfig::Redis(redis) => {
+                if redis.url.is_empty() {
+                    return Err(Error::config(
                         "store.url",
                         "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
-                    )
-                })?;
-                let client = redis::Client::open(url)
+                    ));
+                }
+                let client = redis::Client::open(redis.url.as_str())
                     .map_err(|e| Error::config("store.url", format!("not a Redis URL: {e}")))?;
-                Target::Single(client, Mutex::new(None))
+                (Target::Single(client, Mutex::new(None)), &redis.shared)
+            }
+            StoreConfig::Memory(_) => {
+                return Err(Error::config(
+                    "store.kind",
+                    "a Redis store needs kind = \"redis\" or \"redis_cluster\"",
+                ));
             }
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -137,9 +147,9 @@ impl RedisStore {
             runtime,
             target,
             script: Arc::new(redis::Script::new(DECIDE_LUA)),
-            prefix: config.prefix.clone(),
-            timeout: config.timeout.0,
-            local_clock: config.clock == StoreClock::Local,
+            prefix: shared.prefix.clone(),
+            timeout: shared.timeout.0,
+            local_clock: shared.clock == StoreClock::Local,
             since: SystemClock.now(),
         })
     }
