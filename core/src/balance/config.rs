@@ -1,4 +1,5 @@
-//! What a service's configuration says: its strategy, upstreams and breaker settings.
+//! What a service's configuration says: its strategy, upstreams and breaker settings, and the
+//! checks of its names and weights.
 
 use std::time::Duration;
 
@@ -194,4 +195,28 @@ impl BreakerConfig {
             .map_err(|(field, message)| Error::config(format!("{at}.{field}"), message))?;
         Ok(settings)
     }
+}
+
+pub(super) fn check_name(name: &str, field: &str, what: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(Error::config(
+            field,
+            format!("{what} {name:?} must be 1 to 256 characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_upstream(config: &UpstreamConfig, at: &str) -> Result<(), Error> {
+    check_name(&config.url, &format!("{at}.url"), "url")?;
+    if let Some(name) = &config.name {
+        check_name(name, &format!("{at}.name"), "name")?;
+    }
+    if !(1..=10_000).contains(&config.weight) {
+        return Err(Error::config(
+            format!("{at}.weight"),
+            format!("must be 1 to 10000, got {}", config.weight),
+        ));
+    }
+    Ok(())
 }

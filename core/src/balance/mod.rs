@@ -27,12 +27,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
-use crate::breaker::{Breaker, BreakerSettings, BreakerState};
+use crate::breaker::{BreakerSettings, BreakerState};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, ErrorKind};
 use crate::monitor::Monitor;
@@ -40,88 +40,21 @@ use crate::monitor::Monitor;
 mod config;
 mod lease;
 mod status;
+mod strategy;
+mod upstream;
 
 pub use config::{BreakerConfig, ServiceConfig, Strategy, UpstreamConfig, WindowConfig};
+use config::{check_name, check_upstream};
 pub use lease::Lease;
 pub(crate) use status::EventLog;
 pub use status::{BreakerEvent, CallStats, UpstreamStatus};
+use strategy::foldhash_seed;
+use upstream::Upstream;
 
 /// The most upstreams one service may have.
 pub const MAX_UPSTREAMS: usize = 256;
 /// How many breaker events the engine keeps for monitoring to read.
 pub const EVENT_LOG_CAPACITY: usize = 1024;
-
-#[derive(Debug)]
-struct UpstreamState {
-    breaker: Breaker,
-    stats: CallStats,
-    latency_total_us: u128,
-    ewma_us: u64,
-}
-
-/// The gate of an upstream that admits calls: eligible whenever `now >= gate`.
-const GATE_OPEN: u64 = 0;
-
-#[derive(Debug)]
-struct Upstream {
-    name: String,
-    url: String,
-    weight: u32,
-    down: AtomicBool,
-    in_flight: AtomicU64,
-    /// The smooth round-robin score (changed only under the service's `rr` lock).
-    score: AtomicI64,
-    /// µs from which the breaker may admit again: 0 when closed or half-open with a probe slot
-    /// free, the open time's end, or the probe deadline while every probe is out. Kept in step
-    /// with the breaker under `state`'s lock, read without it to choose.
-    gate: AtomicU64,
-    state: Mutex<UpstreamState>,
-}
-
-impl Upstream {
-    fn new(config: &UpstreamConfig, settings: BreakerSettings) -> Self {
-        Upstream {
-            name: config.name().to_owned(),
-            url: config.url.clone(),
-            weight: config.weight,
-            down: AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
-            score: AtomicI64::new(0),
-            gate: AtomicU64::new(GATE_OPEN),
-            state: Mutex::new(UpstreamState {
-                breaker: Breaker::new(settings).expect("settings validated by the service"),
-                stats: CallStats::default(),
-                latency_total_us: 0,
-                ewma_us: 0,
-            }),
-        }
-    }
-
-    fn eligible(&self, now: Timestamp) -> bool {
-        !self.down.load(Ordering::Relaxed) && now.as_micros() >= self.gate.load(Ordering::Acquire)
-    }
-
-    fn set_gate(&self, breaker: &Breaker, now: Timestamp) {
-        let gate = match breaker.state(now) {
-            BreakerState::Closed => GATE_OPEN,
-            BreakerState::HalfOpen => match breaker.probe_deadline() {
-                // Every probe out: eligible again when the breaker stops waiting for them.
-                Some(deadline) => deadline.as_micros(),
-                None => GATE_OPEN,
-            },
-            BreakerState::Open { until } => until.as_micros(),
-        };
-        self.gate.store(gate, Ordering::Release);
-    }
-
-    /// In-flight calls per unit of weight, compared without division: `a < b` iff
-    /// `a.in_flight × b.weight < b.in_flight × a.weight`.
-    fn lighter_than(&self, other: &Upstream) -> bool {
-        let a = u128::from(self.in_flight.load(Ordering::Relaxed)) * u128::from(other.weight);
-        let b = u128::from(other.in_flight.load(Ordering::Relaxed)) * u128::from(self.weight);
-        a < b
-    }
-}
 
 /// One service at run time.
 #[derive(Debug)]
@@ -147,16 +80,6 @@ pub(crate) struct Service {
 pub(crate) struct Services {
     by_name: HashMap<String, Arc<Service>, foldhash::fast::RandomState>,
     pub(crate) events: Arc<EventLog>,
-}
-
-fn check_name(name: &str, field: &str, what: &str) -> Result<(), Error> {
-    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(Error::config(
-            field,
-            format!("{what} {name:?} must be 1 to 256 characters without control characters"),
-        ));
-    }
-    Ok(())
 }
 
 impl Services {
@@ -288,133 +211,6 @@ impl Services {
         }
         Err(no_upstream(service, &upstreams, now))
     }
-
-    pub(crate) fn status(
-        &self,
-        service: &str,
-        now: Timestamp,
-    ) -> Result<Vec<UpstreamStatus>, Error> {
-        let service = self.service(service)?;
-        let upstreams = service.upstreams.read().clone();
-        Ok(upstreams
-            .iter()
-            .map(|u| {
-                let state = u.state.lock();
-                UpstreamStatus {
-                    name: u.name.clone(),
-                    url: u.url.clone(),
-                    weight: u.weight,
-                    down: u.down.load(Ordering::Relaxed),
-                    state: state.breaker.state(now),
-                    window_rates: state.breaker.rates(now),
-                    in_flight: u.in_flight.load(Ordering::Relaxed),
-                    stats: state.stats,
-                }
-            })
-            .collect())
-    }
-
-    fn upstream(
-        &self,
-        service: &str,
-        upstream: &str,
-    ) -> Result<(Arc<Service>, Arc<Upstream>), Error> {
-        let s = self.service(service)?;
-        let found = s
-            .upstreams
-            .read()
-            .iter()
-            .find(|u| u.name == upstream)
-            .cloned()
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::UnknownUpstream,
-                    format!("service {service:?} has no upstream {upstream:?}"),
-                )
-            })?;
-        Ok((Arc::clone(s), found))
-    }
-
-    pub(crate) fn set_down(&self, service: &str, upstream: &str, down: bool) -> Result<(), Error> {
-        let (_, u) = self.upstream(service, upstream)?;
-        u.down.store(down, Ordering::Relaxed);
-        Ok(())
-    }
-
-    pub(crate) fn reset_breaker(
-        &self,
-        service: &str,
-        upstream: &str,
-        now: Timestamp,
-    ) -> Result<(), Error> {
-        let (s, u) = self.upstream(service, upstream)?;
-        let mut state = u.state.lock();
-        if let Some(t) = state.breaker.reset(now) {
-            self.events.push(&s.name, &u.name, t);
-        }
-        u.set_gate(&state.breaker, now);
-        Ok(())
-    }
-
-    pub(crate) fn add_upstream(&self, service: &str, config: &UpstreamConfig) -> Result<(), Error> {
-        let s = self.service(service)?;
-        check_upstream(config, "upstream")?;
-        let mut list = s.upstreams.write();
-        if list.iter().any(|u| u.name == config.name()) {
-            return Err(Error::config(
-                "upstream.name",
-                format!(
-                    "service {service:?} already has an upstream {:?}",
-                    config.name()
-                ),
-            ));
-        }
-        if list.len() >= MAX_UPSTREAMS {
-            return Err(Error::config(
-                "upstream",
-                format!("service {service:?} has {MAX_UPSTREAMS} upstreams already"),
-            ));
-        }
-        let mut next: Vec<Arc<Upstream>> = list.iter().cloned().collect();
-        next.push(Arc::new(Upstream::new(config, s.settings)));
-        *list = next.into();
-        Ok(())
-    }
-
-    pub(crate) fn remove_upstream(&self, service: &str, upstream: &str) -> Result<(), Error> {
-        let (s, found) = self.upstream(service, upstream)?;
-        let mut list = s.upstreams.write();
-        // The very upstream looked up: one added since under the same name stays.
-        let next: Vec<Arc<Upstream>> = list
-            .iter()
-            .filter(|u| !Arc::ptr_eq(u, &found))
-            .cloned()
-            .collect();
-        if next.is_empty() {
-            return Err(Error::config(
-                "upstream",
-                format!(
-                    "{upstream:?} is the last upstream of service {service:?}; add another first"
-                ),
-            ));
-        }
-        *list = next.into();
-        Ok(())
-    }
-}
-
-fn check_upstream(config: &UpstreamConfig, at: &str) -> Result<(), Error> {
-    check_name(&config.url, &format!("{at}.url"), "url")?;
-    if let Some(name) = &config.name {
-        check_name(name, &format!("{at}.name"), "name")?;
-    }
-    if !(1..=10_000).contains(&config.weight) {
-        return Err(Error::config(
-            format!("{at}.weight"),
-            format!("must be 1 to 10000, got {}", config.weight),
-        ));
-    }
-    Ok(())
 }
 
 /// The error when no upstream is eligible, saying why for each.
@@ -460,111 +256,4 @@ fn no_upstream(service: &Service, upstreams: &[Arc<Upstream>], now: Timestamp) -
         ),
         earliest,
     )
-}
-
-/// One smooth round-robin step: who took part and the weight they shared.
-struct RoundRobinStep {
-    took_part: SmallVec<[usize; 16]>,
-    total: i64,
-}
-
-impl RoundRobinStep {
-    /// Takes the step back (the chosen upstream's permit was refused).
-    fn undo(&self, upstreams: &[Arc<Upstream>], chosen: usize) {
-        for &i in &self.took_part {
-            upstreams[i]
-                .score
-                .fetch_sub(i64::from(upstreams[i].weight), Ordering::Relaxed);
-        }
-        upstreams[chosen]
-            .score
-            .fetch_add(self.total, Ordering::Relaxed);
-    }
-}
-
-impl Service {
-    /// The index of the upstream the strategy chooses among the eligible ones not left out
-    /// (and, for round-robin, the step taken: the caller holds `rr`).
-    fn choose(
-        &self,
-        upstreams: &[Arc<Upstream>],
-        left_out: &[bool],
-        now: Timestamp,
-    ) -> Option<(usize, Option<RoundRobinStep>)> {
-        let eligible = |i: usize| !left_out[i] && upstreams[i].eligible(now);
-        match self.strategy {
-            Strategy::RoundRobin => {
-                let mut step = RoundRobinStep {
-                    took_part: SmallVec::new(),
-                    total: 0,
-                };
-                let mut best: Option<(usize, i64)> = None;
-                for (i, u) in upstreams.iter().enumerate() {
-                    if !eligible(i) {
-                        continue;
-                    }
-                    let weight = i64::from(u.weight);
-                    let score = u.score.load(Ordering::Relaxed) + weight;
-                    u.score.store(score, Ordering::Relaxed);
-                    step.total += weight;
-                    step.took_part.push(i);
-                    if best.is_none_or(|(_, s)| score > s) {
-                        best = Some((i, score));
-                    }
-                }
-                let (i, score) = best?;
-                upstreams[i]
-                    .score
-                    .store(score - step.total, Ordering::Relaxed);
-                Some((i, Some(step)))
-            }
-            Strategy::LeastConnections => {
-                let n = upstreams.len();
-                let start = (self.turn.fetch_add(1, Ordering::Relaxed) % n as u64) as usize;
-                let mut best: Option<usize> = None;
-                for i in (start..n).chain(0..start) {
-                    if eligible(i) && best.is_none_or(|b| upstreams[i].lighter_than(&upstreams[b]))
-                    {
-                        best = Some(i);
-                    }
-                }
-                best.map(|i| (i, None))
-            }
-            Strategy::P2c => {
-                let candidates: SmallVec<[usize; 16]> =
-                    (0..upstreams.len()).filter(|&i| eligible(i)).collect();
-                let chosen = match candidates.len() {
-                    0 => None,
-                    1 => Some(candidates[0]),
-                    n => {
-                        let r = self.random();
-                        let a = (r % n as u64) as usize;
-                        let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-                        let (a, b) = (candidates[a], candidates[b]);
-                        Some(if upstreams[b].lighter_than(&upstreams[a]) {
-                            b
-                        } else {
-                            a
-                        })
-                    }
-                };
-                chosen.map(|i| (i, None))
-            }
-        }
-    }
-
-    /// A uniformly distributed 64-bit number (wyrand).
-    fn random(&self) -> u64 {
-        let s = self
-            .rng
-            .fetch_add(0xa076_1d64_78bd_642f, Ordering::Relaxed)
-            .wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-        (t as u64) ^ ((t >> 64) as u64)
-    }
-}
-
-fn foldhash_seed() -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::RandomState::default().hash_one(0x5eed_u64)
 }

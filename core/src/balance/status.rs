@@ -1,12 +1,15 @@
 //! What monitoring reads of the upstreams: breaker events, call statistics, each upstream's status.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::EVENT_LOG_CAPACITY;
+use super::{EVENT_LOG_CAPACITY, Services};
 use crate::breaker::{BreakerState, Transition};
+use crate::clock::Timestamp;
+use crate::error::Error;
 
 /// A breaker's change of state, as monitoring reads it ([`Engine::breaker_events`](crate::Engine::breaker_events)).
 #[derive(Debug, Clone, PartialEq)]
@@ -116,5 +119,32 @@ impl UpstreamStatus {
             "mean_latency_us": u64::try_from(self.stats.mean_latency.as_micros()).unwrap_or(u64::MAX),
             "max_latency_us": u64::try_from(self.stats.max_latency.as_micros()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+impl Services {
+    pub(crate) fn status(
+        &self,
+        service: &str,
+        now: Timestamp,
+    ) -> Result<Vec<UpstreamStatus>, Error> {
+        let service = self.service(service)?;
+        let upstreams = service.upstreams.read().clone();
+        Ok(upstreams
+            .iter()
+            .map(|u| {
+                let state = u.state.lock();
+                UpstreamStatus {
+                    name: u.name.clone(),
+                    url: u.url.clone(),
+                    weight: u.weight,
+                    down: u.down.load(Ordering::Relaxed),
+                    state: state.breaker.state(now),
+                    window_rates: state.breaker.rates(now),
+                    in_flight: u.in_flight.load(Ordering::Relaxed),
+                    stats: state.stats,
+                }
+            })
+            .collect())
     }
 }
