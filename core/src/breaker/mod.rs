@@ -20,11 +20,17 @@
 //! after the breaker opened, a closed-state call that ends during half-open — is counted in
 //! the statistics but never mistaken for a probe or for a call of the new closed period.
 
+mod settings;
+mod window;
+
 use std::fmt;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::error::Error;
+
+pub use settings::{BreakerSettings, WindowKind};
+use window::Window;
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,38 +99,6 @@ impl CallOutcome {
     }
 }
 
-/// The rolling window a closed breaker judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowKind {
-    /// The last this many calls.
-    Count(u32),
-    /// The calls of this last span of time.
-    Time(Duration),
-}
-
-/// A breaker's parameters (checked by the configuration).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerSettings {
-    /// The rolling window.
-    pub window: WindowKind,
-    /// Calls the window must hold before it is judged.
-    pub min_calls: u32,
-    /// The failure rate (0–1] at which the breaker opens.
-    pub failure_rate: f64,
-    /// A call at least this slow is slow; `None`: slowness is not judged.
-    pub slow_call_duration: Option<Duration>,
-    /// The slow-call rate (0–1] at which the breaker opens.
-    pub slow_call_rate: f64,
-    /// How long the breaker stays open after a first trip.
-    pub open_for: Duration,
-    /// The factor the open time grows by at each consecutive trip (1: it does not grow).
-    pub backoff: f64,
-    /// The longest open time.
-    pub max_open_for: Duration,
-    /// Probe calls admitted while half-open.
-    pub half_open_calls: u32,
-}
-
 /// Leave to make one call, from [`Breaker::try_acquire`]; hand it back to
 /// [`Breaker::record`] or [`Breaker::release`] — once: it is neither `Clone` nor `Copy`.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,123 +129,6 @@ pub struct Transition {
     pub slow_call_rate: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    /// Start of the bucket's span in µs (time windows); unused for count windows.
-    start: u64,
-    calls: u64,
-    failures: u64,
-    slow: u64,
-}
-
-/// The rolling window: counts over the last N calls or the last T.
-#[derive(Debug, Clone)]
-struct Window {
-    kind: WindowKind,
-    /// Count window: one entry per call (`calls` 1); time window: ten buckets.
-    slots: Box<[Bucket]>,
-    next: usize,
-    calls: u64,
-    failures: u64,
-    slow: u64,
-}
-
-const TIME_BUCKETS: usize = 10;
-
-impl Window {
-    fn new(kind: WindowKind) -> Self {
-        let len = match kind {
-            WindowKind::Count(n) => n.max(1) as usize,
-            WindowKind::Time(_) => TIME_BUCKETS,
-        };
-        Window {
-            kind,
-            slots: vec![Bucket::default(); len].into(),
-            next: 0,
-            calls: 0,
-            failures: 0,
-            slow: 0,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.slots.fill(Bucket::default());
-        self.next = 0;
-        self.calls = 0;
-        self.failures = 0;
-        self.slow = 0;
-    }
-
-    fn remove(&mut self, i: usize) {
-        let old = std::mem::take(&mut self.slots[i]);
-        self.calls -= old.calls;
-        self.failures -= old.failures;
-        self.slow -= old.slow;
-    }
-
-    /// Drops time buckets that have left the window by `now`.
-    fn expire(&mut self, now: u64) {
-        if let WindowKind::Time(span) = self.kind {
-            let span = span.as_micros() as u64;
-            for i in 0..self.slots.len() {
-                let b = self.slots[i];
-                if b.calls > 0 && b.start.saturating_add(span) <= now {
-                    self.remove(i);
-                }
-            }
-        }
-    }
-
-    fn add(&mut self, failed: bool, slow: bool, now: u64) {
-        let i = match self.kind {
-            WindowKind::Count(_) => {
-                let i = self.next;
-                self.next = (i + 1) % self.slots.len();
-                self.remove(i);
-                i
-            }
-            WindowKind::Time(span) => {
-                self.expire(now);
-                let width = (span.as_micros() as u64 / TIME_BUCKETS as u64).max(1);
-                let start = now - now % width;
-                let i = ((now / width) % TIME_BUCKETS as u64) as usize;
-                if self.slots[i].start != start {
-                    self.remove(i);
-                    self.slots[i].start = start;
-                }
-                i
-            }
-        };
-        let b = &mut self.slots[i];
-        b.calls += 1;
-        b.failures += u64::from(failed);
-        b.slow += u64::from(slow);
-        self.calls += 1;
-        self.failures += u64::from(failed);
-        self.slow += u64::from(slow);
-    }
-
-    /// The failure and slow-call rates; at `now`, for a time window, as if it had expired.
-    fn rates(&self, now: Option<u64>) -> (f64, f64) {
-        let (calls, failures, slow) = match (self.kind, now) {
-            (WindowKind::Time(span), Some(now)) => {
-                let span = span.as_micros() as u64;
-                self.slots
-                    .iter()
-                    .filter(|b| b.calls > 0 && b.start.saturating_add(span) > now)
-                    .fold((0, 0, 0), |(c, f, s), b| {
-                        (c + b.calls, f + b.failures, s + b.slow)
-                    })
-            }
-            _ => (self.calls, self.failures, self.slow),
-        };
-        if calls == 0 {
-            return (0.0, 0.0);
-        }
-        (failures as f64 / calls as f64, slow as f64 / calls as f64)
-    }
-}
-
 /// One upstream's breaker. Not synchronised: the balancer keeps it under the upstream's lock.
 #[derive(Debug, Clone)]
 pub struct Breaker {
@@ -286,67 +143,6 @@ pub struct Breaker {
     /// While half-open: when the latest probe was admitted plus `open_for`. If every probe is
     /// out and none has failed by then, the breaker opens again (a hung probe is a failure).
     probe_deadline: Timestamp,
-}
-
-impl BreakerSettings {
-    /// Checks the settings; the error names the field (`failure_rate` …) and the problem.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        for (name, rate) in [
-            ("failure_rate", self.failure_rate),
-            ("slow_call_rate", self.slow_call_rate),
-        ] {
-            if !(rate > 0.0 && rate <= 1.0) {
-                return Err((name, format!("must be a rate over (0, 1], got {rate}")));
-            }
-        }
-        if self.min_calls == 0 {
-            return Err(("min_calls", "must be at least 1".to_owned()));
-        }
-        match self.window {
-            WindowKind::Count(0) => return Err(("window", "must hold at least 1 call".to_owned())),
-            WindowKind::Count(n) if n > 100_000 => {
-                return Err(("window", format!("{n} calls; at most 100000 are kept")));
-            }
-            WindowKind::Count(n) if self.min_calls > n => {
-                return Err((
-                    "min_calls",
-                    format!(
-                        "{} is more than the window's {n} calls: it could never trip",
-                        self.min_calls
-                    ),
-                ));
-            }
-            WindowKind::Time(d) if d < Duration::from_millis(10) => {
-                return Err(("window", "must be at least 10ms".to_owned()));
-            }
-            _ => {}
-        }
-        if self.open_for.is_zero() {
-            return Err(("open_for", "must be greater than zero".to_owned()));
-        }
-        if !(self.backoff >= 1.0 && self.backoff.is_finite()) {
-            return Err((
-                "backoff",
-                format!("must be a factor of at least 1, got {}", self.backoff),
-            ));
-        }
-        if self.max_open_for < self.open_for {
-            return Err((
-                "max_open_for",
-                format!(
-                    "{:?} is shorter than open_for ({:?})",
-                    self.max_open_for, self.open_for
-                ),
-            ));
-        }
-        if self.half_open_calls == 0 {
-            return Err(("half_open_calls", "must be at least 1".to_owned()));
-        }
-        if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
-            return Err(("slow_call_duration", "must be greater than zero".to_owned()));
-        }
-        Ok(())
-    }
 }
 
 impl Breaker {
