@@ -50,6 +50,7 @@ mod engine;
 mod error;
 pub mod http;
 pub mod limit;
+mod link;
 pub mod monitor;
 mod path;
 pub mod store;

@@ -9,10 +9,11 @@ use redis::Value;
 use serde::Serialize;
 
 use super::host_name;
-use super::location::{Client, Connection, StreamLocation};
+use super::location::StreamLocation;
 use super::wire::{MalformedEntry, malformed, parse_entry};
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind};
+use crate::link::{self, Client, Connection};
 use crate::monitor::aggregate::{Aggregator, Report};
 
 /// The consumer group a reader uses unless told otherwise.
@@ -144,7 +145,6 @@ pub struct ReaderStats {
 /// # Ok::<(), floodwall::Error>(())
 /// ```
 pub struct StreamReader {
-    runtime: tokio::runtime::Runtime,
     client: Client,
     connection: Option<Connection>,
     stream: String,
@@ -194,13 +194,9 @@ impl StreamReader {
         if options.consumer.is_empty() {
             return Err(Error::config("consumer", "must not be empty"));
         }
-        let client = location.client(field, options.timeout + FOLLOW_BLOCK)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| unavailable(stream, "cannot start an I/O runtime", e))?;
+        let client = location.client(field, options.timeout + FOLLOW_BLOCK, Some(2))?;
+        link::start().map_err(|e| unavailable(stream, "cannot start an I/O runtime", e))?;
         let mut reader = StreamReader {
-            runtime,
             client,
             connection: None,
             stream: stream.to_owned(),
@@ -234,17 +230,14 @@ impl StreamReader {
         let client = &self.client;
         let connection = &mut self.connection;
         let connect_timeout = self.options.timeout;
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                if connection.is_none() {
-                    *connection = Some(client.connect(connect_timeout, None).await?);
-                }
-                match connection.as_mut() {
-                    Some(c) => c.query::<Value>(cmd).await,
-                    None => unreachable!("connected just above"),
-                }
-            })
-            .await
+        let result = link::within(timeout, async {
+            if connection.is_none() {
+                *connection = Some(client.connect(connect_timeout, None).await?);
+            }
+            match connection.as_mut() {
+                Some(c) => cmd.query_async::<Value>(c).await,
+                None => unreachable!("connected just above"),
+            }
         });
         let name = cmd
             .args_iter()

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::location::{Client, Connection, StreamLocation, default_instance};
+use super::location::{StreamLocation, default_instance};
 use super::queue::{QueuedEvent, SinkShared, StreamSink, WriterState};
 use super::wire::{FieldValue, visit_fields};
 use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
+use crate::link::{self, Client, Connection};
 
 /// The deadline of one batch write, connecting included.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -38,16 +39,8 @@ impl StreamSink {
             return Ok(None);
         };
         let (location, field) = StreamLocation::of_config(config, store)?;
-        let client = location.client(field, WRITE_TIMEOUT)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::config(
-                    "monitor.stream",
-                    format!("cannot start the stream writer: {e}"),
-                )
-            })?;
+        let client = location.client(field, WRITE_TIMEOUT, Some(2))?;
+        link::start()?;
         let shared = Arc::new(SinkShared {
             stream: stream.clone(),
             offered: AtomicU64::new(0),
@@ -65,7 +58,6 @@ impl StreamSink {
             receiver,
             client,
             connection: None,
-            runtime,
             maxlen: config.maxlen,
             batch: config.batch,
             flush: config.flush.0,
@@ -109,7 +101,6 @@ struct Writer {
     receiver: Receiver<QueuedEvent>,
     client: Client,
     connection: Option<Connection>,
-    runtime: tokio::runtime::Runtime,
     maxlen: u64,
     batch: usize,
     flush: Duration,
@@ -202,17 +193,14 @@ impl Writer {
         batch.clear();
         let client = &self.client;
         let connection = &mut self.connection;
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                if connection.is_none() {
-                    *connection = Some(client.connect(timeout, Some(timeout)).await?);
-                }
-                match connection.as_mut() {
-                    Some(c) => c.query_pipeline(&pipe).await,
-                    None => unreachable!("connected just above"),
-                }
-            })
-            .await
+        let result = link::within(timeout, async {
+            if connection.is_none() {
+                *connection = Some(client.connect(timeout, Some(timeout)).await?);
+            }
+            match connection.as_mut() {
+                Some(c) => pipe.query_async::<()>(c).await,
+                None => unreachable!("connected just above"),
+            }
         });
         let failure = match result {
             Ok(Ok(())) => None,

@@ -1,31 +1,16 @@
-//! The connections: one shared, multiplexed connection (a cluster connection on a cluster),
-//! made on first use or at build, each call within its deadline on the store's own runtime;
-//! the probe's connection of its own; and the `NOSCRIPT` reload.
+//! The store's connections (made through [`crate::link`]): one shared connection — a node
+//! connection that reconnects by itself, or a cluster connection — made on first use or at
+//! build, each call within its deadline on the process's Redis I/O runtime; the probe's
+//! connection of its own; and the `NOSCRIPT` reload.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::slots::{hash_slot, tag_of_slot};
 use super::{Failed, RedisStore, StoreFailure};
-
-/// Where the store connects, and its connection once made.
-pub(super) enum Target {
-    Single(redis::Client, Mutex<Option<ConnectionManager>>),
-    Cluster(Box<ClusterClient>, Mutex<Option<ClusterConnection>>),
-}
-
-/// A connection to either.
-#[derive(Clone)]
-pub(super) enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
+use crate::link::{self, Connection};
 
 impl RedisStore {
     pub(super) async fn connection(&self) -> Result<Connection, redis::RedisError> {
@@ -37,30 +22,12 @@ impl RedisStore {
         &self,
         deadline: Duration,
     ) -> Result<Connection, redis::RedisError> {
-        match &self.target {
-            Target::Single(client, slot) => {
-                if let Some(c) = slot.lock().clone() {
-                    return Ok(Connection::Single(c));
-                }
-                // No retry of its own: a refused connection is reported as refused at once,
-                // and the failover store decides what comes next.
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(0)
-                    .set_connection_timeout(Some(deadline))
-                    .set_response_timeout(Some(self.timeout));
-                let c = ConnectionManager::new_with_config(client.clone(), config).await?;
-                *slot.lock() = Some(c.clone());
-                Ok(Connection::Single(c))
-            }
-            Target::Cluster(client, slot) => {
-                if let Some(c) = slot.lock().clone() {
-                    return Ok(Connection::Cluster(c));
-                }
-                let c = client.get_async_connection().await?;
-                *slot.lock() = Some(c.clone());
-                Ok(Connection::Cluster(c))
-            }
+        if let Some(c) = self.connection.lock().clone() {
+            return Ok(c);
         }
+        let c = self.client.connect_lasting(deadline, self.timeout).await?;
+        *self.connection.lock() = Some(c.clone());
+        Ok(c)
     }
 
     /// Runs `commands` (one round trip: pipelined on one node, concurrent across a cluster)
@@ -96,33 +63,31 @@ impl RedisStore {
         let deadline = tokio::time::Instant::now() + budget;
         let all_failed = |f: StoreFailure| commands.iter().map(|_| Err(f.clone().into())).collect();
         let result = self.within(budget, async {
-            Ok(match self.connection().await? {
-                Connection::Single(mut c) => {
-                    match run_pipeline(&mut c, &self.script, commands).await {
-                        Ok(replies) => replies.into_iter().map(Ok).collect(),
-                        Err(e) => all_failed(StoreFailure::of(&e)),
-                    }
+            let mut c = self.connection().await?;
+            Ok(if self.is_cluster() {
+                run_concurrent(&c, commands, deadline).await
+            } else {
+                match run_pipeline(&mut c, &self.script, commands).await {
+                    Ok(replies) => replies.into_iter().map(Ok).collect(),
+                    Err(e) => all_failed(StoreFailure::of(&e)),
                 }
-                Connection::Cluster(c) => run_concurrent(&c, commands, deadline).await,
             })
         });
         result.unwrap_or_else(all_failed)
     }
 
-    /// Runs `call` on the store's runtime, failing with [`StoreFailure::Timeout`] past
+    /// Runs `call` on the Redis I/O runtime, failing with [`StoreFailure::Timeout`] past
     /// `deadline`.
     pub(super) fn within<T>(
         &self,
         deadline: Duration,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreFailure> {
-        self.runtime.block_on(async {
-            match tokio::time::timeout(deadline, call).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(StoreFailure::of(&e)),
-                Err(_) => Err(StoreFailure::Timeout),
-            }
-        })
+        match link::within(deadline, call) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreFailure::of(&e)),
+            Err(link::Elapsed) => Err(StoreFailure::Timeout),
+        }
     }
 
     /// Asks Redis, on a connection of its own rather than the shared one, whether it can decide
@@ -149,24 +114,16 @@ impl RedisStore {
                 .cmd("SCRIPT")
                 .arg("EXISTS")
                 .arg(script.get_hash());
-            match &self.target {
-                Target::Single(client, _) => {
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(deadline))
-                        .set_response_timeout(Some(deadline));
-                    let mut c = client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?;
-                    let (known,): (Vec<bool>,) = check.query_async(&mut c).await?;
-                    if !known.first().copied().unwrap_or(false) {
-                        script.load_async(&mut c).await?;
-                    }
-                }
-                Target::Cluster(client, _) => {
-                    let mut c = client.get_async_connection().await?;
-                    let mut write = redis::cmd("SET");
-                    write.arg(&key).arg(1).arg("PX").arg(1000);
-                    write.query_async::<()>(&mut c).await?;
+            let mut c = self.client.connect(deadline, Some(deadline)).await?;
+            if self.is_cluster() {
+                // Each primary: the script is loaded where a call first needs it.
+                let mut write = redis::cmd("SET");
+                write.arg(&key).arg(1).arg("PX").arg(1000);
+                write.query_async::<()>(&mut c).await?;
+            } else {
+                let (known,): (Vec<bool>,) = check.query_async(&mut c).await?;
+                if !known.first().copied().unwrap_or(false) {
+                    script.load_async(&mut c).await?;
                 }
             }
             Ok(())
@@ -181,14 +138,12 @@ impl RedisStore {
     /// the first decision would otherwise pay (a connect and a `SCRIPT LOAD`, 3–20 ms).
     pub fn connect(&self, deadline: Duration) -> Result<(), StoreFailure> {
         self.within(deadline, async {
-            match self.connection_within(deadline).await? {
-                Connection::Single(mut c) => {
-                    self.script.load_async(&mut c).await?;
-                }
-                Connection::Cluster(mut c) => {
-                    // Each primary: the script is loaded where a call first needs it.
-                    redis::cmd("PING").query_async::<()>(&mut c).await?;
-                }
+            let mut c = self.connection_within(deadline).await?;
+            if self.is_cluster() {
+                // Each primary: the script is loaded where a call first needs it.
+                redis::cmd("PING").query_async::<()>(&mut c).await?;
+            } else {
+                self.script.load_async(&mut c).await?;
             }
             Ok(())
         })
@@ -222,17 +177,14 @@ impl RedisStore {
 
     /// Forgets the shared connection; the next call makes a new one.
     pub(super) fn drop_connection(&self) {
-        match &self.target {
-            Target::Single(_, slot) => *slot.lock() = None,
-            Target::Cluster(_, slot) => *slot.lock() = None,
-        }
+        *self.connection.lock() = None;
     }
 }
 
 /// Runs `commands` on one node as a pipeline (one command alone), reloading the script once on
 /// `NOSCRIPT` (which Redis answers before running anything).
 async fn run_pipeline(
-    connection: &mut ConnectionManager,
+    connection: &mut Connection,
     script: &redis::Script,
     commands: &[redis::Cmd],
 ) -> redis::RedisResult<Vec<Vec<i64>>> {
@@ -262,7 +214,7 @@ async fn run_pipeline(
 /// does not know the script is sent again as `EVAL` with the script's text (which that node
 /// then keeps); only those, so that nothing is applied twice.
 async fn run_concurrent(
-    connection: &ClusterConnection,
+    connection: &Connection,
     commands: &[redis::Cmd],
     deadline: tokio::time::Instant,
 ) -> Vec<Result<Vec<i64>, Failed>> {

@@ -16,8 +16,9 @@
 //!   entries.
 //! - **Connections**: one multiplexed connection (`ConnectionManager`, which reconnects by
 //!   itself; a cluster connection, which follows `MOVED`/`ASK`, for `redis_cluster`) shared by
-//!   every caller, so that concurrent decisions pipeline on it. A current-thread tokio runtime
-//!   owned by the store drives it, run by whichever caller is waiting — no hand-off to an I/O
+//!   every caller, so that concurrent decisions pipeline on it. The process's Redis I/O
+//!   runtime (the `link` module, shared with the stream sink and reader) drives it, run by
+//!   whichever caller is waiting — no hand-off to an I/O
 //!   thread (measured: against one worker thread, 10% more decisions per second at 64 callers
 //!   and a lower p99 at one; against a pool of blocking connections, which was 7% faster for
 //!   one caller but half as fast at 64). Each call has the configured deadline.
@@ -41,13 +42,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::cluster::ClusterClient;
 
 use super::{ABSENT, Adjustment, Layer};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::{StoreClock, StoreConfig};
 use crate::error::Error;
 use crate::limit::{Algorithm, Outcome};
+use crate::link::{Client, Connection, RedisLocation};
 
 mod alone;
 mod connection;
@@ -55,7 +56,6 @@ mod failure;
 mod slots;
 
 pub use connection::ShardMap;
-use connection::Target;
 pub use failure::{Failed, StoreFailure};
 
 /// The decision script.
@@ -76,8 +76,9 @@ enum Mode {
 
 /// Limiter state in one Redis server or cluster.
 pub struct RedisStore {
-    runtime: tokio::runtime::Runtime,
-    target: Target,
+    client: Client,
+    /// The shared connection, once made.
+    connection: Mutex<Option<Connection>>,
     script: Arc<redis::Script>,
     prefix: String,
     timeout: Duration,
@@ -100,7 +101,7 @@ impl RedisStore {
     /// A store for `config` (kind `redis`); it connects on first use, and again by itself
     /// whenever the connection is lost.
     pub fn new(config: &StoreConfig) -> Result<Self, Error> {
-        let (target, shared) = match config {
+        let (location, field, shared) = match config {
             StoreConfig::RedisCluster(cluster) => {
                 if cluster.urls.is_empty() {
                     return Err(Error::config(
@@ -108,14 +109,9 @@ impl RedisStore {
                         "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
                     ));
                 }
-                let timeout = cluster.shared.timeout.0;
-                let client = ClusterClient::builder(cluster.urls.clone())
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .build()
-                    .map_err(|e| Error::config("store.urls", format!("not Redis URLs: {e}")))?;
                 (
-                    Target::Cluster(Box::new(client), Mutex::new(None)),
+                    RedisLocation::Cluster(cluster.urls.clone()),
+                    "store.urls",
                     &cluster.shared,
                 )
             }
@@ -126,9 +122,11 @@ impl RedisStore {
                         "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
                     ));
                 }
-                let client = redis::Client::open(redis.url.as_str())
-                    .map_err(|e| Error::config("store.url", format!("not a Redis URL: {e}")))?;
-                (Target::Single(client, Mutex::new(None)), &redis.shared)
+                (
+                    RedisLocation::Node(redis.url.clone()),
+                    "store.url",
+                    &redis.shared,
+                )
             }
             StoreConfig::Memory(_) => {
                 return Err(Error::config(
@@ -137,15 +135,11 @@ impl RedisStore {
                 ));
             }
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::config("store", format!("cannot start the Redis I/O thread: {e}"))
-            })?;
+        let client = location.client(field, shared.timeout.0, None)?;
+        crate::link::start()?;
         Ok(RedisStore {
-            runtime,
-            target,
+            client,
+            connection: Mutex::new(None),
             script: Arc::new(redis::Script::new(DECIDE_LUA)),
             prefix: shared.prefix.clone(),
             timeout: shared.timeout.0,
@@ -389,7 +383,7 @@ impl RedisStore {
 
     /// Whether the store is on a cluster.
     pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(..))
+        self.client.is_cluster()
     }
 }
 
