@@ -43,11 +43,12 @@ mod status;
 mod strategy;
 mod upstream;
 
+pub use crate::monitor::prometheus::{CallStats, UpstreamStatus};
 pub use config::{BreakerConfig, ServiceConfig, Strategy, UpstreamConfig, WindowConfig};
 use config::{check_name, check_upstream};
 pub use lease::Lease;
+pub use status::BreakerEvent;
 pub(crate) use status::EventLog;
-pub use status::{BreakerEvent, CallStats, UpstreamStatus};
 use strategy::foldhash_seed;
 use upstream::Upstream;
 

@@ -1,17 +1,91 @@
 //! The Prometheus text exposition format (version 0.0.4) of a [`Report`]'s counters and of
 //! the upstreams' state.
 //!
+//! The upstreams' state is the [`UpstreamStatus`] defined here, with its [`CallStats`]: what
+//! [`Engine::upstreams`](crate::Engine::upstreams) reports and the balancer fills
+//! ([`crate::balance`] re-exports both, the crate root [`crate::UpstreamStatus`]).
+//!
 //! Every counter is a total since the engine started (monotonic, as Prometheus expects);
 //! labels take only bounded sets of values — outcomes, error kinds, stores, status classes,
 //! rule names, configured upstreams — never subjects or paths, whose top lists stay in the
 //! report.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use super::aggregate::{LATENCY_BOUNDS_US, Report};
-use crate::balance::UpstreamStatus;
 use crate::breaker::BreakerState;
 use crate::store::StoreHealth;
+
+/// Calls and latency of one upstream since it was added.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    /// Calls finished (or dropped).
+    pub calls: u64,
+    /// … that succeeded.
+    pub successes: u64,
+    /// … that failed (dropped leases included).
+    pub failures: u64,
+    /// … that timed out.
+    pub timeouts: u64,
+    /// Mean latency of the finished calls.
+    pub mean_latency: Duration,
+    /// Exponentially weighted moving average of the latency (α = 0.1).
+    pub ewma_latency: Duration,
+    /// The slowest call.
+    pub max_latency: Duration,
+}
+
+/// One upstream as [`Engine::upstreams`](crate::Engine::upstreams) reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamStatus {
+    /// Its name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether a host marked it down.
+    pub down: bool,
+    /// Its breaker's state.
+    pub state: BreakerState,
+    /// The failure and slow-call rates of the breaker's current window.
+    pub window_rates: (f64, f64),
+    /// Calls picked and not yet finished.
+    pub in_flight: u64,
+    /// Its call statistics.
+    pub stats: CallStats,
+}
+
+impl UpstreamStatus {
+    /// The status as a JSON object, the shape every binding reports: `name`, `url`, `weight`,
+    /// `down`, breaker `state` (`closed`, `open`, `half_open`) and `open_until_ms` (when open),
+    /// `in_flight`, the window's `failure_rate` and `slow_call_rate`, and `calls`,
+    /// `successes`, `failures`, `timeouts`, `mean_latency_us`, `max_latency_us`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let open_until_ms = match self.state {
+            BreakerState::Open { until } => Some(until.as_millis()),
+            _ => None,
+        };
+        serde_json::json!({
+            "name": self.name,
+            "url": self.url,
+            "weight": self.weight,
+            "down": self.down,
+            "state": self.state.as_str(),
+            "open_until_ms": open_until_ms,
+            "in_flight": self.in_flight,
+            "failure_rate": self.window_rates.0,
+            "slow_call_rate": self.window_rates.1,
+            "calls": self.stats.calls,
+            "successes": self.stats.successes,
+            "failures": self.stats.failures,
+            "timeouts": self.stats.timeouts,
+            "mean_latency_us": u64::try_from(self.stats.mean_latency.as_micros()).unwrap_or(u64::MAX),
+            "max_latency_us": u64::try_from(self.stats.max_latency.as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+}
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
