@@ -51,9 +51,7 @@
 //! shadow = false                     # decide and record, never deny
 //! ```
 
-mod monitor;
 mod rules;
-mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,21 +67,16 @@ use crate::limit::Rule;
 pub(crate) use crate::common::json_error;
 pub use crate::common::{HeadersConfig, HumanDuration};
 use crate::common::{not_an_object, path_of, toml_error};
-pub use monitor::MonitorConfig;
-pub use rules::{HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem};
-use store::check_redis_url;
-pub use store::{
+pub use crate::monitor::MonitorConfig;
+use crate::store::check_redis_url;
+pub use crate::store::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT,
     MemoryStoreConfig, OnStoreError, RedisClusterConfig, RedisStoreConfig, SharedStoreConfig,
     StoreClock, StoreConfig, StoreKind,
 };
+pub use rules::{HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem};
 
-/// The most rules one configuration may have (and so the most layers one decision applies
-/// atomically).
-pub const MAX_RULES: usize = 256;
-
-/// The most role overrides (`roles.<name>`) one rule may have.
-pub const MAX_ROLE_OVERRIDES: usize = 65_536;
+pub use crate::common::{MAX_ROLE_OVERRIDES, MAX_RULES};
 
 /// A whole configuration. Every section is optional; `Config::default()` is an engine with no
 /// rules (it admits everything) on the memory store.

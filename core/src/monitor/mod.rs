@@ -40,6 +40,7 @@
 //! process — the `floodwall-stats` command — can report on what several gateways wrote.
 
 mod aggregate;
+mod config;
 mod event;
 pub mod prometheus;
 pub mod stream;
@@ -59,8 +60,9 @@ pub use topk::{TopEntry, TopK, merge};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
+use crate::store::StoreConfig;
+pub use config::MonitorConfig;
 use stream::StreamSink;
 
 /// The statuses [`Engine::record_response`](crate::Engine::record_response) is meant for: any

@@ -41,7 +41,7 @@ const MAX_SHARDS: usize = 64;
 /// Multi-layer decisions of at most this many layers use the smallest stack frame.
 const FEW: usize = 4;
 /// The most layers one decision may have: the engine refuses configurations with more rules.
-const MAX_LAYERS: usize = crate::config::MAX_RULES;
+const MAX_LAYERS: usize = crate::common::MAX_RULES;
 /// Shards are only made when each can hold at least this many keys.
 const MIN_KEYS_PER_SHARD: u64 = 16;
 
@@ -65,8 +65,8 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// A [`Layer::slot`] in 32 bits: its `ABSENT` flag in bit 31, the rule's index (below
-/// [`MAX_RULES`](crate::config::MAX_RULES) = 256) in bits 23–30, and the role variant (at
-/// most [`MAX_ROLE_OVERRIDES`](crate::config::MAX_ROLE_OVERRIDES) + 1 < 2¹⁷) in bits 0–16.
+/// [`MAX_RULES`](crate::common::MAX_RULES) = 256) in bits 23–30, and the role variant (at
+/// most [`MAX_ROLE_OVERRIDES`](crate::common::MAX_ROLE_OVERRIDES) + 1 < 2¹⁷) in bits 0–16.
 /// An entry keeps its [pressure](pressure) in bits 17–19 of the same word.
 #[inline(always)]
 fn compact(slot: u64) -> u32 {
@@ -74,7 +74,7 @@ fn compact(slot: u64) -> u32 {
     (((slot >> 63) as u32) << 31) | (((slot >> 32) as u32 & 0xff) << 23) | (slot as u32 & 0x1_ffff)
 }
 
-const _: () = assert!(crate::config::MAX_ROLE_OVERRIDES < 1 << 17);
+const _: () = assert!(crate::common::MAX_ROLE_OVERRIDES < 1 << 17);
 
 /// Where an entry's pressure sits in its `slot` word.
 const PRESSURE_SHIFT: u32 = 17;

@@ -10,6 +10,7 @@
 //! behind one failure policy (the breaker, the probe, the deny cache and `on_error`), and is
 //! what an engine on Redis holds.
 
+mod config;
 mod deny_cache;
 mod failover;
 mod memory;
@@ -18,6 +19,12 @@ pub mod redis;
 use std::fmt;
 use std::sync::Arc;
 
+pub(crate) use config::check_redis_url;
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT,
+    MemoryStoreConfig, OnStoreError, RedisClusterConfig, RedisStoreConfig, SharedStoreConfig,
+    StoreClock, StoreConfig, StoreKind,
+};
 pub use failover::{FailoverStore, FallbackRules, UNAVAILABLE_RETRY};
 pub use memory::{MemoryStore, SWEEP_INTERVAL};
 pub use redis::RedisStore;

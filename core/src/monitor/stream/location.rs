@@ -2,8 +2,9 @@
 //! gateway ([`default_instance`]). The writer and the reader connect through [`crate::link`],
 //! as the store does.
 
-use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
+use crate::monitor::MonitorConfig;
+use crate::store::StoreConfig;
 
 /// Where a stream lives: one Redis server, or a Redis Cluster (the same location type every
 /// part of floodwall that talks to Redis uses).

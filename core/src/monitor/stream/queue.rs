@@ -319,9 +319,10 @@ impl StreamSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MonitorConfig, StoreConfig};
+    use crate::monitor::MonitorConfig;
     use crate::monitor::event::bare_path;
     use crate::monitor::stream::{entry_fields, parse_entry};
+    use crate::store::StoreConfig;
 
     fn events() -> Vec<Event<'static>> {
         let at = Timestamp::from_millis(1_700_000_123_456);

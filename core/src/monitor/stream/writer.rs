@@ -12,9 +12,10 @@ use parking_lot::{Condvar, Mutex};
 use super::location::{StreamLocation, default_instance};
 use super::queue::{QueuedEvent, SinkShared, StreamSink, WriterState};
 use super::wire::{FieldValue, visit_fields};
-use crate::config::{MonitorConfig, StoreConfig};
 use crate::error::Error;
 use crate::link::{self, Client, Connection};
+use crate::monitor::MonitorConfig;
+use crate::store::StoreConfig;
 
 /// The deadline of one batch write, connecting included.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);

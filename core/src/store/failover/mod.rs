@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
+use super::config::{OnStoreError, SharedStoreConfig};
 use super::deny_cache::DenyCache;
 use super::redis::{Failed, RedisStore, StoreFailure};
 use super::{
@@ -46,7 +47,6 @@ use super::{
 };
 use crate::breaker::{CallOutcome, Permit};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::config::{OnStoreError, SharedStoreConfig};
 use crate::decision::StoreUsed;
 use crate::error::Error;
 use crate::limit::Outcome;

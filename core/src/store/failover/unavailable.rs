@@ -5,10 +5,10 @@ use smallvec::SmallVec;
 
 use super::{Inner, UNAVAILABLE_RETRY};
 use crate::clock::Timestamp;
-use crate::config::OnStoreError;
 use crate::decision::StoreUsed;
 use crate::error::{Error, ErrorKind};
 use crate::limit::{CountResponses, Outcome, Quota, Rule};
+use crate::store::OnStoreError;
 use crate::store::{Layer, Verdict};
 
 /// What the failover store needs to know of the rules it decides.

@@ -45,10 +45,10 @@ use parking_lot::Mutex;
 
 use super::{ABSENT, Adjustment, Layer};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::config::{StoreClock, StoreConfig};
 use crate::error::Error;
 use crate::limit::{Algorithm, Outcome};
 use crate::link::{Client, Connection, RedisLocation};
+use crate::store::{StoreClock, StoreConfig};
 
 mod alone;
 mod connection;

@@ -3,8 +3,9 @@
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::{HumanDuration, StoreConfig, StoreKind};
+use crate::common::HumanDuration;
 use crate::error::Error;
+use crate::store::{StoreConfig, StoreKind};
 
 /// The `[monitor]` section. The in-memory aggregate is always on; `stream` adds the Redis
 /// Streams sink.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use super::HumanDuration;
+use crate::common::HumanDuration;
 
 /// The default cap on keys held by the memory store.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
