@@ -10,7 +10,7 @@ use super::request::Request;
 use crate::clock::Timestamp;
 use crate::decision::{Decision, StoreUsed};
 use crate::error::{Error, ErrorKind};
-use crate::http::{HeaderLookup, PathBuffer, address_key, normalize_path, parse_address};
+use crate::http::{HeaderLookup, PathBuffer, Pending, address_key, normalize_path, parse_address};
 use crate::limit::{KeyKind, Outcome, Policy, RequestPath, Rule};
 use crate::monitor::{DecisionEvent, Event, EventOutcome};
 use crate::store::{ABSENT, Ask, Layer};
@@ -49,20 +49,6 @@ impl Stage {
             Stage::AfterAuth => !rule.is_before_auth(),
         }
     }
-}
-
-/// A layer that consumed for a request whose response it will hear about: enough to find its
-/// state again.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) rule: u32,
-    pub(crate) variant: u32,
-    pub(crate) slot: u64,
-    pub(crate) key: SmallVec<[u8; 32]>,
-    pub(crate) cost: u64,
-    /// When the store decided (what a refund names).
-    pub(crate) at: Timestamp,
-    pub(crate) store: StoreUsed,
 }
 
 /// An address key on the stack.

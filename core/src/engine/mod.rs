@@ -5,6 +5,7 @@
 //! The decision path is in `decide.rs`; `store.rs` builds the store and asks it the rest.
 
 mod decide;
+mod http;
 mod request;
 mod store;
 
@@ -25,7 +26,7 @@ use crate::limit::{KeyKind, Rule};
 use crate::monitor::{DecisionEvent, Event, EventOutcome, Monitor, Report, ResponseEvent, Warning};
 use crate::store::Store;
 
-pub(crate) use decide::{AddressText, Asked, Pending, Stage};
+pub(crate) use decide::{AddressText, Asked, Stage};
 pub use request::Request;
 
 /// The traffic-control engine: compiled rules, a store, a clock.

@@ -90,8 +90,8 @@ pub use address::{
 pub use answer::{PROBLEM_CONTENT_TYPE, Response, error_response};
 pub use config::{AccessListConfig, AccessLists, DEFAULT_IPV6_SUBNET, HttpConfig};
 pub(crate) use config::{CompiledAccess, HttpSettings};
-pub(crate) use flow::HttpState;
 pub use flow::{Admission, Caller, Exchange, HttpRequest, HttpStage, HttpVerdict, Refusal};
+pub(crate) use flow::{HttpState, Pending};
 
 /// The request headers a host hands the HTTP layer, looked up by lower-case name.
 ///

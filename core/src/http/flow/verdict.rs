@@ -9,7 +9,6 @@ use crate::StoreUsed;
 use crate::auth::Identity;
 use crate::clock::Timestamp;
 use crate::decision::Decision;
-use crate::engine::Pending;
 use crate::http::Response;
 
 /// What the HTTP layer says of a request.
@@ -73,13 +72,13 @@ pub struct Refusal {
 pub struct Exchange {
     method: SmallVec<[u8; 16]>,
     path: SmallVec<[u8; 64]>,
-    pub(super) started: Timestamp,
-    pub(super) records: bool,
-    pub(super) pending: Vec<Pending>,
+    pub(crate) started: Timestamp,
+    pub(crate) records: bool,
+    pub(crate) pending: Vec<Pending>,
 }
 
 impl Exchange {
-    pub(super) fn new(method: &str, path: &str, started: Timestamp, records: bool) -> Self {
+    pub(crate) fn new(method: &str, path: &str, started: Timestamp, records: bool) -> Self {
         Exchange {
             method: SmallVec::from_slice(method.as_bytes()),
             path: SmallVec::from_slice(path.as_bytes()),
@@ -127,4 +126,18 @@ impl Exchange {
     pub fn touches_shared_store(&self) -> bool {
         self.pending.iter().any(|p| p.store == StoreUsed::Redis)
     }
+}
+
+/// A layer that consumed for a request whose response it will hear about: enough to find its
+/// state again.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) rule: u32,
+    pub(crate) variant: u32,
+    pub(crate) slot: u64,
+    pub(crate) key: SmallVec<[u8; 32]>,
+    pub(crate) cost: u64,
+    /// When the store decided (what a refund names).
+    pub(crate) at: Timestamp,
+    pub(crate) store: StoreUsed,
 }
