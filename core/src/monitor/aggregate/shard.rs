@@ -71,7 +71,6 @@ impl Shard {
         }
     }
 
-    /// Runs `f` on the slot of `at`'s minute, if the series still has it.
     /// Runs `f` on the slot of `at`'s minute, if the series still has it, and answers what `f`
     /// answered.
     pub(super) fn minute<R>(
