@@ -113,12 +113,14 @@ impl FailoverStore {
     ) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let now = clock.now();
-        let connected = shared
-            .connect(config.connect_timeout.0)
-            .and_then(|()| shared.shard_map(config.connect_timeout.0));
+        let connected = shared.connect(config.connect_timeout.0);
         let mut shards = Shards::whole();
-        if let Ok(Some(map)) = &connected {
-            shards.remap(map.clone());
+        // A cluster's map; without one (no node answered `CLUSTER SLOTS` in time) the cluster
+        // is one part until the probe reads it.
+        if connected.is_ok()
+            && let Ok(Some(map)) = shared.shard_map(config.connect_timeout.0)
+        {
+            shards.remap(map);
         }
         let store = FailoverStore {
             inner: Arc::new(Inner {
