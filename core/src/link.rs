@@ -10,7 +10,8 @@
 //!   current-thread tokio runtime driven by whichever caller is waiting, so no thread hands
 //!   I/O to another and no part starts a runtime of its own. A call must not be made from
 //!   inside another tokio runtime's task (`block_on` would panic there); every binding calls
-//!   in from plain threads.
+//!   in from plain threads. A part that holds connections calls [`settle`] when it is
+//!   dropped, so that their sockets close then rather than at the next call of another part.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -196,6 +197,25 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
 /// call [`within`] fails when it is built rather than on its first call.
 pub(crate) fn start() -> Result<(), Error> {
     runtime().map(|_| ())
+}
+
+/// Lets the runtime finish what dropped connections leave behind: a connection's driver task
+/// ends, and closes its socket, only once it is polled after its last handle went, and with the
+/// runtime shared nothing polls it unless someone waits on Redis. A part that holds
+/// connections calls this when it is dropped, after dropping them. Does nothing inside another
+/// runtime's task, where blocking is not allowed.
+pub(crate) fn settle() {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return;
+    }
+    if let Ok(runtime) = runtime() {
+        runtime.block_on(async {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        });
+    }
 }
 
 /// Runs `call` on the process's Redis I/O runtime, waiting at most `deadline`.

@@ -172,6 +172,14 @@ fn unavailable(stream: &str, what: &str, cause: impl fmt::Display) -> Error {
     )
 }
 
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        // Its connection's socket closes now, not when another part next waits on Redis.
+        self.connection = None;
+        link::settle();
+    }
+}
+
 impl StreamReader {
     /// Connects to `location` and joins (creating it if needed) the options' consumer group
     /// on `stream` (creating an empty stream if there is none). Fails with `invalid_config`

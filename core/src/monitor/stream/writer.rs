@@ -118,6 +118,8 @@ impl Writer {
                 self.write(&mut batch);
             }
             if ended {
+                self.connection = None;
+                link::settle();
                 return;
             }
         }

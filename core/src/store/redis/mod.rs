@@ -97,6 +97,14 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Its connection's socket closes now, not when another part next waits on Redis.
+        self.connection.get_mut().take();
+        crate::link::settle();
+    }
+}
+
 impl RedisStore {
     /// A store for `config` (kind `redis`); it connects on first use, and again by itself
     /// whenever the connection is lost.
