@@ -291,6 +291,40 @@ fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
     }
 }
 
+/// Dropping an engine closes its connections at once, though the Redis I/O runtime is shared
+/// by every engine of the process and nothing else may wait on Redis afterwards.
+#[test]
+fn a_dropped_engine_closes_its_connection() {
+    let server = RedisServer::start();
+    let clients = || {
+        server
+            .command("CLIENT LIST")
+            .lines()
+            .filter(|l| l.contains("addr="))
+            .count()
+    };
+    let baseline = clients();
+    let engines: Vec<Engine> = (0..3)
+        .map(|i| {
+            let engine = engine(&server, &format!("drop{i}:"), "deny");
+            let d = engine.check(&Request::new("GET", "/fixed").subject("d"));
+            assert_eq!(d.expect("decision").store(), StoreUsed::Redis);
+            engine
+        })
+        .collect();
+    assert!(clients() >= baseline + 3, "each engine holds a connection");
+    drop(engines);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while clients() > baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        clients(),
+        baseline,
+        "connections of dropped engines still open"
+    );
+}
+
 #[test]
 fn a_batch_that_waited_out_the_deadline_in_a_queue_is_answered_without_redis() {
     let server = RedisServer::start();
