@@ -13,7 +13,9 @@
 //!   `Float64Array`.
 //! - `finishSync(exchange, status, skipRecording, values)` and `finishAsync(...)` (on a worker
 //!   thread, nothing to await): `values` are the response's values of the response header
-//!   names.
+//!   names. A request that reaches `httpAsync` after a `finishAsync` is decided after that
+//!   finish (its refunds and charges) is done, waiting at most [`FINISH_WAIT`]: a client's
+//!   next request sees what its last response gave back, as it would on the memory store.
 //!
 //! `out` (and the prepended array): `[0]` verdict (0 skip, 1 pass, 2 refuse), `[1]` the
 //! refusal's status, `[2]` flags (1: an identity, 2: finishing touches the shared store), `[3]`
@@ -63,6 +65,55 @@ pub(crate) struct Binding {
     engine: Arc<Engine>,
     names: Box<[Box<str>]>,
     response_names: Box<[Box<str>]>,
+    finishing: Finishing,
+}
+
+/// The longest a decision waits for the finishes started before it.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The `finishAsync` calls under way, numbered in the order the JS thread made them.
+#[derive(Default)]
+struct Finishing {
+    /// (the last number given, every number up to this one is done, those done past it).
+    state: parking_lot::Mutex<(u64, u64, std::collections::BTreeSet<u64>)>,
+    done: parking_lot::Condvar,
+}
+
+impl Finishing {
+    /// Numbers a finish about to start.
+    fn start(&self) -> u64 {
+        let mut state = self.state.lock();
+        state.0 += 1;
+        state.0
+    }
+
+    /// The number of the last finish started.
+    fn started(&self) -> u64 {
+        self.state.lock().0
+    }
+
+    /// Marks finish `n` done.
+    fn end(&self, n: u64) {
+        let mut state = self.state.lock();
+        let (_, through, ahead) = &mut *state;
+        ahead.insert(n);
+        while ahead.remove(&(*through + 1)) {
+            *through += 1;
+        }
+        drop(state);
+        self.done.notify_all();
+    }
+
+    /// Waits until every finish up to `n` is done, at most [`FINISH_WAIT`].
+    fn wait_for(&self, n: u64) {
+        let deadline = std::time::Instant::now() + FINISH_WAIT;
+        let mut state = self.state.lock();
+        while state.1 < n {
+            if self.done.wait_until(&mut state, deadline).timed_out() {
+                return;
+            }
+        }
+    }
 }
 
 /// The four functions over `engine` and its current header names, and the names:
@@ -83,6 +134,7 @@ pub(crate) fn functions<'env>(
             .map(String::into_boxed_str)
             .collect(),
         engine,
+        finishing: Finishing::default(),
     });
     let list = |names: &[Box<str>]| -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
         let names: Vec<&str> = names.iter().map(|n| &**n).collect();
@@ -445,7 +497,10 @@ unsafe extern "C" fn http_async(
             let (deferred, promise) = js
                 .create_deferred::<Resolved, _>()
                 .map_err(|e| Failure::Argument(e.to_string()))?;
+            // After every finish the JS thread started before this request.
+            let after = binding.finishing.started();
             pool::spawn(move || {
+                binding.finishing.wait_for(after);
                 let answer = binding.decide(&asked);
                 deferred.resolve(move |_| Ok(Resolved(answer)));
             });
@@ -550,7 +605,18 @@ unsafe extern "C" fn finish_async(
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: Node-API calls this with a live `env` and `info`.
         if let Some((binding, exchange, status, values)) = unsafe { finish_args(env, info) }? {
-            pool::spawn(move || binding.finish(exchange, status, &values));
+            let n = binding.finishing.start();
+            pool::spawn(move || {
+                // Marked done even if the finish panics, so that no decision waits on it.
+                struct Ended<'a>(&'a Finishing, u64);
+                impl Drop for Ended<'_> {
+                    fn drop(&mut self) {
+                        self.0.end(self.1);
+                    }
+                }
+                let _ended = Ended(&binding.finishing, n);
+                binding.finish(exchange, status, &values);
+            });
         }
         Ok(null_mut())
     }));
