@@ -68,7 +68,6 @@ pub(crate) use crate::common::json_error;
 pub use crate::common::{HeadersConfig, HumanDuration};
 use crate::common::{not_an_object, path_of, toml_error};
 pub use crate::monitor::MonitorConfig;
-use crate::store::check_redis_url;
 pub use crate::store::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT,
     MemoryStoreConfig, OnStoreError, RedisClusterConfig, RedisStoreConfig, SharedStoreConfig,
@@ -193,54 +192,5 @@ impl Config {
             rules.push(compiled);
         }
         Ok(rules)
-    }
-
-    /// Checks the store section's values.
-    pub(crate) fn check_store(&self) -> Result<(), Error> {
-        if self.store.max_keys() == 0 {
-            return Err(Error::config("store.max_keys", "must be at least 1"));
-        }
-        let Some(shared) = self.store.shared() else {
-            return Ok(());
-        };
-        if shared.timeout.0.is_zero() {
-            return Err(Error::config("store.timeout", "must be greater than zero"));
-        }
-        if shared.connect_timeout.0.is_zero() {
-            return Err(Error::config(
-                "store.connect_timeout",
-                "must be greater than zero",
-            ));
-        }
-        let share = shared.fallback_share;
-        if !(share > 0.0 && share <= 1.0) {
-            return Err(Error::config(
-                "store.fallback_share",
-                format!(
-                    "must be a share of each limit above 0 and at most 1 (e.g. 0.25 for 4 processes), got {share}"
-                ),
-            ));
-        }
-        match &self.store {
-            StoreConfig::Memory(_) => Ok(()),
-            StoreConfig::RedisCluster(c) if c.urls.is_empty() => Err(Error::config(
-                "store.urls",
-                "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
-            )),
-            StoreConfig::RedisCluster(c) => {
-                for (i, url) in c.urls.iter().enumerate() {
-                    check_redis_url(url)
-                        .map_err(|m| Error::config(format!("store.urls[{i}]"), m))?;
-                }
-                Ok(())
-            }
-            StoreConfig::Redis(r) if r.url.is_empty() => Err(Error::config(
-                "store.url",
-                "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
-            )),
-            StoreConfig::Redis(r) => {
-                check_redis_url(&r.url).map_err(|m| Error::config("store.url", m))
-            }
-        }
     }
 }

@@ -103,7 +103,7 @@ pub struct Authorized<'e> {
 impl Engine {
     /// Checks and compiles `config` into an engine on the system clock.
     pub fn from_config(config: Config) -> Result<Self, Error> {
-        config.check_store()?;
+        config.store.check()?;
         let http = HttpSettings::compile(&config.http)?;
         let monitor = Arc::new(
             Monitor::new(&config.monitor, &config.store)?.with_case_folding(http.fold_case),

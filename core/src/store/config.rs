@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::common::HumanDuration;
+use crate::error::Error;
 
 /// The default cap on keys held by the memory store.
 pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
@@ -208,6 +209,55 @@ impl StoreConfig {
         }
     }
 
+    /// Says what is wrong with the section's values, by field (`store.url` …).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.max_keys() == 0 {
+            return Err(Error::config("store.max_keys", "must be at least 1"));
+        }
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        if shared.timeout.0.is_zero() {
+            return Err(Error::config("store.timeout", "must be greater than zero"));
+        }
+        if shared.connect_timeout.0.is_zero() {
+            return Err(Error::config(
+                "store.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let share = shared.fallback_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::config(
+                "store.fallback_share",
+                format!(
+                    "must be a share of each limit above 0 and at most 1 (e.g. 0.25 for 4 processes), got {share}"
+                ),
+            ));
+        }
+        match self {
+            StoreConfig::Memory(_) => Ok(()),
+            StoreConfig::RedisCluster(c) if c.urls.is_empty() => Err(Error::config(
+                "store.urls",
+                "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
+            )),
+            StoreConfig::RedisCluster(c) => {
+                for (i, url) in c.urls.iter().enumerate() {
+                    check_redis_url(url)
+                        .map_err(|m| Error::config(format!("store.urls[{i}]"), m))?;
+                }
+                Ok(())
+            }
+            StoreConfig::Redis(r) if r.url.is_empty() => Err(Error::config(
+                "store.url",
+                "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
+            )),
+            StoreConfig::Redis(r) => {
+                check_redis_url(&r.url).map_err(|m| Error::config("store.url", m))
+            }
+        }
+    }
+
     /// The most keys the memory store (or a shared store's fallback) holds.
     pub const fn max_keys(&self) -> u64 {
         match self {
@@ -295,7 +345,7 @@ impl TryFrom<StoreTable> for StoreConfig {
 
 /// Says what is wrong with a Redis URL: `redis://[user[:password]@]host[:port][/db]`, or
 /// `redis+unix:///path` / `unix:///path` for a Unix socket.
-pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
+fn check_redis_url(url: &str) -> Result<(), String> {
     let example = "e.g. \"redis://127.0.0.1:6379\" or \"redis://:password@host:6379/0\"";
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(

@@ -19,7 +19,6 @@ pub mod redis;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use config::check_redis_url;
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_PREFIX, DEFAULT_STORE_TIMEOUT,
     MemoryStoreConfig, OnStoreError, RedisClusterConfig, RedisStoreConfig, SharedStoreConfig,

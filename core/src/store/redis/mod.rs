@@ -106,36 +106,22 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
-    /// A store for `config` (kind `redis`); it connects on first use, and again by itself
-    /// whenever the connection is lost.
+    /// A store for `config` (kind `redis` or `redis_cluster`, its values checked as the
+    /// engine checks them); it connects on first use, and again by itself whenever the
+    /// connection is lost.
     pub fn new(config: &StoreConfig) -> Result<Self, Error> {
+        config.check()?;
         let (location, field, shared) = match config {
-            StoreConfig::RedisCluster(cluster) => {
-                if cluster.urls.is_empty() {
-                    return Err(Error::config(
-                        "store.urls",
-                        "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
-                    ));
-                }
-                (
-                    RedisLocation::Cluster(cluster.urls.clone()),
-                    "store.urls",
-                    &cluster.shared,
-                )
-            }
-            StoreConfig::Redis(redis) => {
-                if redis.url.is_empty() {
-                    return Err(Error::config(
-                        "store.url",
-                        "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
-                    ));
-                }
-                (
-                    RedisLocation::Node(redis.url.clone()),
-                    "store.url",
-                    &redis.shared,
-                )
-            }
+            StoreConfig::RedisCluster(cluster) => (
+                RedisLocation::Cluster(cluster.urls.clone()),
+                "store.urls",
+                &cluster.shared,
+            ),
+            StoreConfig::Redis(redis) => (
+                RedisLocation::Node(redis.url.clone()),
+                "store.url",
+                &redis.shared,
+            ),
             StoreConfig::Memory(_) => {
                 return Err(Error::config(
                     "store.kind",
