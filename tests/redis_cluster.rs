@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use floodwall::{Engine, Request, StoreUsed};
-use floodwall_tests::redis_server::RedisCluster;
+use floodwall_tests::redis_server::{RedisCluster, RedisServer};
 use floodwall_tests::run_vectors_on;
 
 #[test]
@@ -89,7 +89,7 @@ window = "1h"
 }
 
 /// The id of `node` and the slot ranges it serves, from `CLUSTER NODES`.
-fn myself(node: &floodwall_tests::redis_server::RedisServer) -> (String, Vec<(u16, u16)>) {
+fn myself(node: &RedisServer) -> (String, Vec<(u16, u16)>) {
     let nodes = node.command("CLUSTER NODES");
     let line = nodes
         .lines()
@@ -108,6 +108,24 @@ fn myself(node: &floodwall_tests::redis_server::RedisServer) -> (String, Vec<(u1
         })
         .collect();
     (fields[0].to_owned(), ranges)
+}
+
+/// The slot of `key`, from `CLUSTER KEYSLOT`.
+fn key_slot(node: &RedisServer, key: &str) -> u16 {
+    node.command(&format!("CLUSTER KEYSLOT {key}"))
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("slot")
+}
+
+/// Which of `nodes` serves `key`.
+fn owner(nodes: &[RedisServer], key: &str) -> usize {
+    let slot = key_slot(&nodes[0], key);
+    nodes
+        .iter()
+        .position(|n| myself(n).1.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .expect("an owner")
 }
 
 #[test]
@@ -148,17 +166,9 @@ window = "1h"
     // reshard` does: IMPORTING / MIGRATING, MIGRATE the keys, then assign the slot.
     let key = "mig:{global/0/=}f";
     let nodes = cluster.nodes();
-    let slot: u16 = nodes[0]
-        .command(&format!("CLUSTER KEYSLOT {key}"))
-        .trim()
-        .trim_start_matches(':')
-        .parse()
-        .expect("slot");
+    let slot = key_slot(&nodes[0], key);
     let owners: Vec<(String, Vec<(u16, u16)>)> = nodes.iter().map(myself).collect();
-    let from = owners
-        .iter()
-        .position(|(_, ranges)| ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
-        .expect("an owner");
+    let from = owner(nodes, key);
     let to = (from + 1) % nodes.len();
     let (from_id, to_id) = (&owners[from].0, &owners[to].0);
     assert!(
@@ -198,15 +208,6 @@ window = "1h"
     assert_eq!(cluster.crossslot_errors(), 0);
 }
 
-/// The slot of `key`, from `CLUSTER KEYSLOT`.
-fn key_slot(node: &floodwall_tests::redis_server::RedisServer, key: &str) -> u16 {
-    node.command(&format!("CLUSTER KEYSLOT {key}"))
-        .trim()
-        .trim_start_matches(':')
-        .parse()
-        .expect("slot")
-}
-
 #[test]
 fn a_dead_primary_sends_only_its_slots_to_the_fallback() {
     // Without full coverage required, the live primaries keep serving their slots while one
@@ -234,18 +235,10 @@ window = "1h"
     );
     let engine = Engine::from_toml(&toml).expect("config");
     let subjects: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
-    let owners: Vec<(String, Vec<(u16, u16)>)> = cluster.nodes().iter().map(myself).collect();
-    let owner_of = |subject: &str| {
-        let slot = key_slot(
-            &cluster.nodes()[0],
-            &format!("node:{{per-user/0/={subject}}}f"),
-        );
-        owners
-            .iter()
-            .position(|(_, ranges)| ranges.iter().any(|&(a, b)| a <= slot && slot <= b))
-            .expect("an owner")
-    };
-    let homes: Vec<usize> = subjects.iter().map(|s| owner_of(s)).collect();
+    let homes: Vec<usize> = subjects
+        .iter()
+        .map(|s| owner(cluster.nodes(), &format!("node:{{per-user/0/={s}}}f")))
+        .collect();
     let dead = 1;
     assert!(homes.contains(&dead) && homes.iter().any(|&h| h != dead));
     let decide = |subject: &str| {

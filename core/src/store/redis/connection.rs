@@ -316,3 +316,51 @@ fn command_slot(command: &redis::Cmd) -> Option<u16> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::read_slots;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn cluster_slots_give_each_primary_its_ranges() {
+        // `[start, end, [host, port, id], replica…]`, a primary with two ranges, one with a
+        // replica, and an entry that is not a range (skipped).
+        let range = |a: i64, b: i64, port: i64, replica: bool| {
+            let mut fields = vec![
+                Value::Int(a),
+                Value::Int(b),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(port), bulk("id")]),
+            ];
+            if replica {
+                fields.push(Value::Array(vec![
+                    bulk("127.0.0.1"),
+                    Value::Int(port + 100),
+                    bulk("r"),
+                ]));
+            }
+            Value::Array(fields)
+        };
+        let reply = Value::Array(vec![
+            range(5461, 10922, 7001, true),
+            range(0, 5460, 7000, false),
+            range(10923, 16000, 7002, false),
+            range(16001, 16383, 7000, false),
+            Value::Int(3),
+        ]);
+        assert_eq!(
+            read_slots(&reply),
+            vec![
+                ("127.0.0.1:7000".to_owned(), vec![(0, 5460), (16001, 16383)]),
+                ("127.0.0.1:7001".to_owned(), vec![(5461, 10922)]),
+                ("127.0.0.1:7002".to_owned(), vec![(10923, 16000)]),
+            ]
+        );
+        assert!(read_slots(&Value::Nil).is_empty());
+    }
+}

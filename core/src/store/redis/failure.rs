@@ -117,3 +117,23 @@ impl Failed {
         merged
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Failed, StoreFailure};
+
+    #[test]
+    fn merged_failures_keep_the_first_reason_and_every_slot_unless_one_is_unknown() {
+        let on = |slots: &[u16]| Failed {
+            failure: StoreFailure::Refused(format!("{slots:?}")),
+            slots: slots.to_vec(),
+        };
+        assert_eq!(Failed::merge(Vec::new()), None);
+        let merged = Failed::merge([on(&[9, 3]), on(&[3, 1])]).expect("a failure");
+        assert_eq!(merged.failure, StoreFailure::Refused("[9, 3]".into()));
+        assert_eq!(merged.slots, [1, 3, 9]);
+        // A failure that cannot say where (no connection at all) is every slot's.
+        let unknown = Failed::merge([on(&[2]), StoreFailure::Timeout.into()]).expect("a failure");
+        assert!(unknown.slots.is_empty());
+    }
+}
