@@ -32,6 +32,7 @@ use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::null_mut;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use floodwall::http::{Exchange, HeaderLookup, HttpRequest, HttpStage, HttpVerdict};
 use floodwall::{Engine, Identity};
@@ -71,45 +72,52 @@ pub(crate) struct Binding {
 /// The longest a decision waits for the finishes started before it.
 const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The `finishAsync` calls under way, numbered in the order the JS thread made them.
+/// The `finishAsync` calls under way, numbered in the order the JS thread made them. A request
+/// with none under way reads two atomics and takes no lock.
 #[derive(Default)]
 struct Finishing {
-    /// (the last number given, every number up to this one is done, those done past it).
-    state: parking_lot::Mutex<(u64, u64, std::collections::BTreeSet<u64>)>,
+    /// The number of the last finish started (given on the JS thread only).
+    started: AtomicU64,
+    /// Every finish up to this number is done.
+    through: AtomicU64,
+    /// The finishes done past `through`, waiting for an earlier one.
+    ahead: parking_lot::Mutex<std::collections::BTreeSet<u64>>,
     done: parking_lot::Condvar,
 }
 
 impl Finishing {
     /// Numbers a finish about to start.
     fn start(&self) -> u64 {
-        let mut state = self.state.lock();
-        state.0 += 1;
-        state.0
+        self.started.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The number of the last finish started.
     fn started(&self) -> u64 {
-        self.state.lock().0
+        self.started.load(Ordering::Acquire)
     }
 
     /// Marks finish `n` done.
     fn end(&self, n: u64) {
-        let mut state = self.state.lock();
-        let (_, through, ahead) = &mut *state;
+        let mut ahead = self.ahead.lock();
         ahead.insert(n);
-        while ahead.remove(&(*through + 1)) {
-            *through += 1;
+        let mut through = self.through.load(Ordering::Acquire);
+        while ahead.remove(&(through + 1)) {
+            through += 1;
         }
-        drop(state);
+        self.through.store(through, Ordering::Release);
+        drop(ahead);
         self.done.notify_all();
     }
 
     /// Waits until every finish up to `n` is done, at most [`FINISH_WAIT`].
     fn wait_for(&self, n: u64) {
+        if self.through.load(Ordering::Acquire) >= n {
+            return;
+        }
         let deadline = std::time::Instant::now() + FINISH_WAIT;
-        let mut state = self.state.lock();
-        while state.1 < n {
-            if self.done.wait_until(&mut state, deadline).timed_out() {
+        let mut ahead = self.ahead.lock();
+        while self.through.load(Ordering::Acquire) < n {
+            if self.done.wait_until(&mut ahead, deadline).timed_out() {
                 return;
             }
         }
