@@ -498,3 +498,45 @@ fn the_demo_configuration_loads() {
     let names: Vec<&str> = engine.rules().iter().map(|r| r.name()).collect();
     assert_eq!(names, ["per-user", "order-writes", "global"]);
 }
+
+#[test]
+fn each_role_gets_its_own_override_among_few_and_among_many() {
+    // A few overrides are scanned, many are looked up: either way a role gets its own limit,
+    // names that share a prefix, a length or all but one byte are told apart, and a role
+    // with no override (or none at all) gets the default.
+    for overrides in [3usize, 40] {
+        let mut roles = String::new();
+        for i in 0..overrides {
+            roles.push_str(&format!(
+                "roles.t-{i:02}-abcdefg = {{ limit = {} }}\n",
+                i + 2
+            ));
+        }
+        roles.push_str("roles.a = { limit = 100 }\nroles.ab = { limit = 101 }\n");
+        roles.push_str("roles.a-role-name-longer-than-16 = { limit = 102 }\n");
+        let (engine, _clock) = engine(&one_rule(
+            "fixed_window",
+            &format!("limit = 1\nwindow = \"1m\"\n{roles}"),
+        ));
+        let limit = |role: Option<&str>, subject: &str| {
+            let mut request = Request::new("GET", "/").subject(subject);
+            if let Some(role) = role {
+                request = request.role(role);
+            }
+            engine.check(&request).unwrap().limit()
+        };
+        for i in 0..overrides {
+            let role = format!("t-{i:02}-abcdefg");
+            assert_eq!(limit(Some(&role), &role), Some(i as u64 + 2), "{role}");
+        }
+        assert_eq!(limit(Some("a"), "a"), Some(100));
+        assert_eq!(limit(Some("ab"), "ab"), Some(101));
+        assert_eq!(limit(Some("a-role-name-longer-than-16"), "l"), Some(102));
+        assert_eq!(limit(Some("a-role-name-longer-than-17"), "m"), Some(1));
+        assert_eq!(limit(Some("t-00-abcdefG"), "x"), Some(1));
+        assert_eq!(limit(Some("T-00-abcdefg"), "x2"), Some(1));
+        assert_eq!(limit(Some("t-00-abcdef"), "y"), Some(1));
+        assert_eq!(limit(Some("b"), "z"), Some(1));
+        assert_eq!(limit(None, "w"), Some(1));
+    }
+}

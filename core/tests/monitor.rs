@@ -658,3 +658,91 @@ fn paths_are_recorded_in_normal_form_whether_or_not_a_rule_reads_them() {
         [("GET /Api/x".into(), 3)]
     );
 }
+
+#[test]
+fn busy_threads_count_exactly_while_reports_are_taken() {
+    // Past EXACT_PER_MINUTE a thread counts most admissions in its own lane, without a lock;
+    // every count must still come out exact, whenever a report is taken, across minutes and
+    // across threads that exit and are replaced.
+    use floodwall::monitor::EXACT_PER_MINUTE;
+    let monitor = Aggregator::new(10, 4);
+    let per_minute = 3 * EXACT_PER_MINUTE;
+    let record = |minute: u64, outcome: EventOutcome| {
+        let store = Some(if minute == 1 {
+            StoreUsed::Fallback
+        } else {
+            StoreUsed::Memory
+        });
+        let event = DecisionEvent {
+            store,
+            ..decision(at(minute, 0), outcome)
+        };
+        monitor.record(&Event::Decision(event));
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Reports taken while the threads record: never more than was recorded, never less
+        // than an earlier report.
+        let reader = scope.spawn(|| {
+            let mut last = 0;
+            let mut reports = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && reports < 10_000 {
+                let report = monitor.report(at(2, 0));
+                let total = report.totals.requests;
+                assert!(total >= last, "{total} after {last}");
+                assert!(total <= 2 * 4 * 3 * per_minute);
+                assert_eq!(
+                    report.per_minute.iter().map(|m| m.requests).sum::<u64>(),
+                    total
+                );
+                last = total;
+                reports += 1;
+            }
+        });
+        // Two generations of four threads (the second reuses the first's lanes), each
+        // recording three minutes, every tenth decision rate limited.
+        for _generation in 0..2 {
+            let writers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        for minute in 0..3 {
+                            for i in 0..per_minute {
+                                let outcome = if i % 10 == 0 {
+                                    EventOutcome::RateLimited
+                                } else {
+                                    EventOutcome::Admitted
+                                };
+                                record(minute, outcome);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.join().expect("writer");
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader");
+    });
+    let report = monitor.report(at(2, 0));
+    let threads = 2 * 4;
+    assert_eq!(report.totals.requests, threads * 3 * per_minute);
+    assert_eq!(report.totals.rate_limited, threads * 3 * per_minute / 10);
+    assert_eq!(report.totals.admitted, threads * 3 * per_minute * 9 / 10);
+    assert_eq!(
+        minutes_of(&report),
+        [
+            (0, threads * per_minute),
+            (1, threads * per_minute),
+            (2, threads * per_minute)
+        ]
+    );
+    let stores = &report.stores;
+    assert_eq!(stores["memory"], threads * 2 * per_minute);
+    assert_eq!(stores["fallback"], threads * per_minute);
+    assert_eq!(
+        keyed(&report.breaches_by_rule),
+        [("(unknown)".into(), threads * 3 * per_minute / 10)]
+    );
+}

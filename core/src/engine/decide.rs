@@ -186,14 +186,13 @@ impl Engine {
             unreachable!("just built")
         };
         self.match_rules(asked, stage, &mut endpoint, decision)?;
-        let matched = decision.matched_mut();
         let (cost, now) = (asked.cost, asked.now);
-        match matched.len() {
+        match decision.len() {
             0 => {}
             1 => {
-                let layer = self.layer(asked, &endpoint, matched[0]);
+                let layer = self.layer(asked, &endpoint, decision.matched(0));
                 let (outcome, verdict, at) = self.store.decide_one(&layer, cost, now)?;
-                decision.outcomes_mut().push(outcome);
+                decision.set_outcome(0, &outcome);
                 if let Some(pending) = pending
                     && self.responses
                     && verdict.allowed
@@ -206,31 +205,34 @@ impl Engine {
             n => {
                 // Up to four layers in a fixed array (nothing is moved on the way in), more in a
                 // vector.
-                let mut few = [self.layer(asked, &endpoint, matched[0]); 4];
+                let mut few = [self.layer(asked, &endpoint, decision.matched(0)); 4];
                 let many: SmallVec<[Layer<'_>; 4]>;
                 let layers: &[Layer<'_>] = if n <= few.len() {
-                    for (slot, &m) in few[1..n].iter_mut().zip(&matched[1..]) {
-                        *slot = self.layer(asked, &endpoint, m);
+                    for (i, slot) in few.iter_mut().enumerate().take(n).skip(1) {
+                        *slot = self.layer(asked, &endpoint, decision.matched(i));
                     }
                     &few[..n]
                 } else {
-                    many = matched
-                        .iter()
-                        .map(|&m| self.layer(asked, &endpoint, m))
+                    many = decision
+                        .all_matched()
+                        .map(|m| self.layer(asked, &endpoint, m))
                         .collect();
                     &many
                 };
-                let outcomes = decision.outcomes_mut();
-                outcomes.resize(n, Outcome::default());
+                let mut outcomes: SmallVec<[Outcome; 4]> =
+                    SmallVec::from_elem(Outcome::default(), n);
                 // When each layer was decided: `now` on this process, the store's time on Redis.
                 let mut times: SmallVec<[Timestamp; 4]> = SmallVec::from_elem(now, n);
-                let verdict = self.store.decide(layers, cost, now, outcomes, &mut times)?;
+                let verdict = self
+                    .store
+                    .decide(layers, cost, now, &mut outcomes, &mut times)?;
                 if let Some(pending) = pending
                     && self.responses
                     && verdict.allowed
                 {
-                    self.keep(pending, layers, outcomes, &times, cost, verdict.store);
+                    self.keep(pending, layers, &outcomes, &times, cost, verdict.store);
                 }
+                decision.set_outcomes(&outcomes);
                 decision.set_store(verdict.store);
                 decision.settle(verdict.allowed, self.shadows);
             }
@@ -285,7 +287,6 @@ impl Engine {
         if self.parse_paths {
             path.fill_normal(asked.path);
         }
-        let matched = decision.matched_mut();
         for (index, rule) in self.rules.iter().enumerate() {
             if !stage.includes(rule) || !rule.matcher().matches(asked.method, &path, asked.role) {
                 continue;
@@ -306,7 +307,7 @@ impl Engine {
                 endpoint.push(b' ');
                 path.write_normalized_bytes(endpoint);
             }
-            matched.push((index, variant));
+            decision.push_layer((index, variant));
         }
         Ok(())
     }
@@ -410,9 +411,8 @@ impl Engine {
                 let mut decision = self.empty_decision();
                 self.match_rules(a, Stage::All, &mut endpoint, &mut decision)?;
                 let these = decision
-                    .matched_mut()
-                    .iter()
-                    .map(|&m| {
+                    .all_matched()
+                    .map(|m| {
                         let layer = self.layer(a, &endpoint, m);
                         (m, layer.slot, SmallVec::from_slice(layer.key))
                     })
@@ -490,7 +490,7 @@ impl Engine {
                         "the store answered fewer decisions than asked",
                     ))
                 })?;
-                *decision.outcomes_mut() = out.into_iter().collect();
+                decision.set_outcomes(&out);
                 decision.set_store(verdict.store);
                 decision.settle(verdict.allowed, self.shadows);
                 Ok(decision)

@@ -23,12 +23,14 @@
 //! (`[monitor] horizon`, an hour by default), exact counters by outcome, error kind, store and
 //! status class, and space-saving top lists ([`TopK`]) of the most requested endpoints and callers, of
 //! rate-limit breaches by subject, role, endpoint and rule, and of failing upstreams and
-//! breaker trips. Recording takes one short lock on one of several shards (a thread keeps its
-//! shard) and allocates only for a key a top list takes in. The counters are exact; the top
-//! lists of endpoints, callers and breaches by subject or endpoint count every decision while
-//! a shard's minute has seen at most [`EXACT_PER_MINUTE`], then a random one in [`SAMPLE`]
-//! (weighted), which keeps a busy engine's recording cost near that of its counters alone —
-//! measured by `benches/monitor.rs` (about 20 ns a decision) against `Engine::check` in
+//! breaker trips. The counters are exact; the top lists of endpoints, callers and breaches by
+//! subject or endpoint count every decision while a thread's minute has seen at most
+//! [`EXACT_PER_MINUTE`], then a random one in [`SAMPLE`] (weighted). Recording takes one short
+//! lock on one of several shards (a thread keeps its shard) and allocates only for a key a top
+//! list takes in; past [`EXACT_PER_MINUTE`], an admission the draw leaves out of the top lists
+//! takes no lock at all: its thread counts it in a lane of its own, which the shards take over
+//! when the minute ends and a report reads as it is. So a busy engine's recording costs a few
+//! plain stores a decision — measured by `benches/monitor.rs` against `Engine::check` in
 //! `benches/check.rs`. A [`Report`] (JSON-serialisable, the same shape in every
 //! binding) is computed from it at any time, and [`prometheus`] renders its counters in the
 //! Prometheus text format.

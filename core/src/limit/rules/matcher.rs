@@ -68,17 +68,21 @@ pub struct RuleMatcher {
     roles: Box<[Box<str>]>,
     /// Whether `HEAD` matches where `GET` is listed.
     head_as_get: bool,
+    /// Whether it matches every request (no methods, paths or roles).
+    any: bool,
 }
 
 impl RuleMatcher {
     /// A matcher from upper-cased methods, compiled patterns and role names; `GET` matches
     /// `HEAD` too.
     pub fn new(methods: Vec<Box<str>>, paths: Vec<PathPattern>, roles: Vec<Box<str>>) -> Self {
+        let any = methods.is_empty() && paths.is_empty() && roles.is_empty();
         RuleMatcher {
             methods: methods.into(),
             paths: paths.into(),
             roles: roles.into(),
             head_as_get: true,
+            any,
         }
     }
 
@@ -100,7 +104,15 @@ impl RuleMatcher {
 
     /// Whether a request with this method (any case), path (in normal form) and role is
     /// matched.
+    #[inline]
     pub fn matches(&self, method: &str, path: &RequestPath<'_>, role: Option<&str>) -> bool {
+        if self.any {
+            return true;
+        }
+        self.matches_some(method, path, role)
+    }
+
+    fn matches_some(&self, method: &str, path: &RequestPath<'_>, role: Option<&str>) -> bool {
         (self.methods.is_empty() || self.matches_method(method))
             && (self.roles.is_empty() || role.is_some_and(|r| self.roles.iter().any(|x| **x == *r)))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))

@@ -21,6 +21,29 @@ pub use matcher::{KeyKind, RuleMatcher};
 pub use path::{PathPattern, RequestPath};
 pub use response::{CountResponses, ResponseCounting, StatusSet};
 
+/// Whether two role names are equal: lengths first, then short names eight bytes at a time
+/// without a call to `memcmp`.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 16 {
+        return a == b;
+    }
+    // Two overlapping words cover 8 to 16 bytes; shorter names go byte by byte.
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    if a.len() >= 8 {
+        let last = a.len() - 8;
+        return word(a, 0) == word(b, 0) && word(a, last) == word(b, last);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// Role overrides a rule scans; with more it looks the role up in a hash map.
+const FEW_ROLES: usize = 8;
+
 /// The parameters one role (or the default) is judged by within a rule. Each policy of a rule
 /// counts in its own counter: premium callers of a `global` rule with a premium override draw
 /// from a pool separate from everyone else's.
@@ -55,6 +78,8 @@ pub struct Rule {
     key: KeyKind,
     /// The default first, then one per role override.
     policies: Box<[Policy]>,
+    /// With more than [`FEW_ROLES`] overrides, each role's index in `policies`.
+    by_role: Option<std::collections::HashMap<Box<str>, usize, foldhash::fast::FixedState>>,
     before_auth: bool,
     shadow: bool,
     response: ResponseCounting,
@@ -64,11 +89,25 @@ impl Rule {
     /// A rule; `policies[0]` is the default (its role is ignored), the rest override by role.
     pub fn new(name: Box<str>, matcher: RuleMatcher, key: KeyKind, policies: Vec<Policy>) -> Self {
         assert!(!policies.is_empty(), "a rule needs its default policy");
+        let by_role = (policies.len() > FEW_ROLES + 1).then(|| {
+            let mut map = std::collections::HashMap::with_capacity_and_hasher(
+                policies.len() - 1,
+                foldhash::fast::FixedState::default(),
+            );
+            // The first override of a role is the one that applies, as in a scan.
+            for (i, p) in policies.iter().enumerate().skip(1) {
+                if let Some(role) = &p.role {
+                    map.entry(role.clone()).or_insert(i);
+                }
+            }
+            map
+        });
         Rule {
             name,
             matcher,
             key,
             policies: policies.into(),
+            by_role,
             before_auth: false,
             shadow: false,
             response: ResponseCounting::default(),
@@ -130,14 +169,32 @@ impl Rule {
     }
 
     /// The policy for `role` and its index in [`policies`](Rule::policies).
+    #[inline]
     pub fn policy_for(&self, role: Option<&str>) -> (usize, &Policy) {
         if let Some(role) = role
-            && let Some(i) = self.policies[1..]
-                .iter()
-                .position(|p| p.role.as_deref() == Some(role))
+            && self.policies.len() > 1
+            && let Some(i) = self.override_of(role)
         {
-            return (i + 1, &self.policies[i + 1]);
+            return (i, &self.policies[i]);
         }
         (0, &self.policies[0])
+    }
+
+    /// The index in `policies` of `role`'s override: a scan of a few (lengths first), a
+    /// lookup among many.
+    #[inline]
+    fn override_of(&self, role: &str) -> Option<usize> {
+        if self.by_role.is_some() {
+            return self.looked_up(role);
+        }
+        self.policies[1..]
+            .iter()
+            .position(|p| p.role.as_deref().is_some_and(|r| same_text(r, role)))
+            .map(|i| i + 1)
+    }
+
+    #[inline(never)]
+    fn looked_up(&self, role: &str) -> Option<usize> {
+        self.by_role.as_ref()?.get(role).copied()
     }
 }

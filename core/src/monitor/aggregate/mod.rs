@@ -1,9 +1,11 @@
 //! The in-memory aggregate: per-minute counters over a horizon and bounded top lists.
 //!
 //! It is split into shards, one short uncontended lock each: a thread always records into the
-//! same shard (threads are dealt shards in turn), so two threads recording at once rarely
-//! share a lock or a cache line. A report merges the shards.
+//! same shard (by its index, see [`lane`]), so two threads recording at once rarely share a
+//! lock or a cache line. A busy thread counts most decisions in its own [`lane`] without a
+//! lock. A report merges the shards and the lanes.
 
+mod lane;
 mod minute;
 mod report;
 mod shard;
@@ -12,7 +14,7 @@ pub use minute::{LATENCY_BOUNDS_US, MinuteCounts};
 pub use report::{LatencyHistogram, PEAKS, Report, SinkStats, Warning};
 pub use shard::{EXACT_PER_MINUTE, SAMPLE};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
@@ -21,6 +23,7 @@ use crate::breaker::CallOutcome;
 use crate::clock::duration_micros;
 use crate::decision::StoreUsed;
 use crate::error::ErrorKind;
+use lane::{LANES, Lane, Route};
 use shard::Shard;
 
 const MINUTE_MS: u64 = 60_000;
@@ -44,12 +47,8 @@ pub struct Aggregator {
     horizon: u64,
     top: usize,
     shards: Box<[Padded]>,
-}
-
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+    /// The lane of each thread index below [`LANES`], made on its first decision.
+    lanes: Box<[OnceLock<Box<Lane>>]>,
 }
 
 impl Aggregator {
@@ -69,6 +68,7 @@ impl Aggregator {
             horizon,
             top,
             shards,
+            lanes: (0..LANES).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -82,6 +82,11 @@ impl Aggregator {
         self.top
     }
 
+    /// The lanes made so far.
+    fn lanes(&self) -> impl Iterator<Item = &Lane> {
+        self.lanes.iter().filter_map(|l| l.get().map(|l| &**l))
+    }
+
     /// Counts one event. An event older than the horizon (or than what its minute's slot
     /// already holds) still counts in the totals and the top lists, not in the series. Its
     /// path is counted in normal form ([`crate::http::normalize_path`]), case kept.
@@ -91,10 +96,37 @@ impl Aggregator {
 
     /// [`record`](Self::record), lower-casing the path when `fold_case`.
     pub(crate) fn record_folded(&self, event: &Event<'_>, fold_case: bool) {
-        let shard = SHARD.with(|s| *s) & (self.shards.len() - 1);
+        let index = lane::thread_index();
+        let shard = index.unwrap_or(0) & (self.shards.len() - 1);
         let horizon = self.horizon;
         match event {
-            Event::Decision(e) => self.shards[shard].0.lock().decision(horizon, e, fold_case),
+            Event::Decision(e) => {
+                let lane = index.and_then(|i| {
+                    let lane = self.lanes.get(i)?;
+                    Some(lane.get_or_init(|| Box::new(Lane::new(i))))
+                });
+                let Some(lane) = lane else {
+                    self.shards[shard]
+                        .0
+                        .lock()
+                        .decision(horizon, e, fold_case, None);
+                    return;
+                };
+                match lane.route(e) {
+                    Route::Counted => {}
+                    Route::Shard(weight) => {
+                        self.shards[shard]
+                            .0
+                            .lock()
+                            .decision(horizon, e, fold_case, Some(weight));
+                    }
+                    Route::NewMinute => {
+                        let mut s = self.shards[shard].0.lock();
+                        lane.hand_over(&mut s, horizon, e.at);
+                        s.decision(horizon, e, fold_case, Some(1));
+                    }
+                }
+            }
             Event::Upstream(e) => {
                 let mut s = self.shards[shard].0.lock();
                 s.minute(horizon, e.at, |m| m.count_upstream(e));

@@ -159,6 +159,25 @@ impl Aggregator {
                 *total += n;
             }
         }
+        // Admissions still in the threads' lanes: none moves while every shard is locked.
+        for lane in self.lanes() {
+            lane.each_pending(|minute, store, n| {
+                let start_ms = minute * MINUTE_MS;
+                if (oldest..=newest).contains(&start_ms) {
+                    let m = minutes.entry(start_ms).or_insert(MinuteCounts {
+                        start_ms,
+                        ..MinuteCounts::default()
+                    });
+                    m.requests += n;
+                    m.admitted += n;
+                }
+                totals.requests += n;
+                totals.admitted += n;
+                if let Some(count) = stores.get_mut(store) {
+                    *count += n;
+                }
+            });
+        }
         let per_minute: Vec<MinuteCounts> =
             minutes.into_values().map(MinuteCounts::finish).collect();
         let mut peaks = per_minute.clone();

@@ -9,8 +9,9 @@ use crate::monitor::event::{DecisionEvent, EventOutcome};
 use crate::monitor::topk::TopK;
 use crate::path::{PathBuffer, normalize_path};
 
-/// Decisions a shard counts into the high-cardinality top lists (endpoints, callers, breaches
+/// Decisions a thread counts into the high-cardinality top lists (endpoints, callers, breaches
 /// by subject and by endpoint) one by one in a minute; past it, it samples (see [`SAMPLE`]).
+/// (A thread past the aggregator's lanes counts by its shard's minute instead.)
 pub const EXACT_PER_MINUTE: u64 = 6_000;
 /// Past [`EXACT_PER_MINUTE`], one decision in this many (at random) feeds those top lists,
 /// counting this many times: an unbiased estimate at a sixteenth of the cost.
@@ -115,13 +116,21 @@ impl Shard {
         }
     }
 
-    pub(super) fn decision(&mut self, horizon: u64, e: &DecisionEvent<'_>, fold_case: bool) {
+    /// Counts one decision, feeding the high-cardinality top lists `weight` times (when
+    /// `None`, as [`weight`](Self::weight) draws it from this shard's minute).
+    pub(super) fn decision(
+        &mut self,
+        horizon: u64,
+        e: &DecisionEvent<'_>,
+        fold_case: bool,
+        weight: Option<u64>,
+    ) {
         let minute_requests = self.minute(horizon, e.at, |m| {
             m.count_decision(e);
             m.requests
         });
         self.totals.count_decision(e);
-        let weight = self.weight(minute_requests);
+        let weight = weight.unwrap_or_else(|| self.weight(minute_requests));
         if weight > 0 {
             // The path is put in normal form only when sampled: most decisions are not.
             let mut buffer = PathBuffer::new();
