@@ -6,6 +6,8 @@
 //!
 //! - `store/*`: one layer through `MemoryStore::acquire` vs `governor` `check_key`, on one key
 //!   and cycling over 100,000 keys, on one and two threads.
+//! - `store/floodwall-3-layers-atomic/*`: three layers decided together, all-or-nothing, as
+//!   `Engine::check` asks of the store for a three-layer request;
 //! - `store/floodwall-3-separate-keys/*`: three one-layer decisions in a row (separate, not
 //!   atomic together): the floor under any three-layer decision on this store.
 //! - `engine/*`: the full `Engine::check` (rule matching, role policy, key building, store)
@@ -80,6 +82,29 @@ fn store(c: &mut Criterion) {
             // The floor of any three-layer decision on this store: three independent one-layer
             // decisions (not atomic together, no rule matching), to set against the target of
             // "three layers under 2x governor's one keyed check".
+            // The same three layers decided together, all-or-nothing (what `Engine::check`
+            // asks of the store for a three-layer request).
+            let together = |i: u64| {
+                let key = &key_bytes[i as usize % nkeys];
+                let layer = |slot| Layer {
+                    rule: "per-user",
+                    slot,
+                    quota: &quota,
+                    key,
+                    shadow: false,
+                };
+                let layers = [layer(0), layer(1), layer(2)];
+                let mut out = [Default::default(); 3];
+                let allowed = memory
+                    .acquire(&layers, 1, NOW, &mut out)
+                    .expect("memory store");
+                assert!(black_box(allowed));
+            };
+            (0..nkeys as u64).for_each(together);
+            group.bench_function(BenchmarkId::new("floodwall-3-layers-atomic", &id), |b| {
+                b.iter_custom(|iters| on_threads(threads, iters, &together))
+            });
+
             let three = |i: u64| (0..3).for_each(|slot| acquire_in(slot, i));
             (0..nkeys as u64).for_each(three);
             group.bench_function(BenchmarkId::new("floodwall-3-separate-keys", &id), |b| {

@@ -10,7 +10,9 @@
  * - `memory`: `checkSync` on the memory store vs rate-limiter-flexible's
  *   `RateLimiterMemory.consume` (awaited, as it is used), 1 key and 100,000 keys, in 1 and 2
  *   worker threads (each worker holds its own engine and its own limiter, as each process of a
- *   Node cluster would); both always admit (10⁹ a minute);
+ *   Node cluster would); both always admit (10⁹ a minute). On one key and one thread, also the
+ *   addon function under `checkSync` vs an addon function taking the same arguments and doing
+ *   nothing (the crossing into the addon: the floor of any call);
  * - `redis`: `check` vs `RateLimiterRedis` (ioredis) on one key, 1 and 64 requests in flight:
  *   throughput, p50 and p99;
  * - `jwt`: `engine.authenticate` (no token cache) vs jsonwebtoken's `verify` (pre-parsed
@@ -98,9 +100,16 @@ async function memoryWorker ({ keys: nkeys }) {
     engine.checkSync({ subject: key })
     await limiter.consume(key)
   }
+  // The addon's own function under checkSync, and one taking the same arguments that does
+  // nothing with them: the crossing, the floor under every call into the addon.
+  const out = new Float64Array(64)
+  const decide = engine._checkSync
+  const crossing = engine._inner.crossingFunction()
   const sides = {
     floodwall: { fn: (i) => engine.checkSync({ subject: keys[i % nkeys] }), isAsync: false },
-    peer: { fn: (i) => limiter.consume(keys[i % nkeys]), isAsync: true }
+    peer: { fn: (i) => limiter.consume(keys[i % nkeys]), isAsync: true },
+    native: { fn: (i) => decide(out, keys[i % nkeys]), isAsync: false },
+    crossing: { fn: (i) => crossing(out, keys[i % nkeys]), isAsync: false }
   }
   parentPort.on('message', async ({ side, calls, maxMs }) => {
     if (side === 'exit') return process.exit(0)
@@ -218,6 +227,17 @@ async function memoryRows (s, rounds) {
         a.push(perS(await run('floodwall', s.calls, s.maxMs)))
         b.push(perS(await run('peer', s.calls, s.maxMs)))
       }
+      // On one key and one thread, the addon's function against the bare crossing.
+      const c = []
+      const d = []
+      if (nkeys === 1 && threads === 1) {
+        await run('native', s.calls / 10, s.maxMs / 4)
+        await run('crossing', s.calls / 10, s.maxMs / 4)
+        for (let r = 0; r < rounds; r++) {
+          c.push(perS(await run('native', s.calls, s.maxMs)))
+          d.push(perS(await run('crossing', s.calls, s.maxMs)))
+        }
+      }
       for (const w of workers) w.postMessage({ side: 'exit' })
       await Promise.all(workers.map((w) => new Promise((resolve) => w.once('exit', resolve))))
       rows.push(row('memory',
@@ -226,6 +246,14 @@ async function memoryRows (s, rounds) {
         { name: 'checkSync (worker_threads)', value: median(a) },
         { name: 'rate-limiter-flexible RateLimiterMemory', value: median(b) },
         { target: nkeys === KEYS && threads === 1 ? 1.5 : null }))
+      if (c.length) {
+        // Calls per second: within 1.3x of the crossing's time is at least 1/1.3 of its rate.
+        rows.push(row('memory', 'in-process decision against a no-op addon call, 1 key, 1 thread',
+          'calls/s',
+          { name: "checkSync's addon function", value: median(c) },
+          { name: 'no-op addon function, same arguments', value: median(d) },
+          { target: 0.77 }))
+      }
     }
   }
   return rows

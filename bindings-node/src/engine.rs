@@ -421,6 +421,19 @@ impl Engine {
         crate::fastpath::check_function(env, Arc::clone(&self.core))
     }
 
+    /// A function taking `checkFunction`'s arguments, reading them as it does and deciding
+    /// nothing: what crossing into the addon with a request costs, for benchmarks to set
+    /// `checkSync` against.
+    #[napi(
+        ts_return_type = "(out: Float64Array, subject?: string | null, role?: string | null, method?: string | null, path?: string | null, ip?: string | null, cost?: number | null, nowMs?: number | null, headers?: Record<string, string> | null) => void"
+    )]
+    pub fn crossing_function<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
+        crate::fastpath::crossing_function(env, Arc::clone(&self.core))
+    }
+
     /// A function `(authorization, nowMs) => [subject, role, keyId, algorithm, expiresAtMs]`
     /// verifying tokens on this engine on the JS thread (see `fastpath.rs`).
     #[napi(

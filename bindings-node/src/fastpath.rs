@@ -40,6 +40,16 @@ pub(crate) fn check_function(
     bound_function(env, engine, c"checkSync", check_sync)
 }
 
+/// A JS function taking [`check_function`]'s arguments, reading them as it does (refusing
+/// what it refuses) and deciding nothing: the cost of crossing into the addon with a request,
+/// the floor under `checkSync` that benchmarks measure it against.
+pub(crate) fn crossing_function(
+    env: &napi::Env,
+    engine: Arc<floodwall::Engine>,
+) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+    bound_function(env, engine, c"crossing", crossing)
+}
+
 /// A JS function `(authorization, nowMs) => [subject, role, keyId, algorithm, expiresAtMs]`
 /// verifying tokens on `engine` (`null` for what the token lacks).
 pub(crate) fn authenticate_function(
@@ -365,6 +375,25 @@ unsafe extern "C" fn check_sync(
     unsafe { settle(env, outcome) }
 }
 
+unsafe extern "C" fn crossing(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Node-API calls this with a live `env` and `info`. The arguments are read as
+        // `check_sync` reads them, and nothing is decided.
+        unsafe {
+            with_request(env, info, |_, out, request| {
+                std::hint::black_box((out, request));
+                Ok(())
+            })
+        }
+        .map(|()| null_mut())
+    }));
+    // SAFETY: the live `env` of this call.
+    unsafe { settle(env, outcome) }
+}
+
 unsafe extern "C" fn authenticate(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -561,8 +590,31 @@ unsafe fn verify(
 /// Node-API's contract for a callback: live `env` and `info`.
 unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<(), Failure> {
     // SAFETY: see the function's contract.
+    unsafe {
+        with_request(env, info, |engine, out, request| {
+            let decision = engine
+                .check(request)
+                .map_err(|e| Failure::Core(to_napi(&e).reason))?;
+            write_checked(&decision, out)
+        })
+    }
+}
+
+/// Reads `checkSync`'s arguments — the engine bound to the function, the output row, the
+/// request — and hands them to `f`.
+///
+/// # Safety
+/// Node-API's contract for a callback: live `env` and `info`; the function's data is an
+/// engine (as [`check_function`] and [`crossing_function`] bind it).
+#[inline(always)]
+unsafe fn with_request(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    f: impl FnOnce(&floodwall::Engine, &mut [f64], &Request<'_>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    // SAFETY: see the function's contract.
     let (argv, data) = unsafe { arguments::<ARGS>(env, info) };
-    // SAFETY: `data` is the engine `check_function` bound, alive while the function is.
+    // SAFETY: `data` is the engine the function was bound to, alive while the function is.
     let engine = unsafe { &*data.cast_const().cast::<floodwall::Engine>() };
 
     // SAFETY: a live handle of this call.
@@ -595,10 +647,7 @@ unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
         cost: tail.cost,
         now: tail.now,
     };
-    let decision = engine
-        .check(&request)
-        .map_err(|e| Failure::Core(to_napi(&e).reason))?;
-    write_checked(&decision, out)
+    f(engine, out, &request)
 }
 
 /// # Safety

@@ -19,3 +19,23 @@ mod read;
 pub use duration::HumanDuration;
 pub use headers::HeadersConfig;
 pub(crate) use read::{json_error, not_an_object, path_of, toml_error};
+
+/// Whether two short texts (role names, path segments, methods) are equal: lengths first,
+/// then up to 16 bytes in two overlapping words, without a call to `memcmp`.
+#[inline]
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 16 {
+        return a == b;
+    }
+    // Two overlapping words cover 8 to 16 bytes; shorter names go byte by byte.
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    if a.len() >= 8 {
+        let last = a.len() - 8;
+        return word(a, 0) == word(b, 0) && word(a, last) == word(b, last);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}

@@ -15,31 +15,12 @@ mod path;
 mod response;
 
 use super::Quota;
+use crate::common::same_text;
 
 pub(crate) use matcher::is_token;
 pub use matcher::{KeyKind, RuleMatcher};
 pub use path::{PathPattern, RequestPath};
 pub use response::{CountResponses, ResponseCounting, StatusSet};
-
-/// Whether two role names are equal: lengths first, then short names eight bytes at a time
-/// without a call to `memcmp`.
-#[inline]
-fn same_text(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    if a.len() > 16 {
-        return a == b;
-    }
-    // Two overlapping words cover 8 to 16 bytes; shorter names go byte by byte.
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
-    if a.len() >= 8 {
-        let last = a.len() - 8;
-        return word(a, 0) == word(b, 0) && word(a, last) == word(b, last);
-    }
-    a.iter().zip(b).all(|(x, y)| x == y)
-}
 
 /// Role overrides a rule scans; with more it looks the role up in a hash map.
 const FEW_ROLES: usize = 8;

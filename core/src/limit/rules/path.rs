@@ -222,7 +222,7 @@ fn match_segments(pattern: &[Segment], path: &[&str]) -> bool {
             None => false,
             Some((first, tail)) => {
                 let ok = match segment {
-                    Segment::Literal(literal) => **literal == **first,
+                    Segment::Literal(literal) => crate::common::same_text(literal, first),
                     _ => true,
                 };
                 ok && match_segments(rest, tail)
