@@ -110,7 +110,13 @@ impl Engine {
             cost: request.cost,
             now,
         };
-        let result = self.decide(&asked, Stage::All, None);
+        // Filled and recorded in the return slot: a decision is not moved on the way out.
+        let mut result = Ok(self.empty_decision());
+        if let Ok(decision) = &mut result
+            && let Err(e) = self.fill(&asked, Stage::All, None, decision)
+        {
+            result = Err(e);
+        }
         self.record_decision(&asked, &result);
         result
     }
@@ -178,13 +184,27 @@ impl Engine {
         stage: Stage,
         pending: Option<&mut Vec<Pending>>,
     ) -> Result<Decision<'_>, Error> {
+        let mut result = Ok(self.empty_decision());
+        if let Ok(decision) = &mut result
+            && let Err(e) = self.fill(asked, stage, pending, decision)
+        {
+            result = Err(e);
+        }
+        result
+    }
+
+    /// Fills `decision` (empty) with the layers of the rules of `stage` matching `asked` and
+    /// their outcomes, as [`decide`](Self::decide) says.
+    #[inline(always)]
+    fn fill<'e>(
+        &'e self,
+        asked: &Asked<'_>,
+        stage: Stage,
+        pending: Option<&mut Vec<Pending>>,
+        decision: &mut Decision<'e>,
+    ) -> Result<(), Error> {
         // Every endpoint-keyed layer of one request has the same key: `METHOD /normal/path`.
         let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
-        // Built in the return slot, so that the decision is not copied on the way out.
-        let mut result = Ok(self.empty_decision());
-        let Ok(decision) = &mut result else {
-            unreachable!("just built")
-        };
         self.match_rules(asked, stage, &mut endpoint, decision)?;
         let (cost, now) = (asked.cost, asked.now);
         match decision.len() {
@@ -237,7 +257,7 @@ impl Engine {
                 decision.settle(verdict.allowed, self.shadows);
             }
         }
-        result
+        Ok(())
     }
 
     /// Adds to `pending` the layers of an admitted request that consumed and hear about
