@@ -505,3 +505,18 @@ describe('Lease.finish with bad values: TypeError, the lease stays open', () => 
     })
   }
 })
+
+test('the crossing function reads checkSync\'s arguments as it does and decides nothing', () => {
+  const engine = Engine.fromObject({
+    rules: [{ name: 'one', key: 'subject', algorithm: 'fixed_window', limit: 1, window: '1m' }]
+  })
+  const crossing = engine._inner.crossingFunction()
+  const out = new Float64Array(64)
+  assert.equal(crossing(out, 'alice', 'free', 'GET', '/', '127.0.0.1', 1, 0, { a: 'b' }), undefined)
+  assert.throws(() => crossing([], 'alice'), { name: 'TypeError', message: /out must be a Float64Array/ })
+  assert.throws(() => crossing(out, 7), { name: 'TypeError', message: /subject must be a string/ })
+  assert.throws(() => crossing(out, 'alice', null, null, null, null, -1), { name: 'TypeError', message: /cost/ })
+  // Nothing was decided: alice's one request a minute is still there.
+  assert.equal(engine.checkSync({ subject: 'alice' }).allowed, true)
+  assert.equal(engine.checkSync({ subject: 'alice' }).allowed, false)
+})
