@@ -746,3 +746,31 @@ fn busy_threads_count_exactly_while_reports_are_taken() {
         [("(unknown)".into(), threads * 3 * per_minute / 10)]
     );
 }
+
+#[test]
+fn threads_beyond_the_lanes_count_exactly_too() {
+    // More threads alive at once than there are lanes: those past them record under their
+    // shard's lock alone, the others mostly in their lanes; together the counts are exact.
+    use floodwall::monitor::EXACT_PER_MINUTE;
+    let threads = 300u64;
+    let each = EXACT_PER_MINUTE + 100;
+    let monitor = Aggregator::new(5, 4);
+    let t = at(1, 0);
+    let all_alive = std::sync::Barrier::new(threads as usize);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                // Every thread holds its index before any records, so some are past the lanes.
+                all_alive.wait();
+                for _ in 0..each {
+                    monitor.record(&Event::Decision(decision(t, EventOutcome::Admitted)));
+                }
+            });
+        }
+    });
+    let report = monitor.report(t);
+    assert_eq!(report.totals.requests, threads * each);
+    assert_eq!(report.totals.admitted, threads * each);
+    assert_eq!(minutes_of(&report), [(1, threads * each)]);
+    assert_eq!(report.stores["memory"], threads * each);
+}

@@ -112,11 +112,7 @@ impl Engine {
         };
         // Filled and recorded in the return slot: a decision is not moved on the way out.
         let mut result = Ok(self.empty_decision());
-        if let Ok(decision) = &mut result
-            && let Err(e) = self.fill(&asked, Stage::All, None, decision)
-        {
-            result = Err(e);
-        }
+        self.fill(&asked, Stage::All, None, &mut result);
         self.record_decision(&asked, &result);
         result
     }
@@ -185,18 +181,31 @@ impl Engine {
         pending: Option<&mut Vec<Pending>>,
     ) -> Result<Decision<'_>, Error> {
         let mut result = Ok(self.empty_decision());
-        if let Ok(decision) = &mut result
-            && let Err(e) = self.fill(asked, stage, pending, decision)
-        {
-            result = Err(e);
-        }
+        self.fill(asked, stage, pending, &mut result);
         result
     }
 
-    /// Fills `decision` (empty) with the layers of the rules of `stage` matching `asked` and
-    /// their outcomes, as [`decide`](Self::decide) says.
+    /// Fills `result` (an empty decision) as [`decide`](Self::decide) says, in place: the
+    /// decision's layers and their outcomes, or the error.
     #[inline(always)]
     fn fill<'e>(
+        &'e self,
+        asked: &Asked<'_>,
+        stage: Stage,
+        pending: Option<&mut Vec<Pending>>,
+        result: &mut Result<Decision<'e>, Error>,
+    ) {
+        if let Ok(decision) = result
+            && let Err(e) = self.fill_layers(asked, stage, pending, decision)
+        {
+            *result = Err(e);
+        }
+    }
+
+    /// Fills `decision` (empty) with the layers of the rules of `stage` matching `asked` and
+    /// their outcomes.
+    #[inline(always)]
+    fn fill_layers<'e>(
         &'e self,
         asked: &Asked<'_>,
         stage: Stage,

@@ -119,11 +119,7 @@ impl RuleMatcher {
     }
 
     fn matches_method(&self, method: &str) -> bool {
-        // Methods are listed upper-cased, and requests mostly send them so.
-        self.methods
-            .iter()
-            .any(|m| crate::common::same_text(m, method))
-            || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+        self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
             || (self.head_as_get
                 && method.eq_ignore_ascii_case("HEAD")
                 && self.methods.iter().any(|m| &**m == "GET"))

@@ -25,6 +25,9 @@ pub use response::{CountResponses, ResponseCounting, StatusSet};
 /// Role overrides a rule scans; with more it looks the role up in a hash map.
 const FEW_ROLES: usize = 8;
 
+/// Each role's index in a rule's policies.
+type RoleIndex = std::collections::HashMap<Box<str>, usize, foldhash::fast::FixedState>;
+
 /// The parameters one role (or the default) is judged by within a rule. Each policy of a rule
 /// counts in its own counter: premium callers of a `global` rule with a premium override draw
 /// from a pool separate from everyone else's.
@@ -60,7 +63,7 @@ pub struct Rule {
     /// The default first, then one per role override.
     policies: Box<[Policy]>,
     /// With more than [`FEW_ROLES`] overrides, each role's index in `policies`.
-    by_role: Option<std::collections::HashMap<Box<str>, usize, foldhash::fast::FixedState>>,
+    by_role: Option<RoleIndex>,
     before_auth: bool,
     shadow: bool,
     response: ResponseCounting,
@@ -71,7 +74,7 @@ impl Rule {
     pub fn new(name: Box<str>, matcher: RuleMatcher, key: KeyKind, policies: Vec<Policy>) -> Self {
         assert!(!policies.is_empty(), "a rule needs its default policy");
         let by_role = (policies.len() > FEW_ROLES + 1).then(|| {
-            let mut map = std::collections::HashMap::with_capacity_and_hasher(
+            let mut map = RoleIndex::with_capacity_and_hasher(
                 policies.len() - 1,
                 foldhash::fast::FixedState::default(),
             );
@@ -165,17 +168,18 @@ impl Rule {
     /// lookup among many.
     #[inline]
     fn override_of(&self, role: &str) -> Option<usize> {
-        if self.by_role.is_some() {
-            return self.looked_up(role);
+        if let Some(map) = &self.by_role {
+            return look_up(map, role);
         }
         self.policies[1..]
             .iter()
             .position(|p| p.role.as_deref().is_some_and(|r| same_text(r, role)))
             .map(|i| i + 1)
     }
+}
 
-    #[inline(never)]
-    fn looked_up(&self, role: &str) -> Option<usize> {
-        self.by_role.as_ref()?.get(role).copied()
-    }
+/// A role's index among many overrides (kept out of line, so that the scan of a few inlines).
+#[inline(never)]
+fn look_up(map: &RoleIndex, role: &str) -> Option<usize> {
+    map.get(role).copied()
 }

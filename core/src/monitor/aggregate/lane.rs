@@ -146,11 +146,9 @@ impl Lane {
     pub(super) fn hand_over(&self, shard: &mut Shard, horizon: u64, at: Timestamp) {
         self.each_pending(|minute, store, n| {
             shard.minute(horizon, Timestamp::from_millis(minute * MINUTE_MS), |m| {
-                m.requests += n;
-                m.admitted += n;
+                m.count_admitted(n);
             });
-            shard.totals.requests += n;
-            shard.totals.admitted += n;
+            shard.totals.count_admitted(n);
             if let Some(count) = shard.stores.get_mut(store) {
                 *count += n;
             }

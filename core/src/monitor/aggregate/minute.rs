@@ -124,6 +124,12 @@ impl MinuteCounts {
         self.max_latency_us
     }
 
+    /// Counts `n` plain admissions (what a lane holds).
+    pub(super) fn count_admitted(&mut self, n: u64) {
+        self.requests += n;
+        self.admitted += n;
+    }
+
     pub(super) fn count_decision(&mut self, e: &DecisionEvent<'_>) {
         self.requests += 1;
         match e.outcome {

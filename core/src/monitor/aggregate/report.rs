@@ -164,15 +164,15 @@ impl Aggregator {
             lane.each_pending(|minute, store, n| {
                 let start_ms = minute * MINUTE_MS;
                 if (oldest..=newest).contains(&start_ms) {
-                    let m = minutes.entry(start_ms).or_insert(MinuteCounts {
-                        start_ms,
-                        ..MinuteCounts::default()
-                    });
-                    m.requests += n;
-                    m.admitted += n;
+                    minutes
+                        .entry(start_ms)
+                        .or_insert(MinuteCounts {
+                            start_ms,
+                            ..MinuteCounts::default()
+                        })
+                        .count_admitted(n);
                 }
-                totals.requests += n;
-                totals.admitted += n;
+                totals.count_admitted(n);
                 if let Some(count) = stores.get_mut(store) {
                     *count += n;
                 }
