@@ -55,6 +55,7 @@ window = "1m"
 }
 
 struct Cell {
+    decisions: usize,
     per_second: f64,
     p50: Duration,
     p99: Duration,
@@ -110,10 +111,23 @@ fn measure(engine: &Arc<Engine>, callers: usize, batched: bool, span: Duration) 
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Cell {
+        decisions: total,
         per_second: total as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
     }
+}
+
+/// Redis's CPU time so far (user + sys, `INFO cpu`), in seconds.
+fn server_cpu(server: &RedisServer) -> f64 {
+    server
+        .command("INFO cpu")
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.trim().split_once(':')?;
+            matches!(name, "used_cpu_user" | "used_cpu_sys").then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 /// `redis-benchmark --csv` for one test: (requests/s, p50 ms, p99 ms).
@@ -187,17 +201,19 @@ fn main() {
     }
     println!();
     println!(
-        "| floodwall | layers | callers | decisions/s | p50 per call | p99 per call | vs EVALSHA ceiling |"
+        "| floodwall | layers | callers | decisions/s | p50 per call | p99 per call | vs EVALSHA ceiling | Redis CPU per decision |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for layers in [1, 3] {
         let engine = Arc::new(engine(&server.url(), layers));
         for callers in [1, 16, 64] {
             for batched in [false, true] {
+                let cpu = server_cpu(&server);
                 let cell = measure(&engine, callers, batched, span);
+                let cpu = (server_cpu(&server) - cpu) * 1e6 / cell.decisions as f64;
                 let (ceil, _) = ceiling[&("EVALSHA trivial", callers)];
                 println!(
-                    "| {} | {layers} | {callers} | {:.0} | {:.3} ms | {:.3} ms | {:.0}% |",
+                    "| {} | {layers} | {callers} | {:.0} | {:.3} ms | {:.3} ms | {:.0}% | {cpu:.1} µs |",
                     if batched { "check_many (32)" } else { "check" },
                     cell.per_second,
                     cell.p50.as_secs_f64() * 1e3,

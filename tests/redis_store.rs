@@ -104,6 +104,41 @@ fn eight_threads_on_one_key_admit_exactly_the_limit() {
     }
 }
 
+/// Script calls Redis has run since its statistics were last reset.
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats = server.command("INFO commandstats");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+#[test]
+fn concurrent_callers_share_script_calls_and_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    let engine = Arc::new(engine(&server, "combined:", "deny"));
+    // The script is loaded and the connection made before counting.
+    admitted(&engine, "/bucket", "warm", 1);
+    for path in ["/fixed", "/layered"] {
+        server.command("CONFIG RESETSTAT");
+        let handles: Vec<_> = (0..32)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                std::thread::spawn(move || admitted(&engine, path, &format!("user-{t}"), 10))
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+        assert_eq!(total, 100, "{path}: 320 requests from 32 threads");
+        // Callers that waited while calls were on their way went to Redis together.
+        let calls = script_calls(&server);
+        assert!(
+            (1..320).contains(&calls),
+            "{path}: {calls} script calls for 320 decisions"
+        );
+    }
+}
+
 /// Run by `four_processes_on_one_key_admit_exactly_the_limit` in child processes.
 #[test]
 #[ignore = "a worker of the multi-process test; runs only when it sets FLOODWALL_TEST_REDIS_URL"]
@@ -260,8 +295,13 @@ fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
     let requests: Vec<Request<'_>> = (0..250)
         .map(|i| Request::new("GET", if i % 2 == 0 { "/fixed" } else { "/log" }).subject("batch"))
         .collect();
+    // The script is loaded and the connection made before counting.
+    assert!(engine.check(&Request::new("GET", "/bucket")).is_ok());
+    server.command("CONFIG RESETSTAT");
     let decisions = engine.check_many(&requests);
     assert_eq!(decisions.len(), 250);
+    // One script call a batch of at most 128 decisions.
+    assert_eq!(script_calls(&server), 2);
     let mut admitted = std::collections::BTreeMap::<&str, usize>::new();
     for (request, d) in requests.iter().zip(&decisions) {
         let d = d.as_ref().expect("decision");

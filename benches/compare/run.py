@@ -397,6 +397,8 @@ def figure(r: dict, side: Optional[dict]) -> str:
         over = side["value"] - r["limit"]
         text = f"{side['value']} of {r['attempts']} ({over:+d})"
         return text + (f", {side['errors']} errors" if side.get("errors") else "")
+    if r["unit"] == "µs":
+        return f"{side['value']:.1f} µs"
     text = rate(side["value"])
     if "p99_ms" in side:
         text += f"; p50 {latency(side['p50_ms'])}, p99 {latency(side['p99_ms'])}"
@@ -411,7 +413,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         ours = r["floodwall"]
         note = ""
-        if r["group"] == "redis":
+        if r["group"] == "redis" and r["unit"] == "µs":
+            note = "Redis's CPU time per decision (user + sys, INFO cpu): lower is better"
+        elif r["group"] == "redis":
             c = r["workload"].rsplit(" ", 1)[-1]
             if c in ceiling:
                 note = f"floodwall at {100 * ours['value'] / ceiling[c]:.0f}% of the EVALSHA ceiling"

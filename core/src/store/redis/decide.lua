@@ -1,53 +1,41 @@
--- floodwall: one rate-limit decision, every layer all-or-nothing (see store/redis.rs).
+-- floodwall: a batch of rate-limit decisions in one call, each all-or-nothing across its
+-- layers, decided in order (see store/redis/mod.rs).
 --
 -- The algorithms are ports of core/src/limit/*.rs, step for step, in integer arithmetic on
 -- Lua's doubles: every value stays below 2^53 (the engine refuses configurations where
 -- limit x window could not), so the results are exact and equal to the memory store's.
 --
--- KEYS: the state key of each layer, in order; a sliding_window layer has two (its log, a
---       list of "t:cost" oldest first, and its total).
--- ARGV: [1] mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
---           r refund (give back what a decide at [2] consumed: a cluster decision whose layers
---           live on several nodes consumes node by node and refunds when a later one denies,
---           and a response that does not count refunds its request), a add (take the cost
---           without asking: a response reported what its request really cost)
---       [2] now in µs since the epoch, or "" for the server's TIME
---       [3] cost  [4] number of layers
+-- The work per decision is kept small, since it is what every gateway sharing this Redis pays
+-- for: no table, closure or string is made per decision or per layer beyond the state that is
+-- read and written (the layers' values live in arrays made once per call), a state is parsed
+-- with one find and two or three tonumber, and the commonest decision — one fixed_window
+-- layer — runs inline, without a function call.
+--
+-- KEYS: the state key of each layer of each decision, in order; a sliding_window layer has two
+--       (its log, a list of "t:cost" oldest first, and its total).
+-- ARGV: [1] what the call needs: the letters of the algorithms its layers use, and x when a
+--           decision is anything but one fixed_window layer decided (only those parts of the
+--           script are made: each function is a closure made anew on every call)
+--       then per decision, in order:
+--       mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
+--             r refund (give back what a decide at `now` consumed: a cluster decision whose
+--             layers live on several nodes consumes node by node and refunds when a later one
+--             denies, and a response that does not count refunds its request), a add (take the
+--             cost without asking: a response reported what its request really cost)
+--       now in µs since the epoch, or "" for the server's TIME (read once per call)
+--       cost, number of layers
 --       then per layer: algorithm (f fixed_window, s sliding_window, c sliding_window_counter,
 --       b token_bucket; in upper case for a shadow layer, whose denial denies nothing), limit
 --       (or capacity), period (window, or the bucket's interval) in µs
--- Returns: { all_allowed, then per layer: allowed, remaining, reset_after, retry_after; then
---            the time used }
+-- Returns, per decision: all_allowed, then per layer allowed, remaining, reset_after,
+--          retry_after (zeros for r and a), then the time used.
 
-local floor = math.floor
-local max = math.max
-local min = math.min
+local floor, max, min, ceil = math.floor, math.max, math.min, math.ceil
+local find, sub, format, byte = string.find, string.sub, string.format, string.byte
+local call, tonumber = redis.call, tonumber
 
-local now
-local mode = ARGV[1]
-if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[2])
-end
-local cost = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-
--- Only the algorithms this call uses are defined: each definition is a closure made anew on
--- every call, and making them all would cost more than the decision itself.
-local need = {}
-local lower = string.lower
-for i = 1, n do
-  need[lower(ARGV[4 + (i - 1) * 3 + 1])] = true
-end
-local refunding = mode == 'r'
-local charging = mode == 'a'
-
--- Integers as digits: Lua's own tostring would write 1.7e+15 for a µs timestamp.
-local function num(x)
-  return string.format('%.0f', x)
-end
+local FIXED, LOG, COUNTER, BUCKET = 102, 115, 99, 98 -- f s c b
+local UPPER = 32
 
 -- A key lives at least this long past its last write (ms). Longer than its state needs is
 -- harmless — the state is judged by its own times, and a stale one reads as fresh — and it
@@ -55,422 +43,535 @@ end
 -- an expiry measured on Redis's clock.
 local MIN_TTL_MS = 1000
 
-local find, sub = string.find, string.sub
-local function split(s)
-  local out = {}
-  local from = 1
-  while true do
-    local at = find(s, ':', from, true)
-    if not at then
-      out[#out + 1] = tonumber(sub(s, from))
-      return out
-    end
-    out[#out + 1] = tonumber(sub(s, from, at - 1))
-    from = at + 1
-  end
-end
+local needs = ARGV[1]
+local general = find(needs, 'x', 1, true) ~= nil
 
--- fixed_window -------------------------------------------------------------------------------
-local Fixed = {}
-if need.f then
-function Fixed.load(l)
-  local v = redis.call('GET', l.key)
-  local p = v and split(v) or {}
-  if p[1] and p[2] then
-    l.index, l.count = p[1], p[2]
-  else
-    l.index, l.count = floor(now / l.period), 0
-  end
-end
-function Fixed.advance(l)
-  local index = floor(now / l.period)
-  if index > l.index then
-    l.index, l.count = index, 0
-    return now
-  end
-  return max(now, l.index * l.period)
-end
-function Fixed.outcome(l, t, allowed)
-  local stop = (l.index + 1) * l.period
-  local reset = 0
-  if l.count > 0 then reset = stop - t end
-  local retry = 0
-  if not allowed then retry = stop - t end
-  return { allowed, l.limit - l.count, reset, retry }
-end
-function Fixed.evaluate(l)
-  local t = Fixed.advance(l)
-  return Fixed.outcome(l, t, l.count + cost <= l.limit)
-end
-function Fixed.consume(l)
-  local t = Fixed.advance(l)
-  l.count = min(l.count + cost, l.limit)
-  return Fixed.outcome(l, t, true)
-end
-function Fixed.save(l)
-  if l.count == 0 then
-    redis.call('DEL', l.key)
-    return
-  end
-  local ttl = (l.index + 1) * l.period - now
-  if ttl <= 0 then
-    redis.call('DEL', l.key)
-  else
-    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.count), 'PX', num(max(math.ceil(ttl / 1000), MIN_TTL_MS)))
-  end
-end
-end
+-- Per layer of the decision at hand (reused by the next): algorithm, shadow, limit, period,
+-- key(s); state A, B, C (fixed: index, count; counter: index, previous, current; bucket: tat;
+-- log: total, newest time, newest cost); the time it was judged at; whether a log was trimmed;
+-- the outcome.
+local KIND, SHADOW, LIMIT, PERIOD, KEY, KEY2
+local A, B, C, T, TRIM, LIVE
+local OK, REM, RESET, RETRY
 
--- sliding_window (exact log) -----------------------------------------------------------------
-local Log = {}
-if need.s then
-function Log.load(l)
-  l.total = tonumber(redis.call('GET', l.key2) or '0') or 0
-  local newest = redis.call('LINDEX', l.key, -1)
-  l.newest = nil
-  if newest then l.newest = split(newest) end
-end
-function Log.advance(l)
-  local t = now
-  if l.newest then t = max(now, l.newest[1]) end
-  -- Trimmed on every call: entries that have left the window go, whatever the decision.
-  while true do
-    local oldest = redis.call('LINDEX', l.key, 0)
-    if not oldest then break end
-    local e = split(oldest)
-    if e[1] + l.period > t then break end
-    redis.call('LPOP', l.key)
-    l.total = l.total - e[2]
-    l.trimmed = true
-  end
-  if l.total <= 0 or redis.call('LLEN', l.key) == 0 then
-    l.total = 0
-    l.newest = nil
-  end
-  return t
-end
-function Log.reset_after(l, t)
-  if l.newest then return l.newest[1] + l.period - t end
-  return 0
-end
-function Log.evaluate(l)
-  local t = Log.advance(l)
-  local remaining = max(l.limit - l.total, 0)
-  local reset = Log.reset_after(l, t)
-  if cost <= remaining then return { true, remaining, reset, 0 } end
-  local must_free = l.total + cost - l.limit
-  local freed = 0
-  local retry = nil
-  local from = 0
-  while retry == nil do
-    local chunk = redis.call('LRANGE', l.key, from, from + 99)
-    if #chunk == 0 then break end
-    for _, entry in ipairs(chunk) do
-      local e = split(entry)
-      freed = freed + e[2]
-      if freed >= must_free then
-        retry = e[1] + l.period - t
-        break
-      end
-    end
-    from = from + 100
-  end
-  if retry == nil then retry = reset end
-  return { false, remaining, reset, retry }
-end
-function Log.consume(l)
-  local t = Log.advance(l)
-  if cost > 0 then
-    if l.newest and l.newest[1] == t then
-      l.newest[2] = l.newest[2] + cost
-      redis.call('LSET', l.key, -1, num(t) .. ':' .. num(l.newest[2]))
-    else
-      l.newest = { t, cost }
-      redis.call('RPUSH', l.key, num(t) .. ':' .. num(cost))
-    end
-    l.total = l.total + cost
-    l.dirty = true
-  end
-  return { true, max(l.limit - l.total, 0), Log.reset_after(l, t), 0 }
-end
-function Log.save(l)
-  if not l.newest then
-    redis.call('DEL', l.key, l.key2)
-    return
-  end
-  local ttl = math.ceil((l.newest[1] + l.period - now) / 1000)
-  if ttl <= 0 then
-    redis.call('DEL', l.key, l.key2)
-    return
-  end
-  ttl = max(ttl, MIN_TTL_MS)
-  redis.call('SET', l.key2, num(l.total), 'PX', num(ttl))
-  redis.call('PEXPIRE', l.key, num(ttl))
-end
-end
+local server_now
+local now, cost
+-- Whether the decision at hand is on Redis's clock: then a key holding its window's state
+-- already expires at that window's end (its first write set that), and a write within the
+-- window keeps the expiry (KEEPTTL) instead of setting it again, which costs Redis more than
+-- the write itself. On the caller's clock every write sets it, so that a state never expires
+-- early by Redis's clock.
+local redis_time
 
--- sliding_window_counter ---------------------------------------------------------------------
-local Counter = {}
-if need.c then
-function Counter.load(l)
-  local v = redis.call('GET', l.key)
-  local p = v and split(v) or {}
-  if p[1] and p[2] and p[3] then
-    l.index, l.previous, l.current = p[1], p[2], p[3]
-  else
-    l.index, l.previous, l.current = floor(now / l.period), 0, 0
-  end
-end
-function Counter.advance(l)
-  local w = l.period
-  local index = floor(now / w)
-  if index == l.index + 1 then
-    l.previous, l.current, l.index = l.current, 0, index
-  elseif index > l.index + 1 then
-    l.previous, l.current, l.index = 0, 0, index
-  end
-  return max(now - l.index * w, 0)
-end
-function Counter.reset_after(l, e)
-  if l.current > 0 then return 2 * l.period - e end
-  if l.previous > 0 then return l.period - e end
-  return 0
-end
-function Counter.remaining(l, e)
-  local w = l.period
-  local room = l.limit * w - l.previous * (w - e) - l.current * w
-  return floor(max(room, 0) / w)
-end
-function Counter.retry_after(l, e)
-  local w = l.period
-  local headroom = l.limit - l.current - cost
-  if headroom >= 0 and l.previous > 0 then
-    local untl = w - floor(headroom * w / l.previous)
-    return max(untl - e, 0)
-  end
-  local to_next = w - e
-  local fit = max(l.limit - cost, 0)
-  local into_next = 0
-  if l.current > 0 then into_next = max(w - floor(fit * w / l.current), 0) end
-  return to_next + into_next
-end
-function Counter.evaluate(l)
-  local e = Counter.advance(l)
-  local w = l.period
-  local budget = l.limit * w
-  local used = l.current * w + l.previous * (w - e)
-  local allowed = used <= budget and cost * w <= budget - used
-  local retry = 0
-  if not allowed then retry = Counter.retry_after(l, e) end
-  return { allowed, floor(max(budget - used, 0) / w), Counter.reset_after(l, e), retry }
-end
-function Counter.consume(l)
-  local e = Counter.advance(l)
-  l.current = l.current + cost
-  return { true, Counter.remaining(l, e), Counter.reset_after(l, e), 0 }
-end
-function Counter.save(l)
-  local expires = 0
-  if l.current > 0 then
-    expires = (l.index + 2) * l.period
-  elseif l.previous > 0 then
-    expires = (l.index + 1) * l.period
-  end
-  local ttl = math.ceil((expires - now) / 1000)
-  if expires == 0 or ttl <= 0 then
-    redis.call('DEL', l.key)
-  else
-    redis.call('SET', l.key, num(l.index) .. ':' .. num(l.previous) .. ':' .. num(l.current), 'PX', num(max(ttl, MIN_TTL_MS)))
-  end
-end
-end
+-- The general path's parts, made only when the call needs them.
+local num, ttl_ms, pair, fixed_load, fixed_advance, fixed_outcome, fixed_save, log_newest
+local log_load, log_advance, log_reset, log_evaluate, log_add, log_consume, log_save
+local counter_load, counter_advance, counter_reset, counter_retry, counter_evaluate
+local counter_consume, counter_save, bucket_load, bucket_outcome, bucket_evaluate
+local bucket_consume, bucket_save, load, evaluate, consume, save, refund, charge
 
--- token_bucket (GCRA) ------------------------------------------------------------------------
-local Bucket = {}
-if need.b then
-function Bucket.load(l)
-  l.tat = tonumber(redis.call('GET', l.key) or now) or now
-end
-function Bucket.outcome(l, tat, allowed, retry)
-  local tolerance = l.limit * l.period
-  local remaining = min(floor(max(now + tolerance - tat, 0) / l.period), l.limit)
-  return { allowed, remaining, tat - now, retry }
-end
-function Bucket.evaluate(l)
-  local start = max(l.tat, now)
-  local tolerance = l.limit * l.period
-  local needed = start + cost * l.period - now
-  local allowed = needed <= tolerance
-  local retry = 0
-  if not allowed then retry = needed - tolerance end
-  return Bucket.outcome(l, start, allowed, retry)
-end
-function Bucket.consume(l)
-  local start = max(l.tat, now)
-  l.tat = start + cost * l.period
-  return Bucket.outcome(l, l.tat, true, 0)
-end
-function Bucket.save(l)
-  local ttl = math.ceil((l.tat - now) / 1000)
-  if ttl <= 0 then
-    redis.call('DEL', l.key)
-  else
-    redis.call('SET', l.key, num(l.tat), 'PX', num(max(ttl, MIN_TTL_MS)))
-  end
-end
-end
+if general then
+  KIND, SHADOW, LIMIT, PERIOD, KEY, KEY2 = {}, {}, {}, {}, {}, {}
+  A, B, C, T, TRIM, LIVE = {}, {}, {}, {}, {}, {}
+  OK, REM, RESET, RETRY = {}, {}, {}, {}
 
--- refunds: undo one consumption of `cost` made at `now` ----------------------------------------
-if refunding then
-function Fixed.refund(l)
-  if l.index == floor(now / l.period) then
-    l.count = max(l.count - cost, 0)
-    Fixed.save(l)
+  -- Integers as digits: Lua's own conversion (%.14g) would write 1.7e+15 for a µs timestamp.
+  function num(x)
+    if x < 1e14 then return x .. '' end
+    return format('%.0f', x)
   end
-end
-function Log.refund(l)
-  local len = redis.call('LLEN', l.key)
-  for i = len - 1, 0, -1 do
-    local e = split(redis.call('LINDEX', l.key, i))
-    if e[1] == now then
-      local left = e[2] - cost
-      if left > 0 then
-        redis.call('LSET', l.key, i, num(e[1]) .. ':' .. num(left))
+
+  -- The TTL (ms, at least MIN_TTL_MS) of a state that is fresh again at `stop` (µs).
+  function ttl_ms(stop, now)
+    return max(ceil((stop - now) / 1000), MIN_TTL_MS)
+  end
+
+  -- "a:b" as two numbers (nil when unreadable).
+  function pair(v)
+    local at = find(v, ':', 1, true)
+    if not at then return nil end
+    return tonumber(sub(v, 1, at - 1)), tonumber(sub(v, at + 1))
+  end
+
+  if find(needs, 'f', 1, true) then
+    -- fixed_window -------------------------------------------------------------------------------
+    function fixed_load(j)
+      local v = call('GET', KEY[j])
+      local index, count
+      if v then index, count = pair(v) end
+      if index and count then
+        A[j], B[j], LIVE[j] = index, count, redis_time
       else
-        redis.call('LSET', l.key, i, '-')
-        redis.call('LREM', l.key, 1, '-')
+        A[j], B[j], LIVE[j] = floor(now / PERIOD[j]), 0, false
       end
-      l.total = max(l.total - cost, 0)
-      break
     end
-    if e[1] < now then break end
+    function fixed_advance(j)
+      local index = floor(now / PERIOD[j])
+      if index > A[j] then
+        A[j], B[j], LIVE[j] = index, 0, false
+        T[j] = now
+      else
+        T[j] = max(now, A[j] * PERIOD[j])
+      end
+    end
+    function fixed_outcome(j, allowed)
+      local stop = (A[j] + 1) * PERIOD[j]
+      OK[j], REM[j] = allowed, LIMIT[j] - B[j]
+      if B[j] > 0 then RESET[j] = stop - T[j] else RESET[j] = 0 end
+      if allowed then RETRY[j] = 0 else RETRY[j] = stop - T[j] end
+    end
+    function fixed_save(j)
+      if B[j] == 0 then
+        call('DEL', KEY[j])
+        return
+      end
+      local stop = (A[j] + 1) * PERIOD[j]
+      if stop <= now then
+        call('DEL', KEY[j])
+      elseif LIVE[j] then
+        call('SET', KEY[j], num(A[j]) .. ':' .. num(B[j]), 'KEEPTTL')
+      else
+        call('SET', KEY[j], num(A[j]) .. ':' .. num(B[j]), 'PX', ttl_ms(stop, now))
+      end
+    end
   end
-  local newest = redis.call('LINDEX', l.key, -1)
-  l.newest = nil
-  if newest then l.newest = split(newest) end
-  Log.save(l)
-end
-function Counter.refund(l)
-  local index = floor(now / l.period)
-  if l.index == index then
-    l.current = max(l.current - cost, 0)
-  elseif l.index == index + 1 then
-    l.previous = max(l.previous - cost, 0)
-  else
-    return
-  end
-  Counter.save(l)
-end
-function Bucket.refund(l)
-  l.tat = l.tat - cost * l.period
-  Bucket.save(l)
-end
-end
 
--- charges: take `cost` at `now` without asking, never beyond an exhausted state --------------
-if charging then
-function Fixed.charge(l)
-  Fixed.advance(l)
-  l.count = min(l.count + cost, l.limit)
-end
-function Log.charge(l)
-  local t = Log.advance(l)
-  local c = min(cost, max(l.limit - l.total, 0))
-  if c > 0 then
-    if l.newest and l.newest[1] == t then
-      l.newest[2] = l.newest[2] + c
-      redis.call('LSET', l.key, -1, num(t) .. ':' .. num(l.newest[2]))
+  if find(needs, 's', 1, true) then
+    -- sliding_window (exact log) -----------------------------------------------------------------
+    function log_newest(j)
+      local newest = call('LINDEX', KEY[j], -1)
+      if newest then
+        B[j], C[j] = pair(newest)
+      else
+        B[j], C[j] = nil, nil
+      end
+    end
+    function log_load(j)
+      A[j] = tonumber(call('GET', KEY2[j]) or '0') or 0
+      log_newest(j)
+    end
+    function log_advance(j)
+      local t = now
+      if B[j] then t = max(now, B[j]) end
+      T[j] = t
+      -- Trimmed on every call: entries that have left the window go, whatever the decision.
+      while true do
+        local oldest = call('LINDEX', KEY[j], 0)
+        if not oldest then break end
+        local at, c = pair(oldest)
+        if at + PERIOD[j] > t then break end
+        call('LPOP', KEY[j])
+        A[j] = A[j] - c
+        TRIM[j] = true
+      end
+      if A[j] <= 0 or call('LLEN', KEY[j]) == 0 then
+        A[j], B[j], C[j] = 0, nil, nil
+      end
+    end
+    function log_reset(j)
+      if B[j] then return B[j] + PERIOD[j] - T[j] end
+      return 0
+    end
+    function log_evaluate(j)
+      log_advance(j)
+      local t = T[j]
+      local remaining = max(LIMIT[j] - A[j], 0)
+      local reset = log_reset(j)
+      REM[j], RESET[j] = remaining, reset
+      if cost <= remaining then
+        OK[j], RETRY[j] = true, 0
+        return
+      end
+      local must_free = A[j] + cost - LIMIT[j]
+      local freed = 0
+      local retry = nil
+      local from = 0
+      while retry == nil do
+        local chunk = call('LRANGE', KEY[j], from, from + 99)
+        if #chunk == 0 then break end
+        for i = 1, #chunk do
+          local at, c = pair(chunk[i])
+          freed = freed + c
+          if freed >= must_free then
+            retry = at + PERIOD[j] - t
+            break
+          end
+        end
+        from = from + 100
+      end
+      OK[j], RETRY[j] = false, retry or reset
+    end
+    -- Adds `c` at the layer's time to its log (merging with a newest entry of the same time).
+    function log_add(j, c)
+      local t = T[j]
+      if B[j] == t then
+        C[j] = C[j] + c
+        call('LSET', KEY[j], -1, num(t) .. ':' .. num(C[j]))
+      else
+        B[j], C[j] = t, c
+        call('RPUSH', KEY[j], num(t) .. ':' .. num(c))
+      end
+      A[j] = A[j] + c
+    end
+    function log_consume(j)
+      if cost > 0 then log_add(j, cost) end
+      OK[j], REM[j], RESET[j], RETRY[j] = true, max(LIMIT[j] - A[j], 0), log_reset(j), 0
+    end
+    function log_save(j)
+      if not B[j] then
+        call('DEL', KEY[j], KEY2[j])
+        return
+      end
+      local stop = B[j] + PERIOD[j]
+      if stop <= now then
+        call('DEL', KEY[j], KEY2[j])
+        return
+      end
+      local ttl = ttl_ms(stop, now)
+      call('SET', KEY2[j], num(A[j]), 'PX', ttl)
+      call('PEXPIRE', KEY[j], ttl)
+    end
+  end
+
+  if find(needs, 'c', 1, true) then
+    -- sliding_window_counter ---------------------------------------------------------------------
+    function counter_load(j)
+      local v = call('GET', KEY[j])
+      local index, previous, current
+      if v then
+        local at = find(v, ':', 1, true)
+        local at2 = at and find(v, ':', at + 1, true)
+        if at2 then
+          index = tonumber(sub(v, 1, at - 1))
+          previous = tonumber(sub(v, at + 1, at2 - 1))
+          current = tonumber(sub(v, at2 + 1))
+        end
+      end
+      if index and previous and current then
+        -- Its expiry is the current window's end plus one window only while current > 0.
+        A[j], B[j], C[j], LIVE[j] = index, previous, current, redis_time and current > 0
+      else
+        A[j], B[j], C[j], LIVE[j] = floor(now / PERIOD[j]), 0, 0, false
+      end
+    end
+    -- Advances the windows; T is the time into the current one.
+    function counter_advance(j)
+      local w = PERIOD[j]
+      local index = floor(now / w)
+      if index == A[j] + 1 then
+        A[j], B[j], C[j], LIVE[j] = index, C[j], 0, false
+      elseif index > A[j] + 1 then
+        A[j], B[j], C[j], LIVE[j] = index, 0, 0, false
+      end
+      T[j] = max(now - A[j] * w, 0)
+    end
+    function counter_reset(j)
+      if C[j] > 0 then return 2 * PERIOD[j] - T[j] end
+      if B[j] > 0 then return PERIOD[j] - T[j] end
+      return 0
+    end
+    function counter_retry(j)
+      local w, e = PERIOD[j], T[j]
+      local headroom = LIMIT[j] - C[j] - cost
+      if headroom >= 0 and B[j] > 0 then
+        return max(w - floor(headroom * w / B[j]) - e, 0)
+      end
+      local into_next = 0
+      if C[j] > 0 then into_next = max(w - floor(max(LIMIT[j] - cost, 0) * w / C[j]), 0) end
+      return w - e + into_next
+    end
+    function counter_evaluate(j)
+      counter_advance(j)
+      local w, e = PERIOD[j], T[j]
+      local budget = LIMIT[j] * w
+      local used = C[j] * w + B[j] * (w - e)
+      local allowed = used <= budget and cost * w <= budget - used
+      OK[j], REM[j], RESET[j] = allowed, floor(max(budget - used, 0) / w), counter_reset(j)
+      if allowed then RETRY[j] = 0 else RETRY[j] = counter_retry(j) end
+    end
+    function counter_consume(j)
+      C[j] = C[j] + cost
+      local w, e = PERIOD[j], T[j]
+      local room = LIMIT[j] * w - B[j] * (w - e) - C[j] * w
+      OK[j], REM[j], RESET[j], RETRY[j] = true, floor(max(room, 0) / w), counter_reset(j), 0
+    end
+    function counter_save(j)
+      local stop = 0
+      if C[j] > 0 then
+        stop = (A[j] + 2) * PERIOD[j]
+      elseif B[j] > 0 then
+        stop = (A[j] + 1) * PERIOD[j]
+      end
+      local state = num(A[j]) .. ':' .. num(B[j]) .. ':' .. num(C[j])
+      if stop <= now then
+        call('DEL', KEY[j])
+      elseif LIVE[j] and C[j] > 0 then
+        call('SET', KEY[j], state, 'KEEPTTL')
+      else
+        call('SET', KEY[j], state, 'PX', ttl_ms(stop, now))
+      end
+    end
+  end
+
+  if find(needs, 'b', 1, true) then
+    -- token_bucket (GCRA) ------------------------------------------------------------------------
+    function bucket_load(j)
+      A[j] = tonumber(call('GET', KEY[j]) or now) or now
+    end
+    function bucket_outcome(j, tat, allowed, retry)
+      local remaining = min(floor(max(now + LIMIT[j] * PERIOD[j] - tat, 0) / PERIOD[j]), LIMIT[j])
+      OK[j], REM[j], RESET[j], RETRY[j] = allowed, remaining, tat - now, retry
+    end
+    function bucket_evaluate(j)
+      local start = max(A[j], now)
+      local tolerance = LIMIT[j] * PERIOD[j]
+      local needed = start + cost * PERIOD[j] - now
+      if needed <= tolerance then
+        bucket_outcome(j, start, true, 0)
+      else
+        bucket_outcome(j, start, false, needed - tolerance)
+      end
+    end
+    function bucket_consume(j)
+      A[j] = max(A[j], now) + cost * PERIOD[j]
+      bucket_outcome(j, A[j], true, 0)
+    end
+    function bucket_save(j)
+      if A[j] <= now then
+        call('DEL', KEY[j])
+      else
+        call('SET', KEY[j], num(A[j]), 'PX', ttl_ms(A[j], now))
+      end
+    end
+  end
+
+  function load(j)
+    local k = KIND[j]
+    if k == FIXED then fixed_load(j)
+    elseif k == BUCKET then bucket_load(j)
+    elseif k == COUNTER then counter_load(j)
+    else log_load(j) end
+  end
+  function evaluate(j)
+    local k = KIND[j]
+    if k == FIXED then
+      fixed_advance(j)
+      fixed_outcome(j, B[j] + cost <= LIMIT[j])
+    elseif k == BUCKET then bucket_evaluate(j)
+    elseif k == COUNTER then counter_evaluate(j)
+    else log_evaluate(j) end
+  end
+  -- Consumes `cost` on a layer just evaluated (its state advanced to T).
+  function consume(j)
+    local k = KIND[j]
+    if k == FIXED then
+      B[j] = min(B[j] + cost, LIMIT[j])
+      fixed_outcome(j, true)
+    elseif k == BUCKET then bucket_consume(j)
+    elseif k == COUNTER then counter_consume(j)
+    else log_consume(j) end
+  end
+  function save(j)
+    local k = KIND[j]
+    if k == FIXED then fixed_save(j)
+    elseif k == BUCKET then bucket_save(j)
+    elseif k == COUNTER then counter_save(j)
+    else log_save(j) end
+  end
+
+  -- refunds: undo one consumption of `cost` made at `now` ----------------------------------------
+  function refund(j)
+    local k = KIND[j]
+    if k == FIXED then
+      if A[j] == floor(now / PERIOD[j]) then
+        B[j] = max(B[j] - cost, 0)
+        fixed_save(j)
+      end
+    elseif k == BUCKET then
+      A[j] = A[j] - cost * PERIOD[j]
+      bucket_save(j)
+    elseif k == COUNTER then
+      local index = floor(now / PERIOD[j])
+      if A[j] == index then
+        C[j] = max(C[j] - cost, 0)
+      elseif A[j] == index + 1 then
+        B[j] = max(B[j] - cost, 0)
+      else
+        return
+      end
+      counter_save(j)
     else
-      l.newest = { t, c }
-      redis.call('RPUSH', l.key, num(t) .. ':' .. num(c))
+      local key = KEY[j]
+      local len = call('LLEN', key)
+      for i = len - 1, 0, -1 do
+        local at, c = pair(call('LINDEX', key, i))
+        if at == now then
+          local left = c - cost
+          if left > 0 then
+            call('LSET', key, i, num(at) .. ':' .. num(left))
+          else
+            call('LSET', key, i, '-')
+            call('LREM', key, 1, '-')
+          end
+          A[j] = max(A[j] - cost, 0)
+          break
+        end
+        if at < now then break end
+      end
+      log_newest(j)
+      log_save(j)
     end
-    l.total = l.total + c
+  end
+
+  -- charges: take `cost` at `now` without asking, never beyond an exhausted state --------------
+  function charge(j)
+    local k = KIND[j]
+    if k == FIXED then
+      fixed_advance(j)
+      B[j] = min(B[j] + cost, LIMIT[j])
+    elseif k == BUCKET then
+      local start = max(A[j], now)
+      A[j] = min(start + cost * PERIOD[j], max(now + LIMIT[j] * PERIOD[j], start))
+    elseif k == COUNTER then
+      counter_advance(j)
+      C[j] = min(C[j] + cost, LIMIT[j])
+    else
+      log_advance(j)
+      local c = min(cost, max(LIMIT[j] - A[j], 0))
+      if c > 0 then log_add(j, c) end
+    end
+    save(j)
   end
 end
-function Counter.charge(l)
-  Counter.advance(l)
-  l.current = min(l.current + cost, l.limit)
-end
-function Bucket.charge(l)
-  local start = max(l.tat, now)
-  l.tat = min(start + cost * l.period, max(now + l.limit * l.period, start))
-end
-end
 
--- the decision -------------------------------------------------------------------------------
-local kinds = { f = Fixed, s = Log, c = Counter, b = Bucket }
-local layers = {}
+-- the batch ----------------------------------------------------------------------------------
+local reply = {}
+local r = 0
+local a = 2
 local k = 1
-for i = 1, n do
-  local base = 4 + (i - 1) * 3
-  local code = ARGV[base + 1]
-  local l = {
-    kind = kinds[lower(code)],
-    shadow = code ~= lower(code),
-    limit = tonumber(ARGV[base + 2]),
-    period = tonumber(ARGV[base + 3]),
-    key = KEYS[k],
-  }
-  if lower(code) == 's' then
-    l.key2 = KEYS[k + 1]
-    k = k + 2
-  else
-    k = k + 1
-  end
-  l.kind.load(l)
-  layers[i] = l
-end
-
-if refunding then
-  for i = 1, n do
-    layers[i].kind.refund(layers[i])
-  end
-  return { 1, now }
-end
-
-if charging then
-  for i = 1, n do
-    local l = layers[i]
-    l.kind.charge(l)
-    l.kind.save(l)
-  end
-  return { 1, now }
-end
-
-local outcomes = {}
-local all = true
-for i = 1, n do
-  local o = layers[i].kind.evaluate(layers[i])
-  outcomes[i] = o
-  if not o[1] and not layers[i].shadow then all = false end
-end
-
-if all and mode == 'd' then
-  for i = 1, n do
-    local l = layers[i]
-    if outcomes[i][1] then
-      outcomes[i] = l.kind.consume(l)
-      l.kind.save(l)
-    elseif l.trimmed then
-      -- A shadow layer that would deny consumes nothing.
-      l.kind.save(l)
+local args = #ARGV
+while a <= args do
+  local mode = ARGV[a]
+  local at = ARGV[a + 1]
+  redis_time = at == ''
+  if redis_time then
+    if not server_now then
+      local t = call('TIME')
+      server_now = t[1] * 1000000 + t[2]
     end
+    now = server_now
+  else
+    now = tonumber(at)
   end
-else
-  -- Nothing is consumed; a log whose expired entries were trimmed keeps its total in step.
-  for i = 1, n do
-    local l = layers[i]
-    if l.trimmed then l.kind.save(l) end
-  end
-end
+  cost = tonumber(ARGV[a + 2])
+  local n = tonumber(ARGV[a + 3])
+  a = a + 4
+  if n == 1 and mode == 'd' and byte(ARGV[a]) == FIXED then
+    -- One fixed_window layer, decided: the general path's steps, inline.
+    local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local key = KEYS[k]
+    a, k = a + 3, k + 1
+    local index, count, t, live = floor(now / period), 0, now, false
+    local v = call('GET', key)
+    if v then
+      local colon = find(v, ':', 1, true)
+      if colon then
+        local i, c = tonumber(sub(v, 1, colon - 1)), tonumber(sub(v, colon + 1))
+        -- A state of this window, or of a later one (a caller whose clock is behind).
+        if i and c and i >= index then
+          index, count, t, live = i, c, max(now, i * period), redis_time
+        end
+      end
+    end
+    local stop = (index + 1) * period
+    local allowed = count + cost <= limit
+    if allowed then
+      count = min(count + cost, limit)
+      local state
+      if index < 1e14 and count < 1e14 then
+        state = index .. ':' .. count
+      else
+        state = format('%.0f:%.0f', index, count)
+      end
+      if count == 0 or stop <= now then
+        call('DEL', key)
+      elseif live then
+        call('SET', key, state, 'KEEPTTL')
+      else
+        call('SET', key, state, 'PX', max(ceil((stop - now) / 1000), MIN_TTL_MS))
+      end
+    end
+    local reset = 0
+    if count > 0 then reset = stop - t end
+    reply[r + 1] = allowed and 1 or 0
+    reply[r + 2] = allowed and 1 or 0
+    reply[r + 3] = limit - count
+    reply[r + 4] = reset
+    reply[r + 5] = allowed and 0 or stop - t
+    reply[r + 6] = now
+    r = r + 6
+  else
+    for j = 1, n do
+      local code = byte(ARGV[a])
+      local shadow = code < 97
+      if shadow then code = code + UPPER end
+      KIND[j], SHADOW[j] = code, shadow
+      LIMIT[j], PERIOD[j] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      KEY[j] = KEYS[k]
+      TRIM[j] = false
+      if code == LOG then
+        KEY2[j] = KEYS[k + 1]
+        k = k + 2
+      else
+        k = k + 1
+      end
+      a = a + 3
+      load(j)
+    end
 
-local reply = { all and 1 or 0 }
-for i = 1, n do
-  local o = outcomes[i]
-  reply[#reply + 1] = o[1] and 1 or 0
-  reply[#reply + 1] = o[2]
-  reply[#reply + 1] = o[3]
-  reply[#reply + 1] = o[4]
+    if mode == 'd' or mode == 'e' then
+      local all = true
+      for j = 1, n do
+        evaluate(j)
+        if not OK[j] and not SHADOW[j] then all = false end
+      end
+      if all and mode == 'd' then
+        for j = 1, n do
+          if OK[j] then
+            consume(j)
+            save(j)
+          elseif TRIM[j] then
+            -- A shadow layer that would deny consumes nothing.
+            save(j)
+          end
+        end
+      else
+        -- Nothing is consumed; a log whose expired entries were trimmed keeps its total in step.
+        for j = 1, n do
+          if TRIM[j] then save(j) end
+        end
+      end
+      r = r + 1
+      reply[r] = all and 1 or 0
+      for j = 1, n do
+        reply[r + 1] = OK[j] and 1 or 0
+        reply[r + 2] = REM[j]
+        reply[r + 3] = RESET[j]
+        reply[r + 4] = RETRY[j]
+        r = r + 4
+      end
+    else
+      local apply = mode == 'r' and refund or charge
+      for j = 1, n do apply(j) end
+      r = r + 1
+      reply[r] = 1
+      for _ = 1, 4 * n do
+        r = r + 1
+        reply[r] = 0
+      end
+    end
+    r = r + 1
+    reply[r] = now
+  end
 end
-reply[#reply + 1] = now
 return reply

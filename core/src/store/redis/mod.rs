@@ -51,10 +51,12 @@ use crate::link::{Client, Connection, RedisLocation};
 use crate::store::{StoreClock, StoreConfig};
 
 mod alone;
+mod batch;
 mod connection;
 mod failure;
 mod slots;
 
+use batch::{Combiner, Encoded, Needs};
 pub use connection::ShardMap;
 pub use failure::{Failed, StoreFailure};
 
@@ -85,6 +87,8 @@ pub struct RedisStore {
     local_clock: bool,
     /// When it was made (its health, on its own, is `ok` since then).
     since: Timestamp,
+    /// Concurrent callers' decisions, sent together.
+    combiner: Combiner,
 }
 
 impl fmt::Debug for RedisStore {
@@ -139,6 +143,7 @@ impl RedisStore {
             timeout: shared.timeout.0,
             local_clock: shared.clock == StoreClock::Local,
             since: SystemClock.now(),
+            combiner: Combiner::default(),
         })
     }
 
@@ -161,8 +166,8 @@ impl RedisStore {
         key
     }
 
-    /// The `EVALSHA` of one decision.
-    fn command(&self, mode: Mode, layers: &[Layer<'_>], cost: u64, now: Timestamp) -> redis::Cmd {
+    /// One decision's part of a script call (see [`Encoded`]).
+    fn encode(&self, mode: Mode, layers: &[Layer<'_>], cost: u64, now: Timestamp) -> Encoded {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(layers.len() + 1);
         let mut args: Vec<String> = Vec::with_capacity(4 + 3 * layers.len());
         args.push(
@@ -181,15 +186,19 @@ impl RedisStore {
         });
         args.push(cost.to_string());
         args.push(layers.len().to_string());
+        let mut needs = if layers.len() == 1 && mode == Mode::Decide {
+            Needs::default()
+        } else {
+            Needs::GENERAL
+        };
         for layer in layers {
-            let key = self.key(layer);
             let quota = layer.quota;
             let (code, period) = match quota.algorithm() {
-                Algorithm::FixedWindow => ("f", quota.period()),
-                Algorithm::SlidingWindow => ("s", quota.period()),
-                Algorithm::SlidingWindowCounter => ("c", quota.period()),
+                Algorithm::FixedWindow => (b'f', quota.period()),
+                Algorithm::SlidingWindow => (b's', quota.period()),
+                Algorithm::SlidingWindowCounter => (b'c', quota.period()),
                 Algorithm::TokenBucket => (
-                    "b",
+                    b'b',
                     quota
                         .emission_interval()
                         .unwrap_or(Duration::from_micros(1)),
@@ -197,15 +206,13 @@ impl RedisStore {
             };
             // The algorithm is part of the key: a rule whose algorithm changes starts afresh
             // instead of reading another algorithm's state.
-            let mut key = key;
-            key.extend_from_slice(code.as_bytes());
-            // Upper case marks a shadow layer: its denial denies nothing.
-            let code = if layer.shadow {
-                code.to_ascii_uppercase()
-            } else {
-                code.to_owned()
-            };
-            if code == "s" || code == "S" {
+            let mut key = self.key(layer);
+            key.push(code);
+            needs = needs.with(Needs::algorithm(code));
+            if code != b'f' || layer.shadow {
+                needs = needs.with(Needs::GENERAL);
+            }
+            if code == b's' {
                 let mut total = key.clone();
                 total.extend_from_slice(b":total");
                 keys.push(key);
@@ -213,16 +220,47 @@ impl RedisStore {
             } else {
                 keys.push(key);
             }
-            args.push(code);
+            // Upper case marks a shadow layer: its denial denies nothing.
+            let code = if layer.shadow {
+                code.to_ascii_uppercase()
+            } else {
+                code
+            };
+            args.push(char::from(code).to_string());
             args.push(quota.limit().to_string());
             args.push(period.as_micros().to_string());
         }
+        Encoded {
+            keys,
+            args,
+            layers: layers.len(),
+            needs,
+        }
+    }
+
+    /// The `EVALSHA` of `decisions`, decided in order in one script call.
+    fn call_of<'e>(&self, decisions: impl IntoIterator<Item = &'e Encoded> + Clone) -> redis::Cmd {
+        let (count, needs) = decisions
+            .clone()
+            .into_iter()
+            .fold((0, Needs::default()), |(count, needs), d| {
+                (count + d.keys.len(), needs.with(d.needs))
+            });
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(keys.len())
-            .arg(keys)
-            .arg(args);
+        cmd.arg(self.script.get_hash()).arg(count);
+        for d in decisions.clone() {
+            cmd.arg(&d.keys);
+        }
+        cmd.arg(needs.letters());
+        for d in decisions {
+            cmd.arg(&d.args);
+        }
         cmd
+    }
+
+    /// The `EVALSHA` of one decision.
+    fn command(&self, mode: Mode, layers: &[Layer<'_>], cost: u64, now: Timestamp) -> redis::Cmd {
+        self.call_of([&self.encode(mode, layers, cost, now)])
     }
 
     /// Each call's deadline (`store.timeout`).
@@ -248,8 +286,10 @@ impl RedisStore {
             Vec::new()
         };
         if groups.len() <= 1 {
-            let replies = self.run(&[self.command(Mode::Decide, layers, cost, now)])?;
-            let (all, used) = read_reply(&replies[0], outcomes)?;
+            let encoded = self.encode(Mode::Decide, layers, cost, now);
+            let reply = self.decide_combined(vec![encoded], None).pop();
+            let reply = reply.unwrap_or_else(|| Err(no_reply()))?;
+            let (all, used) = read_reply(&reply, outcomes)?;
             times.fill(Timestamp::from_micros(used));
             return Ok(all);
         }
@@ -310,27 +350,34 @@ impl RedisStore {
         Ok(true)
     }
 
-    /// Applies refunds and charges, one script call each, all in one round trip.
+    /// Applies refunds and charges: one script call on a single node, one per slot on a
+    /// cluster, all in one round trip.
     pub fn adjust(&self, ops: &[(Layer<'_>, Adjustment)]) -> Result<(), Failed> {
-        let commands: Vec<redis::Cmd> = ops
+        let encoded: Vec<Encoded> = ops
             .iter()
-            .map(|(layer, adjustment)| match *adjustment {
-                Adjustment::Refund { cost, at } => {
-                    self.command(Mode::Refund, std::slice::from_ref(layer), cost, at)
-                }
-                Adjustment::Charge { cost, at } => {
-                    self.command(Mode::Charge, std::slice::from_ref(layer), cost, at)
-                }
+            .map(|(layer, adjustment)| {
+                let (mode, cost, at) = match *adjustment {
+                    Adjustment::Refund { cost, at } => (Mode::Refund, cost, at),
+                    Adjustment::Charge { cost, at } => (Mode::Charge, cost, at),
+                };
+                self.encode(mode, std::slice::from_ref(layer), cost, at)
             })
             .collect();
-        if commands.is_empty() {
+        if encoded.is_empty() {
             return Ok(());
         }
-        self.run(&commands).map(|_| ())
+        let all: Vec<&Encoded> = encoded.iter().collect();
+        let failed: Vec<Failed> = self
+            .run_batched(&all, self.timeout)
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        Failed::merge(failed).map_or(Ok(()), Err)
     }
 
-    /// Several decisions in one round trip (a pipeline of script calls, each atomic on its
-    /// own): `(layers, cost, now)` each, their outcomes written to the matching slice, each
+    /// Several decisions in one round trip, in as few script calls as the store allows (one
+    /// on a single node, one per slot on a cluster; see the `batch` module), each
+    /// all-or-nothing on its own: `(layers, cost, now)` each, their outcomes written to the matching slice, each
     /// with its own result (on a cluster, a node down fails only the decisions it holds). On a
     /// cluster, decisions spanning several slots are taken one by one
     /// ([`decide`](Self::decide)).
@@ -355,15 +402,14 @@ impl RedisStore {
         if simple.is_empty() {
             return verdicts;
         }
-        let commands: Vec<redis::Cmd> = simple
+        let encoded: Vec<Encoded> = simple
             .iter()
             .map(|&i| {
                 let (layers, cost, now) = batch[i];
-                self.command(Mode::Decide, layers, cost, now)
+                self.encode(Mode::Decide, layers, cost, now)
             })
             .collect();
-        let budget = queued.map_or(self.timeout, |q| self.timeout.saturating_sub(q.elapsed()));
-        let replies = self.run_each_within(&commands, budget);
+        let replies = self.decide_combined(encoded, queued);
         for (&i, reply) in simple.iter().zip(replies) {
             verdicts[i] = reply.and_then(|r| Ok(read_reply(&r, outcomes[i])?.0));
         }
@@ -379,6 +425,11 @@ impl RedisStore {
     pub(crate) fn is_cluster(&self) -> bool {
         self.client.is_cluster()
     }
+}
+
+/// The failure of a decision the store answered nothing for.
+fn no_reply() -> Failed {
+    StoreFailure::Redis("no reply to a decision".into()).into()
 }
 
 /// One script reply: `[all, then allowed, remaining, reset_after, retry_after per layer, the

@@ -1,0 +1,305 @@
+//! Many decisions in one script call.
+//!
+//! Redis's CPU per decision is what every gateway sharing it pays for, and most of what one
+//! `EVALSHA` costs it is the call itself (reading the command, starting the script, writing the
+//! reply), not the decision. So decisions that wait at the same time go to Redis together:
+//!
+//! - **Batches** ([`RedisStore::run_batched`]): decisions sent together are one script call
+//!   per hash slot on a cluster, one call on a single node — at most [`PER_CALL`] decisions
+//!   each, so that no call holds Redis for long — decided in order, each all-or-nothing
+//!   across its layers, each with its own reply.
+//! - **Combining** ([`RedisStore::decide_combined`]): concurrent callers — of
+//!   [`decide`](RedisStore::decide) (Rust threads, Python threads) and of
+//!   [`decide_many`](RedisStore::decide_many) (`check_many`, the Node dispatcher's threads) —
+//!   queue their encoded decisions. A caller that finds fewer than [`IN_FLIGHT`] calls on
+//!   their way leads: it takes everything queued, its own decisions last, sends it as one
+//!   batch and hands each waiter its replies; if callers queued meanwhile, the first of them
+//!   leads next. Nobody waits for a batch to fill: a batch is whatever queued while the
+//!   connection was busy, and a caller alone goes straight through (one call, as without
+//!   combining).
+//!
+//! A queued caller's wait counts against its deadline (`store.timeout`): a batch is given what
+//! is left of its oldest member's, and a caller still queued when its own passes leaves the
+//! queue with a timeout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::slots::hash_slot;
+use super::{Failed, RedisStore, StoreFailure};
+
+/// The most decisions one script call takes (at a few µs each, a call holds Redis well under a
+/// millisecond).
+pub(super) const PER_CALL: usize = 128;
+
+/// Combined calls on their way to Redis at once: while one is on the server, the next gathers.
+pub(super) const IN_FLIGHT: usize = 2;
+
+/// One decision's part of a script call: its keys and its arguments (see `decide.lua`), how
+/// many layers it has (its reply is `2 + 4 × layers` numbers), and which parts of the script
+/// it needs ([`Needs`]).
+#[derive(Debug, Clone)]
+pub(super) struct Encoded {
+    pub(super) keys: Vec<Vec<u8>>,
+    pub(super) args: Vec<String>,
+    pub(super) layers: usize,
+    pub(super) needs: Needs,
+}
+
+/// The parts of the script a call needs (its `ARGV[1]`): the algorithms its layers use, and
+/// whether any decision takes the general path (anything but one `fixed_window` layer
+/// decided).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Needs(u8);
+
+impl Needs {
+    const LETTERS: [u8; 5] = *b"fscbx";
+    pub(super) const GENERAL: Needs = Needs(1 << 4);
+
+    /// The algorithm with this code (`f`, `s`, `c`, `b`).
+    pub(super) fn algorithm(code: u8) -> Needs {
+        Needs::LETTERS
+            .iter()
+            .position(|&l| l == code)
+            .map_or(Needs::GENERAL, |i| Needs(1 << i))
+    }
+
+    pub(super) fn with(self, other: Needs) -> Needs {
+        Needs(self.0 | other.0)
+    }
+
+    /// As the script reads it.
+    pub(super) fn letters(self) -> String {
+        Needs::LETTERS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, &l)| char::from(l))
+            .collect()
+    }
+}
+
+impl Encoded {
+    fn reply_len(&self) -> usize {
+        2 + 4 * self.layers
+    }
+
+    /// The hash slot its keys live in (one: a decision whose layers span several slots is not
+    /// batched).
+    fn slot(&self) -> u16 {
+        self.keys.first().map_or(0, |k| hash_slot(k))
+    }
+}
+
+/// The callers waiting to be sent, and how many combined calls are on their way.
+#[derive(Debug, Default)]
+pub(super) struct Combiner {
+    state: Mutex<Combining>,
+}
+
+#[derive(Debug, Default)]
+struct Combining {
+    queue: Vec<Arc<Waiter>>,
+    in_flight: usize,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    decisions: Vec<Encoded>,
+    queued: Instant,
+    state: Mutex<Turn>,
+    wake: Condvar,
+}
+
+#[derive(Debug)]
+enum Turn {
+    Waiting,
+    /// Lead the next batch: everything queued.
+    Lead,
+    Done(Vec<Result<Vec<i64>, Failed>>),
+}
+
+impl RedisStore {
+    /// Decides `decisions` (each within one slot), in script calls shared with whatever other
+    /// callers' decisions are waiting (see the module docs); answers each one's reply, in
+    /// order. `queued`: when they began waiting, if before this call.
+    pub(super) fn decide_combined(
+        &self,
+        decisions: Vec<Encoded>,
+        queued: Option<Instant>,
+    ) -> Vec<Result<Vec<i64>, Failed>> {
+        let count = decisions.len();
+        let me = Arc::new(Waiter {
+            decisions,
+            queued: queued.unwrap_or_else(Instant::now),
+            state: Mutex::new(Turn::Waiting),
+            wake: Condvar::new(),
+        });
+        let batch = {
+            let mut state = self.combiner.state.lock();
+            if state.in_flight < IN_FLIGHT {
+                state.in_flight += 1;
+                let mut batch = std::mem::take(&mut state.queue);
+                batch.push(Arc::clone(&me));
+                Some(batch)
+            } else {
+                state.queue.push(Arc::clone(&me));
+                None
+            }
+        };
+        if let Some(batch) = batch {
+            self.lead(batch);
+        } else {
+            self.wait_turn(&me);
+        }
+        match std::mem::replace(&mut *me.state.lock(), Turn::Waiting) {
+            Turn::Done(replies) => replies,
+            Turn::Waiting | Turn::Lead => {
+                let lost =
+                    StoreFailure::Redis("a combined decision was left without a reply".into());
+                vec![Err(lost.into()); count]
+            }
+        }
+    }
+
+    /// Waits until `me` is decided or must lead; leads when it must.
+    fn wait_turn(&self, me: &Arc<Waiter>) {
+        let deadline = me.queued + self.timeout;
+        let mut turn = me.state.lock();
+        loop {
+            match *turn {
+                Turn::Done(_) => return,
+                Turn::Lead => {
+                    drop(turn);
+                    let batch = std::mem::take(&mut self.combiner.state.lock().queue);
+                    self.lead(batch);
+                    return;
+                }
+                Turn::Waiting => {}
+            }
+            if me.wake.wait_until(&mut turn, deadline).timed_out() {
+                // Still queued past its deadline, and not chosen to lead: it leaves the queue.
+                // Taken into a batch already: that batch answers within its own deadline.
+                drop(turn);
+                let mut state = self.combiner.state.lock();
+                turn = me.state.lock();
+                if matches!(*turn, Turn::Waiting) {
+                    let before = state.queue.len();
+                    state.queue.retain(|w| !Arc::ptr_eq(w, me));
+                    if state.queue.len() < before {
+                        let late = Err(StoreFailure::Timeout.into());
+                        *turn = Turn::Done(vec![late; me.decisions.len()]);
+                        return;
+                    }
+                }
+                drop(state);
+                while matches!(*turn, Turn::Waiting) {
+                    me.wake.wait(&mut turn);
+                }
+            }
+        }
+    }
+
+    /// Sends `batch` (this caller's decision among them) and hands out the replies; then gives
+    /// the lead to the first caller that queued meanwhile, or gives its place in flight back.
+    fn lead(&self, batch: Vec<Arc<Waiter>>) {
+        if !batch.is_empty() {
+            let oldest = batch
+                .iter()
+                .map(|w| w.queued)
+                .min()
+                .unwrap_or_else(Instant::now);
+            let budget = self.timeout.saturating_sub(oldest.elapsed());
+            let decisions: Vec<&Encoded> = batch.iter().flat_map(|w| &w.decisions).collect();
+            let mut replies = self.run_batched(&decisions, budget).into_iter();
+            for waiter in &batch {
+                let own = replies.by_ref().take(waiter.decisions.len()).collect();
+                *waiter.state.lock() = Turn::Done(own);
+                waiter.wake.notify_one();
+            }
+        }
+        let mut state = self.combiner.state.lock();
+        match state.queue.first() {
+            Some(next) => {
+                *next.state.lock() = Turn::Lead;
+                next.wake.notify_one();
+            }
+            None => state.in_flight -= 1,
+        }
+    }
+
+    /// Decides `decisions` (each within one slot) in as few script calls as the cluster allows
+    /// — one per slot, at most [`PER_CALL`] decisions each — all in one round trip within
+    /// `budget`; answers each decision's own reply, in order.
+    pub(super) fn run_batched(
+        &self,
+        decisions: &[&Encoded],
+        budget: Duration,
+    ) -> Vec<Result<Vec<i64>, Failed>> {
+        // The calls: each a list of decision indexes, in order.
+        let mut calls: Vec<(u16, Vec<usize>)> = Vec::new();
+        let cluster = self.is_cluster();
+        for (i, d) in decisions.iter().enumerate() {
+            let slot = if cluster { d.slot() } else { 0 };
+            match calls
+                .iter_mut()
+                .rev()
+                .find(|(s, members)| *s == slot && members.len() < PER_CALL)
+            {
+                Some((_, members)) => members.push(i),
+                None => calls.push((slot, vec![i])),
+            }
+        }
+        let commands: Vec<redis::Cmd> = calls
+            .iter()
+            .map(|(_, members)| self.call_of(members.iter().map(|&i| decisions[i])))
+            .collect();
+        let mut out: Vec<Option<Result<Vec<i64>, Failed>>> = vec![None; decisions.len()];
+        for ((_, members), reply) in calls.iter().zip(self.run_each_within(&commands, budget)) {
+            match reply.and_then(|r| split(&r, members.iter().map(|&i| decisions[i]))) {
+                Ok(parts) => {
+                    for (&i, part) in members.iter().zip(parts) {
+                        out[i] = Some(Ok(part));
+                    }
+                }
+                Err(f) => {
+                    for &i in members {
+                        out[i] = Some(Err(f.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(
+                    || Err(StoreFailure::Redis("no reply to a decision".into()).into()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One call's reply cut into its decisions' replies.
+fn split<'e>(
+    reply: &[i64],
+    decisions: impl Iterator<Item = &'e Encoded> + Clone,
+) -> Result<Vec<Vec<i64>>, Failed> {
+    let expected: usize = decisions.clone().map(Encoded::reply_len).sum();
+    if reply.len() != expected {
+        return Err(StoreFailure::Redis(format!(
+            "the decision script answered {} values where {expected} were due",
+            reply.len()
+        ))
+        .into());
+    }
+    let mut at = 0;
+    Ok(decisions
+        .map(|d| {
+            let part = reply[at..at + d.reply_len()].to_vec();
+            at += d.reply_len();
+            part
+        })
+        .collect())
+}
