@@ -113,7 +113,7 @@ export interface Report {
   /** How many minutes `per_minute` covers. */
   horizon_minutes: number
   source: 'memory' | 'stream'
-  store_kind: 'memory' | 'redis' | 'redis_cluster' | null
+  store_kind: 'memory' | 'redis' | 'redis_cluster' | 'redis_sentinel' | null
   /** Why the shared store is failing now (decisions fall back); null when it is not. */
   store_failure: string | null
   /** Every minute of the horizon that saw traffic, oldest first. */
@@ -403,7 +403,7 @@ export declare class Engine extends EventEmitter {
    */
   recordResponse (method: string, path: string, status: number, latencyMs: number): void
 
-  readonly storeKind: 'memory' | 'redis' | 'redis_cluster'
+  readonly storeKind: 'memory' | 'redis' | 'redis_cluster' | 'redis_sentinel'
   readonly mayWait: boolean
   readonly hasAuth: boolean
   /** Whether some rule is keyed on the client address (`key = "ip"`). */

@@ -692,7 +692,7 @@ class Engine extends EventEmitter {
     this._recordResponse(method, path, status, latencyMs)
   }
 
-  /** The configured store: `memory`, `redis` or `redis_cluster`. */
+  /** The configured store: `memory`, `redis`, `redis_cluster` or `redis_sentinel`. */
   get storeKind () { return this._inner.storeKind }
   /** Whether a check may wait on the network (the store is Redis). */
   get mayWait () { return this._mayWait }

@@ -104,16 +104,6 @@ fn eight_threads_on_one_key_admit_exactly_the_limit() {
     }
 }
 
-/// Script calls Redis has run since its statistics were last reset.
-fn script_calls(server: &RedisServer) -> u64 {
-    let stats = server.command("INFO commandstats");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("a count"))
-}
-
 #[test]
 fn concurrent_callers_share_script_calls_and_admit_exactly_the_limit() {
     let server = RedisServer::start();
@@ -131,7 +121,7 @@ fn concurrent_callers_share_script_calls_and_admit_exactly_the_limit() {
         let total: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
         assert_eq!(total, 100, "{path}: 320 requests from 32 threads");
         // Callers that waited while calls were on their way went to Redis together.
-        let calls = script_calls(&server);
+        let calls = server.evalsha_calls();
         assert!(
             (1..320).contains(&calls),
             "{path}: {calls} script calls for 320 decisions"
@@ -301,7 +291,7 @@ fn check_many_decides_a_batch_in_one_round_trip_with_the_same_meaning() {
     let decisions = engine.check_many(&requests);
     assert_eq!(decisions.len(), 250);
     // One script call a batch of at most 128 decisions.
-    assert_eq!(script_calls(&server), 2);
+    assert_eq!(server.evalsha_calls(), 2);
     let mut admitted = std::collections::BTreeMap::<&str, usize>::new();
     for (request, d) in requests.iter().zip(&decisions) {
         let d = d.as_ref().expect("decision");
@@ -561,4 +551,81 @@ fn the_redis_store_alone_decides_through_the_store_trait() {
     server.kill();
     let e = store.decide_one(&layer, 1, now).expect_err("Redis is gone");
     assert_eq!(e.kind(), floodwall::ErrorKind::StoreUnavailable, "{e}");
+}
+
+/// Bytes of Redis memory a key of each algorithm takes (`MEMORY USAGE`, key and value with
+/// Redis's overhead), one active key each, as docs/REDIS.md states them.
+#[test]
+fn each_algorithm_keeps_a_small_state_per_key() {
+    let server = RedisServer::start();
+    let engine = engine(&server, "mem:", "deny");
+    let subject = "user-0123456789";
+    for path in ["/fixed", "/log", "/bucket", "/layered"] {
+        for _ in 0..3 {
+            assert!(
+                engine
+                    .check(&Request::new("GET", path).subject(subject))
+                    .expect("decision")
+                    .allowed()
+            );
+        }
+    }
+    let keys = server.command("KEYS mem:*");
+    let mut usage: Vec<(String, u64)> = keys
+        .lines()
+        .filter(|l| l.starts_with("mem:"))
+        .map(|key| {
+            let reply = server.command(&format!("MEMORY USAGE {key} SAMPLES 0"));
+            let bytes = reply
+                .trim()
+                .trim_start_matches(':')
+                .parse()
+                .expect("a size");
+            (key.to_owned(), bytes)
+        })
+        .collect();
+    usage.sort();
+    eprintln!("{usage:?}");
+    // Per key, beyond its name: at most 80 bytes (fixed window 72, token bucket 55, sliding
+    // counter 69, the log's `:total` 52 on Redis 7.0); the sliding log's list, here three
+    // entries (one per distinct time), at most 240.
+    for (key, bytes) in &usage {
+        let most = if key.ends_with("}s") { 240 } else { 80 };
+        let state = bytes - key.len() as u64;
+        assert!(state <= most, "{key}: {bytes} bytes");
+    }
+    assert_eq!(usage.len(), 6, "{usage:?}");
+}
+
+/// A Redis at `maxmemory` with `noeviction` refuses writes: that is a store failure of its own
+/// kind (`out_of_memory`), the fallback decides meanwhile, and nothing is written.
+#[test]
+fn a_redis_out_of_memory_is_a_failure_of_its_own_kind() {
+    let server = RedisServer::start();
+    let engine = engine(&server, "oom:", "fallback");
+    let request = Request::new("GET", "/fixed").subject("oom");
+    assert_eq!(
+        engine.check(&request).expect("decision").store(),
+        StoreUsed::Redis
+    );
+    server.command("CONFIG SET maxmemory-policy noeviction");
+    server.command("CONFIG SET maxmemory 1");
+    // Each refused call is decided by the fallback; a few of them and the store is degraded.
+    for _ in 0..20 {
+        let d = engine.check(&request).expect("a decision");
+        assert_eq!(d.store(), StoreUsed::Fallback);
+        if engine.store_health().reason_kind.is_some() {
+            break;
+        }
+    }
+    let health = engine.store_health();
+    assert_eq!(health.reason_kind, Some("out_of_memory"), "{health:?}");
+    assert!(
+        health.reason.as_deref().unwrap_or("").contains("OOM"),
+        "{health:?}"
+    );
+    server.command("CONFIG SET maxmemory 0");
+    // One admission on Redis (before): the refused call wrote nothing.
+    let state = server.command("GET oom:{fixed/0/=}f");
+    assert!(state.trim_end().ends_with(":1"), "{state:?}");
 }

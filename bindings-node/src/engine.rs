@@ -539,14 +539,10 @@ impl Engine {
         self.core.set_access_lists(&lists).js()
     }
 
-    /// The configured store: `memory`, `redis` or `redis_cluster`.
+    /// The configured store: `memory`, `redis`, `redis_cluster` or `redis_sentinel`.
     #[napi(getter)]
     pub fn store_kind(&self) -> &'static str {
-        match self.core.store_kind() {
-            StoreKind::Memory => "memory",
-            StoreKind::Redis => "redis",
-            StoreKind::RedisCluster => "redis_cluster",
-        }
+        self.core.store_kind().as_str()
     }
 
     /// Whether a check may wait on the network (the store is Redis).

@@ -618,14 +618,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The configured store: `memory`, `redis` or `redis_cluster`.
+    /// The configured store: `memory`, `redis`, `redis_cluster` or `redis_sentinel`.
     #[getter]
     fn store_kind(&self) -> &'static str {
-        match self.core.store_kind() {
-            StoreKind::Memory => "memory",
-            StoreKind::Redis => "redis",
-            StoreKind::RedisCluster => "redis_cluster",
-        }
+        self.core.store_kind().as_str()
     }
 
     /// Whether `check` may wait on the network (the store is Redis): the async variants then

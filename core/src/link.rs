@@ -1,7 +1,9 @@
 //! Redis connections, for everything in floodwall that talks to Redis: the store, the stream
 //! sink and the stream reader.
 //!
-//! - [`RedisLocation`]: one server by URL, or a cluster by seed URLs.
+//! - [`RedisLocation`]: one server by URL, a cluster by seed URLs, or the primary that Redis
+//!   Sentinel names (asked again on every connection, so that a connection made after a
+//!   failover goes to the promoted replica).
 //! - [`Client`]: what connects there (nothing connects when it is made), and [`Connection`]:
 //!   a multiplexed connection to a node (or one that reconnects by itself, for the store), or
 //!   a cluster connection that follows `MOVED`/`ASK`. A `Connection` is a
@@ -33,6 +35,13 @@ pub enum RedisLocation {
     Node(String),
     /// A cluster, by seed node URLs.
     Cluster(Vec<String>),
+    /// The primary that the sentinels at these URLs monitor under the name `master`.
+    Sentinel {
+        /// The sentinels' URLs.
+        sentinels: Vec<String>,
+        /// The monitored name.
+        master: String,
+    },
 }
 
 impl RedisLocation {
@@ -64,6 +73,15 @@ impl RedisLocation {
                     .map(|c| Client::Cluster(Box::new(c)))
                     .map_err(|e| Error::config(field, format!("not Redis URLs ({urls:?}): {e}")))
             }
+            RedisLocation::Sentinel { sentinels, master } => {
+                redis::sentinel::Sentinel::build(sentinels.clone()).map_err(|e| {
+                    Error::config(field, format!("not sentinel URLs ({sentinels:?}): {e}"))
+                })?;
+                Ok(Client::Sentinel {
+                    sentinels: sentinels.clone(),
+                    master: master.clone(),
+                })
+            }
         }
     }
 }
@@ -73,6 +91,9 @@ impl fmt::Display for RedisLocation {
         match self {
             RedisLocation::Node(url) => f.write_str(url),
             RedisLocation::Cluster(urls) => write!(f, "cluster {}", urls.join(",")),
+            RedisLocation::Sentinel { sentinels, master } => {
+                write!(f, "{master} through sentinels {}", sentinels.join(","))
+            }
         }
     }
 }
@@ -81,6 +102,11 @@ impl fmt::Display for RedisLocation {
 pub(crate) enum Client {
     Node(redis::Client),
     Cluster(Box<ClusterClient>),
+    /// Resolved through the sentinels on every connection.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
 }
 
 /// A connection made by a [`Client`]; cheap to clone (clones share the connection).
@@ -102,17 +128,21 @@ impl Client {
         timeout: Duration,
         response_timeout: Option<Duration>,
     ) -> redis::RedisResult<Connection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(response_timeout);
         match self {
-            Client::Node(client) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(response_timeout);
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map(Connection::Node)
-            }
+            Client::Node(client) => client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(Connection::Node),
             Client::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+            Client::Sentinel { .. } => self
+                .primary()
+                .await?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(Connection::Node),
         }
     }
 
@@ -124,18 +154,34 @@ impl Client {
         timeout: Duration,
         response_timeout: Duration,
     ) -> redis::RedisResult<Connection> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(response_timeout));
         match self {
-            Client::Node(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(0)
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(response_timeout));
-                ConnectionManager::new_with_config(client.clone(), config)
+            Client::Node(client) => ConnectionManager::new_with_config(client.clone(), config)
+                .await
+                .map(Connection::Managed),
+            Client::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+            // It reconnects to the same server; after a failover that one refuses writes or is
+            // gone, the store's probe finds the new primary and the store connects again.
+            Client::Sentinel { .. } => {
+                ConnectionManager::new_with_config(self.primary().await?, config)
                     .await
                     .map(Connection::Managed)
             }
-            Client::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
         }
+    }
+
+    /// The primary the sentinels name now (the first sentinel that answers is asked, and the
+    /// server it names must say it is a primary).
+    async fn primary(&self) -> redis::RedisResult<redis::Client> {
+        let Client::Sentinel { sentinels, master } = self else {
+            unreachable!("asked of a sentinel client")
+        };
+        redis::sentinel::Sentinel::build(sentinels.clone())?
+            .async_master_for(master, None)
+            .await
     }
 
     /// Whether it connects to a cluster.

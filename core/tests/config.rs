@@ -237,6 +237,36 @@ fn each_store_kind_takes_only_its_own_fields() {
     assert_eq!(memory.store.kind(), StoreKind::Memory);
     assert!(memory.store.shared().is_none());
     assert_eq!(memory.store.max_keys(), 9);
+    // Sentinel: the sentinels and the monitored name, and nothing of the other kinds.
+    let config = Config::from_toml(
+        "[store]\nkind = \"redis_sentinel\"\nsentinels = [\"redis://a:26379\"]\nmaster = \"m\"",
+    )
+    .expect("config");
+    let StoreConfig::RedisSentinel(sentinel) = &config.store else {
+        panic!("a sentinel store: {:?}", config.store)
+    };
+    assert_eq!(
+        (sentinel.sentinels.as_slice(), sentinel.master.as_str()),
+        (["redis://a:26379".to_owned()].as_slice(), "m")
+    );
+    assert_eq!(config.store.kind().as_str(), "redis_sentinel");
+    for (toml, named) in [
+        (
+            "kind = \"redis_sentinel\"\nurl = \"redis://a:1\"",
+            "`url` is a field of kind = \"redis\"",
+        ),
+        (
+            "kind = \"redis\"\nurl = \"redis://a:1\"\nmaster = \"m\"",
+            "`master` is a field of kind = \"redis_sentinel\"",
+        ),
+        (
+            "sentinels = [\"redis://a:1\"]",
+            "`sentinels` is a field of kind = \"redis_sentinel\"",
+        ),
+    ] {
+        let (_, message) = toml_err(&format!("[store]\n{toml}"));
+        assert!(message.contains(named), "{toml}: {message}");
+    }
     // The same from JSON.
     let json = Config::from_json(r#"{"store": {"kind": "memory", "url": "redis://x:1"}}"#)
         .map(|_| ())
@@ -252,6 +282,20 @@ fn store_and_reserved_sections() {
     let (field, message) = toml_err("[store]\nkind = \"redis\"");
     assert_eq!(field, "store.url");
     assert!(message.contains("needs a url"), "{message}");
+    let (field, message) = toml_err("[store]\nkind = \"redis_sentinel\"\nmaster = \"m\"");
+    assert_eq!(field, "store.sentinels");
+    assert!(message.contains("needs the sentinels' URLs"), "{message}");
+    let (field, message) =
+        toml_err("[store]\nkind = \"redis_sentinel\"\nsentinels = [\"redis://a:26379\"]");
+    assert_eq!(field, "store.master");
+    assert!(
+        message.contains("the name the sentinels monitor"),
+        "{message}"
+    );
+    let (field, _) = toml_err(
+        "[store]\nkind = \"redis_sentinel\"\nsentinels = [\"redis://a:1\", \"a:2\"]\nmaster = \"m\"",
+    );
+    assert_eq!(field, "store.sentinels[1]");
     // A bad Redis URL says what is wrong with it.
     for (url, why) in [
         (

@@ -107,25 +107,7 @@ impl RedisServer {
 
     /// Sends one command (inline protocol) and returns the raw reply.
     pub fn command(&self, command: &str) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        stream
-            .write_all(format!("{command}\r\n").as_bytes())
-            .expect("send");
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 65536];
-        // Read until the reply is complete: one read is enough for the short replies used here,
-        // but a large SCAN page may need more.
-        loop {
-            let n = stream.read(&mut buf).unwrap_or(0);
-            reply.extend_from_slice(&buf[..n]);
-            if n < buf.len() {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&reply).into_owned()
+        command_on(self.port, command)
     }
 
     /// How many `EVALSHA` calls this server has answered.
@@ -161,6 +143,30 @@ impl Drop for RedisServer {
         self.kill();
         std::fs::remove_dir_all(&self.dir).ok();
     }
+}
+
+/// Sends one command (inline protocol) to the server on `port` and returns the raw reply.
+pub fn command_on(port: u16, command: &str) -> String {
+    try_command_on(port, command).expect("connect to redis")
+}
+
+/// [`command_on`], `None` when nothing answers on `port`.
+pub fn try_command_on(port: u16, command: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 65536];
+    // Read until the reply is complete: one read is enough for the short replies used here,
+    // but a large SCAN page may need more.
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        reply.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            break;
+        }
+    }
+    Some(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// A Redis Cluster of three primaries (no replicas) on free loopback ports.
@@ -257,5 +263,123 @@ impl RedisCluster {
     /// `EVALSHA` calls its nodes have answered.
     pub fn evalsha_calls(&self) -> u64 {
         self.nodes.iter().map(RedisServer::evalsha_calls).sum()
+    }
+}
+
+/// A primary, one replica of it, and three sentinels watching them (quorum 2; a primary
+/// silent for 1 s is down), on free loopback ports.
+pub struct RedisSentinels {
+    /// The primary the group starts with.
+    pub primary: RedisServer,
+    /// Its replica (promoted when the primary is killed).
+    pub replica: RedisServer,
+    sentinels: Vec<(Child, u16, PathBuf)>,
+}
+
+/// The name the sentinels monitor the primary by.
+pub const SENTINEL_MASTER: &str = "fwprimary";
+
+impl RedisSentinels {
+    /// Starts the group and waits (at most 30 s) until the replica is in sync and every
+    /// sentinel knows the replica and the two other sentinels.
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_with(
+            free_port(),
+            &["--replicaof", "127.0.0.1", &primary.port().to_string()],
+        );
+        let sentinels = (0..3)
+            .map(|_| {
+                let port = free_port();
+                let dir = std::env::temp_dir()
+                    .join(format!("floodwall-sentinel-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("a directory for the sentinel");
+                let config = dir.join("sentinel.conf");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                         sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                         sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+                        dir = dir.display(),
+                        primary = primary.port()
+                    ),
+                )
+                .expect("the sentinel's config");
+                let child = Command::new("redis-server")
+                    .arg(&config)
+                    .arg("--sentinel")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| {
+                        panic!("cannot start redis-server --sentinel ({e}): install redis-server; `make test` does")
+                    });
+                (child, port, dir)
+            })
+            .collect();
+        let group = RedisSentinels {
+            primary,
+            replica,
+            sentinels,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !group.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels did not see the replica and each other within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        group
+    }
+
+    fn ready(&self) -> bool {
+        self.replica
+            .command("INFO replication")
+            .contains("master_link_status:up")
+            && self.sentinels.iter().all(|(_, port, _)| {
+                let ask = |what: &str| {
+                    try_command_on(*port, &format!("SENTINEL {what} {SENTINEL_MASTER}"))
+                        .unwrap_or_default()
+                };
+                // Each entry of these replies is a flat map that names its port.
+                ask("replicas").matches("\r\nport\r\n").count() == 1
+                    && ask("sentinels").matches("\r\nport\r\n").count() == 2
+            })
+    }
+
+    /// The sentinels' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(_, port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// The port of the primary the first sentinel names now.
+    pub fn named_primary(&self) -> Option<u16> {
+        let reply = try_command_on(
+            self.sentinels[0].1,
+            &format!("SENTINEL get-master-addr-by-name {SENTINEL_MASTER}"),
+        )?;
+        reply
+            .lines()
+            .filter(|l| !l.starts_with(['*', '$']))
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for RedisSentinels {
+    fn drop(&mut self) {
+        for (child, _, dir) in &mut self.sentinels {
+            child.kill().ok();
+            child.wait().ok();
+            std::fs::remove_dir_all(dir).ok();
+        }
     }
 }

@@ -119,7 +119,7 @@ class Report(TypedDict):
     horizon_minutes: int
     """How many minutes ``per_minute`` covers."""
     source: Literal["memory", "stream"]
-    store_kind: Optional[Literal["memory", "redis", "redis_cluster"]]
+    store_kind: Optional[Literal["memory", "redis", "redis_cluster", "redis_sentinel"]]
     store_failure: Optional[str]
     """Why the shared store is failing now (decisions fall back); None when it is not."""
     per_minute: list[MinuteCounts]

@@ -26,6 +26,8 @@ pub enum StoreKind {
     Redis,
     /// A Redis Cluster.
     RedisCluster,
+    /// A Redis primary found through Redis Sentinel.
+    RedisSentinel,
 }
 
 impl StoreKind {
@@ -34,12 +36,13 @@ impl StoreKind {
         !matches!(self, StoreKind::Memory)
     }
 
-    /// `memory`, `redis` or `redis_cluster`.
+    /// `memory`, `redis`, `redis_cluster` or `redis_sentinel`.
     pub const fn as_str(self) -> &'static str {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::Redis => "redis",
             StoreKind::RedisCluster => "redis_cluster",
+            StoreKind::RedisSentinel => "redis_sentinel",
         }
     }
 }
@@ -98,6 +101,8 @@ pub enum StoreConfig {
     Redis(RedisStoreConfig),
     /// `kind = "redis_cluster"`: a Redis Cluster.
     RedisCluster(RedisClusterConfig),
+    /// `kind = "redis_sentinel"`: the primary that Redis Sentinel names.
+    RedisSentinel(RedisSentinelConfig),
 }
 
 /// The memory store's fields.
@@ -122,6 +127,17 @@ pub struct RedisStoreConfig {
 pub struct RedisClusterConfig {
     /// Seed node URLs.
     pub urls: Vec<String>,
+    /// What every shared store has.
+    pub shared: SharedStoreConfig,
+}
+
+/// A Sentinel-watched primary's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSentinelConfig {
+    /// The sentinels' URLs (`redis://host:26379`); any one that answers names the primary.
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary by (`sentinel monitor NAME …`).
+    pub master: String,
     /// What every shared store has.
     pub shared: SharedStoreConfig,
 }
@@ -188,6 +204,7 @@ impl StoreConfig {
             StoreConfig::Memory(_) => StoreKind::Memory,
             StoreConfig::Redis(_) => StoreKind::Redis,
             StoreConfig::RedisCluster(_) => StoreKind::RedisCluster,
+            StoreConfig::RedisSentinel(_) => StoreKind::RedisSentinel,
         }
     }
 
@@ -197,6 +214,7 @@ impl StoreConfig {
             StoreConfig::Memory(_) => None,
             StoreConfig::Redis(r) => Some(&r.shared),
             StoreConfig::RedisCluster(c) => Some(&c.shared),
+            StoreConfig::RedisSentinel(s) => Some(&s.shared),
         }
     }
 
@@ -206,6 +224,7 @@ impl StoreConfig {
             StoreConfig::Memory(_) => None,
             StoreConfig::Redis(r) => Some(&mut r.shared),
             StoreConfig::RedisCluster(c) => Some(&mut c.shared),
+            StoreConfig::RedisSentinel(s) => Some(&mut s.shared),
         }
     }
 
@@ -255,6 +274,21 @@ impl StoreConfig {
             StoreConfig::Redis(r) => {
                 check_redis_url(&r.url).map_err(|m| Error::config("store.url", m))
             }
+            StoreConfig::RedisSentinel(s) if s.sentinels.is_empty() => Err(Error::config(
+                "store.sentinels",
+                "the redis_sentinel store needs the sentinels' URLs, e.g. [\"redis://127.0.0.1:26379\"]",
+            )),
+            StoreConfig::RedisSentinel(s) if s.master.is_empty() => Err(Error::config(
+                "store.master",
+                "the redis_sentinel store needs the name the sentinels monitor the primary by, e.g. \"mymaster\"",
+            )),
+            StoreConfig::RedisSentinel(s) => {
+                for (i, url) in s.sentinels.iter().enumerate() {
+                    check_redis_url(url)
+                        .map_err(|m| Error::config(format!("store.sentinels[{i}]"), m))?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -264,6 +298,7 @@ impl StoreConfig {
             StoreConfig::Memory(m) => m.max_keys,
             StoreConfig::Redis(r) => r.shared.max_keys,
             StoreConfig::RedisCluster(c) => c.shared.max_keys,
+            StoreConfig::RedisSentinel(s) => s.shared.max_keys,
         }
     }
 }
@@ -277,6 +312,8 @@ struct StoreTable {
     kind: StoreKind,
     url: Option<String>,
     urls: Option<Vec<String>>,
+    sentinels: Option<Vec<String>>,
+    master: Option<String>,
     prefix: Option<String>,
     timeout: Option<HumanDuration>,
     connect_timeout: Option<HumanDuration>,
@@ -309,6 +346,16 @@ impl TryFrom<StoreTable> for StoreConfig {
                     "kind = \"redis_cluster\" (did you mean to set kind?)",
                 );
             }
+            if t.sentinels.is_some() || t.master.is_some() {
+                return refuse(
+                    if t.sentinels.is_some() {
+                        "sentinels"
+                    } else {
+                        "master"
+                    },
+                    "kind = \"redis_sentinel\" (did you mean to set kind?)",
+                );
+            }
             return Ok(StoreConfig::Memory(MemoryStoreConfig { max_keys }));
         }
         let defaults = SharedStoreConfig::default();
@@ -324,7 +371,30 @@ impl TryFrom<StoreTable> for StoreConfig {
         };
         // A missing url (or seed list) is left empty here and named by the engine's checks
         // (`store.url`: "the redis store needs a url"), with the other values' checks.
+        if kind != StoreKind::RedisSentinel && (t.sentinels.is_some() || t.master.is_some()) {
+            let field = if t.sentinels.is_some() {
+                "sentinels"
+            } else {
+                "master"
+            };
+            return refuse(field, "kind = \"redis_sentinel\"");
+        }
         match kind {
+            StoreKind::RedisSentinel => match (t.url, t.urls) {
+                (Some(_), _) => refuse(
+                    "url",
+                    "kind = \"redis\" (Sentinel names the primary: give `sentinels` and `master`)",
+                ),
+                (_, Some(_)) => refuse(
+                    "urls",
+                    "kind = \"redis_cluster\" (Sentinel names the primary: give `sentinels` and `master`)",
+                ),
+                (None, None) => Ok(StoreConfig::RedisSentinel(RedisSentinelConfig {
+                    sentinels: t.sentinels.unwrap_or_default(),
+                    master: t.master.unwrap_or_default(),
+                    shared,
+                })),
+            },
             StoreKind::Redis => match t.urls {
                 Some(_) => refuse("urls", "kind = \"redis_cluster\" (one server takes `url`)"),
                 None => Ok(StoreConfig::Redis(RedisStoreConfig {

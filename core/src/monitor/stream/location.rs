@@ -12,7 +12,7 @@ pub use crate::link::RedisLocation as StreamLocation;
 
 impl StreamLocation {
     /// Where `[monitor] stream` goes: `monitor.url`, else the store's `store.url` or, for
-    /// `redis_cluster`, `store.urls`. Also returns the configuration field that named it.
+    /// `redis_cluster`, `store.urls` (for `redis_sentinel`, the primary its sentinels name). Also returns the configuration field that named it.
     pub(super) fn of_config(
         monitor: &MonitorConfig,
         store: &StoreConfig,
@@ -34,6 +34,19 @@ impl StreamLocation {
             StoreConfig::RedisCluster(_) => Err(Error::config(
                 "store.urls",
                 "the stream goes to the store's cluster, and the redis_cluster store has no seed nodes",
+            )),
+            StoreConfig::RedisSentinel(s) if !s.sentinels.is_empty() && !s.master.is_empty() => {
+                Ok((
+                    StreamLocation::Sentinel {
+                        sentinels: s.sentinels.clone(),
+                        master: s.master.clone(),
+                    },
+                    "store.sentinels",
+                ))
+            }
+            StoreConfig::RedisSentinel(_) => Err(Error::config(
+                "store.sentinels",
+                "the stream goes to the store's primary, and the redis_sentinel store names no sentinels or no master",
             )),
             StoreConfig::Memory(_) => Err(Error::config(
                 "monitor.url",

@@ -183,7 +183,7 @@ impl Drop for StreamReader {
 impl StreamReader {
     /// Connects to `location` and joins (creating it if needed) the options' consumer group
     /// on `stream` (creating an empty stream if there is none). Fails with `invalid_config`
-    /// (field `url` or `urls`) for a bad URL, `store_unavailable` when Redis fails.
+    /// (field `url`, `urls` or `sentinels`) for a bad URL, `store_unavailable` when Redis fails.
     pub fn open(
         location: &StreamLocation,
         stream: &str,
@@ -192,6 +192,7 @@ impl StreamReader {
         let field = match location {
             StreamLocation::Node(_) => "url",
             StreamLocation::Cluster(_) => "urls",
+            StreamLocation::Sentinel { .. } => "sentinels",
         };
         if stream.is_empty() {
             return Err(Error::config("stream", "must not be empty"));

@@ -49,8 +49,7 @@ pub(super) struct Encoded {
 }
 
 /// The parts of the script a call needs (its `ARGV[1]`): the algorithms its layers use, and
-/// whether any decision takes the general path (anything but one `fixed_window` layer
-/// decided).
+/// whether any decision takes the general path (anything but `fixed_window` layers decided).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Needs(u8);
 

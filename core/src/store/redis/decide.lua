@@ -8,13 +8,13 @@
 -- The work per decision is kept small, since it is what every gateway sharing this Redis pays
 -- for: no table, closure or string is made per decision or per layer beyond the state that is
 -- read and written (the layers' values live in arrays made once per call), a state is parsed
--- with one find and two or three tonumber, and the commonest decision — one fixed_window
--- layer — runs inline, without a function call.
+-- with one find and two or three tonumber, and the commonest decision — fixed_window layers,
+-- decided — runs inline, without a function call.
 --
 -- KEYS: the state key of each layer of each decision, in order; a sliding_window layer has two
 --       (its log, a list of "t:cost" oldest first, and its total).
 -- ARGV: [1] what the call needs: the letters of the algorithms its layers use, and x when a
---           decision is anything but one fixed_window layer decided (only those parts of the
+--           decision is anything but fixed_window layers decided (only those parts of the
 --           script are made: each function is a closure made anew on every call)
 --       then per decision, in order:
 --       mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
@@ -46,13 +46,13 @@ local MIN_TTL_MS = 1000
 local needs = ARGV[1]
 local general = find(needs, 'x', 1, true) ~= nil
 
--- Per layer of the decision at hand (reused by the next): algorithm, shadow, limit, period,
--- key(s); state A, B, C (fixed: index, count; counter: index, previous, current; bucket: tat;
--- log: total, newest time, newest cost); the time it was judged at; whether a log was trimmed;
--- the outcome.
-local KIND, SHADOW, LIMIT, PERIOD, KEY, KEY2
-local A, B, C, T, TRIM, LIVE
-local OK, REM, RESET, RETRY
+-- Per layer of the decision at hand (reused by the next): limit, period, key, state A, B, C
+-- (fixed: index, count; counter: index, previous, current; bucket: tat; log: total, newest
+-- time, newest cost), the time it was judged at, whether its expiry is kept, whether it
+-- admits; and, on the general path, algorithm, shadow, a log's second key, whether a log was
+-- trimmed, and the rest of the outcome.
+local LIMIT, PERIOD, KEY, A, B, T, LIVE, OK = {}, {}, {}, {}, {}, {}, {}, {}
+local KIND, SHADOW, KEY2, C, TRIM, REM, RESET, RETRY
 
 local server_now
 local now, cost
@@ -71,9 +71,7 @@ local counter_consume, counter_save, bucket_load, bucket_outcome, bucket_evaluat
 local bucket_consume, bucket_save, load, evaluate, consume, save, refund, charge
 
 if general then
-  KIND, SHADOW, LIMIT, PERIOD, KEY, KEY2 = {}, {}, {}, {}, {}, {}
-  A, B, C, T, TRIM, LIVE = {}, {}, {}, {}, {}, {}
-  OK, REM, RESET, RETRY = {}, {}, {}, {}
+  KIND, SHADOW, KEY2, C, TRIM, REM, RESET, RETRY = {}, {}, {}, {}, {}, {}, {}, {}
 
   -- Integers as digits: Lua's own conversion (%.14g) would write 1.7e+15 for a µs timestamp.
   function num(x)
@@ -466,50 +464,72 @@ while a <= args do
   cost = tonumber(ARGV[a + 2])
   local n = tonumber(ARGV[a + 3])
   a = a + 4
-  if n == 1 and mode == 'd' and byte(ARGV[a]) == FIXED then
-    -- One fixed_window layer, decided: the general path's steps, inline.
-    local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    local key = KEYS[k]
-    a, k = a + 3, k + 1
-    local index, count, t, live = floor(now / period), 0, now, false
-    local v = call('GET', key)
-    if v then
-      local colon = find(v, ':', 1, true)
-      if colon then
-        local i, c = tonumber(sub(v, 1, colon - 1)), tonumber(sub(v, colon + 1))
-        -- A state of this window, or of a later one (a caller whose clock is behind).
-        if i and c and i >= index then
-          index, count, t, live = i, c, max(now, i * period), redis_time
+  local plain = mode == 'd'
+  if plain then
+    for j = 0, n - 1 do
+      if byte(ARGV[a + 3 * j]) ~= FIXED then
+        plain = false
+        break
+      end
+    end
+  end
+  if plain then
+    -- fixed_window layers only, decided (the commonest decision): the general path's steps,
+    -- inline.
+    local all = true
+    for j = 1, n do
+      local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      local index, count, t, live = floor(now / period), 0, now, false
+      local v = call('GET', KEYS[k])
+      if v then
+        local colon = find(v, ':', 1, true)
+        if colon then
+          local i, c = tonumber(sub(v, 1, colon - 1)), tonumber(sub(v, colon + 1))
+          -- A state of this window, or of a later one (a caller whose clock is behind).
+          if i and c and i >= index then
+            index, count, t, live = i, c, max(now, i * period), redis_time
+          end
+        end
+      end
+      LIMIT[j], PERIOD[j], KEY[j] = limit, period, KEYS[k]
+      A[j], B[j], T[j], LIVE[j] = index, count, t, live
+      local allowed = count + cost <= limit
+      OK[j] = allowed
+      if not allowed then all = false end
+      a, k = a + 3, k + 1
+    end
+    if all then
+      for j = 1, n do
+        local index, count = A[j], min(B[j] + cost, LIMIT[j])
+        B[j] = count
+        local stop = (index + 1) * PERIOD[j]
+        local state
+        if index < 1e14 and count < 1e14 then
+          state = index .. ':' .. count
+        else
+          state = format('%.0f:%.0f', index, count)
+        end
+        if count == 0 or stop <= now then
+          call('DEL', KEY[j])
+        elseif LIVE[j] then
+          call('SET', KEY[j], state, 'KEEPTTL')
+        else
+          call('SET', KEY[j], state, 'PX', max(ceil((stop - now) / 1000), MIN_TTL_MS))
         end
       end
     end
-    local stop = (index + 1) * period
-    local allowed = count + cost <= limit
-    if allowed then
-      count = min(count + cost, limit)
-      local state
-      if index < 1e14 and count < 1e14 then
-        state = index .. ':' .. count
-      else
-        state = format('%.0f:%.0f', index, count)
-      end
-      if count == 0 or stop <= now then
-        call('DEL', key)
-      elseif live then
-        call('SET', key, state, 'KEEPTTL')
-      else
-        call('SET', key, state, 'PX', max(ceil((stop - now) / 1000), MIN_TTL_MS))
-      end
+    r = r + 1
+    reply[r] = all and 1 or 0
+    for j = 1, n do
+      local stop, count, allowed = (A[j] + 1) * PERIOD[j], B[j], OK[j]
+      reply[r + 1] = allowed and 1 or 0
+      reply[r + 2] = LIMIT[j] - count
+      reply[r + 3] = count > 0 and stop - T[j] or 0
+      reply[r + 4] = allowed and 0 or stop - T[j]
+      r = r + 4
     end
-    local reset = 0
-    if count > 0 then reset = stop - t end
-    reply[r + 1] = allowed and 1 or 0
-    reply[r + 2] = allowed and 1 or 0
-    reply[r + 3] = limit - count
-    reply[r + 4] = reset
-    reply[r + 5] = allowed and 0 or stop - t
-    reply[r + 6] = now
-    r = r + 6
+    r = r + 1
+    reply[r] = now
   else
     for j = 1, n do
       local code = byte(ARGV[a])

@@ -1,6 +1,11 @@
-//! The Redis store: every decision is one Lua script call ([`decide.lua`]) that applies all of
-//! its layers all-or-nothing, with the same algorithms as the memory store, ported step for
+//! The Redis store: decisions are made by a Lua script ([`decide.lua`]) that applies each
+//! one's layers all-or-nothing, with the same algorithms as the memory store, ported step for
 //! step, so that gateway processes sharing a Redis make the decisions one process would.
+//! Decisions waiting at the same time go to Redis in one call (the `batch` module).
+//!
+//! - **Where**: one server (`redis`), a cluster (`redis_cluster`), or the primary Redis
+//!   Sentinel names (`redis_sentinel`, asked again on every connection: after a failover the
+//!   probe's connection finds the promoted replica, and the store connects to it).
 //!
 //! - **Scripts** are sent by SHA (`EVALSHA`); after a Redis restart, failover or `SCRIPT
 //!   FLUSH` the `NOSCRIPT` reply makes the client load the script and call again, transparently.
@@ -34,6 +39,7 @@
 //! - **Numbers**: Lua computes in doubles, exact below 2^53. The engine refuses, for this store,
 //!   a `sliding_window_counter` whose `limit × window` (in µs) reaches 2^53, the only product
 //!   that could (every other value is bounded by the 366-day cap on periods).
+//! - **Redis 6.0** or later: a write within a window keeps its key's expiry (`KEEPTTL`).
 //!
 //! [`decide.lua`]: https://github.com/floodwall/floodwall/blob/main/core/src/store/redis/decide.lua
 
@@ -110,7 +116,7 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
-    /// A store for `config` (kind `redis` or `redis_cluster`, its values checked as the
+    /// A store for `config` (kind `redis`, `redis_cluster` or `redis_sentinel`, its values checked as the
     /// engine checks them); it connects on first use, and again by itself whenever the
     /// connection is lost.
     pub fn new(config: &StoreConfig) -> Result<Self, Error> {
@@ -126,10 +132,18 @@ impl RedisStore {
                 "store.url",
                 &redis.shared,
             ),
+            StoreConfig::RedisSentinel(sentinel) => (
+                RedisLocation::Sentinel {
+                    sentinels: sentinel.sentinels.clone(),
+                    master: sentinel.master.clone(),
+                },
+                "store.sentinels",
+                &sentinel.shared,
+            ),
             StoreConfig::Memory(_) => {
                 return Err(Error::config(
                     "store.kind",
-                    "a Redis store needs kind = \"redis\" or \"redis_cluster\"",
+                    "a Redis store needs kind = \"redis\", \"redis_cluster\" or \"redis_sentinel\"",
                 ));
             }
         };
@@ -186,7 +200,7 @@ impl RedisStore {
         });
         args.push(cost.to_string());
         args.push(layers.len().to_string());
-        let mut needs = if layers.len() == 1 && mode == Mode::Decide {
+        let mut needs = if mode == Mode::Decide {
             Needs::default()
         } else {
             Needs::GENERAL
