@@ -1,6 +1,7 @@
 //! The Redis store on a three-primary Redis Cluster: the conformance vectors decision by
 //! decision (multi-layer decisions span slots and take the evaluate / decide / refund path),
-//! exact admission from many threads across slots, and never a CROSSSLOT.
+//! exact admission from many threads across slots, and never a CROSSSLOT; a primary killed
+//! and restarted, and a primary killed whose replica takes over.
 
 use std::sync::Arc;
 
@@ -318,4 +319,123 @@ window = "1h"
          after the restart, the node writable at {writable_after:?}, its subjects back on \
          Redis at {back_after:?}"
     );
+}
+
+/// The id of the primary `node` replicates, if it is a replica.
+fn primary_of(node: &RedisServer) -> Option<String> {
+    let nodes = node.command("CLUSTER NODES");
+    let line = nodes.lines().find(|l| l.contains("myself"))?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields[2].contains("slave").then(|| fields[3].to_owned())
+}
+
+#[test]
+fn a_killed_primary_s_slots_are_on_the_fallback_only_until_its_replica_is_promoted() {
+    let mut cluster = RedisCluster::start_nodes(&["--cluster-require-full-coverage", "no"], 1);
+    let toml = format!(
+        r#"
+[store]
+kind = "redis_cluster"
+urls = {urls:?}
+prefix = "promote:"
+timeout = "250ms"
+on_error = "fallback"
+deny_cache = false
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 1000
+window = "1h"
+"#,
+        urls = cluster.urls()
+    );
+    let engine = Engine::from_toml(&toml).expect("config");
+    let primaries: Vec<usize> = (0..cluster.nodes().len())
+        .filter(|&i| primary_of(&cluster.nodes()[i]).is_none())
+        .collect();
+    assert_eq!(primaries.len(), 3);
+    let subjects: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
+    let homes: Vec<usize> = subjects
+        .iter()
+        .map(|s| owner(cluster.nodes(), &format!("promote:{{per-user/0/={s}}}f")))
+        .collect();
+    let dead = homes[0];
+    let dead_id = myself(&cluster.nodes()[dead]).0;
+    let replica = (0..cluster.nodes().len())
+        .find(|&i| primary_of(&cluster.nodes()[i]).as_deref() == Some(dead_id.as_str()))
+        .expect("the dead primary's replica");
+    let decide = |subject: &str| {
+        engine
+            .check(&Request::new("GET", "/").subject(subject))
+            .expect("a decision, never an error")
+            .store()
+    };
+    for s in &subjects {
+        assert_eq!(decide(s), StoreUsed::Redis, "{:?}", engine.store_failure());
+    }
+    // What the primary holds is on its replica before it dies.
+    assert!(
+        cluster.nodes()[dead]
+            .command("WAIT 1 5000")
+            .starts_with(":1")
+    );
+
+    cluster.nodes_mut()[dead].kill();
+    let killed = std::time::Instant::now();
+    let mut promoted = None;
+    let mut first_fallback = None;
+    let mut back = None;
+    // Rounds over every subject for at most 30 s: the live primaries' subjects on Redis every
+    // time; the dead one's on the fallback, then on Redis again once its replica serves them.
+    while killed.elapsed() < std::time::Duration::from_secs(30) {
+        if promoted.is_none() && primary_of(&cluster.nodes()[replica]).is_none() {
+            promoted = Some(killed.elapsed());
+        }
+        let mut dead_on_redis = true;
+        for (s, &home) in subjects.iter().zip(&homes) {
+            let used = decide(s);
+            if home == dead {
+                if used == StoreUsed::Fallback && first_fallback.is_none() {
+                    first_fallback = Some(killed.elapsed());
+                }
+                dead_on_redis &= used == StoreUsed::Redis;
+            } else {
+                assert_eq!(used, StoreUsed::Redis, "{s}: {:?}", engine.store_failure());
+            }
+        }
+        if first_fallback.is_some() && dead_on_redis {
+            back = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let promoted = promoted.expect("the replica promoted within 30 s");
+    let back = back.unwrap_or_else(|| {
+        panic!(
+            "the dead primary's slots not back on Redis 30 s after the kill: {:?}",
+            engine.store_health()
+        )
+    });
+    eprintln!(
+        "cluster failover: the dead primary's subjects on the fallback from {first_fallback:?}; \
+         its replica promoted at {promoted:?}; the subjects back on Redis at {back:?} after \
+         the kill (a gap of {:?} after the promotion)",
+        back.saturating_sub(promoted)
+    );
+    assert!(
+        back <= promoted + std::time::Duration::from_secs(1),
+        "back {back:?}, promoted {promoted:?}"
+    );
+    // The promoted replica holds the counts: each subject was admitted once before the kill,
+    // and at least once on it since.
+    let state =
+        cluster.nodes()[replica].command(&format!("GET promote:{{per-user/0/={}}}f", subjects[0]));
+    let count: u64 = state
+        .lines()
+        .nth(1)
+        .and_then(|v| v.rsplit(':').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(count >= 2, "{state:?}");
 }

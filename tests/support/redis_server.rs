@@ -176,14 +176,21 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts three cluster-enabled nodes, joins them with `redis-cli --cluster create`, and
-    /// waits (at most 20 s) until every node reports `cluster_state:ok`.
+    /// waits (at most 20 s) until every node reports `cluster_state:ok` and every replica is
+    /// in sync.
     pub fn start() -> Self {
         Self::start_with(&[])
     }
 
     /// [`start`](Self::start), each node with `extra` arguments too.
     pub fn start_with(extra: &[&str]) -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_nodes(extra, 0)
+    }
+
+    /// Three primaries with `replicas` replicas each (all in [`nodes`](Self::nodes), as
+    /// `redis-cli --cluster create` assigns them), each node with `extra` arguments too.
+    pub fn start_nodes(extra: &[&str], replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let port = free_port();
                 let config = format!("nodes-{port}.conf");
@@ -207,7 +214,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli (Debian package redis-tools) runs");
         assert!(
@@ -224,6 +231,17 @@ impl RedisCluster {
             assert!(
                 Instant::now() < deadline,
                 "the cluster did not become ok within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Every replica in sync with its primary.
+        while !nodes.iter().all(|n| {
+            let info = n.command("INFO replication");
+            info.contains("role:master") || info.contains("master_link_status:up")
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not sync within 20 s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
