@@ -41,25 +41,30 @@ pub(super) const PER_CALL: usize = 128;
 /// calls of [`PER_CALL`] pipelined in one round trip, so one in flight does not cap the rate.
 pub(super) const IN_FLIGHT: usize = 1;
 
-/// One decision's part of a script call: its keys and its arguments (see `decide.lua`), how
-/// many layers it has (its reply is `2 + 4 × layers` numbers), and which parts of the script
-/// it needs ([`Needs`]).
+/// One decision's part of a script call (see `decide.lua`): its keys; its shape (mode and
+/// layers' policies, which decisions of the same rules share and a call sends once); its
+/// cost; its time, when it carries one; how many layers it has (its reply is `2 + 4 × layers`
+/// numbers); and which parts of the script it needs ([`Needs`]).
 #[derive(Debug, Clone)]
 pub(super) struct Encoded {
     pub(super) keys: Vec<Vec<u8>>,
-    pub(super) args: Vec<String>,
+    pub(super) shape: Vec<String>,
+    pub(super) cost: String,
+    pub(super) time: Option<String>,
     pub(super) layers: usize,
     pub(super) needs: Needs,
 }
 
-/// The parts of the script a call needs (its `ARGV[1]`): the algorithms its layers use, and
-/// whether any decision takes the general path (anything but `fixed_window` layers decided).
+/// The parts of the script a call needs (its `ARGV[1]`): the algorithms its layers use,
+/// whether any decision takes the general path (anything but `fixed_window` layers decided),
+/// and whether decisions carry their own time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Needs(u8);
 
 impl Needs {
-    const LETTERS: [u8; 5] = *b"fscbx";
+    const LETTERS: [u8; 6] = *b"fscbxt";
     pub(super) const GENERAL: Needs = Needs(1 << 4);
+    pub(super) const TIMED: Needs = Needs(1 << 5);
 
     /// The algorithm with this code (`f`, `s`, `c`, `b`).
     pub(super) fn algorithm(code: u8) -> Needs {
@@ -71,6 +76,10 @@ impl Needs {
 
     pub(super) fn with(self, other: Needs) -> Needs {
         Needs(self.0 | other.0)
+    }
+
+    pub(super) fn has(self, other: Needs) -> bool {
+        self.0 & other.0 == other.0
     }
 
     /// As the script reads it.

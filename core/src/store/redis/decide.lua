@@ -13,20 +13,23 @@
 --
 -- KEYS: the state key of each layer of each decision, in order; a sliding_window layer has two
 --       (its log, a list of "t:cost" oldest first, and its total).
--- ARGV: [1] what the call needs: the letters of the algorithms its layers use, and x when a
+-- ARGV: [1] what the call needs: the letters of the algorithms its layers use; x when a
 --           decision is anything but fixed_window layers decided (only those parts of the
---           script are made: each function is a closure made anew on every call)
---       then per decision, in order:
---       mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
+--           script are made: each function is a closure made anew on every call); t when
+--           each decision carries its time
+--       [2] the number of shapes, then each shape — what decisions of the same rules share,
+--           sent once a call (each argument costs Redis more than reading it from a table):
+--           mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
 --             r refund (give back what a decide at `now` consumed: a cluster decision whose
 --             layers live on several nodes consumes node by node and refunds when a later one
---             denies, and a response that does not count refunds its request), a add (take the
---             cost without asking: a response reported what its request really cost)
---       now in µs since the epoch, or "" for the server's TIME (read once per call)
---       cost, number of layers
---       then per layer: algorithm (f fixed_window, s sliding_window, c sliding_window_counter,
---       b token_bucket; in upper case for a shadow layer, whose denial denies nothing), limit
---       (or capacity), period (window, or the bucket's interval) in µs
+--             denies, and a response that does not count refunds its request), a add (take
+--             the cost without asking: a response reported what its request really cost)
+--           number of layers, then per layer: algorithm (f fixed_window, s sliding_window,
+--             c sliding_window_counter, b token_bucket; in upper case for a shadow layer,
+--             whose denial denies nothing), limit (or capacity), period (window, or the
+--             bucket's interval) in µs
+--       then per decision, in order: its shape (from 1), its cost, and with t its time in µs
+--       since the epoch, or "" for the server's TIME (read once per call; always without t)
 -- Returns, per decision: all_allowed, then per layer allowed, remaining, reset_after,
 --          retry_after (zeros for r and a), then the time used.
 
@@ -443,14 +446,45 @@ if general then
 end
 
 -- the batch ----------------------------------------------------------------------------------
+-- The shapes, read once: each one's mode, layer count, first layer in the L arrays, and
+-- whether it takes the inline path (fixed_window layers only, decided).
+local SMODE, SN, SFIRST, SPLAIN = {}, {}, {}, {}
+local LCODE, LSHADOW, LLIMIT, LPERIOD = {}, {}, {}, {}
+local timed = find(needs, 't', 1, true) ~= nil
+local a = 3
+local l = 0
+for sh = 1, tonumber(ARGV[2]) do
+  local mode, n = ARGV[a], tonumber(ARGV[a + 1])
+  SMODE[sh], SN[sh], SFIRST[sh] = mode, n, l
+  local plain = mode == 'd'
+  a = a + 2
+  for _ = 1, n do
+    local code = byte(ARGV[a])
+    local shadow = code < 97
+    if shadow then code = code + UPPER end
+    l = l + 1
+    LCODE[l], LSHADOW[l] = code, shadow
+    LLIMIT[l], LPERIOD[l] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    if code ~= FIXED or shadow then plain = false end
+    a = a + 3
+  end
+  SPLAIN[sh] = plain
+end
+
 local reply = {}
 local r = 0
-local a = 2
 local k = 1
 local args = #ARGV
 while a <= args do
-  local mode = ARGV[a]
-  local at = ARGV[a + 1]
+  local sh = tonumber(ARGV[a])
+  cost = tonumber(ARGV[a + 1])
+  local at = ''
+  if timed then
+    at = ARGV[a + 2]
+    a = a + 3
+  else
+    a = a + 2
+  end
   redis_time = at == ''
   if redis_time then
     if not server_now then
@@ -461,24 +495,13 @@ while a <= args do
   else
     now = tonumber(at)
   end
-  cost = tonumber(ARGV[a + 2])
-  local n = tonumber(ARGV[a + 3])
-  a = a + 4
-  local plain = mode == 'd'
-  if plain then
-    for j = 0, n - 1 do
-      if byte(ARGV[a + 3 * j]) ~= FIXED then
-        plain = false
-        break
-      end
-    end
-  end
-  if plain then
+  local mode, n, first = SMODE[sh], SN[sh], SFIRST[sh]
+  if SPLAIN[sh] then
     -- fixed_window layers only, decided (the commonest decision): the general path's steps,
     -- inline.
     local all = true
     for j = 1, n do
-      local limit, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      local limit, period = LLIMIT[first + j], LPERIOD[first + j]
       local index, count, t, live = floor(now / period), 0, now, false
       local v = call('GET', KEYS[k])
       if v then
@@ -496,7 +519,7 @@ while a <= args do
       local allowed = count + cost <= limit
       OK[j] = allowed
       if not allowed then all = false end
-      a, k = a + 3, k + 1
+      k = k + 1
     end
     if all then
       for j = 1, n do
@@ -532,11 +555,9 @@ while a <= args do
     reply[r] = now
   else
     for j = 1, n do
-      local code = byte(ARGV[a])
-      local shadow = code < 97
-      if shadow then code = code + UPPER end
-      KIND[j], SHADOW[j] = code, shadow
-      LIMIT[j], PERIOD[j] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      local code = LCODE[first + j]
+      KIND[j], SHADOW[j] = code, LSHADOW[first + j]
+      LIMIT[j], PERIOD[j] = LLIMIT[first + j], LPERIOD[first + j]
       KEY[j] = KEYS[k]
       TRIM[j] = false
       if code == LOG then
@@ -545,7 +566,6 @@ while a <= args do
       else
         k = k + 1
       end
-      a = a + 3
       load(j)
     end
 

@@ -183,8 +183,8 @@ impl RedisStore {
     /// One decision's part of a script call (see [`Encoded`]).
     fn encode(&self, mode: Mode, layers: &[Layer<'_>], cost: u64, now: Timestamp) -> Encoded {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(layers.len() + 1);
-        let mut args: Vec<String> = Vec::with_capacity(4 + 3 * layers.len());
-        args.push(
+        let mut shape: Vec<String> = Vec::with_capacity(2 + 3 * layers.len());
+        shape.push(
             match mode {
                 Mode::Decide => "d",
                 Mode::Evaluate => "e",
@@ -193,13 +193,8 @@ impl RedisStore {
             }
             .to_owned(),
         );
-        args.push(if self.local_clock || mode == Mode::Refund {
-            now.as_micros().to_string()
-        } else {
-            String::new()
-        });
-        args.push(cost.to_string());
-        args.push(layers.len().to_string());
+        shape.push(layers.len().to_string());
+        let time = (self.local_clock || mode == Mode::Refund).then(|| now.as_micros().to_string());
         let mut needs = if mode == Mode::Decide {
             Needs::default()
         } else {
@@ -240,34 +235,57 @@ impl RedisStore {
             } else {
                 code
             };
-            args.push(char::from(code).to_string());
-            args.push(quota.limit().to_string());
-            args.push(period.as_micros().to_string());
+            shape.push(char::from(code).to_string());
+            shape.push(quota.limit().to_string());
+            shape.push(period.as_micros().to_string());
+        }
+        if time.is_some() {
+            needs = needs.with(Needs::TIMED);
         }
         Encoded {
             keys,
-            args,
+            shape,
+            cost: cost.to_string(),
+            time,
             layers: layers.len(),
             needs,
         }
     }
 
-    /// The `EVALSHA` of `decisions`, decided in order in one script call.
+    /// The `EVALSHA` of `decisions`, decided in order in one script call: their keys, the
+    /// shapes they have (each sent once), then each decision's shape, cost and time.
     fn call_of<'e>(&self, decisions: impl IntoIterator<Item = &'e Encoded> + Clone) -> redis::Cmd {
-        let (count, needs) = decisions
-            .clone()
-            .into_iter()
-            .fold((0, Needs::default()), |(count, needs), d| {
-                (count + d.keys.len(), needs.with(d.needs))
-            });
+        let mut count = 0;
+        let mut needs = Needs::default();
+        let mut shapes: Vec<&[String]> = Vec::new();
+        let mut which: Vec<usize> = Vec::new();
+        for d in decisions.clone() {
+            count += d.keys.len();
+            needs = needs.with(d.needs);
+            let at = match shapes.iter().position(|s| *s == d.shape.as_slice()) {
+                Some(at) => at,
+                None => {
+                    shapes.push(&d.shape);
+                    shapes.len() - 1
+                }
+            };
+            which.push(at + 1);
+        }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash()).arg(count);
         for d in decisions.clone() {
             cmd.arg(&d.keys);
         }
-        cmd.arg(needs.letters());
-        for d in decisions {
-            cmd.arg(&d.args);
+        cmd.arg(needs.letters()).arg(shapes.len());
+        for shape in &shapes {
+            cmd.arg(*shape);
+        }
+        let timed = needs.has(Needs::TIMED);
+        for (d, shape) in decisions.into_iter().zip(which) {
+            cmd.arg(shape).arg(&d.cost);
+            if timed {
+                cmd.arg(d.time.as_deref().unwrap_or(""));
+            }
         }
         cmd
     }
