@@ -209,18 +209,15 @@ window = "1h"
     assert_eq!(cluster.crossslot_errors(), 0);
 }
 
-#[test]
-fn a_dead_primary_sends_only_its_slots_to_the_fallback() {
-    // Without full coverage required, the live primaries keep serving their slots while one
-    // is down (the default, `yes`, makes the whole cluster refuse once the node is marked
-    // failed).
-    let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+/// An engine on `cluster` with one per-user fixed window (1000 an hour), keys under `prefix`,
+/// a 250 ms deadline and the fallback.
+fn per_user_engine(cluster: &RedisCluster, prefix: &str) -> Engine {
     let toml = format!(
         r#"
 [store]
 kind = "redis_cluster"
 urls = {urls:?}
-prefix = "node:"
+prefix = "{prefix}"
 timeout = "250ms"
 on_error = "fallback"
 deny_cache = false
@@ -234,20 +231,38 @@ window = "1h"
 "#,
         urls = cluster.urls()
     );
-    let engine = Engine::from_toml(&toml).expect("config");
+    Engine::from_toml(&toml).expect("config")
+}
+
+/// Sixty subjects and the node each one's per-user key lives on.
+fn subjects_and_homes(cluster: &RedisCluster, prefix: &str) -> (Vec<String>, Vec<usize>) {
     let subjects: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
-    let homes: Vec<usize> = subjects
+    let homes = subjects
         .iter()
-        .map(|s| owner(cluster.nodes(), &format!("node:{{per-user/0/={s}}}f")))
+        .map(|s| owner(cluster.nodes(), &format!("{prefix}{{per-user/0/={s}}}f")))
         .collect();
+    (subjects, homes)
+}
+
+/// Who decided a request of `subject` (a decision, never an error).
+fn store_of(engine: &Engine, subject: &str) -> StoreUsed {
+    engine
+        .check(&Request::new("GET", "/").subject(subject))
+        .expect("a decision, never an error")
+        .store()
+}
+
+#[test]
+fn a_dead_primary_sends_only_its_slots_to_the_fallback() {
+    // Without full coverage required, the live primaries keep serving their slots while one
+    // is down (the default, `yes`, makes the whole cluster refuse once the node is marked
+    // failed).
+    let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let engine = per_user_engine(&cluster, "node:");
+    let (subjects, homes) = subjects_and_homes(&cluster, "node:");
     let dead = 1;
     assert!(homes.contains(&dead) && homes.iter().any(|&h| h != dead));
-    let decide = |subject: &str| {
-        engine
-            .check(&Request::new("GET", "/").subject(subject))
-            .expect("a decision")
-            .store()
-    };
+    let decide = |subject: &str| store_of(&engine, subject);
     for s in &subjects {
         assert_eq!(decide(s), StoreUsed::Redis, "{:?}", engine.store_failure());
     }
@@ -332,46 +347,18 @@ fn primary_of(node: &RedisServer) -> Option<String> {
 #[test]
 fn a_killed_primary_s_slots_are_on_the_fallback_only_until_its_replica_is_promoted() {
     let mut cluster = RedisCluster::start_nodes(&["--cluster-require-full-coverage", "no"], 1);
-    let toml = format!(
-        r#"
-[store]
-kind = "redis_cluster"
-urls = {urls:?}
-prefix = "promote:"
-timeout = "250ms"
-on_error = "fallback"
-deny_cache = false
-
-[[rules]]
-name = "per-user"
-key = "subject"
-algorithm = "fixed_window"
-limit = 1000
-window = "1h"
-"#,
-        urls = cluster.urls()
-    );
-    let engine = Engine::from_toml(&toml).expect("config");
+    let engine = per_user_engine(&cluster, "promote:");
     let primaries: Vec<usize> = (0..cluster.nodes().len())
         .filter(|&i| primary_of(&cluster.nodes()[i]).is_none())
         .collect();
     assert_eq!(primaries.len(), 3);
-    let subjects: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
-    let homes: Vec<usize> = subjects
-        .iter()
-        .map(|s| owner(cluster.nodes(), &format!("promote:{{per-user/0/={s}}}f")))
-        .collect();
+    let (subjects, homes) = subjects_and_homes(&cluster, "promote:");
     let dead = homes[0];
     let dead_id = myself(&cluster.nodes()[dead]).0;
     let replica = (0..cluster.nodes().len())
         .find(|&i| primary_of(&cluster.nodes()[i]).as_deref() == Some(dead_id.as_str()))
         .expect("the dead primary's replica");
-    let decide = |subject: &str| {
-        engine
-            .check(&Request::new("GET", "/").subject(subject))
-            .expect("a decision, never an error")
-            .store()
-    };
+    let decide = |subject: &str| store_of(&engine, subject);
     for s in &subjects {
         assert_eq!(decide(s), StoreUsed::Redis, "{:?}", engine.store_failure());
     }

@@ -88,18 +88,29 @@ fn admitted(engine: &Engine, path: &str, subject: &str, n: usize) -> usize {
         .count()
 }
 
+/// Admitted requests out of `each` from each of `threads` threads (subjects `user-0`, …) on
+/// `path`, from Redis only.
+fn admitted_from_threads(
+    engine: &Arc<Engine>,
+    path: &'static str,
+    threads: usize,
+    each: usize,
+) -> usize {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let engine = Arc::clone(engine);
+            std::thread::spawn(move || admitted(&engine, path, &format!("user-{t}"), each))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("thread")).sum()
+}
+
 #[test]
 fn eight_threads_on_one_key_admit_exactly_the_limit() {
     let server = RedisServer::start();
     let engine = Arc::new(engine(&server, "threads:", "deny"));
     for path in ["/fixed", "/log", "/bucket", "/layered"] {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let engine = Arc::clone(&engine);
-                std::thread::spawn(move || admitted(&engine, path, &format!("user-{t}"), 40))
-            })
-            .collect();
-        let total: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+        let total = admitted_from_threads(&engine, path, 8, 40);
         assert_eq!(total, 100, "{path}: 320 requests from 8 threads");
     }
 }
@@ -112,13 +123,7 @@ fn concurrent_callers_share_script_calls_and_admit_exactly_the_limit() {
     admitted(&engine, "/bucket", "warm", 1);
     for path in ["/fixed", "/layered"] {
         server.command("CONFIG RESETSTAT");
-        let handles: Vec<_> = (0..32)
-            .map(|t| {
-                let engine = Arc::clone(&engine);
-                std::thread::spawn(move || admitted(&engine, path, &format!("user-{t}"), 10))
-            })
-            .collect();
-        let total: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+        let total = admitted_from_threads(&engine, path, 32, 10);
         assert_eq!(total, 100, "{path}: 320 requests from 32 threads");
         // Callers that waited while calls were on their way went to Redis together.
         let calls = server.evalsha_calls();

@@ -260,13 +260,7 @@ impl StoreConfig {
                 "store.urls",
                 "the redis_cluster store needs seed nodes, e.g. [\"redis://127.0.0.1:7000\"]",
             )),
-            StoreConfig::RedisCluster(c) => {
-                for (i, url) in c.urls.iter().enumerate() {
-                    check_redis_url(url)
-                        .map_err(|m| Error::config(format!("store.urls[{i}]"), m))?;
-                }
-                Ok(())
-            }
+            StoreConfig::RedisCluster(c) => check_redis_urls("store.urls", &c.urls),
             StoreConfig::Redis(r) if r.url.is_empty() => Err(Error::config(
                 "store.url",
                 "the redis store needs a url, e.g. \"redis://127.0.0.1:6379\"",
@@ -282,13 +276,7 @@ impl StoreConfig {
                 "store.master",
                 "the redis_sentinel store needs the name the sentinels monitor the primary by, e.g. \"mymaster\"",
             )),
-            StoreConfig::RedisSentinel(s) => {
-                for (i, url) in s.sentinels.iter().enumerate() {
-                    check_redis_url(url)
-                        .map_err(|m| Error::config(format!("store.sentinels[{i}]"), m))?;
-                }
-                Ok(())
-            }
+            StoreConfig::RedisSentinel(s) => check_redis_urls("store.sentinels", &s.sentinels),
         }
     }
 
@@ -336,6 +324,21 @@ impl TryFrom<StoreTable> for StoreConfig {
             ))
         };
         let max_keys = t.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        if kind != StoreKind::RedisSentinel && (t.sentinels.is_some() || t.master.is_some()) {
+            let field = if t.sentinels.is_some() {
+                "sentinels"
+            } else {
+                "master"
+            };
+            return refuse(
+                field,
+                if kind == StoreKind::Memory {
+                    "kind = \"redis_sentinel\" (did you mean to set kind?)"
+                } else {
+                    "kind = \"redis_sentinel\""
+                },
+            );
+        }
         if kind == StoreKind::Memory {
             if t.url.is_some() {
                 return refuse("url", "kind = \"redis\" (did you mean to set kind?)");
@@ -344,16 +347,6 @@ impl TryFrom<StoreTable> for StoreConfig {
                 return refuse(
                     "urls",
                     "kind = \"redis_cluster\" (did you mean to set kind?)",
-                );
-            }
-            if t.sentinels.is_some() || t.master.is_some() {
-                return refuse(
-                    if t.sentinels.is_some() {
-                        "sentinels"
-                    } else {
-                        "master"
-                    },
-                    "kind = \"redis_sentinel\" (did you mean to set kind?)",
                 );
             }
             return Ok(StoreConfig::Memory(MemoryStoreConfig { max_keys }));
@@ -371,14 +364,6 @@ impl TryFrom<StoreTable> for StoreConfig {
         };
         // A missing url (or seed list) is left empty here and named by the engine's checks
         // (`store.url`: "the redis store needs a url"), with the other values' checks.
-        if kind != StoreKind::RedisSentinel && (t.sentinels.is_some() || t.master.is_some()) {
-            let field = if t.sentinels.is_some() {
-                "sentinels"
-            } else {
-                "master"
-            };
-            return refuse(field, "kind = \"redis_sentinel\"");
-        }
         match kind {
             StoreKind::RedisSentinel => match (t.url, t.urls) {
                 (Some(_), _) => refuse(
@@ -411,6 +396,14 @@ impl TryFrom<StoreTable> for StoreConfig {
             },
         }
     }
+}
+
+/// Says what is wrong with the first bad URL of `urls`, named `field[i]`.
+fn check_redis_urls(field: &str, urls: &[String]) -> Result<(), Error> {
+    for (i, url) in urls.iter().enumerate() {
+        check_redis_url(url).map_err(|m| Error::config(format!("{field}[{i}]"), m))?;
+    }
+    Ok(())
 }
 
 /// Says what is wrong with a Redis URL: `redis://[user[:password]@]host[:port][/db]`, or

@@ -12,7 +12,8 @@ pub use crate::link::RedisLocation as StreamLocation;
 
 impl StreamLocation {
     /// Where `[monitor] stream` goes: `monitor.url`, else the store's `store.url` or, for
-    /// `redis_cluster`, `store.urls` (for `redis_sentinel`, the primary its sentinels name). Also returns the configuration field that named it.
+    /// `redis_cluster`, `store.urls` (for `redis_sentinel`, the primary its sentinels name).
+    /// Also returns the configuration field that named it.
     pub(super) fn of_config(
         monitor: &MonitorConfig,
         store: &StoreConfig,

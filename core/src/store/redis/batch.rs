@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::slots::hash_slot;
-use super::{Failed, RedisStore, StoreFailure};
+use super::{Failed, RedisStore, StoreFailure, no_reply};
 
 /// The most decisions one script call takes (at a few µs each, a call holds Redis well under a
 /// millisecond).
@@ -43,8 +43,8 @@ pub(super) const IN_FLIGHT: usize = 1;
 
 /// One decision's part of a script call (see `decide.lua`): its keys; its shape (mode and
 /// layers' policies, which decisions of the same rules share and a call sends once); its
-/// cost; its time, when it carries one; how many layers it has (its reply is `2 + 4 × layers`
-/// numbers); and which parts of the script it needs ([`Needs`]).
+/// cost; its time, when it carries one; and how many layers it has (its reply is
+/// `2 + 4 × layers` numbers).
 #[derive(Debug, Clone)]
 pub(super) struct Encoded {
     pub(super) keys: Vec<Vec<u8>>,
@@ -52,45 +52,6 @@ pub(super) struct Encoded {
     pub(super) cost: String,
     pub(super) time: Option<String>,
     pub(super) layers: usize,
-    pub(super) needs: Needs,
-}
-
-/// The parts of the script a call needs (its `ARGV[1]`): the algorithms its layers use,
-/// whether any decision takes the general path (anything but `fixed_window` layers decided),
-/// and whether decisions carry their own time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Needs(u8);
-
-impl Needs {
-    const LETTERS: [u8; 6] = *b"fscbxt";
-    pub(super) const GENERAL: Needs = Needs(1 << 4);
-    pub(super) const TIMED: Needs = Needs(1 << 5);
-
-    /// The algorithm with this code (`f`, `s`, `c`, `b`).
-    pub(super) fn algorithm(code: u8) -> Needs {
-        Needs::LETTERS
-            .iter()
-            .position(|&l| l == code)
-            .map_or(Needs::GENERAL, |i| Needs(1 << i))
-    }
-
-    pub(super) fn with(self, other: Needs) -> Needs {
-        Needs(self.0 | other.0)
-    }
-
-    pub(super) fn has(self, other: Needs) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// As the script reads it.
-    pub(super) fn letters(self) -> String {
-        Needs::LETTERS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.0 & (1 << i) != 0)
-            .map(|(_, &l)| char::from(l))
-            .collect()
-    }
 }
 
 impl Encoded {
@@ -290,11 +251,7 @@ impl RedisStore {
             }
         }
         out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(
-                    || Err(StoreFailure::Redis("no reply to a decision".into()).into()),
-                )
-            })
+            .map(|r| r.unwrap_or_else(|| Err(no_reply())))
             .collect()
     }
 }

@@ -7,16 +7,14 @@
 --
 -- The work per decision is kept small, since it is what every gateway sharing this Redis pays
 -- for: no table, closure or string is made per decision or per layer beyond the state that is
--- read and written (the layers' values live in arrays made once per call), a state is parsed
--- with one find and two or three tonumber, and the commonest decision — fixed_window layers,
--- decided — runs inline, without a function call.
+-- read and written (the layers' values live in arrays made once per call); only the parts the
+-- call's shapes need are made (each function is a closure made anew on every call); a state
+-- is parsed with one find and two or three tonumber; and the commonest decision —
+-- fixed_window layers, decided — runs inline, without a function call.
 --
 -- KEYS: the state key of each layer of each decision, in order; a sliding_window layer has two
 --       (its log, a list of "t:cost" oldest first, and its total).
--- ARGV: [1] what the call needs: the letters of the algorithms its layers use; x when a
---           decision is anything but fixed_window layers decided (only those parts of the
---           script are made: each function is a closure made anew on every call); t when
---           each decision carries its time
+-- ARGV: [1] t when each decision carries its time, else empty
 --       [2] the number of shapes, then each shape — what decisions of the same rules share,
 --           sent once a call (each argument costs Redis more than reading it from a table):
 --           mode: d decide (evaluate every layer, consume only if all admit), e evaluate only,
@@ -46,8 +44,7 @@ local UPPER = 32
 -- an expiry measured on Redis's clock.
 local MIN_TTL_MS = 1000
 
-local needs = ARGV[1]
-local general = find(needs, 'x', 1, true) ~= nil
+local timed = ARGV[1] == 't'
 
 -- Per layer of the decision at hand (reused by the next): limit, period, key, state A, B, C
 -- (fixed: index, count; counter: index, previous, current; bucket: tat; log: total, newest
@@ -65,6 +62,35 @@ local now, cost
 -- the write itself. On the caller's clock every write sets it, so that a state never expires
 -- early by Redis's clock.
 local redis_time
+
+-- The shapes, read first: each one's mode, layer count, first layer in the L arrays, and
+-- whether it takes the inline path (fixed_window layers only, decided); which algorithms the
+-- call uses (USES, by code), and whether any decision takes the general path.
+local SMODE, SN, SFIRST, SPLAIN = {}, {}, {}, {}
+local LCODE, LSHADOW, LLIMIT, LPERIOD = {}, {}, {}, {}
+local USES = {}
+local general = false
+local a = 3
+local l = 0
+for sh = 1, tonumber(ARGV[2]) do
+  local mode, n = ARGV[a], tonumber(ARGV[a + 1])
+  SMODE[sh], SN[sh], SFIRST[sh] = mode, n, l
+  local plain = mode == 'd'
+  a = a + 2
+  for _ = 1, n do
+    local code = byte(ARGV[a])
+    local shadow = code < 97
+    if shadow then code = code + UPPER end
+    l = l + 1
+    LCODE[l], LSHADOW[l] = code, shadow
+    LLIMIT[l], LPERIOD[l] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    USES[code] = true
+    if code ~= FIXED or shadow then plain = false end
+    a = a + 3
+  end
+  SPLAIN[sh] = plain
+  if not plain then general = true end
+end
 
 -- The general path's parts, made only when the call needs them.
 local num, ttl_ms, pair, fixed_load, fixed_advance, fixed_outcome, fixed_save, log_newest
@@ -94,7 +120,7 @@ if general then
     return tonumber(sub(v, 1, at - 1)), tonumber(sub(v, at + 1))
   end
 
-  if find(needs, 'f', 1, true) then
+  if USES[FIXED] then
     -- fixed_window -------------------------------------------------------------------------------
     function fixed_load(j)
       local v = call('GET', KEY[j])
@@ -137,7 +163,7 @@ if general then
     end
   end
 
-  if find(needs, 's', 1, true) then
+  if USES[LOG] then
     -- sliding_window (exact log) -----------------------------------------------------------------
     function log_newest(j)
       local newest = call('LINDEX', KEY[j], -1)
@@ -234,7 +260,7 @@ if general then
     end
   end
 
-  if find(needs, 'c', 1, true) then
+  if USES[COUNTER] then
     -- sliding_window_counter ---------------------------------------------------------------------
     function counter_load(j)
       local v = call('GET', KEY[j])
@@ -314,7 +340,7 @@ if general then
     end
   end
 
-  if find(needs, 'b', 1, true) then
+  if USES[BUCKET] then
     -- token_bucket (GCRA) ------------------------------------------------------------------------
     function bucket_load(j)
       A[j] = tonumber(call('GET', KEY[j]) or now) or now
@@ -446,31 +472,6 @@ if general then
 end
 
 -- the batch ----------------------------------------------------------------------------------
--- The shapes, read once: each one's mode, layer count, first layer in the L arrays, and
--- whether it takes the inline path (fixed_window layers only, decided).
-local SMODE, SN, SFIRST, SPLAIN = {}, {}, {}, {}
-local LCODE, LSHADOW, LLIMIT, LPERIOD = {}, {}, {}, {}
-local timed = find(needs, 't', 1, true) ~= nil
-local a = 3
-local l = 0
-for sh = 1, tonumber(ARGV[2]) do
-  local mode, n = ARGV[a], tonumber(ARGV[a + 1])
-  SMODE[sh], SN[sh], SFIRST[sh] = mode, n, l
-  local plain = mode == 'd'
-  a = a + 2
-  for _ = 1, n do
-    local code = byte(ARGV[a])
-    local shadow = code < 97
-    if shadow then code = code + UPPER end
-    l = l + 1
-    LCODE[l], LSHADOW[l] = code, shadow
-    LLIMIT[l], LPERIOD[l] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    if code ~= FIXED or shadow then plain = false end
-    a = a + 3
-  end
-  SPLAIN[sh] = plain
-end
-
 local reply = {}
 local r = 0
 local k = 1

@@ -62,7 +62,7 @@ mod connection;
 mod failure;
 mod slots;
 
-use batch::{Combiner, Encoded, Needs};
+use batch::{Combiner, Encoded};
 pub use connection::ShardMap;
 pub use failure::{Failed, StoreFailure};
 
@@ -116,9 +116,9 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
-    /// A store for `config` (kind `redis`, `redis_cluster` or `redis_sentinel`, its values checked as the
-    /// engine checks them); it connects on first use, and again by itself whenever the
-    /// connection is lost.
+    /// A store for `config` (kind `redis`, `redis_cluster` or `redis_sentinel`, its values
+    /// checked as the engine checks them); it connects on first use, and again by itself
+    /// whenever the connection is lost.
     pub fn new(config: &StoreConfig) -> Result<Self, Error> {
         config.check()?;
         let (location, field, shared) = match config {
@@ -195,11 +195,6 @@ impl RedisStore {
         );
         shape.push(layers.len().to_string());
         let time = (self.local_clock || mode == Mode::Refund).then(|| now.as_micros().to_string());
-        let mut needs = if mode == Mode::Decide {
-            Needs::default()
-        } else {
-            Needs::GENERAL
-        };
         for layer in layers {
             let quota = layer.quota;
             let (code, period) = match quota.algorithm() {
@@ -217,10 +212,6 @@ impl RedisStore {
             // instead of reading another algorithm's state.
             let mut key = self.key(layer);
             key.push(code);
-            needs = needs.with(Needs::algorithm(code));
-            if code != b'f' || layer.shadow {
-                needs = needs.with(Needs::GENERAL);
-            }
             if code == b's' {
                 let mut total = key.clone();
                 total.extend_from_slice(b":total");
@@ -239,16 +230,12 @@ impl RedisStore {
             shape.push(quota.limit().to_string());
             shape.push(period.as_micros().to_string());
         }
-        if time.is_some() {
-            needs = needs.with(Needs::TIMED);
-        }
         Encoded {
             keys,
             shape,
             cost: cost.to_string(),
             time,
             layers: layers.len(),
-            needs,
         }
     }
 
@@ -256,12 +243,12 @@ impl RedisStore {
     /// shapes they have (each sent once), then each decision's shape, cost and time.
     fn call_of<'e>(&self, decisions: impl IntoIterator<Item = &'e Encoded> + Clone) -> redis::Cmd {
         let mut count = 0;
-        let mut needs = Needs::default();
+        let mut timed = false;
         let mut shapes: Vec<&[String]> = Vec::new();
         let mut which: Vec<usize> = Vec::new();
         for d in decisions.clone() {
             count += d.keys.len();
-            needs = needs.with(d.needs);
+            timed |= d.time.is_some();
             let at = match shapes.iter().position(|s| *s == d.shape.as_slice()) {
                 Some(at) => at,
                 None => {
@@ -276,11 +263,10 @@ impl RedisStore {
         for d in decisions.clone() {
             cmd.arg(&d.keys);
         }
-        cmd.arg(needs.letters()).arg(shapes.len());
+        cmd.arg(if timed { "t" } else { "" }).arg(shapes.len());
         for shape in &shapes {
             cmd.arg(*shape);
         }
-        let timed = needs.has(Needs::TIMED);
         for (d, shape) in decisions.into_iter().zip(which) {
             cmd.arg(shape).arg(&d.cost);
             if timed {
@@ -409,10 +395,10 @@ impl RedisStore {
 
     /// Several decisions in one round trip, in as few script calls as the store allows (one
     /// on a single node, one per slot on a cluster; see the `batch` module), each
-    /// all-or-nothing on its own: `(layers, cost, now)` each, their outcomes written to the matching slice, each
-    /// with its own result (on a cluster, a node down fails only the decisions it holds). On a
-    /// cluster, decisions spanning several slots are taken one by one
-    /// ([`decide`](Self::decide)).
+    /// all-or-nothing on its own: `(layers, cost, now)` each, their outcomes written to the
+    /// matching slice, each with its own result (on a cluster, a node down fails only the
+    /// decisions it holds). On a cluster, decisions spanning several slots are taken one by
+    /// one ([`decide`](Self::decide)).
     ///
     /// `queued`: when the batch's oldest request began waiting; the deadline counts from then.
     pub fn decide_many(
