@@ -15,7 +15,14 @@ use floodwall_tests::redis_server::RedisServer;
 const SUBJECTS: usize = 1000;
 const BATCH: usize = 32;
 
-fn engine(url: &str, layers: usize) -> Engine {
+/// One per-user token bucket, or three layers (per user, per endpoint, global); with `sync`,
+/// one per-user fixed window counted locally and synced every 100 ms instead.
+fn engine(url: &str, layers: usize, sync: bool) -> Engine {
+    let per_user = if sync {
+        "algorithm = \"fixed_window\"\nlimit = 1000000000\nwindow = \"1h\"\nsync = \"100ms\""
+    } else {
+        "algorithm = \"token_bucket\"\ncapacity = 1000000000\nrefill_rate = 1000000"
+    };
     let mut toml = format!(
         r#"
 [store]
@@ -27,9 +34,7 @@ on_error = "deny"
 [[rules]]
 name = "per-user"
 key = "subject"
-algorithm = "token_bucket"
-capacity = 1000000000
-refill_rate = 1000000
+{per_user}
 "#
     );
     if layers == 3 {
@@ -173,7 +178,7 @@ fn main() {
         Duration::from_millis(200)
     };
     if !full {
-        let engine = Arc::new(engine(&server.url(), 1));
+        let engine = Arc::new(engine(&server.url(), 1, false));
         let cell = measure(&engine, 2, false, span);
         assert!(cell.per_second > 0.0);
         println!("redis_load smoke: {:.0} decisions/s", cell.per_second);
@@ -204,17 +209,26 @@ fn main() {
         "| floodwall | layers | callers | decisions/s | p50 per call | p99 per call | vs EVALSHA ceiling | Redis CPU per decision |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for layers in [1, 3] {
-        let engine = Arc::new(engine(&server.url(), layers));
+    for (layers, sync) in [(1, false), (3, false), (1, true)] {
+        let engine = Arc::new(engine(&server.url(), layers, sync));
         for callers in [1, 16, 64] {
             for batched in [false, true] {
+                if sync && batched {
+                    continue;
+                }
                 let cpu = server_cpu(&server);
                 let cell = measure(&engine, callers, batched, span);
                 let cpu = (server_cpu(&server) - cpu) * 1e6 / cell.decisions as f64;
                 let (ceil, _) = ceiling[&("EVALSHA trivial", callers)];
                 println!(
-                    "| {} | {layers} | {callers} | {:.0} | {:.3} ms | {:.3} ms | {:.0}% | {cpu:.1} µs |",
-                    if batched { "check_many (32)" } else { "check" },
+                    "| {} | {layers} | {callers} | {:.0} | {:.3} ms | {:.3} ms | {:.0}% | {cpu:.2} µs |",
+                    if sync {
+                        "check, sync = 100ms"
+                    } else if batched {
+                        "check_many (32)"
+                    } else {
+                        "check"
+                    },
                     cell.per_second,
                     cell.p50.as_secs_f64() * 1e3,
                     cell.p99.as_secs_f64() * 1e3,

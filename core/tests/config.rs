@@ -581,3 +581,39 @@ fn http_layer_fields() {
     let (field, _) = toml_err("[http]\npublic_path = [\"/x\"]");
     assert_eq!(field, "http.public_path");
 }
+
+#[test]
+fn sync_is_for_counting_windows_shorter_than_every_window() {
+    let synced = format!("{RULE}sync = \"100ms\"");
+    Engine::from_toml(&synced).expect("a fixed window may sync");
+    Engine::from_toml(&synced.replace("fixed_window", "sliding_window_counter"))
+        .expect("a window counter may sync");
+    let (field, message) = toml_err(&synced.replace("fixed_window", "sliding_window"));
+    assert_eq!(field, "rules[0].sync");
+    assert!(
+        message.contains("sliding_window cannot count locally")
+            && message.contains("use fixed_window or sliding_window_counter"),
+        "{message}"
+    );
+    let bucket = "[[rules]]\nname = \"b\"\nkey = \"ip\"\nalgorithm = \"token_bucket\"\ncapacity = 5\nrefill_rate = 1.0\nsync = \"100ms\"";
+    let (field, message) = toml_err(bucket);
+    assert_eq!(field, "rules[0].sync");
+    assert!(
+        message.contains("token_bucket cannot count locally"),
+        "{message}"
+    );
+    let (field, message) = toml_err(&format!("{RULE}sync = \"1s\""));
+    assert_eq!(field, "rules[0].sync");
+    assert!(
+        message.contains("must be shorter than the window (1s)"),
+        "{message}"
+    );
+    let (field, message) = toml_err(&format!(
+        "{RULE}sync = \"200ms\"\nroles = {{ premium = {{ window = \"100ms\" }} }}"
+    ));
+    assert_eq!(field, "rules[0].sync");
+    assert!(message.contains("for role \"premium\""), "{message}");
+    let (field, message) = toml_err(&format!("{RULE}sync = \"500us\""));
+    assert_eq!(field, "rules[0].sync");
+    assert!(message.contains("at least 1ms"), "{message}");
+}

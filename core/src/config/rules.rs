@@ -59,6 +59,11 @@ pub struct RuleConfig {
     /// is known (the cost a request turned out to have).
     #[serde(default)]
     pub cost_header: Option<String>,
+    /// On a shared store, count locally and reconcile with Redis every `sync` (for example
+    /// `"100ms"`) instead of asking Redis on every decision; `fixed_window` and
+    /// `sliding_window_counter` only (see `crate::store::synced` for what it admits).
+    #[serde(default)]
+    pub sync: Option<HumanDuration>,
 }
 
 /// One entry of `failed_statuses`: a status code, or a range `"500-599"` (or `"5xx"`).
@@ -241,7 +246,7 @@ impl RuleConfig {
             let quota = params.quota(self.algorithm, &at_role, Some(&base))?;
             overrides.push((role.clone().into_boxed_str(), quota));
         }
-        let policies = std::iter::once(Policy::new(None, default))
+        let policies: Vec<Policy> = std::iter::once(Policy::new(None, default))
             .chain(
                 overrides
                     .into_iter()
@@ -289,6 +294,7 @@ impl RuleConfig {
                 ));
             }
         };
+        let sync = self.sync_interval(at, self.algorithm, &policies)?;
         Ok(Rule::new(
             name.into(),
             RuleMatcher::new(methods, paths, roles).head_as_get(http.head_as_get),
@@ -301,7 +307,50 @@ impl RuleConfig {
             count: self.count_responses,
             failed,
             cost_header,
-        }))
+        })
+        .synced(sync))
+    }
+
+    /// `sync`, checked: a window algorithm that counts (a log and a bucket's time cannot be
+    /// summed over processes), at least a millisecond and shorter than every window.
+    fn sync_interval(
+        &self,
+        at: &str,
+        algorithm: Algorithm,
+        policies: &[Policy],
+    ) -> Result<Option<std::time::Duration>, Error> {
+        let Some(HumanDuration(interval)) = self.sync else {
+            return Ok(None);
+        };
+        let field = format!("{at}.sync");
+        if !matches!(
+            algorithm,
+            Algorithm::FixedWindow | Algorithm::SlidingWindowCounter
+        ) {
+            return Err(Error::config(
+                field,
+                format!(
+                    "{algorithm} cannot count locally between syncs (its state is not a count that processes can add up); use fixed_window or sliding_window_counter, or drop sync"
+                ),
+            ));
+        }
+        if interval < std::time::Duration::from_millis(1) {
+            return Err(Error::config(field, "sync must be at least 1ms"));
+        }
+        if let Some(policy) = policies.iter().find(|p| p.quota().period() <= interval) {
+            return Err(Error::config(
+                field,
+                format!(
+                    "sync ({interval:?}) must be shorter than the window ({:?}{})",
+                    policy.quota().period(),
+                    policy
+                        .role()
+                        .map(|r| format!(" for role {r:?}"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(Some(interval))
     }
 }
 

@@ -17,6 +17,10 @@ impl FixedWindow {
         }
     }
 
+    pub(super) fn counted(index: u64, count: u64) -> Self {
+        FixedWindow { index, count }
+    }
+
     /// Rolls to the window of `now`; returns `now`, raised to the counted window's start if the
     /// clock stepped back before it.
     fn advance(&mut self, window: u64, now: u64) -> u64 {

@@ -235,6 +235,27 @@ impl Quota {
         })
     }
 
+    /// For a counting algorithm (`fixed_window`, `sliding_window_counter`), the state of a key
+    /// that has counted `previous` in window `index - 1` and `current` in window `index`,
+    /// each taken as at most the limit; `None` for the others.
+    pub(crate) fn counted(&self, index: u64, previous: u64, current: u64) -> Option<State> {
+        let (previous, current) = (previous.min(self.limit), current.min(self.limit));
+        match self.algorithm {
+            Algorithm::FixedWindow => {
+                Some(State(Inner::Fixed(FixedWindow::counted(index, current))))
+            }
+            Algorithm::SlidingWindowCounter => Some(State(Inner::Counter(WindowCounter::counted(
+                index, previous, current,
+            )))),
+            Algorithm::SlidingWindow | Algorithm::TokenBucket => None,
+        }
+    }
+
+    /// The window `now` falls in, for the window algorithms: `floor(now / window)`.
+    pub(crate) const fn window_index(&self, now: Timestamp) -> u64 {
+        now.as_micros() / self.period
+    }
+
     /// Would a request of `cost` be admitted at `now`? Consumes nothing; may tidy the state
     /// (roll a window, drop expired log entries) without changing what it means.
     ///

@@ -21,6 +21,14 @@ impl WindowCounter {
         }
     }
 
+    pub(super) fn counted(index: u64, previous: u64, current: u64) -> Self {
+        WindowCounter {
+            index,
+            previous,
+            current,
+        }
+    }
+
     /// Rolls to the window of `now`; returns the time into the current window.
     fn advance(&mut self, window: u64, now: u64) -> u64 {
         let index = now / window;

@@ -8,13 +8,15 @@
 //! [`MemoryStore`] is the in-process default; [`RedisStore`] shares limits between processes
 //! through one Redis (or a cluster); [`FailoverStore`] puts a shared store and a local one
 //! behind one failure policy (the breaker, the probe, the deny cache and `on_error`), and is
-//! what an engine on Redis holds.
+//! what an engine on Redis holds. Rules with `sync` are counted in process by the failover
+//! store and reconciled with Redis every interval (the `synced` module).
 
 mod config;
 mod deny_cache;
 mod failover;
 mod memory;
 pub mod redis;
+mod synced;
 
 use std::fmt;
 use std::sync::Arc;

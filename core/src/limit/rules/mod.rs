@@ -14,6 +14,8 @@ mod matcher;
 mod path;
 mod response;
 
+use std::time::Duration;
+
 use super::Quota;
 use crate::common::same_text;
 
@@ -67,6 +69,8 @@ pub struct Rule {
     before_auth: bool,
     shadow: bool,
     response: ResponseCounting,
+    /// Counted locally and reconciled with the shared store this often (`None`: exact).
+    sync: Option<Duration>,
 }
 
 impl Rule {
@@ -95,6 +99,7 @@ impl Rule {
             before_auth: false,
             shadow: false,
             response: ResponseCounting::default(),
+            sync: None,
         }
     }
 
@@ -115,6 +120,18 @@ impl Rule {
     pub fn responses(mut self, response: ResponseCounting) -> Self {
         self.response = response;
         self
+    }
+
+    /// The same rule counted locally between syncs with a shared store, every `interval`
+    /// (`None`: every decision asks the store; see [`crate::store`]).
+    pub fn synced(mut self, interval: Option<Duration>) -> Self {
+        self.sync = interval;
+        self
+    }
+
+    /// How often a shared store reconciles its local count, if it counts locally.
+    pub fn sync_interval(&self) -> Option<Duration> {
+        self.sync
     }
 
     /// Whether the HTTP layer decides it before verifying the token.

@@ -42,6 +42,7 @@ use smallvec::SmallVec;
 use super::config::{OnStoreError, SharedStoreConfig};
 use super::deny_cache::DenyCache;
 use super::redis::{Failed, RedisStore, StoreFailure};
+use super::synced::Tallies;
 use super::{
     Adjustment, Ask, HealthListener, Layer, MemoryStore, Store, StoreHealth, StoreState, Verdict,
 };
@@ -53,6 +54,7 @@ use crate::limit::Outcome;
 
 mod probe;
 mod shards;
+mod synced;
 mod unavailable;
 
 use shards::Shards;
@@ -84,6 +86,8 @@ struct Inner {
     listener: RwLock<Option<HealthListener>>,
     /// Denials remembered until they expire (`store.deny_cache`).
     denials: Option<DenyCache>,
+    /// The local counts of rules that sync (`sync`), if any does.
+    tallies: Option<Tallies>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -127,14 +131,16 @@ impl FailoverStore {
                 shared,
                 local,
                 policy: config.on_error,
-                rules,
                 clock: RwLock::new(clock),
                 shards: Mutex::new(shards),
                 health: Mutex::new((StoreHealth::ok(now), Vec::new())),
                 listener: RwLock::new(None),
                 denials: config.deny_cache.then(DenyCache::default),
+                tallies: Tallies::new(rules.sync.clone(), config.timeout.0),
+                rules,
             }),
         };
+        store.inner.start_sync();
         if let Err(failure) = connected {
             let inner = &store.inner;
             {
@@ -368,32 +374,9 @@ impl Pending<'_> {
     }
 }
 
-impl Store for FailoverStore {
-    fn decide(
-        &self,
-        layers: &[Layer<'_>],
-        cost: u64,
-        now: Timestamp,
-        outcomes: &mut [Outcome],
-        times: &mut [Timestamp],
-    ) -> Result<Verdict, Error> {
-        let inner = &self.inner;
-        let pending = match inner.look_up(layers, cost, now, outcomes) {
-            Ok(cached) => return Ok(cached),
-            Err(pending) => pending,
-        };
-        match inner.through(layers, |redis| {
-            redis.decide(layers, cost, now, outcomes, times)
-        }) {
-            Some(allowed) => Ok(pending.decided(allowed, now, outcomes)),
-            None => {
-                times.fill(now);
-                inner.decide_unavailable(layers, cost, now, outcomes)
-            }
-        }
-    }
-
-    fn decide_many(
+impl FailoverStore {
+    /// [`Store::decide_many`] for requests without local layers.
+    fn decide_exact(
         &self,
         asks: &[Ask<'_>],
         outcomes: &mut [&mut [Outcome]],
@@ -462,13 +445,95 @@ impl Store for FailoverStore {
             })
             .collect()
     }
+}
+
+impl Store for FailoverStore {
+    fn decide(
+        &self,
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+        times: &mut [Timestamp],
+    ) -> Result<Verdict, Error> {
+        let inner = &self.inner;
+        if let Some(tallies) = inner.tallies.as_ref()
+            && layers.iter().any(|l| tallies.is_synced(l))
+        {
+            return inner.decide_synced(tallies, layers, cost, now, outcomes, times);
+        }
+        let pending = match inner.look_up(layers, cost, now, outcomes) {
+            Ok(cached) => return Ok(cached),
+            Err(pending) => pending,
+        };
+        match inner.through(layers, |redis| {
+            redis.decide(layers, cost, now, outcomes, times)
+        }) {
+            Some(allowed) => Ok(pending.decided(allowed, now, outcomes)),
+            None => {
+                times.fill(now);
+                inner.decide_unavailable(layers, cost, now, outcomes)
+            }
+        }
+    }
+
+    fn decide_many(
+        &self,
+        asks: &[Ask<'_>],
+        outcomes: &mut [&mut [Outcome]],
+    ) -> Vec<Result<Verdict, Error>> {
+        let Some(tallies) = self.inner.tallies.as_ref() else {
+            return self.decide_exact(asks, outcomes);
+        };
+        let synced: Vec<bool> = asks
+            .iter()
+            .map(|a| a.layers.iter().any(|l| tallies.is_synced(l)))
+            .collect();
+        if !synced.contains(&true) {
+            return self.decide_exact(asks, outcomes);
+        }
+        // Requests with local layers one by one (most never wait on Redis), the rest together.
+        let mut verdicts: Vec<Option<Result<Verdict, Error>>> = Vec::with_capacity(asks.len());
+        let mut rest: Vec<Ask<'_>> = Vec::new();
+        let mut rest_out: Vec<&mut [Outcome]> = Vec::new();
+        for ((ask, out), &local) in asks.iter().zip(outcomes.iter_mut()).zip(&synced) {
+            if local {
+                let mut times: SmallVec<[Timestamp; 4]> =
+                    SmallVec::from_elem(ask.now, ask.layers.len());
+                verdicts.push(Some(
+                    self.decide(ask.layers, ask.cost, ask.now, out, &mut times),
+                ));
+            } else {
+                verdicts.push(None);
+                rest.push(*ask);
+                rest_out.push(out);
+            }
+        }
+        let mut decided = self.decide_exact(&rest, &mut rest_out).into_iter();
+        verdicts
+            .into_iter()
+            .map(|v| {
+                v.or_else(|| decided.next()).unwrap_or_else(|| {
+                    Err(Error::new(
+                        crate::error::ErrorKind::StoreUnavailable,
+                        "the shared store answered nothing for a decision",
+                    ))
+                })
+            })
+            .collect()
+    }
 
     fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]) {
         let inner = &self.inner;
         let mut remote: Vec<(Layer<'_>, Adjustment)> = Vec::new();
         for &(layer, adjustment, store) in ops {
             match store {
-                StoreUsed::Redis => remote.push((layer, adjustment)),
+                StoreUsed::Redis => match inner.tallies.as_ref() {
+                    Some(tallies) if tallies.is_synced(&layer) => {
+                        tallies.adjust(&layer, adjustment);
+                    }
+                    _ => remote.push((layer, adjustment)),
+                },
                 StoreUsed::Fallback => {
                     inner.local.apply(&inner.fallback_layer(&layer), adjustment);
                 }
@@ -506,6 +571,13 @@ impl Store for FailoverStore {
     }
 
     fn key_count(&self) -> usize {
-        self.inner.local.key_count()
+        self.inner.local.key_count() + self.inner.tallies.as_ref().map_or(0, Tallies::len)
+    }
+}
+
+impl Drop for FailoverStore {
+    fn drop(&mut self) {
+        // What this process counted and has not yet sent reaches Redis.
+        self.inner.flush();
     }
 }

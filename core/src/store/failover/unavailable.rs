@@ -21,6 +21,8 @@ pub struct FallbackRules {
     pub(super) refunds: Vec<bool>,
     /// Whether some fallback quota differs from its rule's (`fallback_share < 1`).
     pub(super) scaled: bool,
+    /// Per rule: how often it syncs, if it counts locally between syncs.
+    pub(super) sync: Vec<Option<std::time::Duration>>,
 }
 
 impl FallbackRules {
@@ -41,6 +43,7 @@ impl FallbackRules {
                 .map(|r| r.response_counting().count != CountResponses::All)
                 .collect(),
             scaled: share < 1.0,
+            sync: rules.iter().map(Rule::sync_interval).collect(),
         }
     }
 }

@@ -60,14 +60,26 @@ impl RedisStore {
         commands: &[redis::Cmd],
         budget: Duration,
     ) -> Vec<Result<Vec<i64>, Failed>> {
+        self.run_script(&self.script, super::DECIDE_LUA, commands, budget)
+    }
+
+    /// [`run_each_within`](Self::run_each_within) for `EVALSHA`s of `script` (whose text is
+    /// `text`, sent as `EVAL` to a cluster node that does not know it).
+    pub(super) fn run_script(
+        &self,
+        script: &redis::Script,
+        text: &str,
+        commands: &[redis::Cmd],
+        budget: Duration,
+    ) -> Vec<Result<Vec<i64>, Failed>> {
         let deadline = tokio::time::Instant::now() + budget;
         let all_failed = |f: StoreFailure| commands.iter().map(|_| Err(f.clone().into())).collect();
         let result = self.within(budget, async {
             let mut c = self.connection().await?;
             Ok(if self.is_cluster() {
-                run_concurrent(&c, commands, deadline).await
+                run_concurrent(&c, text, commands, deadline).await
             } else {
-                match run_pipeline(&mut c, &self.script, commands).await {
+                match run_pipeline(&mut c, script, commands).await {
                     Ok(replies) => replies.into_iter().map(Ok).collect(),
                     Err(e) => all_failed(StoreFailure::of(&e)),
                 }
@@ -215,6 +227,7 @@ async fn run_pipeline(
 /// then keeps); only those, so that nothing is applied twice.
 async fn run_concurrent(
     connection: &Connection,
+    text: &str,
     commands: &[redis::Cmd],
     deadline: tokio::time::Instant,
 ) -> Vec<Result<Vec<i64>, Failed>> {
@@ -234,9 +247,10 @@ async fn run_concurrent(
         .filter(|&i| matches!(&replies[i], Err(Some(e)) if is_noscript(e)))
         .collect();
     if !again.is_empty() {
-        let retried =
-            futures_util::future::join_all(again.iter().map(|&i| send(as_eval(&commands[i]))))
-                .await;
+        let retried = futures_util::future::join_all(
+            again.iter().map(|&i| send(as_eval(text, &commands[i]))),
+        )
+        .await;
         for (i, reply) in again.into_iter().zip(retried) {
             replies[i] = reply;
         }
@@ -297,10 +311,11 @@ fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
-/// The `EVAL` of an `EVALSHA` of the decision script: the same keys and arguments.
-fn as_eval(command: &redis::Cmd) -> redis::Cmd {
+/// The `EVAL` of an `EVALSHA` of the script whose text is `text`: the same keys and
+/// arguments.
+fn as_eval(text: &str, command: &redis::Cmd) -> redis::Cmd {
     let mut eval = redis::cmd("EVAL");
-    eval.arg(super::DECIDE_LUA);
+    eval.arg(text);
     for arg in command.args_iter().skip(2) {
         if let redis::Arg::Simple(bytes) = arg {
             eval.arg(bytes);

@@ -96,7 +96,7 @@ impl From<StoreFailure> for Failed {
 impl Failed {
     /// The failures of several commands as one: the first one's reason, every one's slots
     /// (none known if one of them is not).
-    pub(super) fn merge(failures: impl IntoIterator<Item = Failed>) -> Option<Failed> {
+    pub(crate) fn merge(failures: impl IntoIterator<Item = Failed>) -> Option<Failed> {
         let mut merged: Option<Failed> = None;
         let mut unknown = false;
         for f in failures {

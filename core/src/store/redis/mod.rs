@@ -18,7 +18,7 @@
 //!   a TTL (`PX`, relative to the script's time, rounded up to the millisecond, at least one
 //!   second) after which its state equals a fresh one; keys whose state is fresh are deleted
 //!   rather than written. A sliding log is trimmed on every call, so it holds at most `limit`
-//!   entries.
+//!   entries. Rules with `sync` keep a hash per key and window instead (the `sync` module).
 //! - **Connections**: one multiplexed connection (`ConnectionManager`, which reconnects by
 //!   itself; a cluster connection, which follows `MOVED`/`ASK`, for `redis_cluster`) shared by
 //!   every caller, so that concurrent decisions pipeline on it. The process's Redis I/O
@@ -61,10 +61,13 @@ mod batch;
 mod connection;
 mod failure;
 mod slots;
+mod sync;
 
 use batch::{Combiner, Encoded};
 pub use connection::ShardMap;
 pub use failure::{Failed, StoreFailure};
+pub use sync::SYNC_LUA;
+pub(crate) use sync::{SyncItem, SyncedCount};
 
 /// The decision script.
 pub const DECIDE_LUA: &str = include_str!("decide.lua");
@@ -88,6 +91,8 @@ pub struct RedisStore {
     /// The shared connection, once made.
     connection: Mutex<Option<Connection>>,
     script: Arc<redis::Script>,
+    /// The sync script of rules that count locally (`sync.lua`).
+    sync_script: redis::Script,
     prefix: String,
     timeout: Duration,
     local_clock: bool,
@@ -153,6 +158,7 @@ impl RedisStore {
             client,
             connection: Mutex::new(None),
             script: Arc::new(redis::Script::new(DECIDE_LUA)),
+            sync_script: redis::Script::new(SYNC_LUA),
             prefix: shared.prefix.clone(),
             timeout: shared.timeout.0,
             local_clock: shared.clock == StoreClock::Local,
@@ -197,16 +203,12 @@ impl RedisStore {
         let time = (self.local_clock || mode == Mode::Refund).then(|| now.as_micros().to_string());
         for layer in layers {
             let quota = layer.quota;
-            let (code, period) = match quota.algorithm() {
-                Algorithm::FixedWindow => (b'f', quota.period()),
-                Algorithm::SlidingWindow => (b's', quota.period()),
-                Algorithm::SlidingWindowCounter => (b'c', quota.period()),
-                Algorithm::TokenBucket => (
-                    b'b',
-                    quota
-                        .emission_interval()
-                        .unwrap_or(Duration::from_micros(1)),
-                ),
+            let code = code_of(quota.algorithm());
+            let period = match quota.algorithm() {
+                Algorithm::TokenBucket => quota
+                    .emission_interval()
+                    .unwrap_or(Duration::from_micros(1)),
+                _ => quota.period(),
             };
             // The algorithm is part of the key: a rule whose algorithm changes starts afresh
             // instead of reading another algorithm's state.
@@ -442,6 +444,16 @@ impl RedisStore {
     /// Whether the store is on a cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         self.client.is_cluster()
+    }
+}
+
+/// The letter of `algorithm` in key names and in the decision script's shapes.
+fn code_of(algorithm: Algorithm) -> u8 {
+    match algorithm {
+        Algorithm::FixedWindow => b'f',
+        Algorithm::SlidingWindow => b's',
+        Algorithm::SlidingWindowCounter => b'c',
+        Algorithm::TokenBucket => b'b',
     }
 }
 
