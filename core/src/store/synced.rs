@@ -591,3 +591,116 @@ fn process_id() -> String {
     Instant::now().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+    use std::time::Duration;
+
+    use super::{Batch, Tally};
+    use crate::clock::Timestamp;
+    use crate::limit::Quota;
+
+    const W: u64 = 1_000_000; // a 1 s window, in µs
+
+    fn tally(quota: Quota, index: u64) -> Tally {
+        Tally {
+            slot: 0,
+            key: Box::from(&b"k"[..]),
+            base: Box::from(&b"p{r/0/=k}f#"[..]),
+            quota,
+            index,
+            own: [0; 2],
+            held: [0; 2],
+            others: [0; 2],
+            read: None,
+            used: false,
+            applied: 0,
+            made: false,
+            pins: 0,
+        }
+    }
+
+    fn fixed(limit: u64) -> Quota {
+        Quota::fixed_window(NonZeroU64::new(limit).unwrap(), Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn a_window_rolls_over_once_and_a_clock_stepping_back_rolls_nothing() {
+        let mut t = tally(fixed(10), 5);
+        t.own = [1, 4];
+        t.held = [1, 3];
+        t.others = [2, 6];
+        t.roll(4);
+        assert_eq!((t.index, t.own, t.others), (5, [1, 4], [2, 6]));
+        t.roll(6);
+        assert_eq!(
+            (t.index, t.own, t.held, t.others),
+            (6, [4, 0], [3, 0], [6, 0])
+        );
+        assert!(t.dirty(), "the previous window's count was never all sent");
+        t.roll(9);
+        assert_eq!((t.own, t.held, t.others), ([0; 2], [0; 2], [0; 2]));
+        assert!(!t.dirty());
+    }
+
+    #[test]
+    fn a_count_over_the_limit_by_other_processes_denies_without_overflowing() {
+        let quota = fixed(10);
+        let mut t = tally(quota, 7);
+        t.own[1] = 4;
+        t.others[1] = 9; // the others admitted within the bound, past the limit
+        let now = Timestamp::from_micros(7 * W + 10);
+        let outcome = quota.evaluate(&mut t.state(), now, 1);
+        assert!(!outcome.allowed);
+        assert_eq!(outcome.remaining, 0);
+        assert_eq!(outcome.retry_after(), Duration::from_micros(W - 10));
+    }
+
+    #[test]
+    fn a_window_counter_weighs_the_previous_window_of_every_process() {
+        let quota =
+            Quota::sliding_window_counter(NonZeroU64::new(10).unwrap(), Duration::from_secs(1))
+                .unwrap();
+        let mut t = tally(quota, 3);
+        t.own = [4, 0];
+        t.others = [6, 0];
+        // A quarter into window 3: 10 × 3/4 of the previous window weighs 7.5, room for 2.
+        let now = Timestamp::from_micros(3 * W + W / 4);
+        assert_eq!(quota.evaluate(&mut t.state(), now, 1).remaining, 2);
+        assert!(quota.evaluate(&mut t.state(), now, 2).allowed);
+        assert!(!quota.evaluate(&mut t.state(), now, 3).allowed);
+    }
+
+    #[test]
+    fn a_round_sends_the_previous_window_first_and_numbers_every_count() {
+        let seq = std::sync::atomic::AtomicU64::new(0);
+        let mut t = tally(fixed(10), 8);
+        t.own = [3, 2];
+        t.held = [1, 0];
+        let mut batch = Batch::default();
+        t.items(Timestamp::from_micros(8 * W + W / 2), &mut batch, 1, &seq);
+        let sent: Vec<(String, u64, u64, u64)> = batch
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    String::from_utf8_lossy(&i.key).into_owned(),
+                    i.own,
+                    i.seq,
+                    i.ttl_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("p{r/0/=k}f#7".to_owned(), 3, 1, 1000),
+                ("p{r/0/=k}f#8".to_owned(), 2, 2, 1500),
+            ]
+        );
+        let kept = batch.only(|i| i == 1);
+        assert_eq!(kept.items.len(), 1);
+        assert_eq!(kept.marks[0].index, 8);
+    }
+}
