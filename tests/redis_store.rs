@@ -630,7 +630,104 @@ fn a_redis_out_of_memory_is_a_failure_of_its_own_kind() {
         "{health:?}"
     );
     server.command("CONFIG SET maxmemory 0");
-    // One admission on Redis (before): the refused call wrote nothing.
+    // One admission on Redis (before): the refused call wrote nothing. (A fixed window of
+    // whole milliseconds on Redis's clock keeps a bare count.)
     let state = server.command("GET oom:{fixed/0/=}f");
-    assert!(state.trim_end().ends_with(":1"), "{state:?}");
+    assert_eq!(state.lines().nth(1), Some("1"), "{state:?}");
+}
+
+/// A fixed window on Redis's clock keeps a bare count: a successful response's refund (under
+/// `count_responses = "failed"`) gives back what its request took, a failed one's stays
+/// counted, and a new window starts from nothing.
+#[test]
+fn a_fixed_window_on_redis_s_clock_refunds_and_rolls_over_exactly() {
+    use floodwall::http::{HttpRequest, HttpStage, HttpVerdict};
+    let server = RedisServer::start();
+    let engine = Engine::from_toml(&format!(
+        r#"
+[store]
+kind = "redis"
+url = "{}"
+prefix = "bare:"
+on_error = "deny"
+timeout = "1s"
+
+[[rules]]
+name = "failures"
+match = {{ paths = ["/api"] }}
+key = "global"
+algorithm = "fixed_window"
+limit = 3
+window = "1h"
+count_responses = "failed"
+
+[[rules]]
+name = "short"
+match = {{ paths = ["/short"] }}
+key = "global"
+algorithm = "fixed_window"
+limit = 5
+window = "300ms"
+"#,
+        server.url()
+    ))
+    .expect("config");
+    let none: &[(&str, &str)] = &[];
+    let send = |path: &str, status: u16| -> bool {
+        let verdict = engine.http(
+            &HttpRequest::new("GET", path, &none)
+                .peer("127.0.0.1")
+                .stage(HttpStage::RateLimit),
+        );
+        let passed = matches!(verdict, HttpVerdict::Pass(_));
+        if let Some(exchange) = verdict.into_exchange() {
+            engine.http_finish(exchange, status, &());
+        }
+        passed
+    };
+    // Ten successes, each given back: the count stays at nothing.
+    for i in 0..10 {
+        assert!(send("/api", 200), "success {i}");
+    }
+    let state = server.command("GET bare:{failures/0/=}f");
+    assert!(state.starts_with("$-1"), "nothing counted: {state:?}");
+    // Three failures stay counted; the fourth request is denied.
+    for _ in 0..3 {
+        assert!(send("/api", 500));
+    }
+    assert_eq!(
+        server.command("GET bare:{failures/0/=}f").lines().nth(1),
+        Some("3")
+    );
+    assert!(!send("/api", 500), "the limit of failures is reached");
+    // The short window: each window admits exactly 5 of a steady stream, and its key goes
+    // with it. Sent within a window (at least 100 ms left), 5 pass and the sixth is denied.
+    let pttl = || -> i64 {
+        server
+            .command("PTTL bare:{short/0/=}f")
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("a PTTL")
+    };
+    let mut windows = 0;
+    let started = Instant::now();
+    while windows < 3 && started.elapsed() < Duration::from_secs(10) {
+        let ttl = pttl();
+        if ttl > 0 {
+            std::thread::sleep(Duration::from_millis(ttl as u64 + 5));
+            continue;
+        }
+        let admitted = (0..6).filter(|_| send("/short", 200)).count();
+        let ttl = pttl();
+        if ttl >= 100 {
+            assert_eq!(admitted, 5, "window {windows}");
+            assert!(
+                ttl <= 300,
+                "the key lives no longer than its window: {ttl} ms"
+            );
+            windows += 1;
+        }
+    }
+    assert_eq!(windows, 3, "three whole windows seen");
 }

@@ -12,6 +12,13 @@
 -- is parsed with one find and two or three tonumber; and the commonest decision —
 -- fixed_window layers, decided — runs inline, without a function call.
 --
+-- A fixed window on Redis's clock whose window is a whole number of milliseconds, 10 ms or
+-- more, keeps its count as a bare integer in a key that expires at the window's last
+-- millisecond (PXAT): the key's life is the window, so there is no index to parse or format,
+-- and a write within the window is one INCRBY. Read in the first EDGE µs of a window, such a
+-- key's expiry (PTTL) says whether it is the window's or the last one's still alive. Other
+-- fixed windows (on the caller's clock, or with other periods) keep "index:count".
+--
 -- KEYS: the state key of each layer of each decision, in order; a sliding_window layer has two
 --       (its log, a list of "t:cost" oldest first, and its total).
 -- ARGV: [1] t when each decision carries its time, else empty
@@ -46,15 +53,60 @@ local MIN_TTL_MS = 1000
 
 local timed = ARGV[1] == 't'
 
+-- How long into a window a bare count is checked against its key's expiry (µs).
+local EDGE = 2000
+
+-- Whether a fixed window of `period` (µs) keeps a bare count on Redis's clock.
+local function bare(period)
+  return period >= 10000 and period % 1000 == 0
+end
+
+local server_now
+-- Redis's time in µs, read once per call.
+local function server_time()
+  if not server_now then
+    local t = redis.call('TIME')
+    server_now = t[1] * 1000000 + t[2]
+  end
+  return server_now
+end
+
+-- The count a fixed window's key `key` holds for window `index` of `period` at Redis's time
+-- `at` (µs), from its value `v`, and whether the key is that window's bare count (a write
+-- then keeps its expiry): nil for the last window's count, still alive, or an unreadable
+-- value; an "index:count" of this window (written before bare counts) is its count, to be
+-- written again as one.
+local function bare_count(key, v, index, period, at)
+  local n = tonumber(v)
+  if not n then
+    local colon = string.find(v, ':', 1, true)
+    if not colon then return nil, false end
+    local i, c = tonumber(string.sub(v, 1, colon - 1)), tonumber(string.sub(v, colon + 1))
+    if i == index and c then return c, false end
+    return nil, false
+  end
+  local start = index * period
+  if at - start < EDGE then
+    -- Its expiry is this window's last millisecond or the one before it began.
+    local expires = math.floor(at / 1000) + redis.call('PTTL', key)
+    if expires < (start + period / 2) / 1000 then return nil, false end
+  end
+  return n, true
+end
+
+-- Whether the decision at hand is a refund (which names the time it gives back at).
+local refunding = false
+
 -- Per layer of the decision at hand (reused by the next): limit, period, key, state A, B, C
 -- (fixed: index, count; counter: index, previous, current; bucket: tat; log: total, newest
 -- time, newest cost), the time it was judged at, whether its expiry is kept, whether it
 -- admits; and, on the general path, algorithm, shadow, a log's second key, whether a log was
 -- trimmed, and the rest of the outcome.
 local LIMIT, PERIOD, KEY, A, B, T, LIVE, OK = {}, {}, {}, {}, {}, {}, {}, {}
+-- Per fixed-window layer: whether its key keeps a bare count, and the count it held.
+local BARE, HELD = {}, {}
 local KIND, SHADOW, KEY2, C, TRIM, REM, RESET, RETRY
 
-local server_now
 local now, cost
 -- Whether the decision at hand is on Redis's clock: then a key holding its window's state
 -- already expires at that window's end (its first write set that), and a write within the
@@ -124,7 +176,20 @@ if general then
     -- fixed_window -------------------------------------------------------------------------------
     function fixed_load(j)
       local v = call('GET', KEY[j])
+      local period = PERIOD[j]
       local index, count
+      BARE[j], HELD[j] = false, 0
+      if bare(period) and (redis_time or (refunding and v and not find(v, ':', 1, true))) then
+        -- A bare count is of Redis's current window (a refund names its own time: it
+        -- applies if that is the same window).
+        local at = server_time()
+        index = floor(at / period)
+        local live = false
+        if v then count, live = bare_count(KEY[j], v, index, period, at) end
+        BARE[j], HELD[j] = true, count or 0
+        A[j], B[j], LIVE[j] = index, count or 0, live
+        return
+      end
       if v then index, count = pair(v) end
       if index and count then
         A[j], B[j], LIVE[j] = index, count, redis_time
@@ -148,6 +213,16 @@ if general then
       if allowed then RETRY[j] = 0 else RETRY[j] = stop - T[j] end
     end
     function fixed_save(j)
+      if BARE[j] then
+        if B[j] == 0 then
+          if LIVE[j] then call('DEL', KEY[j]) end
+        elseif LIVE[j] then
+          if B[j] ~= HELD[j] then call('INCRBY', KEY[j], B[j] - HELD[j]) end
+        else
+          call('SET', KEY[j], num(B[j]), 'PXAT', num((A[j] + 1) * PERIOD[j] / 1000 - 1))
+        end
+        return
+      end
       if B[j] == 0 then
         call('DEL', KEY[j])
         return
@@ -488,15 +563,12 @@ while a <= args do
   end
   redis_time = at == ''
   if redis_time then
-    if not server_now then
-      local t = call('TIME')
-      server_now = t[1] * 1000000 + t[2]
-    end
-    now = server_now
+    now = server_time()
   else
     now = tonumber(at)
   end
   local mode, n, first = SMODE[sh], SN[sh], SFIRST[sh]
+  refunding = mode == 'r'
   if SPLAIN[sh] then
     -- fixed_window layers only, decided (the commonest decision): the general path's steps,
     -- inline.
@@ -505,7 +577,11 @@ while a <= args do
       local limit, period = LLIMIT[first + j], LPERIOD[first + j]
       local index, count, t, live = floor(now / period), 0, now, false
       local v = call('GET', KEYS[k])
-      if v then
+      local counted = redis_time and bare(period)
+      if v and counted then
+        local n, held = bare_count(KEYS[k], v, index, period, now)
+        if n then count, live = n, held end
+      elseif v then
         local colon = find(v, ':', 1, true)
         if colon then
           local i, c = tonumber(sub(v, 1, colon - 1)), tonumber(sub(v, colon + 1))
@@ -517,6 +593,7 @@ while a <= args do
       end
       LIMIT[j], PERIOD[j], KEY[j] = limit, period, KEYS[k]
       A[j], B[j], T[j], LIVE[j] = index, count, t, live
+      BARE[j] = counted
       local allowed = count + cost <= limit
       OK[j] = allowed
       if not allowed then all = false end
@@ -527,18 +604,27 @@ while a <= args do
         local index, count = A[j], min(B[j] + cost, LIMIT[j])
         B[j] = count
         local stop = (index + 1) * PERIOD[j]
-        local state
-        if index < 1e14 and count < 1e14 then
-          state = index .. ':' .. count
-        else
-          state = format('%.0f:%.0f', index, count)
-        end
-        if count == 0 or stop <= now then
+        if BARE[j] then
+          -- Admitted: the count is the one before plus the cost.
+          if LIVE[j] then
+            if cost > 0 then call('INCRBY', KEY[j], cost) end
+          elseif count > 0 then
+            call('SET', KEY[j], count, 'PXAT', format('%.0f', stop / 1000 - 1))
+          end
+        elseif count == 0 or stop <= now then
           call('DEL', KEY[j])
-        elseif LIVE[j] then
-          call('SET', KEY[j], state, 'KEEPTTL')
         else
-          call('SET', KEY[j], state, 'PX', max(ceil((stop - now) / 1000), MIN_TTL_MS))
+          local state
+          if index < 1e14 and count < 1e14 then
+            state = index .. ':' .. count
+          else
+            state = format('%.0f:%.0f', index, count)
+          end
+          if LIVE[j] then
+            call('SET', KEY[j], state, 'KEEPTTL')
+          else
+            call('SET', KEY[j], state, 'PX', max(ceil((stop - now) / 1000), MIN_TTL_MS))
+          end
         end
       end
     end

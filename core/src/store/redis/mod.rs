@@ -39,7 +39,8 @@
 //! - **Numbers**: Lua computes in doubles, exact below 2^53. The engine refuses, for this store,
 //!   a `sliding_window_counter` whose `limit × window` (in µs) reaches 2^53, the only product
 //!   that could (every other value is bounded by the 366-day cap on periods).
-//! - **Redis 6.0** or later: a write within a window keeps its key's expiry (`KEEPTTL`).
+//! - **Redis 6.2** or later: a fixed window's bare count expires at its window's end (`PXAT`;
+//!   see `decide.lua`), and other writes within a window keep their key's expiry (`KEEPTTL`).
 //!
 //! [`decide.lua`]: https://github.com/floodwall/floodwall/blob/main/core/src/store/redis/decide.lua
 
