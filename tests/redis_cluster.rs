@@ -1,7 +1,8 @@
 //! The Redis store on a three-primary Redis Cluster: the conformance vectors decision by
 //! decision (multi-layer decisions span slots and take the evaluate / decide / refund path),
 //! exact admission from many threads across slots, and never a CROSSSLOT; a primary killed
-//! and restarted, and a primary killed whose replica takes over.
+//! and restarted, a primary killed whose replica takes over, and a rule counting locally
+//! between syncs whose counts reach every node exactly.
 
 use std::sync::Arc;
 
@@ -425,4 +426,76 @@ fn a_killed_primary_s_slots_are_on_the_fallback_only_until_its_replica_is_promot
         .and_then(|v| v.rsplit(':').next()?.parse().ok())
         .unwrap_or(0);
     assert!(count >= 2, "{state:?}");
+}
+
+/// A rule that counts locally between syncs, on the cluster: each key's window hash lives on
+/// its own node, a second engine reads what the first sent before deciding, and every node's
+/// hashes hold exactly what was admitted.
+#[test]
+fn synced_counts_reach_every_node_exactly() {
+    let cluster = RedisCluster::start();
+    let toml = format!(
+        r#"
+[store]
+kind = "redis_cluster"
+urls = {urls:?}
+prefix = "sync:"
+timeout = "2s"
+on_error = "deny"
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 50
+window = "1h"
+sync = "20ms"
+"#,
+        urls = cluster.urls()
+    );
+    let subjects: Vec<String> = (0..12).map(|i| format!("user-{i}")).collect();
+    let admitted = |engine: &Engine, subject: &str, n: usize| {
+        let request = Request::new("GET", "/api").subject(subject);
+        (0..n)
+            .filter(|_| {
+                let d = engine.check(&request).expect("decision");
+                assert_eq!(d.store(), StoreUsed::Redis, "{:?}", engine.store_failure());
+                d.allowed()
+            })
+            .count()
+    };
+    let first = Engine::from_toml(&toml).expect("config");
+    for subject in &subjects {
+        assert_eq!(admitted(&first, subject, 30), 30, "{subject}");
+    }
+    drop(first);
+    let second = Engine::from_toml(&toml).expect("config");
+    for subject in &subjects {
+        assert_eq!(
+            admitted(&second, subject, 40),
+            20,
+            "{subject}: the other 20"
+        );
+    }
+    drop(second);
+    let nodes = cluster.nodes();
+    let mut homes = Vec::new();
+    for subject in &subjects {
+        let pattern = format!("sync:{{per-user/0/={subject}}}f#*");
+        let home = owner(nodes, &pattern.replace('*', "0"));
+        homes.push(home);
+        let keys = nodes[home].command(&format!("KEYS {pattern}"));
+        let key = keys
+            .lines()
+            .find(|l| l.starts_with("sync:"))
+            .unwrap_or_else(|| panic!("{subject}'s window hash on node {home}: {keys:?}"));
+        let total = nodes[home].command(&format!("HGET {key} ="));
+        assert_eq!(total.lines().nth(1), Some("50"), "{subject}: {total:?}");
+    }
+    homes.sort_unstable();
+    homes.dedup();
+    assert!(
+        homes.len() > 1,
+        "the subjects' hashes live on several nodes"
+    );
 }
