@@ -24,6 +24,18 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A free port for a cluster node: its cluster bus (the port + 10000) must be free too, and
+/// a valid port.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..200 {
+        let port = free_port();
+        if port <= 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port whose cluster bus port (+10000) is free too")
+}
+
 impl RedisServer {
     /// Starts a single node and waits (at most 10 s) until it answers `PING`.
     pub fn start() -> Self {
@@ -192,7 +204,7 @@ impl RedisCluster {
     pub fn start_nodes(extra: &[&str], replicas: usize) -> Self {
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
-                let port = free_port();
+                let port = free_cluster_port();
                 let config = format!("nodes-{port}.conf");
                 let mut args = vec![
                     "--cluster-enabled",
