@@ -160,7 +160,9 @@ struct Mark {
 
 impl Batch {
     /// Adds `tally`'s count `own` in window `index`, numbered from `seq` (under the lock of
-    /// the tally's shard, so that a later count of the key has a higher number).
+    /// the tally's shard, so that a later count of the key has a higher number) — or, for a
+    /// tally made afresh and not yet read, numbered 0: only read, since this process may
+    /// have counted more on Redis than the tally knows (a tally of the key it forgot).
     fn push(
         &mut self,
         tally: &Tally,
@@ -170,7 +172,11 @@ impl Batch {
         ttl_ms: u64,
         seq: &AtomicU64,
     ) {
-        let seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let seq = if tally.made {
+            0
+        } else {
+            seq.fetch_add(1, Ordering::Relaxed) + 1
+        };
         let mut key = tally.base.to_vec();
         key.extend_from_slice(index.to_string().as_bytes());
         self.items.push(SyncItem {
@@ -702,5 +708,14 @@ mod tests {
         let kept = batch.only(|i| i == 1);
         assert_eq!(kept.items.len(), 1);
         assert_eq!(kept.marks[0].index, 8);
+        // A tally made afresh only reads: what Redis holds of this process is not taken back.
+        let mut fresh = tally(fixed(10), 8);
+        fresh.made = true;
+        let mut batch = Batch::default();
+        fresh.items(Timestamp::from_micros(8 * W), &mut batch, 1, &seq);
+        assert_eq!(
+            batch.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![0]
+        );
     }
 }

@@ -7,7 +7,7 @@
 -- in that window (an absolute count, not a change: sending it twice counts it once), the
 -- number of that count (higher for every count the process takes of the key later), and the
 -- hash's time to live in ms. A count numbered no higher than the last one applied to a hash
--- changes nothing there (it crossed a later one on its way).
+-- changes nothing there (it crossed a later one on its way); a count numbered 0 is only read.
 --
 -- Replies, for each key: the process's count as the hash holds it after, and the total.
 
