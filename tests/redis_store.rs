@@ -641,7 +641,7 @@ fn a_redis_out_of_memory_is_a_failure_of_its_own_kind() {
 /// counted, and a new window starts from nothing.
 #[test]
 fn a_fixed_window_on_redis_s_clock_refunds_and_rolls_over_exactly() {
-    use floodwall::http::{HttpRequest, HttpStage, HttpVerdict};
+    use floodwall_tests::http::rate_limited;
     let server = RedisServer::start();
     let engine = Engine::from_toml(&format!(
         r#"
@@ -672,19 +672,7 @@ window = "300ms"
         server.url()
     ))
     .expect("config");
-    let none: &[(&str, &str)] = &[];
-    let send = |path: &str, status: u16| -> bool {
-        let verdict = engine.http(
-            &HttpRequest::new("GET", path, &none)
-                .peer("127.0.0.1")
-                .stage(HttpStage::RateLimit),
-        );
-        let passed = matches!(verdict, HttpVerdict::Pass(_));
-        if let Some(exchange) = verdict.into_exchange() {
-            engine.http_finish(exchange, status, &());
-        }
-        passed
-    };
+    let send = |path: &str, status: u16| rate_limited(&engine, path, status, None);
     // Ten successes, each given back: the count stays at nothing.
     for i in 0..10 {
         assert!(send("/api", 200), "success {i}");

@@ -2,14 +2,15 @@
 //! engines (each one process to Redis) sharing a key admit within the documented bound,
 //! every admission reaches Redis exactly once — across reconnects and after the engines
 //! are dropped — a key first seen is read before it is decided, a request denied by an exact
-//! layer gives back what its local layer took, and Redis going away sends the synced rule to
-//! the fallback until it is back.
+//! layer gives back what its local layer took, a response's refund reaches Redis, and Redis
+//! going away sends the synced rule to the fallback until it is back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floodwall::{Engine, Request, StoreState, StoreUsed, Timestamp};
+use floodwall_tests::http::rate_limited;
 use floodwall_tests::redis_server::{RedisServer, try_command_on};
 
 /// Every request is decided at this time, so that no window ends during a test.
@@ -307,4 +308,46 @@ fn while_redis_is_away_the_synced_rule_is_decided_by_the_fallback_and_then_local
         assert!(Instant::now() < deadline, "never back on Redis");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A synced rule that counts only failures (`count_responses = "failed"`): what a success's
+/// request took locally is given back, and Redis ends up holding the failures alone.
+#[test]
+fn a_synced_rule_s_refunds_reach_redis() {
+    let server = RedisServer::start();
+    let engine = Engine::from_toml(&format!(
+        r#"
+[store]
+kind = "redis"
+url = "{}"
+prefix = "refund:"
+timeout = "200ms"
+
+[[rules]]
+name = "failures"
+key = "global"
+algorithm = "fixed_window"
+limit = 3
+window = "1h"
+sync = "10ms"
+count_responses = "failed"
+"#,
+        server.url()
+    ))
+    .expect("config");
+    let send = |status: u16| rate_limited(&engine, "/api", status, Some(AT));
+    for i in 0..10 {
+        assert!(send(200), "success {i}: given back");
+        // A round may send the count while it holds the request; it is sent again lower.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for _ in 0..3 {
+        assert!(send(500));
+    }
+    assert!(!send(500), "three failures are the limit");
+    drop(engine);
+    assert_eq!(
+        redis_count(&server, "refund:", "failures", 'f', HOUR_US),
+        (3, 3)
+    );
 }

@@ -461,3 +461,29 @@ fn serve(engine: &Engine, step: &HttpStep, tokens: &Tokens) -> Observed {
         }
     }
 }
+
+/// One request from 127.0.0.1 through `engine`'s rate-limit stage (no token) at `at` (the
+/// engine's clock when `None`), its response finished with `status`: whether it passed.
+pub fn rate_limited(
+    engine: &Engine,
+    path: &str,
+    status: u16,
+    at: Option<floodwall::Timestamp>,
+) -> bool {
+    let none: &[(&str, &str)] = &[];
+    let mut request = HttpRequest::new("GET", path, &none)
+        .peer("127.0.0.1")
+        .stage(HttpStage::RateLimit);
+    if let Some(at) = at {
+        request = request.at(at);
+    }
+    let verdict = engine.http(&request);
+    let passed = matches!(verdict, HttpVerdict::Pass(_));
+    if let Some(exchange) = verdict.into_exchange() {
+        match at {
+            Some(at) => engine.http_finish_at(exchange, status, &(), at),
+            None => engine.http_finish(exchange, status, &()),
+        }
+    }
+    passed
+}

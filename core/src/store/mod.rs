@@ -58,7 +58,7 @@ impl Layer<'_> {
     /// The index of the layer's rule in configuration order.
     #[inline]
     pub const fn rule_index(&self) -> usize {
-        ((self.slot >> 32) & 0x7fff_ffff) as usize
+        rule_of(self.slot)
     }
 
     /// The index of the layer's policy (role variant) within its rule.
@@ -66,6 +66,12 @@ impl Layer<'_> {
     pub const fn policy_index(&self) -> usize {
         (self.slot & 0xffff_ffff) as usize
     }
+}
+
+/// The index in configuration order of the rule a [`Layer::slot`] belongs to.
+#[inline]
+pub(crate) const fn rule_of(slot: u64) -> usize {
+    ((slot >> 32) & 0x7fff_ffff) as usize
 }
 
 /// A change to one layer's state after its decision, once the response is known (see

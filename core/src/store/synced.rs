@@ -49,7 +49,7 @@ use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 
 use super::redis::{RedisStore, SyncItem, SyncedCount};
-use super::{Adjustment, Layer};
+use super::{Adjustment, Layer, rule_of};
 use crate::clock::Timestamp;
 use crate::limit::{Algorithm, Outcome, Quota};
 
@@ -107,6 +107,23 @@ impl Tally {
 
     fn dirty(&self) -> bool {
         self.own != self.held
+    }
+
+    /// Whether it is the tally of `key` in `slot`.
+    fn is(&self, slot: u64, key: &[u8]) -> bool {
+        self.slot == slot && *self.key == *key
+    }
+
+    /// Where window `index`'s counts are in `own`, `held` and `others`: 1 for the current
+    /// window, 0 for the one before; `None` for any other.
+    fn window_of(&self, index: u64) -> Option<usize> {
+        if index == self.index {
+            Some(1)
+        } else if index + 1 == self.index {
+            Some(0)
+        } else {
+            None
+        }
     }
 
     fn state(&self) -> crate::limit::State {
@@ -315,7 +332,7 @@ impl Tallies {
             let hash = self.hash(layer.slot, layer.key);
             let mut shard = self.shards[self.shard(hash)].lock();
             let index = layer.quota.window_index(now);
-            let found = shard.find_mut(hash, |t| t.slot == layer.slot && *t.key == *layer.key);
+            let found = shard.find_mut(hash, |t| t.is(layer.slot, layer.key));
             let tally = match found {
                 Some(tally) => {
                     tally.roll(index);
@@ -366,16 +383,10 @@ impl Tallies {
                 continue;
             };
             let mut shard = self.shards[self.shard(mark.hash)].lock();
-            let Some(tally) =
-                shard.find_mut(mark.hash, |t| t.slot == mark.slot && *t.key == *mark.key)
-            else {
+            let Some(tally) = shard.find_mut(mark.hash, |t| t.is(mark.slot, &mark.key)) else {
                 continue;
             };
-            let w = if mark.index == tally.index {
-                1
-            } else if mark.index + 1 == tally.index {
-                0
-            } else {
+            let Some(w) = tally.window_of(mark.index) else {
                 continue;
             };
             if mark.seq < tally.applied {
@@ -396,8 +407,8 @@ impl Tallies {
 
     /// Decides the `synced` layers of a request locally, all-or-nothing among them: writes
     /// their outcomes and says whether every one that is not a shadow admits; if so, each
-    /// that admits has consumed. Keys without a tally (none were read) are denied nothing and
-    /// count nothing: the caller reads them first ([`stale`](Self::stale)).
+    /// that admits has consumed. The caller has read them first and pinned their tallies
+    /// ([`stale`](Self::stale)); each is unpinned here.
     pub(crate) fn acquire(
         &self,
         layers: &[Layer<'_>],
@@ -420,15 +431,7 @@ impl Tallies {
         let mut admitted = true;
         for &(i, hash) in &at {
             let layer = &layers[i];
-            let shard = self.shard(hash);
-            let table = &mut guards
-                .iter_mut()
-                .find(|(s, _)| *s == shard)
-                .expect("locked")
-                .1;
-            let Some(tally) =
-                table.find_mut(hash, |t| t.slot == layer.slot && *t.key == *layer.key)
-            else {
+            let Some(tally) = locked(&mut guards, self.shard(hash), hash, layer) else {
                 // Not reached: the caller read it, and it is pinned until now.
                 outcomes[i] = Outcome::new(false, 0, 0, 0);
                 admitted &= layer.shadow;
@@ -449,15 +452,7 @@ impl Tallies {
             if !outcomes[i].allowed {
                 continue; // a shadow layer that would deny consumes nothing
             }
-            let shard = self.shard(hash);
-            let table = &mut guards
-                .iter_mut()
-                .find(|(s, _)| *s == shard)
-                .expect("locked")
-                .1;
-            if let Some(tally) =
-                table.find_mut(hash, |t| t.slot == layer.slot && *t.key == *layer.key)
-            {
+            if let Some(tally) = locked(&mut guards, self.shard(hash), hash, layer) {
                 outcomes[i] = layer.quota.consume(&mut tally.state(), now, cost);
                 tally.own[1] = tally.own[1].saturating_add(cost);
             }
@@ -471,9 +466,7 @@ impl Tallies {
         for (layer, _) in layers.iter().zip(synced).filter(|(_, s)| **s) {
             let hash = self.hash(layer.slot, layer.key);
             let mut shard = self.shards[self.shard(hash)].lock();
-            if let Some(tally) =
-                shard.find_mut(hash, |t| t.slot == layer.slot && *t.key == *layer.key)
-            {
+            if let Some(tally) = shard.find_mut(hash, |t| t.is(layer.slot, layer.key)) {
                 tally.pins = tally.pins.saturating_sub(1);
             }
         }
@@ -503,21 +496,14 @@ impl Tallies {
     pub(crate) fn adjust(&self, layer: &Layer<'_>, adjustment: Adjustment) {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard(hash)].lock();
-        let Some(tally) = shard.find_mut(hash, |t| t.slot == layer.slot && *t.key == *layer.key)
-        else {
+        let Some(tally) = shard.find_mut(hash, |t| t.is(layer.slot, layer.key)) else {
             return; // forgotten: its count is on Redis, and stays counted
         };
         match adjustment {
             Adjustment::Refund { cost, at } => {
-                let index = layer.quota.window_index(at);
-                let w = if index == tally.index {
-                    1
-                } else if index + 1 == tally.index {
-                    0
-                } else {
-                    return;
-                };
-                tally.own[w] = tally.own[w].saturating_sub(cost);
+                if let Some(w) = tally.window_of(layer.quota.window_index(at)) {
+                    tally.own[w] = tally.own[w].saturating_sub(cost);
+                }
             }
             Adjustment::Charge { cost, at } => {
                 tally.roll(layer.quota.window_index(at));
@@ -552,7 +538,7 @@ impl Tallies {
         let mut batch = Batch::default();
         for shard in self.shards.iter() {
             shard.lock().retain(|tally| {
-                let rule = ((tally.slot >> 32) & 0x7fff_ffff) as usize;
+                let rule = rule_of(tally.slot);
                 if !due.get(rule).copied().unwrap_or(false) {
                     return true;
                 }
@@ -586,6 +572,17 @@ impl Tallies {
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
+}
+
+/// `layer`'s tally in `shard`, one of the shards `guards` holds locked.
+fn locked<'g>(
+    guards: &'g mut [(usize, MutexGuard<'_, HashTable<Tally>>)],
+    shard: usize,
+    hash: u64,
+    layer: &Layer<'_>,
+) -> Option<&'g mut Tally> {
+    let (_, table) = guards.iter_mut().find(|(s, _)| *s == shard)?;
+    table.find_mut(hash, |t| t.is(layer.slot, layer.key))
 }
 
 /// A field name no other engine draws: 16 hex digits from the process, the time and a

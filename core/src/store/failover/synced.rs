@@ -35,10 +35,8 @@ impl Inner {
         if !stale.is_empty() {
             let started = Instant::now();
             let read = self.acquire(&stale.slots()).and_then(|permits| {
-                let replies = self.shared.sync(tallies.me(), &stale.items);
-                let failed = Failed::merge(replies.iter().filter_map(|r| r.clone().err()));
-                self.settle(permits, failed.as_ref());
-                failed.is_none().then_some(replies)
+                let (replies, all_read) = self.send(tallies, &stale, permits);
+                all_read.then_some(replies)
             });
             match read {
                 Some(replies) => tallies.apply(&stale, &replies, started),
@@ -134,11 +132,22 @@ impl Inner {
         } else {
             batch.only(|i| granted.contains(&parts[i]))
         };
-        let replies: Vec<Result<SyncedCount, Failed>> =
-            self.shared.sync(tallies.me(), &batch.items);
+        let (replies, _) = self.send(tallies, &batch, permits);
+        tallies.apply(&batch, &replies, started);
+    }
+
+    /// Sends `batch` under `permits`, tells the breakers how it went, and answers each item's
+    /// reply and whether every one was read.
+    fn send(
+        self: &Arc<Self>,
+        tallies: &Tallies,
+        batch: &Batch,
+        permits: Permits,
+    ) -> (Vec<Result<SyncedCount, Failed>>, bool) {
+        let replies = self.shared.sync(tallies.me(), &batch.items);
         let failed = Failed::merge(replies.iter().filter_map(|r| r.clone().err()));
         self.settle(permits, failed.as_ref());
-        tallies.apply(&batch, &replies, started);
+        (replies, failed.is_none())
     }
 
     /// Starts the thread that syncs the tallies every interval, for as long as the store

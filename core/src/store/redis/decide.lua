@@ -65,7 +65,7 @@ local server_now
 -- Redis's time in µs, read once per call.
 local function server_time()
   if not server_now then
-    local t = redis.call('TIME')
+    local t = call('TIME')
     server_now = t[1] * 1000000 + t[2]
   end
   return server_now
@@ -79,16 +79,16 @@ end
 local function bare_count(key, v, index, period, at)
   local n = tonumber(v)
   if not n then
-    local colon = string.find(v, ':', 1, true)
+    local colon = find(v, ':', 1, true)
     if not colon then return nil, false end
-    local i, c = tonumber(string.sub(v, 1, colon - 1)), tonumber(string.sub(v, colon + 1))
+    local i, c = tonumber(sub(v, 1, colon - 1)), tonumber(sub(v, colon + 1))
     if i == index and c then return c, false end
     return nil, false
   end
   local start = index * period
   if at - start < EDGE then
     -- Its expiry is this window's last millisecond or the one before it began.
-    local expires = math.floor(at / 1000) + redis.call('PTTL', key)
+    local expires = floor(at / 1000) + call('PTTL', key)
     if expires < (start + period / 2) / 1000 then return nil, false end
   end
   return n, true
