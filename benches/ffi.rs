@@ -57,6 +57,7 @@ fn overhead(c: &mut Criterion) {
             reset_after_ms: 0,
             retry_after_ms: 0,
             store: ffi::fw_store::FW_STORE_MEMORY,
+            blocked: false,
         };
         b.iter(|| {
             // SAFETY: live engine, valid request and out-struct.

@@ -58,6 +58,7 @@ fn record(c: &mut Criterion) {
                     store: Some(StoreUsed::Memory),
                     shadow_rule: None,
                     allowlisted: false,
+                    blocked: false,
                 })));
             };
             group.bench_function(BenchmarkId::new(name, format!("{threads}thread")), |b| {
@@ -85,6 +86,7 @@ fn decision<'a>(subjects: &'a [String], i: u64, at: Timestamp) -> Event<'a> {
         store: Some(StoreUsed::Memory),
         shadow_rule: None,
         allowlisted: false,
+        blocked: false,
     })
 }
 

@@ -57,6 +57,8 @@ export interface MinuteCounts {
   shadow_limited: number
   /** Admitted requests an allow list let skip the limits. */
   allowlisted: number
+  /** Rate-limited requests whose key was blocked after denials (`block_for`). */
+  blocked: number
   upstream_calls: number
   /** Upstream calls that failed or timed out. */
   upstream_failures: number
@@ -253,6 +255,8 @@ export declare class Decision {
   readonly resetAfterMs: number
   /** 0 when admitted. */
   readonly retryAfterMs: number
+  /** Denied because its key is blocked (`block_for`): `retryAfterMs` is the block's end. */
+  readonly blocked: boolean
   /** A new object on every read. */
   readonly headers: RateLimitHeaders
   readonly layers: Layer[]
@@ -263,6 +267,7 @@ export declare class Decision {
     remaining: number | null
     resetAfterMs: number
     retryAfterMs: number
+    blocked: boolean
     store: StoreUsed
     headers: RateLimitHeaders
   }

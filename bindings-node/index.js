@@ -89,6 +89,7 @@ function call (fn) {
  */
 class Decision {
   #allowed
+  #blocked
   #store
   #rule
   #limit
@@ -104,6 +105,7 @@ class Decision {
     const n = row[base + 2]
     const deciding = row[base + 3]
     this.#allowed = row[base] === 1
+    this.#blocked = row[base] === 2
     this.#store = STORES[row[base + 1]]
     this.#retryAfterMs = row[base + 4]
     this.#engine = engine
@@ -140,6 +142,8 @@ class Decision {
   get resetAfterMs () { return this.#resetAfterMs }
   /** When denied, milliseconds after which the same request passes; 0 when admitted. */
   get retryAfterMs () { return this.#retryAfterMs }
+  /** Whether it is denied because its key is blocked (`block_for`): retryAfterMs is the block's end. */
+  get blocked () { return this.#blocked }
 
   /** The response headers the configuration asks for (a new object on every read). */
   get headers () {
@@ -185,8 +189,8 @@ class Decision {
   }
 
   toJSON () {
-    const { allowed, rule, limit, remaining, resetAfterMs, retryAfterMs, store } = this
-    return { allowed, rule, limit, remaining, resetAfterMs, retryAfterMs, store, headers: this.headers }
+    const { allowed, rule, limit, remaining, resetAfterMs, retryAfterMs, blocked, store } = this
+    return { allowed, rule, limit, remaining, resetAfterMs, retryAfterMs, blocked, store, headers: this.headers }
   }
 
   [Symbol.for('nodejs.util.inspect.custom')] () {

@@ -297,6 +297,9 @@ typedef struct {
   uint64_t retry_after_ms;
   // Which store decided.
   fw_store store;
+  // Whether it is denied because its key is blocked (`block_for`): `retry_after_ms` is
+  // the block's end.
+  bool blocked;
 } fw_decision;
 
 // One header line: a NUL-terminated name (any case) and value.
@@ -671,7 +674,8 @@ fw_result fw_upstreams_json(const fw_engine *engine,
 // `per_minute` (each minute of the horizon that saw traffic, oldest first) and `peaks` (the
 // busiest minutes) — each minute `start_ms`, `requests`, `admitted`, `rate_limited`,
 // `auth_rejected`, `failed`, `denied` (a deny list's 403s), `shadow_limited` (admitted
-// requests a rule in shadow mode would have denied), `allowlisted`, `upstream_calls`,
+// requests a rule in shadow mode would have denied), `allowlisted`, `blocked` (rate-limited
+// requests of a blocked key), `upstream_calls`,
 // `upstream_failures`, `breaker_trips`, `responses`, `client_errors`, `server_errors`,
 // `latency_p50_us`, `latency_p99_us`, `mean_latency_us`, `max_latency_us` —, `totals` (the
 // same counters since the engine started), the top lists `top_endpoints`, `top_subjects`,

@@ -719,3 +719,66 @@ window = "300ms"
     }
     assert_eq!(windows, 3, "three whole windows seen");
 }
+
+#[test]
+fn a_block_is_shared_by_every_engine_and_its_key_expires_with_it() {
+    let server = RedisServer::start();
+    let config = format!(
+        r#"
+[store]
+kind = "redis"
+url = "{}"
+prefix = "blk:"
+on_error = "deny"
+timeout = "2s"
+deny_cache = false
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "fixed_window"
+limit = 3
+window = "1h"
+block_for = "90s"
+block_after = 2
+"#,
+        server.url()
+    );
+    let (first, second) = (
+        Engine::from_toml(&config).unwrap(),
+        Engine::from_toml(&config).unwrap(),
+    );
+    let alice = Request::new("GET", "/").subject("alice");
+    let decide = |engine: &Engine| {
+        let d = engine.check(&alice).unwrap();
+        assert_eq!(d.store(), StoreUsed::Redis);
+        (d.allowed(), d.blocked(), d.retry_after())
+    };
+    for engine in [&first, &second, &first] {
+        assert!(decide(engine).0);
+    }
+    // The first denial only waits for the window; the second (on the other engine) blocks.
+    let (allowed, blocked, _) = decide(&second);
+    assert!(!allowed && !blocked);
+    assert_eq!(
+        server.command("EXISTS \"blk:{per-user/0/=alice}!\"").trim(),
+        ":1"
+    );
+    let (allowed, blocked, wait) = decide(&first);
+    assert!(!allowed && blocked);
+    assert_eq!(wait, Duration::from_secs(90));
+    let (allowed, blocked, wait) = decide(&second);
+    assert!(!allowed && blocked);
+    assert!(wait <= Duration::from_secs(90) && wait > Duration::from_secs(80));
+    // Bob shares nothing with alice.
+    assert!(second.check(&alice.subject("bob")).unwrap().allowed());
+    // The block key lives until the block ends (the denial window is the hour: it lives that
+    // long while it counts, and from the block on only as long as the block).
+    let ttl: i64 = server
+        .command("PTTL \"blk:{per-user/0/=alice}!\"")
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!((80_000..=90_000).contains(&ttl), "PTTL {ttl}");
+}

@@ -7,7 +7,7 @@
 //!
 //! | index | value |
 //! |---|---|
-//! | 0 | allowed (1 or 0) |
+//! | 0 | allowed: 1, or 0 when denied, 2 when denied because the key is blocked |
 //! | 1 | store: 0 memory, 1 redis, 2 fallback, 3 unavailable |
 //! | 2 | number of layers `n` |
 //! | 3 | the deciding layer's position, -1 when no rule matched |
@@ -55,7 +55,13 @@ fn secs(d: std::time::Duration) -> f64 {
 /// Writes `decision` into `out`, which holds at least [`decision_len`] of its layers.
 pub(crate) fn write(decision: &Decision<'_>, out: &mut [f64]) {
     let n = decision.layers().len();
-    out[0] = if decision.allowed() { 1.0 } else { 0.0 };
+    out[0] = if decision.allowed() {
+        1.0
+    } else if decision.blocked() {
+        2.0
+    } else {
+        0.0
+    };
     out[1] = store_code(decision.store());
     out[2] = n as f64;
     out[3] = decision.deciding_layer().map_or(-1.0, |i| i as f64);

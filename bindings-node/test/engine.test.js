@@ -274,6 +274,7 @@ test('decision fields, toJSON and inspect', () => {
     remaining: 0,
     resetAfterMs: 59_000,
     retryAfterMs: 59_000,
+    blocked: false,
     store: 'memory',
     headers: {
       'RateLimit-Policy': '"per-user";q=2;w=60, "global";q=3;w=3',
@@ -287,7 +288,7 @@ test('decision fields, toJSON and inspect', () => {
   assert.deepEqual(JSON.parse(JSON.stringify(denied)), denied.toJSON())
   assert.equal(
     util.inspect(first),
-    'Decision {"allowed":true,"rule":"per-user","limit":2,"remaining":1,"resetAfterMs":59000,"retryAfterMs":0,"store":"memory"}'
+    'Decision {"allowed":true,"rule":"per-user","limit":2,"remaining":1,"resetAfterMs":59000,"retryAfterMs":0,"blocked":false,"store":"memory"}'
   )
 })
 

@@ -89,6 +89,7 @@ test('the report counts what the engine saw', () => {
     denied: 0,
     shadow_limited: 0,
     allowlisted: 0,
+    blocked: 0,
     upstream_calls: 0,
     upstream_failures: 0,
     breaker_trips: 0,
@@ -153,7 +154,7 @@ test('the report has the documented keys in the document\'s order', () => {
   ])
   assert.deepEqual(Object.keys(report.totals), [
     'start_ms', 'requests', 'admitted', 'rate_limited', 'auth_rejected', 'failed', 'denied',
-    'shadow_limited', 'allowlisted', 'upstream_calls', 'upstream_failures', 'breaker_trips', 'responses', 'client_errors',
+    'shadow_limited', 'allowlisted', 'blocked', 'upstream_calls', 'upstream_failures', 'breaker_trips', 'responses', 'client_errors',
     'server_errors', 'latency_p50_us', 'latency_p99_us', 'mean_latency_us', 'max_latency_us'
   ])
   assert.deepEqual(Object.keys(report.top_endpoints[0]), ['key', 'count', 'error'])

@@ -35,7 +35,8 @@ const EXPECT_FIELDS = {
   limit: 'limit',
   remaining: 'remaining',
   reset_after_ms: 'resetAfterMs',
-  retry_after_ms: 'retryAfterMs'
+  retry_after_ms: 'retryAfterMs',
+  blocked: 'blocked'
 }
 
 function loadCases () {

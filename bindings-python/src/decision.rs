@@ -75,6 +75,13 @@ impl Decision {
         self.with(|d| d.retry_after_ms())
     }
 
+    /// Whether the request is denied because its key is blocked (`block_for`); then
+    /// `retry_after_ms` is the block's end.
+    #[getter]
+    fn blocked(&self) -> bool {
+        self.with(|d| d.blocked())
+    }
+
     /// Which store decided: `memory`, `redis`, `fallback` or `unavailable`.
     #[getter]
     fn store(&self) -> &'static str {

@@ -107,6 +107,7 @@ def test_the_report_counts_what_the_engine_saw() -> None:
         "denied": 0,
         "shadow_limited": 0,
         "allowlisted": 0,
+        "blocked": 0,
         "upstream_calls": 0,
         "upstream_failures": 0,
         "breaker_trips": 0,

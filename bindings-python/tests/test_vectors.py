@@ -56,6 +56,7 @@ def run_case(engine: floodwall.Engine, case: dict[str, Any], store: str) -> list
                     "remaining": decision.remaining,
                     "reset_after_ms": decision.reset_after_ms,
                     "retry_after_ms": decision.retry_after_ms,
+                    "blocked": decision.blocked,
                 }
                 for field, value in got.items():
                     if field in expect and value != expect[field]:

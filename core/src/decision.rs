@@ -110,6 +110,11 @@ impl<'e> LayerStatus<'e> {
         self.outcome.allowed
     }
 
+    /// Whether this layer denied because the key is blocked (`block_for`).
+    pub fn blocked(&self) -> bool {
+        self.outcome.blocked()
+    }
+
     /// Whether the rule is in shadow mode: its denial denies nothing.
     pub fn shadow(&self) -> bool {
         self.rule.is_shadow()
@@ -167,17 +172,24 @@ struct Slot {
     /// The rule's index (at most [`MAX_RULES`](crate::common::MAX_RULES)).
     rule: u16,
     allowed: bool,
+    /// Denied by a block (`block_for`).
+    blocked: bool,
 }
 
 impl Slot {
     #[inline]
     fn outcome(&self) -> Outcome {
-        Outcome::new(
+        let outcome = Outcome::new(
             self.allowed,
             self.remaining,
             self.reset_after,
             self.retry_after,
-        )
+        );
+        if self.blocked {
+            outcome.block(self.retry_after)
+        } else {
+            outcome
+        }
     }
 
     #[inline]
@@ -186,6 +198,7 @@ impl Slot {
         self.remaining = outcome.remaining;
         self.reset_after = outcome.reset_after_us();
         self.retry_after = outcome.retry_after_us();
+        self.blocked = outcome.blocked();
     }
 
     #[inline]
@@ -339,6 +352,12 @@ impl<'e> Decision<'e> {
     /// Whether the request may pass.
     pub fn allowed(&self) -> bool {
         self.allowed
+    }
+
+    /// Whether the request is denied because its key is blocked (`block_for`): the
+    /// deciding rule blocked it, and [`retry_after`](Self::retry_after) is the block's end.
+    pub fn blocked(&self) -> bool {
+        !self.allowed && self.deciding().is_some_and(|l| l.blocked())
     }
 
     /// The deciding rule's name; `None` when no rule matched.

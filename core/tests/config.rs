@@ -617,3 +617,28 @@ fn sync_is_for_counting_windows_shorter_than_every_window() {
     assert_eq!(field, "rules[0].sync");
     assert!(message.contains("at least 1ms"), "{message}");
 }
+
+#[test]
+fn block_for_is_checked_and_block_after_needs_it() {
+    let engine = Engine::from_toml(&format!("{RULE}block_for = \"15m\"\nblock_after = 3"))
+        .expect("a rule may block");
+    let quota = engine.rules()[0].policies()[0].quota();
+    let block = quota.block().expect("the rule blocks");
+    assert_eq!(block.duration(), std::time::Duration::from_secs(900));
+    assert_eq!(block.after(), 3);
+
+    let (field, message) = toml_err(&format!("{RULE}block_after = 3"));
+    assert_eq!(field, "rules[0].block_after");
+    assert!(message.contains("needs block_for"), "{message}");
+    let (field, message) = toml_err(&format!("{RULE}block_for = \"1m\"\nblock_after = 0"));
+    assert_eq!(field, "rules[0].block_after");
+    assert!(message.contains("from 1 to"), "{message}");
+    let (field, message) = toml_err(&format!("{RULE}block_for = \"500us\""));
+    assert_eq!(field, "rules[0].block_for");
+    assert!(message.contains("from 1ms to 366 days"), "{message}");
+    let (field, message) = toml_err(&format!("{RULE}block_for = \"1m\"\nsync = \"100ms\""));
+    assert_eq!(field, "rules[0].block_for");
+    assert!(message.contains("cannot block"), "{message}");
+    let (field, _) = toml_err(&format!("{RULE}block_for = \"soon\""));
+    assert_eq!(field, "rules[0].block_for");
+}

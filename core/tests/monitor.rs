@@ -32,6 +32,7 @@ fn decision(t: Timestamp, outcome: EventOutcome) -> DecisionEvent<'static> {
         store: Some(StoreUsed::Memory),
         shadow_rule: None,
         allowlisted: false,
+        blocked: false,
     }
 }
 
@@ -773,4 +774,27 @@ fn threads_beyond_the_lanes_count_exactly_too() {
     assert_eq!(report.totals.admitted, threads * each);
     assert_eq!(minutes_of(&report), [(1, threads * each)]);
     assert_eq!(report.stores["memory"], threads * each);
+}
+
+#[test]
+fn the_engine_counts_requests_denied_by_a_block() {
+    let engine = Engine::from_toml(
+        "[[rules]]\nname = \"per-user\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 1\nwindow = \"1s\"\nblock_for = \"1m\"\nblock_after = 2",
+    )
+    .unwrap();
+    let alice = Request::new("GET", "/api").subject("alice").at(at(0, 1));
+    // Admitted, denied (the window), denied (the second denial: the block), denied (blocked).
+    let blocked: Vec<bool> = (0..4)
+        .map(|_| engine.check(&alice).unwrap().blocked())
+        .collect();
+    assert_eq!(blocked, [false, false, true, true]);
+    let report = engine.report_at(at(0, 2));
+    assert_eq!((report.totals.rate_limited, report.totals.blocked), (3, 2));
+    assert!(
+        engine
+            .prometheus()
+            .contains("\nfloodwall_blocked_total 2\n"),
+        "{}",
+        engine.prometheus()
+    );
 }

@@ -198,6 +198,8 @@ type Decision struct {
 	ResetAfter time.Duration
 	RetryAfter time.Duration
 	Store      Store
+	// Blocked: denied because the key is blocked (block_for); RetryAfter is the block's end.
+	Blocked bool
 	// Headers are the response headers to send (with CheckWithHeaders and the middleware).
 	Headers map[string]string
 }
@@ -270,6 +272,7 @@ func (e *Engine) decision(d *C.fw_decision) Decision {
 		ResetAfter: time.Duration(d.reset_after_ms) * time.Millisecond,
 		RetryAfter: time.Duration(d.retry_after_ms) * time.Millisecond,
 		Store:      Store(d.store),
+		Blocked:    bool(d.blocked),
 	}
 }
 
@@ -491,6 +494,7 @@ type MinuteCounts struct {
 	Denied           uint64 `json:"denied"`         // refused by a deny list (403)
 	ShadowLimited    uint64 `json:"shadow_limited"` // admitted, but a rule in shadow mode would have denied them
 	Allowlisted      uint64 `json:"allowlisted"`    // admitted past the limits by an allow list
+	Blocked          uint64 `json:"blocked"`        // rate-limited because the key was blocked (block_for)
 	UpstreamCalls    uint64 `json:"upstream_calls"`
 	UpstreamFailures uint64 `json:"upstream_failures"` // failed or timed out
 	BreakerTrips     uint64 `json:"breaker_trips"`

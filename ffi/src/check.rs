@@ -66,6 +66,9 @@ pub struct fw_decision {
     pub retry_after_ms: u64,
     /// Which store decided.
     pub store: fw_store,
+    /// Whether it is denied because its key is blocked (`block_for`): `retry_after_ms` is
+    /// the block's end.
+    pub blocked: bool,
 }
 
 /// # Safety
@@ -110,6 +113,7 @@ pub(crate) fn decision_of(d: &Decision<'_>) -> fw_decision {
             StoreUsed::Unavailable => fw_store::FW_STORE_UNAVAILABLE,
             StoreUsed::DenyCache => fw_store::FW_STORE_DENY_CACHE,
         },
+        blocked: d.blocked(),
     }
 }
 

@@ -19,7 +19,8 @@ use crate::panic::guard;
 /// `per_minute` (each minute of the horizon that saw traffic, oldest first) and `peaks` (the
 /// busiest minutes) — each minute `start_ms`, `requests`, `admitted`, `rate_limited`,
 /// `auth_rejected`, `failed`, `denied` (a deny list's 403s), `shadow_limited` (admitted
-/// requests a rule in shadow mode would have denied), `allowlisted`, `upstream_calls`,
+/// requests a rule in shadow mode would have denied), `allowlisted`, `blocked` (rate-limited
+/// requests of a blocked key), `upstream_calls`,
 /// `upstream_failures`, `breaker_trips`, `responses`, `client_errors`, `server_errors`,
 /// `latency_p50_us`, `latency_p99_us`, `mean_latency_us`, `max_latency_us` —, `totals` (the
 /// same counters since the engine started), the top lists `top_endpoints`, `top_subjects`,

@@ -426,7 +426,14 @@ int main(void) {
   CHECK(fw_check(engine, &req, &d) == FW_OK && d.allowed && d.remaining == 1 && d.rule_index == 0);
   CHECK(d.store == FW_STORE_MEMORY && d.limit == 2);
   CHECK(fw_check(engine, &req, &d) == FW_OK && d.allowed && d.remaining == 0);
-  CHECK(fw_check(engine, &req, &d) == FW_OK && !d.allowed && d.retry_after_ms == 60000);
+  CHECK(fw_check(engine, &req, &d) == FW_OK && !d.allowed && d.retry_after_ms == 60000 && !d.blocked);
+  /* A rule that blocks after a denial says so, with the block's end to wait for. */
+  fw_engine *blocking = NULL;
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"r\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
+                            "limit = 1\nwindow = \"1s\"\nblock_for = \"5m\"", &blocking) == FW_OK);
+  CHECK(fw_check(blocking, &req, &d) == FW_OK && d.allowed && !d.blocked);
+  CHECK(fw_check(blocking, &req, &d) == FW_OK && !d.allowed && d.blocked && d.retry_after_ms == 300000);
+  fw_engine_free(blocking);
   fw_request bad = req;
   bad.path = NULL;
   CHECK(fw_check(engine, &bad, &d) == FW_NULL_ARGUMENT);
@@ -551,7 +558,7 @@ int main(void) {
     CHECK(strstr(json, "\"source\":\"memory\",\"store_kind\":\"memory\",\"store_failure\":null") != NULL);
     CHECK(strstr(json, "\"per_minute\":[{\"start_ms\":4102444800000,\"requests\":3,\"admitted\":2,\"rate_limited\":1,\"auth_rejected\":0,") != NULL);
     CHECK(strstr(json, "\"totals\":{\"start_ms\":0,\"requests\":4,\"admitted\":2,\"rate_limited\":1,\"auth_rejected\":1,\"failed\":0,"
-                       "\"denied\":0,\"shadow_limited\":0,\"allowlisted\":0,\"upstream_calls\":1,\"upstream_failures\":1,\"breaker_trips\":0,\"responses\":3,\"client_errors\":1,\"server_errors\":1,") != NULL);
+                       "\"denied\":0,\"shadow_limited\":0,\"allowlisted\":0,\"blocked\":0,\"upstream_calls\":1,\"upstream_failures\":1,\"breaker_trips\":0,\"responses\":3,\"client_errors\":1,\"server_errors\":1,") != NULL);
     CHECK(strstr(json, "\"max_latency_us\":2500000") != NULL);
     CHECK(strstr(json, "\"top_endpoints\":[{\"key\":\"GET /api/orders\",\"count\":3,\"error\":0}]") != NULL);
     CHECK(strstr(json, "\"breaches_by_subject\":[{\"key\":\"alice\",\"count\":1,\"error\":0}]") != NULL);

@@ -93,6 +93,8 @@ pub struct Expect {
     pub reset_after_ms: Option<u64>,
     /// `retry_after` in ms, rounded up.
     pub retry_after_ms: Option<u64>,
+    /// Denied by a block (`block_for`).
+    pub blocked: Option<bool>,
     /// Header name → exact value, or `null` for "absent".
     pub headers: Option<BTreeMap<String, Option<String>>>,
 }
@@ -234,6 +236,9 @@ pub fn run_case_on(
                         d.retry_after_ms().to_string(),
                         want.to_string(),
                     );
+                }
+                if let Some(want) = e.blocked {
+                    check("blocked", d.blocked().to_string(), want.to_string());
                 }
                 for (name, want) in e.headers.iter().flatten() {
                     check(

@@ -32,6 +32,8 @@ class MinuteCounts(TypedDict):
     """Admitted requests a rule in shadow mode would have denied."""
     allowlisted: int
     """Admitted requests an allow list let skip the limits."""
+    blocked: int
+    """Rate-limited requests whose key was blocked after denials (``block_for``)."""
     upstream_calls: int
     upstream_failures: int
     """Upstream calls that failed or timed out."""

@@ -64,6 +64,14 @@ pub struct RuleConfig {
     /// `sliding_window_counter` only (see `crate::store::synced` for what it admits).
     #[serde(default)]
     pub sync: Option<HumanDuration>,
+    /// Once the rule denies a key (`block_after` times within one window), deny that key
+    /// outright for this long (for example `"15m"`); see [`crate::limit::Block`].
+    #[serde(default)]
+    pub block_for: Option<HumanDuration>,
+    /// How many denials within one of the rule's windows start a block (`block_for`); 1 by
+    /// default.
+    #[serde(default)]
+    pub block_after: Option<u64>,
 }
 
 /// One entry of `failed_statuses`: a status code, or a range `"500-599"` (or `"5xx"`).
@@ -295,6 +303,7 @@ impl RuleConfig {
             }
         };
         let sync = self.sync_interval(at, self.algorithm, &policies)?;
+        let policies = self.blocking(at, policies)?;
         Ok(Rule::new(
             name.into(),
             RuleMatcher::new(methods, paths, roles).head_as_get(http.head_as_get),
@@ -309,6 +318,47 @@ impl RuleConfig {
             cost_header,
         })
         .synced(sync))
+    }
+
+    /// `policies`, blocking keys as `block_for` and `block_after` say.
+    fn blocking(&self, at: &str, policies: Vec<Policy>) -> Result<Vec<Policy>, Error> {
+        let Some(HumanDuration(duration)) = self.block_for else {
+            if self.block_after.is_some() {
+                return Err(Error::config(
+                    format!("{at}.block_after"),
+                    "block_after needs block_for (how long a key is blocked)",
+                ));
+            }
+            return Ok(policies);
+        };
+        if self.sync.is_some() {
+            return Err(Error::config(
+                format!("{at}.block_for"),
+                "a rule that counts locally (sync) cannot block: its denials are not seen by the other processes; drop sync or block_for",
+            ));
+        }
+        let after = match self.block_after {
+            None => std::num::NonZeroU32::MIN,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .and_then(std::num::NonZeroU32::new)
+                .ok_or_else(|| {
+                    Error::config(
+                        format!("{at}.block_after"),
+                        format!("block_after must be from 1 to {}, got {n}", u32::MAX),
+                    )
+                })?,
+        };
+        policies
+            .into_iter()
+            .map(|p| {
+                let quota = p
+                    .quota()
+                    .blocking(duration, after)
+                    .map_err(|e| Error::config(format!("{at}.block_for"), e.message()))?;
+                Ok(Policy::new(p.role().map(Into::into), quota))
+            })
+            .collect()
     }
 
     /// `sync`, checked: a window algorithm that counts (a log and a bucket's time cannot be

@@ -142,6 +142,7 @@ impl Engine {
     pub(crate) fn record_decision(&self, asked: &Asked<'_>, result: &Result<Decision<'_>, Error>) {
         // A request no rule matched consulted no store.
         let store = |d: &Decision<'_>| (d.layers().len() > 0).then(|| d.store());
+        let blocked = matches!(result, Ok(d) if d.blocked());
         let (outcome, rule, error, store, shadow) = match result {
             Ok(d) if d.allowed() => (
                 EventOutcome::Admitted,
@@ -168,6 +169,7 @@ impl Engine {
             store,
             shadow_rule: shadow,
             allowlisted: false,
+            blocked,
         }));
     }
 

@@ -52,6 +52,7 @@ struct Ended<'a> {
     store: Option<StoreUsed>,
     shadow: Option<&'a str>,
     allowlisted: bool,
+    blocked: bool,
 }
 
 impl Engine {
@@ -107,6 +108,7 @@ impl Engine {
             store: None,
             shadow: None,
             allowlisted: false,
+            blocked: false,
         };
         let mut identity: Option<Arc<Identity>> = None;
         let (mut subject, mut role): (Option<&str>, Option<&str>) = (None, None);
@@ -180,11 +182,8 @@ impl Engine {
                         ended.outcome = EventOutcome::RateLimited;
                         ended.rule = d.rule();
                         ended.store = Some(d.store());
-                        break 'verdict Err(answer::rate_limited(
-                            d.headers(),
-                            d.rule(),
-                            d.retry_after_ms(),
-                        ));
+                        ended.blocked = d.blocked();
+                        break 'verdict Err(answer::rate_limited(&d));
                     }
                     Err(e) => {
                         ended.error = Some(e.kind());
@@ -264,11 +263,8 @@ impl Engine {
             if !decision.allowed() {
                 ended.outcome = EventOutcome::RateLimited;
                 ended.rule = decision.rule();
-                break 'verdict Err(answer::rate_limited(
-                    decision.headers(),
-                    decision.rule(),
-                    decision.retry_after_ms(),
-                ));
+                ended.blocked = decision.blocked();
+                break 'verdict Err(answer::rate_limited(&decision));
             }
             ended.outcome = EventOutcome::Admitted;
             ended.shadow = if self.shadows {
@@ -292,6 +288,7 @@ impl Engine {
                 store: ended.store,
                 shadow_rule: ended.shadow,
                 allowlisted: ended.allowlisted,
+                blocked: ended.blocked,
             }));
         }
         match verdict {

@@ -288,6 +288,7 @@ impl Engine {
             store: None,
             shadow_rule: None,
             allowlisted: false,
+            blocked: false,
         }));
     }
 

@@ -22,6 +22,7 @@
 use std::fmt::Write as _;
 
 use crate::clock::Timestamp;
+use crate::decision::Decision;
 use crate::error::{Error, ErrorKind};
 
 /// The media type of every body floodwall writes.
@@ -125,6 +126,9 @@ fn problem_body(
             ProblemValue::Number(n) => {
                 let _ = write!(body, "{n}");
             }
+            ProblemValue::Flag(f) => {
+                let _ = write!(body, "{f}");
+            }
         }
     }
     body.push('}');
@@ -134,6 +138,7 @@ fn problem_body(
 enum ProblemValue<'a> {
     Text(&'a str),
     Number(u64),
+    Flag(bool),
 }
 
 fn push_json_string(out: &mut String, text: &str) {
@@ -165,20 +170,27 @@ fn ceil_secs(micros: u64) -> u64 {
 
 /// The 429 of a request a rate limit denied: `headers` are the decision's (with
 /// `Retry-After` when the configuration renders it), `rule` the denying rule. The body's
-/// `retry_after` is in whole seconds, rounded up, as `Retry-After` is.
-pub(crate) fn rate_limited(
-    headers: Vec<(&'static str, String)>,
-    rule: Option<&str>,
-    retry_after_ms: u64,
-) -> Response {
-    let seconds = retry_after_ms.div_ceil(1_000);
-    let detail = format!("The rate limit is exhausted; retry in {seconds} s.");
-    let mut extra = Vec::with_capacity(2);
-    if let Some(rule) = rule {
+/// `retry_after` is in whole seconds, rounded up, as `Retry-After` is. A denial by a block
+/// (`block_for`) says so, and its `retry_after` is the block's end.
+pub(crate) fn rate_limited(decision: &Decision<'_>) -> Response {
+    let seconds = decision.retry_after_ms().div_ceil(1_000);
+    let blocked = decision.blocked();
+    let detail = if blocked {
+        format!(
+            "This client is blocked after too many requests over the rate limit; retry in {seconds} s."
+        )
+    } else {
+        format!("The rate limit is exhausted; retry in {seconds} s.")
+    };
+    let mut extra = Vec::with_capacity(3);
+    if let Some(rule) = decision.rule() {
         extra.push(("rule", ProblemValue::Text(rule)));
     }
     extra.push(("retry_after", ProblemValue::Number(seconds)));
-    problem(429, "rate_limited", &detail, headers, &extra)
+    if blocked {
+        extra.push(("blocked", ProblemValue::Flag(true)));
+    }
+    problem(429, "rate_limited", &detail, decision.headers(), &extra)
 }
 
 /// The 403 of a caller a deny list names.
@@ -331,17 +343,33 @@ pub fn error_response(
 mod tests {
     use super::*;
 
+    /// The second of two requests at `now_ms` on a rule of one request per 2s.
+    fn denied(extra: &str, now_ms: u64) -> Response {
+        let engine = crate::Engine::from_toml(&format!(
+            "[[rules]]\nname = \"per-user\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 1\nwindow = \"2s\"\n{extra}"
+        ))
+        .unwrap();
+        let request = crate::Request::new("GET", "/")
+            .subject("alice")
+            .at(Timestamp::from_millis(now_ms));
+        assert!(engine.check(&request).unwrap().allowed());
+        rate_limited(&engine.check(&request).unwrap())
+    }
+
     #[test]
     fn bodies_are_compact_json_with_a_stable_code() {
-        let r = rate_limited(
-            vec![("Retry-After", "2".to_owned())],
-            Some("per-user"),
-            1_500,
-        );
+        let r = denied("", 500);
         assert_eq!(r.status, 429);
+        assert_eq!(r.header("Retry-After"), Some("2"));
         assert_eq!(
             r.body,
             r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"The rate limit is exhausted; retry in 2 s.","code":"rate_limited","rule":"per-user","retry_after":2}"#
+        );
+        let blocked = denied("block_for = \"1m\"", 500);
+        assert_eq!(blocked.header("Retry-After"), Some("60"));
+        assert_eq!(
+            blocked.body,
+            r#"{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"This client is blocked after too many requests over the rate limit; retry in 60 s.","code":"rate_limited","rule":"per-user","retry_after":60,"blocked":true}"#
         );
         assert_eq!(
             r.header("content-length"),

@@ -23,6 +23,7 @@
 //! else consumes meanwhile. A clock that steps backwards never admits more: a limiter treats a
 //! time earlier than what it has already recorded as that recorded time.
 
+mod block;
 mod fixed_window;
 mod rules;
 mod sliding_window;
@@ -30,9 +31,10 @@ mod sliding_window_counter;
 mod token_bucket;
 
 use std::fmt;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
+pub use block::Block;
 pub(crate) use rules::is_token;
 pub use rules::{
     CountResponses, KeyKind, PathPattern, Policy, RequestPath, ResponseCounting, Rule, RuleMatcher,
@@ -42,6 +44,7 @@ pub use rules::{
 use crate::clock::{Timestamp, duration_micros};
 use crate::error::{Error, ErrorKind};
 
+use block::Blocking;
 use fixed_window::FixedWindow;
 use sliding_window::SlidingLog;
 use sliding_window_counter::WindowCounter;
@@ -94,6 +97,8 @@ pub struct Quota {
     limit: u64,
     /// The window, or for a token bucket the emission interval `T`, in µs; never zero.
     period: u64,
+    /// Blocking after denials (`block_for`, `block_after`).
+    block: Option<Block>,
 }
 
 impl Quota {
@@ -115,6 +120,7 @@ impl Quota {
             algorithm,
             limit: limit.get(),
             period,
+            block: None,
         })
     }
 
@@ -171,6 +177,7 @@ impl Quota {
             limit: capacity.get(),
             // In range: 1 <= interval <= full <= MAX_PERIOD in µs.
             period: interval as u64,
+            block: None,
         })
     }
 
@@ -212,7 +219,67 @@ impl Quota {
             algorithm: self.algorithm,
             limit,
             period,
+            block: self.block,
         }
+    }
+
+    /// The same quota, blocking a key for `duration` once it has been denied `after` times
+    /// within one window (see [`Block`]); `duration` is at least a millisecond and at most
+    /// [`MAX_PERIOD`].
+    pub fn blocking(mut self, duration: Duration, after: NonZeroU32) -> Result<Quota, Error> {
+        if duration < Duration::from_millis(1) || duration > MAX_PERIOD {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("block_for must be from 1ms to 366 days, got {duration:?}"),
+            ));
+        }
+        self.block = Some(Block {
+            duration: duration_micros(duration),
+            after: after.get(),
+        });
+        Ok(self)
+    }
+
+    /// The quota's blocking, if it blocks keys after denials.
+    pub const fn block(&self) -> Option<&Block> {
+        self.block.as_ref()
+    }
+
+    /// The denial window of the quota's blocking, in µs: the window, or the time an empty
+    /// bucket takes to refill.
+    pub(crate) fn block_window(&self) -> u64 {
+        duration_micros(self.period()).max(1)
+    }
+
+    /// The blocking state of a key never denied.
+    pub(crate) const fn unblocked() -> State {
+        State(Inner::Block(Blocking {
+            until: 0,
+            index: 0,
+            denials: 0,
+        }))
+    }
+
+    /// The time left at `now` of the block that `state` (a [blocking
+    /// state](Quota::unblocked)) holds, if any.
+    pub(crate) fn blocked_for(&self, state: &State, now: Timestamp) -> Option<u64> {
+        match &state.0 {
+            Inner::Block(b) => b.left(now.as_micros()),
+            _ => None,
+        }
+    }
+
+    /// Counts a denial at `now` in `state` (a [blocking state](Quota::unblocked)); answers the
+    /// length of the block it starts, if it starts one.
+    pub(crate) fn deny(&self, state: &mut State, now: Timestamp) -> Option<u64> {
+        let block = self.block.as_ref()?;
+        if !matches!(state.0, Inner::Block(_)) {
+            *state = Self::unblocked();
+        }
+        let Inner::Block(b) = &mut state.0 else {
+            unreachable!("a blocking state was just made")
+        };
+        b.deny(block, self.block_window(), now.as_micros())
     }
 
     /// For a token bucket, the time one token takes to refill (`T`).
@@ -270,6 +337,7 @@ impl Quota {
             Inner::Log(s) => s.evaluate(l, p, now, cost),
             Inner::Counter(s) => s.evaluate(l, p, now, cost),
             Inner::Bucket(s) => s.evaluate(l, p, now, cost),
+            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -285,6 +353,7 @@ impl Quota {
             Inner::Log(s) => s.consume(l, p, now, cost),
             Inner::Counter(s) => s.consume(l, p, now, cost),
             Inner::Bucket(s) => s.consume(l, p, now, cost),
+            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -327,6 +396,7 @@ impl Quota {
             Inner::Log(s) => step!(s, s.expires_at(p)),
             Inner::Counter(s) => step!(s, s.expires_at(p)),
             Inner::Bucket(s) => step!(s, s.expires_at()),
+            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -341,6 +411,7 @@ impl Quota {
             Inner::Log(s) => s.refund(at, cost),
             Inner::Counter(s) => s.refund(p, at, cost),
             Inner::Bucket(s) => s.refund(p, cost),
+            Inner::Block(_) => {}
         }
     }
 
@@ -354,6 +425,7 @@ impl Quota {
             Inner::Log(s) => s.charge(l, p, now, cost),
             Inner::Counter(s) => s.charge(l, p, now, cost),
             Inner::Bucket(s) => s.charge(l, p, now, cost),
+            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -367,6 +439,7 @@ impl Quota {
             Inner::Log(s) => s.expires_at(p),
             Inner::Counter(s) => s.expires_at(p),
             Inner::Bucket(s) => s.expires_at(),
+            Inner::Block(s) => s.expires_at(self.block_window()),
         })
     }
 
@@ -403,6 +476,8 @@ enum Inner {
     Log(Box<SlidingLog>),
     Counter(WindowCounter),
     Bucket(Gcra),
+    /// Not a quota's state: a key's blocking, kept beside it ([`Quota::unblocked`]).
+    Block(Blocking),
 }
 
 /// One limiter's answer for one request.
@@ -414,6 +489,7 @@ pub struct Outcome {
     pub remaining: u64,
     reset_after: u64,
     retry_after: u64,
+    blocked: bool,
 }
 
 impl Outcome {
@@ -438,7 +514,39 @@ impl Outcome {
             remaining,
             reset_after,
             retry_after,
+            blocked: false,
         }
+    }
+
+    /// This outcome of a key blocked for `left` µs more: denied, nothing remaining, to be
+    /// retried when the block ends.
+    pub(crate) const fn block(self, left: u64) -> Self {
+        Outcome {
+            allowed: false,
+            remaining: 0,
+            reset_after: if self.reset_after > left {
+                self.reset_after
+            } else {
+                left
+            },
+            retry_after: left,
+            blocked: true,
+        }
+    }
+
+    /// This outcome `us` µs later, with nothing else happening: the waits run down.
+    pub(crate) const fn aged(self, us: u64) -> Self {
+        Outcome {
+            reset_after: self.reset_after.saturating_sub(us),
+            retry_after: self.retry_after.saturating_sub(us),
+            ..self
+        }
+    }
+
+    /// Whether the key is blocked (`block_for`): the denial is the block's, and `retry_after`
+    /// is its end.
+    pub const fn blocked(&self) -> bool {
+        self.blocked
     }
 
     /// Time until the key is back at its full quota if nothing else arrives.

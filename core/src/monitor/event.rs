@@ -76,6 +76,8 @@ pub struct DecisionEvent<'a> {
     pub shadow_rule: Option<&'a str>,
     /// Whether an allow list of the HTTP layer let the request skip the limits.
     pub allowlisted: bool,
+    /// For a rate-limited request, whether its key was blocked (`block_for`).
+    pub blocked: bool,
 }
 
 /// A finished call to an upstream (a [`Lease`](crate::Lease) finished or dropped).

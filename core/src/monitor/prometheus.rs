@@ -192,6 +192,12 @@ pub fn render(
         "Requests an allow list let skip the limits.",
     );
     w.sample("floodwall_allowlisted_total", &[], t.allowlisted);
+    w.header(
+        "floodwall_blocked_total",
+        "counter",
+        "Rate-limited requests whose key was blocked after denials (block_for).",
+    );
+    w.sample("floodwall_blocked_total", &[], t.blocked);
     // The rule list is exact while there are fewer rules than a top list's sketch holds.
     w.family(
         "floodwall_rate_limited_total",

@@ -56,12 +56,7 @@ impl DenyCache {
         }
         let aged = now - d.at;
         for (out, o) in outcomes.iter_mut().zip(&d.outcomes) {
-            *out = Outcome::new(
-                o.allowed,
-                o.remaining,
-                o.reset_after_us().saturating_sub(aged),
-                o.retry_after_us().saturating_sub(aged),
-            );
+            *out = o.aged(aged);
         }
         true
     }

@@ -34,6 +34,8 @@ pub struct MinuteCounts {
     pub shadow_limited: u64,
     /// Admitted requests an allow list let skip the limits.
     pub allowlisted: u64,
+    /// Rate-limited requests whose key was blocked (`block_for`).
+    pub blocked: u64,
     /// Upstream calls finished.
     pub upstream_calls: u64,
     /// … that failed or timed out.
@@ -74,6 +76,7 @@ impl MinuteCounts {
         self.denied += other.denied;
         self.shadow_limited += other.shadow_limited;
         self.allowlisted += other.allowlisted;
+        self.blocked += other.blocked;
         self.upstream_calls += other.upstream_calls;
         self.upstream_failures += other.upstream_failures;
         self.breaker_trips += other.breaker_trips;
@@ -144,6 +147,9 @@ impl MinuteCounts {
         }
         if e.allowlisted {
             self.allowlisted += 1;
+        }
+        if e.blocked {
+            self.blocked += 1;
         }
     }
 

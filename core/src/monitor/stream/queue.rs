@@ -48,6 +48,7 @@ enum Shape {
         store: Option<StoreUsed>,
         shadow_rule: Option<Span>,
         allowlisted: bool,
+        blocked: bool,
     },
     Upstream {
         at: Timestamp,
@@ -115,6 +116,7 @@ impl QueuedEvent {
                 store: e.store,
                 shadow_rule: e.shadow_rule.map(|s| p.put(s)),
                 allowlisted: e.allowlisted,
+                blocked: e.blocked,
             },
             Event::Upstream(e) => Shape::Upstream {
                 at: e.at,
@@ -155,6 +157,7 @@ impl QueuedEvent {
                 store,
                 shadow_rule,
                 allowlisted,
+                blocked,
             } => Event::Decision(DecisionEvent {
                 at,
                 endpoint: endpoint.map(|(m, p)| (self.get(m), self.get(p))),
@@ -166,6 +169,7 @@ impl QueuedEvent {
                 store,
                 shadow_rule: shadow_rule.map(|s| self.get(s)),
                 allowlisted,
+                blocked,
             }),
             Shape::Upstream {
                 at,
@@ -338,6 +342,7 @@ mod tests {
                 store: Some(StoreUsed::Redis),
                 shadow_rule: None,
                 allowlisted: false,
+                blocked: true,
             }),
             Event::Decision(DecisionEvent {
                 at,
@@ -350,6 +355,7 @@ mod tests {
                 store: None,
                 shadow_rule: None,
                 allowlisted: false,
+                blocked: false,
             }),
             Event::Upstream(UpstreamEvent {
                 at,

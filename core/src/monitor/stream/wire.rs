@@ -71,6 +71,9 @@ pub(super) fn visit_fields(
             if e.allowlisted {
                 put("al", Number(1));
             }
+            if e.blocked {
+                put("bl", Number(1));
+            }
         }
         Event::Upstream(e) => {
             put("svc", Text(e.service));
@@ -166,6 +169,7 @@ struct RawEntry<'a> {
     st: Option<&'a [u8]>,
     sh: Option<&'a [u8]>,
     al: Option<&'a [u8]>,
+    bl: Option<&'a [u8]>,
     svc: Option<&'a [u8]>,
     up: Option<&'a [u8]>,
     co: Option<&'a [u8]>,
@@ -188,6 +192,15 @@ fn text<'a>(name: &str, value: Option<&'a [u8]>) -> Result<Option<&'a str>, Malf
 
 fn required<'a>(name: &str, value: Option<&'a [u8]>) -> Result<&'a str, MalformedEntry> {
     text(name, value)?.ok_or_else(|| malformed(format!("field {name} is missing")))
+}
+
+/// A field that is `1` when set and absent (or `0`) otherwise.
+fn flag(name: &str, value: Option<&[u8]>) -> Result<bool, MalformedEntry> {
+    match text(name, value)? {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => Err(malformed(format!("field {name} is not 0 or 1: {other:?}"))),
+    }
 }
 
 fn number(name: &str, value: Option<&[u8]>) -> Result<u64, MalformedEntry> {
@@ -220,6 +233,7 @@ pub fn parse_entry<'a>(
             b"st" => &mut raw.st,
             b"sh" => &mut raw.sh,
             b"al" => &mut raw.al,
+            b"bl" => &mut raw.bl,
             b"svc" => &mut raw.svc,
             b"up" => &mut raw.up,
             b"co" => &mut raw.co,
@@ -257,13 +271,8 @@ pub fn parse_entry<'a>(
                 error: text("e", raw.e)?.and_then(ErrorKind::parse),
                 store: text("st", raw.st)?.and_then(StoreUsed::parse),
                 shadow_rule: text("sh", raw.sh)?,
-                allowlisted: match text("al", raw.al)? {
-                    None | Some("0") => false,
-                    Some("1") => true,
-                    Some(other) => {
-                        return Err(malformed(format!("field al is not 0 or 1: {other:?}")));
-                    }
-                },
+                allowlisted: flag("al", raw.al)?,
+                blocked: flag("bl", raw.bl)?,
             })
         }
         "u" => {

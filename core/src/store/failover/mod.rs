@@ -354,18 +354,35 @@ impl Inner {
                 store: StoreUsed::DenyCache,
             });
         }
-        Err(Pending(Some((cache, key))))
+        // Layers that block after several denials: Redis must see each denial until the
+        // block starts, so only their blocks are remembered.
+        let counting = layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.quota.block().is_some_and(|b| b.after() > 1))
+            .fold(0u64, |bits, (i, _)| {
+                bits | 1u64.checked_shl(i as u32).unwrap_or(0)
+            });
+        Err(Pending(Some((cache, key, counting))))
     }
 }
 
-/// A request the deny cache did not answer, and where Redis's denial of it is remembered.
-struct Pending<'a>(Option<(&'a DenyCache, Vec<u8>)>);
+/// A request the deny cache did not answer, where Redis's denial of it is remembered, and
+/// which of its layers (a bit each) count denials towards a block.
+struct Pending<'a>(Option<(&'a DenyCache, Vec<u8>, u64)>);
 
 impl Pending<'_> {
     /// Redis's verdict, its denial remembered.
     fn decided(self, allowed: bool, now: Timestamp, outcomes: &[Outcome]) -> Verdict {
-        if let (false, Some((cache, key))) = (allowed, self.0) {
-            cache.put(key, now, outcomes);
+        if let (false, Some((cache, key, counting))) = (allowed, self.0) {
+            let counts = outcomes.iter().enumerate().any(|(i, o)| {
+                !o.allowed
+                    && !o.blocked()
+                    && counting & 1u64.checked_shl(i as u32).unwrap_or(0) != 0
+            });
+            if !counts {
+                cache.put(key, now, outcomes);
+            }
         }
         Verdict {
             allowed,

@@ -21,6 +21,22 @@ impl MemoryStore {
     pub(crate) fn acquire_one(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) -> Outcome {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        if layer.quota.block().is_some() {
+            return self.acquire_blocking(&mut shard, hash, layer, cost, now);
+        }
+        self.acquire_in(&mut shard, hash, layer, cost, now)
+    }
+
+    /// [`acquire_one`](Self::acquire_one) in the locked `shard`.
+    #[inline(always)]
+    fn acquire_in(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        layer: &Layer<'_>,
+        cost: u64,
+        now: Timestamp,
+    ) -> Outcome {
         let quota = layer.quota;
         let slot = compact(layer.slot);
         if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
@@ -30,7 +46,38 @@ impl MemoryStore {
             entry.press(&outcome, quota.limit());
             return outcome;
         }
-        self.acquire_new(&mut shard, hash, layer, cost, now)
+        self.acquire_new(shard, hash, layer, cost, now)
+    }
+
+    /// [`acquire_one`](Self::acquire_one) for a rule that blocks keys after denials: a
+    /// blocked key is denied until the block ends, and a denial may start a block.
+    #[cold]
+    #[inline(never)]
+    fn acquire_blocking(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        layer: &Layer<'_>,
+        cost: u64,
+        now: Timestamp,
+    ) -> Outcome {
+        if let Some(left) = self.blocked(shard, layer, now) {
+            let slot = compact(layer.slot);
+            let quota = layer.quota;
+            let outcome = match shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
+                Some(entry) => quota.evaluate(&mut entry.state, now, cost),
+                None => quota.evaluate(&mut quota.new_state(now), now, cost),
+            };
+            return outcome.block(left);
+        }
+        let outcome = self.acquire_in(shard, hash, layer, cost, now);
+        if outcome.allowed {
+            return outcome;
+        }
+        match self.deny(shard, layer, now) {
+            Some(length) => outcome.block(length),
+            None => outcome,
+        }
     }
 
     /// [`acquire_one`](Self::acquire_one) for a key the shard does not hold.
@@ -149,6 +196,7 @@ impl MemoryStore {
         // Phase 1: evaluate every layer without consuming, remembering where each entry is.
         let mut buckets = [None::<usize>; N];
         let mut all = true;
+        let mut blocking = false;
         for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
             let Some(shard) = guards[guard_of[i]].as_mut() else {
                 unreachable!("every layer's shard is locked")
@@ -167,16 +215,37 @@ impl MemoryStore {
                     .quota
                     .evaluate(&mut layer.quota.new_state(now), now, cost),
             };
+            if layer.quota.block().is_some()
+                && let Some(left) = self.blocked(shard, layer, now)
+            {
+                *outcome = outcome.block(left);
+            }
             all &= outcome.allowed || layer.shadow;
+            blocking |= layer.quota.block().is_some();
+        }
+        // An insert may move a shard's entries, so after one the shard's later layers are
+        // looked up again. (At most MAX_SHARDS = 64 guards, so a u64 holds one bit per guard.)
+        let mut moved: u64 = 0;
+        if blocking {
+            // Each layer that denied of itself counts a denial, which may start a block.
+            for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
+                if layer.quota.block().is_none() || outcome.allowed || outcome.blocked() {
+                    continue;
+                }
+                let Some(shard) = guards[guard_of[i]].as_mut() else {
+                    unreachable!("every layer's shard is locked")
+                };
+                if let Some(length) = self.deny(shard, layer, now) {
+                    *outcome = outcome.block(length);
+                }
+                moved |= 1 << guard_of[i];
+            }
         }
         if !all {
             return false;
         }
 
-        // Phase 2: every layer admits, so every layer consumes. An insert may move a shard's
-        // entries, so after one the shard's later layers are looked up again. (At most
-        // MAX_SHARDS = 64 guards, so a u64 holds one bit per guard.)
-        let mut moved: u64 = 0;
+        // Phase 2: every layer admits, so every layer consumes.
         for (i, (layer, outcome)) in layers.iter().zip(outcomes.iter_mut()).enumerate() {
             if !outcome.allowed {
                 // A shadow layer that would deny: it consumes nothing.

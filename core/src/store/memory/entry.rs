@@ -27,16 +27,27 @@ pub(super) struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// A [`Layer::slot`] in 32 bits: its `ABSENT` flag in bit 31, the rule's index (below
-/// [`MAX_RULES`](crate::common::MAX_RULES) = 256) in bits 23–30, and the role variant (at
+/// [`MAX_RULES`](crate::common::MAX_RULES) = 256) in bits 23–30, [`BLOCK_MARK`] in bit 20,
+/// and the role variant (at
 /// most [`MAX_ROLE_OVERRIDES`](crate::common::MAX_ROLE_OVERRIDES) + 1 < 2¹⁷) in bits 0–16.
 /// An entry keeps its [pressure](pressure) in bits 17–19 of the same word.
 ///
 /// [`Layer::slot`]: crate::store::Layer::slot
 #[inline(always)]
 pub(super) fn compact(slot: u64) -> u32 {
-    debug_assert!((slot >> 32) & 0x7fff_ffff < 256 && slot & 0xffff_ffff < 1 << 17);
-    (((slot >> 63) as u32) << 31) | (((slot >> 32) as u32 & 0xff) << 23) | (slot as u32 & 0x1_ffff)
+    debug_assert!((slot >> 32) & 0x7fff_ffff < 256 && slot & 0x7fff_ffff < 1 << 17);
+    (((slot >> 63) as u32) << 31)
+        | (((slot >> 32) as u32 & 0xff) << 23)
+        | ((((slot & BLOCK_MARK) != 0) as u32) << BLOCK_SHIFT)
+        | (slot as u32 & 0x1_ffff)
 }
+
+/// Set in a [`Layer::slot`] for the entry of the layer's blocking (`block_for`), beside the
+/// layer's own: bit 20 of the [`compact`]ed slot.
+///
+/// [`Layer::slot`]: crate::store::Layer::slot
+pub(super) const BLOCK_MARK: u64 = 1 << 31;
+const BLOCK_SHIFT: u32 = 20;
 
 const _: () = assert!(crate::common::MAX_ROLE_OVERRIDES < 1 << 17);
 
@@ -44,7 +55,7 @@ const _: () = assert!(crate::common::MAX_ROLE_OVERRIDES < 1 << 17);
 pub(super) const PRESSURE_SHIFT: u32 = 17;
 const PRESSURE_BITS: u32 = 0b111 << PRESSURE_SHIFT;
 /// The pressure of a key that is denying.
-const DENYING: u32 = 4;
+pub(super) const DENYING: u32 = 4;
 
 /// How much an outcome leaves of a limit used: 0 (less than a quarter) to 3 (three quarters or
 /// more), or [`DENYING`] when it denied or left nothing for the next request. No division on

@@ -23,6 +23,7 @@
 //! [`Quota::expires_at`]: crate::limit::Quota::expires_at
 
 mod acquire;
+mod block;
 mod entry;
 mod evict;
 

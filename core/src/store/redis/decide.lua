@@ -31,12 +31,20 @@
 --             the cost without asking: a response reported what its request really cost)
 --           number of layers, then per layer: algorithm (f fixed_window, s sliding_window,
 --             c sliding_window_counter, b token_bucket; in upper case for a shadow layer,
---             whose denial denies nothing), limit (or capacity), period (window, or the
---             bucket's interval) in µs
+--             whose denial denies nothing; followed by ! for a layer that blocks its key after
+--             denials, whose block key follows its state keys), limit (or capacity), period
+--             (window, or the bucket's interval) in µs, and for a blocking layer the block's
+--             length in µs, the denials in one window that start it, and that window in µs
 --       then per decision, in order: its shape (from 1), its cost, and with t its time in µs
 --       since the epoch, or "" for the server's TIME (read once per call; always without t)
--- Returns, per decision: all_allowed, then per layer allowed, remaining, reset_after,
---          retry_after (zeros for r and a), then the time used.
+-- Returns, per decision: all_allowed, then per layer allowed (1; 0 denied, 2 denied by a
+--          block), remaining, reset_after, retry_after (zeros for r and a), then the time used.
+--
+-- A blocking layer's block key holds "until:index:denials" (µs, the denial window's index,
+-- the denials counted in it). A decision on a blocked key denies with the block's end as
+-- retry_after; a layer that denies of itself — when deciding or evaluating (a cluster's
+-- first step, whose denial is the decision) — counts a denial, and the one that reaches
+-- the count starts a block. The key expires when the later of the block and the window ends.
 
 local floor, max, min, ceil = math.floor, math.max, math.min, math.ceil
 local find, sub, format, byte = string.find, string.sub, string.format, string.byte
@@ -120,6 +128,8 @@ local redis_time
 -- call uses (USES, by code), and whether any decision takes the general path.
 local SMODE, SN, SFIRST, SPLAIN = {}, {}, {}, {}
 local LCODE, LSHADOW, LLIMIT, LPERIOD = {}, {}, {}, {}
+-- Per blocking layer of a shape: the block's length, the denials that start it, their window.
+local LBLOCK, LAFTER, LBWIN = {}, {}, {}
 local USES = {}
 local general = false
 local a = 3
@@ -138,18 +148,29 @@ for sh = 1, tonumber(ARGV[2]) do
     LLIMIT[l], LPERIOD[l] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     USES[code] = true
     if code ~= FIXED or shadow then plain = false end
-    a = a + 3
+    if #ARGV[a] > 1 then
+      LBLOCK[l], LAFTER[l], LBWIN[l] = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+      plain = false
+      a = a + 6
+    else
+      LBLOCK[l] = false
+      a = a + 3
+    end
   end
   SPLAIN[sh] = plain
   if not plain then general = true end
 end
 
 -- The general path's parts, made only when the call needs them.
-local num, ttl_ms, pair, fixed_load, fixed_advance, fixed_outcome, fixed_save, log_newest
+local num, ttl_ms, pair, triple, fixed_load, fixed_advance, fixed_outcome, fixed_save, log_newest
 local log_load, log_advance, log_reset, log_evaluate, log_add, log_consume, log_save
 local counter_load, counter_advance, counter_reset, counter_retry, counter_evaluate
 local counter_consume, counter_save, bucket_load, bucket_outcome, bucket_evaluate
 local bucket_consume, bucket_save, load, evaluate, consume, save, refund, charge
+
+-- Per layer of the decision at hand, for a blocking one: its block key, until when it is
+-- blocked, the denial window's index and the denials in it, and whether it denies by a block.
+local KEYB, BUNTIL, BINDEX, BCOUNT, BLOCKED = {}, {}, {}, {}, {}
 
 if general then
   KIND, SHADOW, KEY2, C, TRIM, REM, RESET, RETRY = {}, {}, {}, {}, {}, {}, {}, {}
@@ -170,6 +191,15 @@ if general then
     local at = find(v, ':', 1, true)
     if not at then return nil end
     return tonumber(sub(v, 1, at - 1)), tonumber(sub(v, at + 1))
+  end
+
+  -- "a:b:c" (or nil, a missing key) as three numbers (nil when unreadable).
+  function triple(v)
+    if not v then return nil end
+    local at = find(v, ':', 1, true)
+    local at2 = at and find(v, ':', at + 1, true)
+    if not at2 then return nil end
+    return tonumber(sub(v, 1, at - 1)), tonumber(sub(v, at + 1, at2 - 1)), tonumber(sub(v, at2 + 1))
   end
 
   if USES[FIXED] then
@@ -338,17 +368,7 @@ if general then
   if USES[COUNTER] then
     -- sliding_window_counter ---------------------------------------------------------------------
     function counter_load(j)
-      local v = call('GET', KEY[j])
-      local index, previous, current
-      if v then
-        local at = find(v, ':', 1, true)
-        local at2 = at and find(v, ':', at + 1, true)
-        if at2 then
-          index = tonumber(sub(v, 1, at - 1))
-          previous = tonumber(sub(v, at + 1, at2 - 1))
-          current = tonumber(sub(v, at2 + 1))
-        end
-      end
+      local index, previous, current = triple(call('GET', KEY[j]))
       if index and previous and current then
         -- Its expiry is the current window's end plus one window only while current > 0.
         A[j], B[j], C[j], LIVE[j] = index, previous, current, redis_time and current > 0
@@ -653,6 +673,19 @@ while a <= args do
       else
         k = k + 1
       end
+      BLOCKED[j] = false
+      if LBLOCK[first + j] then
+        KEYB[j] = KEYS[k]
+        k = k + 1
+        local u, i, c = triple(call('GET', KEYB[j]))
+        if u and i and c then
+          BUNTIL[j], BINDEX[j], BCOUNT[j] = u, i, c
+        else
+          BUNTIL[j], BINDEX[j], BCOUNT[j] = 0, 0, 0
+        end
+      else
+        KEYB[j] = false
+      end
       load(j)
     end
 
@@ -660,7 +693,33 @@ while a <= args do
       local all = true
       for j = 1, n do
         evaluate(j)
+        if KEYB[j] and BUNTIL[j] > now then
+          local left = BUNTIL[j] - now
+          OK[j], BLOCKED[j], REM[j], RETRY[j] = false, true, 0, left
+          if RESET[j] < left then RESET[j] = left end
+        end
         if not OK[j] and not SHADOW[j] then all = false end
+      end
+      -- Each layer that denied of itself counts a denial, which may start a block.
+      for j = 1, n do
+        if KEYB[j] and not OK[j] and not BLOCKED[j] then
+          local f = first + j
+          local window = LBWIN[f]
+          local index = floor(now / window)
+          if BINDEX[j] == index then BCOUNT[j] = BCOUNT[j] + 1 else BCOUNT[j] = 1 end
+          BINDEX[j] = index
+          if BCOUNT[j] >= LAFTER[f] then
+            BCOUNT[j] = 0
+            BUNTIL[j] = now + LBLOCK[f]
+            local left = LBLOCK[f]
+            BLOCKED[j], REM[j], RETRY[j] = true, 0, left
+            if RESET[j] < left then RESET[j] = left end
+          end
+          local stop = BUNTIL[j]
+          if BCOUNT[j] > 0 then stop = max(stop, (index + 1) * window) end
+          call('SET', KEYB[j], num(BUNTIL[j]) .. ':' .. num(index) .. ':' .. num(BCOUNT[j]),
+            'PX', ttl_ms(stop, now))
+        end
       end
       if all and mode == 'd' then
         for j = 1, n do
@@ -681,7 +740,7 @@ while a <= args do
       r = r + 1
       reply[r] = all and 1 or 0
       for j = 1, n do
-        reply[r + 1] = OK[j] and 1 or 0
+        reply[r + 1] = OK[j] and 1 or (BLOCKED[j] and 2 or 0)
         reply[r + 2] = REM[j]
         reply[r + 3] = RESET[j]
         reply[r + 4] = RETRY[j]

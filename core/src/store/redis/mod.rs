@@ -19,6 +19,8 @@
 //!   second) after which its state equals a fresh one; keys whose state is fresh are deleted
 //!   rather than written. A sliding log is trimmed on every call, so it holds at most `limit`
 //!   entries. Rules with `sync` keep a hash per key and window instead (the `sync` module).
+//!   A rule that blocks keys after denials (`block_for`) keeps each key's blocking in
+//!   `PREFIX{RULE/VARIANT/=KEY}!`, beside its state and in its slot.
 //! - **Connections**: one multiplexed connection (`ConnectionManager`, which reconnects by
 //!   itself; a cluster connection, which follows `MOVED`/`ASK`, for `redis_cluster`) shared by
 //!   every caller, so that concurrent decisions pipeline on it. The process's Redis I/O
@@ -214,6 +216,11 @@ impl RedisStore {
             // The algorithm is part of the key: a rule whose algorithm changes starts afresh
             // instead of reading another algorithm's state.
             let mut key = self.key(layer);
+            let block = quota.block().map(|block| {
+                let mut blocks = key.clone();
+                blocks.push(b'!');
+                (block, blocks)
+            });
             key.push(code);
             if code == b's' {
                 let mut total = key.clone();
@@ -224,14 +231,24 @@ impl RedisStore {
                 keys.push(key);
             }
             // Upper case marks a shadow layer: its denial denies nothing.
-            let code = if layer.shadow {
+            let code = char::from(if layer.shadow {
                 code.to_ascii_uppercase()
             } else {
                 code
-            };
-            shape.push(char::from(code).to_string());
+            });
+            shape.push(if block.is_some() {
+                format!("{code}!")
+            } else {
+                code.to_string()
+            });
             shape.push(quota.limit().to_string());
             shape.push(period.as_micros().to_string());
+            if let Some((block, blocks)) = block {
+                keys.push(blocks);
+                shape.push(block.duration().as_micros().to_string());
+                shape.push(block.after().to_string());
+                shape.push(quota.block_window().to_string());
+            }
         }
         Encoded {
             keys,
@@ -476,6 +493,9 @@ fn read_reply(reply: &[i64], outcomes: &mut [Outcome]) -> Result<(bool, u64), St
     for (outcome, values) in outcomes.iter_mut().zip(reply[1..].chunks(4)) {
         let u = |v: i64| u64::try_from(v).unwrap_or(0);
         *outcome = Outcome::new(values[0] == 1, u(values[1]), u(values[2]), u(values[3]));
+        if values[0] == 2 {
+            *outcome = outcome.block(u(values[3]));
+        }
     }
     let used = u64::try_from(reply[reply.len() - 1]).unwrap_or(0);
     Ok((reply[0] == 1, used))
