@@ -774,11 +774,59 @@ block_after = 2
     assert!(second.check(&alice.subject("bob")).unwrap().allowed());
     // The block key lives until the block ends (the denial window is the hour: it lives that
     // long while it counts, and from the block on only as long as the block).
-    let ttl: i64 = server
-        .command("PTTL \"blk:{per-user/0/=alice}!\"")
-        .trim()
-        .trim_start_matches(':')
-        .parse()
-        .unwrap();
+    let ttl = server.pttl("blk:{per-user/0/=alice}!");
     assert!((80_000..=90_000).contains(&ttl), "PTTL {ttl}");
+}
+
+#[test]
+fn a_calendar_day_on_redis_s_clock_ends_at_midnight_in_its_zone() {
+    let server = RedisServer::start();
+    let engine = Engine::from_toml(&format!(
+        r#"
+[store]
+kind = "redis"
+url = "{}"
+prefix = "cal:"
+on_error = "deny"
+timeout = "2s"
+
+[[rules]]
+name = "daily"
+key = "subject"
+algorithm = "fixed_window"
+limit = 2
+window = "1d"
+align = "calendar"
+timezone = "Asia/Kolkata"
+"#,
+        server.url()
+    ))
+    .unwrap();
+    let alice = Request::new("GET", "/").subject("alice");
+    let decisions: Vec<bool> = (0..3)
+        .map(|_| engine.check(&alice).unwrap().allowed())
+        .collect();
+    assert_eq!(decisions, [true, true, false]);
+    // Midnight in Kolkata (UTC+05:30) is 18:30 UTC.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let day = 86_400_000;
+    let midnight = (now_ms + 19_800_000) / day * day + day - 19_800_000;
+    let denied = engine.check(&alice).unwrap();
+    assert_eq!(denied.store(), StoreUsed::DenyCache);
+    let wait = denied.retry_after_ms();
+    assert!(
+        wait.abs_diff(midnight - now_ms) < 5_000,
+        "{wait} ms until midnight in Kolkata, expected about {}",
+        midnight - now_ms
+    );
+    let key = "cal:{daily/0/=alice}k";
+    assert!(server.command(&format!("GET \"{key}\"")).contains(":2"));
+    let ttl = u64::try_from(server.pttl(key)).expect("the key expires");
+    assert!(
+        ttl.abs_diff(midnight - now_ms) < 5_000 || ttl == 1000,
+        "PTTL {ttl}"
+    );
 }

@@ -148,9 +148,13 @@ fn durations() {
         ("1.5s", 1500),
         ("2h", 7_200_000),
         ("1d", 86_400_000),
+        ("1w", 604_800_000),
     ] {
         let config = Config::from_toml(&RULE.replace("\"1s\"", &format!("{text:?}"))).unwrap();
-        assert_eq!(config.rules[0].window.unwrap().0.as_millis(), ms, "{text}");
+        let Some(floodwall::config::WindowLength::Length(window)) = config.rules[0].window else {
+            panic!("{text} is a length");
+        };
+        assert_eq!(window.0.as_millis(), ms, "{text}");
     }
     for (text, fragment) in [
         ("1", "no unit"),
@@ -641,4 +645,51 @@ fn block_for_is_checked_and_block_after_needs_it() {
     assert!(message.contains("cannot block"), "{message}");
     let (field, _) = toml_err(&format!("{RULE}block_for = \"soon\""));
     assert_eq!(field, "rules[0].block_for");
+}
+
+#[test]
+fn calendar_windows_are_days_weeks_or_months_of_a_real_zone() {
+    let rule =
+        "[[rules]]\nname = \"q\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 10\n";
+    for window in ["1d", "1w", "7d", "1mo"] {
+        let engine = Engine::from_toml(&format!(
+            "{rule}window = \"{window}\"\nalign = \"calendar\"\ntimezone = \"Europe/Berlin\""
+        ))
+        .unwrap_or_else(|e| panic!("{window}: {e}"));
+        let calendar = engine.rules()[0].policies()[0].quota().calendar().copied();
+        assert_eq!(
+            calendar.map(|c| c.zone().to_owned()).as_deref(),
+            Some("Europe/Berlin")
+        );
+    }
+    let (field, message) = toml_err(&format!("{rule}window = \"1mo\""));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("align = \"calendar\""), "{message}");
+    let (field, message) = toml_err(&format!("{rule}window = \"2d\"\nalign = \"calendar\""));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("\"1d\", \"1w\" or \"1mo\""), "{message}");
+    let (field, message) = toml_err(&format!(
+        "{rule}window = \"1d\"\nalign = \"calendar\"\ntimezone = \"Mars/Olympus\""
+    ));
+    assert_eq!(field, "rules[0].timezone");
+    assert!(message.contains("not an IANA time zone"), "{message}");
+    let (field, message) = toml_err(&format!("{rule}window = \"1d\"\ntimezone = \"UTC\""));
+    assert_eq!(field, "rules[0].timezone");
+    assert!(message.contains("needs align"), "{message}");
+    let (field, message) = toml_err(&format!(
+        "{rule}window = \"1d\"\nalign = \"calendar\"\nsync = \"1s\""
+    ));
+    assert_eq!(field, "rules[0].sync");
+    assert!(message.contains("calendar"), "{message}");
+    let (field, message) = toml_err(
+        &format!("{rule}window = \"1d\"\nalign = \"calendar\"")
+            .replace("fixed_window", "sliding_window"),
+    );
+    assert_eq!(field, "rules[0].align");
+    assert!(message.contains("sliding_window cannot align"), "{message}");
+    let (field, _) = toml_err(&format!("{rule}window = \"1d\"\nalign = \"sideways\""));
+    assert_eq!(field, "rules[0].align");
+    let (field, message) = toml_err(&format!("{rule}window = \"1y\""));
+    assert_eq!(field, "rules[0].window");
+    assert!(message.contains("no fixed length"), "{message}");
 }

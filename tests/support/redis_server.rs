@@ -122,6 +122,16 @@ impl RedisServer {
         command_on(self.port, command)
     }
 
+    /// The `PTTL` of `key` in ms (-2: no such key, -1: no expiry).
+    pub fn pttl(&self, key: &str) -> i64 {
+        let reply = self.command(&format!("PTTL \"{key}\""));
+        reply
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .unwrap_or_else(|_| panic!("PTTL reply {reply:?}"))
+    }
+
     /// How many `EVALSHA` calls this server has answered.
     pub fn evalsha_calls(&self) -> u64 {
         self.command("INFO commandstats")

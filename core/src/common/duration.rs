@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
-    /// Parses `"250ms"`, `"1s"`, `"1.5m"` …; units `us` (or `µs`), `ms`, `s`, `m`, `h`, `d`.
+    /// Parses `"250ms"`, `"1s"`, `"1.5m"` …; units `us` (or `µs`), `ms`, `s`, `m`, `h`, `d`,
+    /// `w` (7 days).
     pub fn parse(text: &str) -> Result<Self, String> {
         let s = text.trim();
         if s.starts_with('-') {
@@ -30,9 +31,15 @@ impl HumanDuration {
             "m" => 60e6,
             "h" => 3600e6,
             "d" => 86_400e6,
+            "w" => 7.0 * 86_400e6,
+            "mo" | "month" | "y" | "year" => {
+                return Err(format!(
+                    "duration {text:?}: months and years have no fixed length; use a rule with align = \"calendar\" and window = \"1mo\", or days (\"30d\")"
+                ));
+            }
             other => {
                 return Err(format!(
-                    "duration {text:?} has an unknown unit {other:?}; use us, ms, s, m, h or d"
+                    "duration {text:?} has an unknown unit {other:?}; use us, ms, s, m, h, d or w"
                 ));
             }
         };

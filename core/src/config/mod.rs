@@ -73,7 +73,9 @@ pub use crate::store::{
     MemoryStoreConfig, OnStoreError, RedisClusterConfig, RedisStoreConfig, SharedStoreConfig,
     StoreClock, StoreConfig, StoreKind,
 };
-pub use rules::{HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem};
+pub use rules::{
+    Align, HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem, WindowLength,
+};
 
 pub use crate::common::{MAX_ROLE_OVERRIDES, MAX_RULES};
 

@@ -6,10 +6,13 @@ use std::num::NonZeroU64;
 use serde::Deserialize;
 
 use super::{Config, HumanDuration, MAX_ROLE_OVERRIDES};
+
+/// One day, the length of a calendar day's `window`.
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 use crate::error::Error;
 use crate::limit::{
-    Algorithm, CountResponses, KeyKind, PathPattern, Policy, Quota, ResponseCounting, Rule,
-    RuleMatcher, StatusSet, is_token,
+    Algorithm, Calendar, CalendarUnit, CountResponses, KeyKind, PathPattern, Policy, Quota,
+    ResponseCounting, Rule, RuleMatcher, StatusSet, is_token,
 };
 
 /// One `[[rules]]` entry.
@@ -28,9 +31,18 @@ pub struct RuleConfig {
     /// Requests (cost units) per window, for the window algorithms.
     #[serde(default)]
     pub limit: Option<u64>,
-    /// The window, for the window algorithms.
+    /// The window, for the window algorithms: a duration, or with `align = "calendar"` one
+    /// of `"1d"`, `"1w"` and `"1mo"`.
     #[serde(default)]
-    pub window: Option<HumanDuration>,
+    pub window: Option<WindowLength>,
+    /// Where a `fixed_window`'s windows start: `epoch` (every `window` from the Unix epoch,
+    /// the default) or `calendar` (the days, weeks or months of `timezone`).
+    #[serde(default)]
+    pub align: Align,
+    /// The IANA time zone of calendar windows (`align = "calendar"`), e.g. `"Europe/Berlin"`;
+    /// `"UTC"` by default.
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// The burst size, for `token_bucket`.
     #[serde(default)]
     pub capacity: Option<u64>,
@@ -74,6 +86,48 @@ pub struct RuleConfig {
     pub block_after: Option<u64>,
 }
 
+/// Where a fixed window's windows start (`align`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Align {
+    /// Every `window` from the Unix epoch.
+    #[default]
+    Epoch,
+    /// The calendar's days, weeks or months in `timezone`.
+    Calendar,
+}
+
+/// A rule's `window` as written: a duration (`"1s"`, `"1d"`, `"1w"`), or a calendar month
+/// (`"1mo"`, with `align = "calendar"` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowLength {
+    /// A fixed length.
+    Length(HumanDuration),
+    /// One calendar month.
+    Month,
+}
+
+impl<'de> Deserialize<'de> for WindowLength {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WindowLength;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration string such as \"1s\" or \"1d\", or \"1mo\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WindowLength, E> {
+                if matches!(v.trim(), "1mo" | "month") {
+                    return Ok(WindowLength::Month);
+                }
+                HumanDuration::parse(v)
+                    .map(WindowLength::Length)
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// One entry of `failed_statuses`: a status code, or a range `"500-599"` (or `"5xx"`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -113,7 +167,7 @@ pub struct RoleOverride {
     pub limit: Option<u64>,
     /// See [`RuleConfig::window`].
     #[serde(default)]
-    pub window: Option<HumanDuration>,
+    pub window: Option<WindowLength>,
     /// See [`RuleConfig::capacity`].
     #[serde(default)]
     pub capacity: Option<u64>,
@@ -178,7 +232,8 @@ impl RuleConfig {
             capacity: self.capacity,
             refill_rate: self.refill_rate,
         };
-        let default = base.quota(self.algorithm, at, None)?;
+        let calendar = self.calendar(at)?;
+        let default = base.quota(self.algorithm, at, None, calendar)?;
         if self.roles.len() > MAX_ROLE_OVERRIDES {
             return Err(Error::config(
                 format!("{at}.roles"),
@@ -251,7 +306,7 @@ impl RuleConfig {
                 refill_rate: o.refill_rate,
             }
             .check_applicable(self.algorithm, &at_role)?;
-            let quota = params.quota(self.algorithm, &at_role, Some(&base))?;
+            let quota = params.quota(self.algorithm, &at_role, Some(&base), calendar)?;
             overrides.push((role.clone().into_boxed_str(), quota));
         }
         let policies: Vec<Policy> = std::iter::once(Policy::new(None, default))
@@ -318,6 +373,38 @@ impl RuleConfig {
             cost_header,
         })
         .synced(sync))
+    }
+
+    /// The calendar of `align = "calendar"` (its unit set by each policy's window), checked.
+    fn calendar(&self, at: &str) -> Result<Option<Calendar>, Error> {
+        if self.align == Align::Epoch {
+            if self.timezone.is_some() {
+                return Err(Error::config(
+                    format!("{at}.timezone"),
+                    "timezone needs align = \"calendar\" (windows from the epoch have no time zone)",
+                ));
+            }
+            return Ok(None);
+        }
+        if self.algorithm != Algorithm::FixedWindow {
+            return Err(Error::config(
+                format!("{at}.align"),
+                format!(
+                    "calendar windows are fixed windows; {} cannot align to the calendar",
+                    self.algorithm
+                ),
+            ));
+        }
+        if self.sync.is_some() {
+            return Err(Error::config(
+                format!("{at}.sync"),
+                "a calendar window cannot count locally (sync); drop sync",
+            ));
+        }
+        let zone = self.timezone.as_deref().unwrap_or("UTC");
+        Calendar::new(CalendarUnit::Day, zone)
+            .map(Some)
+            .map_err(|m| Error::config(format!("{at}.timezone"), m))
     }
 
     /// `policies`, blocking keys as `block_for` and `block_after` say.
@@ -444,7 +531,7 @@ fn status_range(item: &StatusItem) -> Result<(u16, u16), String> {
 
 struct Params {
     limit: Option<u64>,
-    window: Option<HumanDuration>,
+    window: Option<WindowLength>,
     capacity: Option<u64>,
     refill_rate: Option<f64>,
 }
@@ -481,6 +568,7 @@ impl Params {
         algorithm: Algorithm,
         at: &str,
         inherited: Option<&Params>,
+        calendar: Option<Calendar>,
     ) -> Result<Quota, Error> {
         if inherited.is_none() {
             self.check_applicable(algorithm, at)?;
@@ -511,7 +599,32 @@ impl Params {
             }
             _ => {
                 let limit = non_zero(self.limit.ok_or_else(|| missing("limit"))?, "limit")?;
-                let window = self.window.ok_or_else(|| missing("window"))?.0;
+                let window = self.window.ok_or_else(|| missing("window"))?;
+                if let Some(zone) = calendar {
+                    let unit = match window {
+                        WindowLength::Month => Some(CalendarUnit::Month),
+                        WindowLength::Length(HumanDuration(d)) if d == DAY => {
+                            Some(CalendarUnit::Day)
+                        }
+                        WindowLength::Length(HumanDuration(d)) if d == 7 * DAY => {
+                            Some(CalendarUnit::Week)
+                        }
+                        WindowLength::Length(_) => None,
+                    }
+                    .ok_or_else(|| {
+                        Error::config(
+                            field("window"),
+                            "a calendar window is \"1d\", \"1w\" or \"1mo\"",
+                        )
+                    })?;
+                    return Ok(Quota::calendar_window(limit, zone.with_unit(unit)));
+                }
+                let WindowLength::Length(HumanDuration(window)) = window else {
+                    return Err(Error::config(
+                        field("window"),
+                        "a month has no fixed length: set align = \"calendar\" for calendar months",
+                    ));
+                };
                 if window.is_zero() {
                     return Err(Error::config(
                         field("window"),

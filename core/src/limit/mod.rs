@@ -24,6 +24,7 @@
 //! time earlier than what it has already recorded as that recorded time.
 
 mod block;
+mod calendar;
 mod fixed_window;
 mod rules;
 mod sliding_window;
@@ -35,6 +36,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
 pub use block::Block;
+pub use calendar::{Calendar, CalendarUnit};
 pub(crate) use rules::is_token;
 pub use rules::{
     CountResponses, KeyKind, PathPattern, Policy, RequestPath, ResponseCounting, Rule, RuleMatcher,
@@ -45,7 +47,7 @@ use crate::clock::{Timestamp, duration_micros};
 use crate::error::{Error, ErrorKind};
 
 use block::Blocking;
-use fixed_window::FixedWindow;
+use fixed_window::{Every, FixedWindow, Windows};
 use sliding_window::SlidingLog;
 use sliding_window_counter::WindowCounter;
 use token_bucket::Gcra;
@@ -99,6 +101,26 @@ pub struct Quota {
     period: u64,
     /// Blocking after denials (`block_for`, `block_after`).
     block: Option<Block>,
+    /// For a fixed window aligned to the calendar, its windows (`period` is then their
+    /// nominal length).
+    calendar: Option<Calendar>,
+}
+
+/// Runs `$body` with `$w` bound to the quota's fixed windows: of its period, or of its
+/// calendar.
+macro_rules! windows {
+    ($quota:expr, |$w:ident| $body:expr) => {
+        match &$quota.calendar {
+            None => {
+                let $w = Every($quota.period);
+                $body
+            }
+            Some(calendar) => {
+                let $w = calendar;
+                $body
+            }
+        }
+    };
 }
 
 impl Quota {
@@ -121,6 +143,7 @@ impl Quota {
             limit: limit.get(),
             period,
             block: None,
+            calendar: None,
         })
     }
 
@@ -178,6 +201,7 @@ impl Quota {
             // In range: 1 <= interval <= full <= MAX_PERIOD in µs.
             period: interval as u64,
             block: None,
+            calendar: None,
         })
     }
 
@@ -220,7 +244,24 @@ impl Quota {
             limit,
             period,
             block: self.block,
+            calendar: self.calendar,
         }
+    }
+
+    /// At most `limit` per window of `calendar` (a day, a week or a month of a time zone).
+    pub fn calendar_window(limit: NonZeroU64, calendar: Calendar) -> Quota {
+        Quota {
+            algorithm: Algorithm::FixedWindow,
+            limit: limit.get(),
+            period: calendar.unit().nominal_micros(),
+            block: None,
+            calendar: Some(calendar),
+        }
+    }
+
+    /// The calendar a fixed window is aligned to, if it is.
+    pub const fn calendar(&self) -> Option<&Calendar> {
+        self.calendar.as_ref()
     }
 
     /// The same quota, blocking a key for `duration` once it has been denied `after` times
@@ -295,7 +336,7 @@ impl Quota {
     pub fn new_state(&self, now: Timestamp) -> State {
         let now = now.as_micros();
         State(match self.algorithm {
-            Algorithm::FixedWindow => Inner::Fixed(FixedWindow::new(self.period, now)),
+            Algorithm::FixedWindow => Inner::Fixed(windows!(self, |w| FixedWindow::new(w, now))),
             Algorithm::SlidingWindow => Inner::Log(Box::default()),
             Algorithm::SlidingWindowCounter => Inner::Counter(WindowCounter::new(self.period, now)),
             Algorithm::TokenBucket => Inner::Bucket(Gcra::new(now)),
@@ -319,8 +360,8 @@ impl Quota {
     }
 
     /// The window `now` falls in, for the window algorithms: `floor(now / window)`.
-    pub(crate) const fn window_index(&self, now: Timestamp) -> u64 {
-        now.as_micros() / self.period
+    pub(crate) fn window_index(&self, now: Timestamp) -> u64 {
+        windows!(self, |w| w.index(now.as_micros()))
     }
 
     /// Would a request of `cost` be admitted at `now`? Consumes nothing; may tidy the state
@@ -333,7 +374,7 @@ impl Quota {
         self.ensure_kind(state, now);
         let (l, p, now) = (self.limit, self.period, now.as_micros());
         match &mut state.0 {
-            Inner::Fixed(s) => s.evaluate(l, p, now, cost),
+            Inner::Fixed(s) => windows!(self, |w| s.evaluate(l, w, now, cost)),
             Inner::Log(s) => s.evaluate(l, p, now, cost),
             Inner::Counter(s) => s.evaluate(l, p, now, cost),
             Inner::Bucket(s) => s.evaluate(l, p, now, cost),
@@ -349,7 +390,7 @@ impl Quota {
         self.ensure_kind(state, now);
         let (l, p, now) = (self.limit, self.period, now.as_micros());
         match &mut state.0 {
-            Inner::Fixed(s) => s.consume(l, p, now, cost),
+            Inner::Fixed(s) => windows!(self, |w| s.consume(l, w, now, cost)),
             Inner::Log(s) => s.consume(l, p, now, cost),
             Inner::Counter(s) => s.consume(l, p, now, cost),
             Inner::Bucket(s) => s.consume(l, p, now, cost),
@@ -381,18 +422,21 @@ impl Quota {
         self.ensure_kind(state, now);
         let (l, p, now) = (self.limit, self.period, now.as_micros());
         macro_rules! step {
-            ($s:expr, $expiry:expr) => {{
-                let outcome = $s.evaluate(l, p, now, cost);
+            ($s:expr, $expiry:expr) => {
+                step!($s, p, $expiry)
+            };
+            ($s:expr, $p:expr, $expiry:expr) => {{
+                let outcome = $s.evaluate(l, $p, now, cost);
                 if !outcome.allowed {
                     return outcome;
                 }
-                let outcome = $s.consume(l, p, now, cost);
+                let outcome = $s.consume(l, $p, now, cost);
                 *expires_at = $expiry;
                 outcome
             }};
         }
         match &mut state.0 {
-            Inner::Fixed(s) => step!(s, s.expires_at(p)),
+            Inner::Fixed(s) => windows!(self, |w| step!(s, w, s.expires_at(w))),
             Inner::Log(s) => step!(s, s.expires_at(p)),
             Inner::Counter(s) => step!(s, s.expires_at(p)),
             Inner::Bucket(s) => step!(s, s.expires_at()),
@@ -407,7 +451,7 @@ impl Quota {
     pub fn refund(&self, state: &mut State, at: Timestamp, cost: u64) {
         let (p, at) = (self.period, at.as_micros());
         match &mut state.0 {
-            Inner::Fixed(s) => s.refund(p, at, cost),
+            Inner::Fixed(s) => windows!(self, |w| s.refund(w, at, cost)),
             Inner::Log(s) => s.refund(at, cost),
             Inner::Counter(s) => s.refund(p, at, cost),
             Inner::Bucket(s) => s.refund(p, cost),
@@ -421,7 +465,7 @@ impl Quota {
         self.ensure_kind(state, now);
         let (l, p, now) = (self.limit, self.period, now.as_micros());
         match &mut state.0 {
-            Inner::Fixed(s) => s.charge(l, p, now, cost),
+            Inner::Fixed(s) => windows!(self, |w| s.charge(l, w, now, cost)),
             Inner::Log(s) => s.charge(l, p, now, cost),
             Inner::Counter(s) => s.charge(l, p, now, cost),
             Inner::Bucket(s) => s.charge(l, p, now, cost),
@@ -435,7 +479,7 @@ impl Quota {
     pub fn expires_at(&self, state: &State) -> Timestamp {
         let p = self.period;
         Timestamp::from_micros(match &state.0 {
-            Inner::Fixed(s) => s.expires_at(p),
+            Inner::Fixed(s) => windows!(self, |w| s.expires_at(w)),
             Inner::Log(s) => s.expires_at(p),
             Inner::Counter(s) => s.expires_at(p),
             Inner::Bucket(s) => s.expires_at(),

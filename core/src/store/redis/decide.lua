@@ -30,13 +30,23 @@
 --             denies, and a response that does not count refunds its request), a add (take
 --             the cost without asking: a response reported what its request really cost)
 --           number of layers, then per layer: algorithm (f fixed_window, s sliding_window,
---             c sliding_window_counter, b token_bucket; in upper case for a shadow layer,
+--             c sliding_window_counter, b token_bucket, k a fixed_window aligned to the
+--             calendar; in upper case for a shadow layer,
 --             whose denial denies nothing; followed by ! for a layer that blocks its key after
 --             denials, whose block key follows its state keys), limit (or capacity), period
---             (window, or the bucket's interval) in µs, and for a blocking layer the block's
---             length in µs, the denials in one window that start it, and that window in µs
+--             (window, or the bucket's interval; a calendar window's nominal length) in µs,
+--             for a calendar window the number of the window the caller's clock is in and
+--             when it starts, ends and the next one ends (µs), and for a blocking layer the
+--             block's length in µs, the denials in one window that start it, and that window
+--             in µs
 --       then per decision, in order: its shape (from 1), its cost, and with t its time in µs
 --       since the epoch, or "" for the server's TIME (read once per call; always without t)
+-- A calendar window (days, weeks or months of a time zone, which Lua cannot compute) is
+-- judged with the boundaries the caller sent: the script's time picks the window among the
+-- one before, that one and the two after (past them, on clocks more than a window apart,
+-- windows of the nominal length). Its key keeps "index:count" like a window on the
+-- caller's clock.
+--
 -- Returns, per decision: all_allowed, then per layer allowed (1; 0 denied, 2 denied by a
 --          block), remaining, reset_after, retry_after (zeros for r and a), then the time used.
 --
@@ -50,7 +60,7 @@ local floor, max, min, ceil = math.floor, math.max, math.min, math.ceil
 local find, sub, format, byte = string.find, string.sub, string.format, string.byte
 local call, tonumber = redis.call, tonumber
 
-local FIXED, LOG, COUNTER, BUCKET = 102, 115, 99, 98 -- f s c b
+local FIXED, LOG, COUNTER, BUCKET, CALENDAR = 102, 115, 99, 98, 107 -- f s c b k
 local UPPER = 32
 
 -- A key lives at least this long past its last write (ms). Longer than its state needs is
@@ -130,6 +140,8 @@ local SMODE, SN, SFIRST, SPLAIN = {}, {}, {}, {}
 local LCODE, LSHADOW, LLIMIT, LPERIOD = {}, {}, {}, {}
 -- Per blocking layer of a shape: the block's length, the denials that start it, their window.
 local LBLOCK, LAFTER, LBWIN = {}, {}, {}
+-- Per calendar layer of a shape: the caller's window, its start and end, the next one's end.
+local LI0, LB0, LB1, LB2 = {}, {}, {}, {}
 local USES = {}
 local general = false
 local a = 3
@@ -148,21 +160,28 @@ for sh = 1, tonumber(ARGV[2]) do
     LLIMIT[l], LPERIOD[l] = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     USES[code] = true
     if code ~= FIXED or shadow then plain = false end
+    local next = a + 3
+    if code == CALENDAR then
+      LI0[l], LB0[l] = tonumber(ARGV[next]), tonumber(ARGV[next + 1])
+      LB1[l], LB2[l] = tonumber(ARGV[next + 2]), tonumber(ARGV[next + 3])
+      USES[FIXED] = true
+      next = next + 4
+    end
     if #ARGV[a] > 1 then
-      LBLOCK[l], LAFTER[l], LBWIN[l] = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+      LBLOCK[l], LAFTER[l], LBWIN[l] = tonumber(ARGV[next]), tonumber(ARGV[next + 1]), tonumber(ARGV[next + 2])
       plain = false
-      a = a + 6
+      next = next + 3
     else
       LBLOCK[l] = false
-      a = a + 3
     end
+    a = next
   end
   SPLAIN[sh] = plain
   if not plain then general = true end
 end
 
 -- The general path's parts, made only when the call needs them.
-local num, ttl_ms, pair, triple, fixed_load, fixed_advance, fixed_outcome, fixed_save, log_newest
+local num, ttl_ms, pair, triple, windex, wstart, fixed_load, fixed_advance, fixed_outcome, fixed_save, log_newest
 local log_load, log_advance, log_reset, log_evaluate, log_add, log_consume, log_save
 local counter_load, counter_advance, counter_reset, counter_retry, counter_evaluate
 local counter_consume, counter_save, bucket_load, bucket_outcome, bucket_evaluate
@@ -171,6 +190,8 @@ local bucket_consume, bucket_save, load, evaluate, consume, save, refund, charge
 -- Per layer of the decision at hand, for a blocking one: its block key, until when it is
 -- blocked, the denial window's index and the denials in it, and whether it denies by a block.
 local KEYB, BUNTIL, BINDEX, BCOUNT, BLOCKED = {}, {}, {}, {}, {}
+-- Per layer of the decision at hand: for a calendar window, its layer in the L arrays.
+local CAL = {}
 
 if general then
   KIND, SHADOW, KEY2, C, TRIM, REM, RESET, RETRY = {}, {}, {}, {}, {}, {}, {}, {}
@@ -204,12 +225,29 @@ if general then
 
   if USES[FIXED] then
     -- fixed_window -------------------------------------------------------------------------------
+    -- The number of layer j's window that time t falls in, and when window i starts.
+    function windex(j, t)
+      local c = CAL[j]
+      if not c then return floor(t / PERIOD[j]) end
+      if t < LB0[c] then return LI0[c] - 1 end
+      if t < LB1[c] then return LI0[c] end
+      if t < LB2[c] then return LI0[c] + 1 end
+      return LI0[c] + 2
+    end
+    function wstart(j, i)
+      local c = CAL[j]
+      if not c then return i * PERIOD[j] end
+      local d = i - LI0[c]
+      if d <= 0 then return LB0[c] + d * PERIOD[j] end
+      if d == 1 then return LB1[c] end
+      return LB2[c] + (d - 2) * PERIOD[j]
+    end
     function fixed_load(j)
       local v = call('GET', KEY[j])
       local period = PERIOD[j]
       local index, count
       BARE[j], HELD[j] = false, 0
-      if bare(period) and (redis_time or (refunding and v and not find(v, ':', 1, true))) then
+      if not CAL[j] and bare(period) and (redis_time or (refunding and v and not find(v, ':', 1, true))) then
         -- A bare count is of Redis's current window (a refund names its own time: it
         -- applies if that is the same window).
         local at = server_time()
@@ -224,20 +262,20 @@ if general then
       if index and count then
         A[j], B[j], LIVE[j] = index, count, redis_time
       else
-        A[j], B[j], LIVE[j] = floor(now / PERIOD[j]), 0, false
+        A[j], B[j], LIVE[j] = windex(j, now), 0, false
       end
     end
     function fixed_advance(j)
-      local index = floor(now / PERIOD[j])
+      local index = windex(j, now)
       if index > A[j] then
         A[j], B[j], LIVE[j] = index, 0, false
         T[j] = now
       else
-        T[j] = max(now, A[j] * PERIOD[j])
+        T[j] = max(now, wstart(j, A[j]))
       end
     end
     function fixed_outcome(j, allowed)
-      local stop = (A[j] + 1) * PERIOD[j]
+      local stop = wstart(j, A[j] + 1)
       OK[j], REM[j] = allowed, LIMIT[j] - B[j]
       if B[j] > 0 then RESET[j] = stop - T[j] else RESET[j] = 0 end
       if allowed then RETRY[j] = 0 else RETRY[j] = stop - T[j] end
@@ -257,7 +295,7 @@ if general then
         call('DEL', KEY[j])
         return
       end
-      local stop = (A[j] + 1) * PERIOD[j]
+      local stop = wstart(j, A[j] + 1)
       if stop <= now then
         call('DEL', KEY[j])
       elseif LIVE[j] then
@@ -505,7 +543,7 @@ if general then
   function refund(j)
     local k = KIND[j]
     if k == FIXED then
-      if A[j] == floor(now / PERIOD[j]) then
+      if A[j] == windex(j, now) then
         B[j] = max(B[j] - cost, 0)
         fixed_save(j)
       end
@@ -663,6 +701,11 @@ while a <= args do
   else
     for j = 1, n do
       local code = LCODE[first + j]
+      if code == CALENDAR then
+        code, CAL[j] = FIXED, first + j
+      else
+        CAL[j] = false
+      end
       KIND[j], SHADOW[j] = code, LSHADOW[first + j]
       LIMIT[j], PERIOD[j] = LLIMIT[first + j], LPERIOD[first + j]
       KEY[j] = KEYS[k]

@@ -12,7 +12,8 @@
 //! - **Time** is the server's (`TIME`) unless `store.clock = "local"`: then the caller's clock,
 //!   or a request's explicit time, is passed in (the conformance vectors run that way).
 //! - **Keys** are `PREFIX{RULE/VARIANT/=KEY}ALG` (a `-` instead of `=KEY` for requests lacking
-//!   the keyed part; `ALG` is `f`, `s`, `c` or `b`, so that a rule whose algorithm changes
+//!   the keyed part; `ALG` is `f`, `s`, `c` or `b` — `k` for a fixed window aligned to the
+//!   calendar, whose boundaries the caller sends — so that a rule whose algorithm changes
 //!   starts afresh; a sliding log adds a `:total` key next to its list). A value that cannot be
 //!   read as the algorithm's state is taken for a fresh state. Every key is written with
 //!   a TTL (`PX`, relative to the script's time, rounded up to the millisecond, at least one
@@ -206,7 +207,11 @@ impl RedisStore {
         let time = (self.local_clock || mode == Mode::Refund).then(|| now.as_micros().to_string());
         for layer in layers {
             let quota = layer.quota;
-            let code = code_of(quota.algorithm());
+            let code = if quota.calendar().is_some() {
+                b'k'
+            } else {
+                code_of(quota.algorithm())
+            };
             let period = match quota.algorithm() {
                 Algorithm::TokenBucket => quota
                     .emission_interval()
@@ -243,6 +248,17 @@ impl RedisStore {
             });
             shape.push(quota.limit().to_string());
             shape.push(period.as_micros().to_string());
+            if let Some(calendar) = quota.calendar() {
+                // The windows around the caller's clock; the script's time picks one.
+                let index = calendar.index(now.as_micros());
+                let ends = [
+                    calendar.start(index),
+                    calendar.end(index),
+                    calendar.end(index + 1),
+                ];
+                shape.push(index.to_string());
+                shape.extend(ends.iter().map(u64::to_string));
+            }
             if let Some((block, blocks)) = block {
                 keys.push(blocks);
                 shape.push(block.duration().as_micros().to_string());
