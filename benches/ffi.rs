@@ -58,6 +58,7 @@ fn overhead(c: &mut Criterion) {
             retry_after_ms: 0,
             store: ffi::fw_store::FW_STORE_MEMORY,
             blocked: false,
+            permit: 0,
         };
         b.iter(|| {
             // SAFETY: live engine, valid request and out-struct.

@@ -257,6 +257,10 @@ export declare class Decision {
   readonly retryAfterMs: number
   /** Denied because its key is blocked (`block_for`): `retryAfterMs` is the block's end. */
   readonly blocked: boolean
+  /** Holds places of `concurrency` rules until `release()` (or until collected). */
+  readonly holds: boolean
+  /** Gives back the places held of `concurrency` rules; settles `false` when it held none. */
+  release (): Promise<boolean>
   /** A new object on every read. */
   readonly headers: RateLimitHeaders
   readonly layers: Layer[]

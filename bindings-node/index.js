@@ -27,7 +27,7 @@ const native = require('./native.js')
 const ERROR_CODES = Object.freeze(native.errorCodes())
 const OUT = new Float64Array(native.maxDecisionLen())
 const STORES = ['memory', 'redis', 'fallback', 'unavailable', 'deny_cache']
-const HEAD = 5
+const HEAD = 6
 const PER_LAYER = 7
 
 class FloodwallError extends Error {
@@ -99,6 +99,7 @@ class Decision {
   #deciding
   #rows
   #engine
+  #permit
 
   /** The decision whose row starts at `base` of `row` (src/decision.rs), made by `engine`. */
   constructor (row, engine, base = 0) {
@@ -108,6 +109,8 @@ class Decision {
     this.#blocked = row[base] === 2
     this.#store = STORES[row[base + 1]]
     this.#retryAfterMs = row[base + 4]
+    this.#permit = row[base + 5]
+    if (this.#permit !== 0) PERMITS.register(this, { engine, id: this.#permit }, this)
     this.#engine = engine
     this.#deciding = deciding
     if (deciding < 0) {
@@ -144,6 +147,22 @@ class Decision {
   get retryAfterMs () { return this.#retryAfterMs }
   /** Whether it is denied because its key is blocked (`block_for`): retryAfterMs is the block's end. */
   get blocked () { return this.#blocked }
+  /** Whether it holds places of `concurrency` rules, until `release()`. */
+  get holds () { return this.#permit !== 0 }
+
+  /**
+   * Gives back the places the decision holds of `concurrency` rules once the request is done;
+   * the Promise settles (true) once they are back — on Redis after the round trip, which
+   * the event loop does not wait for. Nothing (false) when it holds none. A decision collected
+   * unreleased releases then; one never released ends after the rule's max_hold.
+   */
+  release () {
+    const id = this.#permit
+    if (id === 0) return Promise.resolve(false)
+    this.#permit = 0
+    PERMITS.unregister(this)
+    return this.#engine._releasePermit(id)
+  }
 
   /** The response headers the configuration asks for (a new object on every read). */
   get headers () {
@@ -198,6 +217,8 @@ class Decision {
   }
 }
 const EMPTY = new Float64Array(0)
+/** Releases what a decision collected unreleased still holds. */
+const PERMITS = new FinalizationRegistry(({ engine, id }) => engine._releasePermit(id))
 
 /** The caller a verified token names. Read-only: its fields are getters over private state. */
 class Identity {
@@ -325,7 +346,8 @@ function dispatcher (inner, engine) {
   // reach the engine, `inner` or `enqueue`: the engine could never be collected. Each closure
   // is made in a scope of its own, holding only what it uses; the decisions it makes reach the
   // engine (for their headers) through a weak reference.
-  const meta = Object.freeze({ _ruleNames: engine._ruleNames, _decisionHeaders: weakHeaders(new WeakRef(engine)) })
+  const ref = new WeakRef(engine)
+  const meta = Object.freeze({ _ruleNames: engine._ruleNames, _decisionHeaders: weakHeaders(ref), _releasePermit: weakRelease(ref) })
   const addon = {}
   const [enqueue, drain, errors] = inner.dispatcher(settler(waiting, meta, addon))
   addon.drain = drain
@@ -337,6 +359,13 @@ function weakHeaders (ref) {
   return (row) => {
     const engine = ref.deref()
     return engine === undefined ? [] : engine._decisionHeaders(row)
+  }
+}
+
+function weakRelease (ref) {
+  return (id) => {
+    const engine = ref.deref()
+    return engine === undefined ? Promise.resolve(false) : engine._releasePermit(id)
   }
 }
 
@@ -453,6 +482,10 @@ class Engine extends EventEmitter {
 
   _decisionHeaders (row) {
     return this._inner.decisionHeaders(row, 0)
+  }
+
+  _releasePermit (id) {
+    return this._mayWait ? this._inner.releasePermitAsync(id) : Promise.resolve(this._inner.releasePermit(id))
   }
 
   /**

@@ -300,6 +300,9 @@ typedef struct {
   // Whether it is denied because its key is blocked (`block_for`): `retry_after_ms` is
   // the block's end.
   bool blocked;
+  // The places it holds of `concurrency` rules, kept by the engine under this number until
+  // `fw_release` (or the rule's `max_hold`); 0 when it holds none.
+  uint64_t permit;
 } fw_decision;
 
 // One header line: a NUL-terminated name (any case) and value.
@@ -401,6 +404,15 @@ fw_result fw_engine_rule_name(const fw_engine *engine,
 // # Safety
 // `engine` is a live handle; `out` is valid for a write.
 fw_result fw_engine_has_auth(const fw_engine *engine, bool *out);
+
+// Gives back the places a decision holds of `concurrency` rules (its `permit`) once its
+// request is done; one store call (on Redis, one round trip). `FW_OK` for a permit of 0
+// (nothing held); `FW_INVALID_ARGUMENT` for a number the engine keeps no permit under
+// (released already, or another engine's).
+//
+// # Safety
+// `engine` is a live handle. Thread-safe: any thread may release any permit of the engine.
+fw_result fw_release(const fw_engine *engine, uint64_t permit);
 
 // Decides on `request`: every matching rule at once, all-or-nothing.
 //

@@ -720,19 +720,21 @@ window = "300ms"
     assert_eq!(windows, 3, "three whole windows seen");
 }
 
+/// A `[store]` section on `server` under `prefix`, denying while Redis fails, with `extra`
+/// lines.
+fn store_section(server: &RedisServer, prefix: &str, extra: &str) -> String {
+    format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\non_error = \"deny\"\ntimeout = \"2s\"\n{extra}\n",
+        server.url()
+    )
+}
+
 #[test]
 fn a_block_is_shared_by_every_engine_and_its_key_expires_with_it() {
     let server = RedisServer::start();
     let config = format!(
         r#"
-[store]
-kind = "redis"
-url = "{}"
-prefix = "blk:"
-on_error = "deny"
-timeout = "2s"
-deny_cache = false
-
+{}
 [[rules]]
 name = "per-user"
 key = "subject"
@@ -742,7 +744,7 @@ window = "1h"
 block_for = "90s"
 block_after = 2
 "#,
-        server.url()
+        store_section(&server, "blk:", "deny_cache = false")
     );
     let (first, second) = (
         Engine::from_toml(&config).unwrap(),
@@ -783,13 +785,7 @@ fn a_calendar_day_on_redis_s_clock_ends_at_midnight_in_its_zone() {
     let server = RedisServer::start();
     let engine = Engine::from_toml(&format!(
         r#"
-[store]
-kind = "redis"
-url = "{}"
-prefix = "cal:"
-on_error = "deny"
-timeout = "2s"
-
+{}
 [[rules]]
 name = "daily"
 key = "subject"
@@ -799,7 +795,7 @@ window = "1d"
 align = "calendar"
 timezone = "Asia/Kolkata"
 "#,
-        server.url()
+        store_section(&server, "cal:", "")
     ))
     .unwrap();
     let alice = Request::new("GET", "/").subject("alice");
@@ -829,4 +825,54 @@ timezone = "Asia/Kolkata"
         ttl.abs_diff(midnight - now_ms) < 5_000 || ttl == 1000,
         "PTTL {ttl}"
     );
+}
+
+#[test]
+fn permits_are_shared_by_every_engine_and_a_lost_one_ends_after_max_hold() {
+    let server = RedisServer::start();
+    let config = format!(
+        r#"
+{}
+[[rules]]
+name = "in-flight"
+key = "subject"
+algorithm = "concurrency"
+limit = 2
+max_hold = "400ms"
+"#,
+        store_section(&server, "conc:", "")
+    );
+    let (first, second) = (
+        Engine::from_toml(&config).unwrap(),
+        Engine::from_toml(&config).unwrap(),
+    );
+    let alice = Request::new("GET", "/").subject("alice");
+    let held = first.check(&alice).unwrap();
+    // A permit whose holder goes away without releasing it (a process that died).
+    let lost = second.check(&alice).unwrap().take_permit().unwrap();
+    assert!(held.allowed() && held.holds());
+    assert_eq!(held.store(), StoreUsed::Redis);
+    let denied = second.check(&alice).unwrap();
+    assert!(!denied.allowed() && !denied.holds());
+    assert_eq!(
+        denied.store(),
+        StoreUsed::Redis,
+        "concurrency denials are not cached"
+    );
+    drop(held);
+    assert!(
+        second.check(&alice).unwrap().allowed(),
+        "the release reached Redis"
+    );
+    let keys = server.command("KEYS conc:*");
+    assert!(keys.contains("conc:{in-flight/0/=alice}q"), "{keys}");
+    // The lost permit still holds one place until max_hold passes.
+    let now = first.check(&alice).unwrap();
+    assert!(now.allowed());
+    assert!(!second.check(&alice).unwrap().allowed());
+    drop(now);
+    std::thread::sleep(Duration::from_millis(450));
+    let both: Vec<_> = (0..2).map(|_| first.check(&alice).unwrap()).collect();
+    assert!(both.iter().all(|d| d.allowed()), "the lost hold has ended");
+    drop(lost);
 }

@@ -12,7 +12,8 @@
 //! | 2 | number of layers `n` |
 //! | 3 | the deciding layer's position, -1 when no rule matched |
 //! | 4 | the decision's `retryAfterMs` |
-//! | 5 + 7i … | layer i: rule index, allowed, limit, remaining, resetAfterMs, retryAfterMs, window in seconds (the `w` of `RateLimit-Policy`) |
+//! | 5 | the number the engine keeps its permit under (`concurrency` rules), 0 when it holds none |
+//! | 6 + 7i … | layer i: rule index, allowed, limit, remaining, resetAfterMs, retryAfterMs, window in seconds (the `w` of `RateLimit-Policy`) |
 //!
 //! The headers are rendered from these numbers in `index.js` (`renderHeaders`), by the rules
 //! of `floodwall::decision`; the conformance vectors check both renderings.
@@ -20,7 +21,7 @@
 use floodwall::{Decision, StoreUsed};
 
 /// Numbers before the first layer.
-pub(crate) const HEAD: usize = 5;
+pub(crate) const HEAD: usize = 6;
 /// Numbers per layer.
 pub(crate) const PER_LAYER: usize = 7;
 
@@ -52,8 +53,21 @@ fn secs(d: std::time::Duration) -> f64 {
     micros(d).div_ceil(1_000_000) as f64
 }
 
-/// Writes `decision` into `out`, which holds at least [`decision_len`] of its layers.
-pub(crate) fn write(decision: &Decision<'_>, out: &mut [f64]) {
+/// Writes `decision` into `out`, which holds at least [`decision_len`] of its layers; the
+/// engine keeps its permit, if it holds one, under the number written.
+pub(crate) fn write(decision: &mut Decision<'_>, out: &mut [f64]) {
+    out[5] = decision.keep_permit() as f64;
+    write_figures(decision, out);
+}
+
+/// [`write`] of a decision that holds no permit of its own (`permit`: the number its permit
+/// is kept under, or 0).
+pub(crate) fn write_held(decision: &Decision<'_>, permit: u64, out: &mut [f64]) {
+    out[5] = permit as f64;
+    write_figures(decision, out);
+}
+
+fn write_figures(decision: &Decision<'_>, out: &mut [f64]) {
     let n = decision.layers().len();
     out[0] = if decision.allowed() {
         1.0
@@ -79,7 +93,7 @@ pub(crate) fn write(decision: &Decision<'_>, out: &mut [f64]) {
 }
 
 /// `decision` as a new row of exactly its length.
-pub(crate) fn to_vec(decision: &Decision<'_>) -> Vec<f64> {
+pub(crate) fn to_vec(decision: &mut Decision<'_>) -> Vec<f64> {
     let mut out = vec![0.0; decision_len(decision.layers().len())];
     write(decision, &mut out);
     out

@@ -109,6 +109,8 @@ impl Owned {
 pub struct Authorized {
     identity: Arc<floodwall::Identity>,
     decision: floodwall::DetachedDecision,
+    /// The number the engine keeps the decision's permit under (0: none).
+    permit: u64,
     engine: Arc<floodwall::Engine>,
 }
 
@@ -127,7 +129,9 @@ impl Authorized {
             .engine
             .attach(&self.decision)
             .expect("a decision is attached to the engine that made it");
-        Float64Array::new(decision::to_vec(&decision))
+        let mut row = vec![0.0; decision::decision_len(decision.layers().len())];
+        decision::write_held(&decision, self.permit, &mut row);
+        Float64Array::new(row)
     }
 }
 
@@ -148,6 +152,13 @@ where
 }
 
 impl Engine {
+    /// The permit kept as `id`, taken back.
+    fn kept(&self, id: f64) -> Option<floodwall::Permit> {
+        (id >= 1.0 && id.fract() == 0.0)
+            .then(|| self.core.take_kept(id as u64))
+            .flatten()
+    }
+
     fn build(read: napi::Result<Config>) -> napi::Result<Self> {
         let core = read.and_then(|c| floodwall::Engine::from_config(c).js())?;
         let may_wait = core.store_kind() != StoreKind::Memory;
@@ -163,19 +174,43 @@ fn authorize(
     authorization: &str,
     request: &Owned,
 ) -> Result<Authorized, floodwall::Error> {
-    let (identity, decision) = request.with_request(|r| {
-        core.authorize(authorization, r)
-            .map(|a| (a.identity, a.decision.detach()))
+    let (identity, decision, permit) = request.with_request(|r| {
+        core.authorize(authorization, r).map(|a| {
+            let mut decision = a.decision;
+            (a.identity, decision.detach(), decision.keep_permit())
+        })
     })?;
     Ok(Authorized {
         identity,
         decision,
+        permit,
         engine: Arc::clone(core),
     })
 }
 
 #[napi]
 impl Engine {
+    /// Releases the permit kept as `id` (a decision's row, index 5), in this thread: for the
+    /// memory store. `false` when no permit is kept under `id`.
+    #[napi]
+    pub fn release_permit(&self, id: f64) -> bool {
+        self.kept(id)
+            .is_some_and(|permit| self.core.release(permit))
+    }
+
+    /// [`release_permit`](Self::release_permit) on a worker thread, for a store that may
+    /// wait (Redis): the Promise settles once the release is given back.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn release_permit_async<'env>(
+        &self,
+        env: &'env Env,
+        id: f64,
+    ) -> napi::Result<Object<'env>> {
+        let permit = self.kept(id);
+        let core = Arc::clone(&self.core);
+        on_worker(env, move || Ok(permit.is_some_and(|p| core.release(p))))
+    }
+
     /// An engine from TOML configuration text.
     #[napi(factory)]
     pub fn from_toml(text: String) -> napi::Result<Self> {
@@ -772,7 +807,7 @@ pub(crate) fn decide_rows(
     }
     .into_iter()
     .map(|r| {
-        r.map(|d| decision::to_vec(&d))
+        r.map(|mut d| decision::to_vec(&mut d))
             .map_err(|e| to_napi(&e).reason)
     })
     .collect()

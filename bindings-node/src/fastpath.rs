@@ -592,10 +592,10 @@ unsafe fn decide(env: sys::napi_env, info: sys::napi_callback_info) -> Result<()
     // SAFETY: see the function's contract.
     unsafe {
         with_request(env, info, |engine, out, request| {
-            let decision = engine
+            let mut decision = engine
                 .check(request)
                 .map_err(|e| Failure::Core(to_napi(&e).reason))?;
-            write_checked(&decision, out)
+            write_checked(&mut decision, out)
         })
     }
 }
@@ -687,10 +687,10 @@ unsafe fn authorize(
         cost: tail.cost,
         now: tail.now,
     };
-    let authorized = engine
+    let mut authorized = engine
         .authorize(authorization, &request)
         .map_err(|e| Failure::Core(to_napi(&e).reason))?;
-    write_checked(&authorized.decision, out)?;
+    write_checked(&mut authorized.decision, out)?;
     // SAFETY: the live env of this call.
     Ok(unsafe { identity_array(env, &authorized.identity) })
 }
@@ -728,7 +728,7 @@ impl Tail {
 }
 
 /// Writes `decision` into `out`, if it fits.
-fn write_checked(decision: &floodwall::Decision<'_>, out: &mut [f64]) -> Result<(), Failure> {
+fn write_checked(decision: &mut floodwall::Decision<'_>, out: &mut [f64]) -> Result<(), Failure> {
     let needed = decision_len(decision.layers().len());
     if out.len() < needed {
         return Err(Failure::Argument(format!(

@@ -307,7 +307,7 @@ impl Binding {
         }
         match self.engine.http(&request) {
             HttpVerdict::Skip => Answer::Skip,
-            HttpVerdict::Pass(admission) => Answer::Pass {
+            HttpVerdict::Pass(mut admission) => Answer::Pass {
                 headers: admission
                     .headers()
                     .into_iter()
@@ -316,7 +316,7 @@ impl Binding {
                         (index.unwrap_or(0), value)
                     })
                     .collect(),
-                row: decision::to_vec(&admission.decision),
+                row: decision::to_vec(&mut admission.decision),
                 identity: admission.identity,
                 exchange: admission.exchange,
             },

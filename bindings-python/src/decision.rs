@@ -2,9 +2,11 @@
 //!
 //! A `Decision` keeps the core's [`DetachedDecision`] (plain data, no allocation) and a
 //! reference to its engine; its header map and layers are rendered only when read, so a
-//! caller that only looks at `.allowed` pays for nothing else.
+//! caller that only looks at `.allowed` pays for nothing else. A decision admitted by
+//! `concurrency` rules keeps their [`Permit`] and gives it back on `release()`, at the end of
+//! a `with` block, or when it is freed.
 
-use floodwall::{DetachedDecision, LayerStatus};
+use floodwall::{DetachedDecision, LayerStatus, Permit};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -15,11 +17,33 @@ use crate::engine::Engine;
 pub(crate) struct Decision {
     engine: Py<Engine>,
     inner: DetachedDecision,
+    permit: std::sync::Mutex<Option<Permit>>,
+}
+
+impl Drop for Decision {
+    fn drop(&mut self) {
+        let permit = self.permit.get_mut().map(Option::take).unwrap_or(None);
+        if let Some(permit) = permit {
+            self.engine.get().core().release(permit);
+        }
+    }
 }
 
 impl Decision {
-    pub(crate) fn new(engine: Py<Engine>, inner: DetachedDecision) -> Self {
-        Decision { engine, inner }
+    /// A decision of `engine`, holding `permit` (what `concurrency` rules admitted).
+    pub(crate) fn new(engine: Py<Engine>, inner: DetachedDecision, permit: Option<Permit>) -> Self {
+        Decision {
+            engine,
+            inner,
+            permit: std::sync::Mutex::new(permit.filter(|p| !p.is_empty())),
+        }
+    }
+
+    /// A core decision's detached form and permit.
+    pub(crate) fn parts(
+        mut decision: floodwall::Decision<'_>,
+    ) -> (DetachedDecision, Option<Permit>) {
+        (decision.detach(), decision.take_permit())
     }
 
     pub(crate) fn allowed_flag(&self) -> bool {
@@ -103,6 +127,40 @@ impl Decision {
     fn layers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let layers: Vec<Layer> = self.with(|d| d.layers().map(Layer::from).collect());
         PyTuple::new(py, layers)
+    }
+
+    /// Whether the decision holds places of `concurrency` rules (until `release()`).
+    #[getter]
+    fn holds(&self) -> bool {
+        self.permit.lock().is_ok_and(|p| p.is_some())
+    }
+
+    /// Gives back the places the decision holds of `concurrency` rules (once the request is
+    /// done); nothing when it holds none. The GIL is released during the store round trip.
+    fn release(&self, py: Python<'_>) {
+        let permit = self.permit.lock().map(|mut p| p.take()).unwrap_or(None);
+        if let Some(permit) = permit {
+            let engine = self.engine.get();
+            py.detach(|| engine.core().release(permit));
+        }
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Releases what the decision holds when the `with` block ends.
+    #[pyo3(signature = (kind, value, traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        kind: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) -> bool {
+        let _ = (kind, value, traceback);
+        self.release(py);
+        false
     }
 
     fn __bool__(&self) -> bool {

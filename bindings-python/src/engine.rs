@@ -258,14 +258,14 @@ pub(crate) fn check(slf: &Bound<'_, Engine>, args: &CheckArgs<'_, '_>) -> PyResu
         now_ms: number(args.now_ms, "now_ms")?,
     };
     let engine = slf.get();
-    let decide = || engine.core.check(&parts.request()).map(|d| d.detach());
-    let detached = if engine.may_wait {
+    let decide = || engine.core.check(&parts.request()).map(Decision::parts);
+    let (detached, permit) = if engine.may_wait {
         slf.py().detach(decide)
     } else {
         decide()
     }
     .py_err()?;
-    Ok(Decision::new(slf.clone().unbind(), detached))
+    Ok(Decision::new(slf.clone().unbind(), detached, permit))
 }
 
 /// Logs a transition of the store's health on the `floodwall.store` logger: a warning when
@@ -346,7 +346,7 @@ impl Engine {
                 .core
                 .check_many(&requests)
                 .into_iter()
-                .map(|r| r.map(|d| d.detach()))
+                .map(|r| r.map(Decision::parts))
                 .collect::<Vec<_>>()
         };
         let results = if engine.may_wait {
@@ -357,8 +357,8 @@ impl Engine {
         let out = PyList::empty(py);
         for result in results {
             match result {
-                Ok(detached) => {
-                    out.append(Decision::new(slf.clone().unbind(), detached))?;
+                Ok((detached, permit)) => {
+                    out.append(Decision::new(slf.clone().unbind(), detached, permit))?;
                 }
                 Err(error) => out.append(exception(py, &error)?)?,
             }
@@ -422,10 +422,11 @@ impl Engine {
                 engine
                     .core
                     .authorize(authorization, &parts.request())
-                    .map(|a| (a.identity, a.decision.detach()))
+                    .map(|a| (a.identity, Decision::parts(a.decision)))
             })
             .py_err()?;
-        let decision = Py::new(py, Decision::new(slf.clone().unbind(), detached))?;
+        let (detached, permit) = detached;
+        let decision = Py::new(py, Decision::new(slf.clone().unbind(), detached, permit))?;
         let identity = Py::new(py, Identity::new(identity))?;
         Ok(Authorized::new(identity, decision))
     }

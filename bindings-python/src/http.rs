@@ -157,7 +157,10 @@ pub(crate) fn http(slf: &Bound<'_, Engine>, args: &HttpArgs<'_, '_>) -> PyResult
         None => None,
     };
     let decision = match verdict.decision {
-        Some(detached) => Some(Py::new(py, Decision::new(slf.clone().unbind(), detached))?),
+        Some(detached) => Some(Py::new(
+            py,
+            Decision::new(slf.clone().unbind(), detached, None),
+        )?),
         None => None,
     };
     let exchange = verdict.exchange;

@@ -33,7 +33,13 @@ def run_case(engine: floodwall.Engine, case: dict[str, Any], store: str) -> list
     """Every mismatch of ``case`` on ``engine``, one line each; every decision must come from
     ``store``."""
     failures = []
+    held: dict[str, floodwall.Decision] = {}
     for i, step in enumerate(case["steps"]):
+        for name in step.get("release", []):
+            if name in held:
+                held.pop(name).release()
+            else:
+                failures.append(f"{case['name']} step {i}: releases {name!r}, held by no step")
         request = step.get("request", {})
         unknown = set(request) - set(REQUEST_FIELDS)
         assert not unknown, f"{case['name']} step {i}: unknown request fields {unknown}"
@@ -75,6 +81,14 @@ def run_case(engine: floodwall.Engine, case: dict[str, Any], store: str) -> list
                         wrong.append(
                             f"header {name}: got {headers.get(name.lower())!r}, want {want!r}"
                         )
+                if "hold" in step:
+                    if decision.holds:
+                        held[step["hold"]] = decision
+                    else:
+                        wrong.append(f"holds nothing to keep as {step['hold']!r}")
+                else:
+                    # Freed at once (the decision's last reference), it gives back its holds.
+                    del decision
         if wrong:
             failures.append(f"{case['name']} step {i} (now_ms {step['now_ms']}): " + "; ".join(wrong))
     return failures

@@ -148,7 +148,10 @@ impl<'e> LayerStatus<'e> {
 /// denied, the denying layer with the longest `retry_after` (ties go to the rule written first).
 /// Layers in shadow mode never decide. A request no rule matched (or only shadow rules) is
 /// admitted with no rule, limit or headers.
-#[derive(Debug, Clone)]
+///
+/// A decision admitted by `concurrency` rules holds their places until it is dropped (see
+/// [`take_permit`](Decision::take_permit)); a clone holds nothing.
+#[derive(Debug)]
 pub struct Decision<'e> {
     rules: &'e [Rule],
     /// Each matched layer, in configuration order. Three fit inline, so that a whole decision
@@ -159,6 +162,38 @@ pub struct Decision<'e> {
     allowed: bool,
     headers: HeadersConfig,
     store: StoreUsed,
+    /// What the request holds of `concurrency` rules, released when the decision is dropped.
+    held: Option<Box<Held<'e>>>,
+}
+
+/// A decision's permit and the engine to give it back to.
+#[derive(Debug)]
+struct Held<'e> {
+    engine: &'e crate::Engine,
+    permit: crate::Permit,
+}
+
+impl Clone for Decision<'_> {
+    fn clone(&self) -> Self {
+        Decision {
+            rules: self.rules,
+            layers: self.layers.clone(),
+            deciding: self.deciding,
+            allowed: self.allowed,
+            headers: self.headers,
+            store: self.store,
+            held: None,
+        }
+    }
+}
+
+impl Drop for Decision<'_> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            let Held { engine, permit } = *held;
+            engine.release(permit);
+        }
+    }
 }
 
 /// One matched layer in a decision: its rule, its policy and its outcome, in 32 bytes.
@@ -218,7 +253,43 @@ impl<'e> Decision<'e> {
             layers: SmallVec::new(),
             headers,
             store,
+            held: None,
         }
+    }
+
+    /// Gives the decision the permit of its `concurrency` layers, released when it drops.
+    pub(crate) fn hold(&mut self, engine: &'e crate::Engine, permit: crate::Permit) {
+        self.held = Some(Box::new(Held { engine, permit }));
+    }
+
+    /// Takes out the permit of the decision's `concurrency` layers, if it holds one: the
+    /// decision no longer releases it when dropped, and the caller gives it back with
+    /// [`Engine::release`](crate::Engine::release) once the request is done.
+    pub fn take_permit(&mut self) -> Option<crate::Permit> {
+        self.held.take().map(|held| {
+            let Held { permit, .. } = *held;
+            permit
+        })
+    }
+
+    /// Has the engine keep the decision's permit ([`Engine::keep_permit`]) and answers its
+    /// number, for a host that holds permits by number; 0 when it holds none.
+    ///
+    /// [`Engine::keep_permit`]: crate::Engine::keep_permit
+    pub fn keep_permit(&mut self) -> u64 {
+        match self.held.take() {
+            Some(held) => {
+                let Held { engine, permit } = *held;
+                engine.keep_permit(permit)
+            }
+            None => 0,
+        }
+    }
+
+    /// Whether the decision holds a permit (it was admitted by `concurrency` rules): the
+    /// places it holds are given back when it is dropped.
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
     }
 
     /// Records which store decided.
@@ -307,7 +378,7 @@ impl<'e> Decision<'e> {
     /// Takes in the layers of a second decision on the same request (the HTTP layer decides
     /// the rules that run before the token apart from the others): the layers in
     /// configuration order, admitted only if both were.
-    pub(crate) fn absorb(&mut self, other: Decision<'e>) {
+    pub(crate) fn absorb(&mut self, mut other: Decision<'e>) {
         if other.layers.is_empty() {
             return;
         }
@@ -315,7 +386,7 @@ impl<'e> Decision<'e> {
         if other.store != StoreUsed::Memory {
             self.store = other.store;
         }
-        self.layers.extend(other.layers);
+        self.layers.extend(std::mem::take(&mut other.layers));
         self.layers.sort_by_key(|slot| slot.rule);
         self.settle(allowed, true);
     }
@@ -569,6 +640,7 @@ impl DetachedDecision {
             layers: self.layers.clone(),
             headers: self.headers,
             store: self.store,
+            held: None,
         })
     }
 }

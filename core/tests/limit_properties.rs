@@ -18,6 +18,8 @@ fn quota(algorithm: Algorithm, limit: u64, period_ms: u64) -> Quota {
     match algorithm {
         Algorithm::FixedWindow => Quota::fixed_window(limit, window),
         Algorithm::SlidingWindow => Quota::sliding_window(limit, window),
+        // Unreleased holds: a sliding log with `max_hold` as its window.
+        Algorithm::Concurrency => Quota::concurrency(limit, window),
         Algorithm::SlidingWindowCounter => Quota::sliding_window_counter(limit, window),
         // A refill rate with a fractional emission interval in µs now and then.
         Algorithm::TokenBucket => Quota::token_bucket(limit, 1000.0 / period_ms as f64 * 3.0),
@@ -31,6 +33,7 @@ fn algorithm() -> impl Strategy<Value = Algorithm> {
         Just(Algorithm::SlidingWindow),
         Just(Algorithm::SlidingWindowCounter),
         Just(Algorithm::TokenBucket),
+        Just(Algorithm::Concurrency),
     ]
 }
 
@@ -96,8 +99,8 @@ proptest! {
                 }
                 prop_assert!(by_window.values().all(|&n| n <= limit), "{:?}", by_window);
             }
-            Algorithm::SlidingWindow => {
-                // Never more than `limit` in any interval of length `window`.
+            Algorithm::SlidingWindow | Algorithm::Concurrency => {
+                // Never more than `limit` in any interval of length `window` (`max_hold`).
                 for &(end, _) in &admitted {
                     let n: u64 = admitted.iter().filter(|&&(t, _)| t + w > end && t <= end).map(|&(_, c)| c).sum();
                     prop_assert!(n <= limit, "{} admitted in the window ending at {}", n, end);

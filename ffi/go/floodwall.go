@@ -200,8 +200,26 @@ type Decision struct {
 	Store      Store
 	// Blocked: denied because the key is blocked (block_for); RetryAfter is the block's end.
 	Blocked bool
+	// Holds: it holds places of concurrency rules until Release (or the rule's max_hold).
+	Holds bool
 	// Headers are the response headers to send (with CheckWithHeaders and the middleware).
 	Headers map[string]string
+
+	permit uint64
+	engine *Engine
+}
+
+// Release gives back the places the decision holds of concurrency rules, once its request
+// is done; nothing when it holds none. Safe from any goroutine; a second call does nothing.
+func (d *Decision) Release() error {
+	if d.permit == 0 || d.engine == nil {
+		return nil
+	}
+	permit, e := d.permit, d.engine
+	d.permit, d.Holds = 0, false
+	err := call(func() C.fw_result { return C.fw_release(e.ptr, C.uint64_t(permit)) })
+	runtime.KeepAlive(e)
+	return err
 }
 
 type cRequest struct {
@@ -273,6 +291,9 @@ func (e *Engine) decision(d *C.fw_decision) Decision {
 		RetryAfter: time.Duration(d.retry_after_ms) * time.Millisecond,
 		Store:      Store(d.store),
 		Blocked:    bool(d.blocked),
+		Holds:      d.permit != 0,
+		permit:     uint64(d.permit),
+		engine:     e,
 	}
 }
 

@@ -78,6 +78,35 @@ func TestInvalidConfigIsATypedError(t *testing.T) {
 	}
 }
 
+func TestConcurrencyHoldsUntilRelease(t *testing.T) {
+	e, err := FromTOML("[[rules]]\nname = \"c\"\nkey = \"subject\"\nalgorithm = \"concurrency\"\nlimit = 1\nblock_for = \"1s\"\nblock_after = 100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	r := Request{Method: "GET", Path: "/", Subject: "alice"}
+	held, err := e.Check(r)
+	if err != nil || !held.Allowed || !held.Holds {
+		t.Fatalf("%+v %v", held, err)
+	}
+	if d, _ := e.Check(r); d.Allowed || d.Holds {
+		t.Fatalf("a second in flight: %+v", d)
+	}
+	if err := held.Release(); err != nil || held.Holds {
+		t.Fatalf("release: %v %+v", err, held)
+	}
+	if err := held.Release(); err != nil {
+		t.Fatalf("a second release: %v", err)
+	}
+	again, _ := e.Check(r)
+	if !again.Allowed {
+		t.Fatalf("released, but %+v", again)
+	}
+	if err := again.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCheckAdmitsThenDenies(t *testing.T) {
 	e := engine(t)
 	now := time.UnixMilli(60_000)

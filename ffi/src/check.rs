@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use floodwall_core::{Decision, Request, StoreUsed, Timestamp};
 
 use crate::engine::fw_engine;
-use crate::error::{Failure, fw_result};
+use crate::error::{Failure, failure, fw_result};
 use crate::ffi::{Out, non_null, optional, text, to_handle, try_ref};
 use crate::headers::{HeadersBox, fw_headers};
 use crate::panic::guard;
@@ -69,6 +69,9 @@ pub struct fw_decision {
     /// Whether it is denied because its key is blocked (`block_for`): `retry_after_ms` is
     /// the block's end.
     pub blocked: bool,
+    /// The places it holds of `concurrency` rules, kept by the engine under this number until
+    /// `fw_release` (or the rule's `max_hold`); 0 when it holds none.
+    pub permit: u64,
 }
 
 /// # Safety
@@ -97,7 +100,8 @@ pub(crate) unsafe fn request_of<'a>(request: *const fw_request) -> Result<Reques
     Ok(out)
 }
 
-pub(crate) fn decision_of(d: &Decision<'_>) -> fw_decision {
+/// `d` as C sees it; the engine keeps its permit, if it holds one, under the number written.
+pub(crate) fn decision_of(d: &mut Decision<'_>) -> fw_decision {
     let rule_index = d.rule_index().map_or(-1, |i| i as i32);
     fw_decision {
         allowed: d.allowed(),
@@ -114,7 +118,30 @@ pub(crate) fn decision_of(d: &Decision<'_>) -> fw_decision {
             StoreUsed::DenyCache => fw_store::FW_STORE_DENY_CACHE,
         },
         blocked: d.blocked(),
+        permit: d.keep_permit(),
     }
+}
+
+/// Gives back the places a decision holds of `concurrency` rules (its `permit`) once its
+/// request is done; one store call (on Redis, one round trip). `FW_OK` for a permit of 0
+/// (nothing held); `FW_INVALID_ARGUMENT` for a number the engine keeps no permit under
+/// (released already, or another engine's).
+///
+/// # Safety
+/// `engine` is a live handle. Thread-safe: any thread may release any permit of the engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_release(engine: *const fw_engine, permit: u64) -> fw_result {
+    guard(|| {
+        // SAFETY: see the function's contract.
+        let engine = unsafe { try_ref(engine, "engine") }?;
+        if permit == 0 || engine.release_kept(permit) {
+            return Ok(());
+        }
+        Err(failure(
+            fw_result::FW_INVALID_ARGUMENT,
+            format!("the engine holds no permit {permit}: released already, or never its own"),
+        ))
+    })
 }
 
 /// Decides on `request`: every matching rule at once, all-or-nothing.
@@ -136,7 +163,7 @@ pub unsafe extern "C" fn fw_check(
                 request_of(request)?,
             )
         };
-        out.write(decision_of(&engine.check(&request)?));
+        out.write(decision_of(&mut engine.check(&request)?));
         Ok(())
     })
 }
@@ -179,8 +206,8 @@ pub unsafe extern "C" fn fw_check_many(
             .collect::<Result<_, _>>()?;
         for (i, d) in engine.check_many(&parsed).into_iter().enumerate() {
             match d {
-                Ok(d) => {
-                    out[i] = decision_of(&d);
+                Ok(mut d) => {
+                    out[i] = decision_of(&mut d);
                     results[i] = fw_result::FW_OK;
                 }
                 Err(e) => results[i] = fw_result::of(e.kind()),
@@ -212,8 +239,8 @@ pub unsafe extern "C" fn fw_check_with_headers(
                 request_of(request)?,
             )
         };
-        let d = engine.check(&request)?;
-        out.write(decision_of(&d));
+        let mut d = engine.check(&request)?;
+        out.write(decision_of(&mut d));
         out_headers.write(to_handle(HeadersBox::new(d.headers())));
         Ok(())
     })

@@ -89,8 +89,8 @@ pub unsafe extern "C" fn fw_authorize(
                 request_of(request)?,
             )
         };
-        let authorized = engine.authorize(header, &request)?;
-        out.write(decision_of(&authorized.decision));
+        let mut authorized = engine.authorize(header, &request)?;
+        out.write(decision_of(&mut authorized.decision));
         out_identity.write(to_handle(IdentityBox::new(authorized.identity)));
         Ok(())
     })

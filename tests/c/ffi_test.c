@@ -434,6 +434,21 @@ int main(void) {
   CHECK(fw_check(blocking, &req, &d) == FW_OK && d.allowed && !d.blocked);
   CHECK(fw_check(blocking, &req, &d) == FW_OK && !d.allowed && d.blocked && d.retry_after_ms == 300000);
   fw_engine_free(blocking);
+  /* A concurrency rule: a decision holds its place until fw_release. */
+  fw_engine *inflight = NULL;
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"c\"\nkey = \"subject\"\nalgorithm = \"concurrency\"\nlimit = 1",
+                            &inflight) == FW_OK);
+  fw_decision held;
+  CHECK(fw_check(inflight, &req, &held) == FW_OK && held.allowed && held.permit != 0);
+  CHECK(fw_check(inflight, &req, &d) == FW_OK && !d.allowed && d.permit == 0);
+  CHECK(fw_release(inflight, held.permit) == FW_OK);
+  CHECK(fw_release(inflight, held.permit) == FW_INVALID_ARGUMENT);
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "no permit") != NULL);
+  CHECK(fw_release(inflight, 0) == FW_OK);
+  CHECK(fw_release(NULL, 1) == FW_NULL_ARGUMENT);
+  CHECK(fw_check(inflight, &req, &d) == FW_OK && d.allowed && d.permit != 0);
+  /* A permit never released is freed with its engine. */
+  fw_engine_free(inflight);
   fw_request bad = req;
   bad.path = NULL;
   CHECK(fw_check(engine, &bad, &d) == FW_NULL_ARGUMENT);

@@ -49,6 +49,13 @@ pub struct Step {
     pub request: VectorRequest,
     /// The expected decision or error.
     pub expect: Expect,
+    /// Keep what the decision holds of `concurrency` rules under this name (without it, the
+    /// decision releases its holds once the step is checked).
+    #[serde(default)]
+    pub hold: Option<String>,
+    /// Release these held decisions (named by earlier steps' `hold`) before the request.
+    #[serde(default)]
+    pub release: Vec<String>,
 }
 
 /// A request as the vectors write it.
@@ -157,7 +164,19 @@ pub fn run_case_on(
         Err(e) => return vec![format!("{}: config rejected: {e}", case.name)],
     };
     let mut failures = Vec::new();
+    let mut held: BTreeMap<&str, floodwall::Permit> = BTreeMap::new();
     for (i, step) in case.steps.iter().enumerate() {
+        for name in &step.release {
+            match held.remove(name.as_str()) {
+                Some(permit) => {
+                    engine.release(permit);
+                }
+                None => failures.push(format!(
+                    "{} step {i}: releases {name:?}, which no earlier step holds",
+                    case.name
+                )),
+            }
+        }
         let r = &step.request;
         let headers: Vec<(&str, &str)> = r
             .headers
@@ -184,7 +203,17 @@ pub fn run_case_on(
             (Ok(_), Some(kind)) => {
                 let _ = write!(wrong, " a decision instead of error {kind}");
             }
-            (Ok(d), None) => {
+            (Ok(mut d), None) => {
+                if let Some(name) = &step.hold {
+                    match d.take_permit() {
+                        Some(permit) => {
+                            held.insert(name, permit);
+                        }
+                        None => {
+                            let _ = write!(wrong, " holds nothing to keep as {name:?};");
+                        }
+                    }
+                }
                 // A repeated denial may come from the shared store's deny cache.
                 let cached_denial = store == Some(floodwall::StoreUsed::Redis)
                     && d.store() == floodwall::StoreUsed::DenyCache

@@ -74,7 +74,8 @@ pub use crate::store::{
     StoreClock, StoreConfig, StoreKind,
 };
 pub use rules::{
-    Align, HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem, WindowLength,
+    Align, DEFAULT_MAX_HOLD, HTTP_METHODS, MatchConfig, RoleOverride, RuleConfig, StatusItem,
+    WindowLength,
 };
 
 pub use crate::common::{MAX_ROLE_OVERRIDES, MAX_RULES};

@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use super::{Config, HumanDuration, MAX_ROLE_OVERRIDES};
 
+/// How long a `concurrency` permit is held at the longest unless `max_hold` says.
+pub const DEFAULT_MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One day, the length of a calendar day's `window`.
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 use crate::error::Error;
@@ -43,6 +46,10 @@ pub struct RuleConfig {
     /// `"UTC"` by default.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// How long a `concurrency` rule's permit is held at the longest, when nothing releases
+    /// it (a process that died holding it); one minute by default.
+    #[serde(default)]
+    pub max_hold: Option<HumanDuration>,
     /// The burst size, for `token_bucket`.
     #[serde(default)]
     pub capacity: Option<u64>,
@@ -226,7 +233,17 @@ impl RuleConfig {
             roles.push(role.clone().into_boxed_str());
         }
 
+        if self.max_hold.is_some() && self.algorithm != Algorithm::Concurrency {
+            return Err(Error::config(
+                format!("{at}.max_hold"),
+                format!(
+                    "{} has no permits to hold; max_hold is for concurrency",
+                    self.algorithm
+                ),
+            ));
+        }
         let base = Params {
+            max_hold: self.max_hold,
             limit: self.limit,
             window: self.window,
             capacity: self.capacity,
@@ -293,6 +310,7 @@ impl RuleConfig {
                 ));
             }
             let params = Params {
+                max_hold: base.max_hold,
                 limit: o.limit.or(base.limit),
                 window: o.window.or(base.window),
                 capacity: o.capacity.or(base.capacity),
@@ -300,6 +318,7 @@ impl RuleConfig {
             };
             // Fields the override sets that the algorithm does not take are errors too.
             Params {
+                max_hold: None,
                 limit: o.limit,
                 window: o.window,
                 capacity: o.capacity,
@@ -359,6 +378,25 @@ impl RuleConfig {
         };
         let sync = self.sync_interval(at, self.algorithm, &policies)?;
         let policies = self.blocking(at, policies)?;
+        let count = if self.algorithm == Algorithm::Concurrency {
+            let counted = [
+                (
+                    "count_responses",
+                    self.count_responses != CountResponses::All,
+                ),
+                ("failed_statuses", self.failed_statuses.is_some()),
+                ("cost_header", cost_header.is_some()),
+            ];
+            if let Some((field, _)) = counted.iter().find(|(_, set)| *set) {
+                return Err(Error::config(
+                    format!("{at}.{field}"),
+                    "a concurrency rule gives back every request when its response ends; it counts no responses",
+                ));
+            }
+            CountResponses::Released
+        } else {
+            self.count_responses
+        };
         Ok(Rule::new(
             name.into(),
             RuleMatcher::new(methods, paths, roles).head_as_get(http.head_as_get),
@@ -368,7 +406,7 @@ impl RuleConfig {
         .before_auth(self.before_auth)
         .shadow(self.shadow || http.shadow)
         .responses(ResponseCounting {
-            count: self.count_responses,
+            count,
             failed,
             cost_header,
         })
@@ -530,6 +568,7 @@ fn status_range(item: &StatusItem) -> Result<(u16, u16), String> {
 }
 
 struct Params {
+    max_hold: Option<HumanDuration>,
     limit: Option<u64>,
     window: Option<WindowLength>,
     capacity: Option<u64>,
@@ -543,6 +582,11 @@ impl Params {
                 ("limit", self.limit.is_some()),
                 ("window", self.window.is_some()),
             ],
+            Algorithm::Concurrency => &[
+                ("window", self.window.is_some()),
+                ("capacity", self.capacity.is_some()),
+                ("refill_rate", self.refill_rate.is_some()),
+            ],
             _ => &[
                 ("capacity", self.capacity.is_some()),
                 ("refill_rate", self.refill_rate.is_some()),
@@ -551,6 +595,7 @@ impl Params {
         if let Some((field, _)) = wrong.iter().find(|(_, set)| *set) {
             let takes = match algorithm {
                 Algorithm::TokenBucket => "capacity and refill_rate",
+                Algorithm::Concurrency => "limit (and max_hold)",
                 _ => "limit and window",
             };
             return Err(Error::config(
@@ -596,6 +641,12 @@ impl Params {
                     };
                     Error::config(field(name), e.message())
                 })
+            }
+            Algorithm::Concurrency => {
+                let limit = non_zero(self.limit.ok_or_else(|| missing("limit"))?, "limit")?;
+                let hold = self.max_hold.map_or(DEFAULT_MAX_HOLD, |h| h.0);
+                Quota::concurrency(limit, hold)
+                    .map_err(|e| Error::config(field("max_hold"), e.message()))
             }
             _ => {
                 let limit = non_zero(self.limit.ok_or_else(|| missing("limit"))?, "limit")?;

@@ -112,7 +112,17 @@ impl Engine {
         };
         // Filled and recorded in the return slot: a decision is not moved on the way out.
         let mut result = Ok(self.empty_decision());
-        self.fill(&asked, Stage::All, None, &mut result);
+        if self.holds {
+            let mut pending = Vec::new();
+            self.fill(&asked, Stage::All, Some(&mut pending), &mut result);
+            if let Ok(decision) = &mut result
+                && !pending.is_empty()
+            {
+                decision.hold(self, self.permit_of(pending));
+            }
+        } else {
+            self.fill(&asked, Stage::All, None, &mut result);
+        }
         self.record_decision(&asked, &result);
         result
     }
@@ -404,6 +414,11 @@ impl Engine {
         requests: &[Request<'_>],
         queued: Option<std::time::Instant>,
     ) -> Vec<Result<Decision<'_>, Error>> {
+        if self.holds {
+            // A permit names the time its store decided at, which a batch does not report:
+            // requests that may hold are decided one by one.
+            return requests.iter().map(|r| self.check(r)).collect();
+        }
         // Each request's normal path and address key, owned for the length of the batch.
         let texts: Vec<(String, Option<String>)> = requests
             .iter()

@@ -6,6 +6,7 @@
 
 mod decide;
 mod http;
+mod permit;
 mod request;
 mod store;
 
@@ -27,6 +28,7 @@ use crate::monitor::{DecisionEvent, Event, EventOutcome, Monitor, Report, Respon
 use crate::store::Store;
 
 pub(crate) use decide::{AddressText, Asked, Stage};
+pub use permit::Permit;
 pub use request::Request;
 
 /// The traffic-control engine: compiled rules, a store, a clock.
@@ -73,6 +75,11 @@ pub struct Engine {
     pub(crate) responses: bool,
     /// Whether some rule is decided before the token is verified.
     pub(crate) before_auth: bool,
+    /// Whether some rule limits requests in progress (`concurrency`): its admissions hold a
+    /// permit.
+    pub(crate) holds: bool,
+    /// Permits kept for hosts that hold them by number.
+    pub(crate) kept: permit::Kept,
     /// Whether some rule is in shadow mode (its own `shadow` or `http.shadow`).
     pub(crate) shadows: bool,
     /// The `[http]` section, compiled.
@@ -135,6 +142,8 @@ impl Engine {
             keys_ip: rules.iter().any(|r| *r.key() == KeyKind::Ip),
             responses: rules.iter().any(|r| r.response_counting().needs_response()),
             before_auth: rules.iter().any(Rule::is_before_auth),
+            holds: rules.iter().any(Rule::holds),
+            kept: permit::Kept::default(),
             shadows: rules.iter().any(Rule::is_shadow),
             rules: rules.into(),
             store,

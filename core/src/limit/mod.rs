@@ -16,6 +16,12 @@
 //!   weighted by its remaining overlap plus the current window's count.
 //! - `token_bucket { capacity, refill_rate }`: GCRA with emission interval
 //!   `T = ceil(1e6 / refill_rate)` µs and burst `capacity`; one timestamp per key.
+//! - `concurrency { limit, max_hold }`: at most `limit` requests in progress per key. An
+//!   admitted request holds its cost until it is released (its response ends, its permit is
+//!   dropped) or, at the latest, for `max_hold`: the state is `sliding_window`'s log with
+//!   `max_hold` as its window, and a release is a refund at the time of admission. A denial's
+//!   `retry_after` is when the oldest hold expires — the longest wait, since any release
+//!   makes room sooner.
 //!
 //! Every outcome reports `remaining` — the largest cost that would be admitted right now —
 //! `reset_after` — time until the key is back at its full quota if nothing else arrives — and,
@@ -70,6 +76,8 @@ pub enum Algorithm {
     SlidingWindowCounter,
     /// `token_bucket` (GCRA)
     TokenBucket,
+    /// `concurrency` (requests in progress)
+    Concurrency,
 }
 
 impl Algorithm {
@@ -80,6 +88,7 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::SlidingWindowCounter => "sliding_window_counter",
             Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Concurrency => "concurrency",
         }
     }
 }
@@ -155,6 +164,12 @@ impl Quota {
     /// At most `limit` in any interval of length `window` (exact log).
     pub fn sliding_window(limit: NonZeroU64, window: Duration) -> Result<Self, Error> {
         Self::windowed(Algorithm::SlidingWindow, limit, window)
+    }
+
+    /// At most `limit` requests in progress, each held until released or for `max_hold` at
+    /// the longest.
+    pub fn concurrency(limit: NonZeroU64, max_hold: Duration) -> Result<Self, Error> {
+        Self::windowed(Algorithm::Concurrency, limit, max_hold)
     }
 
     /// About `limit` per sliding `window`, estimated from two counters.
@@ -337,7 +352,7 @@ impl Quota {
         let now = now.as_micros();
         State(match self.algorithm {
             Algorithm::FixedWindow => Inner::Fixed(windows!(self, |w| FixedWindow::new(w, now))),
-            Algorithm::SlidingWindow => Inner::Log(Box::default()),
+            Algorithm::SlidingWindow | Algorithm::Concurrency => Inner::Log(Box::default()),
             Algorithm::SlidingWindowCounter => Inner::Counter(WindowCounter::new(self.period, now)),
             Algorithm::TokenBucket => Inner::Bucket(Gcra::new(now)),
         })
@@ -355,7 +370,7 @@ impl Quota {
             Algorithm::SlidingWindowCounter => Some(State(Inner::Counter(WindowCounter::counted(
                 index, previous, current,
             )))),
-            Algorithm::SlidingWindow | Algorithm::TokenBucket => None,
+            Algorithm::SlidingWindow | Algorithm::TokenBucket | Algorithm::Concurrency => None,
         }
     }
 
@@ -492,7 +507,10 @@ impl Quota {
         let matches = matches!(
             (&state.0, self.algorithm),
             (Inner::Fixed(_), Algorithm::FixedWindow)
-                | (Inner::Log(_), Algorithm::SlidingWindow)
+                | (
+                    Inner::Log(_),
+                    Algorithm::SlidingWindow | Algorithm::Concurrency
+                )
                 | (Inner::Counter(_), Algorithm::SlidingWindowCounter)
                 | (Inner::Bucket(_), Algorithm::TokenBucket)
         );

@@ -149,6 +149,12 @@ impl Rule {
         &self.response
     }
 
+    /// Whether the rule limits requests in progress (`concurrency`): an admission holds its
+    /// cost until released.
+    pub fn holds(&self) -> bool {
+        self.response.count == CountResponses::Released
+    }
+
     /// The rule's unique name.
     pub fn name(&self) -> &str {
         &self.name

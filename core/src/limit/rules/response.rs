@@ -15,6 +15,10 @@ pub enum CountResponses {
     Failed,
     /// Only requests answered with a status that is not a failure count.
     Successful,
+    /// No request stays counted once answered: what a request holds is given back when its
+    /// response ends (a `concurrency` rule's permits).
+    #[serde(skip)]
+    Released,
 }
 
 /// A set of HTTP statuses (100 to 999).
@@ -90,6 +94,7 @@ impl ResponseCounting {
             CountResponses::All => false,
             CountResponses::Failed => !self.failed.contains(status),
             CountResponses::Successful => self.failed.contains(status),
+            CountResponses::Released => true,
         }
     }
 }

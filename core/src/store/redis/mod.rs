@@ -13,7 +13,8 @@
 //!   or a request's explicit time, is passed in (the conformance vectors run that way).
 //! - **Keys** are `PREFIX{RULE/VARIANT/=KEY}ALG` (a `-` instead of `=KEY` for requests lacking
 //!   the keyed part; `ALG` is `f`, `s`, `c` or `b` — `k` for a fixed window aligned to the
-//!   calendar, whose boundaries the caller sends — so that a rule whose algorithm changes
+//!   calendar, whose boundaries the caller sends, `q` for a concurrency limit, whose holds
+//!   the script keeps as a sliding log — so that a rule whose algorithm changes
 //!   starts afresh; a sliding log adds a `:total` key next to its list). A value that cannot be
 //!   read as the algorithm's state is taken for a fresh state. Every key is written with
 //!   a TTL (`PX`, relative to the script's time, rounded up to the millisecond, at least one
@@ -227,6 +228,8 @@ impl RedisStore {
                 (block, blocks)
             });
             key.push(code);
+            // A concurrency limit is a log of holds: the script keeps it as sliding_window's.
+            let code = if code == b'q' { b's' } else { code };
             if code == b's' {
                 let mut total = key.clone();
                 total.extend_from_slice(b":total");
@@ -488,6 +491,7 @@ fn code_of(algorithm: Algorithm) -> u8 {
         Algorithm::SlidingWindow => b's',
         Algorithm::SlidingWindowCounter => b'c',
         Algorithm::TokenBucket => b'b',
+        Algorithm::Concurrency => b'q',
     }
 }
 
