@@ -48,6 +48,8 @@ fn overhead(c: &mut Criterion) {
             ip: std::ptr::null(),
             cost: 1,
             now_ms: now_ms as i64,
+            headers: std::ptr::null(),
+            headers_len: 0,
         };
         let mut out = ffi::fw_decision {
             allowed: false,

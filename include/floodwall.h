@@ -262,8 +262,18 @@ typedef struct fw_identity fw_identity;
 // (`fw_lease_free`, counted as a failure) exactly once, from any one thread.
 typedef struct fw_lease fw_lease;
 
+// One header line: a NUL-terminated name (any case) and value.
+typedef struct {
+  // The header's name, any case.
+  const char *name;
+  // Its value.
+  const char *value;
+} fw_header;
+
 // One request to decide on. `method` and `path` are required; `subject`, `role` and `ip`
-// may be NULL. `now_ms` below 0 means the engine's clock.
+// may be NULL. `now_ms` below 0 means the engine's clock. `headers` (for rules keyed on
+// `header:NAME`) may be NULL when `headers_len` is 0, so that an initializer that stops at
+// `now_ms` is a request without headers.
 typedef struct {
   // HTTP method, any case.
   const char *method;
@@ -279,6 +289,10 @@ typedef struct {
   uint64_t cost;
   // Milliseconds since the Unix epoch, or a negative number for the engine's clock.
   int64_t now_ms;
+  // The request's headers, for rules keyed on `header:NAME` (names any case), or NULL.
+  const fw_header *headers;
+  // How many `headers` there are.
+  size_t headers_len;
 } fw_request;
 
 // A rate-limit decision.
@@ -304,14 +318,6 @@ typedef struct {
   // `fw_release` (or the rule's `max_hold`); 0 when it holds none.
   uint64_t permit;
 } fw_decision;
-
-// One header line: a NUL-terminated name (any case) and value.
-typedef struct {
-  // The header's name, any case.
-  const char *name;
-  // Its value.
-  const char *value;
-} fw_header;
 
 // A request as a host's server received it, for `fw_http`. Every string is NUL-terminated
 // UTF-8; those marked "or NULL" may be NULL.

@@ -175,6 +175,8 @@ type Request struct {
 	Peek bool
 	// Now is an explicit time (tests, replays); zero means the engine's clock.
 	Now time.Time
+	// Headers are the request's headers, for rules keyed on header:NAME (names any case).
+	Headers map[string]string
 }
 
 // Store says which store decided.
@@ -225,6 +227,7 @@ func (d *Decision) Release() error {
 type cRequest struct {
 	req     C.fw_request
 	strings []*C.char
+	lines   *C.fw_header
 }
 
 func (r *Request) toC() *cRequest {
@@ -254,12 +257,28 @@ func (r *Request) toC() *cRequest {
 	if !r.Now.IsZero() {
 		c.req.now_ms = C.int64_t(r.Now.UnixMilli())
 	}
+	if len(r.Headers) > 0 {
+		// C memory: a Go pointer to Go pointers may not cross cgo.
+		c.lines = (*C.fw_header)(C.malloc(C.size_t(len(r.Headers)) * C.size_t(unsafe.Sizeof(C.fw_header{}))))
+		lines := unsafe.Slice(c.lines, len(r.Headers))
+		i := 0
+		for name, value := range r.Headers {
+			lines[i].name = str(name, false)
+			lines[i].value = str(value, false)
+			i++
+		}
+		c.req.headers = c.lines
+		c.req.headers_len = C.size_t(len(r.Headers))
+	}
 	return c
 }
 
 func (c *cRequest) free() {
 	for _, p := range c.strings {
 		C.free(unsafe.Pointer(p))
+	}
+	if c.lines != nil {
+		C.free(unsafe.Pointer(c.lines))
 	}
 }
 

@@ -9,6 +9,7 @@ use crate::engine::fw_engine;
 use crate::error::{Failure, failure, fw_result};
 use crate::ffi::{Out, non_null, optional, text, to_handle, try_ref};
 use crate::headers::{HeadersBox, fw_headers};
+use crate::http::fw_header;
 use crate::panic::guard;
 
 /// Which store decided.
@@ -28,7 +29,9 @@ pub enum fw_store {
 }
 
 /// One request to decide on. `method` and `path` are required; `subject`, `role` and `ip`
-/// may be NULL. `now_ms` below 0 means the engine's clock.
+/// may be NULL. `now_ms` below 0 means the engine's clock. `headers` (for rules keyed on
+/// `header:NAME`) may be NULL when `headers_len` is 0, so that an initializer that stops at
+/// `now_ms` is a request without headers.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct fw_request {
@@ -46,6 +49,23 @@ pub struct fw_request {
     pub cost: u64,
     /// Milliseconds since the Unix epoch, or a negative number for the engine's clock.
     pub now_ms: i64,
+    /// The request's headers, for rules keyed on `header:NAME` (names any case), or NULL.
+    pub headers: *const fw_header,
+    /// How many `headers` there are.
+    pub headers_len: usize,
+}
+
+/// A request read from C: its fields, and its headers as the core's [`Request`] borrows them.
+pub(crate) struct ParsedRequest<'a> {
+    request: Request<'a>,
+    headers: Vec<(&'a str, &'a str)>,
+}
+
+impl ParsedRequest<'_> {
+    /// The request, with its headers.
+    pub(crate) fn request(&self) -> Request<'_> {
+        self.request.headers(&self.headers)
+    }
 }
 
 /// A rate-limit decision.
@@ -75,8 +95,11 @@ pub struct fw_decision {
 }
 
 /// # Safety
-/// `request` is NULL or points to a valid `fw_request` whose strings live for `'a`.
-pub(crate) unsafe fn request_of<'a>(request: *const fw_request) -> Result<Request<'a>, Failure> {
+/// `request` is NULL or points to a valid `fw_request` whose strings (and `headers_len`
+/// header lines) live for `'a`.
+pub(crate) unsafe fn request_of<'a>(
+    request: *const fw_request,
+) -> Result<ParsedRequest<'a>, Failure> {
     non_null(request, "request")?;
     // SAFETY: checked non-null; the caller keeps it valid for the call.
     let r = unsafe { &*request };
@@ -97,7 +120,25 @@ pub(crate) unsafe fn request_of<'a>(request: *const fw_request) -> Result<Reques
     if r.now_ms >= 0 {
         out = out.at(Timestamp::from_millis(r.now_ms as u64));
     }
-    Ok(out)
+    let mut headers = Vec::with_capacity(r.headers_len);
+    if r.headers_len > 0 {
+        non_null(r.headers, "request.headers")?;
+        // SAFETY: `headers_len` valid elements, by the function's contract.
+        let lines = unsafe { std::slice::from_raw_parts(r.headers, r.headers_len) };
+        for (i, line) in lines.iter().enumerate() {
+            // SAFETY: each line's strings are NUL-terminated, by the function's contract.
+            headers.push(unsafe {
+                (
+                    text(line.name, format_args!("request.headers[{i}].name"))?,
+                    text(line.value, format_args!("request.headers[{i}].value"))?,
+                )
+            });
+        }
+    }
+    Ok(ParsedRequest {
+        request: out,
+        headers,
+    })
 }
 
 /// `d` as C sees it; the engine keeps its permit, if it holds one, under the number written.
@@ -163,7 +204,7 @@ pub unsafe extern "C" fn fw_check(
                 request_of(request)?,
             )
         };
-        out.write(decision_of(&mut engine.check(&request)?));
+        out.write(decision_of(&mut engine.check(&request.request())?));
         Ok(())
     })
 }
@@ -199,11 +240,12 @@ pub unsafe extern "C" fn fw_check_many(
                 std::slice::from_raw_parts_mut(results, count),
             )
         };
-        let parsed: Vec<Request<'_>> = requests
+        let read: Vec<ParsedRequest<'_>> = requests
             .iter()
             // SAFETY: each element is a valid request.
             .map(|r| unsafe { request_of(r) })
             .collect::<Result<_, _>>()?;
+        let parsed: Vec<Request<'_>> = read.iter().map(ParsedRequest::request).collect();
         for (i, d) in engine.check_many(&parsed).into_iter().enumerate() {
             match d {
                 Ok(mut d) => {
@@ -239,7 +281,7 @@ pub unsafe extern "C" fn fw_check_with_headers(
                 request_of(request)?,
             )
         };
-        let mut d = engine.check(&request)?;
+        let mut d = engine.check(&request.request())?;
         out.write(decision_of(&mut d));
         out_headers.write(to_handle(HeadersBox::new(d.headers())));
         Ok(())

@@ -89,7 +89,7 @@ pub unsafe extern "C" fn fw_authorize(
                 request_of(request)?,
             )
         };
-        let mut authorized = engine.authorize(header, &request)?;
+        let mut authorized = engine.authorize(header, &request.request())?;
         out.write(decision_of(&mut authorized.decision));
         out_identity.write(to_handle(IdentityBox::new(authorized.identity)));
         Ok(())

@@ -420,7 +420,7 @@ int main(void) {
   CHECK(fw_engine_rule_name(NULL, 0, buf, sizeof buf, &n) == FW_NULL_ARGUMENT);
 
   /* Checks: admitted twice, then denied with a retry. */
-  fw_request req = {"GET", "/api/orders", "alice", "free", "192.0.2.1", 1, 60000};
+  fw_request req = {"GET", "/api/orders", "alice", "free", "192.0.2.1", 1, 60000, NULL, 0};
   fw_decision d;
   memset(&d, 0, sizeof d);
   CHECK(fw_check(engine, &req, &d) == FW_OK && d.allowed && d.remaining == 1 && d.rule_index == 0);
@@ -449,6 +449,25 @@ int main(void) {
   CHECK(fw_check(inflight, &req, &d) == FW_OK && d.allowed && d.permit != 0);
   /* A permit never released is freed with its engine. */
   fw_engine_free(inflight);
+  /* Headers, for a rule keyed on one. */
+  fw_engine *keyed = NULL;
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"k\"\nkey = \"header:X-Api-Key\"\nalgorithm = \"fixed_window\"\n"
+                            "limit = 1\nwindow = \"1m\"", &keyed) == FW_OK);
+  fw_header key_a = {"x-api-key", "a"}, key_b = {"X-API-KEY", "b"};
+  fw_request with_key = req;
+  with_key.headers = &key_a;
+  with_key.headers_len = 1;
+  CHECK(fw_check(keyed, &with_key, &d) == FW_OK && d.allowed);
+  CHECK(fw_check(keyed, &with_key, &d) == FW_OK && !d.allowed);
+  with_key.headers = &key_b;
+  CHECK(fw_check(keyed, &with_key, &d) == FW_OK && d.allowed);
+  with_key.headers = NULL;
+  CHECK(fw_check(keyed, &with_key, &d) == FW_NULL_ARGUMENT);
+  fw_header bad_line = {"x-api-key", NULL};
+  with_key.headers = &bad_line;
+  CHECK(fw_check(keyed, &with_key, &d) == FW_NULL_ARGUMENT);
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "request.headers[0].value") != NULL);
+  fw_engine_free(keyed);
   fw_request bad = req;
   bad.path = NULL;
   CHECK(fw_check(engine, &bad, &d) == FW_NULL_ARGUMENT);
@@ -481,7 +500,7 @@ int main(void) {
   fw_headers_free(NULL);
 
   /* A batch: one fine, one with a cost over the limit. */
-  fw_request batch[2] = {{"GET", "/", "bob", NULL, NULL, 1, 60000}, {"GET", "/", "bob", NULL, NULL, 9, 60000}};
+  fw_request batch[2] = {{"GET", "/", "bob", NULL, NULL, 1, 60000, NULL, 0}, {"GET", "/", "bob", NULL, NULL, 9, 60000, NULL, 0}};
   fw_decision out[2];
   fw_result results[2];
   CHECK(fw_check_many(engine, batch, 2, out, results) == FW_OK);
@@ -545,7 +564,7 @@ int main(void) {
    * series of the report dated 2100. */
   fw_engine *watched = NULL;
   CHECK(fw_engine_from_toml(CONFIG, &watched) == FW_OK);
-  fw_request dated = {"get", "/api/orders?page=2", "alice", "free", NULL, 1, 4102444800000};
+  fw_request dated = {"get", "/api/orders?page=2", "alice", "free", NULL, 1, 4102444800000, NULL, 0};
   for (int i = 0; i < 3; i++) CHECK(fw_check(watched, &dated, &d) == FW_OK && d.allowed == (i < 2));
   CHECK(fw_authenticate(watched, FORGED, &identity) == FW_BAD_SIGNATURE);
   CHECK(fw_pick(watched, "api", &lease) == FW_OK);
@@ -630,7 +649,7 @@ int main(void) {
                             "[[rules]]\nname = \"g\"\nkey = \"global\"\n"
                             "algorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1s\"\n",
                             &unreachable) == FW_OK);
-  fw_request anyone = {"GET", "/", NULL, NULL, NULL, 1, -1};
+  fw_request anyone = {"GET", "/", NULL, NULL, NULL, 1, -1, NULL, 0};
   fw_decision lost;
   CHECK(fw_check(unreachable, &anyone, &lost) == FW_STORE_FAILED);
   last_message(buf, sizeof buf);
