@@ -377,6 +377,11 @@ export declare class Engine extends EventEmitter {
   /** Memory stores only (throws on Redis rather than block the event loop). */
   checkSync (request?: CheckRequest): Decision
   check (request?: CheckRequest): Promise<Decision>
+  /**
+   * `check`, waiting up to `maxWaitMs` for capacity (first come, first served among this
+   * engine's waiters): the admission, or the last denial. Decides on the engine's clock.
+   */
+  acquire (request: CheckRequest | undefined, maxWaitMs: number): Promise<Decision>
   /** Memory stores only. */
   checkManySync (requests: Iterable<CheckRequest>): Array<Decision | FloodwallError>
   checkMany (requests: Iterable<CheckRequest>): Promise<Array<Decision | FloodwallError>>

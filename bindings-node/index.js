@@ -599,6 +599,24 @@ class Engine extends EventEmitter {
   }
 
   /**
+   * Decides like `check` and, while the request is denied with a wait that fits in
+   * `maxWaitMs`, waits for capacity and asks again: first come, first served among this
+   * engine's waiters for the same limits, woken early when a `concurrency` place is
+   * released here. Resolves to the admission, or the last denial. Nothing waits on the JS
+   * thread; it decides on the engine's clock.
+   */
+  acquire (request, maxWaitMs) {
+    let pending
+    try {
+      if (typeof maxWaitMs !== 'number') throw new TypeError('acquire(): maxWaitMs must be a number of milliseconds')
+      pending = this._inner.acquire(requireRequest(request), maxWaitMs)
+    } catch (error) {
+      return Promise.reject(convert(error))
+    }
+    return pending.then((row) => new Decision(row, this), (error) => { throw convert(error) })
+  }
+
+  /**
    * Verifies a bearer token (an `Authorization` value). Verification never waits on the
    * network, so it runs on the calling thread.
    */

@@ -426,6 +426,19 @@ fw_result fw_release(const fw_engine *engine, uint64_t permit);
 // `engine` is a live handle; `request` points to a valid request; `out` is valid.
 fw_result fw_check(const fw_engine *engine, const fw_request *request, fw_decision *out);
 
+// Decides like `fw_check` and, while the request is denied with a wait that fits in
+// `max_wait_ms`, waits for capacity and asks again (first come, first served among this
+// engine's waiters for the same limits; woken early when a `concurrency` place is
+// released): `out` receives the admission, or the last denial. Blocks the calling thread;
+// decides on the engine's clock (`request.now_ms` is ignored).
+//
+// # Safety
+// As `fw_check`. Thread-safe: any number of threads may wait at once.
+fw_result fw_acquire(const fw_engine *engine,
+                     const fw_request *request,
+                     uint64_t max_wait_ms,
+                     fw_decision *out);
+
 // Decides on `count` requests in turn (one round trip on Redis). `results[i]` receives each
 // request's code and `out[i]` its decision when that code is `FW_OK`; the call itself
 // returns `FW_OK` unless an argument is unusable.

@@ -876,3 +876,48 @@ max_hold = "400ms"
     assert!(both.iter().all(|d| d.allowed()), "the lost hold has ended");
     drop(lost);
 }
+
+#[test]
+fn acquire_on_redis_waits_for_the_next_window_and_for_a_release() {
+    let server = RedisServer::start();
+    let engine = Arc::new(
+        Engine::from_toml(&format!(
+            r#"{}
+[[rules]]
+name = "window"
+match = {{ paths = ["/window"] }}
+key = "subject"
+algorithm = "fixed_window"
+limit = 1
+window = "100ms"
+
+[[rules]]
+name = "in-flight"
+match = {{ paths = ["/held"] }}
+key = "subject"
+algorithm = "concurrency"
+limit = 1
+"#,
+            store_section(&server, "acq:", "")
+        ))
+        .unwrap(),
+    );
+    let window = Request::new("GET", "/window").subject("alice");
+    assert!(engine.check(&window).unwrap().allowed());
+    let waited = engine.acquire(&window, Duration::from_secs(5)).unwrap();
+    assert!(waited.allowed() && waited.store() == StoreUsed::Redis);
+
+    let held = Request::new("GET", "/held").subject("alice");
+    let mut first = engine.check(&held).unwrap();
+    let permit = first.take_permit().unwrap();
+    let releaser = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            engine.release(permit)
+        })
+    };
+    let second = engine.acquire(&held, Duration::from_secs(5)).unwrap();
+    assert!(second.allowed() && second.holds());
+    assert!(releaser.join().unwrap());
+}

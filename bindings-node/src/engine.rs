@@ -86,21 +86,30 @@ impl Owned {
     }
 
     fn with_request<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
-        let headers: Vec<(&str, &str)> = self
-            .headers
+        let headers = self.header_pairs();
+        f(&self.request(&headers))
+    }
+
+    /// The headers as [`Request::headers`] takes them.
+    fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        f(&Request {
+            .collect()
+    }
+
+    /// The request, over `headers` (from [`header_pairs`](Self::header_pairs)).
+    fn request<'a>(&'a self, headers: &'a [(&'a str, &'a str)]) -> Request<'a> {
+        Request {
             method: self.method.as_deref().unwrap_or("GET"),
             path: self.path.as_deref().unwrap_or("/"),
             subject: self.subject.as_deref(),
             role: self.role.as_deref(),
             ip: self.ip.as_deref(),
-            headers: &headers,
+            headers,
             cost: self.cost,
             now: self.now_ms.map(Timestamp::from_millis),
-        })
+        }
     }
 }
 
@@ -237,6 +246,37 @@ impl Engine {
             crate::error::invalid_arg(format!("the configuration is not JSON: {e}"))
         })?;
         Self::build(Config::from_value(value).js())
+    }
+
+    /// Decides like `check` and, while the request is denied with a wait that fits in
+    /// `maxWaitMs`, waits for capacity and asks again (the core's `acquire_async`, first come
+    /// first served among this engine's waiters): the admission's row, or the last denial's.
+    /// The waits are timers of the addon's own runtime: no JS thread, and no worker thread,
+    /// waits.
+    #[napi(ts_return_type = "Promise<Float64Array>")]
+    pub fn acquire<'env>(
+        &self,
+        env: &'env Env,
+        request: RequestInit,
+        max_wait_ms: f64,
+    ) -> napi::Result<Object<'env>> {
+        let owned = Owned::new(request)?;
+        let wait =
+            std::time::Duration::from_millis(count(Some(max_wait_ms), "maxWaitMs")?.unwrap_or(0));
+        let core = Arc::clone(&self.core);
+        let (deferred, promise) = env.create_deferred()?;
+        crate::timers::spawn(async move {
+            let headers = owned.header_pairs();
+            // acquire_async decides on the engine's clock.
+            match core.acquire_async(&owned.request(&headers), wait).await {
+                Ok(mut decision) => {
+                    let row = decision::to_vec(&mut decision);
+                    deferred.resolve(move |_| Ok(Float64Array::new(row)));
+                }
+                Err(error) => deferred.reject(to_napi(&error)),
+            }
+        })?;
+        Ok(promise)
     }
 
     /// A batch, in one Redis round trip: a decision's row, or an error's JSON text, per

@@ -14,6 +14,7 @@ mod error;
 mod fastpath;
 mod http;
 mod pool;
+mod timers;
 
 use floodwall::Clock as _;
 use napi_derive::napi;

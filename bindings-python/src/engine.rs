@@ -322,6 +322,48 @@ impl Engine {
         Ok(Engine { core, may_wait })
     }
 
+    /// Decides like `check` and, while the request is denied with a wait that fits in
+    /// `max_wait_ms`, waits for capacity (first come, first served among this process's
+    /// waiters for the same limits) and asks again: the admission, or the last denial. The
+    /// interpreter is released while it waits; it decides on the engine's clock.
+    #[pyo3(signature = (*, max_wait_ms, subject=None, role=None, method=None, path=None, ip=None, cost=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn acquire<'py>(
+        slf: &Bound<'py, Self>,
+        max_wait_ms: &Bound<'py, PyAny>,
+        subject: Option<&Bound<'py, PyAny>>,
+        role: Option<&Bound<'py, PyAny>>,
+        method: Option<&Bound<'py, PyAny>>,
+        path: Option<&Bound<'py, PyAny>>,
+        ip: Option<&Bound<'py, PyAny>>,
+        cost: Option<&Bound<'py, PyAny>>,
+        headers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Decision> {
+        let wait = number(Some(max_wait_ms), "max_wait_ms")?.unwrap_or(0);
+        let items = header_items(headers, "headers")?;
+        let parts = Parts {
+            subject: borrow_opt(subject, "subject")?,
+            role: borrow_opt(role, "role")?,
+            method: borrow_opt(method, "method")?,
+            path: borrow_opt(path, "path")?,
+            ip: borrow_opt(ip, "ip")?,
+            headers: borrow_headers(&items, "headers")?,
+            cost: number(cost, "cost")?.unwrap_or(1),
+            now_ms: None,
+        };
+        let engine = slf.get();
+        let (detached, permit) = slf
+            .py()
+            .detach(|| {
+                engine
+                    .core
+                    .acquire(&parts.request(), std::time::Duration::from_millis(wait))
+                    .map(Decision::parts)
+            })
+            .py_err()?;
+        Ok(Decision::new(slf.clone().unbind(), detached, permit))
+    }
+
     /// Decides a batch (on Redis, in one pipelined round trip): each request is a dict with
     /// the keyword arguments of `check`. Answers one entry per request, in order: a
     /// `Decision`, or the exception instance (not raised) for a request that failed.

@@ -47,3 +47,31 @@ def test_acheck_holds_as_check_does() -> None:
         assert (await engine.acheck(subject="bob")).allowed
 
     asyncio.run(main())
+
+
+def test_acquire_waits_for_a_place_released_on_another_thread() -> None:
+    import threading
+
+    engine = floodwall.Engine.from_dict(RULES)
+    held = [engine.check(subject="carol") for _ in range(2)]
+    assert all(d.holds for d in held)
+    timer = threading.Timer(0.05, held[0].release)
+    timer.start()
+    waited = engine.acquire(subject="carol", max_wait_ms=5000)
+    timer.join()
+    assert waited.allowed and waited.holds
+    # Nothing frees up within a millisecond: the denial comes back.
+    assert not engine.acquire(subject="carol", max_wait_ms=1).allowed
+
+
+def test_aacquire_waits_for_the_next_window() -> None:
+    engine = floodwall.Engine.from_dict(
+        {"rules": [{"name": "r", "key": "subject", "algorithm": "fixed_window", "limit": 1, "window": "100ms"}]}
+    )
+
+    async def main() -> None:
+        assert engine.check(subject="dave").allowed
+        waited = await engine.aacquire(subject="dave", max_wait_ms=5000)
+        assert waited.allowed
+
+    asyncio.run(main())

@@ -328,6 +328,25 @@ func (e *Engine) Check(r Request) (Decision, error) {
 	return e.decision(&d), nil
 }
 
+// Acquire decides like Check and, while the request is denied with a wait that fits in
+// maxWait, waits for capacity and asks again (first come, first served among the engine's
+// waiters for the same limits): the admission, or the last denial. It blocks the goroutine;
+// it decides on the engine's clock (r.Now is ignored).
+func (e *Engine) Acquire(r Request, maxWait time.Duration) (Decision, error) {
+	c := r.toC()
+	defer c.free()
+	var d C.fw_decision
+	wait := C.uint64_t(0)
+	if maxWait > 0 {
+		wait = C.uint64_t(maxWait.Milliseconds())
+	}
+	if err := call(func() C.fw_result { return C.fw_acquire(e.ptr, &c.req, wait, &d) }); err != nil {
+		return Decision{}, err
+	}
+	runtime.KeepAlive(e)
+	return e.decision(&d), nil
+}
+
 // CheckWithHeaders decides and renders the response headers.
 func (e *Engine) CheckWithHeaders(r Request) (Decision, error) {
 	c := r.toC()

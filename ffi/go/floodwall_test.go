@@ -102,7 +102,24 @@ func TestConcurrencyHoldsUntilRelease(t *testing.T) {
 	if !again.Allowed {
 		t.Fatalf("released, but %+v", again)
 	}
+	// A goroutine waiting for the place gets it when it is released.
+	done := make(chan Decision)
+	go func() {
+		d, err := e.Acquire(r, 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- d
+	}()
+	time.Sleep(20 * time.Millisecond)
 	if err := again.Release(); err != nil {
+		t.Fatal(err)
+	}
+	waited := <-done
+	if !waited.Allowed || !waited.Holds {
+		t.Fatalf("the waiter: %+v", waited)
+	}
+	if err := waited.Release(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -209,6 +209,36 @@ pub unsafe extern "C" fn fw_check(
     })
 }
 
+/// Decides like `fw_check` and, while the request is denied with a wait that fits in
+/// `max_wait_ms`, waits for capacity and asks again (first come, first served among this
+/// engine's waiters for the same limits; woken early when a `concurrency` place is
+/// released): `out` receives the admission, or the last denial. Blocks the calling thread;
+/// decides on the engine's clock (`request.now_ms` is ignored).
+///
+/// # Safety
+/// As `fw_check`. Thread-safe: any number of threads may wait at once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_acquire(
+    engine: *const fw_engine,
+    request: *const fw_request,
+    max_wait_ms: u64,
+    out: *mut fw_decision,
+) -> fw_result {
+    guard(|| {
+        // SAFETY: see the function's contract.
+        let (out, engine, request) = unsafe {
+            (
+                Out::new(out, "out")?,
+                try_ref(engine, "engine")?,
+                request_of(request)?,
+            )
+        };
+        let wait = std::time::Duration::from_millis(max_wait_ms);
+        out.write(decision_of(&mut engine.acquire(&request.request(), wait)?));
+        Ok(())
+    })
+}
+
 /// Decides on `count` requests in turn (one round trip on Redis). `results[i]` receives each
 /// request's code and `out[i]` its decision when that code is `FW_OK`; the call itself
 /// returns `FW_OK` unless an argument is unusable.

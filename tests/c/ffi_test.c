@@ -438,15 +438,24 @@ int main(void) {
   fw_engine *inflight = NULL;
   CHECK(fw_engine_from_toml("[[rules]]\nname = \"c\"\nkey = \"subject\"\nalgorithm = \"concurrency\"\nlimit = 1",
                             &inflight) == FW_OK);
+  /* On the engine's clock, as fw_acquire decides. */
+  fw_request live = req;
+  live.now_ms = -1;
   fw_decision held;
-  CHECK(fw_check(inflight, &req, &held) == FW_OK && held.allowed && held.permit != 0);
-  CHECK(fw_check(inflight, &req, &d) == FW_OK && !d.allowed && d.permit == 0);
+  CHECK(fw_check(inflight, &live, &held) == FW_OK && held.allowed && held.permit != 0);
+  CHECK(fw_check(inflight, &live, &d) == FW_OK && !d.allowed && d.permit == 0);
   CHECK(fw_release(inflight, held.permit) == FW_OK);
   CHECK(fw_release(inflight, held.permit) == FW_INVALID_ARGUMENT);
   CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "no permit") != NULL);
   CHECK(fw_release(inflight, 0) == FW_OK);
   CHECK(fw_release(NULL, 1) == FW_NULL_ARGUMENT);
-  CHECK(fw_check(inflight, &req, &d) == FW_OK && d.allowed && d.permit != 0);
+  CHECK(fw_check(inflight, &live, &d) == FW_OK && d.allowed && d.permit != 0);
+  /* Waiting for a place: none is released within 20 ms, so the denial comes back. */
+  fw_decision waited;
+  CHECK(fw_acquire(inflight, &live, 20, &waited) == FW_OK && !waited.allowed && waited.permit == 0);
+  CHECK(fw_release(inflight, d.permit) == FW_OK);
+  CHECK(fw_acquire(inflight, &live, 20, &waited) == FW_OK && waited.allowed && waited.permit != 0);
+  CHECK(fw_acquire(inflight, NULL, 20, &waited) == FW_NULL_ARGUMENT);
   /* A permit never released is freed with its engine. */
   fw_engine_free(inflight);
   /* Headers, for a rule keyed on one. */

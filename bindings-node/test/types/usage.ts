@@ -16,6 +16,15 @@ const allowed: boolean = decision.allowed
 const retry: number = decision.retryAfterMs
 const limit: number | null = decision.limit
 const reset: string | undefined = decision.headers['RateLimit-Reset']
+const blocked: boolean = decision.blocked
+
+// Waiting for capacity, and places of concurrency rules held until released.
+async function waitForCapacity (): Promise<boolean> {
+  const waited: Decision = await engine.acquire(request, 250)
+  const held: boolean = waited.holds
+  const released: boolean = await waited.release()
+  return held && released
+}
 
 async function serve (authorization: string): Promise<number> {
   try {
@@ -51,7 +60,7 @@ const dropped: number = sink === null ? 0 : sink.dropped
 const source: 'memory' | 'stream' = report.source
 const text: string = engine.prometheus()
 const contentType: 'text/plain; version=0.0.4; charset=utf-8' = PROMETHEUS_CONTENT_TYPE
-void [allowed, retry, limit, reset, serve, codes, statuses]
+void [allowed, retry, limit, reset, blocked, waitForCapacity, serve, codes, statuses]
 void [served, p99, busiest, expired, fromMemory, buckets, dropped, source, text, contentType]
 
 // @ts-expect-error: a status is a number

@@ -232,6 +232,33 @@ class Engine(_floodwall.Engine):
             self._worker_pool(), functools.partial(call, *args, **kwargs)
         )
 
+    async def aacquire(
+        self,
+        *,
+        max_wait_ms: int,
+        subject: Optional[str] = None,
+        role: Optional[str] = None,
+        method: Optional[str] = None,
+        path: Optional[str] = None,
+        ip: Optional[str] = None,
+        cost: int = 1,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> Decision:
+        """:meth:`acquire` for asyncio: the wait runs on a worker thread of the engine's pool,
+        so the event loop keeps serving (waiters beyond the pool's size queue for a thread)."""
+        result: Decision = await self._offload(
+            self.acquire,
+            max_wait_ms=max_wait_ms,
+            subject=subject,
+            role=role,
+            method=method,
+            path=path,
+            ip=ip,
+            cost=cost,
+            headers=headers,
+        )
+        return result
+
     async def acheck(
         self,
         *,

@@ -242,6 +242,18 @@ class Engine:
     def check_many(
         self, requests: Iterable[Mapping[str, Any]]
     ) -> list[Union[Decision, FloodwallError]]: ...
+    def acquire(
+        self,
+        *,
+        max_wait_ms: int,
+        subject: Optional[str] = None,
+        role: Optional[str] = None,
+        method: Optional[str] = None,
+        path: Optional[str] = None,
+        ip: Optional[str] = None,
+        cost: Optional[int] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> Decision: ...
     def authenticate(self, authorization: str, *, now_ms: Optional[int] = None) -> Identity: ...
     def authorize(
         self,

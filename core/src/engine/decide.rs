@@ -127,6 +127,35 @@ impl Engine {
         result
     }
 
+    /// What identifies the limits `request` is judged by: each matching layer's slot and key,
+    /// in configuration order (the line of [`Engine::acquire`]'s waiters).
+    pub(crate) fn layers_key(&self, request: &Request<'_>) -> Result<Vec<u8>, Error> {
+        let mut buffer = PathBuffer::new();
+        let path = normalize_path(request.path, self.http.fold_case, &mut buffer);
+        let mut address = AddressText::new();
+        let asked = Asked {
+            method: request.method,
+            path: path.as_str(),
+            subject: request.subject,
+            role: request.role,
+            ip: self.ip_key(request.ip, &mut address),
+            headers: &request.headers,
+            cost: request.cost,
+            now: Timestamp::EPOCH,
+        };
+        let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
+        let mut decision = self.empty_decision();
+        self.match_rules(&asked, Stage::All, &mut endpoint, &mut decision)?;
+        let mut key = Vec::new();
+        for matched in decision.all_matched() {
+            let layer = self.layer(&asked, &endpoint, matched);
+            key.extend_from_slice(&layer.slot.to_le_bytes());
+            key.extend_from_slice(&(layer.key.len() as u32).to_le_bytes());
+            key.extend_from_slice(layer.key);
+        }
+        Ok(key)
+    }
+
     /// The key of a host-given client address: its canonical form (IPv6 by subnet) when it is
     /// an address, the text itself otherwise.
     #[inline]

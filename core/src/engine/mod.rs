@@ -9,6 +9,7 @@ mod http;
 mod permit;
 mod request;
 mod store;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::store::Store;
 pub(crate) use decide::{AddressText, Asked, Stage};
 pub use permit::Permit;
 pub use request::Request;
+pub use wait::ACQUIRE_MAX_ATTEMPTS;
 
 /// The traffic-control engine: compiled rules, a store, a clock.
 ///
@@ -80,6 +82,8 @@ pub struct Engine {
     pub(crate) holds: bool,
     /// Permits kept for hosts that hold them by number.
     pub(crate) kept: permit::Kept,
+    /// Requests waiting for capacity ([`Engine::acquire`]).
+    pub(crate) lines: wait::Lines,
     /// Whether some rule is in shadow mode (its own `shadow` or `http.shadow`).
     pub(crate) shadows: bool,
     /// The `[http]` section, compiled.
@@ -144,6 +148,7 @@ impl Engine {
             before_auth: rules.iter().any(Rule::is_before_auth),
             holds: rules.iter().any(Rule::holds),
             kept: permit::Kept::default(),
+            lines: wait::Lines::default(),
             shadows: rules.iter().any(Rule::is_shadow),
             rules: rules.into(),
             store,

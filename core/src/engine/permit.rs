@@ -117,6 +117,7 @@ impl Engine {
             })
             .collect();
         self.adjust(&ops);
+        self.lines.released();
         true
     }
 }
