@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'missing_claim'
   | 'invalid_claim'
   | 'no_upstream_available'
+  | 'unknown_rule'
   | 'unknown_service'
   | 'unknown_upstream'
   | 'store_unavailable'

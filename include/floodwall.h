@@ -81,6 +81,8 @@ enum fw_result
   FW_COST_EXCEEDS_LIMIT = 300,
   // `invalid_cost`: the host's cost for a request is not an integer from 0 to 2^53.
   FW_INVALID_COST = 301,
+  // `unknown_rule`: per-key administration named no configured rule.
+  FW_UNKNOWN_RULE = 302,
   // `missing_token`.
   FW_MISSING_TOKEN = 400,
   // `malformed_token`.

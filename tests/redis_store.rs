@@ -921,3 +921,76 @@ limit = 1
     assert!(second.allowed() && second.holds());
     assert!(releaser.join().unwrap());
 }
+
+#[test]
+fn keys_administered_on_one_engine_are_so_for_every_engine() {
+    use floodwall::KeyRef;
+    let server = RedisServer::start();
+    let config = format!(
+        r#"{}
+[[rules]]
+name = "per-user"
+match = {{ paths = ["/fixed"] }}
+key = "subject"
+algorithm = "fixed_window"
+limit = 5
+window = "1h"
+block_for = "1m"
+
+[[rules]]
+name = "log"
+match = {{ paths = ["/log"] }}
+key = "subject"
+algorithm = "sliding_window"
+limit = 3
+window = "1h"
+"#,
+        // Another process's deny cache sees a reset within a second; this test looks at once.
+        store_section(&server, "adm:", "deny_cache = false")
+    );
+    let (admin, gateway) = (
+        Engine::from_toml(&config).unwrap(),
+        Engine::from_toml(&config).unwrap(),
+    );
+    let fixed = Request::new("GET", "/fixed").subject("alice");
+    for _ in 0..2 {
+        assert!(gateway.check(&fixed).unwrap().allowed());
+    }
+    let alice = KeyRef::new("per-user", "alice");
+    let status = admin.inspect(&alice).unwrap();
+    assert_eq!((status.remaining, status.store), (3, StoreUsed::Redis));
+    admin.penalize(&alice, 3).unwrap();
+    assert_eq!(gateway.inspect(&alice).unwrap().remaining, 0);
+    admin.reward(&alice, 1).unwrap();
+    assert!(gateway.check(&fixed).unwrap().allowed());
+    admin.reset_key(&alice).unwrap();
+    assert_eq!(gateway.inspect(&alice).unwrap().remaining, 5);
+    assert_eq!(
+        server.command("EXISTS \"adm:{per-user/0/=alice}f\"").trim(),
+        ":0"
+    );
+    admin.block_key(&alice, Duration::from_secs(30)).unwrap();
+    let denied = gateway.check(&fixed).unwrap();
+    assert!(!denied.allowed() && denied.blocked());
+    assert!(denied.retry_after() <= Duration::from_secs(30));
+    let ttl = server.pttl("adm:{per-user/0/=alice}!");
+    assert!((25_000..=30_000).contains(&ttl), "PTTL {ttl}");
+    admin.reset_key(&alice).unwrap();
+    assert!(gateway.check(&fixed).unwrap().allowed());
+
+    let log = Request::new("GET", "/log").subject("bob");
+    for _ in 0..3 {
+        assert!(gateway.check(&log).unwrap().allowed());
+    }
+    let bob = KeyRef::new("log", "bob");
+    assert_eq!(admin.inspect(&bob).unwrap().remaining, 0);
+    admin.reward(&bob, 2).unwrap();
+    assert_eq!(admin.inspect(&bob).unwrap().remaining, 2);
+    assert_eq!(
+        server
+            .command("GET \"adm:{log/0/=bob}s:total\"")
+            .lines()
+            .nth(1),
+        Some("1")
+    );
+}

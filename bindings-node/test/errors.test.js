@@ -28,6 +28,7 @@ const STATUS = {
   invalid_cost: 400,
   ...Object.fromEntries(AUTH_CODES.map((code) => [code, 401])),
   no_upstream_available: 503,
+  unknown_rule: 503,
   unknown_service: 503,
   unknown_upstream: 503,
   store_unavailable: 503

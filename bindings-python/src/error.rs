@@ -32,6 +32,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
         | ErrorKind::MissingClaim
         | ErrorKind::InvalidClaim => "AuthError",
         ErrorKind::NoUpstreamAvailable => "NoUpstreamError",
+        ErrorKind::UnknownRule => "UnknownRuleError",
         ErrorKind::UnknownService => "UnknownServiceError",
         ErrorKind::UnknownUpstream => "UnknownUpstreamError",
         ErrorKind::StoreUnavailable => "StoreError",

@@ -19,6 +19,7 @@ from floodwall import (
     InvalidCostError,
     NoUpstreamError,
     StoreError,
+    UnknownRuleError,
     UnknownServiceError,
     UnknownUpstreamError,
 )
@@ -33,6 +34,7 @@ EXPECTED: dict[str, tuple[type[FloodwallError], type[Exception], int]] = {
     "invalid_cost": (InvalidCostError, ValueError, 400),
     **{code: (AuthError, Exception, 401) for code in AUTH_CODES},
     "no_upstream_available": (NoUpstreamError, RuntimeError, 503),
+    "unknown_rule": (UnknownRuleError, LookupError, 503),
     "unknown_service": (UnknownServiceError, LookupError, 503),
     "unknown_upstream": (UnknownUpstreamError, LookupError, 503),
     "store_unavailable": (StoreError, RuntimeError, 503),

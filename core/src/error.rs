@@ -55,6 +55,8 @@ pub enum ErrorKind {
     /// No upstream of the service can take a call now: every one is down, open, or half-open
     /// with all its probes out. [`Error::available_at`] says when the first may reopen.
     NoUpstreamAvailable,
+    /// No rule of that name is configured (per-key administration names a rule).
+    UnknownRule,
     /// No service of that name is configured.
     UnknownService,
     /// The service has no upstream of that name.
@@ -84,6 +86,7 @@ impl ErrorKind {
             ErrorKind::MissingClaim => "missing_claim",
             ErrorKind::InvalidClaim => "invalid_claim",
             ErrorKind::NoUpstreamAvailable => "no_upstream_available",
+            ErrorKind::UnknownRule => "unknown_rule",
             ErrorKind::UnknownService => "unknown_service",
             ErrorKind::UnknownUpstream => "unknown_upstream",
             ErrorKind::StoreUnavailable => "store_unavailable",
@@ -91,7 +94,7 @@ impl ErrorKind {
     }
 
     /// Every kind, in declaration order (for bindings that export them and for tests).
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::InvalidConfig,
         ErrorKind::CostExceedsLimit,
         ErrorKind::InvalidCost,
@@ -108,6 +111,7 @@ impl ErrorKind {
         ErrorKind::MissingClaim,
         ErrorKind::InvalidClaim,
         ErrorKind::NoUpstreamAvailable,
+        ErrorKind::UnknownRule,
         ErrorKind::UnknownService,
         ErrorKind::UnknownUpstream,
         ErrorKind::StoreUnavailable,
@@ -127,6 +131,7 @@ impl ErrorKind {
                 | ErrorKind::CostExceedsLimit
                 | ErrorKind::InvalidCost
                 | ErrorKind::NoUpstreamAvailable
+                | ErrorKind::UnknownRule
                 | ErrorKind::UnknownService
                 | ErrorKind::UnknownUpstream
                 | ErrorKind::StoreUnavailable
@@ -143,6 +148,7 @@ impl ErrorKind {
             ErrorKind::CostExceedsLimit => 429,
             ErrorKind::InvalidCost => 400,
             ErrorKind::InvalidConfig
+            | ErrorKind::UnknownRule
             | ErrorKind::UnknownService
             | ErrorKind::UnknownUpstream
             | ErrorKind::NoUpstreamAvailable
@@ -173,6 +179,7 @@ impl ErrorKind {
             | ErrorKind::InvalidCost
             | ErrorKind::MissingToken
             | ErrorKind::NoUpstreamAvailable
+            | ErrorKind::UnknownRule
             | ErrorKind::UnknownService
             | ErrorKind::UnknownUpstream
             | ErrorKind::StoreUnavailable => {

@@ -63,7 +63,7 @@ pub use config::Config;
 pub use decision::{
     Decision, DetachedDecision, HeaderLayer, LayerStatus, StoreUsed, rate_limit_headers,
 };
-pub use engine::{ACQUIRE_MAX_ATTEMPTS, Authorized, Engine, Permit, Request};
+pub use engine::{ACQUIRE_MAX_ATTEMPTS, Authorized, Engine, KeyRef, KeyStatus, Permit, Request};
 pub use error::{Error, ErrorKind};
 pub use store::{StoreHealth, StoreState};
 

@@ -42,6 +42,7 @@ const (
 	InvalidConfig       Code = C.FW_INVALID_CONFIG
 	CostExceedsLimit    Code = C.FW_COST_EXCEEDS_LIMIT
 	InvalidCost         Code = C.FW_INVALID_COST
+	UnknownRule         Code = C.FW_UNKNOWN_RULE
 	MissingToken        Code = C.FW_MISSING_TOKEN
 	MalformedToken      Code = C.FW_MALFORMED_TOKEN
 	TokenTooLarge       Code = C.FW_TOKEN_TOO_LARGE

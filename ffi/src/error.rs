@@ -34,6 +34,8 @@ pub enum fw_result {
     FW_COST_EXCEEDS_LIMIT = 300,
     /// `invalid_cost`: the host's cost for a request is not an integer from 0 to 2^53.
     FW_INVALID_COST = 301,
+    /// `unknown_rule`: per-key administration named no configured rule.
+    FW_UNKNOWN_RULE = 302,
     /// `missing_token`.
     FW_MISSING_TOKEN = 400,
     /// `malformed_token`.
@@ -90,6 +92,7 @@ impl fw_result {
             ErrorKind::MissingClaim => fw_result::FW_MISSING_CLAIM,
             ErrorKind::InvalidClaim => fw_result::FW_INVALID_CLAIM,
             ErrorKind::NoUpstreamAvailable => fw_result::FW_NO_UPSTREAM_AVAILABLE,
+            ErrorKind::UnknownRule => fw_result::FW_UNKNOWN_RULE,
             ErrorKind::UnknownService => fw_result::FW_UNKNOWN_SERVICE,
             ErrorKind::UnknownUpstream => fw_result::FW_UNKNOWN_UPSTREAM,
             ErrorKind::StoreUnavailable => fw_result::FW_STORE_FAILED,
@@ -227,7 +230,7 @@ mod tests {
             let group = fw_result::of(kind) as u32 / 100;
             let want = match kind {
                 ErrorKind::InvalidConfig => 2,
-                ErrorKind::CostExceedsLimit | ErrorKind::InvalidCost => 3,
+                ErrorKind::CostExceedsLimit | ErrorKind::InvalidCost | ErrorKind::UnknownRule => 3,
                 ErrorKind::NoUpstreamAvailable
                 | ErrorKind::UnknownService
                 | ErrorKind::UnknownUpstream => 5,

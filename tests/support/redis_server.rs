@@ -179,16 +179,41 @@ pub fn try_command_on(port: u16, command: &str) -> Option<String> {
     stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
     let mut reply = Vec::new();
     let mut buf = [0u8; 65536];
-    // Read until the reply is complete: one read is enough for the short replies used here,
-    // but a large SCAN page may need more.
-    loop {
+    // Read until the reply is a whole RESP value: a busy machine may hand it over in parts.
+    while parsed(&reply).is_none() {
         let n = stream.read(&mut buf).unwrap_or(0);
-        reply.extend_from_slice(&buf[..n]);
-        if n < buf.len() {
+        if n == 0 {
             break;
         }
+        reply.extend_from_slice(&buf[..n]);
     }
     Some(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// The length of the whole RESP value at the start of `reply`, if it is all there.
+fn parsed(reply: &[u8]) -> Option<usize> {
+    let line = reply.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&reply[1..line]).ok()?;
+    let after = line + 2;
+    match reply.first()? {
+        b'$' => {
+            let n: i64 = head.parse().ok()?;
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after + n as usize + 2;
+            (reply.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let n: i64 = head.parse().ok()?;
+            let mut at = after;
+            for _ in 0..n.max(0) {
+                at += parsed(&reply[at..])?;
+            }
+            Some(at)
+        }
+        _ => Some(after),
+    }
 }
 
 /// A Redis Cluster of three primaries (no replicas) on free loopback ports.

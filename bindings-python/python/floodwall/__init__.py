@@ -49,6 +49,7 @@ from ._errors import (
     InvalidCostError,
     NoUpstreamError,
     StoreError,
+    UnknownRuleError,
     UnknownServiceError,
     UnknownUpstreamError,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "StoreError",
     "StoreHealth",
     "TopEntry",
+    "UnknownRuleError",
     "UnknownServiceError",
     "UnknownUpstreamError",
     "UpstreamStatus",

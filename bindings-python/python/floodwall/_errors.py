@@ -18,6 +18,7 @@ __all__ = [
     "InvalidCostError",
     "AuthError",
     "NoUpstreamError",
+    "UnknownRuleError",
     "UnknownServiceError",
     "UnknownUpstreamError",
     "StoreError",
@@ -128,6 +129,10 @@ class NoUpstreamError(FloodwallError, RuntimeError):
         """When the first breaker may let a call through again (ms since the Unix epoch);
         ``None`` when every upstream is marked down."""
         return self._available_at_ms
+
+
+class UnknownRuleError(FloodwallError, LookupError):
+    """No rule of that name is configured (``unknown_rule``): per-key administration names one."""
 
 
 class UnknownServiceError(FloodwallError, LookupError):

@@ -6,6 +6,7 @@
 
 mod decide;
 mod http;
+mod keys;
 mod permit;
 mod request;
 mod store;
@@ -29,6 +30,7 @@ use crate::monitor::{DecisionEvent, Event, EventOutcome, Monitor, Report, Respon
 use crate::store::Store;
 
 pub(crate) use decide::{AddressText, Asked, Stage};
+pub use keys::{KeyRef, KeyStatus};
 pub use permit::Permit;
 pub use request::Request;
 pub use wait::ACQUIRE_MAX_ATTEMPTS;

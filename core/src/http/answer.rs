@@ -12,7 +12,7 @@
 //! | 429 | `cost_exceeds_limit` | the cost is above a limit: never admitted | |
 //! | 503 | `store_unavailable` | the shared store failed and `on_error = "error"` | `Retry-After` |
 //! | 503 | `no_upstream_available` | no upstream can take the call | `Retry-After` when a breaker reopens |
-//! | 503 | `invalid_config`, `unknown_service`, `unknown_upstream` | the server is not set up to serve it | |
+//! | 503 | `invalid_config`, `unknown_rule`, `unknown_service`, `unknown_upstream` | the server is not set up to serve it | |
 //! | 502 | `bad_gateway` | a proxy's upstream could not be reached or broke off | |
 //! | 504 | `upstream_timeout` | a proxy's upstream did not answer in time | |
 //!
@@ -96,6 +96,7 @@ fn auth_detail(kind: ErrorKind) -> &'static str {
         | ErrorKind::CostExceedsLimit
         | ErrorKind::InvalidCost
         | ErrorKind::NoUpstreamAvailable
+        | ErrorKind::UnknownRule
         | ErrorKind::UnknownService
         | ErrorKind::UnknownUpstream
         | ErrorKind::StoreUnavailable => "The bearer token was refused.",
@@ -327,15 +328,16 @@ pub fn error_response(
             )
         }
         ErrorKind::NoUpstreamAvailable => no_upstream(error.available_at(), now, headers),
-        ErrorKind::InvalidConfig | ErrorKind::UnknownService | ErrorKind::UnknownUpstream => {
-            problem(
-                503,
-                code,
-                "This server is not set up to serve the request.",
-                Vec::new(),
-                &[],
-            )
-        }
+        ErrorKind::InvalidConfig
+        | ErrorKind::UnknownRule
+        | ErrorKind::UnknownService
+        | ErrorKind::UnknownUpstream => problem(
+            503,
+            code,
+            "This server is not set up to serve the request.",
+            Vec::new(),
+            &[],
+        ),
     }
 }
 

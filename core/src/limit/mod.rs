@@ -474,6 +474,29 @@ impl Quota {
         }
     }
 
+    /// Gives back `cost` at `now` (an administrator's reward): what a refund of a request
+    /// decided now gives back, and for the logs (`sliding_window`, `concurrency`) `cost` from
+    /// the newest entries, whenever they were logged. Never beyond a fresh state.
+    pub fn reward(&self, state: &mut State, now: Timestamp, cost: u64) {
+        self.ensure_kind(state, now);
+        if let Inner::Log(s) = &mut state.0 {
+            s.reward(cost);
+        } else {
+            self.refund(state, now, cost);
+        }
+    }
+
+    /// Sets `state` (a [blocking state](Quota::unblocked)) blocked until `until`.
+    pub(crate) fn block_until(&self, state: &mut State, until: Timestamp) {
+        if !matches!(state.0, Inner::Block(_)) {
+            *state = Self::unblocked();
+        }
+        if let Inner::Block(b) = &mut state.0 {
+            b.until = until.as_micros();
+            b.denials = 0;
+        }
+    }
+
     /// Takes `cost` at `now` without asking whether it fits (a response reported what a
     /// request really cost): the state may end up exhausted, never beyond.
     pub fn charge(&self, state: &mut State, now: Timestamp, cost: u64) {

@@ -90,6 +90,23 @@ impl SlidingLog {
         }
     }
 
+    /// Gives back `cost` from the newest entries first (whatever their times).
+    pub(super) fn reward(&mut self, cost: u64) {
+        let mut left = cost;
+        while left > 0 {
+            let Some(newest) = self.entries.back_mut() else {
+                return;
+            };
+            let taken = left.min(newest.1);
+            newest.1 -= taken;
+            self.total -= taken;
+            left -= taken;
+            if newest.1 == 0 {
+                self.entries.pop_back();
+            }
+        }
+    }
+
     pub(super) fn charge(&mut self, limit: u64, window: u64, now: u64, cost: u64) {
         let room = limit.saturating_sub(self.total);
         let cost = cost.min(room);

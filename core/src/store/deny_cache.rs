@@ -10,11 +10,17 @@ use crate::limit::Outcome;
 /// The most denials remembered; past it, expired ones are dropped, then the whole map.
 const DENY_CACHE_CAPACITY: usize = 100_000;
 
+/// The longest a denial is remembered, however long its wait: a key another process resets,
+/// rewards or unblocks is asked about again within this.
+pub(crate) const DENY_CACHE_MAX_HOLD_US: u64 = 1_000_000;
+
 /// Recent denials by the shared store of requests of cost 1, keyed by the request's layers and
 /// keys.
 ///
 /// A denial whose longest `retry_after` is R holds for R at least: limits only fill up when
-/// others consume, so until then the same request is denied again. It is answered here with
+/// others consume, so until then the same request is denied again. It is remembered for R,
+/// but never longer than a second, so that what an administrator does to a key in another
+/// process (a reset, a reward) is seen within a second. It is answered here with
 /// `allowed = false`, the exact remaining wait, and the denying layer's `remaining` (0 until
 /// then, for a cost of 1) and `reset_after` (which only runs down). Only the figures of the
 /// layers that admitted — shared counters others keep consuming — may be staler than a round
@@ -61,6 +67,11 @@ impl DenyCache {
         true
     }
 
+    /// Forgets every remembered denial.
+    pub(crate) fn clear(&self) {
+        self.entries.lock().clear();
+    }
+
     pub(crate) fn put(&self, key: Vec<u8>, now: Timestamp, outcomes: &[Outcome]) {
         let wait = outcomes
             .iter()
@@ -83,7 +94,7 @@ impl DenyCache {
             key,
             Denial {
                 at: now,
-                until: now.saturating_add(wait),
+                until: now.saturating_add(wait.min(DENY_CACHE_MAX_HOLD_US)),
                 outcomes: outcomes.iter().copied().collect(),
             },
         );

@@ -95,6 +95,28 @@ pub enum Adjustment {
     },
 }
 
+/// What an administrator does to one key of one rule ([`Store::administer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOp {
+    /// Forget what the key counted, and its block: it starts afresh.
+    Forget,
+    /// Block the key for `length` from now (a rule that blocks keys, `block_for`).
+    Block {
+        /// How long.
+        length: std::time::Duration,
+    },
+    /// Take `cost` now, as if requests had consumed it ([`Quota::charge`]).
+    Charge {
+        /// Points to take.
+        cost: u64,
+    },
+    /// Give back `cost` now ([`Quota::reward`]).
+    Reward {
+        /// Points to give back.
+        cost: u64,
+    },
+}
+
 /// Where a store stands ([`StoreHealth::state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreState {
@@ -283,6 +305,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// its layer (`StoreUsed`). Best effort: a store that cannot be reached loses them, erring
     /// on the side of counting.
     fn adjust(&self, ops: &[(Layer<'_>, Adjustment, StoreUsed)]);
+
+    /// Applies an administrator's `op` to `layer`'s key at `now`. Unlike [`adjust`](Self::adjust)
+    /// it answers whether it took effect: a shared store that cannot be reached is an error.
+    fn administer(&self, layer: &Layer<'_>, op: KeyOp, now: Timestamp) -> Result<(), Error>;
 
     /// What a decision says it was decided by while the store is well (`memory`, `redis`).
     fn used(&self) -> StoreUsed;

@@ -563,6 +563,52 @@ impl Store for FailoverStore {
         }
     }
 
+    fn administer(
+        &self,
+        layer: &Layer<'_>,
+        op: crate::store::KeyOp,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner
+            .tallies
+            .as_ref()
+            .is_some_and(|tallies| tallies.is_synced(layer))
+        {
+            return Err(Error::new(
+                crate::error::ErrorKind::InvalidConfig,
+                format!(
+                    "rule {:?} counts locally between syncs (sync): its keys cannot be administered",
+                    layer.rule
+                ),
+            ));
+        }
+        // A remembered denial of this key may no longer hold.
+        if let Some(cache) = &inner.denials {
+            cache.clear();
+        }
+        let permits = inner.acquire(&inner.slots(std::slice::from_ref(layer)));
+        let Some(permits) = permits else {
+            return Err(Error::new(
+                crate::error::ErrorKind::StoreUnavailable,
+                format!(
+                    "the shared store is unavailable: {}",
+                    inner
+                        .failure()
+                        .map_or_else(|| "its breaker is open".to_owned(), |f| f.to_string())
+                ),
+            ));
+        };
+        let result = inner.shared.administer(layer, op, now);
+        inner.settle(permits, result.as_ref().err());
+        result.map_err(|f| {
+            Error::new(
+                crate::error::ErrorKind::StoreUnavailable,
+                format!("the shared store is unavailable: {}", f.failure),
+            )
+        })
+    }
+
     fn used(&self) -> StoreUsed {
         StoreUsed::Redis
     }

@@ -24,6 +24,49 @@ impl MemoryStore {
             .and_then(|e| layer.quota.blocked_for(&e.state, now))
     }
 
+    /// Forgets `layer`'s key: its state and its blocking.
+    pub(crate) fn forget(&self, layer: &Layer<'_>) {
+        let hash = self.hash(layer.slot, layer.key);
+        let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let (slot, marked) = (compact(layer.slot), compact(layer.slot | BLOCK_MARK));
+        if let Ok(entry) = shard.table.find_entry(hash, |e| e.is(slot, layer.key)) {
+            entry.remove();
+        }
+        if let Ok(entry) = shard
+            .table
+            .find_entry(self.block_hash(layer), |e| e.is(marked, layer.key))
+        {
+            entry.remove();
+        }
+    }
+
+    /// Blocks `layer`'s key for `length` from `now`.
+    pub(crate) fn block_for(&self, layer: &Layer<'_>, now: Timestamp, length: std::time::Duration) {
+        let hash = self.hash(layer.slot, layer.key);
+        let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let until = Timestamp::from_micros(
+            now.as_micros()
+                .saturating_add(crate::clock::duration_micros(length)),
+        );
+        let (quota, marked) = (layer.quota, compact(layer.slot | BLOCK_MARK));
+        let block_hash = self.block_hash(layer);
+        if let Some(entry) = shard
+            .table
+            .find_mut(block_hash, |e| e.is(marked, layer.key))
+        {
+            quota.block_until(&mut entry.state, until);
+            entry.expires_s = secs(quota.expires_at(&entry.state).as_micros());
+            return;
+        }
+        let mut state = Quota::unblocked();
+        quota.block_until(&mut state, until);
+        let marked = Layer {
+            slot: layer.slot | BLOCK_MARK,
+            ..*layer
+        };
+        self.insert(&mut shard, block_hash, &marked, quota, state, now, DENYING);
+    }
+
     /// Counts a denial of `layer`'s key at `now`; answers the length of the block it starts,
     /// if it starts one. May move the shard's entries (it can insert).
     pub(super) fn deny(&self, shard: &mut Shard, layer: &Layer<'_>, now: Timestamp) -> Option<u64> {

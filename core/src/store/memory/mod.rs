@@ -152,6 +152,19 @@ impl MemoryStore {
         self.insert(&mut shard, hash, layer, quota, state, now, 0);
     }
 
+    /// Gives back `cost` from `layer` at `now` ([`Quota::reward`]).
+    ///
+    /// [`Quota::reward`]: crate::limit::Quota::reward
+    pub(crate) fn reward(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) {
+        let hash = self.hash(layer.slot, layer.key);
+        let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let slot = compact(layer.slot);
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
+            layer.quota.reward(&mut entry.state, now, cost);
+            entry.expires_s = secs(layer.quota.expires_at(&entry.state).as_micros());
+        }
+    }
+
     /// Applies one refund or charge.
     pub(crate) fn apply(&self, layer: &Layer<'_>, adjustment: Adjustment) {
         match adjustment {
@@ -196,6 +209,22 @@ impl Store for MemoryStore {
         for (layer, adjustment, _) in ops {
             self.apply(layer, *adjustment);
         }
+    }
+
+    fn administer(
+        &self,
+        layer: &Layer<'_>,
+        op: crate::store::KeyOp,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        use crate::store::KeyOp;
+        match op {
+            KeyOp::Charge { cost } => self.charge(layer, cost, now),
+            KeyOp::Reward { cost } => self.reward(layer, cost, now),
+            KeyOp::Forget => self.forget(layer),
+            KeyOp::Block { length } => self.block_for(layer, now, length),
+        }
+        Ok(())
     }
 
     fn used(&self) -> StoreUsed {

@@ -57,6 +57,15 @@ impl Store for RedisStore {
         let _ = RedisStore::adjust(self, &remote);
     }
 
+    fn administer(
+        &self,
+        layer: &Layer<'_>,
+        op: crate::store::KeyOp,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        RedisStore::administer(self, layer, op, now).map_err(|f| unavailable(f.failure))
+    }
+
     fn used(&self) -> StoreUsed {
         StoreUsed::Redis
     }

@@ -28,7 +28,9 @@
 --             r refund (give back what a decide at `now` consumed: a cluster decision whose
 --             layers live on several nodes consumes node by node and refunds when a later one
 --             denies, and a response that does not count refunds its request), a add (take
---             the cost without asking: a response reported what its request really cost)
+--             the cost without asking: a response reported what its request really cost),
+--             w reward (an administrator gives back: a refund at `now` that takes a log's
+--             newest entries, whenever they were logged)
 --           number of layers, then per layer: algorithm (f fixed_window, s sliding_window,
 --             c sliding_window_counter, b token_bucket, k a fixed_window aligned to the
 --             calendar; in upper case for a shadow layer,
@@ -112,8 +114,9 @@ local function bare_count(key, v, index, period, at)
   return n, true
 end
 
--- Whether the decision at hand is a refund (which names the time it gives back at).
-local refunding = false
+-- Whether the decision at hand is a refund (which names the time it gives back at), and
+-- whether it is a reward (a refund at its time that, on a log, gives back the newest entries).
+local refunding, rewarding = false, false
 
 -- Per layer of the decision at hand (reused by the next): limit, period, key, state A, B, C
 -- (fixed: index, count; counter: index, previous, current; bucket: tat; log: total, newest
@@ -562,6 +565,27 @@ if general then
       counter_save(j)
     else
       local key = KEY[j]
+      if rewarding then
+        -- A reward gives back from the newest entries, whenever they were logged.
+        local left = cost
+        while left > 0 do
+          local newest = call('LINDEX', key, -1)
+          if not newest then break end
+          local at, c = pair(newest)
+          if c > left then
+            call('LSET', key, -1, num(at) .. ':' .. num(c - left))
+            A[j] = max(A[j] - left, 0)
+            left = 0
+          else
+            call('RPOP', key)
+            A[j] = max(A[j] - c, 0)
+            left = left - c
+          end
+        end
+        log_newest(j)
+        log_save(j)
+        return
+      end
       local len = call('LLEN', key)
       for i = len - 1, 0, -1 do
         local at, c = pair(call('LINDEX', key, i))
@@ -626,7 +650,8 @@ while a <= args do
     now = tonumber(at)
   end
   local mode, n, first = SMODE[sh], SN[sh], SFIRST[sh]
-  refunding = mode == 'r'
+  refunding = mode == 'r' or mode == 'w'
+  rewarding = mode == 'w'
   if SPLAIN[sh] then
     -- fixed_window layers only, decided (the commonest decision): the general path's steps,
     -- inline.
@@ -790,7 +815,7 @@ while a <= args do
         r = r + 4
       end
     else
-      local apply = mode == 'r' and refund or charge
+      local apply = refunding and refund or charge
       for j = 1, n do apply(j) end
       r = r + 1
       reply[r] = 1

@@ -77,6 +77,9 @@ pub(crate) use sync::{SyncItem, SyncedCount};
 /// The decision script.
 pub const DECIDE_LUA: &str = include_str!("decide.lua");
 
+/// The administration script (forget a key, block it).
+pub const ADMIN_LUA: &str = include_str!("admin.lua");
+
 /// A script call's mode (the decision script's `ARGV[1]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -88,6 +91,8 @@ enum Mode {
     Refund,
     /// Take the cost without asking.
     Charge,
+    /// Give back the cost at the given time (an administrator's reward).
+    Reward,
 }
 
 /// Limiter state in one Redis server or cluster.
@@ -98,6 +103,8 @@ pub struct RedisStore {
     script: Arc<redis::Script>,
     /// The sync script of rules that count locally (`sync.lua`).
     sync_script: redis::Script,
+    /// The administration script (`admin.lua`).
+    admin_script: redis::Script,
     prefix: String,
     timeout: Duration,
     local_clock: bool,
@@ -164,6 +171,7 @@ impl RedisStore {
             connection: Mutex::new(None),
             script: Arc::new(redis::Script::new(DECIDE_LUA)),
             sync_script: redis::Script::new(SYNC_LUA),
+            admin_script: redis::Script::new(ADMIN_LUA),
             prefix: shared.prefix.clone(),
             timeout: shared.timeout.0,
             local_clock: shared.clock == StoreClock::Local,
@@ -201,11 +209,13 @@ impl RedisStore {
                 Mode::Evaluate => "e",
                 Mode::Refund => "r",
                 Mode::Charge => "a",
+                Mode::Reward => "w",
             }
             .to_owned(),
         );
         shape.push(layers.len().to_string());
-        let time = (self.local_clock || mode == Mode::Refund).then(|| now.as_micros().to_string());
+        let time = (self.local_clock || matches!(mode, Mode::Refund | Mode::Reward))
+            .then(|| now.as_micros().to_string());
         for layer in layers {
             let quota = layer.quota;
             let code = if quota.calendar().is_some() {
@@ -471,6 +481,71 @@ impl RedisStore {
             verdicts[i] = reply.and_then(|r| Ok(read_reply(&r, outcomes[i])?.0));
         }
         verdicts
+    }
+
+    /// Applies `op` to `layer`'s key at `now` (the caller's clock; Redis's own unless
+    /// `store.clock = "local"`, except for a reward, which names its time).
+    pub fn administer(
+        &self,
+        layer: &Layer<'_>,
+        op: crate::store::KeyOp,
+        now: Timestamp,
+    ) -> Result<(), Failed> {
+        use crate::store::KeyOp;
+        let command = match op {
+            KeyOp::Charge { cost } => {
+                self.command(Mode::Charge, std::slice::from_ref(layer), cost, now)
+            }
+            KeyOp::Reward { cost } => {
+                self.command(Mode::Reward, std::slice::from_ref(layer), cost, now)
+            }
+            KeyOp::Forget | KeyOp::Block { .. } => {
+                let base = self.key(layer);
+                let quota = layer.quota;
+                let code = if quota.calendar().is_some() {
+                    b'k'
+                } else {
+                    code_of(quota.algorithm())
+                };
+                let mut keys: Vec<Vec<u8>> = Vec::with_capacity(3);
+                let mut state = base.clone();
+                state.push(code);
+                if matches!(code, b's' | b'q') {
+                    let mut total = state.clone();
+                    total.extend_from_slice(b":total");
+                    keys.push(total);
+                }
+                keys.push(state);
+                let mut blocks = base;
+                blocks.push(b'!');
+                keys.push(blocks);
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(self.admin_script.get_hash())
+                    .arg(keys.len())
+                    .arg(&keys);
+                match op {
+                    KeyOp::Block { length } => {
+                        let at = if self.local_clock {
+                            now.as_micros().to_string()
+                        } else {
+                            String::new()
+                        };
+                        cmd.arg("b")
+                            .arg(crate::clock::duration_micros(length).max(1))
+                            .arg(at);
+                    }
+                    _ => {
+                        cmd.arg("f");
+                    }
+                }
+                return self
+                    .run_script(&self.admin_script, ADMIN_LUA, &[cmd], self.timeout)
+                    .pop()
+                    .unwrap_or_else(|| Err(no_reply()))
+                    .map(|_| ());
+            }
+        };
+        self.run(&[command]).map(|_| ())
     }
 
     /// The hash slot `layer`'s state lives in (on a cluster).

@@ -1,0 +1,176 @@
+//! Per-key administration (rate-limiter-flexible's `get/block/delete/penalty/reward`,
+//! express-rate-limit's `getKey/resetKey`, Upstash's `getRemaining/resetUsedTokens`): for one
+//! key of one rule, what it has left ([`Engine::inspect`]), starting it afresh
+//! ([`Engine::reset_key`]), blocking it for a while ([`Engine::block_key`]), and taking or
+//! giving back points ([`Engine::penalize`], [`Engine::reward`]) — on either store, and on
+//! Redis for every process at once.
+//!
+//! A key is named as its rule counts it: the subject, the client address (any spelling; an
+//! IPv6 address by its subnet), a header's value, `METHOD /path` for an endpoint key (the
+//! path in normal form), nothing for a `global` rule; `None` names the one counter of the
+//! requests that lack the keyed part. The role picks the policy (each role with an override
+//! counts apart). A rule that counts locally (`sync`) cannot be administered.
+
+use std::time::Duration;
+
+use super::AddressText;
+use super::Engine;
+use crate::clock::Timestamp;
+use crate::decision::StoreUsed;
+use crate::error::{Error, ErrorKind};
+use crate::http::{PathBuffer, normalize_path};
+use crate::limit::{KeyKind, Outcome};
+use crate::store::{ABSENT, KeyOp, Layer};
+
+/// One key of one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    /// The rule's name.
+    pub rule: &'a str,
+    /// The key as the rule counts it (see the module docs); `None`: the requests lacking
+    /// the keyed part (and, for a `global` rule, anything).
+    pub key: Option<&'a str>,
+    /// The role whose policy counts the key (`None`: the rule's default).
+    pub role: Option<&'a str>,
+}
+
+impl<'a> KeyRef<'a> {
+    /// `key` of `rule`, under the rule's default policy.
+    pub const fn new(rule: &'a str, key: &'a str) -> Self {
+        KeyRef {
+            rule,
+            key: Some(key),
+            role: None,
+        }
+    }
+
+    /// The same key as counted for `role`.
+    pub const fn role(mut self, role: &'a str) -> Self {
+        self.role = Some(role);
+        self
+    }
+}
+
+/// What a key of a rule has left ([`Engine::inspect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The limit (or bucket capacity) of the key's policy.
+    pub limit: u64,
+    /// The largest cost it would admit now (0 while blocked).
+    pub remaining: u64,
+    /// Time until it is back at its full quota.
+    pub reset_after: Duration,
+    /// How much longer it is blocked, if it is.
+    pub blocked_for: Option<Duration>,
+    /// Who answered: the store, or while Redis fails its fallback (`fallback`) or policy.
+    pub store: StoreUsed,
+}
+
+impl Engine {
+    /// What `key` has left now; consumes nothing.
+    pub fn inspect(&self, key: &KeyRef<'_>) -> Result<KeyStatus, Error> {
+        self.with_key(key, |layer, now| {
+            let (outcome, verdict, _): (Outcome, _, _) = self.store.decide_one(layer, 0, now)?;
+            Ok(KeyStatus {
+                limit: layer.quota.limit(),
+                remaining: outcome.remaining,
+                reset_after: outcome.reset_after(),
+                blocked_for: outcome.blocked().then(|| outcome.retry_after()),
+                store: verdict.store,
+            })
+        })
+    }
+
+    /// Starts `key` afresh: what it counted and its block are forgotten.
+    pub fn reset_key(&self, key: &KeyRef<'_>) -> Result<(), Error> {
+        self.with_key(key, |layer, now| {
+            self.store.administer(layer, KeyOp::Forget, now)
+        })
+    }
+
+    /// Blocks `key` for `length` from now: every request of it is denied until then, as a
+    /// block after denials is. The rule must block keys (`block_for`): its decisions consult
+    /// blocks; other rules answer `invalid_config`.
+    pub fn block_key(&self, key: &KeyRef<'_>, length: Duration) -> Result<(), Error> {
+        self.with_key(key, |layer, now| {
+            if layer.quota.block().is_none() {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "rule {:?} does not block keys: give it block_for to block its keys",
+                        layer.rule
+                    ),
+                ));
+            }
+            self.store.administer(layer, KeyOp::Block { length }, now)
+        })
+    }
+
+    /// Takes `points` from `key` now, as requests would (never beyond an exhausted state).
+    pub fn penalize(&self, key: &KeyRef<'_>, points: u64) -> Result<(), Error> {
+        self.with_key(key, |layer, now| {
+            self.store
+                .administer(layer, KeyOp::Charge { cost: points }, now)
+        })
+    }
+
+    /// Gives `points` back to `key` now (never beyond a fresh state; a log gives back its
+    /// newest entries).
+    pub fn reward(&self, key: &KeyRef<'_>, points: u64) -> Result<(), Error> {
+        self.with_key(key, |layer, now| {
+            self.store
+                .administer(layer, KeyOp::Reward { cost: points }, now)
+        })
+    }
+
+    /// Runs `f` on the layer `key` names, at the engine's clock.
+    fn with_key<T>(
+        &self,
+        key: &KeyRef<'_>,
+        f: impl FnOnce(&Layer<'_>, Timestamp) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let Some(index) = self.rules.iter().position(|r| r.name() == key.rule) else {
+            return Err(Error::new(
+                ErrorKind::UnknownRule,
+                format!(
+                    "no rule is named {:?}; the rules are {:?}",
+                    key.rule,
+                    self.rules.iter().map(|r| r.name()).collect::<Vec<_>>()
+                ),
+            ));
+        };
+        let rule = &self.rules[index];
+        let (variant, policy) = rule.policy_for(key.role);
+        let mut address = AddressText::new();
+        let endpoint: String;
+        let part: Option<&[u8]> = match (rule.key(), key.key) {
+            (KeyKind::Global, _) => Some(&[]),
+            (_, None) => None,
+            (KeyKind::Ip, Some(ip)) => self.ip_key(Some(ip), &mut address).map(str::as_bytes),
+            (KeyKind::Endpoint, Some(text)) => {
+                let (method, path) = text.trim().split_once(' ').ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "rule {:?} is keyed by endpoint: name the key as \"METHOD /path\", not {text:?}",
+                            key.rule
+                        ),
+                    )
+                })?;
+                let mut buffer = PathBuffer::new();
+                let path = normalize_path(path.trim(), self.http.fold_case, &mut buffer);
+                endpoint = format!("{} {}", method.to_ascii_uppercase(), path.as_str());
+                Some(endpoint.as_bytes())
+            }
+            (KeyKind::Subject | KeyKind::Header(_), Some(text)) => Some(text.as_bytes()),
+        };
+        let layer = Layer {
+            rule: rule.name(),
+            slot: ((index as u64) << 32) | variant as u64 | if part.is_none() { ABSENT } else { 0 },
+            quota: policy.quota(),
+            key: part.unwrap_or_default(),
+            shadow: false,
+        };
+        f(&layer, self.clock.now())
+    }
+}
