@@ -244,6 +244,16 @@ export interface RateLimitHeaders {
   'Retry-After'?: string
 }
 
+/** What a key of a rule has left (`engine.inspect`). */
+export interface KeyStatus {
+  readonly limit: number
+  readonly remaining: number
+  readonly resetAfterMs: number
+  /** null when it is not blocked. */
+  readonly blockedForMs: number | null
+  readonly store: StoreUsed
+}
+
 /** Whether a request may pass, which rule decided, and the headers to send. */
 export declare class Decision {
   private constructor ()
@@ -383,6 +393,16 @@ export declare class Engine extends EventEmitter {
    * engine's waiters): the admission, or the last denial. Decides on the engine's clock.
    */
   acquire (request: CheckRequest | undefined, maxWaitMs: number): Promise<Decision>
+  /** What a key of a rule has left now; consumes nothing. `null` key: requests lacking it. */
+  inspect (rule: string, key: string | null, options?: { role?: string }): Promise<KeyStatus>
+  /** Starts a key afresh: what it counted and its block are forgotten. */
+  resetKey (rule: string, key: string | null, options?: { role?: string }): Promise<void>
+  /** Blocks a key for `durationMs` (a rule with `block_for`). */
+  blockKey (rule: string, key: string | null, durationMs: number, options?: { role?: string }): Promise<void>
+  /** Takes `points` from a key now, as requests would. */
+  penalize (rule: string, key: string | null, points: number, options?: { role?: string }): Promise<void>
+  /** Gives `points` back to a key now. */
+  reward (rule: string, key: string | null, points: number, options?: { role?: string }): Promise<void>
   /** Memory stores only. */
   checkManySync (requests: Iterable<CheckRequest>): Array<Decision | FloodwallError>
   checkMany (requests: Iterable<CheckRequest>): Promise<Array<Decision | FloodwallError>>

@@ -329,6 +329,12 @@ function requireRequests (requests) {
   return Array.from(requests, requireRequest)
 }
 
+function roleOf (options) {
+  if (options === undefined || options === null) return null
+  if (typeof options !== 'object') throw new TypeError('the options must be an object such as { role }')
+  return options.role ?? null
+}
+
 function requireRequest (request) {
   if (request === undefined || request === null) return {}
   if (typeof request !== 'object') throw new TypeError('the request must be an object such as { subject, role, method, path, ip, cost }')
@@ -614,6 +620,49 @@ class Engine extends EventEmitter {
       return Promise.reject(convert(error))
     }
     return pending.then((row) => new Decision(row, this), (error) => { throw convert(error) })
+  }
+
+  /**
+   * What `key` of `rule` has left now (for `options.role`'s policy); consumes nothing. The key
+   * is as the rule counts it (a subject, an address, a header's value, `'GET /path'`); null
+   * names the requests lacking the keyed part. Resolves to `{ limit, remaining, resetAfterMs,
+   * blockedForMs, store }`.
+   */
+  inspect (rule, key, options) {
+    return this._key(() => this._inner.inspectKey(rule, key ?? null, roleOf(options)))
+      .then((s) => Object.freeze({
+        limit: s.limit, remaining: s.remaining, resetAfterMs: s.resetAfterMs, blockedForMs: s.blockedForMs ?? null, store: s.store
+      }))
+  }
+
+  /** Starts `key` of `rule` afresh: what it counted and its block are forgotten. */
+  resetKey (rule, key, options) {
+    return this._key(() => this._inner.administerKey('reset', rule, key ?? null, roleOf(options)))
+  }
+
+  /** Blocks `key` of `rule` for `durationMs` (a rule with `block_for`). */
+  blockKey (rule, key, durationMs, options) {
+    return this._key(() => this._inner.administerKey('block', rule, key ?? null, roleOf(options), durationMs))
+  }
+
+  /** Takes `points` from `key` of `rule` now, as requests would. */
+  penalize (rule, key, points, options) {
+    return this._key(() => this._inner.administerKey('penalize', rule, key ?? null, roleOf(options), points))
+  }
+
+  /** Gives `points` back to `key` of `rule` now. */
+  reward (rule, key, points, options) {
+    return this._key(() => this._inner.administerKey('reward', rule, key ?? null, roleOf(options), points))
+  }
+
+  _key (call) {
+    let pending
+    try {
+      pending = call()
+    } catch (error) {
+      return Promise.reject(convert(error))
+    }
+    return pending.then((value) => value, (error) => { throw convert(error) })
   }
 
   /**

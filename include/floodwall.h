@@ -321,6 +321,34 @@ typedef struct {
   uint64_t permit;
 } fw_decision;
 
+// One key of one rule: the rule's name, the key as the rule counts it (a subject, an
+// address, a header's value, `"GET /path"`; NULL for the requests lacking the keyed part),
+// and the role whose policy counts it (NULL: the rule's default).
+typedef struct {
+  // The rule's name.
+  const char *rule;
+  // The key, or NULL.
+  const char *key;
+  // The role, or NULL.
+  const char *role;
+} fw_key;
+
+// What a key of a rule has left (`fw_inspect`).
+typedef struct {
+  // The limit (or bucket capacity) of the key's policy.
+  uint64_t limit;
+  // The largest cost it would admit now (0 while blocked).
+  uint64_t remaining;
+  // Milliseconds until it is back at its full quota (rounded up).
+  uint64_t reset_after_ms;
+  // Whether it is blocked.
+  bool blocked;
+  // Milliseconds it stays blocked (rounded up; 0 when not blocked).
+  uint64_t blocked_for_ms;
+  // Who answered.
+  fw_store store;
+} fw_key_status;
+
 // A request as a host's server received it, for `fw_http`. Every string is NUL-terminated
 // UTF-8; those marked "or NULL" may be NULL.
 typedef struct {
@@ -462,6 +490,37 @@ fw_result fw_check_with_headers(const fw_engine *engine,
                                 const fw_request *request,
                                 fw_decision *out,
                                 fw_headers **out_headers);
+
+// What `key` has left now; consumes nothing. `FW_UNKNOWN_RULE` for a rule not configured.
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`; `out` is valid.
+fw_result fw_inspect(const fw_engine *engine, const fw_key *key, fw_key_status *out);
+
+// Starts `key` afresh: what it counted and its block are forgotten.
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`.
+fw_result fw_reset_key(const fw_engine *engine, const fw_key *key);
+
+// Blocks `key` for `duration_ms` (a rule with `block_for`; others answer
+// `FW_INVALID_CONFIG`).
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`.
+fw_result fw_block_key(const fw_engine *engine, const fw_key *key, uint64_t duration_ms);
+
+// Takes `points` from `key` now, as requests would (never beyond exhausted).
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`.
+fw_result fw_penalize(const fw_engine *engine, const fw_key *key, uint64_t points);
+
+// Gives `points` back to `key` now (never beyond a fresh state).
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`.
+fw_result fw_reward(const fw_engine *engine, const fw_key *key, uint64_t points);
 
 // How many headers there are.
 //

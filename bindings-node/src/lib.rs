@@ -21,7 +21,7 @@ use napi_derive::napi;
 
 // The hot-path functions are module-level (see `Engine::handle`); exported so that they are
 // reachable in every build of the crate, test builds included.
-pub use engine::{Handle, IdentityFields, claims_json};
+pub use engine::{Handle, IdentityFields, KeyStatusFields, claims_json};
 
 /// The core's version.
 #[napi]

@@ -89,7 +89,7 @@ async function rejection (promise) {
 test('ERROR_CODES: the core kinds, unique, frozen, each with a status here', () => {
   assert.ok(Array.isArray(ERROR_CODES))
   assert.ok(Object.isFrozen(ERROR_CODES))
-  assert.equal(ERROR_CODES.length, 19)
+  assert.equal(ERROR_CODES.length, 20)
   assert.equal(new Set(ERROR_CODES).size, ERROR_CODES.length)
   assert.deepEqual([...ERROR_CODES].sort(), Object.keys(STATUS).sort(), 'a kind this test does not know')
   assert.throws(() => { 'use strict'; ERROR_CODES.push('x') }, TypeError)

@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod fastcall;
 mod http;
+mod keys;
 mod text;
 
 use pyo3::prelude::*;
@@ -33,6 +34,8 @@ mod _floodwall {
     use crate::engine::Engine;
     #[pymodule_export]
     use crate::http::HttpExchange;
+    #[pymodule_export]
+    use crate::keys::KeyStatus;
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -82,7 +82,7 @@ def assert_pickles(error: FloodwallError) -> None:
 
 
 def test_error_codes_are_the_core_kinds_each_with_a_class_of_its_own() -> None:
-    assert len(floodwall.ERROR_CODES) == len(set(floodwall.ERROR_CODES)) == 19
+    assert len(floodwall.ERROR_CODES) == len(set(floodwall.ERROR_CODES)) == 20
     assert set(_floodwall._error_classes) == set(floodwall.ERROR_CODES)
     assert set(EXPECTED) == set(floodwall.ERROR_CODES), "a kind this test does not know"
     for code in floodwall.ERROR_CODES:

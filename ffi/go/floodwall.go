@@ -348,6 +348,90 @@ func (e *Engine) Acquire(r Request, maxWait time.Duration) (Decision, error) {
 	return e.decision(&d), nil
 }
 
+// Key names one key of one rule: the key as the rule counts it (a subject, an address, a
+// header's value, "GET /path"); Absent names the requests lacking the keyed part; Role picks
+// the policy ("" for the rule's default).
+type Key struct {
+	Rule, Key, Role string
+	Absent          bool
+}
+
+// KeyStatus is what a key of a rule has left (Inspect).
+type KeyStatus struct {
+	Limit, Remaining uint64
+	ResetAfter       time.Duration
+	Blocked          bool
+	BlockedFor       time.Duration
+	Store            Store
+}
+
+func (k Key) toC() (C.fw_key, func()) {
+	var c C.fw_key
+	var owned []*C.char
+	str := func(s string) *C.char {
+		p := C.CString(s)
+		owned = append(owned, p)
+		return p
+	}
+	c.rule = str(k.Rule)
+	if !k.Absent {
+		c.key = str(k.Key)
+	}
+	if k.Role != "" {
+		c.role = str(k.Role)
+	}
+	return c, func() {
+		for _, p := range owned {
+			C.free(unsafe.Pointer(p))
+		}
+	}
+}
+
+// Inspect says what a key has left now; it consumes nothing.
+func (e *Engine) Inspect(k Key) (KeyStatus, error) {
+	c, free := k.toC()
+	defer free()
+	var s C.fw_key_status
+	if err := call(func() C.fw_result { return C.fw_inspect(e.ptr, &c, &s) }); err != nil {
+		return KeyStatus{}, err
+	}
+	runtime.KeepAlive(e)
+	return KeyStatus{
+		Limit: uint64(s.limit), Remaining: uint64(s.remaining),
+		ResetAfter: time.Duration(s.reset_after_ms) * time.Millisecond,
+		Blocked:    bool(s.blocked), BlockedFor: time.Duration(s.blocked_for_ms) * time.Millisecond,
+		Store: Store(s.store),
+	}, nil
+}
+
+func (e *Engine) keyOp(k Key, op func(*C.fw_key) C.fw_result) error {
+	c, free := k.toC()
+	defer free()
+	err := call(func() C.fw_result { return op(&c) })
+	runtime.KeepAlive(e)
+	return err
+}
+
+// ResetKey starts a key afresh: what it counted and its block are forgotten.
+func (e *Engine) ResetKey(k Key) error {
+	return e.keyOp(k, func(c *C.fw_key) C.fw_result { return C.fw_reset_key(e.ptr, c) })
+}
+
+// BlockKey blocks a key for d (a rule with block_for).
+func (e *Engine) BlockKey(k Key, d time.Duration) error {
+	return e.keyOp(k, func(c *C.fw_key) C.fw_result { return C.fw_block_key(e.ptr, c, C.uint64_t(d.Milliseconds())) })
+}
+
+// Penalize takes points from a key now, as requests would.
+func (e *Engine) Penalize(k Key, points uint64) error {
+	return e.keyOp(k, func(c *C.fw_key) C.fw_result { return C.fw_penalize(e.ptr, c, C.uint64_t(points)) })
+}
+
+// Reward gives points back to a key now.
+func (e *Engine) Reward(k Key, points uint64) error {
+	return e.keyOp(k, func(c *C.fw_key) C.fw_result { return C.fw_reward(e.ptr, c, C.uint64_t(points)) })
+}
+
 // CheckWithHeaders decides and renders the response headers.
 func (e *Engine) CheckWithHeaders(r Request) (Decision, error) {
 	c := r.toC()

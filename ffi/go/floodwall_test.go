@@ -124,6 +124,39 @@ func TestConcurrencyHoldsUntilRelease(t *testing.T) {
 	}
 }
 
+func TestKeyAdministration(t *testing.T) {
+	e, err := FromTOML("[[rules]]\nname = \"u\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 5\nwindow = \"1h\"\nblock_for = \"1m\"")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	alice := Key{Rule: "u", Key: "alice"}
+	if err := e.Penalize(alice, 2); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := e.Inspect(alice); err != nil || s.Remaining != 3 || s.Limit != 5 {
+		t.Fatalf("%+v %v", s, err)
+	}
+	if err := e.BlockKey(alice, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := e.Check(Request{Method: "GET", Path: "/", Subject: "alice"}); d.Allowed || !d.Blocked {
+		t.Fatalf("blocked: %+v", d)
+	}
+	if err := e.ResetKey(alice); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reward(alice, 1); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := e.Inspect(alice); s.Remaining != 5 || s.Blocked {
+		t.Fatalf("reset: %+v", s)
+	}
+	if _, err := e.Inspect(Key{Rule: "nope"}); !errors.Is(err, &Error{Code: UnknownRule}) {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestCheckAdmitsThenDenies(t *testing.T) {
 	e := engine(t)
 	now := time.UnixMilli(60_000)

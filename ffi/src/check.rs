@@ -141,6 +141,17 @@ pub(crate) unsafe fn request_of<'a>(
     })
 }
 
+/// `store` as C names it.
+pub(crate) fn store_of(store: StoreUsed) -> fw_store {
+    match store {
+        StoreUsed::Memory => fw_store::FW_STORE_MEMORY,
+        StoreUsed::Redis => fw_store::FW_STORE_REDIS,
+        StoreUsed::Fallback => fw_store::FW_STORE_FALLBACK,
+        StoreUsed::Unavailable => fw_store::FW_STORE_UNAVAILABLE,
+        StoreUsed::DenyCache => fw_store::FW_STORE_DENY_CACHE,
+    }
+}
+
 /// `d` as C sees it; the engine keeps its permit, if it holds one, under the number written.
 pub(crate) fn decision_of(d: &mut Decision<'_>) -> fw_decision {
     let rule_index = d.rule_index().map_or(-1, |i| i as i32);
@@ -151,13 +162,7 @@ pub(crate) fn decision_of(d: &mut Decision<'_>) -> fw_decision {
         remaining: d.remaining().unwrap_or(0),
         reset_after_ms: d.reset_after_ms(),
         retry_after_ms: d.retry_after_ms(),
-        store: match d.store() {
-            StoreUsed::Memory => fw_store::FW_STORE_MEMORY,
-            StoreUsed::Redis => fw_store::FW_STORE_REDIS,
-            StoreUsed::Fallback => fw_store::FW_STORE_FALLBACK,
-            StoreUsed::Unavailable => fw_store::FW_STORE_UNAVAILABLE,
-            StoreUsed::DenyCache => fw_store::FW_STORE_DENY_CACHE,
-        },
+        store: store_of(d.store()),
         blocked: d.blocked(),
         permit: d.keep_permit(),
     }

@@ -46,6 +46,8 @@ pub mod engine;
 
 pub mod check;
 
+pub mod keys;
+
 pub mod headers;
 
 pub mod identity;

@@ -456,6 +456,29 @@ int main(void) {
   CHECK(fw_release(inflight, d.permit) == FW_OK);
   CHECK(fw_acquire(inflight, &live, 20, &waited) == FW_OK && waited.allowed && waited.permit != 0);
   CHECK(fw_acquire(inflight, NULL, 20, &waited) == FW_NULL_ARGUMENT);
+  /* Per-key administration. */
+  fw_engine *admin = NULL;
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"u\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
+                            "limit = 5\nwindow = \"1h\"\nblock_for = \"1m\"", &admin) == FW_OK);
+  fw_key alice = {"u", "alice", NULL};
+  fw_key_status status;
+  CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.limit == 5 && status.remaining == 5 && !status.blocked);
+  CHECK(fw_penalize(admin, &alice, 3) == FW_OK);
+  CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.remaining == 2);
+  CHECK(fw_reward(admin, &alice, 1) == FW_OK);
+  CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.remaining == 3);
+  CHECK(fw_block_key(admin, &alice, 30000) == FW_OK);
+  CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.blocked && status.blocked_for_ms > 20000 && status.blocked_for_ms <= 30000);
+  CHECK(fw_reset_key(admin, &alice) == FW_OK);
+  CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.remaining == 5 && !status.blocked);
+  fw_key unknown = {"nope", "alice", NULL};
+  CHECK(fw_inspect(admin, &unknown, &status) == FW_UNKNOWN_RULE);
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "nope") != NULL);
+  fw_key no_rule = {NULL, "alice", NULL};
+  CHECK(fw_reset_key(admin, &no_rule) == FW_NULL_ARGUMENT);
+  CHECK(fw_inspect(admin, NULL, &status) == FW_NULL_ARGUMENT);
+  CHECK(fw_inspect(admin, &alice, NULL) == FW_NULL_ARGUMENT);
+  fw_engine_free(admin);
   /* A permit never released is freed with its engine. */
   fw_engine_free(inflight);
   /* Headers, for a rule keyed on one. */

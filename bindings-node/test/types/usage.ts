@@ -2,7 +2,7 @@
 // this example disagree.
 import { Engine, FloodwallError, ERROR_CODES, PROMETHEUS_CONTENT_TYPE } from '../../index'
 import type {
-  CheckRequest, Decision, ErrorCode, LatencyHistogram, MinuteCounts, Report, SinkStats, StoreHealth,
+  CheckRequest, Decision, ErrorCode, KeyStatus, LatencyHistogram, MinuteCounts, Report, SinkStats, StoreHealth,
   TopEntry, UpstreamStatus
 } from '../../index'
 
@@ -24,6 +24,16 @@ async function waitForCapacity (): Promise<boolean> {
   const held: boolean = waited.holds
   const released: boolean = await waited.release()
   return held && released
+}
+
+// Per-key administration.
+async function administer (): Promise<number | null> {
+  const status: KeyStatus = await engine.inspect('per-user', 'alice', { role: 'premium' })
+  await engine.penalize('per-user', 'alice', 2)
+  await engine.reward('per-user', null, 1)
+  await engine.blockKey('per-user', 'alice', 60_000)
+  await engine.resetKey('per-user', 'alice')
+  return status.blockedForMs
 }
 
 async function serve (authorization: string): Promise<number> {
@@ -60,7 +70,7 @@ const dropped: number = sink === null ? 0 : sink.dropped
 const source: 'memory' | 'stream' = report.source
 const text: string = engine.prometheus()
 const contentType: 'text/plain; version=0.0.4; charset=utf-8' = PROMETHEUS_CONTENT_TYPE
-void [allowed, retry, limit, reset, blocked, waitForCapacity, serve, codes, statuses]
+void [allowed, retry, limit, reset, blocked, waitForCapacity, administer, serve, codes, statuses]
 void [served, p99, busiest, expired, fromMemory, buckets, dropped, source, text, contentType]
 
 // @ts-expect-error: a status is a number

@@ -18,6 +18,7 @@ __all__ = [
     "Engine",
     "HttpExchange",
     "Identity",
+    "KeyStatus",
     "Layer",
     "Lease",
     "PROMETHEUS_CONTENT_TYPE",
@@ -81,6 +82,21 @@ class Decision:
     @property
     def layers(self) -> tuple[Layer, ...]: ...
     def __bool__(self) -> bool: ...
+
+@final
+class KeyStatus:
+    """What a key of a rule has left (``Engine.inspect``)."""
+
+    @property
+    def limit(self) -> int: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def reset_after_ms(self) -> int: ...
+    @property
+    def blocked_for_ms(self) -> Optional[int]: ...
+    @property
+    def store(self) -> _StoreUsed: ...
 
 @final
 class Identity:
@@ -242,6 +258,21 @@ class Engine:
     def check_many(
         self, requests: Iterable[Mapping[str, Any]]
     ) -> list[Union[Decision, FloodwallError]]: ...
+    def inspect(
+        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None
+    ) -> KeyStatus: ...
+    def reset_key(
+        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None
+    ) -> None: ...
+    def block_key(
+        self, rule: str, key: Optional[str], *, duration_ms: int, role: Optional[str] = None
+    ) -> None: ...
+    def penalize(
+        self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None
+    ) -> None: ...
+    def reward(
+        self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None
+    ) -> None: ...
     def acquire(
         self,
         *,
