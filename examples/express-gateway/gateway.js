@@ -147,6 +147,52 @@ function createGateway (engine, { routes = ROUTES, cost } = {}) {
   })
   app.use('/dashboard/assets', express.static(PUBLIC_DIR, { index: false, setHeaders: dashboardHeaders }))
 
+  // Per-key administration, for callers whose token carries the `admin` role:
+  //   GET    /admin/keys/:rule/:key              what the key has left
+  //   DELETE /admin/keys/:rule/:key              start it afresh
+  //   POST   /admin/keys/:rule/:key/penalize?points=N | reward?points=N | block?ms=N
+  // (`?role=premium` picks a role's policy; `-` as the key names requests lacking it).
+  const admin = express.Router()
+  admin.use((req, res, next) => {
+    const identity = req.floodwall && req.floodwall.identity
+    if (!identity || identity.role !== 'admin') {
+      sendProblem(res, 403, 'Forbidden', 'Key administration needs a token with the admin role.', 'access_denied')
+      return
+    }
+    next()
+  })
+  const keyOf = (req) => [req.params.rule, req.params.key === '-' ? null : req.params.key, { role: req.query.role || undefined }]
+  const count = (value, name) => {
+    const n = Number(value)
+    if (!Number.isSafeInteger(n) || n < 0) throw new TypeError(`${name} must be a non-negative integer, not ${JSON.stringify(value)}`)
+    return n
+  }
+  const answer = (res, next, work) => work().then((body) => {
+    res.set('Cache-Control', 'no-store')
+    if (body === undefined) res.status(204).end()
+    else res.json(body)
+  }, (error) => {
+    if (error instanceof TypeError) sendProblem(res, 400, 'Bad Request', error.message, 'invalid_argument')
+    else if (error instanceof FloodwallError && error.code === 'unknown_rule') sendProblem(res, 404, 'Not Found', error.message, error.code)
+    else if (error instanceof FloodwallError && error.code === 'invalid_config') sendProblem(res, 409, 'Conflict', error.message, error.code)
+    else next(error)
+  })
+  admin.get('/keys/:rule/:key', (req, res, next) => answer(res, next, async () => {
+    const [rule, key, options] = keyOf(req)
+    return { rule, key, ...(await engine.inspect(rule, key, options)) }
+  }))
+  admin.delete('/keys/:rule/:key', (req, res, next) => answer(res, next, async () => {
+    await engine.resetKey(...keyOf(req))
+  }))
+  admin.post('/keys/:rule/:key/:op', (req, res, next) => answer(res, next, async () => {
+    const [rule, key, options] = keyOf(req)
+    const op = req.params.op
+    if (op === 'block') await engine.blockKey(rule, key, count(req.query.ms, 'ms'), options)
+    else if (op === 'penalize' || op === 'reward') await engine[op](rule, key, count(req.query.points, 'points'), options)
+    else throw new TypeError(`no key operation ${JSON.stringify(op)}: use penalize, reward or block`)
+  }))
+  app.use('/admin', admin)
+
   // The API: proxied to its service, the caller named to the upstream.
   for (const [prefix, service] of Object.entries(routes)) {
     app.use(prefix, proxy(engine, service, { timeoutMs: 5000, identityHeaders: true }))

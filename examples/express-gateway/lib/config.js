@@ -78,7 +78,7 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
       issuer: ISSUER,
       audience: AUDIENCE,
       role_claim: 'role',
-      roles: ['premium', 'free'],
+      roles: ['premium', 'free', 'admin'],
       default_role: 'free',
       cache: { max_entries: 10000, ttl: '5m' }
     },

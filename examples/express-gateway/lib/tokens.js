@@ -17,6 +17,7 @@ const DEMO_TOKEN_TTL_S = 24 * 60 * 60
 const CALLERS = {
   free: { subject: 'alice', role: 'free' },
   premium: { subject: 'bob', role: 'premium' },
+  admin: { subject: 'root', role: 'admin' },
   abusive: { subject: 'mallory', role: 'free' }
 }
 

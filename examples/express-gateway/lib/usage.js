@@ -17,9 +17,11 @@ const shellQuote = (text) => `'${String(text).replace(/'/g, "'\\''")}'`
 function usageText ({ url, settings, storeKind }) {
   const free = mintToken(settings.secret, CALLERS.free)
   const premium = mintToken(settings.secret, CALLERS.premium)
+  const admin = mintToken(settings.secret, CALLERS.admin)
   const q = (path) => shellQuote(url + path)
   const freeAuth = '-H "Authorization: Bearer $FREE_TOKEN"'
   const premiumAuth = '-H "Authorization: Bearer $PREMIUM_TOKEN"'
+  const adminAuth = '-H "Authorization: Bearer $ADMIN_TOKEN"'
   const store = storeKind === 'memory'
     ? 'memory (in this process; set REDIS_URL to share limits through Redis)'
     : `${storeKind} at ${settings.redisUrl}, events streamed to Redis`
@@ -35,6 +37,7 @@ function usageText ({ url, settings, storeKind }) {
     `Sample tokens (HS256, valid ${DEMO_TOKEN_TTL_S / 3600} h): paste these into your shell`,
     `  export FREE_TOKEN=${free}      # sub=${CALLERS.free.subject}, role=free`,
     `  export PREMIUM_TOKEN=${premium}   # sub=${CALLERS.premium.subject}, role=premium`,
+    `  export ADMIN_TOKEN=${admin}     # sub=${CALLERS.admin.subject}, role=admin (key administration)`,
     '',
     'Try:',
     `  curl -i ${q('/api/orders')}                                      # 401: no token`,
@@ -46,6 +49,8 @@ function usageText ({ url, settings, storeKind }) {
     `  for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' ${freeAuth} ${q('/api/catalog')}; done; echo   # free: 429 after the burst`,
     `  for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' ${premiumAuth} ${q('/api/catalog')}; done; echo   # premium: all 200`,
     `  for i in $(seq 20); do curl -s -o /dev/null -w '%{http_code} ' ${premiumAuth} ${q('/api/orders?fail=1')}; done; echo   # orders-b fails, its breaker opens`,
+    `  curl -s ${adminAuth} ${q('/admin/keys/per-user/' + CALLERS.free.subject)}; echo   # what the free caller has left`,
+    `  curl -i -X DELETE ${adminAuth} ${q('/admin/keys/per-user/' + CALLERS.free.subject)}   # start it afresh`,
     '',
     `Dashboard:  ${url}/dashboard`,
     `Metrics:    ${url}/metrics`,

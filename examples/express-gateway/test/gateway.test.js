@@ -274,3 +274,36 @@ test('the dashboard page and its assets are served, with nothing from elsewhere 
   assert.equal(missing.status, 404)
   assert.equal(missing.json.code, 'not_found')
 })
+
+test('an admin inspects, penalizes, rewards and resets a caller; others may not', async (t) => {
+  const stack = await startStack({ limits: LIMITS })
+  t.after(() => stack.close())
+  const admin = stack.token('root', 'admin')
+  const free = stack.token('alice', 'free')
+  assert.equal((await request(`${stack.url}/api/catalog`, { token: free })).status, 200)
+
+  const keyUrl = `${stack.url}/admin/keys/per-user/alice`
+  const inspected = await request(keyUrl, { token: admin })
+  assert.equal(inspected.status, 200)
+  assert.equal(inspected.json.limit, LIMITS.free.capacity)
+  assert.equal(inspected.json.remaining, LIMITS.free.capacity - 1)
+  assert.equal(inspected.json.blockedForMs, null)
+
+  assert.equal((await request(`${keyUrl}/penalize?points=4`, { method: 'POST', token: admin })).status, 204)
+  assert.equal((await request(`${stack.url}/api/catalog`, { token: free })).status, 429)
+  assert.equal((await request(`${keyUrl}/reward?points=1`, { method: 'POST', token: admin })).status, 204)
+  assert.equal((await request(keyUrl, { token: admin })).json.remaining, 1)
+  assert.equal((await request(keyUrl, { method: 'DELETE', token: admin })).status, 204)
+  assert.equal((await request(keyUrl, { token: admin })).json.remaining, LIMITS.free.capacity)
+
+  const forbidden = await request(keyUrl, { token: free })
+  assert.equal(forbidden.status, 403)
+  assert.equal(forbidden.json.code, 'access_denied')
+  const unknown = await request(`${stack.url}/admin/keys/nope/alice`, { token: admin })
+  assert.equal(unknown.status, 404)
+  assert.equal(unknown.json.code, 'unknown_rule')
+  const notBlocking = await request(`${keyUrl}/block?ms=1000`, { method: 'POST', token: admin })
+  assert.equal(notBlocking.status, 409)
+  const bad = await request(`${keyUrl}/penalize?points=-2`, { method: 'POST', token: admin })
+  assert.equal(bad.status, 400)
+})
