@@ -32,7 +32,7 @@ const express = require('express')
 const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
 const { guard, rateLimit, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
 
-const { engineConfig } = require('./lib/config.js')
+const { engineConfig, BLOCKING_RULES } = require('./lib/config.js')
 const { startup } = require('./lib/settings.js')
 const { usageText } = require('./lib/usage.js')
 
@@ -80,8 +80,10 @@ class BreakerLog {
  *   half-open breaker admits probes), as the `floodwall_upstream_up` metric counts it.
  * - `breaker_events`: the latest breaker state changes, newest first.
  * - `store`: the store in use and its last failure.
+ * - `blocked`: the callers a blocking rule blocks now, `{ rule, subject, blocked_for_ms }`
+ *   (asked of the engine for the subjects with the most breaches).
  */
-function dashboardData (engine, breakerLog) {
+async function dashboardData (engine, breakerLog) {
   const report = engine.report()
   const services = {}
   for (const service of Object.values(ROUTES)) {
@@ -95,8 +97,24 @@ function dashboardData (engine, breakerLog) {
     store: { kind: engine.storeKind, failure: engine.storeFailure, health: storeHealth(engine) },
     report,
     services,
-    breaker_events: breakerLog.read()
+    breaker_events: breakerLog.read(),
+    blocked: await blockedCallers(engine, report)
   }
+}
+
+/** The callers among the top breachers whom a blocking rule blocks now, longest block first. */
+async function blockedCallers (engine, report) {
+  const subjects = (report.breaches_by_subject || []).map((entry) => entry.key)
+  const asked = subjects.flatMap((subject) => BLOCKING_RULES.map(async (rule) => {
+    try {
+      const status = await engine.inspect(rule, subject)
+      return status.blockedForMs === null ? null : { rule, subject, blocked_for_ms: status.blockedForMs }
+    } catch {
+      // The store did not answer: the list shows what it could learn.
+      return null
+    }
+  }))
+  return (await Promise.all(asked)).filter((b) => b !== null).sort((a, b) => b.blocked_for_ms - a.blocked_for_ms)
 }
 
 /** `engine.storeHealth` in the gateway's snake_case JSON. */
@@ -141,9 +159,11 @@ function createGateway (engine, { routes = ROUTES, cost } = {}) {
     dashboardHeaders(res)
     res.sendFile(path.join(PUBLIC_DIR, 'dashboard.html'), (error) => { if (error) next(error) })
   })
-  app.get('/dashboard/data', (req, res) => {
-    res.set('Cache-Control', 'no-store')
-    res.json(dashboardData(engine, breakerLog))
+  app.get('/dashboard/data', (req, res, next) => {
+    dashboardData(engine, breakerLog).then((data) => {
+      res.set('Cache-Control', 'no-store')
+      res.json(data)
+    }, next)
   })
   app.use('/dashboard/assets', express.static(PUBLIC_DIR, { index: false, setHeaders: dashboardHeaders }))
 

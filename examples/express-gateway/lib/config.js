@@ -7,7 +7,7 @@
  *   `role` claim (`premium`, anything else is `free`); verified tokens are cached.
  * - `[[rules]]`, applied together to every `/api/**` request (all pass and consume, or none):
  *   `per-user`, a token bucket per subject whose `premium` override is twenty times larger
- *   and a hundred times faster; `order-writes`, a per-endpoint sliding window on
+ *   and a hundred times faster, blocking a caller for 30 s after 50 denials; `order-writes`, a per-endpoint sliding window on
  *   `POST /api/orders` shared by every caller (premium too); `global`, one fixed window over
  *   the whole API.
  * - `[services]`: `orders` (round robin over orders-a and orders-b, the flaky one) and
@@ -30,8 +30,13 @@ const DEFAULT_LIMITS = Object.freeze({
   /** `order-writes`: 10 orders created in any 10 s, by everyone together. */
   orderWrites: Object.freeze({ limit: 10, window: '10s' }),
   /** `global`: 20 000 requests a second through the whole API. */
-  global: Object.freeze({ limit: 20000, window: '1s' })
+  global: Object.freeze({ limit: 20000, window: '1s' }),
+  /** `per-user` blocks a caller for 30 s once it is denied 50 times within one refill time. */
+  block: Object.freeze({ block_for: '30s', block_after: 50 })
 })
+
+/** The rules keyed by subject that block callers: the dashboard lists who they block. */
+const BLOCKING_RULES = Object.freeze(['per-user'])
 
 /** Each service's balancing strategy. */
 const STRATEGIES = Object.freeze({ orders: 'round_robin', catalog: 'least_connections' })
@@ -90,6 +95,8 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
         algorithm: 'token_bucket',
         capacity: l.free.capacity,
         refill_rate: l.free.refill_rate,
+        block_for: l.block.block_for,
+        block_after: l.block.block_after,
         roles: { premium: { capacity: l.premium.capacity, refill_rate: l.premium.refill_rate } }
       },
       {
@@ -119,4 +126,4 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
   return config
 }
 
-module.exports = { engineConfig, DEFAULT_LIMITS, BREAKER, STRATEGIES, EVENT_STREAM, SKIP_PATHS }
+module.exports = { engineConfig, DEFAULT_LIMITS, BLOCKING_RULES, BREAKER, STRATEGIES, EVENT_STREAM, SKIP_PATHS }

@@ -302,8 +302,35 @@ test('an admin inspects, penalizes, rewards and resets a caller; others may not'
   const unknown = await request(`${stack.url}/admin/keys/nope/alice`, { token: admin })
   assert.equal(unknown.status, 404)
   assert.equal(unknown.json.code, 'unknown_rule')
-  const notBlocking = await request(`${keyUrl}/block?ms=1000`, { method: 'POST', token: admin })
+  const notBlocking = await request(`${stack.url}/admin/keys/global/-/block?ms=1000`, { method: 'POST', token: admin })
   assert.equal(notBlocking.status, 409)
+  assert.equal((await request(`${keyUrl}/block?ms=60000`, { method: 'POST', token: admin })).status, 204)
+  const blocked = await request(`${stack.url}/api/catalog`, { token: free })
+  assert.equal(blocked.status, 429)
+  assert.equal(blocked.json.blocked, true)
+  assert.ok((await request(keyUrl, { token: admin })).json.blockedForMs > 50_000)
   const bad = await request(`${keyUrl}/penalize?points=-2`, { method: 'POST', token: admin })
   assert.equal(bad.status, 400)
+})
+
+test('a caller denied fifty times is blocked, and the dashboard lists it', async (t) => {
+  const stack = await startStack({ limits: LIMITS })
+  t.after(() => stack.close())
+  const abusive = stack.token('mallory', 'free')
+  const statuses = []
+  for (let i = 0; i < LIMITS.free.capacity + 50; i++) {
+    statuses.push((await request(`${stack.url}/api/catalog`, { token: abusive })).status)
+  }
+  assert.deepEqual(statuses.filter((s) => s === 200).length, LIMITS.free.capacity)
+  const blocked = await request(`${stack.url}/api/catalog`, { token: abusive })
+  assert.equal(blocked.status, 429)
+  assert.equal(blocked.json.blocked, true)
+  assert.equal(blocked.headers['retry-after'], '30')
+  const data = (await request(`${stack.url}/dashboard/data`)).json
+  assert.equal(data.blocked.length, 1)
+  assert.equal(data.blocked[0].subject, 'mallory')
+  assert.equal(data.blocked[0].rule, 'per-user')
+  assert.ok(data.blocked[0].blocked_for_ms > 25_000 && data.blocked[0].blocked_for_ms <= 30_000)
+  // The denial that started the block, and the one after it.
+  assert.equal(data.report.totals.blocked, 2)
 })
