@@ -499,3 +499,63 @@ sync = "20ms"
         "the subjects' hashes live on several nodes"
     );
 }
+
+#[test]
+fn keys_are_administered_on_whichever_node_holds_them() {
+    use floodwall::KeyRef;
+    let cluster = RedisCluster::start();
+    let toml = format!(
+        r#"
+[store]
+kind = "redis_cluster"
+urls = {urls:?}
+prefix = "admin:"
+timeout = "2s"
+on_error = "deny"
+deny_cache = false
+
+[[rules]]
+name = "per-user"
+key = "subject"
+algorithm = "sliding_window"
+limit = 5
+window = "1h"
+block_for = "1m"
+"#,
+        urls = cluster.urls()
+    );
+    let engine = Engine::from_toml(&toml).unwrap();
+    let (subjects, homes) = subjects_and_homes(&cluster, "admin:");
+    // One subject on each node.
+    for node in 0..3 {
+        let subject = &subjects[homes
+            .iter()
+            .position(|&h| h == node)
+            .expect("a subject per node")];
+        let key = KeyRef::new("per-user", subject);
+        assert!(
+            engine
+                .check(&Request::new("GET", "/").subject(subject))
+                .unwrap()
+                .allowed()
+        );
+        engine.penalize(&key, 3).unwrap();
+        assert_eq!(engine.inspect(&key).unwrap().remaining, 1, "node {node}");
+        engine.reward(&key, 2).unwrap();
+        assert_eq!(engine.inspect(&key).unwrap().remaining, 3, "node {node}");
+        engine
+            .block_key(&key, std::time::Duration::from_secs(60))
+            .unwrap();
+        let denied = engine
+            .check(&Request::new("GET", "/").subject(subject))
+            .unwrap();
+        assert!(!denied.allowed() && denied.blocked(), "node {node}");
+        engine.reset_key(&key).unwrap();
+        let status = engine.inspect(&key).unwrap();
+        assert_eq!(
+            (status.remaining, status.blocked_for),
+            (5, None),
+            "node {node}"
+        );
+    }
+}
