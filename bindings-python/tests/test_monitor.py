@@ -6,6 +6,7 @@ ASGI and WSGI middlewares record is in ``test_middleware.py``."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Optional
 
 import pytest
@@ -14,9 +15,12 @@ import floodwall
 from conftest import hs256_auth, mint
 from floodwall import CostExceedsLimitError, MinuteCounts, Report
 
-AT = 4_102_444_800_000
-"""2100-01-01 00:00 UTC, a minute's start. Decisions dated then land in a minute of their
-own; what happens at the engine's clock (over an hour earlier) counts in the totals only."""
+_START = 4_102_444_800_000 // 60_000  # 2100-01-01 00:00 UTC, in minutes since the epoch
+AT = (_START + (time.time_ns() // 60_000_000_000 + 30 - _START) % 60) * 60_000
+"""A minute's start within the first hour of 2100: decisions dated then land in a minute of their
+own, apart from what happens at the engine's clock — decades earlier, and half an hour away in the
+report's ring of 60 minutes whenever the test runs (a minute sharing the clock's slot would push
+the clock's events out of the ring)."""
 
 
 def config() -> dict[str, Any]:
