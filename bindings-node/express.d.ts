@@ -52,6 +52,12 @@ export interface RateLimitOptions extends SkipOptions {
    * integer from 0 to 2^53 is answered 400 `invalid_cost`.
    */
   cost?: (req: Request) => number
+  /**
+   * Milliseconds a request over its limit may wait for capacity instead of being answered 429
+   * (0, the default: answered at once; at most a day). It is asked again, on a timer, when
+   * the engine says capacity comes back; only the attempt that is answered is recorded.
+   */
+  maxWait?: number
 }
 
 /** The options of `guard()`. */

@@ -22,7 +22,13 @@
  *   untouched.
  * - Options: `skip(req)` (true: untouched, like a skipped path) and, for the middlewares that
  *   limit, `cost(req)`: the request's cost in the rules' units (1 without it; a number that is
- *   no count is answered 400, as is anything that is not a number).
+ *   no count is answered 400, as is anything that is not a number), and `maxWait`: how many
+ *   milliseconds a request over its limit may wait for capacity instead of being answered 429
+ *   (0, the default: answered at once). A 429 whose wait fits in what is left is asked again
+ *   when the engine says capacity comes back (on a timer: the event loop keeps serving), and
+ *   is not recorded; the attempt that is answered — admitted, or a 429 past the budget — is.
+ *   A client that goes away while waiting is dropped. Rules decided before the token
+ *   (`before_auth`) count every attempt.
  * - When the response finishes, the engine records it (once per request, whichever floodwall
  *   middlewares saw it) and settles the rules that count by response status or cost header.
  * - An exception of `skip` or `cost`, or a bad argument, goes to `next(err)`.
@@ -35,7 +41,7 @@
 
 const native = require('./native.js')
 const { Engine, Decision, Identity, PROMETHEUS_CONTENT_TYPE, _convert } = require('./index.js')
-const { proxy, requireEngine, optionsObject, optionalFunction } = require('./proxy.js')
+const { proxy, requireEngine, optionsObject, optionalFunction, describe } = require('./proxy.js')
 
 const GUARD = 0
 const AUTHENTICATE = 1
@@ -51,15 +57,23 @@ const RECORDED = Symbol.for('floodwall.responseRecorded')
 /** Marks a request an `authenticate()` middleware saw. */
 const AUTHENTICATED = Symbol.for('floodwall.authenticated')
 
+/** The longest `maxWait`: a day, in ms. */
+const MAX_WAIT_MS = 86_400_000
+
 function settingsOf (fn, engine, options, stage) {
   requireEngine(fn, engine)
-  const o = optionsObject(fn, options, stage === AUTHENTICATE ? ['skip'] : ['skip', 'cost'])
+  const o = optionsObject(fn, options, stage === AUTHENTICATE ? ['skip'] : ['skip', 'cost', 'maxWait'])
+  const maxWait = o.maxWait === undefined || o.maxWait === null ? 0 : o.maxWait
+  if (typeof maxWait !== 'number' || !Number.isFinite(maxWait) || maxWait < 0 || maxWait > MAX_WAIT_MS) {
+    throw new TypeError(`${fn}(): the maxWait option must be a number of milliseconds from 0 to ${MAX_WAIT_MS}, not ${describe(maxWait)}`)
+  }
   if (stage !== RATE_LIMIT && !engine.hasAuth) {
     throw new TypeError(`${fn}(): the engine has no [auth] section, so it cannot verify bearer tokens (configure [auth], or use rateLimit() alone)`)
   }
   return {
     skip: optionalFunction(fn, o, 'skip', '(req) => boolean'),
-    cost: optionalFunction(fn, o, 'cost', '(req) => number')
+    cost: optionalFunction(fn, o, 'cost', '(req) => number'),
+    maxWait
   }
 }
 
@@ -170,32 +184,61 @@ function middleware (fn, engine, options, stage) {
     const authorization = values[http.index.get('authorization')]
     const target = req.originalUrl || req.url || '/'
     const peer = req.socket ? req.socket.remoteAddress : undefined
-    if (!engine.mayWait) {
-      let answer
+    // With maxWait, a 429 the engine says can be waited out is asked again when it says.
+    const deadline = settings.maxWait > 0 ? performance.now() + settings.maxWait : 0
+    const budget = () => deadline === 0 ? 0 : Math.max(0, deadline - performance.now())
+    const waitOut = (ms) => {
+      let timer = null
+      const gone = () => clearTimeout(timer)
+      res.once('close', gone)
+      timer = setTimeout(() => {
+        res.removeListener('close', gone)
+        if (!res.destroyed && !res.writableEnded) attempt()
+      }, Math.max(1, Math.ceil(ms)))
+    }
+    const attempt = () => {
+      if (!engine.mayWait) {
+        let answer
+        try {
+          answer = http.sync(OUT, req.method, target, peer, cost, stage, subject, role, after, values, budget())
+        } catch (error) {
+          next(_convert(error))
+          return
+        }
+        if (OUT[0] === 2 && OUT[4] >= 0) {
+          waitOut(OUT[4])
+          return
+        }
+        // Outside the try: the application's errors are not the middleware's.
+        conclude(engine, http, stage, req, res, next, OUT, answer, 0, authorization)
+        return
+      }
+      let pending
       try {
-        answer = http.sync(OUT, req.method, target, peer, cost, stage, subject, role, after, values)
+        pending = http.async(req.method, target, peer, cost, stage, subject, role, after, values, budget())
       } catch (error) {
         next(_convert(error))
         return
       }
-      // Outside the try: the application's errors are not the middleware's.
-      conclude(engine, http, stage, req, res, next, OUT, answer, 0, authorization)
-      return
+      pending.then(
+        (answer) => {
+          const meta = answer[0]
+          if (meta[0] === 2 && meta[4] >= 0) {
+            waitOut(meta[4])
+            return
+          }
+          conclude(engine, http, stage, req, res, next, meta, answer, 1, authorization)
+        },
+        (error) => next(_convert(error)))
     }
-    let pending
-    try {
-      pending = http.async(req.method, target, peer, cost, stage, subject, role, after, values)
-    } catch (error) {
-      next(_convert(error))
-      return
-    }
-    pending.then(
-      (answer) => conclude(engine, http, stage, req, res, next, answer[0], answer, 1, authorization),
-      (error) => next(_convert(error)))
+    attempt()
   }
 }
 
-/** Verifies the token and applies every rule, in one engine call. Options: `skip`, `cost`. */
+/**
+ * Verifies the token and applies every rule, in one engine call. Options: `skip`, `cost`,
+ * `maxWait`.
+ */
 function guard (engine, options) {
   return middleware('guard', engine, options, GUARD)
 }
@@ -210,7 +253,7 @@ function authenticate (engine, options) {
 
 /**
  * Applies the rules under the identity an earlier `authenticate()` put in `req.floodwall` (if
- * any), and fills in `decision`. Options: `skip`, `cost`.
+ * any), and fills in `decision`. Options: `skip`, `cost`, `maxWait`.
  */
 function rateLimit (engine, options) {
   return middleware('rateLimit', engine, options, RATE_LIMIT)

@@ -4,10 +4,13 @@
 //! [`functions`] binds four functions to an engine and a snapshot of the header names the
 //! layer reads (taken again after `setAccessLists`):
 //!
-//! - `httpSync(out, method, target, peer, cost, stage, subject, role, afterAuth, values)`:
+//! - `httpSync(out, method, target, peer, cost, stage, subject, role, afterAuth, values,
+//!   maxWait)`:
 //!   `values` are the request's values of those header names, in their order (`undefined` for
 //!   absent ones, repeated lines joined by `,`); the verdict goes into `out` (layout below) and
 //!   the function answers `[exchange, identity | body, ...strings]`, or `undefined` for a skip.
+//!   `maxWait` (ms, or absent) is how long the middleware may still wait for capacity: a 429
+//!   within it is not recorded and says in `[4]` how long to wait before asking again.
 //! - `httpAsync(...)`: the same arguments but `out`, decided on a worker thread (a Redis
 //!   store); the Promise resolves to the answer with the verdict's numbers prepended as a
 //!   `Float64Array`.
@@ -19,7 +22,8 @@
 //!
 //! `out` (and the prepended array): `[0]` verdict (0 skip, 1 pass, 2 refuse), `[1]` the
 //! refusal's status, `[2]` flags (1: an identity, 2: finishing touches the shared store), `[3]`
-//! `n`, the headers the answer lists; on a pass `[4..4+n]` are their names' indices in
+//! `n`, the headers the answer lists, `[4]` on a refusal the ms to wait before asking again
+//! (-1: answer it); on a pass `[4..4+n]` are their names' indices in
 //! [`RATE_LIMIT_HEADERS`] and the answer's strings are their values, and the decision's row
 //! (`decision.rs`) starts at [`ROW`]; on a refusal the strings are `n` name and value pairs.
 //! The exchange is an external value the JS side hands back to `finish`; dropped unfinished
@@ -189,6 +193,8 @@ struct Asked {
     role: Option<String>,
     after_authenticate: bool,
     values: Vec<Option<String>>,
+    /// How long the host may still wait for capacity.
+    may_wait: std::time::Duration,
 }
 
 /// An exchange the JS side holds until it finishes it.
@@ -209,11 +215,13 @@ enum Answer {
         status: u16,
         headers: Vec<(&'static str, String)>,
         body: String,
+        /// For a refusal the host may wait out: how long, in ms.
+        retry_in: Option<f64>,
     },
 }
 
 /// Reads the arguments after `out`: method, target, peer, cost, stage, subject, role,
-/// afterAuth, values.
+/// afterAuth, values, maxWait.
 ///
 /// # Safety
 /// `env` is the live env of the current call; each value null or one of its handles.
@@ -242,6 +250,17 @@ unsafe fn read(env: sys::napi_env, argv: &[sys::napi_value]) -> Result<Asked, Fa
     let after_authenticate =
         !argv[7].is_null() && unsafe { number(env, argv[7], "afterAuth") }? != 0.0;
     let values = unsafe { strings(env, argv[8]) }?;
+    let may_wait = if argv[9].is_null() || unsafe { absent(env, argv[9]) } {
+        std::time::Duration::ZERO
+    } else {
+        let ms = unsafe { number(env, argv[9], "maxWait") }?;
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(Failure::Argument(format!(
+                "maxWait must be a number of milliseconds, 0 or more (got {ms})"
+            )));
+        }
+        std::time::Duration::from_secs_f64(ms.min(1e12) / 1000.0)
+    };
     Ok(Asked {
         method: required(argv[0], "method")?,
         target: required(argv[1], "target")?,
@@ -252,6 +271,7 @@ unsafe fn read(env: sys::napi_env, argv: &[sys::napi_value]) -> Result<Asked, Fa
         role: owned(argv[6], "role")?,
         after_authenticate,
         values,
+        may_wait,
     })
 }
 
@@ -295,7 +315,8 @@ impl Binding {
         };
         let mut request = HttpRequest::new(&asked.method, &asked.target, &headers)
             .cost(asked.cost)
-            .stage(asked.stage);
+            .stage(asked.stage)
+            .may_wait(asked.may_wait);
         if let Some(peer) = &asked.peer {
             request = request.peer(peer);
         }
@@ -325,6 +346,7 @@ impl Binding {
                 headers: refusal.response.headers,
                 body: refusal.response.body,
                 exchange: refusal.exchange,
+                retry_in: refusal.retry_in.map(|d| d.as_secs_f64() * 1000.0),
             },
         }
     }
@@ -410,8 +432,10 @@ unsafe fn answer(
                 status,
                 headers,
                 body,
+                retry_in,
             } => {
                 meta[0] = 2.0;
+                meta[4] = retry_in.unwrap_or(-1.0);
                 meta[1] = f64::from(status);
                 meta[2] = if exchange.touches_shared_store() {
                     2.0
@@ -439,7 +463,7 @@ unsafe extern "C" fn http_sync(
         // SAFETY: Node-API calls this with a live `env` and `info`; `data` is the binding
         // `bound_function` bound, alive while the function is.
         unsafe {
-            let (argv, data) = arguments::<10>(env, info);
+            let (argv, data) = arguments::<11>(env, info);
             let binding = &*data.cast_const().cast::<Binding>();
             let out = float64_out(env, argv[0])?;
             if out.len() < decision_len(0) + ROW {
@@ -496,7 +520,7 @@ unsafe extern "C" fn http_async(
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in `http_sync`.
         unsafe {
-            let (argv, data) = arguments::<9>(env, info);
+            let (argv, data) = arguments::<10>(env, info);
             let binding = Arc::clone(&*std::mem::ManuallyDrop::new(Arc::from_raw(
                 data.cast_const().cast::<Binding>(),
             )));

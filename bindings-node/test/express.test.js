@@ -400,6 +400,10 @@ describe('options', () => {
       [() => guard(engine, { headers: true }), /unknown option "headers"/],
       [() => guard(engine, { skip: true }), /skip option must be a function/],
       [() => guard(engine, { cost: 2 }), /cost option must be a function/],
+      [() => guard(engine, { maxWait: -1 }), /maxWait option must be a number of milliseconds from 0 to 86400000, not number -1/],
+      [() => rateLimit(engine, { maxWait: '1s' }), /maxWait option must be a number/],
+      [() => guard(engine, { maxWait: Infinity }), /maxWait option must be a number/],
+      [() => authenticate(engine, { maxWait: 10 }), /unknown option "maxWait"/],
       [() => guard(noAuth), /no \[auth\] section/],
       [() => authenticate(noAuth), /no \[auth\] section/],
       [() => proxy(engine, 'orders'), /no service "orders"/],
@@ -424,6 +428,68 @@ describe('options', () => {
     assert.throws(() => proxy(served, 'orders', { retries: 2 }), /unknown option "retries"/)
     assert.equal(typeof proxy(served, 'orders', { timeoutMs: 250 }), 'function')
     assert.equal(require('floodwall/proxy').proxy, proxy, 'floodwall/proxy is the same proxy')
+  })
+})
+
+describe('waiting for capacity (maxWait)', () => {
+  /** One request a 250 ms bucket's turn, per client address. */
+  const bucket = (store) => Engine.fromObject({
+    ...(store ? { store } : {}),
+    rules: [{ name: 'per-ip', key: 'ip', algorithm: 'token_bucket', capacity: 1, refill_rate: 4 }]
+  })
+
+  async function scenario (engine) {
+    const waits = H.makeApp([rateLimit(engine, { maxWait: 2000 })])
+    const answers = H.makeApp([rateLimit(engine, { maxWait: 50 })])
+    await serving(waits, async (port) => {
+      assert.equal((await get(port, '/api/whoami')).status, 200)
+      const started = performance.now()
+      const waited = await get(port, '/api/whoami')
+      const ms = performance.now() - started
+      assert.equal(waited.status, 200, waited.text)
+      // The bucket's next token comes 250 ms after the first was taken.
+      assert.ok(ms >= 150, `answered after ${ms} ms`)
+      assert.deepEqual([waited.headers['ratelimit-policy'], waited.headers['ratelimit-remaining']], ['"per-ip";q=1;w=1', '0'])
+    })
+    // A wait longer than the budget: answered 429 at once, and recorded.
+    await serving(answers, async (port) => {
+      H.assertProblem(await get(port, '/api/whoami'), 429, 'rate_limited')
+    })
+    const totals = engine.report().totals
+    // The waited-out refusal is not recorded; the answered one is.
+    assert.deepEqual([totals.requests, totals.admitted, totals.rate_limited], [3, 2, 1])
+  }
+
+  test('on the memory store: a 429 within the budget is waited out on a timer, one past it answered', async () => {
+    await scenario(bucket())
+  })
+
+  test('on Redis: the same, decided on the worker threads', async () => {
+    const server = await RedisServer.start()
+    try {
+      const engine = bucket(redisStore(server))
+      assert.equal(engine.mayWait, true)
+      await scenario(engine)
+    } finally {
+      await server.stop()
+    }
+  })
+
+  test('a client that goes away while waiting is dropped, and nothing is recorded for it', async () => {
+    const engine = bucket()
+    const app = H.makeApp([rateLimit(engine, { maxWait: 5000 })])
+    await serving(app, async (port) => {
+      assert.equal((await get(port, '/api/whoami')).status, 200)
+      await new Promise((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port, path: '/api/whoami' })
+        req.on('error', () => resolve())
+        setTimeout(() => { req.destroy(); resolve() }, 50)
+      })
+      // Past the 250 ms the dropped request would have waited.
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      const totals = engine.report().totals
+      assert.deepEqual([totals.requests, totals.admitted, totals.rate_limited, totals.responses], [1, 1, 0, 1])
+    })
   })
 })
 

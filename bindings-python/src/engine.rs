@@ -481,9 +481,11 @@ impl Engine {
     /// float; anything but an integer from 0 to 2^53 is answered 400); `stage` is `guard`
     /// (the token, the lists and every rule), `authenticate` or `rate_limit`, the latter with
     /// the `caller` (subject, role) an earlier stage verified and `after_authenticate`.
+    /// `max_wait_ms` is how long the host may still wait for capacity: a 429 within it is not
+    /// recorded and says in `retry_in_ms` when to ask again.
     #[pyo3(
-        signature = (method, target, peer, headers, *, cost = None, stage = "guard", caller = None, after_authenticate = false),
-        text_signature = "($self, method, target, peer, headers, *, cost=1, stage='guard', caller=None, after_authenticate=False)"
+        signature = (method, target, peer, headers, *, cost = None, stage = "guard", caller = None, after_authenticate = false, max_wait_ms = None),
+        text_signature = "($self, method, target, peer, headers, *, cost=1, stage='guard', caller=None, after_authenticate=False, max_wait_ms=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn http<'py>(
@@ -496,6 +498,7 @@ impl Engine {
         stage: &str,
         caller: Option<(PyBackedStr, Option<PyBackedStr>)>,
         after_authenticate: bool,
+        max_wait_ms: Option<f64>,
     ) -> PyResult<HttpExchange> {
         crate::http::http(
             slf,
@@ -508,6 +511,7 @@ impl Engine {
                 stage,
                 caller,
                 after_authenticate,
+                max_wait_ms,
             },
         )
     }

@@ -36,6 +36,20 @@ pub(crate) struct HttpArgs<'a, 'py> {
     pub(crate) stage: &'a str,
     pub(crate) caller: Option<(PyBackedStr, Option<PyBackedStr>)>,
     pub(crate) after_authenticate: bool,
+    pub(crate) max_wait_ms: Option<f64>,
+}
+
+/// `max_wait_ms=`: a number of milliseconds, 0 or more; 0 when absent.
+fn wait_of(value: Option<f64>) -> PyResult<std::time::Duration> {
+    match value {
+        None => Ok(std::time::Duration::ZERO),
+        Some(ms) if ms.is_finite() && ms >= 0.0 => {
+            Ok(std::time::Duration::from_secs_f64(ms.min(1e12) / 1000.0))
+        }
+        Some(ms) => Err(PyValueError::new_err(format!(
+            "max_wait_ms must be a number of milliseconds, 0 or more, not {ms}"
+        ))),
+    }
 }
 
 /// `cost=`: an `int` or a `float` (not a `bool`), as the core's `f64`; 1 when absent or `None`.
@@ -82,6 +96,7 @@ struct Verdict {
     identity: Option<Arc<floodwall::Identity>>,
     decision: Option<DetachedDecision>,
     exchange: Option<Exchange>,
+    retry_in: Option<std::time::Duration>,
 }
 
 impl From<HttpVerdict<'_>> for Verdict {
@@ -95,6 +110,7 @@ impl From<HttpVerdict<'_>> for Verdict {
                 identity: None,
                 decision: None,
                 exchange: None,
+                retry_in: None,
             },
             HttpVerdict::Pass(admission) => Verdict {
                 kind: "pass",
@@ -104,6 +120,7 @@ impl From<HttpVerdict<'_>> for Verdict {
                 identity: admission.identity,
                 decision: Some(admission.decision.detach()),
                 exchange: Some(admission.exchange),
+                retry_in: None,
             },
             HttpVerdict::Refuse(refusal) => Verdict {
                 kind: "refuse",
@@ -113,6 +130,7 @@ impl From<HttpVerdict<'_>> for Verdict {
                 identity: None,
                 decision: None,
                 exchange: Some(refusal.exchange),
+                retry_in: refusal.retry_in,
             },
         }
     }
@@ -130,12 +148,14 @@ pub(crate) fn http(slf: &Bound<'_, Engine>, args: &HttpArgs<'_, '_>) -> PyResult
     let stage = stage_of(args.stage)?;
     let caller = args.caller.as_ref().map(|(s, r)| (&**s, r.as_deref()));
     let after_authenticate = args.after_authenticate;
+    let may_wait = wait_of(args.max_wait_ms)?;
     let engine = slf.get();
     let decide = || {
         let headers: &[(&str, &str)] = &pairs;
         let mut request = HttpRequest::new(method, target, &headers)
             .cost(cost)
-            .stage(stage);
+            .stage(stage)
+            .may_wait(may_wait);
         if let Some(peer) = peer {
             request = request.peer(peer);
         }
@@ -176,6 +196,7 @@ pub(crate) fn http(slf: &Bound<'_, Engine>, args: &HttpArgs<'_, '_>) -> PyResult
             .as_ref()
             .is_some_and(Exchange::touches_shared_store),
         path: exchange.as_ref().map(|e| e.path().to_owned()),
+        retry_in_ms: verdict.retry_in.map(|d| d.as_secs_f64() * 1000.0),
         exchange: Mutex::new(exchange),
     })
 }
@@ -193,6 +214,7 @@ pub(crate) struct HttpExchange {
     decision: Option<Py<Decision>>,
     touches_store: bool,
     path: Option<String>,
+    retry_in_ms: Option<f64>,
     exchange: Mutex<Option<Exchange>>,
 }
 
@@ -203,6 +225,14 @@ impl HttpExchange {
     #[getter]
     fn verdict(&self) -> &'static str {
         self.verdict
+    }
+
+    /// For a 429 within the request's `max_wait_ms`: the milliseconds to wait before asking
+    /// again (the refusal was not recorded; drop the exchange rather than answer it). `None`
+    /// for every other verdict.
+    #[getter]
+    fn retry_in_ms(&self) -> Option<f64> {
+        self.retry_in_ms
     }
 
     /// The refusal's status; 0 unless refused.

@@ -7,6 +7,7 @@ Redis, the event loop left free. What it does like the WSGI middleware is in
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import pytest
@@ -223,3 +224,52 @@ async def test_on_redis_the_middleware_leaves_the_loop_free_while_redis_is_pause
         engine.close()
     # Both 204s were refunded when finished (the rule counts failures only).
     assert engine.check(method="GET", path="/x", ip="192.0.2.1").remaining == 4
+
+
+def bucket_engine(store: Any = None) -> Engine:
+    """One request a 250 ms turn per client address."""
+    rules = [
+        {
+            "name": "per-ip",
+            "key": "ip",
+            "algorithm": "token_bucket",
+            "capacity": 1,
+            "refill_rate": 4,
+        }
+    ]
+    return Engine({"rules": rules, **({"store": store} if store else {})})
+
+
+async def waits_out_then_answers(engine: Engine) -> None:
+    waits = FloodwallMiddleware(Recorder(), engine=engine, authenticate=False, max_wait_ms=2000)
+    answers = FloodwallMiddleware(Recorder(), engine=engine, authenticate=False, max_wait_ms=50)
+    assert (await call(waits, http_scope("/api/x")))[0]["status"] == 204
+    started = time.monotonic()
+    waited = await call(waits, http_scope("/api/x"))
+    elapsed = time.monotonic() - started
+    assert waited[0]["status"] == 204
+    # The bucket's next token comes 250 ms after the first was taken.
+    assert elapsed >= 0.15, elapsed
+    assert (await call(answers, http_scope("/api/x")))[0]["status"] == 429
+    totals = engine.report()["totals"]
+    # The waited-out refusal is not recorded; the answered one is.
+    assert (totals["requests"], totals["admitted"], totals["rate_limited"]) == (3, 2, 1)
+
+
+async def test_a_429_within_max_wait_is_waited_out_and_one_past_it_answered() -> None:
+    await waits_out_then_answers(bucket_engine())
+
+
+async def test_on_redis_a_429_within_max_wait_is_waited_out_too(
+    redis_store: Callable[..., dict[str, Any]],
+) -> None:
+    await waits_out_then_answers(bucket_engine(redis_store()))
+
+
+def test_a_bad_max_wait_is_refused_naming_it() -> None:
+    engine = bucket_engine()
+    for bad, error in [(-1, ValueError), (86_400_001, ValueError), ("1s", TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="max_wait_ms"):
+            FloodwallMiddleware(Recorder(), engine=engine, authenticate=False, max_wait_ms=bad)
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        engine.http("GET", "/", None, {}, max_wait_ms=-5)

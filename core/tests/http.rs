@@ -353,3 +353,52 @@ fn a_bad_cost_is_answered_400_and_consumes_nothing() {
     let admitted = engine.http(&HttpRequest::new("GET", "/", &none).stage(HttpStage::RateLimit));
     assert_eq!(status(&admitted), 200);
 }
+
+#[test]
+fn a_refusal_within_the_wait_budget_says_how_long_and_is_not_recorded() {
+    let engine = Engine::from_toml(
+        r#"
+        [[rules]]
+        name = "r"
+        key = "ip"
+        algorithm = "fixed_window"
+        limit = 1
+        window = "1s"
+        "#,
+    )
+    .unwrap();
+    let none: &[(&str, &str)] = &[];
+    let ask = |ms: u64, budget_ms: u64| {
+        engine.http(
+            &HttpRequest::new("GET", "/", &none)
+                .peer("192.0.2.1")
+                .stage(HttpStage::RateLimit)
+                .may_wait(std::time::Duration::from_millis(budget_ms))
+                .at(Timestamp::from_millis(ms)),
+        )
+    };
+    let rate_limited = || engine.report().totals.rate_limited;
+    assert_eq!(status(&ask(60_000, 0)), 200);
+    // Within the budget: the time to the window's end (750 ms), nothing recorded, and its
+    // exchange records no response when finished.
+    let HttpVerdict::Refuse(waitable) = ask(60_250, 750) else {
+        panic!("limited")
+    };
+    assert_eq!(waitable.response.status, 429);
+    assert_eq!(
+        waitable.retry_in,
+        Some(std::time::Duration::from_millis(750))
+    );
+    engine.http_finish(waitable.exchange, 429, &none);
+    assert_eq!((rate_limited(), engine.report().totals.responses), (0, 0));
+    // Past the budget, or without one: the refusal is answered and recorded.
+    for budget in [749, 0] {
+        let HttpVerdict::Refuse(refusal) = ask(60_250, budget) else {
+            panic!("limited")
+        };
+        assert_eq!(refusal.retry_in, None, "budget {budget}");
+    }
+    assert_eq!(rate_limited(), 2);
+    // The wait over, the next attempt passes.
+    assert_eq!(status(&ask(61_000, 750)), 200);
+}

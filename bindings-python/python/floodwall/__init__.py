@@ -342,6 +342,7 @@ class Engine(_floodwall.Engine):
         stage: Literal["guard", "authenticate", "rate_limit"] = "guard",
         caller: Optional[tuple[str, Optional[str]]] = None,
         after_authenticate: bool = False,
+        max_wait_ms: Optional[float] = None,
     ) -> HttpExchange:
         """:meth:`http` for asyncio: on Redis it runs on a worker thread, so the event loop
         keeps serving while it waits; on the memory store it runs inline."""
@@ -355,6 +356,7 @@ class Engine(_floodwall.Engine):
             stage=stage,
             caller=caller,
             after_authenticate=after_authenticate,
+            max_wait_ms=max_wait_ms,
         )
         if not self.may_wait:
             return call()

@@ -13,10 +13,24 @@ from typing import Any, Callable, Literal, Mapping, Optional
 
 from . import Engine
 
-__all__ = ["MOVED_OPTIONS", "middleware_stage"]
+__all__ = ["MAX_WAIT_MS", "MOVED_OPTIONS", "middleware_stage", "wait_budget"]
 
 MOVED_OPTIONS = ("public_paths", "skip_paths", "trusted_proxies", "forwarded_header")
 """Options of earlier versions that are now fields of the engine's ``[http]`` section."""
+
+MAX_WAIT_MS = 86_400_000
+"""The longest ``max_wait_ms`` a middleware takes: a day."""
+
+
+def wait_budget(max_wait_ms: object) -> float:
+    """Checks a middleware's ``max_wait_ms`` (a number of milliseconds from 0 to a day)."""
+    if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)):
+        raise TypeError(
+            f"max_wait_ms must be a number of milliseconds, not {type(max_wait_ms).__name__}"
+        )
+    if not 0 <= max_wait_ms <= MAX_WAIT_MS:
+        raise ValueError(f"max_wait_ms must be from 0 to {MAX_WAIT_MS}, not {max_wait_ms!r}")
+    return float(max_wait_ms)
 
 
 def middleware_stage(

@@ -36,12 +36,13 @@ address with the ``X-Forwarded-For`` one before the engine can judge it. An exce
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Optional
 from urllib.parse import quote
 
 from . import Engine
 from ._floodwall import HttpExchange
-from ._http import middleware_stage
+from ._http import middleware_stage, wait_budget
 
 __all__ = [
     "ASGIApp",
@@ -78,14 +79,20 @@ class FloodwallMiddleware:
         engine must have an ``[auth]`` section). When ``False``, requests are only
         rate-limited (the ``rate_limit`` stage: subject rules see no subject).
     :param cost: answers a request's cost (a number) from its ASGI scope; 1 when not given.
+    :param max_wait_ms: how many milliseconds a request over its limit may wait for capacity
+        instead of being answered 429 (0, the default: answered at once; at most a day). A
+        429 whose wait fits in what is left is asked again when the engine says capacity
+        comes back (``asyncio.sleep``: the event loop keeps serving) and is not recorded; the
+        attempt that is answered is. Rules decided before the token (``before_auth``) count every attempt.
     :param public_paths: moved, like ``skip_paths``, ``trusted_proxies`` and
         ``forwarded_header``, to the engine's ``[http]`` section: giving one raises
         ``TypeError`` naming its field.
     :raises TypeError: an option of the wrong type, or one that moved.
+    :raises ValueError: ``max_wait_ms`` below 0 or above a day.
     :raises ValueError: ``authenticate`` is on and the engine has no ``[auth]`` section.
     """
 
-    __slots__ = ("app", "_engine", "_stage", "_cost")
+    __slots__ = ("app", "_engine", "_stage", "_cost", "_max_wait_ms")
 
     def __init__(
         self,
@@ -94,6 +101,7 @@ class FloodwallMiddleware:
         engine: Engine,
         authenticate: bool = True,
         cost: Optional[Callable[[Scope], float]] = None,
+        max_wait_ms: float = 0,
         public_paths: None = None,
         skip_paths: None = None,
         trusted_proxies: None = None,
@@ -109,6 +117,7 @@ class FloodwallMiddleware:
         self.app = app
         self._engine = engine
         self._cost = cost
+        self._max_wait_ms = wait_budget(max_wait_ms)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,14 +125,27 @@ class FloodwallMiddleware:
             return
         engine = self._engine
         client = scope.get("client")
-        exchange = await engine.ahttp(
-            scope["method"],
-            _target(scope),
-            client[0] if client else None,
-            _joined(scope.get("headers", ()), engine._http_request_names()),
-            cost=1 if self._cost is None else self._cost(scope),
-            stage=self._stage,
-        )
+        target = _target(scope)
+        peer = client[0] if client else None
+        headers = _joined(scope.get("headers", ()), engine._http_request_names())
+        cost = 1 if self._cost is None else self._cost(scope)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait_ms / 1000
+        while True:
+            budget = max(0.0, (deadline - loop.time()) * 1000) if self._max_wait_ms else 0
+            exchange = await engine.ahttp(
+                scope["method"],
+                target,
+                peer,
+                headers,
+                cost=cost,
+                stage=self._stage,
+                max_wait_ms=budget,
+            )
+            wait = exchange.retry_in_ms
+            if wait is None:
+                break
+            await asyncio.sleep(wait / 1000)
         verdict = exchange.verdict
         if verdict == "skip":
             await self.app(scope, receive, send)

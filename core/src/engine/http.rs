@@ -53,6 +53,8 @@ struct Ended<'a> {
     shadow: Option<&'a str>,
     allowlisted: bool,
     blocked: bool,
+    /// A rate-limit refusal's `retry_after`.
+    retry: Option<Duration>,
 }
 
 impl Engine {
@@ -109,6 +111,7 @@ impl Engine {
             shadow: None,
             allowlisted: false,
             blocked: false,
+            retry: None,
         };
         let mut identity: Option<Arc<Identity>> = None;
         let (mut subject, mut role): (Option<&str>, Option<&str>) = (None, None);
@@ -183,6 +186,7 @@ impl Engine {
                         ended.rule = d.rule();
                         ended.store = Some(d.store());
                         ended.blocked = d.blocked();
+                        ended.retry = Some(d.retry_after());
                         break 'verdict Err(answer::rate_limited(&d));
                     }
                     Err(e) => {
@@ -264,6 +268,7 @@ impl Engine {
                 ended.outcome = EventOutcome::RateLimited;
                 ended.rule = decision.rule();
                 ended.blocked = decision.blocked();
+                ended.retry = Some(decision.retry_after());
                 break 'verdict Err(answer::rate_limited(&decision));
             }
             ended.outcome = EventOutcome::Admitted;
@@ -274,9 +279,16 @@ impl Engine {
             };
             Ok(decision)
         };
+        // A refusal the host waits out is not recorded: only the attempt it answers is.
+        let retry_in = ended
+            .retry
+            .filter(|r| verdict.is_err() && !r.is_zero() && *r <= request.may_wait);
+        if retry_in.is_some() {
+            exchange.records = false;
+        }
         // An authentication stage that lets a request through has decided nothing yet: the
         // rate-limit stage after it records the decision.
-        if !(stage == HttpStage::Authenticate && verdict.is_ok()) {
+        if !(stage == HttpStage::Authenticate && verdict.is_ok()) && retry_in.is_none() {
             self.monitor.record(&Event::Decision(DecisionEvent {
                 at: now,
                 endpoint: Some((request.method, path)),
@@ -297,7 +309,11 @@ impl Engine {
                 decision,
                 exchange,
             }),
-            Err(response) => HttpVerdict::Refuse(Refusal { response, exchange }),
+            Err(response) => HttpVerdict::Refuse(Refusal {
+                response,
+                exchange,
+                retry_in,
+            }),
         }
     }
 

@@ -53,6 +53,13 @@ pub struct HttpRequest<'a> {
     pub after_authenticate: bool,
     /// An explicit time instead of the engine's clock (tests, replays).
     pub now: Option<Timestamp>,
+    /// How long the host may still wait for capacity rather than answer 429 (zero by default:
+    /// it answers at once). A rate-limit refusal whose `retry_after` is within it is not
+    /// recorded and comes back with [`Refusal::retry_in`] set: the host waits that long and
+    /// asks again with what is left, and only the attempt it answers is recorded.
+    ///
+    /// [`Refusal::retry_in`]: crate::http::Refusal::retry_in
+    pub may_wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for HttpRequest<'_> {
@@ -80,6 +87,7 @@ impl<'a> HttpRequest<'a> {
             caller: None,
             after_authenticate: false,
             now: None,
+            may_wait: std::time::Duration::ZERO,
         }
     }
 
@@ -110,6 +118,13 @@ impl<'a> HttpRequest<'a> {
     /// Marks the request as seen by an [`Authenticate`](HttpStage::Authenticate) stage first.
     pub fn after_authenticate(mut self) -> Self {
         self.after_authenticate = true;
+        self
+    }
+
+    /// Lets the host wait up to `budget` for capacity instead of answering 429 (see
+    /// [`may_wait`](Self::may_wait)).
+    pub fn may_wait(mut self, budget: std::time::Duration) -> Self {
+        self.may_wait = budget;
         self
     }
 

@@ -61,6 +61,12 @@ pub struct Refusal {
     pub response: Response,
     /// To finish when the response is written.
     pub exchange: Exchange,
+    /// For a rate-limit refusal within the request's [`may_wait`] budget: how long to wait
+    /// before asking again. The refusal was not recorded, and its exchange records nothing: a
+    /// host that stops waiting (the client went away) drops it.
+    ///
+    /// [`may_wait`]: crate::http::HttpRequest::may_wait
+    pub retry_in: Option<std::time::Duration>,
 }
 
 /// One request between the HTTP layer's decision and its response: hand it to
