@@ -184,7 +184,6 @@ function middleware (fn, engine, options, stage) {
     const authorization = values[http.index.get('authorization')]
     const target = req.originalUrl || req.url || '/'
     const peer = req.socket ? req.socket.remoteAddress : undefined
-    // With maxWait, a 429 the engine says can be waited out is asked again when it says.
     const deadline = settings.maxWait > 0 ? performance.now() + settings.maxWait : 0
     const budget = () => deadline === 0 ? 0 : Math.max(0, deadline - performance.now())
     const waitOut = (ms) => {
@@ -196,6 +195,11 @@ function middleware (fn, engine, options, stage) {
         if (!res.destroyed && !res.writableEnded) attempt()
       }, Math.max(1, Math.ceil(ms)))
     }
+    // A refusal the engine says can be waited out (`meta[4]` ms) is asked again then.
+    const settle = (meta, answer, at) => {
+      if (meta[0] === 2 && meta[4] >= 0) waitOut(meta[4])
+      else conclude(engine, http, stage, req, res, next, meta, answer, at, authorization)
+    }
     const attempt = () => {
       if (!engine.mayWait) {
         let answer
@@ -205,12 +209,8 @@ function middleware (fn, engine, options, stage) {
           next(_convert(error))
           return
         }
-        if (OUT[0] === 2 && OUT[4] >= 0) {
-          waitOut(OUT[4])
-          return
-        }
         // Outside the try: the application's errors are not the middleware's.
-        conclude(engine, http, stage, req, res, next, OUT, answer, 0, authorization)
+        settle(OUT, answer, 0)
         return
       }
       let pending
@@ -220,16 +220,7 @@ function middleware (fn, engine, options, stage) {
         next(_convert(error))
         return
       }
-      pending.then(
-        (answer) => {
-          const meta = answer[0]
-          if (meta[0] === 2 && meta[4] >= 0) {
-            waitOut(meta[4])
-            return
-          }
-          conclude(engine, http, stage, req, res, next, meta, answer, 1, authorization)
-        },
-        (error) => next(_convert(error)))
+      pending.then((answer) => settle(answer[0], answer, 1), (error) => next(_convert(error)))
     }
     attempt()
   }

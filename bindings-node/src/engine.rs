@@ -16,7 +16,6 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Either, Env};
 use napi_derive::napi;
 
-use crate::balance::Lease;
 use crate::decision;
 use crate::error::{IntoNapi, invalid_arg, to_napi};
 use crate::pool;
@@ -24,7 +23,7 @@ use crate::pool;
 /// The traffic-control engine: rules, a store, keys, services.
 #[napi]
 pub struct Engine {
-    core: Arc<floodwall::Engine>,
+    pub(crate) core: Arc<floodwall::Engine>,
     may_wait: bool,
 }
 
@@ -54,7 +53,7 @@ pub(crate) struct Owned {
 }
 
 /// A count argument (`cost`, `nowMs`): an integer from 0 to 2^53.
-fn count(value: Option<f64>, what: &str) -> napi::Result<Option<u64>> {
+pub(crate) fn count(value: Option<f64>, what: &str) -> napi::Result<Option<u64>> {
     match value {
         None => Ok(None),
         Some(v)
@@ -113,39 +112,6 @@ impl Owned {
     }
 }
 
-/// What a key of a rule has left (`inspect`).
-#[napi(object)]
-pub struct KeyStatusFields {
-    /// The limit (or bucket capacity) of the key's policy.
-    pub limit: f64,
-    /// The largest cost it would admit now (0 while blocked).
-    pub remaining: f64,
-    /// Milliseconds until it is back at its full quota (rounded up).
-    pub reset_after_ms: f64,
-    /// Milliseconds it stays blocked (rounded up), or none.
-    pub blocked_for_ms: Option<f64>,
-    /// Who answered (`memory`, `redis`, `fallback`, `unavailable`).
-    pub store: String,
-}
-
-/// One administration of a key, to run on a worker thread.
-type KeyCall = Box<
-    dyn FnOnce(&floodwall::Engine, &floodwall::KeyRef<'_>) -> Result<(), floodwall::Error> + Send,
->;
-
-/// The core's name of a key.
-fn key_ref<'a>(
-    rule: &'a str,
-    key: &'a Option<String>,
-    role: &'a Option<String>,
-) -> floodwall::KeyRef<'a> {
-    floodwall::KeyRef {
-        rule,
-        key: key.as_deref(),
-        role: role.as_deref(),
-    }
-}
-
 /// What `authorize` answers: the verified caller and the decision for it.
 #[napi]
 pub struct Authorized {
@@ -178,7 +144,7 @@ impl Authorized {
 }
 
 /// Runs `work` on a worker thread; the Promise settles with its result on the JS thread.
-fn on_worker<T>(
+pub(crate) fn on_worker<T>(
     env: &Env,
     work: impl FnOnce() -> Result<T, floodwall::Error> + Send + 'static,
 ) -> napi::Result<Object<'_>>
@@ -232,55 +198,6 @@ fn authorize(
 
 #[napi]
 impl Engine {
-    /// What `key` of `rule` has left (for `role`'s policy), on a worker thread.
-    #[napi(ts_return_type = "Promise<KeyStatusFields>")]
-    pub fn inspect_key<'env>(
-        &self,
-        env: &'env Env,
-        rule: String,
-        key: Option<String>,
-        role: Option<String>,
-    ) -> napi::Result<Object<'env>> {
-        let core = Arc::clone(&self.core);
-        on_worker(env, move || {
-            let status = core.inspect(&key_ref(&rule, &key, &role))?;
-            let ms = |d: std::time::Duration| d.as_micros().div_ceil(1000) as f64;
-            Ok(KeyStatusFields {
-                limit: status.limit as f64,
-                remaining: status.remaining as f64,
-                reset_after_ms: ms(status.reset_after),
-                blocked_for_ms: status.blocked_for.map(ms),
-                store: status.store.as_str().to_owned(),
-            })
-        })
-    }
-
-    /// Administers `key` of `rule` on a worker thread: `op` is `reset`, `block` (for
-    /// `amount` ms), `penalize` or `reward` (`amount` points).
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn administer_key<'env>(
-        &self,
-        env: &'env Env,
-        op: String,
-        rule: String,
-        key: Option<String>,
-        role: Option<String>,
-        amount: Option<f64>,
-    ) -> napi::Result<Object<'env>> {
-        let amount = count(amount, "the amount")?.unwrap_or(0);
-        let core = Arc::clone(&self.core);
-        let run: KeyCall = match op.as_str() {
-            "reset" => Box::new(|e, k| e.reset_key(k)),
-            "block" => {
-                Box::new(move |e, k| e.block_key(k, std::time::Duration::from_millis(amount)))
-            }
-            "penalize" => Box::new(move |e, k| e.penalize(k, amount)),
-            "reward" => Box::new(move |e, k| e.reward(k, amount)),
-            other => return Err(invalid_arg(format!("no key operation {other:?}"))),
-        };
-        on_worker(env, move || run(&core, &key_ref(&rule, &key, &role)))
-    }
-
     /// Releases the permit kept as `id` (a decision's row, index 5), in this thread: for the
     /// memory store. `false` when no permit is kept under `id`.
     #[napi]
@@ -435,125 +352,6 @@ impl Engine {
             None => None,
         };
         self.core.reload_auth(auth.as_ref()).js()
-    }
-
-    /// Picks an upstream of `service` for one call.
-    #[napi]
-    pub fn pick(&self, service: String) -> napi::Result<Lease> {
-        Ok(Lease::new(self.core.pick(&service).js()?))
-    }
-
-    /// Every upstream of `service` as JSON text (`index.js` parses it).
-    #[napi]
-    pub fn upstreams_json(&self, service: String) -> napi::Result<String> {
-        let all: Vec<serde_json::Value> = self
-            .core
-            .upstreams(&service)
-            .js()?
-            .iter()
-            .map(floodwall::UpstreamStatus::to_json)
-            .collect();
-        Ok(serde_json::Value::Array(all).to_string())
-    }
-
-    /// The monitoring report as JSON text (`index.js` parses it): the document every binding
-    /// shares, keys in snake_case. `nowMs` ends the per-minute series (default: the clock).
-    #[napi]
-    pub fn report_json(&self, now_ms: Option<f64>) -> napi::Result<String> {
-        let report = match count(now_ms, "nowMs")? {
-            Some(ms) => self.core.report_at(Timestamp::from_millis(ms)),
-            None => self.core.report(),
-        };
-        Ok(report.to_json())
-    }
-
-    /// The monitoring counters and the upstreams' state in the Prometheus text format.
-    #[napi]
-    pub fn prometheus(&self) -> String {
-        self.core.prometheus()
-    }
-
-    /// A function `(method, path, status, latencyMs) => void` recording a response on this
-    /// engine (see `fastpath.rs`): the call the Express middlewares make on every response.
-    #[napi(
-        ts_return_type = "(method: string, path: string, status: number, latencyMs: number) => void"
-    )]
-    pub fn record_response_function<'env>(
-        &self,
-        env: &'env Env,
-    ) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
-        crate::fastpath::record_response_function(env, Arc::clone(&self.core))
-    }
-
-    /// Breaker state changes after sequence number `after`, as JSON text.
-    #[napi]
-    pub fn breaker_events_json(&self, after: Option<f64>) -> napi::Result<String> {
-        let after = count(after, "after")?.unwrap_or(0);
-        let events: Vec<serde_json::Value> = self
-            .core
-            .breaker_events(after)
-            .into_iter()
-            .map(|e| {
-                serde_json::json!({
-                    "seq": e.seq,
-                    "service": e.service,
-                    "upstream": e.upstream,
-                    "from": e.transition.from.as_str(),
-                    "to": e.transition.to.as_str(),
-                    "atMs": e.transition.at.as_millis(),
-                    "failureRate": e.transition.failure_rate,
-                    "slowCallRate": e.transition.slow_call_rate,
-                })
-            })
-            .collect();
-        Ok(serde_json::Value::Array(events).to_string())
-    }
-
-    /// Marks an upstream down (never picked) or up again.
-    #[napi]
-    pub fn set_upstream_down(
-        &self,
-        service: String,
-        upstream: String,
-        down: bool,
-    ) -> napi::Result<()> {
-        self.core.set_upstream_down(&service, &upstream, down).js()
-    }
-
-    /// Closes an upstream's breaker and clears its window.
-    #[napi]
-    pub fn reset_breaker(&self, service: String, upstream: String) -> napi::Result<()> {
-        self.core.reset_breaker(&service, &upstream).js()
-    }
-
-    /// Adds an upstream to a service while it serves.
-    #[napi]
-    pub fn add_upstream(
-        &self,
-        service: String,
-        url: String,
-        name: Option<String>,
-        weight: Option<f64>,
-    ) -> napi::Result<()> {
-        let weight = match weight {
-            None => 1,
-            Some(w) if w.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&w) => w as u32,
-            Some(w) => {
-                return Err(invalid_arg(format!(
-                    "weight must be a whole number from 0 to 2^32 - 1, not {w}"
-                )));
-            }
-        };
-        let mut upstream = floodwall::balance::UpstreamConfig::new(url);
-        upstream.name = name;
-        upstream.weight = weight;
-        self.core.add_upstream(&service, &upstream).js()
-    }
-
-    /// Removes an upstream from a service.
-    #[napi]
-    pub fn remove_upstream(&self, service: String, upstream: String) -> napi::Result<()> {
-        self.core.remove_upstream(&service, &upstream).js()
     }
 
     /// The engine as an external value for the module-level hot-path functions

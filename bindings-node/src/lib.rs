@@ -13,7 +13,10 @@ mod engine;
 mod error;
 mod fastpath;
 mod http;
+mod keys;
+mod monitor;
 mod pool;
+mod services;
 mod timers;
 
 use floodwall::Clock as _;
@@ -21,7 +24,8 @@ use napi_derive::napi;
 
 // The hot-path functions are module-level (see `Engine::handle`); exported so that they are
 // reachable in every build of the crate, test builds included.
-pub use engine::{Handle, IdentityFields, KeyStatusFields, claims_json};
+pub use engine::{Handle, IdentityFields, claims_json};
+pub use keys::KeyStatusFields;
 
 /// The core's version.
 #[napi]

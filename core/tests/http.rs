@@ -293,19 +293,24 @@ fn what_is_recorded() {
     );
 }
 
-#[test]
-fn explicit_times_give_exact_waits() {
-    let engine = Engine::from_toml(
+/// An engine admitting one request per client address per `window` (rule `r`).
+fn one_per_ip(window: &str) -> Engine {
+    Engine::from_toml(&format!(
         r#"
         [[rules]]
         name = "r"
         key = "ip"
         algorithm = "fixed_window"
         limit = 1
-        window = "1m"
-        "#,
-    )
-    .unwrap();
+        window = "{window}"
+        "#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn explicit_times_give_exact_waits() {
+    let engine = one_per_ip("1m");
     let none: &[(&str, &str)] = &[];
     let ask = |ms: u64| {
         engine.http(
@@ -356,17 +361,7 @@ fn a_bad_cost_is_answered_400_and_consumes_nothing() {
 
 #[test]
 fn a_refusal_within_the_wait_budget_says_how_long_and_is_not_recorded() {
-    let engine = Engine::from_toml(
-        r#"
-        [[rules]]
-        name = "r"
-        key = "ip"
-        algorithm = "fixed_window"
-        limit = 1
-        window = "1s"
-        "#,
-    )
-    .unwrap();
+    let engine = one_per_ip("1s");
     let none: &[(&str, &str)] = &[];
     let ask = |ms: u64, budget_ms: u64| {
         engine.http(

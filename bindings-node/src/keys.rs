@@ -1,0 +1,96 @@
+//! `Engine`'s per-key administration: `inspect`, `reset`, `block`, `penalize` and `reward` of
+//! one key of one rule, each on a worker thread.
+
+use std::sync::Arc;
+
+use napi::Env;
+use napi::bindgen_prelude::Object;
+use napi_derive::napi;
+
+use crate::engine::{Engine, count, on_worker};
+use crate::error::invalid_arg;
+
+/// What a key of a rule has left (`inspect`).
+#[napi(object)]
+pub struct KeyStatusFields {
+    /// The limit (or bucket capacity) of the key's policy.
+    pub limit: f64,
+    /// The largest cost it would admit now (0 while blocked).
+    pub remaining: f64,
+    /// Milliseconds until it is back at its full quota (rounded up).
+    pub reset_after_ms: f64,
+    /// Milliseconds it stays blocked (rounded up), or none.
+    pub blocked_for_ms: Option<f64>,
+    /// Who answered (`memory`, `redis`, `fallback`, `unavailable`).
+    pub store: String,
+}
+
+/// One administration of a key, to run on a worker thread.
+type KeyCall = Box<
+    dyn FnOnce(&floodwall::Engine, &floodwall::KeyRef<'_>) -> Result<(), floodwall::Error> + Send,
+>;
+
+/// The core's name of a key.
+fn key_ref<'a>(
+    rule: &'a str,
+    key: &'a Option<String>,
+    role: &'a Option<String>,
+) -> floodwall::KeyRef<'a> {
+    floodwall::KeyRef {
+        rule,
+        key: key.as_deref(),
+        role: role.as_deref(),
+    }
+}
+
+#[napi]
+impl Engine {
+    /// What `key` of `rule` has left (for `role`'s policy), on a worker thread.
+    #[napi(ts_return_type = "Promise<KeyStatusFields>")]
+    pub fn inspect_key<'env>(
+        &self,
+        env: &'env Env,
+        rule: String,
+        key: Option<String>,
+        role: Option<String>,
+    ) -> napi::Result<Object<'env>> {
+        let core = Arc::clone(&self.core);
+        on_worker(env, move || {
+            let status = core.inspect(&key_ref(&rule, &key, &role))?;
+            let ms = |d: std::time::Duration| d.as_micros().div_ceil(1000) as f64;
+            Ok(KeyStatusFields {
+                limit: status.limit as f64,
+                remaining: status.remaining as f64,
+                reset_after_ms: ms(status.reset_after),
+                blocked_for_ms: status.blocked_for.map(ms),
+                store: status.store.as_str().to_owned(),
+            })
+        })
+    }
+
+    /// Administers `key` of `rule` on a worker thread: `op` is `reset`, `block` (for
+    /// `amount` ms), `penalize` or `reward` (`amount` points).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn administer_key<'env>(
+        &self,
+        env: &'env Env,
+        op: String,
+        rule: String,
+        key: Option<String>,
+        role: Option<String>,
+        amount: Option<f64>,
+    ) -> napi::Result<Object<'env>> {
+        let amount = count(amount, "the amount")?.unwrap_or(0);
+        let core = Arc::clone(&self.core);
+        let run: KeyCall = match op.as_str() {
+            "reset" => Box::new(|e, k| e.reset_key(k)),
+            "block" => {
+                Box::new(move |e, k| e.block_key(k, std::time::Duration::from_millis(amount)))
+            }
+            "penalize" => Box::new(move |e, k| e.penalize(k, amount)),
+            "reward" => Box::new(move |e, k| e.reward(k, amount)),
+            other => return Err(invalid_arg(format!("no key operation {other:?}"))),
+        };
+        on_worker(env, move || run(&core, &key_ref(&rule, &key, &role)))
+    }
+}
