@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use floodwall::{Engine, Request, StoreUsed};
 use floodwall_tests::redis_server::{RedisCluster, RedisServer};
-use floodwall_tests::run_vectors_on;
+use floodwall_tests::{run_vectors_on, stored_name};
 
 #[test]
 fn redis_cluster_conforms_and_stays_exact() {
@@ -166,7 +166,7 @@ window = "1h"
 
     // Move the global counter's slot to another node, key and all, as `redis-cli --cluster
     // reshard` does: IMPORTING / MIGRATING, MIGRATE the keys, then assign the slot.
-    let key = "mig:{global/0/=}f";
+    let key = &format!("mig:{{{}/0/=}}f", stored_name(&engine, "global"));
     let nodes = cluster.nodes();
     let slot = key_slot(&nodes[0], key);
     let owners: Vec<(String, Vec<(u16, u16)>)> = nodes.iter().map(myself).collect();
@@ -238,9 +238,10 @@ window = "1h"
 /// Sixty subjects and the node each one's per-user key lives on.
 fn subjects_and_homes(cluster: &RedisCluster, prefix: &str) -> (Vec<String>, Vec<usize>) {
     let subjects: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
+    let rule = stored_name(&per_user_engine(cluster, prefix), "per-user");
     let homes = subjects
         .iter()
-        .map(|s| owner(cluster.nodes(), &format!("{prefix}{{per-user/0/={s}}}f")))
+        .map(|s| owner(cluster.nodes(), &format!("{prefix}{{{rule}/0/={s}}}f")))
         .collect();
     (subjects, homes)
 }
@@ -312,7 +313,10 @@ fn a_dead_primary_sends_only_its_slots_to_the_fallback() {
     while restarted.elapsed() < std::time::Duration::from_secs(20) {
         if writable_after.is_none()
             && cluster.nodes()[dead]
-                .command(&format!("SET node:{{per-user/0/={dead_subject}}}w 1"))
+                .command(&format!(
+                    "SET node:{{{}/0/={dead_subject}}}w 1",
+                    stored_name(&engine, "per-user")
+                ))
                 .starts_with("+OK")
         {
             writable_after = Some(restarted.elapsed());
@@ -418,8 +422,11 @@ fn a_killed_primary_s_slots_are_on_the_fallback_only_until_its_replica_is_promot
     );
     // The promoted replica holds the counts: each subject was admitted once before the kill,
     // and at least once on it since.
-    let state =
-        cluster.nodes()[replica].command(&format!("GET promote:{{per-user/0/={}}}f", subjects[0]));
+    let state = cluster.nodes()[replica].command(&format!(
+        "GET promote:{{{}/0/={}}}f",
+        stored_name(&engine, "per-user"),
+        subjects[0]
+    ));
     let count: u64 = state
         .lines()
         .nth(1)
@@ -470,6 +477,7 @@ sync = "20ms"
     }
     drop(first);
     let second = Engine::from_toml(&toml).expect("config");
+    let rule = stored_name(&second, "per-user");
     for subject in &subjects {
         assert_eq!(
             admitted(&second, subject, 40),
@@ -481,7 +489,7 @@ sync = "20ms"
     let nodes = cluster.nodes();
     let mut homes = Vec::new();
     for subject in &subjects {
-        let pattern = format!("sync:{{per-user/0/={subject}}}f#*");
+        let pattern = format!("sync:{{{rule}/0/={subject}}}f#*");
         let home = owner(nodes, &pattern.replace('*', "0"));
         homes.push(home);
         let keys = nodes[home].command(&format!("KEYS {pattern}"));

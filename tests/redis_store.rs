@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use floodwall::{Engine, Request, StoreUsed};
 use floodwall_tests::redis_server::RedisServer;
+use floodwall_tests::stored_name;
 
 /// One rule per exact algorithm, each allowing 100 per hour on one global key, plus a
 /// three-layer rule set on `/layered`.
@@ -632,7 +633,10 @@ fn a_redis_out_of_memory_is_a_failure_of_its_own_kind() {
     server.command("CONFIG SET maxmemory 0");
     // One admission on Redis (before): the refused call wrote nothing. (A fixed window of
     // whole milliseconds on Redis's clock keeps a bare count.)
-    let state = server.command("GET oom:{fixed/0/=}f");
+    let state = server.command(&format!(
+        "GET oom:{{{}/0/=}}f",
+        stored_name(&engine, "fixed")
+    ));
     assert_eq!(state.lines().nth(1), Some("1"), "{state:?}");
 }
 
@@ -677,14 +681,18 @@ window = "300ms"
     for i in 0..10 {
         assert!(send("/api", 200), "success {i}");
     }
-    let state = server.command("GET bare:{failures/0/=}f");
+    let failures = stored_name(&engine, "failures");
+    let state = server.command(&format!("GET bare:{{{failures}/0/=}}f"));
     assert!(state.starts_with("$-1"), "nothing counted: {state:?}");
     // Three failures stay counted; the fourth request is denied.
     for _ in 0..3 {
         assert!(send("/api", 500));
     }
     assert_eq!(
-        server.command("GET bare:{failures/0/=}f").lines().nth(1),
+        server
+            .command(&format!("GET bare:{{{failures}/0/=}}f"))
+            .lines()
+            .nth(1),
         Some("3")
     );
     assert!(!send("/api", 500), "the limit of failures is reached");
@@ -692,7 +700,10 @@ window = "300ms"
     // with it. Sent within a window (at least 100 ms left), 5 pass and the sixth is denied.
     let pttl = || -> i64 {
         server
-            .command("PTTL bare:{short/0/=}f")
+            .command(&format!(
+                "PTTL bare:{{{}/0/=}}f",
+                stored_name(&engine, "short")
+            ))
             .trim()
             .trim_start_matches(':')
             .parse()
@@ -763,7 +774,12 @@ block_after = 2
     let (allowed, blocked, _) = decide(&second);
     assert!(!allowed && !blocked);
     assert_eq!(
-        server.command("EXISTS \"blk:{per-user/0/=alice}!\"").trim(),
+        server
+            .command(&format!(
+                "EXISTS \"blk:{{{}/0/=alice}}!\"",
+                stored_name(&second, "per-user")
+            ))
+            .trim(),
         ":1"
     );
     let (allowed, blocked, wait) = decide(&first);
@@ -776,7 +792,10 @@ block_after = 2
     assert!(second.check(&alice.subject("bob")).unwrap().allowed());
     // The block key lives until the block ends (the denial window is the hour: it lives that
     // long while it counts, and from the block on only as long as the block).
-    let ttl = server.pttl("blk:{per-user/0/=alice}!");
+    let ttl = server.pttl(&format!(
+        "blk:{{{}/0/=alice}}!",
+        stored_name(&second, "per-user")
+    ));
     assert!((80_000..=90_000).contains(&ttl), "PTTL {ttl}");
 }
 
@@ -818,9 +837,9 @@ timezone = "Asia/Kolkata"
         "{wait} ms until midnight in Kolkata, expected about {}",
         midnight - now_ms
     );
-    let key = "cal:{daily/0/=alice}k";
+    let key = format!("cal:{{{}/0/=alice}}k", stored_name(&engine, "daily"));
     assert!(server.command(&format!("GET \"{key}\"")).contains(":2"));
-    let ttl = u64::try_from(server.pttl(key)).expect("the key expires");
+    let ttl = u64::try_from(server.pttl(&key)).expect("the key expires");
     assert!(
         ttl.abs_diff(midnight - now_ms) < 5_000 || ttl == 1000,
         "PTTL {ttl}"
@@ -865,7 +884,13 @@ max_hold = "400ms"
         "the release reached Redis"
     );
     let keys = server.command("KEYS conc:*");
-    assert!(keys.contains("conc:{in-flight/0/=alice}q"), "{keys}");
+    assert!(
+        keys.contains(&format!(
+            "conc:{{{}/0/=alice}}q",
+            stored_name(&first, "in-flight")
+        )),
+        "{keys}"
+    );
     // The lost permit still holds one place until max_hold passes.
     let now = first.check(&alice).unwrap();
     assert!(now.allowed());
@@ -966,14 +991,22 @@ window = "1h"
     admin.reset_key(&alice).unwrap();
     assert_eq!(gateway.inspect(&alice).unwrap().remaining, 5);
     assert_eq!(
-        server.command("EXISTS \"adm:{per-user/0/=alice}f\"").trim(),
+        server
+            .command(&format!(
+                "EXISTS \"adm:{{{}/0/=alice}}f\"",
+                stored_name(&admin, "per-user")
+            ))
+            .trim(),
         ":0"
     );
     admin.block_key(&alice, Duration::from_secs(30)).unwrap();
     let denied = gateway.check(&fixed).unwrap();
     assert!(!denied.allowed() && denied.blocked());
     assert!(denied.retry_after() <= Duration::from_secs(30));
-    let ttl = server.pttl("adm:{per-user/0/=alice}!");
+    let ttl = server.pttl(&format!(
+        "adm:{{{}/0/=alice}}!",
+        stored_name(&admin, "per-user")
+    ));
     assert!((25_000..=30_000).contains(&ttl), "PTTL {ttl}");
     admin.reset_key(&alice).unwrap();
     assert!(gateway.check(&fixed).unwrap().allowed());
@@ -988,7 +1021,10 @@ window = "1h"
     assert_eq!(admin.inspect(&bob).unwrap().remaining, 2);
     assert_eq!(
         server
-            .command("GET \"adm:{log/0/=bob}s:total\"")
+            .command(&format!(
+                "GET \"adm:{{{}/0/=bob}}s:total\"",
+                stored_name(&admin, "log")
+            ))
             .lines()
             .nth(1),
         Some("1")

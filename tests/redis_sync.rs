@@ -80,7 +80,12 @@ fn redis_count(
     window_us: u64,
 ) -> (u64, u64) {
     let index = AT.as_micros() / window_us;
-    let key = format!("{prefix}{{{rule}/0/=}}{code}#{index}");
+    // The rule's key carries its fingerprint (`rule@XXXXXXXX`): found by pattern.
+    let pattern = format!("{prefix}{{{rule}@*/0/=}}{code}#{index}");
+    let keys = server.command(&format!("KEYS {pattern}"));
+    let Some(key) = keys.lines().find(|l| l.starts_with(prefix)) else {
+        return (0, 0);
+    };
     let reply = server.command(&format!("HGETALL {key}"));
     let values: Vec<&str> = reply
         .lines()

@@ -545,6 +545,24 @@ impl Engine {
             .py_err()
     }
 
+    /// Puts a whole new configuration in force while the engine serves (`source` read as
+    /// `format`, as for the constructor; a `file`'s relative names resolve against it), and
+    /// answers what it did as JSON (`ReloadSummary::to_json`). On error (`ConfigError` naming
+    /// the field) nothing changes.
+    fn _reload(&self, py: Python<'_>, source: PyBackedStr, format: &str) -> PyResult<String> {
+        let summary = match format {
+            "toml" => py.detach(|| self.core.reload_toml(&source)),
+            "json" => py.detach(|| self.core.reload_json(&source)),
+            "file" => py.detach(|| self.core.reload_file(&*source)),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "format must be 'toml', 'json' or 'file', not '{other}'"
+                )));
+            }
+        };
+        Ok(summary.py_err()?.to_json())
+    }
+
     /// Replaces the `[auth]` section while the engine serves (key rotation): `auth_json` is
     /// the section as JSON, or `None` to remove it. On error the running keys are kept.
     fn _reload_auth_json(&self, py: Python<'_>, auth_json: Option<PyBackedStr>) -> PyResult<()> {

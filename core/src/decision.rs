@@ -436,8 +436,15 @@ impl<'e> Decision<'e> {
         self.deciding().map(|l| l.rule())
     }
 
-    /// The deciding rule's position in [`Engine::rules`](crate::Engine::rules) (configuration
-    /// order); `None` when no rule matched.
+    /// Whether the deciding rule limits requests in progress (`concurrency`).
+    pub(crate) fn deciding_holds(&self) -> bool {
+        self.deciding().is_some_and(|l| l.rule.holds())
+    }
+
+    /// The deciding rule's position in the rules the decision was made by — [`Engine::rules`]
+    /// unless a reload replaced them since (configuration order); `None` when no rule matched.
+    ///
+    /// [`Engine::rules`]: crate::Engine::rules
     pub fn rule_index(&self) -> Option<usize> {
         self.layers
             .get(usize::from(self.deciding))
@@ -628,6 +635,11 @@ impl DetachedDecision {
     /// Which store decided.
     pub fn store(&self) -> StoreUsed {
         self.store
+    }
+
+    /// The address of the rule table it was decided with (which generation of the engine's).
+    pub(crate) fn rules_id(&self) -> usize {
+        self.rules_id
     }
 
     /// The decision again, borrowing `rules` — the table of the engine that made it; `None`

@@ -56,14 +56,17 @@ mod path;
 pub mod store;
 
 pub use auth::{AuthConfig, Authenticator, Identity};
-pub use balance::{Lease, UpstreamStatus};
+pub use balance::{Lease, ServicesChange, UpstreamStatus};
 pub use breaker::{BreakerState, CallOutcome};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use decision::{
     Decision, DetachedDecision, HeaderLayer, LayerStatus, StoreUsed, rate_limit_headers,
 };
-pub use engine::{ACQUIRE_MAX_ATTEMPTS, Authorized, Engine, KeyRef, KeyStatus, Permit, Request};
+pub use engine::{
+    ACQUIRE_MAX_ATTEMPTS, Authorized, Engine, KeyRef, KeyStatus, Permit, ReloadSummary, Request,
+    RuleChange,
+};
 pub use error::{Error, ErrorKind};
 pub use store::{StoreHealth, StoreState};
 

@@ -321,3 +321,14 @@ pub fn run_vectors_on(
 
 pub mod http;
 pub mod redis_server;
+
+/// The name `rule`'s state goes by in a store (`NAME@FINGERPRINT`), as Redis keys spell it.
+pub fn stored_name(engine: &floodwall::Engine, rule: &str) -> String {
+    engine
+        .rules()
+        .iter()
+        .find(|r| r.name() == rule)
+        .unwrap_or_else(|| panic!("no rule {rule:?}"))
+        .stored_name()
+        .to_owned()
+}

@@ -178,6 +178,41 @@ class Engine(_floodwall.Engine):
         Relative key files in it resolve against its directory."""
         return cls._build(os.fspath(path), "file")
 
+    def reload(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Puts a whole new configuration (a dict: the TOML schema's structure) in force while
+        the engine serves — rules, ``http``, ``headers``, ``auth``, services, the monitor's
+        stream — all at once. A rule whose limits are unchanged keeps its counts; a changed
+        rule starts afresh; unchanged upstreams keep their breakers. Answers what it did:
+        ``{"rules": [{"name", "change"}], "upstreams": {"kept", "started", "removed"},
+        "auth_changed", "generations"}`` (``change`` is ``unchanged``, ``kept``,
+        ``restarted``, ``added`` or ``removed``). On error — a :class:`ConfigError` naming the
+        field — nothing changes."""
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                f"reload(): config must be a mapping (the configuration), not {type(config).__name__}"
+            )
+        return self._reloaded(_to_json(config, "the configuration"), "json")
+
+    def reload_toml(self, text: str) -> dict[str, Any]:
+        """:meth:`reload` from TOML configuration text."""
+        return self._reloaded(text, "toml")
+
+    def reload_json(self, text: str) -> dict[str, Any]:
+        """:meth:`reload` from JSON configuration text."""
+        return self._reloaded(text, "json")
+
+    def reload_file(self, path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
+        """:meth:`reload` from a configuration file (JSON if it ends in ``.json``, TOML
+        otherwise); relative key files in it resolve against its directory."""
+        return self._reloaded(os.fspath(path), "file")
+
+    def _reloaded(self, source: str, format: Literal["toml", "json", "file"]) -> dict[str, Any]:
+        summary = json.loads(self._reload(source, format))
+        # The headers the rules and lists read may have changed.
+        self._request_names = None
+        self._response_names = None
+        return summary
+
     def reload_auth(self, auth: Optional[Mapping[str, Any]]) -> None:
         """Replaces the ``[auth]`` section (a dict of its fields) while the engine serves, or
         removes it with ``None`` (said explicitly): keys rotate, key sets are re-read, the token

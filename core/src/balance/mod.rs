@@ -76,11 +76,29 @@ pub(crate) struct Service {
     monitor: Arc<Monitor>,
 }
 
+/// Services checked for a reload, not yet in force ([`Services::apply`]).
+pub(crate) struct Prepared(ByName);
+
 /// The services of an engine.
 #[derive(Debug, Default)]
 pub(crate) struct Services {
-    by_name: HashMap<String, Arc<Service>, foldhash::fast::RandomState>,
+    /// Replaced whole by a reload ([`Services::reload`]).
+    by_name: arc_swap::ArcSwap<ByName>,
     pub(crate) events: Arc<EventLog>,
+}
+
+type ByName = HashMap<String, Arc<Service>, foldhash::fast::RandomState>;
+
+/// What a reload did to the services: how many upstreams kept their breaker and in-flight
+/// count, how many started afresh, how many went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicesChange {
+    /// Upstreams kept as they were (same service, breaker settings, name, URL and weight).
+    pub kept: usize,
+    /// Upstreams that start closed with no history (new, or changed).
+    pub started: usize,
+    /// Upstreams no longer configured (leases on them finish normally).
+    pub removed: usize,
 }
 
 impl Services {
@@ -89,6 +107,81 @@ impl Services {
         monitor: Arc<Monitor>,
     ) -> Result<Self, Error> {
         let events: Arc<EventLog> = Arc::default();
+        let by_name = Self::compile_map(configs, &monitor, &events)?;
+        Ok(Services {
+            by_name: arc_swap::ArcSwap::from_pointee(by_name),
+            events,
+        })
+    }
+
+    /// Checks `configs` for [`apply`](Self::apply): the services as they would be, every
+    /// upstream fresh. Changes nothing.
+    pub(crate) fn prepare(
+        &self,
+        configs: &BTreeMap<String, ServiceConfig>,
+        monitor: &Arc<Monitor>,
+    ) -> Result<Prepared, Error> {
+        Ok(Prepared(Self::compile_map(configs, monitor, &self.events)?))
+    }
+
+    /// Puts `prepared` in force: a service whose strategy and breaker settings are unchanged
+    /// is kept (its round-robin place too), and in it every upstream whose name, URL and
+    /// weight are unchanged keeps its breaker, statistics and in-flight count.
+    pub(crate) fn apply(&self, prepared: Prepared) -> ServicesChange {
+        let old = self.by_name.load_full();
+        let mut change = ServicesChange::default();
+        let mut next: ByName = HashMap::default();
+        for (name, fresh) in prepared.0 {
+            let kept = old
+                .get(&name)
+                .filter(|o| o.strategy == fresh.strategy && o.settings == fresh.settings);
+            let Some(service) = kept else {
+                change.started += fresh.upstreams.read().len();
+                next.insert(name, fresh);
+                continue;
+            };
+            let before = Arc::clone(&*service.upstreams.read());
+            let upstreams: Vec<Arc<Upstream>> = fresh
+                .upstreams
+                .read()
+                .iter()
+                .map(|u| {
+                    match before
+                        .iter()
+                        .find(|b| b.name == u.name && b.url == u.url && b.weight == u.weight)
+                    {
+                        Some(b) => {
+                            change.kept += 1;
+                            Arc::clone(b)
+                        }
+                        None => {
+                            change.started += 1;
+                            Arc::clone(u)
+                        }
+                    }
+                })
+                .collect();
+            change.removed += before
+                .iter()
+                .filter(|b| !upstreams.iter().any(|u| Arc::ptr_eq(u, b)))
+                .count();
+            *service.upstreams.write() = upstreams.into();
+            next.insert(name, Arc::clone(service));
+        }
+        for (name, service) in old.iter() {
+            if !next.contains_key(name) {
+                change.removed += service.upstreams.read().len();
+            }
+        }
+        self.by_name.store(Arc::new(next));
+        change
+    }
+
+    fn compile_map(
+        configs: &BTreeMap<String, ServiceConfig>,
+        monitor: &Arc<Monitor>,
+        events: &Arc<EventLog>,
+    ) -> Result<ByName, Error> {
         let mut by_name = HashMap::default();
         for (name, config) in configs {
             let at = format!("services.{name}");
@@ -133,24 +226,25 @@ impl Services {
                     rr: Mutex::new(()),
                     turn: AtomicU64::new(0),
                     rng: AtomicU64::new(foldhash_seed()),
-                    events: Arc::clone(&events),
-                    monitor: Arc::clone(&monitor),
+                    events: Arc::clone(events),
+                    monitor: Arc::clone(monitor),
                 }),
             );
         }
-        Ok(Services { by_name, events })
+        Ok(by_name)
     }
 
     /// The services' names, in order.
     pub(crate) fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        let mut names: Vec<String> = self.by_name.load().keys().cloned().collect();
         names.sort();
         names
     }
 
-    fn service(&self, name: &str) -> Result<&Arc<Service>, Error> {
-        self.by_name.get(name).ok_or_else(|| {
-            let mut known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+    fn service(&self, name: &str) -> Result<Arc<Service>, Error> {
+        let by_name = self.by_name.load();
+        by_name.get(name).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = by_name.keys().map(String::as_str).collect();
             known.sort_unstable();
             Error::new(
                 ErrorKind::UnknownService,
@@ -195,7 +289,7 @@ impl Services {
             match permit {
                 Some(permit) => {
                     return Ok(Lease::new(
-                        Arc::clone(service),
+                        Arc::clone(&service),
                         Arc::clone(upstream),
                         permit,
                         now,
@@ -210,7 +304,7 @@ impl Services {
                 }
             }
         }
-        Err(no_upstream(service, &upstreams, now))
+        Err(no_upstream(&service, &upstreams, now))
     }
 }
 

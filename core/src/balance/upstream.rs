@@ -102,7 +102,7 @@ impl Services {
                     format!("service {service:?} has no upstream {upstream:?}"),
                 )
             })?;
-        Ok((Arc::clone(s), found))
+        Ok((s, found))
     }
 
     pub(crate) fn set_down(&self, service: &str, upstream: &str, down: bool) -> Result<(), Error> {

@@ -15,6 +15,7 @@ pub const MAX_ROLE_OVERRIDES: usize = 65_536;
 mod duration;
 mod headers;
 mod read;
+pub(crate) mod retained;
 
 pub use duration::HumanDuration;
 pub use headers::HeadersConfig;

@@ -6,6 +6,7 @@
 use smallvec::SmallVec;
 
 use super::Engine;
+use super::live::Live;
 use super::request::Request;
 use crate::clock::Timestamp;
 use crate::decision::{Decision, StoreUsed};
@@ -91,11 +92,12 @@ impl Engine {
     /// Fails with [`ErrorKind::CostExceedsLimit`] when the cost is larger than a matching layer's
     /// limit (it could never pass); nothing is consumed then either.
     pub fn check(&self, request: &Request<'_>) -> Result<Decision<'_>, Error> {
+        let live = self.live();
         let now = request.now.unwrap_or_else(|| self.clock.now());
         // Put in normal form only when a rule reads it; the monitor normalises what it records.
         let mut buffer = PathBuffer::new();
-        let path = if self.parse_paths {
-            normalize_path(request.path, self.http.fold_case, &mut buffer).as_str()
+        let path = if live.parse_paths {
+            normalize_path(request.path, live.http.fold_case, &mut buffer).as_str()
         } else {
             request.path
         };
@@ -105,50 +107,51 @@ impl Engine {
             path,
             subject: request.subject,
             role: request.role,
-            ip: self.ip_key(request.ip, &mut address),
+            ip: live.ip_key(request.ip, &mut address),
             headers: &request.headers,
             cost: request.cost,
             now,
         };
         // Filled and recorded in the return slot: a decision is not moved on the way out.
-        let mut result = Ok(self.empty_decision());
-        if self.holds {
+        let mut result = Ok(self.empty_decision(live));
+        if live.holds {
             let mut pending = Vec::new();
-            self.fill(&asked, Stage::All, Some(&mut pending), &mut result);
+            self.fill(live, &asked, Stage::All, Some(&mut pending), &mut result);
             if let Ok(decision) = &mut result
                 && !pending.is_empty()
             {
-                decision.hold(self, self.permit_of(pending));
+                decision.hold(self, live.permit_of(pending));
             }
         } else {
-            self.fill(&asked, Stage::All, None, &mut result);
+            self.fill(live, &asked, Stage::All, None, &mut result);
         }
-        self.record_decision(&asked, &result);
+        self.record_decision(live, &asked, &result);
         result
     }
 
     /// What identifies the limits `request` is judged by: each matching layer's slot and key,
     /// in configuration order (the line of [`Engine::acquire`]'s waiters).
     pub(crate) fn layers_key(&self, request: &Request<'_>) -> Result<Vec<u8>, Error> {
+        let live = self.live();
         let mut buffer = PathBuffer::new();
-        let path = normalize_path(request.path, self.http.fold_case, &mut buffer);
+        let path = normalize_path(request.path, live.http.fold_case, &mut buffer);
         let mut address = AddressText::new();
         let asked = Asked {
             method: request.method,
             path: path.as_str(),
             subject: request.subject,
             role: request.role,
-            ip: self.ip_key(request.ip, &mut address),
+            ip: live.ip_key(request.ip, &mut address),
             headers: &request.headers,
             cost: request.cost,
             now: Timestamp::EPOCH,
         };
         let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
-        let mut decision = self.empty_decision();
-        self.match_rules(&asked, Stage::All, &mut endpoint, &mut decision)?;
+        let mut decision = self.empty_decision(live);
+        live.match_rules(&asked, Stage::All, &mut endpoint, &mut decision)?;
         let mut key = Vec::new();
         for matched in decision.all_matched() {
-            let layer = self.layer(&asked, &endpoint, matched);
+            let layer = live.layer(&asked, &endpoint, matched);
             key.extend_from_slice(&layer.slot.to_le_bytes());
             key.extend_from_slice(&(layer.key.len() as u32).to_le_bytes());
             key.extend_from_slice(layer.key);
@@ -156,29 +159,13 @@ impl Engine {
         Ok(key)
     }
 
-    /// The key of a host-given client address: its canonical form (IPv6 by subnet) when it is
-    /// an address, the text itself otherwise.
-    #[inline]
-    pub(crate) fn ip_key<'a>(
-        &self,
-        ip: Option<&'a str>,
-        out: &'a mut AddressText,
-    ) -> Option<&'a str> {
-        let ip = ip?;
-        if !self.keys_ip || crate::http::is_dotted_v4(ip) {
-            return Some(ip);
-        }
-        match parse_address(ip) {
-            Some(address) => {
-                let _ = address_key(address, self.http.ipv6_subnet, out);
-                Some(out.as_str())
-            }
-            None => Some(ip),
-        }
-    }
-
     /// Records a decision (or its failure) on `asked` for monitoring.
-    pub(crate) fn record_decision(&self, asked: &Asked<'_>, result: &Result<Decision<'_>, Error>) {
+    pub(crate) fn record_decision(
+        &self,
+        live: &Live,
+        asked: &Asked<'_>,
+        result: &Result<Decision<'_>, Error>,
+    ) {
         // A request no rule matched consulted no store.
         let store = |d: &Decision<'_>| (d.layers().len() > 0).then(|| d.store());
         let blocked = matches!(result, Ok(d) if d.blocked());
@@ -188,7 +175,7 @@ impl Engine {
                 None,
                 None,
                 store(d),
-                if self.shadows {
+                if live.shadows {
                     d.shadow_denied()
                 } else {
                     None
@@ -215,14 +202,15 @@ impl Engine {
     /// The decision on `asked` by the rules of `stage`. When `pending` is given and the
     /// request is admitted, every layer whose rule hears about the response is added to it.
     #[inline]
-    pub(crate) fn decide(
-        &self,
+    pub(crate) fn decide<'e>(
+        &'e self,
+        live: &'e Live,
         asked: &Asked<'_>,
         stage: Stage,
         pending: Option<&mut Vec<Pending>>,
-    ) -> Result<Decision<'_>, Error> {
-        let mut result = Ok(self.empty_decision());
-        self.fill(asked, stage, pending, &mut result);
+    ) -> Result<Decision<'e>, Error> {
+        let mut result = Ok(self.empty_decision(live));
+        self.fill(live, asked, stage, pending, &mut result);
         result
     }
 
@@ -231,13 +219,14 @@ impl Engine {
     #[inline(always)]
     fn fill<'e>(
         &'e self,
+        live: &'e Live,
         asked: &Asked<'_>,
         stage: Stage,
         pending: Option<&mut Vec<Pending>>,
         result: &mut Result<Decision<'e>, Error>,
     ) {
         if let Ok(decision) = result
-            && let Err(e) = self.fill_layers(asked, stage, pending, decision)
+            && let Err(e) = self.fill_layers(live, asked, stage, pending, decision)
         {
             *result = Err(e);
         }
@@ -248,6 +237,7 @@ impl Engine {
     #[inline(always)]
     fn fill_layers<'e>(
         &'e self,
+        live: &'e Live,
         asked: &Asked<'_>,
         stage: Stage,
         pending: Option<&mut Vec<Pending>>,
@@ -255,37 +245,47 @@ impl Engine {
     ) -> Result<(), Error> {
         // Every endpoint-keyed layer of one request has the same key: `METHOD /normal/path`.
         let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
-        self.match_rules(asked, stage, &mut endpoint, decision)?;
+        live.match_rules(asked, stage, &mut endpoint, decision)?;
         let (cost, now) = (asked.cost, asked.now);
         match decision.len() {
             0 => {}
             1 => {
-                let layer = self.layer(asked, &endpoint, decision.matched(0));
+                let layer = live.layer(asked, &endpoint, decision.matched(0));
                 let (outcome, verdict, at) = self.store.decide_one(&layer, cost, now)?;
                 decision.set_outcome(0, &outcome);
                 if let Some(pending) = pending
-                    && self.responses
+                    && live.responses
                     && verdict.allowed
                 {
-                    self.keep(pending, &[layer], &[outcome], &[at], cost, verdict.store);
+                    let matched = [decision.matched(0)];
+                    keep(
+                        live,
+                        pending,
+                        &matched,
+                        &[layer],
+                        &[outcome],
+                        &[at],
+                        cost,
+                        verdict.store,
+                    );
                 }
                 decision.set_store(verdict.store);
-                decision.settle(verdict.allowed, self.shadows);
+                decision.settle(verdict.allowed, live.shadows);
             }
             n => {
                 // Up to four layers in a fixed array (nothing is moved on the way in), more in a
                 // vector.
-                let mut few = [self.layer(asked, &endpoint, decision.matched(0)); 4];
+                let mut few = [live.layer(asked, &endpoint, decision.matched(0)); 4];
                 let many: SmallVec<[Layer<'_>; 4]>;
                 let layers: &[Layer<'_>] = if n <= few.len() {
                     for (i, slot) in few.iter_mut().enumerate().take(n).skip(1) {
-                        *slot = self.layer(asked, &endpoint, decision.matched(i));
+                        *slot = live.layer(asked, &endpoint, decision.matched(i));
                     }
                     &few[..n]
                 } else {
                     many = decision
                         .all_matched()
-                        .map(|m| self.layer(asked, &endpoint, m))
+                        .map(|m| live.layer(asked, &endpoint, m))
                         .collect();
                     &many
                 };
@@ -297,126 +297,32 @@ impl Engine {
                     .store
                     .decide(layers, cost, now, &mut outcomes, &mut times)?;
                 if let Some(pending) = pending
-                    && self.responses
+                    && live.responses
                     && verdict.allowed
                 {
-                    self.keep(pending, layers, &outcomes, &times, cost, verdict.store);
+                    let matched: SmallVec<[(usize, usize); 4]> = decision.all_matched().collect();
+                    keep(
+                        live,
+                        pending,
+                        &matched,
+                        layers,
+                        &outcomes,
+                        &times,
+                        cost,
+                        verdict.store,
+                    );
                 }
                 decision.set_outcomes(&outcomes);
                 decision.set_store(verdict.store);
-                decision.settle(verdict.allowed, self.shadows);
+                decision.settle(verdict.allowed, live.shadows);
             }
         }
         Ok(())
     }
 
-    /// Adds to `pending` the layers of an admitted request that consumed and hear about
-    /// the response.
-    fn keep(
-        &self,
-        pending: &mut Vec<Pending>,
-        layers: &[Layer<'_>],
-        outcomes: &[Outcome],
-        times: &[Timestamp],
-        cost: u64,
-        store: StoreUsed,
-    ) {
-        for ((layer, outcome), &at) in layers.iter().zip(outcomes).zip(times) {
-            let index = layer.rule_index();
-            if !outcome.allowed || !self.rules[index].response_counting().needs_response() {
-                continue;
-            }
-            pending.push(Pending {
-                rule: index as u32,
-                variant: (layer.slot & 0xffff_ffff) as u32,
-                slot: layer.slot,
-                key: SmallVec::from_slice(layer.key),
-                cost,
-                at,
-                store,
-            });
-        }
-    }
-
-    pub(crate) fn empty_decision(&self) -> Decision<'_> {
-        Decision::empty(&self.rules, self.headers, self.store.used())
-    }
-
-    /// Records in `decision` the (rule index, policy index) of every rule of `stage` matching
-    /// `asked`, in configuration order, and builds the endpoint key if a matching rule needs
-    /// it.
-    #[inline(always)]
-    fn match_rules<'e>(
-        &'e self,
-        asked: &Asked<'_>,
-        stage: Stage,
-        endpoint: &mut SmallVec<[u8; 128]>,
-        decision: &mut Decision<'e>,
-    ) -> Result<(), Error> {
-        let mut path = RequestPath::empty();
-        if self.parse_paths {
-            path.fill_normal(asked.path);
-        }
-        for (index, rule) in self.rules.iter().enumerate() {
-            if !stage.includes(rule) || !rule.matcher().matches(asked.method, &path, asked.role) {
-                continue;
-            }
-            let (variant, policy) = rule.policy_for(asked.role);
-            // A shadow rule never denies, not even a cost it could never admit.
-            if asked.cost > policy.quota().limit() && !rule.is_shadow() {
-                return Err(cost_exceeds_limit(asked.cost, rule, policy));
-            }
-            if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
-                let method = if self.http.head_as_get && asked.method.eq_ignore_ascii_case("HEAD") {
-                    "GET"
-                } else {
-                    asked.method
-                };
-                endpoint.extend_from_slice(method.as_bytes());
-                endpoint.make_ascii_uppercase();
-                endpoint.push(b' ');
-                path.write_normalized_bytes(endpoint);
-            }
-            decision.push_layer((index, variant));
-        }
-        Ok(())
-    }
-
-    /// The layer of the matched rule `index` under its policy `variant`.
-    #[inline(always)]
-    pub(crate) fn layer<'a>(
-        &'a self,
-        asked: &Asked<'a>,
-        endpoint: &'a [u8],
-        (index, variant): (usize, usize),
-    ) -> Layer<'a> {
-        let rule: &Rule = &self.rules[index];
-        let part = match rule.key() {
-            KeyKind::Subject => asked.subject.map(str::as_bytes),
-            KeyKind::Ip => asked.ip.map(str::as_bytes),
-            KeyKind::Header(name) => asked.headers.header(name).map(str::as_bytes),
-            KeyKind::Global => Some(&[][..]),
-            KeyKind::Endpoint => Some(endpoint),
-        };
-        Layer {
-            rule: rule.name(),
-            slot: ((index as u64) << 32) | variant as u64 | if part.is_none() { ABSENT } else { 0 },
-            quota: rule.policies()[variant].quota(),
-            key: part.unwrap_or_default(),
-            shadow: rule.is_shadow(),
-        }
-    }
-
-    /// The layer a [`Pending`] names.
-    pub(crate) fn pending_layer<'a>(&'a self, pending: &'a Pending) -> Layer<'a> {
-        let rule = &self.rules[pending.rule as usize];
-        Layer {
-            rule: rule.name(),
-            slot: pending.slot,
-            quota: rule.policies()[pending.variant as usize].quota(),
-            key: &pending.key,
-            shadow: rule.is_shadow(),
-        }
+    /// A decision with no layers yet, on `live`'s rules.
+    pub(crate) fn empty_decision<'e>(&'e self, live: &'e Live) -> Decision<'e> {
+        Decision::empty(&live.rules, live.headers, self.store.used())
     }
 
     /// Decides on each request in turn (each one atomic on its own), returning one result per
@@ -443,7 +349,8 @@ impl Engine {
         requests: &[Request<'_>],
         queued: Option<std::time::Instant>,
     ) -> Vec<Result<Decision<'_>, Error>> {
-        if self.holds {
+        let live = self.live();
+        if live.holds {
             // A permit names the time its store decided at, which a batch does not report:
             // requests that may hold are decided one by one.
             return requests.iter().map(|r| self.check(r)).collect();
@@ -453,11 +360,11 @@ impl Engine {
             .iter()
             .map(|r| {
                 let mut buffer = PathBuffer::new();
-                let path = normalize_path(r.path, self.http.fold_case, &mut buffer)
+                let path = normalize_path(r.path, live.http.fold_case, &mut buffer)
                     .as_str()
                     .to_owned();
                 let mut address = AddressText::new();
-                let ip = self.ip_key(r.ip, &mut address).map(str::to_owned);
+                let ip = live.ip_key(r.ip, &mut address).map(str::to_owned);
                 (path, ip)
             })
             .collect();
@@ -483,12 +390,12 @@ impl Engine {
             .map(|a| {
                 parts.push(Vec::new());
                 let mut endpoint: SmallVec<[u8; 128]> = SmallVec::new();
-                let mut decision = self.empty_decision();
-                self.match_rules(a, Stage::All, &mut endpoint, &mut decision)?;
+                let mut decision = self.empty_decision(live);
+                live.match_rules(a, Stage::All, &mut endpoint, &mut decision)?;
                 let these = decision
                     .all_matched()
                     .map(|m| {
-                        let layer = self.layer(a, &endpoint, m);
+                        let layer = live.layer(a, &endpoint, m);
                         (m, layer.slot, SmallVec::from_slice(layer.key))
                     })
                     .collect();
@@ -507,9 +414,9 @@ impl Engine {
                     let these: Vec<Layer<'_>> = request_parts
                         .iter()
                         .map(|((index, variant), slot, key)| {
-                            let rule = &self.rules[*index];
+                            let rule = &live.rules[*index];
                             Layer {
-                                rule: rule.name(),
+                                rule: rule.stored_name(),
                                 slot: *slot,
                                 quota: rule.policies()[*variant].quota(),
                                 key,
@@ -567,14 +474,152 @@ impl Engine {
                 })?;
                 decision.set_outcomes(&out);
                 decision.set_store(verdict.store);
-                decision.settle(verdict.allowed, self.shadows);
+                decision.settle(verdict.allowed, live.shadows);
                 Ok(decision)
             })
             .collect();
         for (a, result) in asked.iter().zip(&results) {
-            self.record_decision(a, result);
+            self.record_decision(live, a, result);
         }
         results
+    }
+}
+
+impl Live {
+    /// The key of a host-given client address: its canonical form (IPv6 by subnet) when it is
+    /// an address, the text itself otherwise.
+    #[inline]
+    pub(crate) fn ip_key<'a>(
+        &self,
+        ip: Option<&'a str>,
+        out: &'a mut AddressText,
+    ) -> Option<&'a str> {
+        let ip = ip?;
+        if !self.keys_ip || crate::http::is_dotted_v4(ip) {
+            return Some(ip);
+        }
+        match parse_address(ip) {
+            Some(address) => {
+                let _ = address_key(address, self.http.ipv6_subnet, out);
+                Some(out.as_str())
+            }
+            None => Some(ip),
+        }
+    }
+
+    /// Records in `decision` the (rule index, policy index) of every rule of `stage` matching
+    /// `asked`, in configuration order, and builds the endpoint key if a matching rule needs
+    /// it.
+    #[inline(always)]
+    pub(crate) fn match_rules<'e>(
+        &'e self,
+        asked: &Asked<'_>,
+        stage: Stage,
+        endpoint: &mut SmallVec<[u8; 128]>,
+        decision: &mut Decision<'e>,
+    ) -> Result<(), Error> {
+        let mut path = RequestPath::empty();
+        if self.parse_paths {
+            path.fill_normal(asked.path);
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !stage.includes(rule) || !rule.matcher().matches(asked.method, &path, asked.role) {
+                continue;
+            }
+            let (variant, policy) = rule.policy_for(asked.role);
+            // A shadow rule never denies, not even a cost it could never admit.
+            if asked.cost > policy.quota().limit() && !rule.is_shadow() {
+                return Err(cost_exceeds_limit(asked.cost, rule, policy));
+            }
+            if endpoint.is_empty() && *rule.key() == KeyKind::Endpoint {
+                let method = if self.http.head_as_get && asked.method.eq_ignore_ascii_case("HEAD") {
+                    "GET"
+                } else {
+                    asked.method
+                };
+                endpoint.extend_from_slice(method.as_bytes());
+                endpoint.make_ascii_uppercase();
+                endpoint.push(b' ');
+                path.write_normalized_bytes(endpoint);
+            }
+            decision.push_layer((index, variant));
+        }
+        Ok(())
+    }
+
+    /// The layer of the matched rule `index` under its policy `variant`.
+    #[inline(always)]
+    pub(crate) fn layer<'a>(
+        &'a self,
+        asked: &Asked<'a>,
+        endpoint: &'a [u8],
+        (index, variant): (usize, usize),
+    ) -> Layer<'a> {
+        let rule: &Rule = &self.rules[index];
+        let part = match rule.key() {
+            KeyKind::Subject => asked.subject.map(str::as_bytes),
+            KeyKind::Ip => asked.ip.map(str::as_bytes),
+            KeyKind::Header(name) => asked.headers.header(name).map(str::as_bytes),
+            KeyKind::Global => Some(&[][..]),
+            KeyKind::Endpoint => Some(endpoint),
+        };
+        Layer {
+            rule: rule.stored_name(),
+            slot: slot_of(rule, variant, part.is_none()),
+            quota: rule.policies()[variant].quota(),
+            key: part.unwrap_or_default(),
+            shadow: rule.is_shadow(),
+        }
+    }
+
+    /// The layer a [`Pending`] names.
+    pub(crate) fn pending_layer<'a>(&'a self, pending: &'a Pending) -> Layer<'a> {
+        let rule = &self.rules[pending.rule as usize];
+        Layer {
+            rule: rule.stored_name(),
+            slot: pending.slot,
+            quota: rule.policies()[pending.variant as usize].quota(),
+            key: &pending.key,
+            shadow: rule.is_shadow(),
+        }
+    }
+}
+
+/// The [`Layer::slot`] of `rule` under its policy `variant`: the rule's state and the variant,
+/// [`ABSENT`] when the request lacks the keyed part.
+#[inline(always)]
+pub(crate) fn slot_of(rule: &Rule, variant: usize, absent: bool) -> u64 {
+    (u64::from(rule.state()) << 32) | variant as u64 | if absent { ABSENT } else { 0 }
+}
+
+/// Adds to `pending` the layers of an admitted request that consumed and hear about the
+/// response; `matched` is each layer's (rule index, policy index).
+#[allow(clippy::too_many_arguments)]
+fn keep(
+    live: &Live,
+    pending: &mut Vec<Pending>,
+    matched: &[(usize, usize)],
+    layers: &[Layer<'_>],
+    outcomes: &[Outcome],
+    times: &[Timestamp],
+    cost: u64,
+    store: StoreUsed,
+) {
+    for (((layer, outcome), &at), &(index, variant)) in
+        layers.iter().zip(outcomes).zip(times).zip(matched)
+    {
+        if !outcome.allowed || !live.rules[index].response_counting().needs_response() {
+            continue;
+        }
+        pending.push(Pending {
+            rule: index as u32,
+            variant: variant as u32,
+            slot: layer.slot,
+            key: SmallVec::from_slice(layer.key),
+            cost,
+            at,
+            store,
+        });
     }
 }
 

@@ -92,16 +92,22 @@ impl Engine {
     /// # Ok::<(), floodwall::Error>(())
     /// ```
     pub fn http(&self, request: &HttpRequest<'_>) -> HttpVerdict<'_> {
+        // One configuration from the first step to the last, whatever a reload does meanwhile.
+        let snapshot = self.snapshot.load();
+        let live = self
+            .gens
+            .find_id(snapshot.live)
+            .unwrap_or_else(|| self.live());
         let now = request.now.unwrap_or_else(|| self.clock.now());
         let mut buffer = PathBuffer::new();
-        let normal = normalize_path(request.target, self.http.fold_case, &mut buffer);
+        let normal = normalize_path(request.target, live.http.fold_case, &mut buffer);
         let path = normal.as_str();
-        if normal.exemptable() && HttpSettings::any_matches(&self.http.skip_paths, path) {
+        if normal.exemptable() && HttpSettings::any_matches(&live.http.skip_paths, path) {
             return HttpVerdict::Skip;
         }
         let stage = request.stage;
         let continued = stage == HttpStage::RateLimit && request.after_authenticate;
-        let mut exchange = Exchange::new(request.method, path, now, !continued);
+        let mut exchange = Exchange::new(request.method, path, now, !continued, live.id);
         let headers = request.headers;
         let mut ended = Ended {
             outcome: EventOutcome::Failed,
@@ -123,36 +129,36 @@ impl Engine {
             };
 
             // The client address, only when something looks at it.
-            let access = Arc::clone(&*self.access.read());
-            if self.http.trusted.is_empty()
+            let access = &snapshot.access;
+            if live.http.trusted.is_empty()
                 && (headers.header("x-forwarded-for").is_some()
                     || headers.header("forwarded").is_some())
             {
                 self.http_state.note_untrusted(now);
             }
             let lists_read_addresses = access.allow.has_addresses() || access.deny.has_addresses();
-            let forwarded = || headers.header(self.http.forwarded_header.name());
+            let forwarded = || headers.header(live.http.forwarded_header.name());
             let mut address = AddressText::new();
             let (client, ip) = match request.peer {
                 // The usual case keyed as it is: a dotted IPv4 peer that is the client (no
                 // trusted proxy speaks for it) when no list matches addresses.
                 Some(peer)
-                    if self.keys_ip
+                    if live.keys_ip
                         && !lists_read_addresses
                         && is_dotted_v4(peer)
-                        && (self.http.trusted.is_empty() || forwarded().is_none()) =>
+                        && (live.http.trusted.is_empty() || forwarded().is_none()) =>
                 {
                     (None, Some(peer))
                 }
-                _ if self.keys_ip || lists_read_addresses => {
+                _ if live.keys_ip || lists_read_addresses => {
                     let client = client_address(
                         request.peer,
                         forwarded(),
-                        self.http.forwarded_header,
-                        &self.http.trusted,
+                        live.http.forwarded_header,
+                        &live.http.trusted,
                     );
                     let ip = client.map(|client| {
-                        let _ = address_key(client, self.http.ipv6_subnet, &mut address);
+                        let _ = address_key(client, live.http.ipv6_subnet, &mut address);
                         address.as_str()
                     });
                     (client, ip)
@@ -178,8 +184,8 @@ impl Engine {
                 now,
             };
             let mut decision: Option<Decision<'_>> = None;
-            if self.before_auth && !continued && !ended.allowlisted {
-                match self.decide(&asked, Stage::BeforeAuth, Some(&mut exchange.pending)) {
+            if live.before_auth && !continued && !ended.allowlisted {
+                match self.decide(live, &asked, Stage::BeforeAuth, Some(&mut exchange.pending)) {
                     Ok(d) if d.allowed() => decision = Some(d),
                     Ok(d) => {
                         ended.outcome = EventOutcome::RateLimited;
@@ -197,11 +203,10 @@ impl Engine {
             }
 
             let public =
-                normal.exemptable() && HttpSettings::any_matches(&self.http.public_paths, path);
+                normal.exemptable() && HttpSettings::any_matches(&live.http.public_paths, path);
             match stage {
                 HttpStage::Guard | HttpStage::Authenticate if !public => {
-                    let auth = self.auth.read().clone();
-                    let verified = match auth {
+                    let verified = match &snapshot.auth {
                         Some(auth) => auth.authenticate(
                             headers.header("authorization").unwrap_or(""),
                             self.clock.now(),
@@ -249,7 +254,7 @@ impl Engine {
             if stage != HttpStage::Authenticate && !ended.allowlisted {
                 asked.subject = subject;
                 asked.role = role;
-                match self.decide(&asked, Stage::AfterAuth, Some(&mut exchange.pending)) {
+                match self.decide(live, &asked, Stage::AfterAuth, Some(&mut exchange.pending)) {
                     Ok(d) => match &mut decision {
                         Some(first) => first.absorb(d),
                         None => decision = Some(d),
@@ -260,7 +265,7 @@ impl Engine {
                     }
                 }
             }
-            let decision = decision.unwrap_or_else(|| self.empty_decision());
+            let decision = decision.unwrap_or_else(|| self.empty_decision(live));
             if decision.layers().len() > 0 {
                 ended.store = Some(decision.store());
             }
@@ -272,7 +277,7 @@ impl Engine {
                 break 'verdict Err(answer::rate_limited(&decision));
             }
             ended.outcome = EventOutcome::Admitted;
-            ended.shadow = if self.shadows {
+            ended.shadow = if live.shadows {
                 decision.shadow_denied()
             } else {
                 None
@@ -324,7 +329,7 @@ impl Engine {
         let mut names: Vec<String> = ["authorization", "x-forwarded-for", "forwarded"]
             .map(str::to_owned)
             .into();
-        let access = Arc::clone(&*self.access.read());
+        let access = Arc::clone(&self.snapshot.load().access);
         let rule_headers = self.key_headers();
         for name in rule_headers
             .into_iter()
@@ -350,7 +355,7 @@ impl Engine {
     /// `cost_header`s), lower-cased.
     pub fn http_response_headers(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for rule in self.rules.iter() {
+        for rule in self.live().rules.iter() {
             if let Some(name) = &rule.response_counting().cost_header
                 && !names.iter().any(|n| **n == **name)
             {
@@ -393,10 +398,14 @@ impl Engine {
         if exchange.pending.is_empty() {
             return;
         }
+        // The rules it was decided by, even when a reload replaced them since.
+        let Some(live) = self.gens.find_id(exchange.live) else {
+            return;
+        };
         let mut ops = SmallVec::<[_; 4]>::new();
         for pending in &exchange.pending {
-            let counting = self.rules[pending.rule as usize].response_counting();
-            let layer = self.pending_layer(pending);
+            let counting = live.rules[pending.rule as usize].response_counting();
+            let layer = live.pending_layer(pending);
             if pending.cost > 0 && counting.refunds(status) {
                 ops.push((
                     layer,

@@ -20,7 +20,7 @@ use crate::decision::StoreUsed;
 use crate::error::{Error, ErrorKind};
 use crate::http::{PathBuffer, normalize_path};
 use crate::limit::{KeyKind, Outcome};
-use crate::store::{ABSENT, KeyOp, Layer};
+use crate::store::{KeyOp, Layer};
 
 /// One key of one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,24 +129,25 @@ impl Engine {
         key: &KeyRef<'_>,
         f: impl FnOnce(&Layer<'_>, Timestamp) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let Some(index) = self.rules.iter().position(|r| r.name() == key.rule) else {
+        let live = self.live();
+        let Some(index) = live.rules.iter().position(|r| r.name() == key.rule) else {
             return Err(Error::new(
                 ErrorKind::UnknownRule,
                 format!(
                     "no rule is named {:?}; the rules are {:?}",
                     key.rule,
-                    self.rules.iter().map(|r| r.name()).collect::<Vec<_>>()
+                    live.rules.iter().map(|r| r.name()).collect::<Vec<_>>()
                 ),
             ));
         };
-        let rule = &self.rules[index];
+        let rule = &live.rules[index];
         let (variant, policy) = rule.policy_for(key.role);
         let mut address = AddressText::new();
         let endpoint: String;
         let part: Option<&[u8]> = match (rule.key(), key.key) {
             (KeyKind::Global, _) => Some(&[]),
             (_, None) => None,
-            (KeyKind::Ip, Some(ip)) => self.ip_key(Some(ip), &mut address).map(str::as_bytes),
+            (KeyKind::Ip, Some(ip)) => live.ip_key(Some(ip), &mut address).map(str::as_bytes),
             (KeyKind::Endpoint, Some(text)) => {
                 let (method, path) = text.trim().split_once(' ').ok_or_else(|| {
                     Error::new(
@@ -158,15 +159,15 @@ impl Engine {
                     )
                 })?;
                 let mut buffer = PathBuffer::new();
-                let path = normalize_path(path.trim(), self.http.fold_case, &mut buffer);
+                let path = normalize_path(path.trim(), live.http.fold_case, &mut buffer);
                 endpoint = format!("{} {}", method.to_ascii_uppercase(), path.as_str());
                 Some(endpoint.as_bytes())
             }
             (KeyKind::Subject | KeyKind::Header(_), Some(text)) => Some(text.as_bytes()),
         };
         let layer = Layer {
-            rule: rule.name(),
-            slot: ((index as u64) << 32) | variant as u64 | if part.is_none() { ABSENT } else { 0 },
+            rule: rule.stored_name(),
+            slot: super::decide::slot_of(rule, variant, part.is_none()),
             quota: policy.quota(),
             key: part.unwrap_or_default(),
             shadow: false,

@@ -7,7 +7,9 @@
 mod decide;
 mod http;
 mod keys;
+mod live;
 mod permit;
+mod reload;
 mod request;
 mod store;
 mod wait;
@@ -15,8 +17,6 @@ mod wait;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::RwLock;
 
 use crate::auth::{AuthConfig, Authenticator, Identity};
 use crate::balance::{BreakerEvent, Lease, Services, UpstreamConfig, UpstreamStatus};
@@ -32,6 +32,7 @@ use crate::store::Store;
 pub(crate) use decide::{AddressText, Asked, Stage};
 pub use keys::{KeyRef, KeyStatus};
 pub use permit::Permit;
+pub use reload::{ReloadSummary, RuleChange};
 pub use request::Request;
 pub use wait::ACQUIRE_MAX_ATTEMPTS;
 
@@ -66,36 +67,22 @@ pub use wait::ACQUIRE_MAX_ATTEMPTS;
 /// ```
 #[derive(Debug)]
 pub struct Engine {
-    pub(crate) rules: Box<[Rule]>,
+    /// The rules and what is compiled beside them; replaced by [`Engine::reload`].
+    pub(crate) gens: live::Generations,
+    /// The current generation's id, authenticator and access lists, swapped together.
+    pub(crate) snapshot: live::Snapshots,
+    /// Serialises reloads and the partial replacements ([`Engine::set_access_lists`],
+    /// [`Engine::reload_auth`]).
+    pub(crate) reloading: parking_lot::Mutex<reload::Applied>,
     /// The store: memory, or Redis behind its failover policy.
     pub(crate) store: Box<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) headers: HeadersConfig,
-    /// Whether some rule looks at the path (its pattern or an endpoint key).
-    pub(crate) parse_paths: bool,
-    /// Whether some rule is keyed on the client address.
-    pub(crate) keys_ip: bool,
-    /// Whether some rule hears about the response (`count_responses`, `cost_header`).
-    pub(crate) responses: bool,
-    /// Whether some rule is decided before the token is verified.
-    pub(crate) before_auth: bool,
-    /// Whether some rule limits requests in progress (`concurrency`): its admissions hold a
-    /// permit.
-    pub(crate) holds: bool,
     /// Permits kept for hosts that hold them by number.
     pub(crate) kept: permit::Kept,
     /// Requests waiting for capacity ([`Engine::acquire`]).
     pub(crate) lines: wait::Lines,
-    /// Whether some rule is in shadow mode (its own `shadow` or `http.shadow`).
-    pub(crate) shadows: bool,
-    /// The `[http]` section, compiled.
-    pub(crate) http: HttpSettings,
-    /// The allow and deny lists, replaced whole by [`Engine::set_access_lists`].
-    pub(crate) access: RwLock<Arc<CompiledAccess>>,
     /// What the HTTP layer counts as it reads requests.
     pub(crate) http_state: HttpState,
-    /// Replaced whole by [`Engine::reload_auth`]; a verification holds the read lock.
-    pub(crate) auth: RwLock<Option<Arc<Authenticator>>>,
     pub(crate) base_dir: Option<PathBuf>,
     pub(crate) services: Services,
     pub(crate) store_kind: StoreKind,
@@ -121,51 +108,43 @@ impl Engine {
         let monitor = Arc::new(
             Monitor::new(&config.monitor, &config.store)?.with_case_folding(http.fold_case),
         );
-        let access = CompiledAccess::compile(
-            &AccessLists {
-                allow: config.http.allow.clone(),
-                deny: config.http.deny.clone(),
-            },
-            "http",
-        )?;
-        let rules = config.compile_rules()?;
-        // Paths are split only when a rule matches on them or keys by endpoint.
-        let parse_paths = rules
-            .iter()
-            .any(|r| r.matcher().has_paths() || *r.key() == KeyKind::Endpoint);
+        let access = compile_access(&config)?;
+        let rules: Vec<Rule> = config
+            .compile_rules()?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.placed(i as u32))
+            .collect();
         let base_dir = config.base_dir.clone();
-        let auth = match &config.auth {
-            Some(auth) => Some(Arc::new(Authenticator::build(
-                auth,
-                base_dir.as_deref(),
-                &|name| std::env::var(name).ok(),
-            )?)),
-            None => None,
-        };
+        let auth = build_auth(config.auth.as_ref(), base_dir.as_deref())?;
         let services = Services::compile(&config.services, Arc::clone(&monitor))?;
         let store = store::build(&config.store, &rules)?;
+        let live = live::Live::new(rules, config.headers, http);
+        let snapshot = live::Snapshot {
+            live: live.id,
+            auth,
+            access: Arc::new(access),
+        };
         Ok(Engine {
-            keys_ip: rules.iter().any(|r| *r.key() == KeyKind::Ip),
-            responses: rules.iter().any(|r| r.response_counting().needs_response()),
-            before_auth: rules.iter().any(Rule::is_before_auth),
-            holds: rules.iter().any(Rule::holds),
-            kept: permit::Kept::default(),
-            lines: wait::Lines::default(),
-            shadows: rules.iter().any(Rule::is_shadow),
-            rules: rules.into(),
+            gens: live::Generations::new(live),
+            snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
+            reloading: parking_lot::Mutex::new(reload::Applied::of(&config)),
             store,
             clock: Arc::new(SystemClock),
-            headers: config.headers,
-            parse_paths,
-            http,
-            access: RwLock::new(Arc::new(access)),
+            kept: permit::Kept::default(),
+            lines: wait::Lines::default(),
             http_state: HttpState::default(),
-            auth: RwLock::new(auth),
             base_dir,
             services,
             store_kind: config.store.kind(),
             monitor,
         })
+    }
+
+    /// The current generation of rules and compiled settings.
+    #[inline(always)]
+    pub(crate) fn live(&self) -> &live::Live {
+        self.gens.current()
     }
 
     /// Reads a TOML configuration.
@@ -194,7 +173,9 @@ impl Engine {
     /// A [`Decision::detach`]ed decision back as a [`Decision`], for the engine that made it;
     /// `None` when another engine made it.
     pub fn attach(&self, decision: &DetachedDecision) -> Option<Decision<'_>> {
-        decision.attach(&self.rules)
+        self.gens
+            .find_rules(decision.rules_id())
+            .and_then(|live| decision.attach(&live.rules))
     }
 
     /// The kind of store the configuration names: anything but `memory` may wait on the
@@ -208,7 +189,7 @@ impl Engine {
     /// once: all a host needs to hand over in [`Request::headers`].
     pub fn key_headers(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for rule in self.rules.iter() {
+        for rule in self.live().rules.iter() {
             if let KeyKind::Header(name) = rule.key()
                 && !names.contains(&&**name)
             {
@@ -220,17 +201,17 @@ impl Engine {
 
     /// Whether some rule is keyed on the client address (`key = "ip"`).
     pub fn keys_ip(&self) -> bool {
-        self.keys_ip
+        self.live().keys_ip
     }
 
     /// Which response headers decisions render (the `[headers]` section).
     pub fn headers_config(&self) -> HeadersConfig {
-        self.headers
+        self.live().headers
     }
 
     /// The compiled rules, in configuration order.
     pub fn rules(&self) -> &[Rule] {
-        &self.rules
+        &self.live().rules
     }
 
     /// The engine's current time.
@@ -241,7 +222,7 @@ impl Engine {
     /// The allow and deny lists in force (the `[http]` section's, or the last
     /// [`set_access_lists`](Self::set_access_lists)).
     pub fn access_lists(&self) -> AccessLists {
-        self.access.read().source.clone()
+        self.snapshot.load().access.source.clone()
     }
 
     /// Replaces the allow and deny lists while the engine serves; requests decided from then
@@ -261,7 +242,13 @@ impl Engine {
     /// ```
     pub fn set_access_lists(&self, lists: &AccessLists) -> Result<(), Error> {
         let compiled = CompiledAccess::compile(lists, "")?;
-        *self.access.write() = Arc::new(compiled);
+        let _reloading = self.reloading.lock();
+        let now = self.snapshot.load();
+        self.snapshot.store(Arc::new(live::Snapshot {
+            live: now.live,
+            auth: now.auth.clone(),
+            access: Arc::new(compiled),
+        }));
         Ok(())
     }
 
@@ -310,7 +297,7 @@ impl Engine {
 
     fn verify(&self, authorization: &str, now: Timestamp) -> Result<Arc<Identity>, Error> {
         // The lock is not held while verifying: a reload never waits for an RSA check.
-        let auth = self.auth.read().clone();
+        let auth = self.snapshot.load().auth.clone();
         match auth {
             Some(auth) => auth.authenticate(authorization, now),
             None => Err(Error::config(
@@ -361,8 +348,11 @@ impl Engine {
             Err(e) => {
                 let now = request.now.unwrap_or_else(|| self.clock.now());
                 let mut buffer = crate::http::PathBuffer::new();
-                let path =
-                    crate::http::normalize_path(request.path, self.http.fold_case, &mut buffer);
+                let path = crate::http::normalize_path(
+                    request.path,
+                    self.live().http.fold_case,
+                    &mut buffer,
+                );
                 self.record_refusal(Some((request.method, path.as_str())), &e, now);
                 return Err(e);
             }
@@ -380,15 +370,14 @@ impl Engine {
     /// by a removed key — or under the old claims policy — is accepted afterwards. On error the
     /// running authenticator is kept.
     pub fn reload_auth(&self, auth: Option<&AuthConfig>) -> Result<(), Error> {
-        let next = match auth {
-            Some(auth) => Some(Arc::new(Authenticator::build(
-                auth,
-                self.base_dir.as_deref(),
-                &|name| std::env::var(name).ok(),
-            )?)),
-            None => None,
-        };
-        *self.auth.write() = next;
+        let next = build_auth(auth, self.base_dir.as_deref())?;
+        let _reloading = self.reloading.lock();
+        let now = self.snapshot.load();
+        self.snapshot.store(Arc::new(live::Snapshot {
+            live: now.live,
+            auth: next,
+            access: Arc::clone(&now.access),
+        }));
         Ok(())
     }
 
@@ -396,7 +385,7 @@ impl Engine {
     /// [`reload_auth`](Self::reload_auth) it keeps the old keys and cache, so ask again rather
     /// than hold on to it.
     pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
-        self.auth.read().clone()
+        self.snapshot.load().auth.clone()
     }
 
     /// Picks an upstream of `service` for one call: by the service's strategy, among upstreams
@@ -537,4 +526,26 @@ impl Engine {
     pub fn key_count(&self) -> usize {
         self.store.key_count()
     }
+}
+
+/// The `[http]` section's allow and deny lists, compiled.
+fn compile_access(config: &Config) -> Result<CompiledAccess, Error> {
+    CompiledAccess::compile(
+        &AccessLists {
+            allow: config.http.allow.clone(),
+            deny: config.http.deny.clone(),
+        },
+        "http",
+    )
+}
+
+/// The authenticator of an `[auth]` section (files relative to `base_dir`).
+fn build_auth(
+    auth: Option<&AuthConfig>,
+    base_dir: Option<&Path>,
+) -> Result<Option<Arc<Authenticator>>, Error> {
+    auth.map(|auth| {
+        Authenticator::build(auth, base_dir, &|name| std::env::var(name).ok()).map(Arc::new)
+    })
+    .transpose()
 }

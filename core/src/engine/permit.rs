@@ -17,6 +17,7 @@
 use smallvec::SmallVec;
 
 use super::Engine;
+use super::live::Live;
 use crate::http::Pending;
 use crate::store::Adjustment;
 
@@ -26,8 +27,8 @@ use crate::store::Adjustment;
 #[must_use = "a permit holds its place until Engine::release (or the rule's max_hold)"]
 pub struct Permit {
     pub(crate) held: SmallVec<[Pending; 1]>,
-    /// Which engine's rules it holds (the address of its rule table).
-    pub(crate) rules_id: usize,
+    /// Which engine's rules it holds, and which generation of them (see [`Engine::reload`]).
+    pub(crate) live: u64,
 }
 
 impl Permit {
@@ -80,25 +81,15 @@ impl Engine {
         self.kept.permits.lock().len()
     }
 
-    /// The permit of the `concurrency` layers among `pending` (what an admitted request's
-    /// decision kept).
-    pub(crate) fn permit_of(&self, pending: Vec<Pending>) -> Permit {
-        Permit {
-            held: pending
-                .into_iter()
-                .filter(|p| self.rules[p.rule as usize].holds())
-                .collect(),
-            rules_id: self.rules.as_ptr() as usize,
-        }
-    }
-
     /// Gives back what `permit` holds: one store call (on Redis, one round trip; a store that
     /// cannot be reached loses the release, and the hold ends after `max_hold`). Returns
-    /// `false`, releasing nothing, for a permit of another engine.
+    /// `false`, releasing nothing, for a permit of another engine. A permit taken before a
+    /// reload is given back to the rules it was taken under.
     pub fn release(&self, permit: Permit) -> bool {
-        if permit.rules_id != self.rules.as_ptr() as usize {
+        // The rules it was decided by, even when a reload replaced them since.
+        let Some(live) = self.gens.find_id(permit.live) else {
             return false;
-        }
+        };
         if permit.held.is_empty() {
             return true;
         }
@@ -107,7 +98,7 @@ impl Engine {
             .iter()
             .map(|p| {
                 (
-                    self.pending_layer(p),
+                    live.pending_layer(p),
                     Adjustment::Refund {
                         cost: p.cost,
                         at: p.at,
@@ -119,5 +110,19 @@ impl Engine {
         self.adjust(&ops);
         self.lines.released();
         true
+    }
+}
+
+impl Live {
+    /// The permit of the `concurrency` layers among `pending` (what an admitted request's
+    /// decision kept).
+    pub(crate) fn permit_of(&self, pending: Vec<Pending>) -> Permit {
+        Permit {
+            held: pending
+                .into_iter()
+                .filter(|p| self.rules[p.rule as usize].holds())
+                .collect(),
+            live: self.id,
+        }
     }
 }

@@ -58,7 +58,7 @@ impl Engine {
 
 /// Refuses, for the Redis store, a `sliding_window_counter` whose `limit × window` (µs) reaches
 /// 2^53: the decision script computes in Lua's doubles, exact only below that.
-fn check_redis_arithmetic(rules: &[Rule]) -> Result<(), Error> {
+pub(super) fn check_redis_arithmetic(rules: &[Rule]) -> Result<(), Error> {
     const EXACT: u128 = 1 << 53;
     for (i, rule) in rules.iter().enumerate() {
         for policy in rule.policies() {

@@ -280,7 +280,7 @@ impl Engine {
         let left = deadline.saturating_duration_since(Instant::now());
         // A concurrency limit's wait is the longest one (any release makes room sooner):
         // such a denial waits as long as it may.
-        let holds = decision.rule_index().is_some_and(|i| self.rules[i].holds());
+        let holds = decision.deciding_holds();
         if holds && !left.is_zero() {
             return Next::Wait(decision, wait.min(left));
         }

@@ -59,6 +59,8 @@ pub use stream::{
 };
 pub use topk::{TopEntry, TopK, merge};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -76,9 +78,15 @@ pub const HTTP_STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
 #[derive(Debug)]
 pub struct Monitor {
     aggregator: Aggregator,
-    sink: Option<StreamSink>,
+    /// Replaced by a reload ([`Monitor::reload`]); the one it replaces writes what it holds
+    /// (within its grace) once the last event offered to it is.
+    sink: arc_swap::ArcSwapOption<StreamSink>,
+    /// Whether there is a sink: one load for every event when there is none.
+    streams: AtomicBool,
     /// Whether recorded paths are lower-cased as they are put in normal form.
-    fold_case: bool,
+    fold_case: AtomicBool,
+    /// The settings in force (what a reload compares).
+    config: parking_lot::Mutex<MonitorConfig>,
 }
 
 impl Monitor {
@@ -86,27 +94,73 @@ impl Monitor {
     /// `monitor.stream`, starts the sink's writer thread (it connects on its first batch).
     pub fn new(config: &MonitorConfig, store: &StoreConfig) -> Result<Self, Error> {
         config.validate(store)?;
+        let sink = StreamSink::start(config, store)?;
         Ok(Monitor {
             aggregator: Aggregator::new(config.horizon_minutes()?, config.top),
-            sink: StreamSink::start(config, store)?,
-            fold_case: false,
+            streams: AtomicBool::new(sink.is_some()),
+            sink: arc_swap::ArcSwapOption::from_pointee(sink),
+            fold_case: AtomicBool::new(false),
+            config: parking_lot::Mutex::new(config.clone()),
         })
     }
 
     /// The same monitoring, lower-casing the paths it records as it puts them in normal form
     /// (as an engine does unless `http.case_sensitive`). Without it, paths keep their case.
-    pub fn with_case_folding(mut self, fold_case: bool) -> Self {
-        self.fold_case = fold_case;
+    pub fn with_case_folding(self, fold_case: bool) -> Self {
+        self.set_case_folding(fold_case);
         self
+    }
+
+    pub(crate) fn set_case_folding(&self, fold_case: bool) {
+        self.fold_case.store(fold_case, Ordering::Relaxed);
+    }
+
+    /// Checks `config` for a reload: the same `horizon` and `top` (the aggregate's shape; its
+    /// history would be lost), a stream sink that can start. Returns the sink to put in force
+    /// with [`reload`](Self::reload) — `Ok(None)` when the stream settings are unchanged.
+    pub(crate) fn prepare(
+        &self,
+        config: &MonitorConfig,
+        store: &StoreConfig,
+    ) -> Result<Option<Option<StreamSink>>, Error> {
+        config.validate(store)?;
+        let now = self.config.lock().clone();
+        for (field, same) in [
+            ("monitor.horizon", now.horizon == config.horizon),
+            ("monitor.top", now.top == config.top),
+        ] {
+            if !same {
+                return Err(Error::config(
+                    field,
+                    "a reload cannot change the shape of the monitoring aggregate (it would lose its history): restart the engine to change it",
+                ));
+            }
+        }
+        if now == *config {
+            return Ok(None);
+        }
+        Ok(Some(StreamSink::start(config, store)?))
+    }
+
+    /// Puts in force what [`prepare`](Self::prepare) returned.
+    pub(crate) fn reload(&self, config: &MonitorConfig, sink: Option<Option<StreamSink>>) {
+        if let Some(sink) = sink {
+            self.streams.store(sink.is_some(), Ordering::Release);
+            self.sink.store(sink.map(Arc::new));
+            *self.config.lock() = config.clone();
+        }
     }
 
     /// Records one event: into the aggregate, and onto the stream's queue (never waiting: a
     /// full queue drops the event and counts it). Its path is recorded in normal form
     /// ([`crate::http::normalize_path`]), put so only where it is used.
     pub fn record(&self, event: &Event<'_>) {
-        self.aggregator.record_folded(event, self.fold_case);
-        if let Some(sink) = &self.sink {
-            sink.offer(event, self.fold_case);
+        let fold_case = self.fold_case.load(Ordering::Relaxed);
+        self.aggregator.record_folded(event, fold_case);
+        if self.streams.load(Ordering::Acquire)
+            && let Some(sink) = &*self.sink.load()
+        {
+            sink.offer(event, fold_case);
         }
     }
 
@@ -119,14 +173,17 @@ impl Monitor {
 
     /// The stream sink's counters, when there is a sink.
     pub fn sink_stats(&self) -> Option<SinkStats> {
-        self.sink.as_ref().map(StreamSink::stats)
+        self.sink.load().as_deref().map(StreamSink::stats)
     }
 
     /// Asks the sink to write what it holds now, and waits at most `timeout` until every event
     /// recorded before the call has been written or dropped. Returns whether they all have
     /// (always `true` without a sink).
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.sink.as_ref().is_none_or(|sink| sink.flush(timeout))
+        self.sink
+            .load()
+            .as_deref()
+            .is_none_or(|sink| sink.flush(timeout))
     }
 
     /// The aggregate.
@@ -140,8 +197,10 @@ impl Default for Monitor {
         let config = MonitorConfig::default();
         Monitor {
             aggregator: Aggregator::new(60, config.top),
-            sink: None,
-            fold_case: false,
+            sink: arc_swap::ArcSwapOption::empty(),
+            streams: AtomicBool::new(false),
+            fold_case: AtomicBool::new(false),
+            config: parking_lot::Mutex::new(config),
         }
     }
 }

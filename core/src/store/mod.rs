@@ -38,9 +38,11 @@ use crate::limit::{Outcome, Quota};
 /// One layer of a decision as a store sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Layer<'a> {
-    /// The rule's name (for stores that build readable keys).
+    /// The rule's name as stores know it, [`Rule::stored_name`](crate::limit::Rule::stored_name) (for stores that build
+    /// readable keys).
     pub rule: &'a str,
-    /// Identifies the counter namespace: the rule and the policy (role variant) within it, with
+    /// Identifies the counter namespace: the rule's state ([`Rule::state`](crate::limit::Rule::state)) in bits 32–62
+    /// and the policy (role variant) within the rule in the low bits, with
     /// [`ABSENT`] set when the request lacked the keyed part. Two layers of one decision never
     /// share a slot.
     pub slot: u64,
@@ -55,10 +57,10 @@ pub struct Layer<'a> {
 }
 
 impl Layer<'_> {
-    /// The index of the layer's rule in configuration order.
+    /// The layer's rule state ([`Rule::state`](crate::limit::Rule::state)).
     #[inline]
-    pub const fn rule_index(&self) -> usize {
-        rule_of(self.slot)
+    pub const fn rule_state(&self) -> usize {
+        state_of(self.slot)
     }
 
     /// The index of the layer's policy (role variant) within its rule.
@@ -68,9 +70,9 @@ impl Layer<'_> {
     }
 }
 
-/// The index in configuration order of the rule a [`Layer::slot`] belongs to.
+/// The rule state ([`Rule::state`](crate::limit::Rule::state)) a [`Layer::slot`] belongs to.
 #[inline]
-pub(crate) const fn rule_of(slot: u64) -> usize {
+pub(crate) const fn state_of(slot: u64) -> usize {
     ((slot >> 32) & 0x7fff_ffff) as usize
 }
 
@@ -337,4 +339,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// How many keys the store holds in this process now.
     fn key_count(&self) -> usize;
+
+    /// Takes the engine's reloaded `rules` (each in its [`Rule::state`]) and forgets what
+    /// this process holds for the rule states in `forget` (rules removed or restarted): a
+    /// state number may be given to another rule later, which must start empty. Keys in a
+    /// shared store are not deleted: a restarted rule's are named anew
+    /// ([`Rule::stored_name`]) and the old ones expire.
+    ///
+    /// [`Rule::state`]: crate::limit::Rule::state
+    /// [`Rule::stored_name`]: crate::limit::Rule::stored_name
+    fn reload(&self, rules: &[crate::limit::Rule], forget: &[u32]);
 }

@@ -49,7 +49,7 @@ use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 
 use super::redis::{RedisStore, SyncItem, SyncedCount};
-use super::{Adjustment, Layer, rule_of};
+use super::{Adjustment, Layer, state_of};
 use crate::clock::Timestamp;
 use crate::limit::{Algorithm, Outcome, Quota};
 
@@ -246,11 +246,12 @@ pub(crate) struct Tallies {
     hasher: foldhash::fast::RandomState,
     /// This process's field in the window hashes.
     me: String,
-    /// Per rule (configuration order): how often it syncs, if it does.
+    /// Per rule state ([`Rule::state`](crate::limit::Rule::state)): how often it syncs, if it
+    /// does.
     intervals: Vec<Option<Duration>>,
     /// The store's deadline: what is read stays fresh for a rule's interval plus this.
     timeout: Duration,
-    /// Per rule: when its last round began.
+    /// Per rule state: when its last round began.
     rounds: Mutex<Vec<Option<Instant>>>,
     /// The number of the last count this process took for a sync.
     seq: AtomicU64,
@@ -266,8 +267,7 @@ impl std::fmt::Debug for Tallies {
 }
 
 impl Tallies {
-    /// The tallies of the rules with a sync interval (`intervals`, per rule in configuration
-    /// order); `None` when no rule syncs.
+    /// The tallies of the rules with a sync interval (`intervals`, per rule state); `None` when no rule syncs.
     pub(crate) fn new(intervals: Vec<Option<Duration>>, timeout: Duration) -> Option<Self> {
         if intervals.iter().all(Option::is_none) {
             return None;
@@ -295,7 +295,7 @@ impl Tallies {
     }
 
     fn interval(&self, layer: &Layer<'_>) -> Option<Duration> {
-        self.intervals.get(layer.rule_index()).copied().flatten()
+        self.intervals.get(layer.rule_state()).copied().flatten()
     }
 
     /// How often the sync thread wakes: the shortest interval.
@@ -538,7 +538,7 @@ impl Tallies {
         let mut batch = Batch::default();
         for shard in self.shards.iter() {
             shard.lock().retain(|tally| {
-                let rule = rule_of(tally.slot);
+                let rule = state_of(tally.slot);
                 if !due.get(rule).copied().unwrap_or(false) {
                     return true;
                 }

@@ -81,16 +81,25 @@ pub struct Exchange {
     pub(crate) started: Timestamp,
     pub(crate) records: bool,
     pub(crate) pending: Vec<Pending>,
+    /// The generation of the engine's rules `pending` names (see `Engine::reload`).
+    pub(crate) live: u64,
 }
 
 impl Exchange {
-    pub(crate) fn new(method: &str, path: &str, started: Timestamp, records: bool) -> Self {
+    pub(crate) fn new(
+        method: &str,
+        path: &str,
+        started: Timestamp,
+        records: bool,
+        live: u64,
+    ) -> Self {
         Exchange {
             method: SmallVec::from_slice(method.as_bytes()),
             path: SmallVec::from_slice(path.as_bytes()),
             started,
             records,
             pending: Vec::new(),
+            live,
         }
     }
 

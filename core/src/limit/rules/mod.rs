@@ -71,6 +71,10 @@ pub struct Rule {
     response: ResponseCounting,
     /// Counted locally and reconciled with the shared store this often (`None`: exact).
     sync: Option<Duration>,
+    /// Which state the rule counts in (see [`Rule::state`]).
+    state: u32,
+    /// The name stores know its state by: `NAME@FINGERPRINT` (see [`Rule::stored_name`]).
+    stored: Box<str>,
 }
 
 impl Rule {
@@ -100,7 +104,45 @@ impl Rule {
             shadow: false,
             response: ResponseCounting::default(),
             sync: None,
+            state: 0,
+            stored: Box::from(""),
         }
+        .placed(0)
+    }
+
+    /// The same rule counting in state `state` (below [`MAX_RULES`](crate::common::MAX_RULES)):
+    /// the engine numbers its rules' states, and a reload gives an unchanged rule the number it
+    /// had.
+    pub(crate) fn placed(mut self, state: u32) -> Self {
+        self.state = state;
+        self.stored = format!("{}@{:08x}", self.name, self.fingerprint()).into();
+        self
+    }
+
+    /// Which state the rule counts in: its index in configuration order when the engine was
+    /// built; kept across reloads while its limits do not change.
+    pub fn state(&self) -> u32 {
+        self.state
+    }
+
+    /// What the rule's state means, in 32 bits (FNV-1a): its key, its policies (roles,
+    /// algorithms, limits, windows, blocking) and what it does with responses. A reload that
+    /// changes any of them starts the rule afresh; one that changes only which requests it
+    /// matches, or its shadow mode, keeps its counts.
+    pub fn fingerprint(&self) -> u32 {
+        let text = format!("{:?}|{:?}|{:?}", self.key, self.policies, self.response);
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in text.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash
+    }
+
+    /// The name stores know the rule's state by, `NAME@FINGERPRINT`: processes sharing a
+    /// Redis store share a rule's counts only while they agree on its limits.
+    pub fn stored_name(&self) -> &str {
+        &self.stored
     }
 
     /// The same rule, decided by the HTTP layer before the bearer token is verified (see
@@ -119,7 +161,8 @@ impl Rule {
     /// The same rule with what it does once the response is known.
     pub fn responses(mut self, response: ResponseCounting) -> Self {
         self.response = response;
-        self
+        let state = self.state;
+        self.placed(state)
     }
 
     /// The same rule counted locally between syncs with a shared store, every `interval`

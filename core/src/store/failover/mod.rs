@@ -58,6 +58,8 @@ mod synced;
 mod unavailable;
 
 use shards::Shards;
+
+use crate::common::retained::Retained;
 pub use unavailable::FallbackRules;
 
 /// How long a caller denied because the shared store is unavailable (`on_error = "deny"`) is
@@ -75,7 +77,8 @@ struct Inner {
     shared: RedisStore,
     local: MemoryStore,
     policy: OnStoreError,
-    rules: FallbackRules,
+    /// Replaced on a reload; a fallback layer borrows its quota from it.
+    rules: Retained<FallbackRules>,
     clock: RwLock<Arc<dyn Clock>>,
     /// The parts, their breakers and failures, and whether a probe thread is running (under
     /// one lock, so that a trip never misses a probe that is just ending).
@@ -137,7 +140,7 @@ impl FailoverStore {
                 listener: RwLock::new(None),
                 denials: config.deny_cache.then(DenyCache::default),
                 tallies: Tallies::new(rules.sync.clone(), config.timeout.0),
-                rules,
+                rules: Retained::new(rules),
             }),
         };
         store.inner.start_sync();
@@ -339,8 +342,9 @@ impl Inner {
             && !layers.is_empty()
             && !layers.iter().any(|l| {
                 self.rules
+                    .current()
                     .refunds
-                    .get(l.rule_index())
+                    .get(l.rule_state())
                     .copied()
                     .unwrap_or(false)
             });
@@ -579,7 +583,7 @@ impl Store for FailoverStore {
                 crate::error::ErrorKind::InvalidConfig,
                 format!(
                     "rule {:?} counts locally between syncs (sync): its keys cannot be administered",
-                    layer.rule
+                    layer.rule.split('@').next().unwrap_or(layer.rule)
                 ),
             ));
         }
@@ -635,6 +639,17 @@ impl Store for FailoverStore {
 
     fn key_count(&self) -> usize {
         self.inner.local.key_count() + self.inner.tallies.as_ref().map_or(0, Tallies::len)
+    }
+
+    fn reload(&self, rules: &[crate::limit::Rule], forget: &[u32]) {
+        let inner = &self.inner;
+        let share = inner.rules.current().share;
+        inner.rules.install(FallbackRules::new(rules, share));
+        inner.local.forget_states(forget);
+        // A remembered denial may be of a rule that changed.
+        if let Some(cache) = &inner.denials {
+            cache.clear();
+        }
     }
 }
 

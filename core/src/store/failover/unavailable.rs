@@ -11,40 +11,49 @@ use crate::limit::{CountResponses, Outcome, Quota, Rule};
 use crate::store::OnStoreError;
 use crate::store::{Layer, Verdict};
 
-/// What the failover store needs to know of the rules it decides.
+/// What the failover store needs to know of the rules it decides, by rule state
+/// ([`Rule::state`]).
 #[derive(Debug, Clone, Default)]
 pub struct FallbackRules {
-    /// Per rule (configuration order), per policy: the quota the fallback decides with.
+    /// Per rule state, per policy: the quota the fallback decides with.
     pub(super) quotas: Vec<Vec<Quota>>,
-    /// Per rule: whether it gives back what some responses do not count (its denials are
-    /// then not cached: a refund can make room before the wait is over).
+    /// Per rule state: whether it gives back what some responses do not count (its denials
+    /// are then not cached: a refund can make room before the wait is over).
     pub(super) refunds: Vec<bool>,
     /// Whether some fallback quota differs from its rule's (`fallback_share < 1`).
     pub(super) scaled: bool,
-    /// Per rule: how often it syncs, if it counts locally between syncs.
+    /// Per rule state: how often it syncs, if it counts locally between syncs.
     pub(super) sync: Vec<Option<std::time::Duration>>,
+    /// The share of each limit the fallback decides with.
+    pub(super) share: f64,
 }
 
 impl FallbackRules {
     /// For `rules`, the fallback deciding with `share` of each limit (`0 < share <= 1`).
     pub fn new(rules: &[Rule], share: f64) -> Self {
-        FallbackRules {
-            quotas: rules
-                .iter()
-                .map(|r| {
-                    r.policies()
-                        .iter()
-                        .map(|p| p.quota().shared_by(share))
-                        .collect()
-                })
-                .collect(),
-            refunds: rules
-                .iter()
-                .map(|r| r.response_counting().count != CountResponses::All)
-                .collect(),
+        let states = rules
+            .iter()
+            .map(|r| r.state() as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut this = FallbackRules {
+            quotas: vec![Vec::new(); states],
+            refunds: vec![false; states],
             scaled: share < 1.0,
-            sync: rules.iter().map(Rule::sync_interval).collect(),
+            sync: vec![None; states],
+            share,
+        };
+        for rule in rules {
+            let state = rule.state() as usize;
+            this.quotas[state] = rule
+                .policies()
+                .iter()
+                .map(|p| p.quota().shared_by(share))
+                .collect();
+            this.refunds[state] = rule.response_counting().count != CountResponses::All;
+            this.sync[state] = rule.sync_interval();
         }
+        this
     }
 }
 
@@ -60,7 +69,7 @@ impl Inner {
         let verdict = |allowed, store| Ok(Verdict { allowed, store });
         match self.policy {
             OnStoreError::Fallback => {
-                let allowed = if self.rules.scaled {
+                let allowed = if self.rules.current().scaled {
                     self.decide_scaled(layers, cost, now, outcomes)?
                 } else {
                     self.local.acquire(layers, cost, now, outcomes)?
@@ -119,8 +128,9 @@ impl Inner {
     pub(super) fn fallback_layer<'a>(&'a self, layer: &Layer<'a>) -> Layer<'a> {
         let quota = self
             .rules
+            .current()
             .quotas
-            .get(layer.rule_index())
+            .get(layer.rule_state())
             .and_then(|q| q.get(layer.policy_index()))
             .unwrap_or(layer.quota);
         Layer { quota, ..*layer }

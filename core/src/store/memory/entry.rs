@@ -42,6 +42,11 @@ pub(super) fn compact(slot: u64) -> u32 {
         | (slot as u32 & 0x1_ffff)
 }
 
+/// The rule state of a [`compact`]ed slot.
+pub(super) fn state_of(compact: u32) -> u32 {
+    (compact >> 23) & 0xff
+}
+
 /// Set in a [`Layer::slot`] for the entry of the layer's blocking (`block_for`), beside the
 /// layer's own: bit 20 of the [`compact`]ed slot.
 ///

@@ -251,4 +251,29 @@ impl Store for MemoryStore {
     fn key_count(&self) -> usize {
         self.shards.iter().map(|s| s.0.lock().table.len()).sum()
     }
+
+    fn reload(&self, _rules: &[crate::limit::Rule], forget: &[u32]) {
+        self.forget_states(forget);
+    }
+}
+
+impl MemoryStore {
+    /// Drops every entry (counts and blocks) of the rule states in `forget`; returns how
+    /// many.
+    pub(crate) fn forget_states(&self, forget: &[u32]) -> usize {
+        if forget.is_empty() {
+            return 0;
+        }
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut shard = shard.0.lock();
+                let before = shard.table.len();
+                shard
+                    .table
+                    .retain(|e| !forget.contains(&entry::state_of(e.slot)));
+                before - shard.table.len()
+            })
+            .sum()
+    }
 }

@@ -82,6 +82,10 @@ impl Store for RedisStore {
     fn key_count(&self) -> usize {
         0
     }
+
+    fn reload(&self, _rules: &[crate::limit::Rule], _forget: &[u32]) {
+        // Nothing is held here: a restarted rule's keys are named anew.
+    }
 }
 
 /// A failure as the error of a call.
