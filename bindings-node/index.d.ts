@@ -42,6 +42,18 @@ export declare const PROMETHEUS_CONTENT_TYPE: 'text/plain; version=0.0.4; charse
  * One minute's counters in a `Report` (in `totals`, everything's). Latencies are in
  * microseconds, the percentiles estimated from a histogram; 0 without responses.
  */
+/** What `Engine.reload` did. */
+export interface ReloadSummary {
+  /** Every rule of the new configuration in its order, then the removed ones. */
+  rules: Array<{ name: string, change: 'unchanged' | 'kept' | 'restarted' | 'added' | 'removed' }>
+  /** Upstreams kept with their breakers, started afresh, and gone. */
+  upstreams: { kept: number, started: number, removed: number }
+  /** Whether the `[auth]` section changed. */
+  auth_changed: boolean
+  /** How many generations of rules the engine keeps. */
+  generations: number
+}
+
 export interface MinuteCounts {
   /** The minute's start, in ms since the Unix epoch (0 in the totals). */
   start_ms: number
@@ -411,6 +423,11 @@ export declare class Engine extends EventEmitter {
   /** Memory stores only. */
   authorizeSync (authorization: string, request?: AuthorizeRequest): Authorized
   authorize (authorization: string, request?: AuthorizeRequest): Promise<Authorized>
+  /** Puts a whole new configuration in force while serving; on error nothing changes. */
+  reload (config: Config): ReloadSummary
+  reloadToml (text: string): ReloadSummary
+  reloadJson (text: string): ReloadSummary
+  reloadFile (path: string): ReloadSummary
   /** An object of the `[auth]` section's structure, or `null` to remove it; anything else is a TypeError. */
   reloadAuth (auth: Config | null): void
   /** The allow and deny lists in force. */

@@ -66,7 +66,15 @@ function dispatcher (inner, engine) {
   // is made in a scope of its own, holding only what it uses; the decisions it makes reach the
   // engine (for their headers) through a weak reference.
   const ref = new WeakRef(engine)
-  const meta = Object.freeze({ _ruleNames: engine._ruleNames, _decisionHeaders: weakHeaders(ref), _releasePermit: weakRelease(ref) })
+  const meta = Object.freeze({
+    // The names in force when a decision is read: a reload replaces them.
+    get _ruleNames () {
+      const engine = ref.deref()
+      return engine === undefined ? [] : engine._ruleNames
+    },
+    _decisionHeaders: weakHeaders(ref),
+    _releasePermit: weakRelease(ref)
+  })
   const addon = {}
   const [enqueue, drain, errors] = inner.dispatcher(settler(waiting, meta, addon))
   addon.drain = drain
@@ -149,7 +157,7 @@ class Engine extends EventEmitter {
     }
     super()
     Object.defineProperty(this, '_inner', { value: inner })
-    Object.defineProperty(this, '_ruleNames', { value: Object.freeze(inner.rules) })
+    Object.defineProperty(this, '_ruleNames', { value: Object.freeze(inner.rules), writable: true })
     Object.defineProperty(this, '_mayWait', { value: inner.mayWait })
     Object.defineProperty(this, '_handle', { value: inner.handle() })
     Object.defineProperty(this, '_httpBinding', { value: undefined, writable: true })
@@ -428,6 +436,39 @@ class Engine extends EventEmitter {
     return pending.then(
       (a) => ({ identity: new Identity(identityFields(a.identity()), this, authorization), decision: new Decision(a.decision(), this) }),
       (error) => { throw convert(error) })
+  }
+
+  /**
+   * Puts a whole new configuration in force while serving — rules, `http`, `headers`, `auth`,
+   * services, the monitor's stream — all at once: an object of the configuration's structure.
+   * A rule whose limits are unchanged keeps its counts, a changed one starts afresh, unchanged
+   * upstreams keep their breakers. Answers what it did: `{ rules: [{ name, change }],
+   * upstreams: { kept, started, removed }, auth_changed, generations }` (`change`:
+   * `unchanged`, `kept`, `restarted`, `added` or `removed`). On error (a FloodwallError naming
+   * the field) nothing changes.
+   */
+  reload (config) {
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw new TypeError(`reload(): config must be an object (the configuration), not ${describe(config)}`)
+    }
+    return this._reloaded(JSON.stringify(config), 'json')
+  }
+
+  /** `reload` from TOML text. */
+  reloadToml (text) { return this._reloaded(String(text), 'toml') }
+
+  /** `reload` from JSON text. */
+  reloadJson (text) { return this._reloaded(String(text), 'json') }
+
+  /** `reload` from a file (JSON if it ends in `.json`, TOML otherwise). */
+  reloadFile (path) { return this._reloaded(String(path), 'file') }
+
+  _reloaded (source, format) {
+    const summary = JSON.parse(call(() => this._inner.reload(source, format)))
+    this._ruleNames = Object.freeze(this._inner.rules)
+    // The headers the rules and lists read may have changed.
+    this._httpBinding = undefined
+    return summary
   }
 
   /**

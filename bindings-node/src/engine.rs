@@ -340,6 +340,25 @@ impl Engine {
         on_worker(env, move || authorize(&core, &authorization, &request))
     }
 
+    /// Puts a whole new configuration in force while serving: `source` read as `format`
+    /// (`toml`, `json`, or a `file` path); answers what it did as JSON
+    /// (`ReloadSummary::to_json`). On error nothing changes.
+    #[napi]
+    pub fn reload(&self, source: String, format: String) -> napi::Result<String> {
+        let summary = match format.as_str() {
+            "toml" => self.core.reload_toml(&source),
+            "json" => self.core.reload_json(&source),
+            "file" => self.core.reload_file(&source),
+            other => {
+                return Err(napi::Error::new(
+                    napi::Status::InvalidArg,
+                    format!("format must be 'toml', 'json' or 'file', not '{other}'"),
+                ));
+            }
+        };
+        Ok(summary.js()?.to_json())
+    }
+
     /// Replaces the `[auth]` section (as JSON text, or null to remove it) while serving.
     #[napi]
     pub fn reload_auth_json(&self, auth_json: Option<String>) -> napi::Result<()> {

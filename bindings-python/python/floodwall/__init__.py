@@ -207,7 +207,7 @@ class Engine(_floodwall.Engine):
         return self._reloaded(os.fspath(path), "file")
 
     def _reloaded(self, source: str, format: Literal["toml", "json", "file"]) -> dict[str, Any]:
-        summary = json.loads(self._reload(source, format))
+        summary: dict[str, Any] = json.loads(self._reload(source, format))
         # The headers the rules and lists read may have changed.
         self._request_names = None
         self._response_names = None
