@@ -441,6 +441,26 @@ fw_result fw_engine_rule_name(const fw_engine *engine,
 // `engine` is a live handle; `out` is valid for a write.
 fw_result fw_engine_has_auth(const fw_engine *engine, bool *out);
 
+// Reloads the engine's whole configuration while other threads keep deciding: `source` is a
+// TOML text (`format` "toml"), a JSON text ("json") or a file's path ("file": JSON if it ends
+// in `.json`, TOML otherwise). Rules, `[http]`, `[headers]`, `[auth]`, services and the
+// monitor's stream change at once; an unchanged rule keeps its counters, a changed one
+// starts afresh; unchanged upstreams keep their breakers and in-flight counts. On success
+// the summary of what changed goes to `out` as JSON (`{"rules":[{"name","change"}],
+// "upstreams":{"kept","started","removed"},"auth_changed","generations"}`), a new string the
+// caller frees with `fw_string_free`, its length to `out_len` unless that is NULL. An
+// invalid configuration changes nothing and its error names the field. Rule indexes and
+// names (`fw_engine_rule_name`) follow the new rules from the next call on.
+//
+// # Safety
+// `engine` is a live handle; `source` and `format` are NUL-terminated strings; `out` is
+// valid for a write; `out_len` is NULL or valid.
+fw_result fw_engine_reload(const fw_engine *engine,
+                           const char *source,
+                           const char *format,
+                           char **out,
+                           size_t *out_len);
+
 // Gives back the places a decision holds of `concurrency` rules (its `permit`) once its
 // request is done; one store call (on Redis, one round trip). `FW_OK` for a permit of 0
 // (nothing held); `FW_INVALID_ARGUMENT` for a number the engine keeps no permit under
@@ -797,8 +817,9 @@ fw_result fw_prometheus(const fw_engine *engine, char **out, size_t *out_len);
 
 // Frees a string this library handed over — from `fw_report_json`, `fw_prometheus`,
 // `fw_engine_http_headers`, `fw_engine_http_response_headers`,
-// `fw_engine_access_lists_json` or `fw_engine_store_health`'s reason (NULL does nothing). The caller may read the string and
-// write within it, but must not change its length.
+// `fw_engine_access_lists_json`, `fw_engine_reload` or `fw_engine_store_health`'s reason
+// (NULL does nothing). The caller may read the string and write within it, but must not
+// change its length.
 //
 // # Safety
 // `text` is NULL or such a string, freed once.

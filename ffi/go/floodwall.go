@@ -167,6 +167,76 @@ func (e *Engine) Close() {
 	}
 }
 
+// RuleChange is what a reload did to one rule of the new configuration (or to one it
+// removed): "unchanged" (as it was, wherever it now stands: its counters carry on), "kept"
+// (the same limits, but what it matches or its shadow mode changed: its counters carry on),
+// "restarted" (its key, policies or responses changed: it counts afresh), "added" or
+// "removed".
+type RuleChange struct {
+	Name   string `json:"name"`
+	Change string `json:"change"`
+}
+
+// UpstreamChanges count the upstreams a reload kept with their breakers and in-flight
+// counts (same service, breaker settings, name, URL and weight), started afresh (new or
+// changed), and removed (leases on them finish normally).
+type UpstreamChanges struct {
+	Kept    int `json:"kept"`
+	Started int `json:"started"`
+	Removed int `json:"removed"`
+}
+
+// ReloadSummary is what a reload changed.
+type ReloadSummary struct {
+	Rules       []RuleChange    `json:"rules"`
+	Upstreams   UpstreamChanges `json:"upstreams"`
+	AuthChanged bool            `json:"auth_changed"`
+	// Generations is how many configurations the engine keeps so that permits, exchanges
+	// and leases taken under an older one go back to it.
+	Generations int `json:"generations"`
+}
+
+func (e *Engine) reload(source, format string) (ReloadSummary, error) {
+	csource := C.CString(source)
+	defer C.free(unsafe.Pointer(csource))
+	cformat := C.CString(format)
+	defer C.free(unsafe.Pointer(cformat))
+	var p *C.char
+	var n C.size_t
+	// Under namesMu: the header names the HTTP layer reads are those of the new rules.
+	e.namesMu.Lock()
+	defer e.namesMu.Unlock()
+	if err := call(func() C.fw_result { return C.fw_engine_reload(e.ptr, csource, cformat, &p, &n) }); err != nil {
+		return ReloadSummary{}, err
+	}
+	text := takeString(p, n)
+	_, err := e.refreshNames()
+	runtime.KeepAlive(e)
+	if err != nil {
+		return ReloadSummary{}, err
+	}
+	var summary ReloadSummary
+	if err := json.Unmarshal([]byte(text), &summary); err != nil {
+		return ReloadSummary{}, &Error{Code: UnknownError, Message: "the reload summary is not the JSON this package knows: " + err.Error()}
+	}
+	return summary, nil
+}
+
+// ReloadTOML replaces the engine's whole configuration while it serves: rules, [http],
+// [headers], [auth], services and the monitor's stream change at once for the requests
+// decided from then on. An unchanged rule keeps its counters; a changed one starts afresh;
+// unchanged upstreams keep their breakers and in-flight counts. An invalid configuration
+// (or one that changes the store) is an InvalidConfig error naming the field, and nothing
+// changes. A Middleware's Authenticate is the host's: set it again if [auth] came or went.
+func (e *Engine) ReloadTOML(toml string) (ReloadSummary, error) { return e.reload(toml, "toml") }
+
+// ReloadJSON is ReloadTOML for a JSON configuration of the same structure.
+func (e *Engine) ReloadJSON(json string) (ReloadSummary, error) { return e.reload(json, "json") }
+
+// ReloadFile is ReloadTOML for a configuration file (JSON if it ends in .json); relative key
+// paths in it are read from its directory.
+func (e *Engine) ReloadFile(path string) (ReloadSummary, error) { return e.reload(path, "file") }
+
 // Request is one request to decide on. Method and Path are required.
 type Request struct {
 	Method, Path, Subject, Role, IP string

@@ -842,3 +842,62 @@ func BenchmarkRecordResponse(b *testing.B) {
 		}
 	}
 }
+
+func TestReload(t *testing.T) {
+	e, err := FromTOML("[[rules]]\nname = \"r\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 1\nwindow = \"1h\"\n" +
+		"[[rules]]\nname = \"same\"\nkey = \"global\"\nalgorithm = \"fixed_window\"\nlimit = 100\nwindow = \"1h\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	req := Request{Method: "GET", Path: "/", Subject: "alice"}
+	for i, want := range []bool{true, false} {
+		if d, err := e.Check(req); err != nil || d.Allowed != want {
+			t.Fatalf("check %d: %+v %v", i, d, err)
+		}
+	}
+	summary, err := e.ReloadJSON(`{"http": {"trusted_proxies": ["10.0.0.0/8"], "forwarded_header": "forwarded"}, "rules": [
+		{"name": "same", "key": "global", "algorithm": "fixed_window", "limit": 100, "window": "1h"},
+		{"name": "r", "key": "subject", "algorithm": "fixed_window", "limit": 3, "window": "1h"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []RuleChange{{"same", "unchanged"}, {"r", "restarted"}}
+	if len(summary.Rules) != 2 || summary.Rules[0] != want[0] || summary.Rules[1] != want[1] || summary.AuthChanged || summary.Generations != 2 {
+		t.Fatalf("%+v", summary)
+	}
+	// The restarted rule counts afresh.
+	d, err := e.Check(req)
+	if err != nil || !d.Allowed || d.Rule != "r" || d.Remaining != 2 {
+		t.Fatalf("%+v %v", d, err)
+	}
+	if names, err := e.HTTPHeaders(); err != nil || !containsString(names, "forwarded") {
+		t.Fatalf("the HTTP layer reads the new configuration's headers: %v %v", names, err)
+	}
+	// An invalid configuration changes nothing and names the field.
+	_, err = e.ReloadTOML("[[rules]]\nname = \"r\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 0\nwindow = \"1h\"\n")
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Code != InvalidConfig || !strings.Contains(fe.Message, "rules[0].limit") {
+		t.Fatalf("got %v", err)
+	}
+	status, err := e.Inspect(Key{Rule: "r", Key: "alice"})
+	if err != nil || status.Limit != 3 || status.Remaining != 2 {
+		t.Fatalf("%+v %v", status, err)
+	}
+	// The unchanged rule carried its count over: two admitted (the denial took nothing).
+	if status, err := e.Inspect(Key{Rule: "same"}); err != nil || status.Remaining != 98 {
+		t.Fatalf("%+v %v", status, err)
+	}
+	if _, err := e.ReloadFile("/nonexistent.toml"); !errors.Is(err, &Error{Code: InvalidConfig}) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

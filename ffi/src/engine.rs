@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use floodwall_core::Engine;
 
 use crate::error::{failure, fw_result};
-use crate::ffi::{Castable, Out, copy_out, free_handle, text, to_handle, try_ref};
+use crate::ffi::{Castable, Out, copy_out, free_handle, give_string, text, to_handle, try_ref};
 use crate::panic::guard;
 
 /// An engine: compiled rules, a store, keys, upstreams. Thread-safe: any number of threads
@@ -122,6 +122,55 @@ pub unsafe extern "C" fn fw_engine_has_auth(engine: *const fw_engine, out: *mut 
         // SAFETY: see the function's contract.
         let (engine, out) = unsafe { (try_ref(engine, "engine")?, Out::new(out, "out")?) };
         out.write(engine.authenticator().is_some());
+        Ok(())
+    })
+}
+
+/// Reloads the engine's whole configuration while other threads keep deciding: `source` is a
+/// TOML text (`format` "toml"), a JSON text ("json") or a file's path ("file": JSON if it ends
+/// in `.json`, TOML otherwise). Rules, `[http]`, `[headers]`, `[auth]`, services and the
+/// monitor's stream change at once; an unchanged rule keeps its counters, a changed one
+/// starts afresh; unchanged upstreams keep their breakers and in-flight counts. On success
+/// the summary of what changed goes to `out` as JSON (`{"rules":[{"name","change"}],
+/// "upstreams":{"kept","started","removed"},"auth_changed","generations"}`), a new string the
+/// caller frees with `fw_string_free`, its length to `out_len` unless that is NULL. An
+/// invalid configuration changes nothing and its error names the field. Rule indexes and
+/// names (`fw_engine_rule_name`) follow the new rules from the next call on.
+///
+/// # Safety
+/// `engine` is a live handle; `source` and `format` are NUL-terminated strings; `out` is
+/// valid for a write; `out_len` is NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_engine_reload(
+    engine: *const fw_engine,
+    source: *const c_char,
+    format: *const c_char,
+    out: *mut *mut c_char,
+    out_len: *mut usize,
+) -> fw_result {
+    guard(|| {
+        // SAFETY: see the function's contract.
+        let (engine, source, format, out, out_len) = unsafe {
+            (
+                try_ref(engine, "engine")?,
+                text(source, "source")?,
+                text(format, "format")?,
+                Out::new(out, "out")?,
+                Out::optional(out_len),
+            )
+        };
+        let summary = match format {
+            "toml" => engine.reload_toml(source)?,
+            "json" => engine.reload_json(source)?,
+            "file" => engine.reload_file(source)?,
+            other => {
+                return Err(failure(
+                    fw_result::FW_INVALID_ARGUMENT,
+                    format!("format {other:?} is not one of \"toml\", \"json\", \"file\""),
+                ));
+            }
+        };
+        give_string(summary.to_json(), out, out_len);
         Ok(())
     })
 }

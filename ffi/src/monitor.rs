@@ -76,8 +76,9 @@ pub unsafe extern "C" fn fw_prometheus(
 
 /// Frees a string this library handed over — from `fw_report_json`, `fw_prometheus`,
 /// `fw_engine_http_headers`, `fw_engine_http_response_headers`,
-/// `fw_engine_access_lists_json` or `fw_engine_store_health`'s reason (NULL does nothing). The caller may read the string and
-/// write within it, but must not change its length.
+/// `fw_engine_access_lists_json`, `fw_engine_reload` or `fw_engine_store_health`'s reason
+/// (NULL does nothing). The caller may read the string and write within it, but must not
+/// change its length.
 ///
 /// # Safety
 /// `text` is NULL or such a string, freed once.

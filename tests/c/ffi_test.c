@@ -479,6 +479,36 @@ int main(void) {
   CHECK(fw_inspect(admin, NULL, &status) == FW_NULL_ARGUMENT);
   CHECK(fw_inspect(admin, &alice, NULL) == FW_NULL_ARGUMENT);
   fw_engine_free(admin);
+  /* Hot reload: a changed limit restarts its rule, an invalid configuration changes nothing. */
+  fw_engine *reloading = NULL;
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"r\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
+                            "limit = 1\nwindow = \"1h\"", &reloading) == FW_OK);
+  CHECK(fw_check(reloading, &req, &d) == FW_OK && d.allowed);
+  CHECK(fw_check(reloading, &req, &d) == FW_OK && !d.allowed);
+  char *summary = NULL;
+  size_t summary_len = 0;
+  CHECK(fw_engine_reload(reloading, "{\"rules\": [{\"name\": \"r\", \"key\": \"subject\", \"algorithm\": \"fixed_window\", "
+                         "\"limit\": 3, \"window\": \"1h\"}, {\"name\": \"g\", \"key\": \"global\", "
+                         "\"algorithm\": \"fixed_window\", \"limit\": 9, \"window\": \"1m\"}]}",
+                         "json", &summary, &summary_len) == FW_OK);
+  CHECK(summary != NULL && strlen(summary) == summary_len);
+  CHECK(summary != NULL && strstr(summary, "{\"change\":\"restarted\",\"name\":\"r\"}") != NULL);
+  CHECK(summary != NULL && strstr(summary, "{\"change\":\"added\",\"name\":\"g\"}") != NULL);
+  fw_string_free(summary);
+  CHECK(fw_check(reloading, &req, &d) == FW_OK && d.allowed && d.limit == 3 && d.remaining == 2);
+  CHECK(fw_engine_rule_name(reloading, 1, buf, sizeof buf, &n) == FW_OK && strcmp(buf, "g") == 0);
+  summary = NULL;
+  CHECK(fw_engine_reload(reloading, "[[rules]]\nname = \"r\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
+                         "limit = 0\nwindow = \"1h\"", "toml", &summary, NULL) == FW_INVALID_CONFIG && summary == NULL);
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "rules[0].limit") != NULL);
+  CHECK(fw_check(reloading, &req, &d) == FW_OK && d.allowed && d.remaining == 1);
+  CHECK(fw_engine_reload(reloading, "/nonexistent/floodwall.toml", "file", &summary, NULL) == FW_INVALID_CONFIG);
+  CHECK(fw_engine_reload(reloading, "{}", "yaml", &summary, NULL) == FW_INVALID_ARGUMENT);
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "yaml") != NULL);
+  CHECK(fw_engine_reload(reloading, NULL, "json", &summary, NULL) == FW_NULL_ARGUMENT);
+  CHECK(fw_engine_reload(reloading, "{}", "json", NULL, NULL) == FW_NULL_ARGUMENT);
+  CHECK(fw_engine_reload(NULL, "{}", "json", &summary, NULL) == FW_NULL_ARGUMENT);
+  fw_engine_free(reloading);
   /* A permit never released is freed with its engine. */
   fw_engine_free(inflight);
   /* Headers, for a rule keyed on one. */

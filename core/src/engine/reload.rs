@@ -38,10 +38,10 @@ use crate::limit::Rule;
 /// What a reload did to one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleChange {
-    /// Exactly as it was.
+    /// Exactly as it was (wherever it now stands in the list).
     Unchanged,
-    /// Its limits are as they were, so its state is kept; what it matches, its place or its
-    /// shadow mode changed.
+    /// Its limits are as they were, so its state is kept; what it matches or its shadow mode
+    /// changed.
     Kept,
     /// Its limits changed: it starts afresh.
     Restarted,
