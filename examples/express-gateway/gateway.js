@@ -20,7 +20,10 @@
  * itself; the dashboard and the metrics only read them.
  *
  * Run `node gateway.js` (settings from the environment: lib/settings.js) with the sample
- * upstreams running, or `node demo.js`, which starts them too. As a module:
+ * upstreams running, or `node demo.js`, which starts them too. With `GATEWAY_CONFIG` naming a
+ * configuration file, the engine is built from it and reloaded on SIGHUP and whenever the file
+ * changes (lib/reload.js); `node gateway.js --print-config` prints the configuration the
+ * environment makes, to start such a file from. As a module:
  * `createGateway(engine, { routes, cost })` is the Express application (routes: path prefix
  * → service, `ROUTES` by default; cost: each request's cost, 1 by default), `startGateway(options)` builds the engine and listens (the
  * tests use both).
@@ -33,8 +36,9 @@ const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
 const { guard, rateLimit, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
 
 const { engineConfig, BLOCKING_RULES } = require('./lib/config.js')
-const { startup } = require('./lib/settings.js')
+const { startup, SettingsError } = require('./lib/settings.js')
 const { usageText } = require('./lib/usage.js')
+const { ConfigReloader } = require('./lib/reload.js')
 
 const PUBLIC_DIR = path.join(__dirname, 'public')
 /** How many breaker state changes the dashboard lists (the newest). */
@@ -82,8 +86,11 @@ class BreakerLog {
  * - `store`: the store in use and its last failure.
  * - `blocked`: the callers a blocking rule blocks now, `{ rule, subject, blocked_for_ms }`
  *   (asked of the engine for the subjects with the most breaches).
+ * - `config`: where the configuration comes from — `{ file: null }` (the environment), or
+ *   the file with its reloads, refused reloads and the latest attempt (`{ at_ms, trigger,
+ *   summary }` or `{ at_ms, trigger, error }`).
  */
-async function dashboardData (engine, breakerLog) {
+async function dashboardData (engine, breakerLog, reloader = null) {
   const report = engine.report()
   const services = {}
   for (const service of Object.values(ROUTES)) {
@@ -98,7 +105,8 @@ async function dashboardData (engine, breakerLog) {
     report,
     services,
     breaker_events: breakerLog.read(),
-    blocked: await blockedCallers(engine, report)
+    blocked: await blockedCallers(engine, report),
+    config: reloader === null ? { file: null } : reloader.status()
   }
 }
 
@@ -123,8 +131,11 @@ function storeHealth (engine) {
   return { state: h.state, since_ms: h.sinceMs, reason: h.reason, reason_kind: h.reasonKind }
 }
 
-/** The gateway's Express application over `engine`, proxying each prefix of `routes` to its service. */
-function createGateway (engine, { routes = ROUTES, cost } = {}) {
+/**
+ * The gateway's Express application over `engine`, proxying each prefix of `routes` to its
+ * service; `reloader` (a ConfigReloader, or null) is what the dashboard says of reloads.
+ */
+function createGateway (engine, { routes = ROUTES, cost, reloader = null } = {}) {
   const app = express()
   app.disable('x-powered-by')
   const breakerLog = new BreakerLog(engine)
@@ -160,7 +171,7 @@ function createGateway (engine, { routes = ROUTES, cost } = {}) {
     res.sendFile(path.join(PUBLIC_DIR, 'dashboard.html'), (error) => { if (error) next(error) })
   })
   app.get('/dashboard/data', (req, res, next) => {
-    dashboardData(engine, breakerLog).then((data) => {
+    dashboardData(engine, breakerLog, reloader).then((data) => {
       res.set('Cache-Control', 'no-store')
       res.json(data)
     }, next)
@@ -239,13 +250,9 @@ function createGateway (engine, { routes = ROUTES, cost } = {}) {
   return app
 }
 
-/**
- * Builds the engine from `settings` (lib/settings.js) and serves the gateway on `host`:`port`
- * (default: the settings'; port 0 picks a free one). `limits`, `breaker`, `redisPrefix` and
- * `stream` go to `engineConfig`. Resolves with `{ engine, server, url, close() }`.
- */
-async function startGateway ({ settings, port = settings.gatewayPort, host = settings.host, limits, breaker, redisPrefix, stream }) {
-  const engine = Engine.fromObject(engineConfig({
+/** The engine configuration `settings` make without a file (`limits` … go to `engineConfig`). */
+function configOf ({ settings, limits, breaker, redisPrefix, stream }) {
+  return engineConfig({
     secret: settings.secret,
     upstreams: settings.upstreams,
     redisUrl: settings.redisUrl,
@@ -253,14 +260,34 @@ async function startGateway ({ settings, port = settings.gatewayPort, host = set
     breaker,
     redisPrefix,
     stream
-  }))
+  })
+}
+
+/**
+ * Builds the engine from `settings` (lib/settings.js) and serves the gateway on `host`:`port`
+ * (default: the settings'; port 0 picks a free one). Without `settings.configFile`,
+ * `limits`, `breaker`, `redisPrefix` and `stream` go to `engineConfig`; with it, the engine
+ * is the file's and `reloader` watches it (unless `watch` is false; `reloadDebounceMs` and
+ * `log`, the console by default, for the tests). Resolves with `{ engine, server, url, reloader, close() }` (`reloader` null
+ * without a file).
+ */
+async function startGateway ({ settings, port = settings.gatewayPort, host = settings.host, limits, breaker, redisPrefix, stream, watch = true, reloadDebounceMs, log }) {
+  const file = settings.configFile || null
+  const engine = file === null
+    ? Engine.fromObject(configOf({ settings, limits, breaker, redisPrefix, stream }))
+    : Engine.fromFile(file)
+  const reloader = file === null ? null : new ConfigReloader(engine, file, { debounceMs: reloadDebounceMs, log })
+  if (reloader !== null && watch) reloader.watch()
   engine.on('storeHealth', (health, message) => {
     (health.state === 'ok' ? console.log : console.warn)(`gateway: ${message}`)
   })
-  const server = http.createServer(createGateway(engine))
+  const server = http.createServer(createGateway(engine, { reloader }))
   server.keepAliveTimeout = 65_000
   await new Promise((resolve, reject) => {
-    server.once('error', reject)
+    server.once('error', (error) => {
+      if (reloader !== null) reloader.unwatch()
+      reject(error)
+    })
     server.listen(port, host, () => {
       server.off('error', reject)
       resolve()
@@ -271,16 +298,31 @@ async function startGateway ({ settings, port = settings.gatewayPort, host = set
   let closing = null
   const close = () => {
     if (closing === null) {
+      if (reloader !== null) reloader.unwatch()
       closing = new Promise((resolve) => server.close(() => resolve()))
       server.closeAllConnections()
     }
     return closing
   }
-  return { engine, server, url, close }
+  return { engine, server, url, reloader, close }
+}
+
+/** The command line: `--print-config` or nothing. */
+function parseArgs (args) {
+  const options = { printConfig: false }
+  for (const arg of args) {
+    if (arg === '--print-config') options.printConfig = true
+    else throw new SettingsError(`unknown argument ${JSON.stringify(arg)}: the gateway takes --print-config or nothing (settings come from the environment)`)
+  }
+  return options
 }
 
 async function main () {
-  const { settings } = startup('gateway')
+  const { settings, options } = startup('gateway', parseArgs)
+  if (options.printConfig) {
+    process.stdout.write(JSON.stringify(configOf({ settings }), null, 2) + '\n')
+    return
+  }
   let gateway
   try {
     gateway = await startGateway({ settings })
@@ -292,6 +334,10 @@ async function main () {
     process.exit(1)
   }
   console.log(usageText({ url: gateway.url, settings, storeKind: gateway.engine.storeKind }))
+  process.on('SIGHUP', () => {
+    if (gateway.reloader !== null) gateway.reloader.reload('SIGHUP')
+    else console.warn('gateway: SIGHUP: nothing to reload, the configuration comes from the environment (set GATEWAY_CONFIG to a file to reload it live)')
+  })
   const stop = () => gateway.close().then(() => process.exit(0))
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
@@ -303,4 +349,4 @@ async function main () {
 
 if (require.main === module) main()
 
-module.exports = { createGateway, startGateway, dashboardData, ROUTES }
+module.exports = { createGateway, startGateway, configOf, dashboardData, ROUTES }

@@ -12,9 +12,18 @@
  * | REDIS_URL           | (unset: the memory store)      | limiter state and the event stream in Redis    |
  * | JWT_SECRET          | (unset: the fixed demo secret) | the HS256 secret tokens are verified with      |
  * | FLAKY_FAILURE_RATE  | 0                              | share (0 to 1) of orders-b's calls that fail   |
+ * | GATEWAY_CONFIG      | (unset: built from the above)  | an engine configuration file, reloaded live    |
  *
- * The sample upstreams always listen on 127.0.0.1.
+ * The sample upstreams always listen on 127.0.0.1. With `GATEWAY_CONFIG`, the engine is the
+ * file's (TOML, or JSON if it ends in `.json`): its store, keys, rules and upstreams, reloaded
+ * on SIGHUP and when the file changes (lib/reload.js); `REDIS_URL`, `JWT_SECRET` and
+ * `UPSTREAM_PORTS` then only tell the launcher and the printed tokens what to use.
+ * `node gateway.js --print-config` prints the configuration the environment makes, as a
+ * start for such a file.
  */
+
+const fs = require('node:fs')
+const path = require('node:path')
 
 /** The secret used when `JWT_SECRET` is unset: public, printed as such, for the demo only. */
 const DEMO_SECRET = 'floodwall-demo-secret-not-for-production-0123456789'
@@ -97,6 +106,16 @@ function readSettings (env = process.env) {
     flakyFailureRate = rate
   }
 
+  let configFile = null
+  if (present('GATEWAY_CONFIG')) {
+    configFile = path.resolve(env.GATEWAY_CONFIG.trim())
+    let stat = null
+    try { stat = fs.statSync(configFile) } catch {}
+    if (stat === null || !stat.isFile()) {
+      throw new SettingsError(`GATEWAY_CONFIG must name an engine configuration file (TOML, or JSON ending in .json), but ${JSON.stringify(env.GATEWAY_CONFIG)} is ${stat === null ? 'not there' : 'not a file'}`)
+    }
+  }
+
   return {
     host,
     gatewayPort,
@@ -104,7 +123,8 @@ function readSettings (env = process.env) {
     redisUrl,
     secret,
     secretIsDemo,
-    flakyFailureRate
+    flakyFailureRate,
+    configFile
   }
 }
 
@@ -118,6 +138,7 @@ function settingsEnv (settings) {
   }
   if (settings.redisUrl !== null) env.REDIS_URL = settings.redisUrl
   if (!settings.secretIsDemo) env.JWT_SECRET = settings.secret
+  if (settings.configFile !== null) env.GATEWAY_CONFIG = settings.configFile
   return env
 }
 

@@ -22,7 +22,9 @@ function usageText ({ url, settings, storeKind }) {
   const freeAuth = '-H "Authorization: Bearer $FREE_TOKEN"'
   const premiumAuth = '-H "Authorization: Bearer $PREMIUM_TOKEN"'
   const adminAuth = '-H "Authorization: Bearer $ADMIN_TOKEN"'
-  const store = storeKind === 'memory'
+  const store = settings.configFile
+    ? `${storeKind} (as the configuration file says)`
+    : storeKind === 'memory'
     ? 'memory (in this process; set REDIS_URL to share limits through Redis)'
     : `${storeKind} at ${settings.redisUrl}, events streamed to Redis`
   const secret = settings.secretIsDemo
@@ -33,6 +35,9 @@ function usageText ({ url, settings, storeKind }) {
     `  store:       ${store}`,
     `  JWT secret:  ${secret}`,
     `  upstreams:   ${settings.upstreams.map((u) => `${u.name} :${u.port}${u.flaky ? ' (flaky)' : ''}`).join(', ')}`,
+    settings.configFile
+      ? `  config:      ${settings.configFile}, reloaded on SIGHUP and when it changes`
+      : '  config:      from the environment (node gateway.js --print-config > gw.json; GATEWAY_CONFIG=gw.json reloads it live)',
     '',
     `Sample tokens (HS256, valid ${DEMO_TOKEN_TTL_S / 3600} h): paste these into your shell`,
     `  export FREE_TOKEN=${free}      # sub=${CALLERS.free.subject}, role=free`,

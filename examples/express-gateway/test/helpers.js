@@ -7,10 +7,11 @@
  * (bindings-node/test/redis_server.js: a test that needs Redis fails when it cannot start one).
  */
 
+const fs = require('node:fs')
 const http = require('node:http')
 const path = require('node:path')
 
-const { startGateway } = require('../gateway.js')
+const { startGateway, configOf } = require('../gateway.js')
 const { listenUpstream } = require('../upstream.js')
 const { readSettings } = require('../lib/settings.js')
 const { mintToken } = require('../lib/tokens.js')
@@ -25,10 +26,13 @@ const REQUEST_TIMEOUT_MS = 10_000
 /**
  * Starts the upstreams and the gateway. `limits`, `breaker`, `redisPrefix` and `stream` go
  * to the engine's configuration (lib/config.js); `redisUrl` selects the Redis store;
- * `flakyFailureRate` is orders-b's share of failing calls. Resolves with
- * `{ url, engine, settings, token(subject, role), close() }`.
+ * `flakyFailureRate` is orders-b's share of failing calls. With `configDir`, that
+ * configuration is written to `configDir/gateway.json` and the gateway runs from the file,
+ * watching it (`reloadDebounceMs` its debounce, `log` where it says what it reloaded). Resolves with
+ * `{ url, engine, settings, reloader, configFile, writeConfig(overrides), token(subject, role), close() }`
+ * (`writeConfig` writes the configuration with other `{ limits, breaker }` to the file).
  */
-async function startStack ({ redisUrl = null, limits, breaker, redisPrefix, stream, flakyFailureRate = 0 } = {}) {
+async function startStack ({ redisUrl = null, limits, breaker, redisPrefix, stream, flakyFailureRate = 0, configDir = null, reloadDebounceMs, log } = {}) {
   const base = readSettings({})
   const upstreamServers = []
   try {
@@ -44,9 +48,18 @@ async function startStack ({ redisUrl = null, limits, breaker, redisPrefix, stre
     redisUrl,
     upstreams: base.upstreams.map((u, i) => ({ ...u, port: upstreamServers[i].address().port }))
   }
+  const configFile = configDir === null ? null : path.join(configDir, 'gateway.json')
+  const writeConfig = (overrides = {}) => {
+    const config = configOf({ settings, limits, breaker, redisPrefix, stream, ...overrides })
+    writeAtomically(configFile, JSON.stringify(config, null, 2))
+  }
+  if (configFile !== null) {
+    writeConfig()
+    settings.configFile = configFile
+  }
   let gateway
   try {
-    gateway = await startGateway({ settings, port: 0, host: '127.0.0.1', limits, breaker, redisPrefix, stream })
+    gateway = await startGateway({ settings, port: 0, host: '127.0.0.1', limits, breaker, redisPrefix, stream, reloadDebounceMs, log })
   } catch (error) {
     for (const server of upstreamServers) server.close()
     throw error
@@ -55,6 +68,9 @@ async function startStack ({ redisUrl = null, limits, breaker, redisPrefix, stre
     url: gateway.url,
     engine: gateway.engine,
     settings,
+    reloader: gateway.reloader,
+    configFile,
+    writeConfig,
     token: (subject, role) => mintToken(settings.secret, { subject, role }),
     async close () {
       await gateway.close()
@@ -64,6 +80,13 @@ async function startStack ({ redisUrl = null, limits, breaker, redisPrefix, stre
       })))
     }
   }
+}
+
+/** Writes `text` to `file` as editors save: a new file renamed over the old one. */
+function writeAtomically (file, text) {
+  const temporary = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(temporary, text)
+  fs.renameSync(temporary, file)
 }
 
 /**
@@ -110,4 +133,4 @@ function redisHarness () {
   return require(path.join(REPO, 'bindings-node', 'test', 'redis_server.js'))
 }
 
-module.exports = { startStack, request, sleep, waitUntil, redisHarness, EXAMPLE, REPO, ARTIFACTS }
+module.exports = { startStack, writeAtomically, request, sleep, waitUntil, redisHarness, EXAMPLE, REPO, ARTIFACTS }
