@@ -529,6 +529,7 @@ algorithm = "sliding_window"
 limit = 5
 window = "1h"
 block_for = "1m"
+key_limits = true
 "#,
         urls = cluster.urls()
     );
@@ -565,5 +566,22 @@ block_for = "1m"
             (5, None),
             "node {node}"
         );
+        // A limit of its own, read by the decision script on the node that holds the key.
+        engine
+            .set_key_limit(&key, 2, std::time::Duration::from_secs(60))
+            .unwrap();
+        let status = engine.inspect(&key).unwrap();
+        assert_eq!((status.limit, status.remaining), (2, 2), "node {node}");
+        let limits: Vec<Option<u64>> = (0..3)
+            .map(|_| {
+                let d = engine
+                    .check(&Request::new("GET", "/").subject(subject))
+                    .unwrap();
+                d.allowed().then(|| d.limit()).flatten()
+            })
+            .collect();
+        assert_eq!(limits, [Some(2), Some(2), None], "node {node}");
+        engine.clear_key_limit(&key).unwrap();
+        assert_eq!(engine.inspect(&key).unwrap().limit, 5, "node {node}");
     }
 }

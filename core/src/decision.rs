@@ -120,9 +120,12 @@ impl<'e> LayerStatus<'e> {
         self.rule.is_shadow()
     }
 
-    /// The layer's limit (or bucket capacity).
+    /// The layer's limit (or bucket capacity): the key's own while one is in force
+    /// ([`Engine::set_key_limit`](crate::Engine::set_key_limit)), else the policy's.
     pub fn limit(&self) -> u64 {
-        self.policy.quota().limit()
+        self.outcome
+            .own_limit()
+            .unwrap_or_else(|| self.policy.quota().limit())
     }
 
     /// The largest cost this layer would admit now.
@@ -164,7 +167,13 @@ pub struct Decision<'e> {
     store: StoreUsed,
     /// What the request holds of `concurrency` rules, released when the decision is dropped.
     held: Option<Box<Held<'e>>>,
+    /// The keys' own limits of the layers decided under one (`key_limits`), by layer index:
+    /// rare, so kept out of the layers' slots.
+    owns: Option<Box<OwnLimits>>,
 }
+
+/// The keys' own limits of a decision's layers decided under one: (layer index, limit).
+type OwnLimits = SmallVec<[(u16, u64); 2]>;
 
 /// A decision's permit and the engine to give it back to.
 #[derive(Debug)]
@@ -183,6 +192,7 @@ impl Clone for Decision<'_> {
             headers: self.headers,
             store: self.store,
             held: None,
+            owns: self.owns.clone(),
         }
     }
 }
@@ -254,6 +264,7 @@ impl<'e> Decision<'e> {
             headers,
             store,
             held: None,
+            owns: None,
         }
     }
 
@@ -330,6 +341,19 @@ impl<'e> Decision<'e> {
     #[inline]
     pub(crate) fn set_outcome(&mut self, i: usize, outcome: &Outcome) {
         self.layers[i].set(outcome);
+        if outcome.own_limit().is_some() || self.owns.is_some() {
+            self.set_own(i, outcome.own_limit());
+        }
+    }
+
+    /// Records the key's own limit layer `i` was decided under (`None`: its policy's).
+    #[cold]
+    fn set_own(&mut self, i: usize, limit: Option<u64>) {
+        let owns = self.owns.get_or_insert_with(Box::default);
+        owns.retain(|(layer, _)| usize::from(*layer) != i);
+        if let Some(limit) = limit {
+            owns.push((i as u16, limit));
+        }
     }
 
     /// Records the outcome of every layer, in order.
@@ -337,6 +361,11 @@ impl<'e> Decision<'e> {
     pub(crate) fn set_outcomes(&mut self, outcomes: &[Outcome]) {
         for (slot, outcome) in self.layers.iter_mut().zip(outcomes) {
             slot.set(outcome);
+        }
+        for (i, outcome) in outcomes.iter().enumerate().take(self.layers.len()) {
+            if outcome.own_limit().is_some() || self.owns.is_some() {
+                self.set_own(i, outcome.own_limit());
+            }
         }
     }
 
@@ -402,11 +431,17 @@ impl<'e> Decision<'e> {
         let slot = self.layers.get(i)?;
         let (index, policy) = slot.matched();
         let rule = &self.rules[index];
+        let mut outcome = slot.outcome();
+        if let Some(owns) = &self.owns
+            && let Some((_, limit)) = owns.iter().find(|(layer, _)| usize::from(*layer) == i)
+        {
+            outcome = outcome.under_own(*limit);
+        }
         Some(LayerStatus::new(
             rule,
             index,
             &rule.policies()[policy],
-            slot.outcome(),
+            outcome,
         ))
     }
 
@@ -622,6 +657,8 @@ pub struct DetachedDecision {
     headers: HeadersConfig,
     deciding: u16,
     layers: SmallVec<[Slot; 3]>,
+    /// The keys' own limits, as in [`Decision`].
+    owns: Option<Box<OwnLimits>>,
     /// Which engine's rules the indices refer to (the address of its rule table).
     rules_id: usize,
 }
@@ -653,6 +690,7 @@ impl DetachedDecision {
             headers: self.headers,
             store: self.store,
             held: None,
+            owns: self.owns.clone(),
         })
     }
 }
@@ -666,6 +704,7 @@ impl Decision<'_> {
             headers: self.headers,
             deciding: self.deciding,
             layers: self.layers.clone(),
+            owns: self.owns.clone(),
             rules_id: self.rules.as_ptr() as usize,
         }
     }

@@ -91,6 +91,11 @@ pub struct RuleConfig {
     /// default.
     #[serde(default)]
     pub block_after: Option<u64>,
+    /// Its keys may be given limits of their own for a while
+    /// ([`Engine::set_key_limit`](crate::Engine::set_key_limit)): each decision of the rule
+    /// then looks for its key's (on Redis, one more key read in the script).
+    #[serde(default)]
+    pub key_limits: bool,
 }
 
 /// Where a fixed window's windows start (`align`).
@@ -378,6 +383,19 @@ impl RuleConfig {
         };
         let sync = self.sync_interval(at, self.algorithm, &policies)?;
         let policies = self.blocking(at, policies)?;
+        if self.key_limits && self.sync.is_some() {
+            return Err(Error::config(
+                format!("{at}.key_limits"),
+                "a rule that counts locally (sync) cannot take key limits: its processes decide without Redis; drop sync or key_limits",
+            ));
+        }
+        let policies: Vec<Policy> = policies
+            .into_iter()
+            .map(|p| {
+                let quota = p.quota().with_key_limits(self.key_limits);
+                Policy::new(p.role().map(Into::into), quota)
+            })
+            .collect();
         let count = if self.algorithm == Algorithm::Concurrency {
             let counted = [
                 (

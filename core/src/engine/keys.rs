@@ -2,8 +2,19 @@
 //! express-rate-limit's `getKey/resetKey`, Upstash's `getRemaining/resetUsedTokens`): for one
 //! key of one rule, what it has left ([`Engine::inspect`]), starting it afresh
 //! ([`Engine::reset_key`]), blocking it for a while ([`Engine::block_key`]), and taking or
-//! giving back points ([`Engine::penalize`], [`Engine::reward`]) — on either store, and on
-//! Redis for every process at once.
+//! giving back points ([`Engine::penalize`], [`Engine::reward`]), and a limit of its own for a
+//! while ([`Engine::set_key_limit`], Upstash's dynamic limits per key) — on either store, and
+//! on Redis for every process at once.
+//!
+//! A key's own limit replaces its policy's limit (a token bucket's capacity, its refill rate
+//! scaled with it so that an empty bucket refills in the same time) until its lifetime ends;
+//! the key's counts are the same under either, so what it counted carries on both ways. Only
+//! a rule with `key_limits = true` takes them: its decisions look for their key's limit (on
+//! Redis one more key read in the script; on the memory store one more lookup in the shard
+//! already locked), and the other rules pay nothing. `reset_key` keeps a key's own limit;
+//! [`Engine::clear_key_limit`] takes it away. A cost above the policy's limit is refused as
+//! before, whatever the key's own. While Redis is down the in-process fallback judges keys by
+//! their policies.
 //!
 //! A key is named as its rule counts it: the subject, the client address (any spelling; an
 //! IPv6 address by its subnet), a header's value, `METHOD /path` for an endpoint key (the
@@ -62,6 +73,9 @@ pub struct KeyStatus {
     pub reset_after: Duration,
     /// How much longer it is blocked, if it is.
     pub blocked_for: Option<Duration>,
+    /// How much longer its own limit ([`Engine::set_key_limit`]) is in force, if it has one:
+    /// `limit` is that limit meanwhile.
+    pub key_limit_for: Option<Duration>,
     /// Who answered: the store, or while Redis fails its fallback (`fallback`) or policy.
     pub store: StoreUsed,
 }
@@ -70,9 +84,18 @@ impl Engine {
     /// What `key` has left now; consumes nothing.
     pub fn inspect(&self, key: &KeyRef<'_>) -> Result<KeyStatus, Error> {
         self.with_key(key, |layer, now| {
+            let own = if layer.quota.key_limits() {
+                self.store.key_limit(layer, now)?
+            } else {
+                None
+            };
             let (outcome, verdict, _): (Outcome, _, _) = self.store.decide_one(layer, 0, now)?;
             Ok(KeyStatus {
-                limit: layer.quota.limit(),
+                limit: outcome
+                    .own_limit()
+                    .or(own.map(|(limit, _)| limit))
+                    .unwrap_or_else(|| layer.quota.limit()),
+                key_limit_for: own.map(|(_, left)| left),
                 remaining: outcome.remaining,
                 reset_after: outcome.reset_after(),
                 blocked_for: outcome.blocked().then(|| outcome.retry_after()),
@@ -120,6 +143,53 @@ impl Engine {
         self.with_key(key, |layer, now| {
             self.store
                 .administer(layer, KeyOp::Reward { cost: points }, now)
+        })
+    }
+
+    /// Judges `key` by its own `limit` (a token bucket's capacity, its refill rate scaled with
+    /// it) for `lifetime` from now, replacing any own limit it had; then by its policy again.
+    /// The rule must take key limits (`key_limits = true`): other rules answer
+    /// `invalid_config`. `lifetime` is from 1 ms to 366 days; `limit` at least 1 (and, for a
+    /// token bucket, at most its refill time in µs; for the others, `limit × window` below
+    /// 2^53 µs).
+    pub fn set_key_limit(
+        &self,
+        key: &KeyRef<'_>,
+        limit: u64,
+        lifetime: Duration,
+    ) -> Result<(), Error> {
+        let invalid = |message: String| Error::new(ErrorKind::InvalidConfig, message);
+        let limit = std::num::NonZeroU64::new(limit)
+            .ok_or_else(|| invalid("a key's limit must be at least 1, got 0".to_owned()))?;
+        if lifetime < Duration::from_millis(1) || lifetime > crate::limit::MAX_PERIOD {
+            return Err(invalid(format!(
+                "a key limit's lifetime must be from 1ms to 366 days, got {lifetime:?}"
+            )));
+        }
+        self.with_key(key, |layer, now| {
+            takes_key_limits(layer, key.rule)?;
+            let (limit, period) = layer
+                .quota
+                .own(limit)
+                .map_err(|e| invalid(format!("rule {:?}: {}", key.rule, e.message())))?;
+            self.store.administer(
+                layer,
+                KeyOp::SetLimit {
+                    limit,
+                    period,
+                    lifetime,
+                },
+                now,
+            )
+        })
+    }
+
+    /// Takes `key`'s own limit away: its policy's applies again (nothing happens to a key
+    /// without one). The rule must take key limits, as for [`set_key_limit`](Self::set_key_limit).
+    pub fn clear_key_limit(&self, key: &KeyRef<'_>) -> Result<(), Error> {
+        self.with_key(key, |layer, now| {
+            takes_key_limits(layer, key.rule)?;
+            self.store.administer(layer, KeyOp::ClearLimit, now)
         })
     }
 
@@ -174,4 +244,18 @@ impl Engine {
         };
         f(&layer, self.clock.now())
     }
+}
+
+/// `Ok` when `layer`'s rule (named `rule`) takes key limits, else the `invalid_config` error
+/// that says how to make it.
+fn takes_key_limits(layer: &Layer<'_>, rule: &str) -> Result<(), Error> {
+    if layer.quota.key_limits() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidConfig,
+        format!(
+            "rule {rule:?} takes no key limits: give it key_limits = true to give its keys limits of their own"
+        ),
+    ))
 }

@@ -79,7 +79,12 @@ impl FixedWindow {
         let end = windows.end(self.index);
         let reset_after = if self.count > 0 { end - now } else { 0 };
         let retry_after = if allowed { 0 } else { end - now };
-        Outcome::new(allowed, limit - self.count, reset_after, retry_after)
+        Outcome::new(
+            allowed,
+            limit.saturating_sub(self.count),
+            reset_after,
+            retry_after,
+        )
     }
 
     pub(super) fn evaluate(

@@ -113,6 +113,8 @@ pub struct Quota {
     /// For a fixed window aligned to the calendar, its windows (`period` is then their
     /// nominal length).
     calendar: Option<Calendar>,
+    /// Whether its keys may be given limits of their own ([`Quota::with_key_limits`]).
+    key_limits: bool,
 }
 
 /// Runs `$body` with `$w` bound to the quota's fixed windows: of its period, or of its
@@ -153,6 +155,7 @@ impl Quota {
             period,
             block: None,
             calendar: None,
+            key_limits: false,
         })
     }
 
@@ -217,6 +220,7 @@ impl Quota {
             period: interval as u64,
             block: None,
             calendar: None,
+            key_limits: false,
         })
     }
 
@@ -260,6 +264,7 @@ impl Quota {
             period,
             block: self.block,
             calendar: self.calendar,
+            key_limits: self.key_limits,
         }
     }
 
@@ -271,6 +276,7 @@ impl Quota {
             period: calendar.unit().nominal_micros(),
             block: None,
             calendar: Some(calendar),
+            key_limits: false,
         }
     }
 
@@ -299,6 +305,83 @@ impl Quota {
     /// The quota's blocking, if it blocks keys after denials.
     pub const fn block(&self) -> Option<&Block> {
         self.block.as_ref()
+    }
+
+    /// The same quota, whose keys may (or may not) be given limits of their own for a while
+    /// ([`Quota::own`]): a store deciding one of its keys first looks for the key's limit.
+    pub const fn with_key_limits(mut self, key_limits: bool) -> Quota {
+        self.key_limits = key_limits;
+        self
+    }
+
+    /// Whether its keys may be given limits of their own.
+    pub const fn key_limits(&self) -> bool {
+        self.key_limits
+    }
+
+    /// The parameters of a key's own limit `limit` under this quota, `(limit, period)` in
+    /// the units of [`Quota::with_own`]: the limit (a bucket's capacity) replaced, the window
+    /// kept, and a token bucket's refill rate scaled with its capacity, so that an empty
+    /// bucket still refills in the same time (its emission interval `floor(T × C / limit)`,
+    /// at least 1 µs, so a capacity beyond the refill time in µs is refused). For the other
+    /// algorithms `limit × window` must stay below 2^53 µs, where the Redis script's
+    /// arithmetic is exact.
+    pub fn own(&self, limit: NonZeroU64) -> Result<(u64, u64), Error> {
+        let limit = limit.get();
+        match self.algorithm {
+            Algorithm::TokenBucket => {
+                let full = self.limit * self.period;
+                if limit > full {
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "limit {limit} is more than this token bucket can refill: at most {full} (its refill time in µs)"
+                        ),
+                    ));
+                }
+                Ok((limit, full / limit))
+            }
+            _ => {
+                if u128::from(limit) * u128::from(self.period) >= 1 << 53 {
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "limit {limit} is too large for a window of {} µs: limit × window must stay below 2^53",
+                            self.period
+                        ),
+                    ));
+                }
+                Ok((limit, self.period))
+            }
+        }
+    }
+
+    /// This quota with a key's own `limit` and `period` (from [`Quota::own`]) in force.
+    pub const fn with_own(mut self, limit: u64, period: u64) -> Quota {
+        self.limit = limit;
+        self.period = period;
+        self
+    }
+
+    /// The state of a key's own limit, in force until `until`; kept by a store beside the
+    /// key's state, like a blocking.
+    pub(crate) const fn own_state(limit: u64, period: u64, until: Timestamp) -> State {
+        State(Inner::Own(OwnLimit {
+            limit,
+            period,
+            until: until.as_micros(),
+        }))
+    }
+
+    /// The key's own limit `(limit, period, until)` that `state` (an [own
+    /// state](Quota::own_state)) holds, if it is still in force at `now`.
+    pub(crate) fn own_in_force(state: &State, now: Timestamp) -> Option<(u64, u64, Timestamp)> {
+        match &state.0 {
+            Inner::Own(o) if o.until > now.as_micros() => {
+                Some((o.limit, o.period, Timestamp::from_micros(o.until)))
+            }
+            _ => None,
+        }
     }
 
     /// The denial window of the quota's blocking, in µs: the window, or the time an empty
@@ -393,7 +476,7 @@ impl Quota {
             Inner::Log(s) => s.evaluate(l, p, now, cost),
             Inner::Counter(s) => s.evaluate(l, p, now, cost),
             Inner::Bucket(s) => s.evaluate(l, p, now, cost),
-            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
+            Inner::Block(_) | Inner::Own(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -409,7 +492,7 @@ impl Quota {
             Inner::Log(s) => s.consume(l, p, now, cost),
             Inner::Counter(s) => s.consume(l, p, now, cost),
             Inner::Bucket(s) => s.consume(l, p, now, cost),
-            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
+            Inner::Block(_) | Inner::Own(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -455,7 +538,7 @@ impl Quota {
             Inner::Log(s) => step!(s, s.expires_at(p)),
             Inner::Counter(s) => step!(s, s.expires_at(p)),
             Inner::Bucket(s) => step!(s, s.expires_at()),
-            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
+            Inner::Block(_) | Inner::Own(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -470,7 +553,7 @@ impl Quota {
             Inner::Log(s) => s.refund(at, cost),
             Inner::Counter(s) => s.refund(p, at, cost),
             Inner::Bucket(s) => s.refund(p, cost),
-            Inner::Block(_) => {}
+            Inner::Block(_) | Inner::Own(_) => {}
         }
     }
 
@@ -507,7 +590,7 @@ impl Quota {
             Inner::Log(s) => s.charge(l, p, now, cost),
             Inner::Counter(s) => s.charge(l, p, now, cost),
             Inner::Bucket(s) => s.charge(l, p, now, cost),
-            Inner::Block(_) => unreachable!("ensure_kind leaves a quota's state"),
+            Inner::Block(_) | Inner::Own(_) => unreachable!("ensure_kind leaves a quota's state"),
         }
     }
 
@@ -522,6 +605,7 @@ impl Quota {
             Inner::Counter(s) => s.expires_at(p),
             Inner::Bucket(s) => s.expires_at(),
             Inner::Block(s) => s.expires_at(self.block_window()),
+            Inner::Own(o) => o.until,
         })
     }
 
@@ -563,6 +647,16 @@ enum Inner {
     Bucket(Gcra),
     /// Not a quota's state: a key's blocking, kept beside it ([`Quota::unblocked`]).
     Block(Blocking),
+    /// Not a quota's state: a key's own limit, kept beside it ([`Quota::own_state`]).
+    Own(OwnLimit),
+}
+
+/// A key's own limit: its limit and period (µs) until `until` (µs since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OwnLimit {
+    limit: u64,
+    period: u64,
+    until: u64,
 }
 
 /// One limiter's answer for one request.
@@ -575,6 +669,8 @@ pub struct Outcome {
     reset_after: u64,
     retry_after: u64,
     blocked: bool,
+    /// The key's own limit when one was in force (see [`Quota::own`]); 0 otherwise.
+    own_limit: u64,
 }
 
 impl Outcome {
@@ -600,6 +696,7 @@ impl Outcome {
             reset_after,
             retry_after,
             blocked: false,
+            own_limit: 0,
         }
     }
 
@@ -616,6 +713,25 @@ impl Outcome {
             },
             retry_after: left,
             blocked: true,
+            ..self
+        }
+    }
+
+    /// This outcome, decided under the key's own limit `limit`.
+    pub(crate) const fn under_own(self, limit: u64) -> Self {
+        Outcome {
+            own_limit: limit,
+            ..self
+        }
+    }
+
+    /// The key's own limit, when one was in force for this outcome (the limit to report in
+    /// its place of the policy's).
+    pub const fn own_limit(&self) -> Option<u64> {
+        if self.own_limit == 0 {
+            None
+        } else {
+            Some(self.own_limit)
         }
     }
 

@@ -117,6 +117,18 @@ pub enum KeyOp {
         /// Points to give back.
         cost: u64,
     },
+    /// Judge the key by its own `limit` and `period` ([`Quota::own`]) for `lifetime` from
+    /// now (a rule with `key_limits`), replacing any it had.
+    SetLimit {
+        /// The key's limit (or bucket capacity).
+        limit: u64,
+        /// Its period in the units of [`Quota::with_own`].
+        period: u64,
+        /// How long it is in force.
+        lifetime: std::time::Duration,
+    },
+    /// Take the key's own limit away: its policy's applies again.
+    ClearLimit,
 }
 
 /// Where a store stands ([`StoreHealth::state`]).
@@ -311,6 +323,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Applies an administrator's `op` to `layer`'s key at `now`. Unlike [`adjust`](Self::adjust)
     /// it answers whether it took effect: a shared store that cannot be reached is an error.
     fn administer(&self, layer: &Layer<'_>, op: KeyOp, now: Timestamp) -> Result<(), Error>;
+
+    /// The own limit of `layer`'s key in force at `now` ([`KeyOp::SetLimit`]) and how long it
+    /// stays in force; `None` when it has none. A shared store that cannot be reached is an
+    /// error.
+    fn key_limit(
+        &self,
+        layer: &Layer<'_>,
+        now: Timestamp,
+    ) -> Result<Option<(u64, std::time::Duration)>, Error>;
 
     /// What a decision says it was decided by while the store is well (`memory`, `redis`).
     fn used(&self) -> StoreUsed;

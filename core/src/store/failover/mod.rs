@@ -573,44 +573,19 @@ impl Store for FailoverStore {
         op: crate::store::KeyOp,
         now: Timestamp,
     ) -> Result<(), Error> {
-        let inner = &self.inner;
-        if inner
-            .tallies
-            .as_ref()
-            .is_some_and(|tallies| tallies.is_synced(layer))
-        {
-            return Err(Error::new(
-                crate::error::ErrorKind::InvalidConfig,
-                format!(
-                    "rule {:?} counts locally between syncs (sync): its keys cannot be administered",
-                    layer.rule.split('@').next().unwrap_or(layer.rule)
-                ),
-            ));
-        }
         // A remembered denial of this key may no longer hold.
-        if let Some(cache) = &inner.denials {
+        if let Some(cache) = &self.inner.denials {
             cache.clear();
         }
-        let permits = inner.acquire(&inner.slots(std::slice::from_ref(layer)));
-        let Some(permits) = permits else {
-            return Err(Error::new(
-                crate::error::ErrorKind::StoreUnavailable,
-                format!(
-                    "the shared store is unavailable: {}",
-                    inner
-                        .failure()
-                        .map_or_else(|| "its breaker is open".to_owned(), |f| f.to_string())
-                ),
-            ));
-        };
-        let result = inner.shared.administer(layer, op, now);
-        inner.settle(permits, result.as_ref().err());
-        result.map_err(|f| {
-            Error::new(
-                crate::error::ErrorKind::StoreUnavailable,
-                format!("the shared store is unavailable: {}", f.failure),
-            )
-        })
+        self.on_shared(layer, |redis| redis.administer(layer, op, now))
+    }
+
+    fn key_limit(
+        &self,
+        layer: &Layer<'_>,
+        _now: Timestamp,
+    ) -> Result<Option<(u64, std::time::Duration)>, Error> {
+        self.on_shared(layer, |redis| redis.key_limit(layer))
     }
 
     fn used(&self) -> StoreUsed {
@@ -650,6 +625,53 @@ impl Store for FailoverStore {
         if let Some(cache) = &inner.denials {
             cache.clear();
         }
+    }
+}
+
+impl FailoverStore {
+    /// Runs an administrator's `call` on the shared store for `layer`'s key, through the
+    /// breaker: a shared store that cannot be reached (or whose breaker is open) is a
+    /// `store_unavailable` error, and a rule that counts locally (`sync`) an
+    /// `invalid_config` one.
+    fn on_shared<T>(
+        &self,
+        layer: &Layer<'_>,
+        call: impl FnOnce(&crate::store::RedisStore) -> Result<T, crate::store::redis::Failed>,
+    ) -> Result<T, Error> {
+        let inner = &self.inner;
+        if inner
+            .tallies
+            .as_ref()
+            .is_some_and(|tallies| tallies.is_synced(layer))
+        {
+            return Err(Error::new(
+                crate::error::ErrorKind::InvalidConfig,
+                format!(
+                    "rule {:?} counts locally between syncs (sync): its keys cannot be administered",
+                    layer.rule.split('@').next().unwrap_or(layer.rule)
+                ),
+            ));
+        }
+        let permits = inner.acquire(&inner.slots(std::slice::from_ref(layer)));
+        let Some(permits) = permits else {
+            return Err(Error::new(
+                crate::error::ErrorKind::StoreUnavailable,
+                format!(
+                    "the shared store is unavailable: {}",
+                    inner
+                        .failure()
+                        .map_or_else(|| "its breaker is open".to_owned(), |f| f.to_string())
+                ),
+            ));
+        };
+        let result = call(&inner.shared);
+        inner.settle(permits, result.as_ref().err());
+        result.map_err(|f| {
+            Error::new(
+                crate::error::ErrorKind::StoreUnavailable,
+                format!("the shared store is unavailable: {}", f.failure),
+            )
+        })
     }
 }
 

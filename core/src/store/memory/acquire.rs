@@ -7,7 +7,7 @@ use super::entry::{compact, pressure, secs};
 use super::{MemoryStore, Shard};
 use crate::clock::Timestamp;
 use crate::error::{Error, ErrorKind};
-use crate::limit::Outcome;
+use crate::limit::{Outcome, Quota};
 use crate::store::Layer;
 
 /// Multi-layer decisions of at most this many layers use the smallest stack frame.
@@ -21,10 +21,38 @@ impl MemoryStore {
     pub(crate) fn acquire_one(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) -> Outcome {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        if layer.quota.key_limits() {
+            return self.acquire_own(&mut shard, hash, layer, cost, now);
+        }
         if layer.quota.block().is_some() {
             return self.acquire_blocking(&mut shard, hash, layer, cost, now);
         }
         self.acquire_in(&mut shard, hash, layer, cost, now)
+    }
+
+    /// [`acquire_one`](Self::acquire_one) for a rule whose keys may have limits of their own:
+    /// decided under the key's limit while one is in force.
+    #[cold]
+    #[inline(never)]
+    fn acquire_own(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        layer: &Layer<'_>,
+        cost: u64,
+        now: Timestamp,
+    ) -> Outcome {
+        let (quota, own) = self.quota_in(shard, layer, now);
+        let layer = Layer {
+            quota: &quota,
+            ..*layer
+        };
+        let outcome = if quota.block().is_some() {
+            self.acquire_blocking(shard, hash, &layer, cost, now)
+        } else {
+            self.acquire_in(shard, hash, &layer, cost, now)
+        };
+        own.map_or(outcome, |limit| outcome.under_own(limit))
     }
 
     /// [`acquire_one`](Self::acquire_one) in the locked `shard`.
@@ -186,6 +214,59 @@ impl MemoryStore {
         for (guard, &shard) in guards.iter_mut().zip(&order[..unique]) {
             *guard = Some(self.shards[shard].0.lock());
         }
+        // Layers whose keys may have limits of their own are decided under them: with the
+        // shards locked, each such layer's quota is replaced by its key's, if it has one.
+        let mut owns = [None::<(Quota, u64)>; N];
+        let mut any_own = false;
+        for (i, layer) in layers.iter().enumerate() {
+            if !layer.quota.key_limits() {
+                continue;
+            }
+            let Some(shard) = guards[guard_of[i]].as_ref() else {
+                unreachable!("every layer's shard is locked")
+            };
+            if let (quota, Some(limit)) = self.quota_in(shard, layer, now) {
+                owns[i] = Some((quota, limit));
+                any_own = true;
+            }
+        }
+        let own_layers: [Layer<'_>; N];
+        let layers: &[Layer<'_>] = if any_own {
+            own_layers = std::array::from_fn(|i| match (&owns[i], layers.get(i)) {
+                (Some((quota, _)), Some(layer)) => Layer { quota, ..*layer },
+                (None, Some(layer)) => *layer,
+                (_, None) => layers[0],
+            });
+            &own_layers[..n]
+        } else {
+            layers
+        };
+        let admitted =
+            self.decide_locked(&mut guards, &guard_of, &hashes, layers, cost, now, outcomes);
+        if any_own {
+            for (outcome, own) in outcomes.iter_mut().zip(&owns) {
+                if let Some((_, limit)) = own {
+                    *outcome = outcome.under_own(*limit);
+                }
+            }
+        }
+        admitted
+    }
+
+    /// [`acquire_layers`](Self::acquire_layers) once every layer's shard is locked (`guards`,
+    /// layer `i`'s at `guard_of[i]`, its hash `hashes[i]`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn decide_locked<const N: usize>(
+        &self,
+        guards: &mut [Option<MutexGuard<'_, Shard>>; N],
+        guard_of: &[usize; N],
+        hashes: &[u64; N],
+        layers: &[Layer<'_>],
+        cost: u64,
+        now: Timestamp,
+        outcomes: &mut [Outcome],
+    ) -> bool {
         let find = |shard: &Shard, hash: u64, layer: &Layer<'_>| {
             let slot = compact(layer.slot);
             shard

@@ -27,17 +27,18 @@ pub(super) struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// A [`Layer::slot`] in 32 bits: its `ABSENT` flag in bit 31, the rule's index (below
-/// [`MAX_RULES`](crate::common::MAX_RULES) = 256) in bits 23–30, [`BLOCK_MARK`] in bit 20,
-/// and the role variant (at
+/// [`MAX_RULES`](crate::common::MAX_RULES) = 256) in bits 23–30, [`OWN_MARK`] in bit 21,
+/// [`BLOCK_MARK`] in bit 20, and the role variant (at
 /// most [`MAX_ROLE_OVERRIDES`](crate::common::MAX_ROLE_OVERRIDES) + 1 < 2¹⁷) in bits 0–16.
 /// An entry keeps its [pressure](pressure) in bits 17–19 of the same word.
 ///
 /// [`Layer::slot`]: crate::store::Layer::slot
 #[inline(always)]
 pub(super) fn compact(slot: u64) -> u32 {
-    debug_assert!((slot >> 32) & 0x7fff_ffff < 256 && slot & 0x7fff_ffff < 1 << 17);
+    debug_assert!((slot >> 32) & 0x7fff_ffff < 256 && slot & 0x3fff_ffff < 1 << 17);
     (((slot >> 63) as u32) << 31)
         | (((slot >> 32) as u32 & 0xff) << 23)
+        | ((((slot & OWN_MARK) != 0) as u32) << OWN_SHIFT)
         | ((((slot & BLOCK_MARK) != 0) as u32) << BLOCK_SHIFT)
         | (slot as u32 & 0x1_ffff)
 }
@@ -53,6 +54,13 @@ pub(super) fn state_of(compact: u32) -> u32 {
 /// [`Layer::slot`]: crate::store::Layer::slot
 pub(super) const BLOCK_MARK: u64 = 1 << 31;
 const BLOCK_SHIFT: u32 = 20;
+
+/// Set in a [`Layer::slot`] for the entry of the key's own limit (`key_limits`), beside the
+/// layer's own: bit 21 of the [`compact`]ed slot.
+///
+/// [`Layer::slot`]: crate::store::Layer::slot
+pub(super) const OWN_MARK: u64 = 1 << 30;
+const OWN_SHIFT: u32 = 21;
 
 const _: () = assert!(crate::common::MAX_ROLE_OVERRIDES < 1 << 17);
 

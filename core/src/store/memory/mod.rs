@@ -26,6 +26,7 @@ mod acquire;
 mod block;
 mod entry;
 mod evict;
+mod own;
 
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -127,10 +128,11 @@ impl MemoryStore {
     pub(crate) fn refund(&self, layer: &Layer<'_>, cost: u64, at: Timestamp) {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let (quota, _) = self.quota_in(&shard, layer, at);
         let slot = compact(layer.slot);
         if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
-            layer.quota.refund(&mut entry.state, at, cost);
-            entry.expires_s = secs(layer.quota.expires_at(&entry.state).as_micros());
+            quota.refund(&mut entry.state, at, cost);
+            entry.expires_s = secs(quota.expires_at(&entry.state).as_micros());
         }
     }
 
@@ -140,7 +142,7 @@ impl MemoryStore {
     pub(crate) fn charge(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
-        let quota = layer.quota;
+        let (quota, _) = self.quota_in(&shard, layer, now);
         let slot = compact(layer.slot);
         if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
             quota.charge(&mut entry.state, now, cost);
@@ -149,7 +151,7 @@ impl MemoryStore {
         }
         let mut state = quota.new_state(now);
         quota.charge(&mut state, now, cost);
-        self.insert(&mut shard, hash, layer, quota, state, now, 0);
+        self.insert(&mut shard, hash, layer, &quota, state, now, 0);
     }
 
     /// Gives back `cost` from `layer` at `now` ([`Quota::reward`]).
@@ -158,10 +160,11 @@ impl MemoryStore {
     pub(crate) fn reward(&self, layer: &Layer<'_>, cost: u64, now: Timestamp) {
         let hash = self.hash(layer.slot, layer.key);
         let mut shard = self.shards[self.shard_of(hash)].0.lock();
+        let (quota, _) = self.quota_in(&shard, layer, now);
         let slot = compact(layer.slot);
         if let Some(entry) = shard.table.find_mut(hash, |e| e.is(slot, layer.key)) {
-            layer.quota.reward(&mut entry.state, now, cost);
-            entry.expires_s = secs(layer.quota.expires_at(&entry.state).as_micros());
+            quota.reward(&mut entry.state, now, cost);
+            entry.expires_s = secs(quota.expires_at(&entry.state).as_micros());
         }
     }
 
@@ -223,8 +226,32 @@ impl Store for MemoryStore {
             KeyOp::Reward { cost } => self.reward(layer, cost, now),
             KeyOp::Forget => self.forget(layer),
             KeyOp::Block { length } => self.block_for(layer, now, length),
+            KeyOp::SetLimit {
+                limit,
+                period,
+                lifetime,
+            } => {
+                let until = now
+                    .as_micros()
+                    .saturating_add(crate::clock::duration_micros(lifetime));
+                self.set_own(layer, (limit, period), Timestamp::from_micros(until), now);
+            }
+            KeyOp::ClearLimit => self.clear_own(layer),
         }
         Ok(())
+    }
+
+    fn key_limit(
+        &self,
+        layer: &Layer<'_>,
+        now: Timestamp,
+    ) -> Result<Option<(u64, Duration)>, Error> {
+        Ok(self.own_limit(layer, now).map(|(limit, until)| {
+            (
+                limit,
+                Duration::from_micros(until.as_micros().saturating_sub(now.as_micros())),
+            )
+        }))
     }
 
     fn used(&self) -> StoreUsed {

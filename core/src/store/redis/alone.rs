@@ -66,6 +66,14 @@ impl Store for RedisStore {
         RedisStore::administer(self, layer, op, now).map_err(|f| unavailable(f.failure))
     }
 
+    fn key_limit(
+        &self,
+        layer: &Layer<'_>,
+        _now: Timestamp,
+    ) -> Result<Option<(u64, std::time::Duration)>, Error> {
+        RedisStore::key_limit(self, layer).map_err(|f| unavailable(f.failure))
+    }
+
     fn used(&self) -> StoreUsed {
         StoreUsed::Redis
     }

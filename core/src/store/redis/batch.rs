@@ -43,8 +43,8 @@ pub(super) const IN_FLIGHT: usize = 1;
 
 /// One decision's part of a script call (see `decide.lua`): its keys; its shape (mode and
 /// layers' policies, which decisions of the same rules share and a call sends once); its
-/// cost; its time, when it carries one; and how many layers it has (its reply is
-/// `2 + 4 × layers` numbers).
+/// cost; its time, when it carries one; how many layers it has, and how many of them take
+/// key limits (its reply is `2 + 4 × layers + owns` numbers).
 #[derive(Debug, Clone)]
 pub(super) struct Encoded {
     pub(super) keys: Vec<Vec<u8>>,
@@ -52,11 +52,12 @@ pub(super) struct Encoded {
     pub(super) cost: String,
     pub(super) time: Option<String>,
     pub(super) layers: usize,
+    pub(super) owns: usize,
 }
 
 impl Encoded {
     fn reply_len(&self) -> usize {
-        2 + 4 * self.layers
+        2 + 4 * self.layers + self.owns
     }
 
     /// The hash slot its keys live in (one: a decision whose layers span several slots is not

@@ -35,7 +35,9 @@
 --             c sliding_window_counter, b token_bucket, k a fixed_window aligned to the
 --             calendar; in upper case for a shadow layer,
 --             whose denial denies nothing; followed by ! for a layer that blocks its key after
---             denials, whose block key follows its state keys), limit (or capacity), period
+--             denials, whose block key follows its state keys, and by ~ for a layer whose keys
+--             may have limits of their own, whose own-limit key comes next), limit (or
+--             capacity), period
 --             (window, or the bucket's interval; a calendar window's nominal length) in µs,
 --             for a calendar window the number of the window the caller's clock is in and
 --             when it starts, ends and the next one ends (µs), and for a blocking layer the
@@ -50,7 +52,12 @@
 -- caller's clock.
 --
 -- Returns, per decision: all_allowed, then per layer allowed (1; 0 denied, 2 denied by a
---          block), remaining, reset_after, retry_after (zeros for r and a), then the time used.
+--          block), remaining, reset_after, retry_after (zeros for r and a) and for a ~ layer
+--          the key's own limit in force (0 for none), then the time used.
+--
+-- A ~ layer's own-limit key holds "limit:period" (the period in the layer's units: a window,
+-- or a bucket's emission interval, computed by the caller when the limit was set) and expires
+-- when the limit ends; while it lives, the layer is judged by it instead of the shape's.
 --
 -- A blocking layer's block key holds "until:index:denials" (µs, the denial window's index,
 -- the denials counted in it). A decision on a blocked key denies with the block's end as
@@ -143,6 +150,8 @@ local SMODE, SN, SFIRST, SPLAIN = {}, {}, {}, {}
 local LCODE, LSHADOW, LLIMIT, LPERIOD = {}, {}, {}, {}
 -- Per blocking layer of a shape: the block's length, the denials that start it, their window.
 local LBLOCK, LAFTER, LBWIN = {}, {}, {}
+-- Per layer of a shape: whether its keys may have limits of their own.
+local LOWN = {}
 -- Per calendar layer of a shape: the caller's window, its start and end, the next one's end.
 local LI0, LB0, LB1, LB2 = {}, {}, {}, {}
 local USES = {}
@@ -170,13 +179,15 @@ for sh = 1, tonumber(ARGV[2]) do
       USES[FIXED] = true
       next = next + 4
     end
-    if #ARGV[a] > 1 then
+    if #ARGV[a] > 1 and find(ARGV[a], '!', 2, true) then
       LBLOCK[l], LAFTER[l], LBWIN[l] = tonumber(ARGV[next]), tonumber(ARGV[next + 1]), tonumber(ARGV[next + 2])
       plain = false
       next = next + 3
     else
       LBLOCK[l] = false
     end
+    LOWN[l] = #ARGV[a] > 1 and find(ARGV[a], '~', 2, true) ~= nil
+    if LOWN[l] then plain = false end
     a = next
   end
   SPLAIN[sh] = plain
@@ -193,6 +204,8 @@ local bucket_consume, bucket_save, load, evaluate, consume, save, refund, charge
 -- Per layer of the decision at hand, for a blocking one: its block key, until when it is
 -- blocked, the denial window's index and the denials in it, and whether it denies by a block.
 local KEYB, BUNTIL, BINDEX, BCOUNT, BLOCKED = {}, {}, {}, {}, {}
+-- Per layer of the decision at hand: the key's own limit in force, or false.
+local OWN = {}
 -- Per layer of the decision at hand: for a calendar window, its layer in the L arrays.
 local CAL = {}
 
@@ -754,6 +767,16 @@ while a <= args do
       else
         KEYB[j] = false
       end
+      OWN[j] = false
+      if LOWN[first + j] then
+        local v = call('GET', KEYS[k])
+        k = k + 1
+        local ol, op
+        if v then ol, op = pair(v) end
+        if ol and op and ol >= 1 and op >= 1 then
+          LIMIT[j], PERIOD[j], OWN[j] = ol, op, ol
+        end
+      end
       load(j)
     end
 
@@ -813,15 +836,22 @@ while a <= args do
         reply[r + 3] = RESET[j]
         reply[r + 4] = RETRY[j]
         r = r + 4
+        if LOWN[first + j] then
+          r = r + 1
+          reply[r] = OWN[j] or 0
+        end
       end
     else
       local apply = refunding and refund or charge
       for j = 1, n do apply(j) end
       r = r + 1
       reply[r] = 1
-      for _ = 1, 4 * n do
-        r = r + 1
-        reply[r] = 0
+      for j = 1, n do
+        local m = LOWN[first + j] and 5 or 4
+        for _ = 1, m do
+          r = r + 1
+          reply[r] = 0
+        end
       end
     end
     r = r + 1

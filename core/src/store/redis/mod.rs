@@ -77,7 +77,7 @@ pub(crate) use sync::{SyncItem, SyncedCount};
 /// The decision script.
 pub const DECIDE_LUA: &str = include_str!("decide.lua");
 
-/// The administration script (forget a key, block it).
+/// The administration script (forget a key, block it, give it a limit of its own).
 pub const ADMIN_LUA: &str = include_str!("admin.lua");
 
 /// A script call's mode (the decision script's `ARGV[1]`).
@@ -254,10 +254,12 @@ impl RedisStore {
             } else {
                 code
             });
-            shape.push(if block.is_some() {
-                format!("{code}!")
-            } else {
-                code.to_string()
+            let own = quota.key_limits();
+            shape.push(match (block.is_some(), own) {
+                (false, false) => code.to_string(),
+                (true, false) => format!("{code}!"),
+                (false, true) => format!("{code}~"),
+                (true, true) => format!("{code}!~"),
             });
             shape.push(quota.limit().to_string());
             shape.push(period.as_micros().to_string());
@@ -278,6 +280,9 @@ impl RedisStore {
                 shape.push(block.after().to_string());
                 shape.push(quota.block_window().to_string());
             }
+            if own {
+                keys.push(self.own_key(layer));
+            }
         }
         Encoded {
             keys,
@@ -285,6 +290,7 @@ impl RedisStore {
             cost: cost.to_string(),
             time,
             layers: layers.len(),
+            owns: layers.iter().filter(|l| l.quota.key_limits()).count(),
         }
     }
 
@@ -356,7 +362,7 @@ impl RedisStore {
             let encoded = self.encode(Mode::Decide, layers, cost, now);
             let reply = self.decide_combined(vec![encoded], None).pop();
             let reply = reply.unwrap_or_else(|| Err(no_reply()))?;
-            let (all, used) = read_reply(&reply, outcomes)?;
+            let (all, used) = read_reply(&reply, layers, outcomes)?;
             times.fill(Timestamp::from_micros(used));
             return Ok(all);
         }
@@ -370,7 +376,7 @@ impl RedisStore {
         let mut all = true;
         for (g, reply) in groups.iter().zip(&replies) {
             let mut out = vec![Outcome::default(); g.len()];
-            all &= read_reply(reply, &mut out)?.0;
+            all &= read_reply(reply, &subset(g), &mut out)?.0;
             for (&i, o) in g.iter().zip(out) {
                 outcomes[i] = o;
             }
@@ -383,7 +389,7 @@ impl RedisStore {
         for (k, g) in groups.iter().enumerate() {
             let reply = self.run(&[self.command(Mode::Decide, &subset(g), cost, now)]);
             let mut out = vec![Outcome::default(); g.len()];
-            let admitted = match reply.and_then(|r| Ok(read_reply(&r[0], &mut out)?)) {
+            let admitted = match reply.and_then(|r| Ok(read_reply(&r[0], &subset(g), &mut out)?)) {
                 Ok((admitted, used)) => {
                     for (&i, o) in g.iter().zip(out) {
                         outcomes[i] = o;
@@ -478,7 +484,7 @@ impl RedisStore {
             .collect();
         let replies = self.decide_combined(encoded, queued);
         for (&i, reply) in simple.iter().zip(replies) {
-            verdicts[i] = reply.and_then(|r| Ok(read_reply(&r, outcomes[i])?.0));
+            verdicts[i] = reply.and_then(|r| Ok(read_reply(&r, batch[i].0, outcomes[i])?.0));
         }
         verdicts
     }
@@ -498,6 +504,30 @@ impl RedisStore {
             }
             KeyOp::Reward { cost } => {
                 self.command(Mode::Reward, std::slice::from_ref(layer), cost, now)
+            }
+            KeyOp::SetLimit { .. } | KeyOp::ClearLimit => {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(self.admin_script.get_hash())
+                    .arg(1)
+                    .arg(self.own_key(layer));
+                if let KeyOp::SetLimit {
+                    limit,
+                    period,
+                    lifetime,
+                } = op
+                {
+                    let ms = crate::clock::duration_micros(lifetime)
+                        .div_ceil(1000)
+                        .max(1);
+                    cmd.arg("l").arg(format!("{limit}:{period}")).arg(ms);
+                } else {
+                    cmd.arg("c");
+                }
+                return self
+                    .run_script(&self.admin_script, ADMIN_LUA, &[cmd], self.timeout)
+                    .pop()
+                    .unwrap_or_else(|| Err(no_reply()))
+                    .map(|_| ());
             }
             KeyOp::Forget | KeyOp::Block { .. } => {
                 let base = self.key(layer);
@@ -548,6 +578,34 @@ impl RedisStore {
         self.run(&[command]).map(|_| ())
     }
 
+    /// The own limit of `layer`'s key and how long it stays in force, if it has one.
+    pub fn key_limit(&self, layer: &Layer<'_>) -> Result<Option<(u64, Duration)>, Failed> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.admin_script.get_hash())
+            .arg(1)
+            .arg(self.own_key(layer))
+            .arg("q");
+        let reply = self
+            .run_script(&self.admin_script, ADMIN_LUA, &[cmd], self.timeout)
+            .pop()
+            .unwrap_or_else(|| Err(no_reply()))?;
+        Ok(match reply[..] {
+            [limit, ms] if limit > 0 && ms > 0 => Some((
+                limit.unsigned_abs(),
+                Duration::from_millis(ms.unsigned_abs()),
+            )),
+            _ => None,
+        })
+    }
+
+    /// The key of `layer`'s key's own limit, `PREFIX{RULE/VARIANT/=KEY}~`, beside its state
+    /// and in its slot.
+    fn own_key(&self, layer: &Layer<'_>) -> Vec<u8> {
+        let mut key = self.key(layer);
+        key.push(b'~');
+        key
+    }
+
     /// The hash slot `layer`'s state lives in (on a cluster).
     pub(crate) fn slot(&self, layer: &Layer<'_>) -> u16 {
         slots::hash_slot(&self.key(layer))
@@ -575,21 +633,36 @@ fn no_reply() -> Failed {
     StoreFailure::Redis("no reply to a decision".into()).into()
 }
 
-/// One script reply: `[all, then allowed, remaining, reset_after, retry_after per layer, the
-/// time used]`; returns (all, time used).
-fn read_reply(reply: &[i64], outcomes: &mut [Outcome]) -> Result<(bool, u64), StoreFailure> {
-    if reply.len() != 2 + 4 * outcomes.len() {
+/// One script reply for `layers`: `[all, then allowed, remaining, reset_after, retry_after
+/// per layer — and the key's own limit for a layer whose quota takes key limits —, the time
+/// used]`; returns (all, time used).
+fn read_reply(
+    reply: &[i64],
+    layers: &[Layer<'_>],
+    outcomes: &mut [Outcome],
+) -> Result<(bool, u64), StoreFailure> {
+    let owns = layers.iter().filter(|l| l.quota.key_limits()).count();
+    if reply.len() != 2 + 4 * outcomes.len() + owns || layers.len() != outcomes.len() {
         return Err(StoreFailure::Redis(format!(
             "the decision script answered {} values for {} layers",
             reply.len(),
             outcomes.len()
         )));
     }
-    for (outcome, values) in outcomes.iter_mut().zip(reply[1..].chunks(4)) {
-        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    let mut at = 1;
+    for (outcome, layer) in outcomes.iter_mut().zip(layers) {
+        let values = &reply[at..at + 4];
         *outcome = Outcome::new(values[0] == 1, u(values[1]), u(values[2]), u(values[3]));
         if values[0] == 2 {
             *outcome = outcome.block(u(values[3]));
+        }
+        at += 4;
+        if layer.quota.key_limits() {
+            if reply[at] > 0 {
+                *outcome = outcome.under_own(u(reply[at]));
+            }
+            at += 1;
         }
     }
     let used = u64::try_from(reply[reply.len() - 1]).unwrap_or(0);
