@@ -335,7 +335,7 @@ typedef struct {
 
 // What a key of a rule has left (`fw_inspect`).
 typedef struct {
-  // The limit (or bucket capacity) of the key's policy.
+  // The limit (or bucket capacity) of the key's policy, or its own while it has one.
   uint64_t limit;
   // The largest cost it would admit now (0 while blocked).
   uint64_t remaining;
@@ -347,6 +347,10 @@ typedef struct {
   uint64_t blocked_for_ms;
   // Who answered.
   fw_store store;
+  // Whether the key has a limit of its own now (`fw_set_key_limit`): `limit` is that.
+  bool has_key_limit;
+  // Milliseconds its own limit stays in force (rounded up; 0 without one).
+  uint64_t key_limit_for_ms;
 } fw_key_status;
 
 // A request as a host's server received it, for `fw_http`. Every string is NUL-terminated
@@ -541,6 +545,24 @@ fw_result fw_penalize(const fw_engine *engine, const fw_key *key, uint64_t point
 // # Safety
 // `engine` is a live handle; `key` points to a valid `fw_key`.
 fw_result fw_reward(const fw_engine *engine, const fw_key *key, uint64_t points);
+
+// Judges `key` by its own `limit` (a token bucket's capacity, its refill rate scaled with
+// it) for `lifetime_ms` from now, replacing any it had. The rule must have `key_limits =
+// true`; others, a `limit` of 0 and a lifetime outside 1 ms to 366 days answer
+// `FW_INVALID_CONFIG`.
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`.
+fw_result fw_set_key_limit(const fw_engine *engine,
+                           const fw_key *key,
+                           uint64_t limit,
+                           uint64_t lifetime_ms);
+
+// Takes `key`'s own limit away: its policy's applies again (a rule with `key_limits = true`).
+//
+// # Safety
+// `engine` is a live handle; `key` points to a valid `fw_key`.
+fw_result fw_clear_key_limit(const fw_engine *engine, const fw_key *key);
 
 // How many headers there are.
 //

@@ -428,11 +428,15 @@ type Key struct {
 
 // KeyStatus is what a key of a rule has left (Inspect).
 type KeyStatus struct {
+	// Limit is the policy's, or the key's own while it has one (SetKeyLimit).
 	Limit, Remaining uint64
 	ResetAfter       time.Duration
 	Blocked          bool
 	BlockedFor       time.Duration
 	Store            Store
+	// HasKeyLimit says whether the key has a limit of its own now, for KeyLimitFor more.
+	HasKeyLimit bool
+	KeyLimitFor time.Duration
 }
 
 func (k Key) toC() (C.fw_key, func()) {
@@ -470,7 +474,8 @@ func (e *Engine) Inspect(k Key) (KeyStatus, error) {
 		Limit: uint64(s.limit), Remaining: uint64(s.remaining),
 		ResetAfter: time.Duration(s.reset_after_ms) * time.Millisecond,
 		Blocked:    bool(s.blocked), BlockedFor: time.Duration(s.blocked_for_ms) * time.Millisecond,
-		Store: Store(s.store),
+		Store:       Store(s.store),
+		HasKeyLimit: bool(s.has_key_limit), KeyLimitFor: time.Duration(s.key_limit_for_ms) * time.Millisecond,
 	}, nil
 }
 
@@ -500,6 +505,20 @@ func (e *Engine) Penalize(k Key, points uint64) error {
 // Reward gives points back to a key now.
 func (e *Engine) Reward(k Key, points uint64) error {
 	return e.keyOp(k, func(c *C.fw_key) C.fw_result { return C.fw_reward(e.ptr, c, C.uint64_t(points)) })
+}
+
+// SetKeyLimit judges a key by its own limit (a token bucket's capacity, its refill rate
+// scaled with it) for lifetime (1 ms to 366 days), replacing any it had; the rule must have
+// key_limits = true (an InvalidConfig error otherwise). On Redis every process sees it.
+func (e *Engine) SetKeyLimit(k Key, limit uint64, lifetime time.Duration) error {
+	return e.keyOp(k, func(c *C.fw_key) C.fw_result {
+		return C.fw_set_key_limit(e.ptr, c, C.uint64_t(limit), C.uint64_t(lifetime.Milliseconds()))
+	})
+}
+
+// ClearKeyLimit takes a key's own limit away: its policy's applies again.
+func (e *Engine) ClearKeyLimit(k Key) error {
+	return e.keyOp(k, func(c *C.fw_key) C.fw_result { return C.fw_clear_key_limit(e.ptr, c) })
 }
 
 // CheckWithHeaders decides and renders the response headers.

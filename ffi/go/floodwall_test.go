@@ -157,6 +157,48 @@ func TestKeyAdministration(t *testing.T) {
 	}
 }
 
+func TestKeyLimit(t *testing.T) {
+	e, err := FromTOML("[[rules]]\nname = \"u\"\nkey = \"subject\"\nalgorithm = \"sliding_window\"\nlimit = 2\nwindow = \"1h\"\nkey_limits = true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	alice := Key{Rule: "u", Key: "alice"}
+	if err := e.SetKeyLimit(alice, 4, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.Inspect(alice)
+	if err != nil || s.Limit != 4 || s.Remaining != 4 || !s.HasKeyLimit || s.KeyLimitFor <= 50*time.Second || s.KeyLimitFor > time.Minute {
+		t.Fatalf("%+v %v", s, err)
+	}
+	req := Request{Method: "GET", Path: "/", Subject: "alice"}
+	for i, want := range []bool{true, true, true, true, false} {
+		d, err := e.Check(req)
+		if err != nil || d.Allowed != want || d.Limit != 4 {
+			t.Fatalf("check %d: %+v %v", i, d, err)
+		}
+	}
+	if err := e.ClearKeyLimit(alice); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := e.Inspect(alice); s.Limit != 2 || s.HasKeyLimit || s.Remaining != 0 {
+		t.Fatalf("cleared: %+v", s)
+	}
+	if err := e.SetKeyLimit(alice, 0, time.Minute); !errors.Is(err, &Error{Code: InvalidConfig}) {
+		t.Fatalf("a limit of 0: %v", err)
+	}
+	plain, err := FromTOML("[[rules]]\nname = \"p\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\nlimit = 2\nwindow = \"1h\"")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	err = plain.SetKeyLimit(Key{Rule: "p", Key: "alice"}, 4, time.Minute)
+	var fe *Error
+	if !errors.As(err, &fe) || fe.Code != InvalidConfig || !strings.Contains(fe.Message, "takes no key limits") {
+		t.Fatalf("got %v", err)
+	}
+}
+
 func TestCheckAdmitsThenDenies(t *testing.T) {
 	e := engine(t)
 	now := time.UnixMilli(60_000)

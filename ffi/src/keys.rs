@@ -1,6 +1,8 @@
 //! Per-key administration: what a key of a rule has left (`fw_inspect`), starting it afresh
 //! (`fw_reset_key`), blocking it (`fw_block_key`), taking or giving back points
-//! (`fw_penalize`, `fw_reward`). On Redis each is one round trip, seen by every process.
+//! (`fw_penalize`, `fw_reward`), and a limit of its own for a while (`fw_set_key_limit`,
+//! `fw_clear_key_limit`; rules with `key_limits = true`). On Redis each is one round trip,
+//! seen by every process.
 
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ pub struct fw_key {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct fw_key_status {
-    /// The limit (or bucket capacity) of the key's policy.
+    /// The limit (or bucket capacity) of the key's policy, or its own while it has one.
     pub limit: u64,
     /// The largest cost it would admit now (0 while blocked).
     pub remaining: u64,
@@ -42,6 +44,10 @@ pub struct fw_key_status {
     pub blocked_for_ms: u64,
     /// Who answered.
     pub store: fw_store,
+    /// Whether the key has a limit of its own now (`fw_set_key_limit`): `limit` is that.
+    pub has_key_limit: bool,
+    /// Milliseconds its own limit stays in force (rounded up; 0 without one).
+    pub key_limit_for_ms: u64,
 }
 
 /// # Safety
@@ -107,6 +113,8 @@ pub unsafe extern "C" fn fw_inspect(
             blocked: status.blocked_for.is_some(),
             blocked_for_ms: status.blocked_for.map_or(0, ceil_ms),
             store: store_of(status.store),
+            has_key_limit: status.key_limit_for.is_some(),
+            key_limit_for_ms: status.key_limit_for.map_or(0, ceil_ms),
         });
         Ok(())
     })
@@ -164,4 +172,36 @@ pub unsafe extern "C" fn fw_reward(
 ) -> fw_result {
     // SAFETY: the caller's contract is this function's.
     unsafe { administer(engine, key, |e, k| e.reward(k, points)) }
+}
+
+/// Judges `key` by its own `limit` (a token bucket's capacity, its refill rate scaled with
+/// it) for `lifetime_ms` from now, replacing any it had. The rule must have `key_limits =
+/// true`; others, a `limit` of 0 and a lifetime outside 1 ms to 366 days answer
+/// `FW_INVALID_CONFIG`.
+///
+/// # Safety
+/// `engine` is a live handle; `key` points to a valid `fw_key`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_set_key_limit(
+    engine: *const fw_engine,
+    key: *const fw_key,
+    limit: u64,
+    lifetime_ms: u64,
+) -> fw_result {
+    let lifetime = Duration::from_millis(lifetime_ms);
+    // SAFETY: the caller's contract is this function's.
+    unsafe { administer(engine, key, |e, k| e.set_key_limit(k, limit, lifetime)) }
+}
+
+/// Takes `key`'s own limit away: its policy's applies again (a rule with `key_limits = true`).
+///
+/// # Safety
+/// `engine` is a live handle; `key` points to a valid `fw_key`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fw_clear_key_limit(
+    engine: *const fw_engine,
+    key: *const fw_key,
+) -> fw_result {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { administer(engine, key, |e, k| e.clear_key_limit(k)) }
 }

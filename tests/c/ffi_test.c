@@ -478,7 +478,30 @@ int main(void) {
   CHECK(fw_reset_key(admin, &no_rule) == FW_NULL_ARGUMENT);
   CHECK(fw_inspect(admin, NULL, &status) == FW_NULL_ARGUMENT);
   CHECK(fw_inspect(admin, &alice, NULL) == FW_NULL_ARGUMENT);
+  CHECK(!status.has_key_limit && status.key_limit_for_ms == 0);
+  /* A rule without key_limits takes no key limit. */
+  CHECK(fw_set_key_limit(admin, &alice, 9, 60000) == FW_INVALID_CONFIG);
+  CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "takes no key limits") != NULL);
   fw_engine_free(admin);
+  /* A key's own limit for a while. */
+  fw_engine *limited = NULL;
+  CHECK(fw_engine_from_toml("[[rules]]\nname = \"u\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
+                            "limit = 1\nwindow = \"1h\"\nkey_limits = true", &limited) == FW_OK);
+  CHECK(fw_set_key_limit(limited, &alice, 3, 60000) == FW_OK);
+  CHECK(fw_inspect(limited, &alice, &status) == FW_OK && status.limit == 3 && status.remaining == 3);
+  CHECK(status.has_key_limit && status.key_limit_for_ms > 50000 && status.key_limit_for_ms <= 60000);
+  fw_request own = req;
+  own.now_ms = -1;
+  CHECK(fw_check(limited, &own, &d) == FW_OK && d.allowed && d.limit == 3 && d.remaining == 2);
+  CHECK(fw_clear_key_limit(limited, &alice) == FW_OK);
+  CHECK(fw_inspect(limited, &alice, &status) == FW_OK && status.limit == 1 && !status.has_key_limit);
+  CHECK(fw_check(limited, &own, &d) == FW_OK && !d.allowed && d.limit == 1);
+  CHECK(fw_set_key_limit(limited, &alice, 0, 60000) == FW_INVALID_CONFIG);
+  CHECK(fw_set_key_limit(limited, &alice, 3, 0) == FW_INVALID_CONFIG);
+  CHECK(fw_set_key_limit(limited, NULL, 3, 60000) == FW_NULL_ARGUMENT);
+  CHECK(fw_clear_key_limit(NULL, &alice) == FW_NULL_ARGUMENT);
+  CHECK(fw_set_key_limit(limited, &unknown, 3, 60000) == FW_UNKNOWN_RULE);
+  fw_engine_free(limited);
   /* Hot reload: a changed limit restarts its rule, an invalid configuration changes nothing. */
   fw_engine *reloading = NULL;
   CHECK(fw_engine_from_toml("[[rules]]\nname = \"r\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
