@@ -12,6 +12,8 @@
 //!   atomic together): the floor under any three-layer decision on this store.
 //! - `engine/*`: the full `Engine::check` (rule matching, role policy, key building, store)
 //!   with one and three layers.
+//! - `key_limits/*`: one layer whose rule takes key limits (`key_limits = true`), with and
+//!   without the key's own limit set, beside the same rule without.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -156,5 +158,41 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, store, engine);
+/// One layer on one key, its rule without `key_limits`, with `key_limits` and no limit set,
+/// and with the key's own limit in force: what a rule that takes key limits costs.
+fn key_limits(c: &mut Criterion) {
+    let mut group = c.benchmark_group("key_limits");
+    let with_limits = ONE_LAYER.replace(
+        "refill_rate = 1000000\n",
+        "refill_rate = 1000000\nkey_limits = true\n",
+    );
+    for (label, config, own) in [
+        ("plain", ONE_LAYER, false),
+        ("key_limits-none-set", with_limits.as_str(), false),
+        ("key_limits-set", with_limits.as_str(), true),
+    ] {
+        let engine = Engine::from_toml(config)
+            .expect("bench config")
+            .with_clock(ManualClock::new(NOW));
+        if own {
+            engine
+                .set_key_limit(
+                    &floodwall::KeyRef::new("per-user", "alice"),
+                    CAPACITY_OWN,
+                    std::time::Duration::from_secs(3600),
+                )
+                .expect("a key limit");
+        }
+        let request = Request::new("GET", "/api/orders/7").subject("alice");
+        group.bench_function(BenchmarkId::new("floodwall", label), |b| {
+            b.iter(|| assert!(black_box(engine.check(&request).expect("check").allowed())))
+        });
+    }
+    group.finish();
+}
+
+/// The own limit the bench gives its key: the bucket's capacity (its refill time in µs).
+const CAPACITY_OWN: u64 = 1_000_000_000;
+
+criterion_group!(benches, store, engine, key_limits);
 criterion_main!(benches);

@@ -263,6 +263,11 @@ export interface KeyStatus {
   readonly resetAfterMs: number
   /** null when it is not blocked. */
   readonly blockedForMs: number | null
+  /**
+   * How much longer the key's own limit (`engine.setKeyLimit`) is in force; `limit` is that
+   * limit meanwhile. null when it has none.
+   */
+  readonly keyLimitForMs: number | null
   readonly store: StoreUsed
 }
 
@@ -415,6 +420,13 @@ export declare class Engine extends EventEmitter {
   penalize (rule: string, key: string | null, points: number, options?: { role?: string }): Promise<void>
   /** Gives `points` back to a key now. */
   reward (rule: string, key: string | null, points: number, options?: { role?: string }): Promise<void>
+  /**
+   * Judges a key by its own `limit` (a token bucket's capacity) for `lifetimeMs` (1 ms to 366
+   * days), replacing any own limit it had (a rule with `key_limits = true`).
+   */
+  setKeyLimit (rule: string, key: string | null, limit: number, lifetimeMs: number, options?: { role?: string }): Promise<void>
+  /** Takes a key's own limit away: its policy's applies again (a rule with `key_limits = true`). */
+  clearKeyLimit (rule: string, key: string | null, options?: { role?: string }): Promise<void>
   /** Memory stores only. */
   checkManySync (requests: Iterable<CheckRequest>): Array<Decision | FloodwallError>
   checkMany (requests: Iterable<CheckRequest>): Promise<Array<Decision | FloodwallError>>

@@ -347,12 +347,13 @@ class Engine extends EventEmitter {
    * What `key` of `rule` has left now (for `options.role`'s policy); consumes nothing. The key
    * is as the rule counts it (a subject, an address, a header's value, `'GET /path'`); null
    * names the requests lacking the keyed part. Resolves to `{ limit, remaining, resetAfterMs,
-   * blockedForMs, store }`.
+   * blockedForMs, keyLimitForMs, store }` (`keyLimitForMs`: how much longer the key's own
+   * limit, from `setKeyLimit`, is in force — `limit` is that limit meanwhile — or null).
    */
   inspect (rule, key, options) {
     return this._key(() => this._inner.inspectKey(rule, key ?? null, roleOf(options)))
       .then((s) => Object.freeze({
-        limit: s.limit, remaining: s.remaining, resetAfterMs: s.resetAfterMs, blockedForMs: s.blockedForMs ?? null, store: s.store
+        limit: s.limit, remaining: s.remaining, resetAfterMs: s.resetAfterMs, blockedForMs: s.blockedForMs ?? null, keyLimitForMs: s.keyLimitForMs ?? null, store: s.store
       }))
   }
 
@@ -374,6 +375,20 @@ class Engine extends EventEmitter {
   /** Gives `points` back to `key` of `rule` now. */
   reward (rule, key, points, options) {
     return this._key(() => this._inner.administerKey('reward', rule, key ?? null, roleOf(options), points))
+  }
+
+  /**
+   * Judges `key` of `rule` by its own `limit` (a token bucket's capacity) for `lifetimeMs`
+   * (1 ms to 366 days) from now, replacing any own limit it had; then by its policy again. The
+   * rule must take key limits (`key_limits = true`).
+   */
+  setKeyLimit (rule, key, limit, lifetimeMs, options) {
+    return this._key(() => this._inner.administerKey('limit', rule, key ?? null, roleOf(options), limit, lifetimeMs))
+  }
+
+  /** Takes the own limit of `key` of `rule` away: its policy's applies again. */
+  clearKeyLimit (rule, key, options) {
+    return this._key(() => this._inner.administerKey('clear_limit', rule, key ?? null, roleOf(options)))
   }
 
   _key (call) {

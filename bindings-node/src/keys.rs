@@ -1,5 +1,5 @@
-//! `Engine`'s per-key administration: `inspect`, `reset`, `block`, `penalize` and `reward` of
-//! one key of one rule, each on a worker thread.
+//! `Engine`'s per-key administration: `inspect`, `reset`, `block`, `penalize`, `reward` and
+//! a key's own limit (`limit`, `clear_limit`) of one key of one rule, each on a worker thread.
 
 use std::sync::Arc;
 
@@ -21,6 +21,9 @@ pub struct KeyStatusFields {
     pub reset_after_ms: f64,
     /// Milliseconds it stays blocked (rounded up), or none.
     pub blocked_for_ms: Option<f64>,
+    /// Milliseconds its own limit stays in force (rounded up), or none: `limit` is that
+    /// limit meanwhile.
+    pub key_limit_for_ms: Option<f64>,
     /// Who answered (`memory`, `redis`, `fallback`, `unavailable`).
     pub store: String,
 }
@@ -63,14 +66,17 @@ impl Engine {
                 remaining: status.remaining as f64,
                 reset_after_ms: ms(status.reset_after),
                 blocked_for_ms: status.blocked_for.map(ms),
+                key_limit_for_ms: status.key_limit_for.map(ms),
                 store: status.store.as_str().to_owned(),
             })
         })
     }
 
     /// Administers `key` of `rule` on a worker thread: `op` is `reset`, `block` (for
-    /// `amount` ms), `penalize` or `reward` (`amount` points).
+    /// `amount` ms), `penalize` or `reward` (`amount` points), `limit` (its own limit of
+    /// `amount` for `lifetime_ms`) or `clear_limit`.
     #[napi(ts_return_type = "Promise<void>")]
+    #[allow(clippy::too_many_arguments)]
     pub fn administer_key<'env>(
         &self,
         env: &'env Env,
@@ -79,16 +85,35 @@ impl Engine {
         key: Option<String>,
         role: Option<String>,
         amount: Option<f64>,
+        lifetime_ms: Option<f64>,
     ) -> napi::Result<Object<'env>> {
-        let amount = count(amount, "the amount")?.unwrap_or(0);
         let core = Arc::clone(&self.core);
+        let points = || count(amount, "the amount").map(|a| a.unwrap_or(0));
         let run: KeyCall = match op.as_str() {
             "reset" => Box::new(|e, k| e.reset_key(k)),
             "block" => {
-                Box::new(move |e, k| e.block_key(k, std::time::Duration::from_millis(amount)))
+                let ms = points()?;
+                Box::new(move |e, k| e.block_key(k, std::time::Duration::from_millis(ms)))
             }
-            "penalize" => Box::new(move |e, k| e.penalize(k, amount)),
-            "reward" => Box::new(move |e, k| e.reward(k, amount)),
+            "penalize" => {
+                let points = points()?;
+                Box::new(move |e, k| e.penalize(k, points))
+            }
+            "reward" => {
+                let points = points()?;
+                Box::new(move |e, k| e.reward(k, points))
+            }
+            "limit" => {
+                let limit = count(amount, "the limit")?
+                    .ok_or_else(|| invalid_arg("the limit must be an integer from 1 to 2^53"))?;
+                let ms = count(lifetime_ms, "the lifetime")?.ok_or_else(|| {
+                    invalid_arg("the lifetime must be an integer number of milliseconds")
+                })?;
+                Box::new(move |e, k| {
+                    e.set_key_limit(k, limit, std::time::Duration::from_millis(ms))
+                })
+            }
+            "clear_limit" => Box::new(|e, k| e.clear_key_limit(k)),
             other => return Err(invalid_arg(format!("no key operation {other:?}"))),
         };
         on_worker(env, move || run(&core, &key_ref(&rule, &key, &role)))

@@ -182,6 +182,8 @@ function createGateway (engine, { routes = ROUTES, cost, reloader = null } = {})
   //   GET    /admin/keys/:rule/:key              what the key has left
   //   DELETE /admin/keys/:rule/:key              start it afresh
   //   POST   /admin/keys/:rule/:key/penalize?points=N | reward?points=N | block?ms=N
+  //   POST   /admin/keys/:rule/:key/limit?limit=N&ms=M  its own limit for M ms (key_limits rules)
+  //   DELETE /admin/keys/:rule/:key/limit               its policy's limit again
   // (`?role=premium` picks a role's policy; `-` as the key names requests lacking it).
   const admin = express.Router()
   admin.use((req, res, next) => {
@@ -215,12 +217,16 @@ function createGateway (engine, { routes = ROUTES, cost, reloader = null } = {})
   admin.delete('/keys/:rule/:key', (req, res, next) => answer(res, next, async () => {
     await engine.resetKey(...keyOf(req))
   }))
+  admin.delete('/keys/:rule/:key/limit', (req, res, next) => answer(res, next, async () => {
+    await engine.clearKeyLimit(...keyOf(req))
+  }))
   admin.post('/keys/:rule/:key/:op', (req, res, next) => answer(res, next, async () => {
     const [rule, key, options] = keyOf(req)
     const op = req.params.op
     if (op === 'block') await engine.blockKey(rule, key, count(req.query.ms, 'ms'), options)
     else if (op === 'penalize' || op === 'reward') await engine[op](rule, key, count(req.query.points, 'points'), options)
-    else throw new TypeError(`no key operation ${JSON.stringify(op)}: use penalize, reward or block`)
+    else if (op === 'limit') await engine.setKeyLimit(rule, key, count(req.query.limit, 'limit'), count(req.query.ms, 'ms'), options)
+    else throw new TypeError(`no key operation ${JSON.stringify(op)}: use penalize, reward, block or limit`)
   }))
   app.use('/admin', admin)
 

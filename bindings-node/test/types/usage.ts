@@ -7,7 +7,7 @@ import type {
 } from '../../index'
 
 const engine: Engine = Engine.fromObject({
-  rules: [{ name: 'per-user', key: 'subject', algorithm: 'token_bucket', capacity: 10, refill_rate: 1 }]
+  rules: [{ name: 'per-user', key: 'subject', algorithm: 'token_bucket', capacity: 10, refill_rate: 1, key_limits: true }]
 })
 
 const request: CheckRequest = { subject: 'alice', role: 'free', method: 'GET', path: '/api/orders', cost: 1 }
@@ -33,7 +33,10 @@ async function administer (): Promise<number | null> {
   await engine.reward('per-user', null, 1)
   await engine.blockKey('per-user', 'alice', 60_000)
   await engine.resetKey('per-user', 'alice')
-  return status.blockedForMs
+  await engine.setKeyLimit('per-user', 'alice', 50, 3_600_000, { role: 'premium' })
+  const own: number | null = (await engine.inspect('per-user', 'alice')).keyLimitForMs
+  await engine.clearKeyLimit('per-user', 'alice')
+  return status.blockedForMs ?? own
 }
 
 async function serve (authorization: string): Promise<number> {

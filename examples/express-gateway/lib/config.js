@@ -7,7 +7,8 @@
  *   `role` claim (`premium`, anything else is `free`); verified tokens are cached.
  * - `[[rules]]`, applied together to every `/api/**` request (all pass and consume, or none):
  *   `per-user`, a token bucket per subject whose `premium` override is twenty times larger
- *   and a hundred times faster, blocking a caller for 30 s after 50 denials; `order-writes`, a per-endpoint sliding window on
+ *   and a hundred times faster, blocking a caller for 30 s after 50 denials, whose callers an
+ *   admin may give limits of their own for a while; `order-writes`, a per-endpoint sliding window on
  *   `POST /api/orders` shared by every caller (premium too); `global`, one fixed window over
  *   the whole API.
  * - `[services]`: `orders` (round robin over orders-a and orders-b, the flaky one) and
@@ -97,6 +98,7 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
         refill_rate: l.free.refill_rate,
         block_for: l.block.block_for,
         block_after: l.block.block_after,
+        key_limits: true,
         roles: { premium: { capacity: l.premium.capacity, refill_rate: l.premium.refill_rate } }
       },
       {

@@ -313,6 +313,41 @@ test('an admin inspects, penalizes, rewards and resets a caller; others may not'
   assert.equal(bad.status, 400)
 })
 
+test('an admin gives a caller a limit of its own for a while, then takes it away', async (t) => {
+  const stack = await startStack({ limits: LIMITS })
+  t.after(() => stack.close())
+  const admin = stack.token('root', 'admin')
+  const free = stack.token('erin', 'free')
+  const keyUrl = `${stack.url}/admin/keys/per-user/erin`
+
+  assert.equal((await request(`${keyUrl}/limit?limit=8&ms=600000`, { method: 'POST', token: admin })).status, 204)
+  const inspected = (await request(keyUrl, { token: admin })).json
+  assert.equal(inspected.limit, 8)
+  assert.ok(inspected.keyLimitForMs > 590_000 && inspected.keyLimitForMs <= 600_000, `${inspected.keyLimitForMs}`)
+  const statuses = []
+  for (let i = 0; i < 9; i++) {
+    const res = await request(`${stack.url}/api/catalog`, { token: free })
+    statuses.push(res.status)
+    if (i === 0) assert.equal(res.headers['ratelimit-limit'], '8')
+  }
+  assert.deepEqual(statuses, [...Array(8).fill(200), 429])
+
+  assert.equal((await request(`${keyUrl}/limit`, { method: 'DELETE', token: admin })).status, 204)
+  const cleared = (await request(keyUrl, { token: admin })).json
+  assert.equal(cleared.limit, LIMITS.free.capacity)
+  assert.equal(cleared.keyLimitForMs, null)
+
+  const bad = await request(`${keyUrl}/limit?limit=0&ms=1000`, { method: 'POST', token: admin })
+  assert.equal(bad.status, 409)
+  assert.equal(bad.json.code, 'invalid_config')
+  const noTime = await request(`${keyUrl}/limit?limit=3`, { method: 'POST', token: admin })
+  assert.equal(noTime.status, 400)
+  const notKeyed = await request(`${stack.url}/admin/keys/global/-/limit?limit=5&ms=1000`, { method: 'POST', token: admin })
+  assert.equal(notKeyed.status, 409)
+  assert.match(notKeyed.json.detail, /takes no key limits/)
+  assert.equal((await request(`${keyUrl}/limit`, { method: 'DELETE', token: free })).status, 403)
+})
+
 test('a caller denied fifty times is blocked, and the dashboard lists it', async (t) => {
   const stack = await startStack({ limits: LIMITS })
   t.after(() => stack.close())
