@@ -16,10 +16,13 @@ const SUBJECTS: usize = 1000;
 const BATCH: usize = 32;
 
 /// One per-user token bucket, or three layers (per user, per endpoint, global); with `sync`,
-/// one per-user fixed window counted locally and synced every 100 ms instead.
-fn engine(url: &str, layers: usize, sync: bool) -> Engine {
+/// one per-user fixed window counted locally and synced every 100 ms instead; with
+/// `key_limits`, the per-user bucket takes key limits (none set: the script reads one more key).
+fn engine(url: &str, layers: usize, sync: bool, key_limits: bool) -> Engine {
     let per_user = if sync {
         "algorithm = \"fixed_window\"\nlimit = 1000000000\nwindow = \"1h\"\nsync = \"100ms\""
+    } else if key_limits {
+        "algorithm = \"token_bucket\"\ncapacity = 1000000000\nrefill_rate = 1000000\nkey_limits = true"
     } else {
         "algorithm = \"token_bucket\"\ncapacity = 1000000000\nrefill_rate = 1000000"
     };
@@ -178,7 +181,7 @@ fn main() {
         Duration::from_millis(200)
     };
     if !full {
-        let engine = Arc::new(engine(&server.url(), 1, false));
+        let engine = Arc::new(engine(&server.url(), 1, false, false));
         let cell = measure(&engine, 2, false, span);
         assert!(cell.per_second > 0.0);
         println!("redis_load smoke: {:.0} decisions/s", cell.per_second);
@@ -209,8 +212,13 @@ fn main() {
         "| floodwall | layers | callers | decisions/s | p50 per call | p99 per call | vs EVALSHA ceiling | Redis CPU per decision |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (layers, sync) in [(1, false), (3, false), (1, true)] {
-        let engine = Arc::new(engine(&server.url(), layers, sync));
+    for (layers, sync, own) in [
+        (1, false, false),
+        (1, false, true),
+        (3, false, false),
+        (1, true, false),
+    ] {
+        let engine = Arc::new(engine(&server.url(), layers, sync, own));
         for callers in [1, 16, 64] {
             for batched in [false, true] {
                 if sync && batched {
@@ -224,6 +232,10 @@ fn main() {
                     "| {} | {layers} | {callers} | {:.0} | {:.3} ms | {:.3} ms | {:.0}% | {cpu:.2} µs |",
                     if sync {
                         "check, sync = 100ms"
+                    } else if own && batched {
+                        "check_many (32), key_limits"
+                    } else if own {
+                        "check, key_limits"
                     } else if batched {
                         "check_many (32)"
                     } else {
