@@ -1,5 +1,6 @@
 //! Per-key administration (`Engine.inspect`, `reset_key`, `block_key`, `penalize`,
-//! `reward`): the core's `engine::keys`, with the interpreter released during the store call.
+//! `reward`, `set_key_limit`, `clear_key_limit`): the core's `engine::keys`, with the
+//! interpreter released during the store call.
 
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ pub(crate) struct KeyStatus {
     reset_after_ms: u64,
     /// Milliseconds it stays blocked (rounded up), or `None`.
     blocked_for_ms: Option<u64>,
+    /// Milliseconds the key's own limit (`set_key_limit`) stays in force (rounded up), or
+    /// `None` when the rule's limit applies.
+    key_limit_for_ms: Option<u64>,
     /// Who answered: `memory`, `redis`, or while Redis fails `fallback` / `unavailable`.
     store: &'static str,
 }
@@ -29,15 +33,20 @@ pub(crate) struct KeyStatus {
 impl KeyStatus {
     fn __repr__(&self) -> String {
         format!(
-            "KeyStatus(limit={}, remaining={}, reset_after_ms={}, blocked_for_ms={}, store='{}')",
+            "KeyStatus(limit={}, remaining={}, reset_after_ms={}, blocked_for_ms={}, \
+             key_limit_for_ms={}, store='{}')",
             self.limit,
             self.remaining,
             self.reset_after_ms,
-            self.blocked_for_ms
-                .map_or_else(|| "None".to_owned(), |ms| ms.to_string()),
+            optional(self.blocked_for_ms),
+            optional(self.key_limit_for_ms),
             self.store
         )
     }
+}
+
+fn optional(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "None".to_owned(), |ms| ms.to_string())
 }
 
 fn ceil_ms(d: Duration) -> u64 {
@@ -92,6 +101,7 @@ impl Engine {
             remaining: status.remaining,
             reset_after_ms: ceil_ms(status.reset_after),
             blocked_for_ms: status.blocked_for.map(ceil_ms),
+            key_limit_for_ms: status.key_limit_for.map(ceil_ms),
             store: status.store.as_str(),
         })
     }
@@ -144,5 +154,34 @@ impl Engine {
     ) -> PyResult<()> {
         let points = count(points, "points")?;
         with_key(slf, rule, key, role, |e, k| e.reward(k, points))
+    }
+
+    /// Gives `key` of `rule` its own `limit` for `lifetime_ms` (a rule with `key_limits`):
+    /// its decisions, headers and `inspect` use it until it ends or `clear_key_limit`.
+    #[pyo3(signature = (rule, key, limit, *, lifetime_ms, role=None))]
+    fn set_key_limit(
+        slf: &Bound<'_, Self>,
+        rule: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        limit: &Bound<'_, PyAny>,
+        lifetime_ms: &Bound<'_, PyAny>,
+        role: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let limit = count(limit, "limit")?;
+        let lifetime = Duration::from_millis(count(lifetime_ms, "lifetime_ms")?);
+        with_key(slf, rule, key, role, |e, k| {
+            e.set_key_limit(k, limit, lifetime)
+        })
+    }
+
+    /// Ends `key`'s own limit: the rule's limit applies again (what it counted stays).
+    #[pyo3(signature = (rule, key=None, *, role=None))]
+    fn clear_key_limit(
+        slf: &Bound<'_, Self>,
+        rule: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        role: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        with_key(slf, rule, key, role, |e, k| e.clear_key_limit(k))
     }
 }

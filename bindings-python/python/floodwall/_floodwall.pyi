@@ -96,6 +96,8 @@ class KeyStatus:
     @property
     def blocked_for_ms(self) -> Optional[int]: ...
     @property
+    def key_limit_for_ms(self) -> Optional[int]: ...
+    @property
     def store(self) -> _StoreUsed: ...
 
 @final
@@ -274,6 +276,18 @@ class Engine:
     ) -> None: ...
     def reward(
         self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None
+    ) -> None: ...
+    def set_key_limit(
+        self,
+        rule: str,
+        key: Optional[str],
+        limit: int,
+        *,
+        lifetime_ms: int,
+        role: Optional[str] = None,
+    ) -> None: ...
+    def clear_key_limit(
+        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None
     ) -> None: ...
     def acquire(
         self,
