@@ -256,6 +256,14 @@ export interface RateLimitHeaders {
   'Retry-After'?: string
 }
 
+/** Whose policy counts a key, and when the operation happens. */
+export interface KeyOptions {
+  /** The role whose policy counts the key (default: the rule's own). */
+  role?: string | null
+  /** An explicit time in ms since the Unix epoch (tests, replays); default: the engine's clock. */
+  nowMs?: number | null
+}
+
 /** What a key of a rule has left (`engine.inspect`). */
 export interface KeyStatus {
   readonly limit: number
@@ -411,22 +419,22 @@ export declare class Engine extends EventEmitter {
    */
   acquire (request: CheckRequest | undefined, maxWaitMs: number): Promise<Decision>
   /** What a key of a rule has left now; consumes nothing. `null` key: requests lacking it. */
-  inspect (rule: string, key: string | null, options?: { role?: string }): Promise<KeyStatus>
+  inspect (rule: string, key: string | null, options?: KeyOptions): Promise<KeyStatus>
   /** Starts a key afresh: what it counted and its block are forgotten. */
-  resetKey (rule: string, key: string | null, options?: { role?: string }): Promise<void>
+  resetKey (rule: string, key: string | null, options?: KeyOptions): Promise<void>
   /** Blocks a key for `durationMs` (a rule with `block_for`). */
-  blockKey (rule: string, key: string | null, durationMs: number, options?: { role?: string }): Promise<void>
+  blockKey (rule: string, key: string | null, durationMs: number, options?: KeyOptions): Promise<void>
   /** Takes `points` from a key now, as requests would. */
-  penalize (rule: string, key: string | null, points: number, options?: { role?: string }): Promise<void>
+  penalize (rule: string, key: string | null, points: number, options?: KeyOptions): Promise<void>
   /** Gives `points` back to a key now. */
-  reward (rule: string, key: string | null, points: number, options?: { role?: string }): Promise<void>
+  reward (rule: string, key: string | null, points: number, options?: KeyOptions): Promise<void>
   /**
    * Judges a key by its own `limit` (a token bucket's capacity) for `lifetimeMs` (1 ms to 366
    * days), replacing any own limit it had (a rule with `key_limits = true`).
    */
-  setKeyLimit (rule: string, key: string | null, limit: number, lifetimeMs: number, options?: { role?: string }): Promise<void>
+  setKeyLimit (rule: string, key: string | null, limit: number, lifetimeMs: number, options?: KeyOptions): Promise<void>
   /** Takes a key's own limit away: its policy's applies again (a rule with `key_limits = true`). */
-  clearKeyLimit (rule: string, key: string | null, options?: { role?: string }): Promise<void>
+  clearKeyLimit (rule: string, key: string | null, options?: KeyOptions): Promise<void>
   /** Memory stores only. */
   checkManySync (requests: Iterable<CheckRequest>): Array<Decision | FloodwallError>
   checkMany (requests: Iterable<CheckRequest>): Promise<Array<Decision | FloodwallError>>

@@ -42,10 +42,13 @@ function requireRequests (requests) {
   return Array.from(requests, requireRequest)
 }
 
-function roleOf (options) {
-  if (options === undefined || options === null) return null
-  if (typeof options !== 'object') throw new TypeError('the options must be an object such as { role }')
-  return options.role ?? null
+const NO_KEY_OPTIONS = [null, null]
+
+/** `[role, nowMs]` of a key operation's options. */
+function keyOptions (options) {
+  if (options === undefined || options === null) return NO_KEY_OPTIONS
+  if (typeof options !== 'object') throw new TypeError('the options must be an object such as { role, nowMs }')
+  return [options.role ?? null, options.nowMs ?? null]
 }
 
 function requireRequest (request) {
@@ -351,7 +354,7 @@ class Engine extends EventEmitter {
    * limit, from `setKeyLimit`, is in force — `limit` is that limit meanwhile — or null).
    */
   inspect (rule, key, options) {
-    return this._key(() => this._inner.inspectKey(rule, key ?? null, roleOf(options)))
+    return this._key(() => this._inner.inspectKey(rule, key ?? null, ...keyOptions(options)))
       .then((s) => Object.freeze({
         limit: s.limit, remaining: s.remaining, resetAfterMs: s.resetAfterMs, blockedForMs: s.blockedForMs ?? null, keyLimitForMs: s.keyLimitForMs ?? null, store: s.store
       }))
@@ -359,22 +362,22 @@ class Engine extends EventEmitter {
 
   /** Starts `key` of `rule` afresh: what it counted and its block are forgotten. */
   resetKey (rule, key, options) {
-    return this._key(() => this._inner.administerKey('reset', rule, key ?? null, roleOf(options)))
+    return this._key(() => this._inner.administerKey('reset', rule, key ?? null, ...keyOptions(options)))
   }
 
   /** Blocks `key` of `rule` for `durationMs` (a rule with `block_for`). */
   blockKey (rule, key, durationMs, options) {
-    return this._key(() => this._inner.administerKey('block', rule, key ?? null, roleOf(options), durationMs))
+    return this._key(() => this._inner.administerKey('block', rule, key ?? null, ...keyOptions(options), durationMs))
   }
 
   /** Takes `points` from `key` of `rule` now, as requests would. */
   penalize (rule, key, points, options) {
-    return this._key(() => this._inner.administerKey('penalize', rule, key ?? null, roleOf(options), points))
+    return this._key(() => this._inner.administerKey('penalize', rule, key ?? null, ...keyOptions(options), points))
   }
 
   /** Gives `points` back to `key` of `rule` now. */
   reward (rule, key, points, options) {
-    return this._key(() => this._inner.administerKey('reward', rule, key ?? null, roleOf(options), points))
+    return this._key(() => this._inner.administerKey('reward', rule, key ?? null, ...keyOptions(options), points))
   }
 
   /**
@@ -383,12 +386,12 @@ class Engine extends EventEmitter {
    * rule must take key limits (`key_limits = true`).
    */
   setKeyLimit (rule, key, limit, lifetimeMs, options) {
-    return this._key(() => this._inner.administerKey('limit', rule, key ?? null, roleOf(options), limit, lifetimeMs))
+    return this._key(() => this._inner.administerKey('limit', rule, key ?? null, ...keyOptions(options), limit, lifetimeMs))
   }
 
   /** Takes the own limit of `key` of `rule` away: its policy's applies again. */
   clearKeyLimit (rule, key, options) {
-    return this._key(() => this._inner.administerKey('clear_limit', rule, key ?? null, roleOf(options)))
+    return this._key(() => this._inner.administerKey('clear_limit', rule, key ?? null, ...keyOptions(options)))
   }
 
   _key (call) {

@@ -331,6 +331,9 @@ typedef struct {
   const char *key;
   // The role, or NULL.
   const char *role;
+  // When the operation happens, in ms since the Unix epoch (tests, replays); 0 — what an
+  // initializer that leaves it out gives — or below: the engine's clock.
+  int64_t now_ms;
 } fw_key;
 
 // What a key of a rule has left (`fw_inspect`).

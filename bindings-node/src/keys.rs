@@ -38,12 +38,19 @@ fn key_ref<'a>(
     rule: &'a str,
     key: &'a Option<String>,
     role: &'a Option<String>,
+    now: Option<floodwall::Timestamp>,
 ) -> floodwall::KeyRef<'a> {
     floodwall::KeyRef {
         rule,
         key: key.as_deref(),
         role: role.as_deref(),
+        now,
     }
+}
+
+/// The explicit time of a key operation (`options.nowMs`), or `None` for the engine's clock.
+fn now_of(now_ms: Option<f64>) -> napi::Result<Option<floodwall::Timestamp>> {
+    Ok(count(now_ms, "nowMs")?.map(floodwall::Timestamp::from_millis))
 }
 
 #[napi]
@@ -56,10 +63,12 @@ impl Engine {
         rule: String,
         key: Option<String>,
         role: Option<String>,
+        now_ms: Option<f64>,
     ) -> napi::Result<Object<'env>> {
         let core = Arc::clone(&self.core);
+        let now = now_of(now_ms)?;
         on_worker(env, move || {
-            let status = core.inspect(&key_ref(&rule, &key, &role))?;
+            let status = core.inspect(&key_ref(&rule, &key, &role, now))?;
             let ms = |d: std::time::Duration| d.as_micros().div_ceil(1000) as f64;
             Ok(KeyStatusFields {
                 limit: status.limit as f64,
@@ -74,7 +83,7 @@ impl Engine {
 
     /// Administers `key` of `rule` on a worker thread: `op` is `reset`, `block` (for
     /// `amount` ms), `penalize` or `reward` (`amount` points), `limit` (its own limit of
-    /// `amount` for `lifetime_ms`) or `clear_limit`.
+    /// `amount` for `lifetime_ms`) or `clear_limit`; at `now_ms`, or the engine's clock.
     #[napi(ts_return_type = "Promise<void>")]
     #[allow(clippy::too_many_arguments)]
     pub fn administer_key<'env>(
@@ -84,10 +93,12 @@ impl Engine {
         rule: String,
         key: Option<String>,
         role: Option<String>,
+        now_ms: Option<f64>,
         amount: Option<f64>,
         lifetime_ms: Option<f64>,
     ) -> napi::Result<Object<'env>> {
         let core = Arc::clone(&self.core);
+        let now = now_of(now_ms)?;
         let points = || count(amount, "the amount").map(|a| a.unwrap_or(0));
         let run: KeyCall = match op.as_str() {
             "reset" => Box::new(|e, k| e.reset_key(k)),
@@ -116,6 +127,6 @@ impl Engine {
             "clear_limit" => Box::new(|e, k| e.clear_key_limit(k)),
             other => return Err(invalid_arg(format!("no key operation {other:?}"))),
         };
-        on_worker(env, move || run(&core, &key_ref(&rule, &key, &role)))
+        on_worker(env, move || run(&core, &key_ref(&rule, &key, &role, now)))
     }
 }

@@ -106,12 +106,63 @@ function mismatches (result, expect, store) {
   return wrong
 }
 
-/** Runs every step of `c` with `decide(request)` (sync or async); every mismatch, a line each. */
-async function runCase (c, decide, store) {
+/** The vectors' `inspect` fields, each as `KeyStatus` names it. */
+const STATUS_FIELDS = {
+  limit: 'limit',
+  remaining: 'remaining',
+  reset_after_ms: 'resetAfterMs',
+  blocked_for_ms: 'blockedForMs',
+  key_limit_for_ms: 'keyLimitForMs'
+}
+
+/** Runs the `admin` step `step` on `engine`; every mismatch. */
+async function runAdmin (engine, step, store) {
+  const { op, rule, role, points } = step.admin
+  const key = step.admin.key ?? null
+  const options = { role, nowMs: step.now_ms }
+  const expect = step.expect
+  let status
+  try {
+    switch (op) {
+      case 'inspect': status = await engine.inspect(rule, key, options); break
+      case 'reset': await engine.resetKey(rule, key, options); break
+      case 'block': await engine.blockKey(rule, key, step.admin.duration_ms, options); break
+      case 'penalize': await engine.penalize(rule, key, points, options); break
+      case 'reward': await engine.reward(rule, key, points, options); break
+      case 'set_limit': await engine.setKeyLimit(rule, key, step.admin.limit, step.admin.lifetime_ms, options); break
+      case 'clear_limit': await engine.clearKeyLimit(rule, key, options); break
+      default: throw new Error(`no admin op ${op}`)
+    }
+  } catch (error) {
+    if (!(error instanceof FloodwallError)) return [`threw ${error.name} (not a FloodwallError): ${error.message}`]
+    return error.code === expect.error ? [] : [`error ${error.code} (${error.message})`]
+  }
+  if ('error' in expect) return [`done instead of error ${expect.error}`]
+  if (status === undefined) return []
+  const wrong = []
+  for (const [field, name] of Object.entries(STATUS_FIELDS)) {
+    if (field in expect && status[name] !== expect[field]) {
+      wrong.push(`${name}: got ${JSON.stringify(status[name])}, want ${JSON.stringify(expect[field])}`)
+    }
+  }
+  if (status.store !== store) wrong.push(`answered by the ${status.store} store, not ${store}`)
+  return wrong
+}
+
+/**
+ * Runs every step of `c` on `engine`, its requests with `decide(request)` (sync or async);
+ * every mismatch, a line each.
+ */
+async function runCase (c, engine, decide, store) {
   const failures = []
   const held = new Map()
   for (const [i, step] of c.steps.entries()) {
     const label = `${c.name} step ${i} (now_ms ${step.now_ms})`
+    if (step.admin) {
+      const wrong = await runAdmin(engine, step, store)
+      if (wrong.length > 0) failures.push(`${label}, ${step.admin.op}: ${wrong.join('; ')}`)
+      continue
+    }
     for (const name of step.release || []) {
       if (held.has(name)) {
         await held.get(name).release()
@@ -143,10 +194,12 @@ async function runCase (c, decide, store) {
 }
 
 /**
- * The cases a batch can run: a case with `concurrency` rules releases between its steps,
- * which the requests of one batch cannot; those run step by step in the other suites.
+ * The cases a batch can run: a case with `concurrency` rules releases between its steps, and
+ * one with `admin` steps administers keys between them, which the requests of one batch
+ * cannot; those run step by step in the other suites.
  */
-const BATCHABLE = CASES.filter((c) => !(c.config.rules || []).some((r) => r.algorithm === 'concurrency'))
+const BATCHABLE = CASES.filter((c) =>
+  !(c.config.rules || []).some((r) => r.algorithm === 'concurrency') && !c.steps.some((s) => s.admin))
 
 test('the vectors are all there, with unique names and error steps', () => {
   const names = CASES.map((c) => c.name)
@@ -156,7 +209,7 @@ test('the vectors are all there, with unique names and error steps', () => {
   assert.ok(errorSteps.length > 0, 'no step expects an error')
   for (const c of CASES) {
     for (const step of c.steps) {
-      assert.ok('error' in step.expect || 'allowed' in step.expect, `${c.name}: a step expects nothing`)
+      assert.ok(step.admin || 'error' in step.expect || 'allowed' in step.expect, `${c.name}: a step expects nothing`)
     }
   }
 })
@@ -167,7 +220,7 @@ describe('memory store, checkSync', () => {
       const engine = Engine.fromObject(c.config)
       assert.equal(engine.storeKind, 'memory')
       assert.equal(engine.mayWait, false)
-      const failures = await runCase(c, (r) => engine.checkSync(r), 'memory')
+      const failures = await runCase(c, engine, (r) => engine.checkSync(r), 'memory')
       assert.deepEqual(failures, [])
     })
   }
@@ -177,7 +230,7 @@ describe('memory store, check (Promise)', () => {
   for (const c of CASES) {
     test(c.name, async () => {
       const engine = Engine.fromObject(c.config)
-      const failures = await runCase(c, (r) => {
+      const failures = await runCase(c, engine, (r) => {
         const pending = engine.check(r)
         assert.ok(pending instanceof Promise, 'check answers a Promise')
         return pending
@@ -187,9 +240,9 @@ describe('memory store, check (Promise)', () => {
   }
 })
 
-test('only the cases with concurrency rules run step by step alone', () => {
+test('only the cases with concurrency rules or admin steps run step by step alone', () => {
   const alone = CASES.filter((c) => !BATCHABLE.includes(c)).map((c) => c.name)
-  assert.ok(alone.length > 0 && alone.every((name) => name.startsWith('concurrency/')), alone.join(', '))
+  assert.ok(alone.length > 0 && alone.every((name) => /^(concurrency|keys)\//.test(name)), alone.join(', '))
 })
 
 describe('memory store, one checkManySync batch per case', () => {
@@ -223,7 +276,7 @@ for (const denyCache of [false, true]) {
         const engine = Engine.fromObject(config)
         assert.equal(engine.storeKind, 'redis')
         assert.equal(engine.mayWait, true)
-        const failures = await runCase(c, (r) => engine.check(r), 'redis')
+        const failures = await runCase(c, engine, (r) => engine.check(r), 'redis')
         assert.deepEqual(failures, [], `store failure: ${engine.storeFailure}`)
         assert.equal(engine.storeFailure, null)
       })

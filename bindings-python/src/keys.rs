@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use floodwall::KeyRef;
+use floodwall::{KeyRef, Timestamp};
 use pyo3::prelude::*;
 
 use crate::engine::Engine;
@@ -66,18 +66,24 @@ fn count(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     })
 }
 
-/// Runs `f` on the key `rule`/`key`/`role` names, with the interpreter released.
+/// Runs `f` on the key `rule`/`key`/`role` names at `now_ms` (`None`: the engine's clock),
+/// with the interpreter released.
 fn with_key<T: Send>(
     slf: &Bound<'_, Engine>,
     rule: &Bound<'_, PyAny>,
     key: Option<&Bound<'_, PyAny>>,
     role: Option<&Bound<'_, PyAny>>,
+    now_ms: Option<&Bound<'_, PyAny>>,
     f: impl FnOnce(&floodwall::Engine, &KeyRef<'_>) -> Result<T, floodwall::Error> + Send,
 ) -> PyResult<T> {
     let key_ref = KeyRef {
         rule: borrow_str(rule, "rule")?,
         key: borrow_opt(key, "key")?,
         role: borrow_opt(role, "role")?,
+        now: match now_ms {
+            Some(ms) if !ms.is_none() => Some(Timestamp::from_millis(count(ms, "now_ms")?)),
+            _ => None,
+        },
     };
     let engine = slf.get();
     slf.py().detach(|| f(engine.core(), &key_ref)).py_err()
@@ -88,14 +94,15 @@ impl Engine {
     /// What `key` of `rule` has left now (for `role`'s policy); consumes nothing. `key` is
     /// the key as the rule counts it (a subject, an address, a header's value, `"GET /path"`);
     /// `None` names the requests lacking the keyed part.
-    #[pyo3(signature = (rule, key=None, *, role=None))]
+    #[pyo3(signature = (rule, key=None, *, role=None, now_ms=None))]
     fn inspect(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<KeyStatus> {
-        let status = with_key(slf, rule, key, role, |e, k| e.inspect(k))?;
+        let status = with_key(slf, rule, key, role, now_ms, |e, k| e.inspect(k))?;
         Ok(KeyStatus {
             limit: status.limit,
             remaining: status.remaining,
@@ -107,58 +114,62 @@ impl Engine {
     }
 
     /// Starts `key` of `rule` afresh: what it counted and its block are forgotten.
-    #[pyo3(signature = (rule, key=None, *, role=None))]
+    #[pyo3(signature = (rule, key=None, *, role=None, now_ms=None))]
     fn reset_key(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        with_key(slf, rule, key, role, |e, k| e.reset_key(k))
+        with_key(slf, rule, key, role, now_ms, |e, k| e.reset_key(k))
     }
 
     /// Blocks `key` of `rule` for `duration_ms` (a rule with `block_for`).
-    #[pyo3(signature = (rule, key, *, duration_ms, role=None))]
+    #[pyo3(signature = (rule, key, *, duration_ms, role=None, now_ms=None))]
     fn block_key(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         duration_ms: &Bound<'_, PyAny>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let length = Duration::from_millis(count(duration_ms, "duration_ms")?);
-        with_key(slf, rule, key, role, |e, k| e.block_key(k, length))
+        with_key(slf, rule, key, role, now_ms, |e, k| e.block_key(k, length))
     }
 
     /// Takes `points` from `key` of `rule` now, as requests would.
-    #[pyo3(signature = (rule, key, points, *, role=None))]
+    #[pyo3(signature = (rule, key, points, *, role=None, now_ms=None))]
     fn penalize(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         points: &Bound<'_, PyAny>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let points = count(points, "points")?;
-        with_key(slf, rule, key, role, |e, k| e.penalize(k, points))
+        with_key(slf, rule, key, role, now_ms, |e, k| e.penalize(k, points))
     }
 
     /// Gives `points` back to `key` of `rule` now.
-    #[pyo3(signature = (rule, key, points, *, role=None))]
+    #[pyo3(signature = (rule, key, points, *, role=None, now_ms=None))]
     fn reward(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         points: &Bound<'_, PyAny>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let points = count(points, "points")?;
-        with_key(slf, rule, key, role, |e, k| e.reward(k, points))
+        with_key(slf, rule, key, role, now_ms, |e, k| e.reward(k, points))
     }
 
     /// Gives `key` of `rule` its own `limit` for `lifetime_ms` (a rule with `key_limits`):
     /// its decisions, headers and `inspect` use it until it ends or `clear_key_limit`.
-    #[pyo3(signature = (rule, key, limit, *, lifetime_ms, role=None))]
+    #[pyo3(signature = (rule, key, limit, *, lifetime_ms, role=None, now_ms=None))]
     fn set_key_limit(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
@@ -166,22 +177,24 @@ impl Engine {
         limit: &Bound<'_, PyAny>,
         lifetime_ms: &Bound<'_, PyAny>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let limit = count(limit, "limit")?;
         let lifetime = Duration::from_millis(count(lifetime_ms, "lifetime_ms")?);
-        with_key(slf, rule, key, role, |e, k| {
+        with_key(slf, rule, key, role, now_ms, |e, k| {
             e.set_key_limit(k, limit, lifetime)
         })
     }
 
     /// Ends `key`'s own limit: the rule's limit applies again (what it counted stays).
-    #[pyo3(signature = (rule, key=None, *, role=None))]
+    #[pyo3(signature = (rule, key=None, *, role=None, now_ms=None))]
     fn clear_key_limit(
         slf: &Bound<'_, Self>,
         rule: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         role: Option<&Bound<'_, PyAny>>,
+        now_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        with_key(slf, rule, key, role, |e, k| e.clear_key_limit(k))
+        with_key(slf, rule, key, role, now_ms, |e, k| e.clear_key_limit(k))
     }
 }

@@ -40,6 +40,14 @@ def run_case(engine: floodwall.Engine, case: dict[str, Any], store: str) -> list
                 held.pop(name).release()
             else:
                 failures.append(f"{case['name']} step {i}: releases {name!r}, held by no step")
+        if "admin" in step:
+            wrong = run_admin(engine, step, store)
+            if wrong:
+                failures.append(
+                    f"{case['name']} step {i} (now_ms {step['now_ms']}, {step['admin']['op']}): "
+                    + "; ".join(wrong)
+                )
+            continue
         request = step.get("request", {})
         unknown = set(request) - set(REQUEST_FIELDS)
         assert not unknown, f"{case['name']} step {i}: unknown request fields {unknown}"
@@ -94,12 +102,62 @@ def run_case(engine: floodwall.Engine, case: dict[str, Any], store: str) -> list
     return failures
 
 
+def run_admin(engine: floodwall.Engine, step: dict[str, Any], store: str) -> list[str]:
+    """The mismatches of one ``admin`` step."""
+    admin, expect, now = step["admin"], step["expect"], step["now_ms"]
+    rule, key, role = admin["rule"], admin.get("key"), admin.get("role")
+    op = admin["op"]
+    status = None
+    try:
+        if op == "inspect":
+            status = engine.inspect(rule, key, role=role, now_ms=now)
+        elif op == "reset":
+            engine.reset_key(rule, key, role=role, now_ms=now)
+        elif op == "block":
+            engine.block_key(rule, key, duration_ms=admin["duration_ms"], role=role, now_ms=now)
+        elif op == "penalize":
+            engine.penalize(rule, key, admin["points"], role=role, now_ms=now)
+        elif op == "reward":
+            engine.reward(rule, key, admin["points"], role=role, now_ms=now)
+        elif op == "set_limit":
+            engine.set_key_limit(
+                rule, key, admin["limit"], lifetime_ms=admin["lifetime_ms"], role=role, now_ms=now
+            )
+        elif op == "clear_limit":
+            engine.clear_key_limit(rule, key, role=role, now_ms=now)
+        else:
+            raise AssertionError(f"no admin op {op!r}")
+    except floodwall.FloodwallError as error:
+        return [] if error.code == expect.get("error") else [f"error {error.code!r} ({error})"]
+    if "error" in expect:
+        return [f"done instead of error {expect['error']!r}"]
+    if status is None:
+        return []
+    got = {
+        "limit": status.limit,
+        "remaining": status.remaining,
+        "reset_after_ms": status.reset_after_ms,
+        "blocked_for_ms": status.blocked_for_ms,
+        "key_limit_for_ms": status.key_limit_for_ms,
+    }
+    wrong = [
+        f"{field}: got {value!r}, want {expect[field]!r}"
+        for field, value in got.items()
+        if field in expect and value != expect[field]
+    ]
+    if status.store != store:
+        wrong.append(f"answered by the {status.store!r} store, not {store!r}")
+    return wrong
+
+
 def test_the_vectors_are_all_there_with_unique_names() -> None:
     names = [case["name"] for case in CASES]
     assert len(names) == len(set(names)), "duplicate case names"
     assert len(names) >= 40
     error_steps = [s for c in CASES for s in c["steps"] if "error" in s["expect"]]
     assert error_steps, "no step expects an error"
+    ops = {s["admin"]["op"] for c in CASES for s in c["steps"] if "admin" in s}
+    assert ops == {"inspect", "reset", "block", "penalize", "reward", "set_limit", "clear_limit"}
 
 
 @pytest.mark.parametrize("case", CASE_PARAMS)

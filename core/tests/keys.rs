@@ -113,6 +113,7 @@ fn a_log_is_rewarded_from_its_newest_entries_and_addresses_any_spelling() {
         rule: "plain",
         key: None,
         role: None,
+        now: None,
     };
     engine.penalize(&bucket, 3).unwrap();
     assert_eq!(

@@ -424,6 +424,8 @@ func (e *Engine) Acquire(r Request, maxWait time.Duration) (Decision, error) {
 type Key struct {
 	Rule, Key, Role string
 	Absent          bool
+	// Now is an explicit time (tests, replays); zero means the engine's clock.
+	Now time.Time
 }
 
 // KeyStatus is what a key of a rule has left (Inspect).
@@ -453,6 +455,9 @@ func (k Key) toC() (C.fw_key, func()) {
 	}
 	if k.Role != "" {
 		c.role = str(k.Role)
+	}
+	if !k.Now.IsZero() {
+		c.now_ms = C.int64_t(k.Now.UnixMilli())
 	}
 	return c, func() {
 		for _, p := range owned {

@@ -40,6 +40,17 @@ type vectorStep struct {
 	Expect  map[string]json.RawMessage `json:"expect"`
 	Hold    string                     `json:"hold"`
 	Release []string                   `json:"release"`
+	Admin   *vectorAdmin               `json:"admin"`
+}
+
+// vectorAdmin is an administration of one key at the step's time.
+type vectorAdmin struct {
+	Op, Rule, Role string
+	Key            *string `json:"key"`
+	DurationMs     uint64  `json:"duration_ms"`
+	Points         uint64  `json:"points"`
+	Limit          uint64  `json:"limit"`
+	LifetimeMs     uint64  `json:"lifetime_ms"`
 }
 
 // vectorCodes are the error kinds the vectors expect, by their snake_case names.
@@ -47,6 +58,73 @@ var vectorCodes = map[string]Code{
 	"cost_exceeds_limit": CostExceedsLimit,
 	"invalid_cost":       InvalidCost,
 	"invalid_config":     InvalidConfig,
+	"unknown_rule":       UnknownRule,
+}
+
+// runAdmin runs the admin step on e; what it gets wrong.
+func runAdmin(e *Engine, step vectorStep, want Store) []string {
+	a := step.Admin
+	k := Key{Rule: a.Rule, Role: a.Role, Absent: a.Key == nil, Now: time.UnixMilli(step.NowMs)}
+	if a.Key != nil {
+		k.Key = *a.Key
+	}
+	var status *KeyStatus
+	var err error
+	switch a.Op {
+	case "inspect":
+		var s KeyStatus
+		s, err = e.Inspect(k)
+		status = &s
+	case "reset":
+		err = e.ResetKey(k)
+	case "block":
+		err = e.BlockKey(k, time.Duration(a.DurationMs)*time.Millisecond)
+	case "penalize":
+		err = e.Penalize(k, a.Points)
+	case "reward":
+		err = e.Reward(k, a.Points)
+	case "set_limit":
+		err = e.SetKeyLimit(k, a.Limit, time.Duration(a.LifetimeMs)*time.Millisecond)
+	case "clear_limit":
+		err = e.ClearKeyLimit(k)
+	default:
+		return []string{"no admin op " + a.Op}
+	}
+	if raw, ok := step.Expect["error"]; ok {
+		var kind string
+		_ = json.Unmarshal(raw, &kind)
+		if code, known := vectorCodes[kind]; !known || !errors.Is(err, &Error{Code: code}) {
+			return []string{fmt.Sprintf("%v instead of error %s", err, kind)}
+		}
+		return nil
+	}
+	if err != nil {
+		return []string{fmt.Sprintf("error %v", err)}
+	}
+	if status == nil {
+		return nil
+	}
+	var wrong []string
+	check := func(name string, got string) {
+		if raw, ok := step.Expect[name]; ok && strings.TrimSpace(string(raw)) != got {
+			wrong = append(wrong, fmt.Sprintf("%s: got %s, want %s", name, got, raw))
+		}
+	}
+	orNull := func(present bool, d time.Duration) string {
+		if !present {
+			return "null"
+		}
+		return fmt.Sprint(d.Milliseconds())
+	}
+	check("limit", fmt.Sprint(status.Limit))
+	check("remaining", fmt.Sprint(status.Remaining))
+	check("reset_after_ms", fmt.Sprint(status.ResetAfter.Milliseconds()))
+	check("blocked_for_ms", orNull(status.Blocked, status.BlockedFor))
+	check("key_limit_for_ms", orNull(status.HasKeyLimit, status.KeyLimitFor))
+	if status.Store != want {
+		wrong = append(wrong, fmt.Sprintf("answered by store %d, not %d", status.Store, want))
+	}
+	return wrong
 }
 
 func loadVectors(t *testing.T) []vectorCase {
@@ -209,6 +287,12 @@ func runVectors(t *testing.T, store func(int) map[string]any, want Store) {
 			defer e.Close()
 			held := map[string]Decision{}
 			for i, step := range c.Steps {
+				if step.Admin != nil {
+					if wrong := runAdmin(e, step, want); len(wrong) > 0 {
+						t.Errorf("step %d (now_ms %d, %s): %s", i, step.NowMs, step.Admin.Op, strings.Join(wrong, "; "))
+					}
+					continue
+				}
 				for _, name := range step.Release {
 					d, ok := held[name]
 					if !ok {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use floodwall_core::KeyRef;
+use floodwall_core::{KeyRef, Timestamp};
 
 use crate::check::{fw_store, store_of};
 use crate::engine::fw_engine;
@@ -26,6 +26,9 @@ pub struct fw_key {
     pub key: *const std::ffi::c_char,
     /// The role, or NULL.
     pub role: *const std::ffi::c_char,
+    /// When the operation happens, in ms since the Unix epoch (tests, replays); 0 — what an
+    /// initializer that leaves it out gives — or below: the engine's clock.
+    pub now_ms: i64,
 }
 
 /// What a key of a rule has left (`fw_inspect`).
@@ -62,6 +65,7 @@ unsafe fn key_of<'a>(key: *const fw_key) -> Result<KeyRef<'a>, Failure> {
             rule: text(k.rule, "key.rule")?,
             key: optional(k.key, "key.key")?,
             role: optional(k.role, "key.role")?,
+            now: (k.now_ms > 0).then(|| Timestamp::from_millis(k.now_ms as u64)),
         })
     }
 }

@@ -460,7 +460,7 @@ int main(void) {
   fw_engine *admin = NULL;
   CHECK(fw_engine_from_toml("[[rules]]\nname = \"u\"\nkey = \"subject\"\nalgorithm = \"fixed_window\"\n"
                             "limit = 5\nwindow = \"1h\"\nblock_for = \"1m\"", &admin) == FW_OK);
-  fw_key alice = {"u", "alice", NULL};
+  fw_key alice = {"u", "alice", NULL, 0};
   fw_key_status status;
   CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.limit == 5 && status.remaining == 5 && !status.blocked);
   CHECK(fw_penalize(admin, &alice, 3) == FW_OK);
@@ -471,10 +471,10 @@ int main(void) {
   CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.blocked && status.blocked_for_ms > 20000 && status.blocked_for_ms <= 30000);
   CHECK(fw_reset_key(admin, &alice) == FW_OK);
   CHECK(fw_inspect(admin, &alice, &status) == FW_OK && status.remaining == 5 && !status.blocked);
-  fw_key unknown = {"nope", "alice", NULL};
+  fw_key unknown = {"nope", "alice", NULL, 0};
   CHECK(fw_inspect(admin, &unknown, &status) == FW_UNKNOWN_RULE);
   CHECK(fw_last_error_message(buf, sizeof buf, &n) == FW_OK && strstr(buf, "nope") != NULL);
-  fw_key no_rule = {NULL, "alice", NULL};
+  fw_key no_rule = {NULL, "alice", NULL, 0};
   CHECK(fw_reset_key(admin, &no_rule) == FW_NULL_ARGUMENT);
   CHECK(fw_inspect(admin, NULL, &status) == FW_NULL_ARGUMENT);
   CHECK(fw_inspect(admin, &alice, NULL) == FW_NULL_ARGUMENT);
@@ -501,6 +501,13 @@ int main(void) {
   CHECK(fw_set_key_limit(limited, NULL, 3, 60000) == FW_NULL_ARGUMENT);
   CHECK(fw_clear_key_limit(NULL, &alice) == FW_NULL_ARGUMENT);
   CHECK(fw_set_key_limit(limited, &unknown, 3, 60000) == FW_UNKNOWN_RULE);
+  /* At an explicit time (now_ms above 0): the lifetime counts from it. */
+  fw_key bob_at = {"u", "bob", NULL, 1000};
+  CHECK(fw_set_key_limit(limited, &bob_at, 4, 5000) == FW_OK);
+  bob_at.now_ms = 2000;
+  CHECK(fw_inspect(limited, &bob_at, &status) == FW_OK && status.limit == 4 && status.key_limit_for_ms == 4000);
+  bob_at.now_ms = 6000;
+  CHECK(fw_inspect(limited, &bob_at, &status) == FW_OK && status.limit == 1 && !status.has_key_limit);
   fw_engine_free(limited);
   /* Hot reload: a changed limit restarts its rule, an invalid configuration changes nothing. */
   fw_engine *reloading = NULL;

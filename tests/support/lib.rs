@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use floodwall::{Engine, Request, Timestamp};
 use serde::Deserialize;
@@ -56,6 +57,33 @@ pub struct Step {
     /// Release these held decisions (named by earlier steps' `hold`) before the request.
     #[serde(default)]
     pub release: Vec<String>,
+    /// An administration of one key instead of a request.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+}
+
+/// An administration of one key of one rule, at the step's time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `inspect`, `reset`, `block`, `penalize`, `reward`, `set_limit` or `clear_limit`.
+    pub op: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The key as the rule counts it; absent or `null`: the requests lacking the keyed part.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The role whose policy counts the key.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `block`: how long.
+    pub duration_ms: Option<u64>,
+    /// `penalize`, `reward`: how many points.
+    pub points: Option<u64>,
+    /// `set_limit`: the key's own limit.
+    pub limit: Option<u64>,
+    /// `set_limit`: how long it lasts.
+    pub lifetime_ms: Option<u64>,
 }
 
 /// A request as the vectors write it.
@@ -104,6 +132,12 @@ pub struct Expect {
     pub blocked: Option<bool>,
     /// Header name → exact value, or `null` for "absent".
     pub headers: Option<BTreeMap<String, Option<String>>>,
+    /// `inspect`: how long the key stays blocked in ms, rounded up (`null`: not blocked).
+    #[serde(default, deserialize_with = "present")]
+    pub blocked_for_ms: Option<Option<u64>>,
+    /// `inspect`: how long the key's own limit lasts in ms, rounded up (`null`: none).
+    #[serde(default, deserialize_with = "present")]
+    pub key_limit_for_ms: Option<Option<u64>>,
 }
 
 /// Distinguishes a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -176,6 +210,16 @@ pub fn run_case_on(
                     case.name
                 )),
             }
+        }
+        if let Some(admin) = &step.admin {
+            let wrong = run_admin(&engine, step, admin, store);
+            if !wrong.is_empty() {
+                failures.push(format!(
+                    "{} step {i} (now_ms {}, {}):{wrong}",
+                    case.name, step.now_ms, admin.op
+                ));
+            }
+            continue;
         }
         let r = &step.request;
         let headers: Vec<(&str, &str)> = r
@@ -286,6 +330,105 @@ pub fn run_case_on(
         }
     }
     failures
+}
+
+/// Runs the administration of `step` on `engine`; returns its mismatches (empty if none).
+fn run_admin(
+    engine: &Engine,
+    step: &Step,
+    admin: &Admin,
+    store: Option<floodwall::StoreUsed>,
+) -> String {
+    let key = floodwall::KeyRef {
+        rule: &admin.rule,
+        key: admin.key.as_deref(),
+        role: admin.role.as_deref(),
+        now: Some(Timestamp::from_millis(step.now_ms)),
+    };
+    let given = |value: Option<u64>, what: &str| {
+        value.unwrap_or_else(|| panic!("admin {} needs {what}", admin.op))
+    };
+    let ms = |value: Option<u64>, what: &str| Duration::from_millis(given(value, what));
+    let result = match admin.op.as_str() {
+        "inspect" => engine.inspect(&key).map(Some),
+        "reset" => engine.reset_key(&key).map(|()| None),
+        "block" => engine
+            .block_key(&key, ms(admin.duration_ms, "duration_ms"))
+            .map(|()| None),
+        "penalize" => engine
+            .penalize(&key, given(admin.points, "points"))
+            .map(|()| None),
+        "reward" => engine
+            .reward(&key, given(admin.points, "points"))
+            .map(|()| None),
+        "set_limit" => engine
+            .set_key_limit(
+                &key,
+                given(admin.limit, "limit"),
+                ms(admin.lifetime_ms, "lifetime_ms"),
+            )
+            .map(|()| None),
+        "clear_limit" => engine.clear_key_limit(&key).map(|()| None),
+        other => panic!("no admin op {other:?}"),
+    };
+    let e = &step.expect;
+    let mut wrong = String::new();
+    match (result, &e.error) {
+        (Err(err), Some(kind)) if err.kind().as_str() == kind => {}
+        (Err(err), _) => {
+            let _ = write!(wrong, " error {:?} ({err})", err.kind().as_str());
+        }
+        (Ok(_), Some(kind)) => {
+            let _ = write!(wrong, " done instead of error {kind}");
+        }
+        (Ok(None), None) => {}
+        (Ok(Some(status)), None) => {
+            let ceil = |d: Duration| d.as_micros().div_ceil(1000) as u64;
+            let mut check = |what: &str, got: String, want: Option<String>| {
+                if let Some(want) = want
+                    && got != want
+                {
+                    let _ = write!(wrong, " {what}: got {got}, want {want};");
+                }
+            };
+            let show = |v: &Option<u64>| format!("{v:?}");
+            check(
+                "limit",
+                show(&Some(status.limit)),
+                e.limit.as_ref().map(show),
+            );
+            check(
+                "remaining",
+                show(&Some(status.remaining)),
+                e.remaining.as_ref().map(show),
+            );
+            check(
+                "reset_after_ms",
+                ceil(status.reset_after).to_string(),
+                e.reset_after_ms.map(|v| v.to_string()),
+            );
+            check(
+                "blocked_for_ms",
+                show(&status.blocked_for.map(ceil)),
+                e.blocked_for_ms.as_ref().map(show),
+            );
+            check(
+                "key_limit_for_ms",
+                show(&status.key_limit_for.map(ceil)),
+                e.key_limit_for_ms.as_ref().map(show),
+            );
+            if let Some(store) = store
+                && status.store != store
+            {
+                let _ = write!(
+                    wrong,
+                    " answered by the {} store, expected {store};",
+                    status.store
+                );
+            }
+        }
+    }
+    wrong
 }
 
 /// Runs every vector with the `[store]` section `store(case_number)` (a JSON object), requiring

@@ -263,19 +263,19 @@ class Engine:
         self, requests: Iterable[Mapping[str, Any]]
     ) -> list[Union[Decision, FloodwallError]]: ...
     def inspect(
-        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None
+        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None, now_ms: Optional[int] = None
     ) -> KeyStatus: ...
     def reset_key(
-        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None
+        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None, now_ms: Optional[int] = None
     ) -> None: ...
     def block_key(
-        self, rule: str, key: Optional[str], *, duration_ms: int, role: Optional[str] = None
+        self, rule: str, key: Optional[str], *, duration_ms: int, role: Optional[str] = None, now_ms: Optional[int] = None
     ) -> None: ...
     def penalize(
-        self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None
+        self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None, now_ms: Optional[int] = None
     ) -> None: ...
     def reward(
-        self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None
+        self, rule: str, key: Optional[str], points: int, *, role: Optional[str] = None, now_ms: Optional[int] = None
     ) -> None: ...
     def set_key_limit(
         self,
@@ -284,10 +284,10 @@ class Engine:
         limit: int,
         *,
         lifetime_ms: int,
-        role: Optional[str] = None,
+        role: Optional[str] = None, now_ms: Optional[int] = None,
     ) -> None: ...
     def clear_key_limit(
-        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None
+        self, rule: str, key: Optional[str] = None, *, role: Optional[str] = None, now_ms: Optional[int] = None
     ) -> None: ...
     def acquire(
         self,

@@ -43,6 +43,9 @@ pub struct KeyRef<'a> {
     pub key: Option<&'a str>,
     /// The role whose policy counts the key (`None`: the rule's default).
     pub role: Option<&'a str>,
+    /// The time the operation happens at (`None`: the engine's clock), as a request's
+    /// [`now`](super::Request::now) — for replaying a recorded sequence and for tests.
+    pub now: Option<Timestamp>,
 }
 
 impl<'a> KeyRef<'a> {
@@ -52,12 +55,19 @@ impl<'a> KeyRef<'a> {
             rule,
             key: Some(key),
             role: None,
+            now: None,
         }
     }
 
     /// The same key as counted for `role`.
     pub const fn role(mut self, role: &'a str) -> Self {
         self.role = Some(role);
+        self
+    }
+
+    /// The same key, operated on at `now` instead of the engine's clock.
+    pub const fn at(mut self, now: Timestamp) -> Self {
+        self.now = Some(now);
         self
     }
 }
@@ -193,7 +203,7 @@ impl Engine {
         })
     }
 
-    /// Runs `f` on the layer `key` names, at the engine's clock.
+    /// Runs `f` on the layer `key` names, at `key.now` or else the engine's clock.
     fn with_key<T>(
         &self,
         key: &KeyRef<'_>,
@@ -242,7 +252,7 @@ impl Engine {
             key: part.unwrap_or_default(),
             shadow: false,
         };
-        f(&layer, self.clock.now())
+        f(&layer, key.now.unwrap_or_else(|| self.clock.now()))
     }
 }
 

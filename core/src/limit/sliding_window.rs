@@ -107,13 +107,13 @@ impl SlidingLog {
         }
     }
 
+    /// Logs `cost` at `now`, as much of it as fits once the entries that no longer count
+    /// at `now` are gone.
     pub(super) fn charge(&mut self, limit: u64, window: u64, now: u64, cost: u64) {
-        let room = limit.saturating_sub(self.total);
-        let cost = cost.min(room);
+        self.advance(window, now);
+        let cost = cost.min(limit.saturating_sub(self.total));
         if cost > 0 {
             self.consume(limit, window, now, cost);
-        } else {
-            self.advance(window, now);
         }
     }
 

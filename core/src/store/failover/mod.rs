@@ -583,9 +583,9 @@ impl Store for FailoverStore {
     fn key_limit(
         &self,
         layer: &Layer<'_>,
-        _now: Timestamp,
+        now: Timestamp,
     ) -> Result<Option<(u64, std::time::Duration)>, Error> {
-        self.on_shared(layer, |redis| redis.key_limit(layer))
+        self.on_shared(layer, |redis| redis.key_limit(layer, now))
     }
 
     fn used(&self) -> StoreUsed {

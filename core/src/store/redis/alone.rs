@@ -69,9 +69,9 @@ impl Store for RedisStore {
     fn key_limit(
         &self,
         layer: &Layer<'_>,
-        _now: Timestamp,
+        now: Timestamp,
     ) -> Result<Option<(u64, std::time::Duration)>, Error> {
-        RedisStore::key_limit(self, layer).map_err(|f| unavailable(f.failure))
+        RedisStore::key_limit(self, layer, now).map_err(|f| unavailable(f.failure))
     }
 
     fn used(&self) -> StoreUsed {

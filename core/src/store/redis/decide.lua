@@ -55,9 +55,10 @@
 --          block), remaining, reset_after, retry_after (zeros for r and a) and for a ~ layer
 --          the key's own limit in force (0 for none), then the time used.
 --
--- A ~ layer's own-limit key holds "limit:period" (the period in the layer's units: a window,
--- or a bucket's emission interval, computed by the caller when the limit was set) and expires
--- when the limit ends; while it lives, the layer is judged by it instead of the shape's.
+-- A ~ layer's own-limit key holds "limit:period:until" (the period in the layer's units: a
+-- window, or a bucket's emission interval, computed by the caller when the limit was set;
+-- until in µs on the decisions' clock) and expires a second after until; before until, the
+-- layer is judged by it instead of the shape's.
 --
 -- A blocking layer's block key holds "until:index:denials" (µs, the denial window's index,
 -- the denials counted in it). A decision on a blocked key denies with the block's end as
@@ -771,9 +772,8 @@ while a <= args do
       if LOWN[first + j] then
         local v = call('GET', KEYS[k])
         k = k + 1
-        local ol, op
-        if v then ol, op = pair(v) end
-        if ol and op and ol >= 1 and op >= 1 then
+        local ol, op, ou = triple(v)
+        if ol and op and ou and ol >= 1 and op >= 1 and now < ou then
           LIMIT[j], PERIOD[j], OWN[j] = ol, op, ol
         end
       end

@@ -516,10 +516,10 @@ impl RedisStore {
                     lifetime,
                 } = op
                 {
-                    let ms = crate::clock::duration_micros(lifetime)
-                        .div_ceil(1000)
-                        .max(1);
-                    cmd.arg("l").arg(format!("{limit}:{period}")).arg(ms);
+                    cmd.arg("l")
+                        .arg(format!("{limit}:{period}"))
+                        .arg(crate::clock::duration_micros(lifetime).max(1))
+                        .arg(self.time_arg(now));
                 } else {
                     cmd.arg("c");
                 }
@@ -555,14 +555,9 @@ impl RedisStore {
                     .arg(&keys);
                 match op {
                     KeyOp::Block { length } => {
-                        let at = if self.local_clock {
-                            now.as_micros().to_string()
-                        } else {
-                            String::new()
-                        };
                         cmd.arg("b")
                             .arg(crate::clock::duration_micros(length).max(1))
-                            .arg(at);
+                            .arg(self.time_arg(now));
                     }
                     _ => {
                         cmd.arg("f");
@@ -578,21 +573,36 @@ impl RedisStore {
         self.run(&[command]).map(|_| ())
     }
 
-    /// The own limit of `layer`'s key and how long it stays in force, if it has one.
-    pub fn key_limit(&self, layer: &Layer<'_>) -> Result<Option<(u64, Duration)>, Failed> {
+    /// The time argument of an administration at `now`: its µs on the caller's clock
+    /// (`store.clock = "local"`), or empty for Redis's `TIME`.
+    fn time_arg(&self, now: Timestamp) -> String {
+        if self.local_clock {
+            now.as_micros().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// The own limit of `layer`'s key and how long from `now` it stays in force, if it has one.
+    pub fn key_limit(
+        &self,
+        layer: &Layer<'_>,
+        now: Timestamp,
+    ) -> Result<Option<(u64, Duration)>, Failed> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.admin_script.get_hash())
             .arg(1)
             .arg(self.own_key(layer))
-            .arg("q");
+            .arg("q")
+            .arg(self.time_arg(now));
         let reply = self
             .run_script(&self.admin_script, ADMIN_LUA, &[cmd], self.timeout)
             .pop()
             .unwrap_or_else(|| Err(no_reply()))?;
         Ok(match reply[..] {
-            [limit, ms] if limit > 0 && ms > 0 => Some((
+            [limit, left] if limit > 0 && left > 0 => Some((
                 limit.unsigned_abs(),
-                Duration::from_millis(ms.unsigned_abs()),
+                Duration::from_micros(left.unsigned_abs()),
             )),
             _ => None,
         })
