@@ -7,7 +7,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: c-test go-test python-test bench-python node-test bench-node bench-node-faults demo load gateway-test test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
+.PHONY: c-test go-test python-test bench-python node-test bench-node bench-node-faults demo flood load gateway-test test setup fmt-check clippy unit bench-smoke bench bench-jwt bench-redis peers fmt
 
 # The reference Express gateway (examples/express-gateway, see its README): the Node
 # package's addon built for speed, the example's pinned npm packages, then four sample
@@ -31,6 +31,12 @@ demo:
 load:
 	$(gateway-release-build)
 	cd $(GATEWAY) && node load.js
+
+# Floods a running gateway (`make demo`) as the free caller, then as the premium caller, each
+# until it is limited, and prints what came of it; URL=http://HOST:PORT names the gateway
+# (default: GATEWAY_HOST and GATEWAY_PORT, as `make demo` reads them).
+flood:
+	cd $(GATEWAY) && node flood.js $(if $(URL),--url $(URL))
 
 # The gateway's tests: end to end over HTTP on the memory store and on a redis-server of its
 # own, the launcher's process handling, and the dashboard in headless Chromium (Debian's,

@@ -35,7 +35,7 @@ const express = require('express')
 const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
 const { guard, rateLimit, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
 
-const { engineConfig, BLOCKING_RULES } = require('./lib/config.js')
+const { engineConfig, BLOCKING_RULES, BLOCKING_ROLES } = require('./lib/config.js')
 const { startup, SettingsError } = require('./lib/settings.js')
 const { usageText } = require('./lib/usage.js')
 const { ConfigReloader } = require('./lib/reload.js')
@@ -84,8 +84,9 @@ class BreakerLog {
  *   half-open breaker admits probes), as the `floodwall_upstream_up` metric counts it.
  * - `breaker_events`: the latest breaker state changes, newest first.
  * - `store`: the store in use and its last failure.
- * - `blocked`: the callers a blocking rule blocks now, `{ rule, subject, blocked_for_ms }`
- *   (asked of the engine for the subjects with the most breaches).
+ * - `blocked`: the callers a blocking rule blocks now, `{ rule, subject, role,
+ *   blocked_for_ms }` (asked of the engine for the subjects with the most breaches, under
+ *   each role that counts apart; `role` null for the rule's default policy).
  * - `config`: where the configuration comes from — `{ file: null }` (the environment), or
  *   the file with its reloads, refused reloads and the latest attempt (`{ at_ms, trigger,
  *   summary }` or `{ at_ms, trigger, error }`).
@@ -113,15 +114,15 @@ async function dashboardData (engine, breakerLog, reloader = null) {
 /** The callers among the top breachers whom a blocking rule blocks now, longest block first. */
 async function blockedCallers (engine, report) {
   const subjects = (report.breaches_by_subject || []).map((entry) => entry.key)
-  const asked = subjects.flatMap((subject) => BLOCKING_RULES.map(async (rule) => {
+  const asked = subjects.flatMap((subject) => BLOCKING_RULES.flatMap((rule) => BLOCKING_ROLES.map(async (role) => {
     try {
-      const status = await engine.inspect(rule, subject)
-      return status.blockedForMs === null ? null : { rule, subject, blocked_for_ms: status.blockedForMs }
+      const status = await engine.inspect(rule, subject, { role })
+      return status.blockedForMs === null ? null : { rule, subject, role, blocked_for_ms: status.blockedForMs }
     } catch {
       // The store did not answer: the list shows what it could learn.
       return null
     }
-  }))
+  })))
   return (await Promise.all(asked)).filter((b) => b !== null).sort((a, b) => b.blocked_for_ms - a.blocked_for_ms)
 }
 

@@ -38,6 +38,11 @@ const DEFAULT_LIMITS = Object.freeze({
 
 /** The rules keyed by subject that block callers: the dashboard lists who they block. */
 const BLOCKING_RULES = Object.freeze(['per-user'])
+/**
+ * The roles whose policies count apart in those rules (`roles.premium`), besides the default:
+ * a premium caller's block is in the premium counter, so the dashboard asks under each.
+ */
+const BLOCKING_ROLES = Object.freeze([null, 'premium'])
 
 /** Each service's balancing strategy. */
 const STRATEGIES = Object.freeze({ orders: 'round_robin', catalog: 'least_connections' })
@@ -128,4 +133,4 @@ function engineConfig ({ secret, upstreams, redisUrl = null, limits = {}, redisP
   return config
 }
 
-module.exports = { engineConfig, DEFAULT_LIMITS, BLOCKING_RULES, BREAKER, STRATEGIES, EVENT_STREAM, SKIP_PATHS }
+module.exports = { engineConfig, DEFAULT_LIMITS, BLOCKING_RULES, BLOCKING_ROLES, BREAKER, STRATEGIES, EVENT_STREAM, SKIP_PATHS }

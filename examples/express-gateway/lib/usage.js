@@ -1,8 +1,9 @@
 'use strict'
 /**
  * What the gateway prints when it starts: where it listens, which store and secret it uses,
- * a token for a free and for a premium caller, and ready `curl` lines for every route, the
- * dashboard and the metrics.
+ * a token for a free and for a premium caller, ready `curl` lines for every route, the
+ * command that floods the gateway until each caller is limited (flood.js), the dashboard
+ * and the metrics.
  */
 
 const { mintToken, CALLERS, DEMO_TOKEN_TTL_S } = require('./tokens.js')
@@ -51,8 +52,7 @@ function usageText ({ url, settings, storeKind }) {
     `  curl -i ${freeAuth} ${q('/api/catalog')}`,
     `  curl -i ${premiumAuth} ${q('/api/catalog/esp-100')}`,
     `  curl -i ${freeAuth} -H 'Content-Type: application/json' -d '{"item":"beans"}' ${q('/api/orders')}   # 10 per 10 s for everyone`,
-    `  for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' ${freeAuth} ${q('/api/catalog')}; done; echo   # free: 429 after the burst`,
-    `  for i in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' ${premiumAuth} ${q('/api/catalog')}; done; echo   # premium: all 200`,
+    `  make flood URL=${url}   # floods as ${CALLERS.free.subject} (free), then ${CALLERS.premium.subject} (premium), each until limited; watch the dashboard`,
     `  for i in $(seq 20); do curl -s -o /dev/null -w '%{http_code} ' ${premiumAuth} ${q('/api/orders?fail=1')}; done; echo   # orders-b fails, its breaker opens`,
     `  curl -s ${adminAuth} ${q('/admin/keys/per-user/' + CALLERS.free.subject)}; echo   # what the free caller has left`,
     `  curl -i -X DELETE ${adminAuth} ${q('/admin/keys/per-user/' + CALLERS.free.subject)}   # start it afresh`,

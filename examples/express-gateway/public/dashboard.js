@@ -222,7 +222,7 @@
     fillTable('top-subjects', topRows(report.top_subjects, 'top-subject-row'))
     fillTable('breaches-subject', topRows(report.breaches_by_subject, 'breach-row'))
     fillTable('blocked', (data.blocked || []).map((b) => h('tr', { 'data-testid': 'blocked-row', 'data-key': b.subject },
-      h('td', {}, b.subject), h('td', {}, b.rule), h('td', { class: 'num' }, `${Math.ceil(b.blocked_for_ms / 1000)} s`))), 'nobody')
+      h('td', {}, b.role ? `${b.subject} (${b.role})` : b.subject), h('td', {}, b.rule), h('td', { class: 'num' }, `${Math.ceil(b.blocked_for_ms / 1000)} s`))), 'nobody')
     fillTable('breaches-role', topRows(report.breaches_by_role, 'breach-row'))
     fillTable('breaches-endpoint', topRows(report.breaches_by_endpoint, 'breach-row'))
     fillTable('breaches-rule', topRows(report.breaches_by_rule, 'breach-row'))

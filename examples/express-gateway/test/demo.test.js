@@ -81,6 +81,8 @@ test('the demo serves with the printed tokens, and SIGTERM stops every process i
   assert.ok(out.includes(`${url}/dashboard`))
   assert.ok(out.includes(`${url}/metrics`))
   assert.match(out, /fixed DEMO secret/)
+  // The one line that floods it (flood.test.js runs flood.js itself).
+  assert.ok(out.includes(`make flood URL=${url}   # floods as alice (free), then bob (premium), each until limited`), out)
   const free = /export FREE_TOKEN=(\S+)/.exec(out)[1]
   const premium = /export PREMIUM_TOKEN=(\S+)/.exec(out)[1]
   const orders = await request(`${url}/api/orders`, { token: free })

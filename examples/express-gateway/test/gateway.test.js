@@ -365,6 +365,7 @@ test('a caller denied fifty times is blocked, and the dashboard lists it', async
   assert.equal(data.blocked.length, 1)
   assert.equal(data.blocked[0].subject, 'mallory')
   assert.equal(data.blocked[0].rule, 'per-user')
+  assert.equal(data.blocked[0].role, null)
   assert.ok(data.blocked[0].blocked_for_ms > 25_000 && data.blocked[0].blocked_for_ms <= 30_000)
   // The denial that started the block, and the one after it.
   assert.equal(data.report.totals.blocked, 2)
