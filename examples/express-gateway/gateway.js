@@ -41,6 +41,8 @@ const { usageText } = require('./lib/usage.js')
 const { ConfigReloader } = require('./lib/reload.js')
 
 const PUBLIC_DIR = path.join(__dirname, 'public')
+/** uPlot's built files (`uPlot.iife.min.js`, `uPlot.min.css`), which the dashboard draws its chart with. */
+const UPLOT_DIR = path.join(path.dirname(require.resolve('uplot/package.json')), 'dist')
 /** How many breaker state changes the dashboard lists (the newest). */
 const RECENT_BREAKER_EVENTS = 20
 /** The services the gateway routes to, by path prefix. */
@@ -178,6 +180,8 @@ function createGateway (engine, { routes = ROUTES, cost, reloader = null } = {})
     }, next)
   })
   app.use('/dashboard/assets', express.static(PUBLIC_DIR, { index: false, setHeaders: dashboardHeaders }))
+  // The charting library, uPlot, from the package's own dependencies (no CDN).
+  app.use('/dashboard/vendor', express.static(UPLOT_DIR, { index: false, setHeaders: dashboardHeaders }))
 
   // Per-key administration, for callers whose token carries the `admin` role:
   //   GET    /admin/keys/:rule/:key              what the key has left

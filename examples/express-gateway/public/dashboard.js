@@ -10,9 +10,7 @@
 (function () {
   'use strict'
   const POLL_MS = 2000
-  const SVG_NS = 'http://www.w3.org/2000/svg'
   const SERIES = ['requests', 'admitted', 'rate_limited', 'auth_rejected']
-  const CHART = { width: 960, height: 300, left: 56, right: 16, top: 28, bottom: 36 }
 
   const byId = (id) => document.getElementById(id)
   const count = (n) => (typeof n === 'number' ? n.toLocaleString('en-US') : '–')
@@ -31,14 +29,6 @@
       if (value !== undefined && value !== null) node.setAttribute(name, String(value))
     }
     for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)))
-    return node
-  }
-
-  /** An SVG element `tag` with `attributes`, and `text` as its text when given. */
-  function s (tag, attributes, text) {
-    const node = document.createElementNS(SVG_NS, tag)
-    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, String(value))
-    if (text !== undefined) node.textContent = text
     return node
   }
 
@@ -87,69 +77,65 @@
     return slots.sort((a, b) => a.start_ms - b.start_ms)
   }
 
-  /** The smallest whole "round" number (1, 2 or 5 times a power of ten) at or above `n`. */
-  function niceStep (n) {
-    if (n <= 1) return 1
-    const power = 10 ** Math.floor(Math.log10(n))
-    for (const step of [1, 2, 5, 10]) if (step * power >= n) return step * power
-    return 10 * power
+  /** The chart's time range in minutes (the buttons above it), and the chart once drawn. */
+  let rangeMinutes = 15
+  let chart = null
+  let chartSlots = []
+  let chartPeaks = []
+
+  const SERIES_STYLE = {
+    requests: { label: 'requests', stroke: '#475569' },
+    admitted: { label: 'admitted', stroke: '#16a34a' },
+    rate_limited: { label: 'rate-limited', stroke: '#dc2626' },
+    auth_rejected: { label: 'auth-rejected', stroke: '#d97706' }
   }
 
-  /** Draws the per-minute chart and marks the report's peak minutes. */
+  /** Rings the peak minutes on the chart: one absolutely placed marker per peak in range. */
+  function placePeaks (u) {
+    const layer = u.over
+    layer.querySelectorAll('[data-testid="peak-marker"]').forEach((m) => m.remove())
+    const index = new Map(chartSlots.map((m, i) => [m.start_ms, i]))
+    chartPeaks.forEach((peak, rank) => {
+      if (!index.has(peak.start_ms)) return
+      const left = u.valToPos(peak.start_ms / 1000, 'x')
+      const top = u.valToPos(peak.requests, 'y')
+      const marker = h('div', { class: 'peak-marker', 'data-testid': 'peak-marker', 'data-rank': rank + 1, 'data-start-ms': peak.start_ms,
+        title: `peak #${rank + 1} at ${hhmm(peak.start_ms)}: ${count(peak.requests)} requests` }, `#${rank + 1}`)
+      marker.style.left = `${left}px`
+      marker.style.top = `${top}px`
+      layer.append(marker)
+    })
+  }
+
+  /** Draws the per-minute chart (uPlot) over the chosen range and marks the report's peaks. */
   function drawTraffic (report) {
-    const svg = byId('traffic-chart')
-    const slots = minuteSlots(report)
-    const plotW = CHART.width - CHART.left - CHART.right
-    const plotH = CHART.height - CHART.top - CHART.bottom
-    // Up to six gridlines at whole, round steps.
-    const busiest = Math.max(1, ...slots.map((m) => m.requests))
-    const step = niceStep(busiest / 5)
-    const yMax = Math.ceil(busiest / step) * step
-    const x = (i) => CHART.left + (slots.length === 1 ? plotW / 2 : (i * plotW) / (slots.length - 1))
-    const y = (v) => CHART.top + plotH - (v / yMax) * plotH
-    const nodes = []
-
-    for (let value = 0; value <= yMax; value += step) {
-      nodes.push(s('line', { class: 'grid', x1: CHART.left, x2: CHART.width - CHART.right, y1: y(value), y2: y(value) }))
-      nodes.push(s('text', { class: 'axis', x: CHART.left - 8, y: y(value) + 4, 'text-anchor': 'end' }, count(value)))
+    const all = minuteSlots(report)
+    const slots = all.slice(-rangeMinutes)
+    chartSlots = slots
+    chartPeaks = report.peaks || []
+    const data = [slots.map((m) => m.start_ms / 1000), ...SERIES.map((name) => slots.map((m) => m[name] || 0))]
+    const container = byId('traffic-chart')
+    const width = Math.max(320, container.clientWidth || 960)
+    if (chart === null || chart.series.length !== SERIES.length + 1) {
+      chart = new uPlot({
+        width,
+        height: 280,
+        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(5, Math.ceil(max * 1.1))] } },
+        axes: [{ stroke: '#64748b', grid: { stroke: '#e2e8f0' }, values: (u, splits) => splits.map((v) => hhmm(v * 1000)) }, { stroke: '#64748b', grid: { stroke: '#e2e8f0' }, label: 'requests per minute', size: 60 }],
+        series: [{ label: 'minute', value: (u, v) => (v === null ? '–' : hhmm(v * 1000)) },
+          ...SERIES.map((name) => ({ label: SERIES_STYLE[name].label, stroke: SERIES_STYLE[name].stroke, width: 2, points: { show: false }, value: (u, v) => count(v) }))],
+        hooks: { draw: [placePeaks] }
+      }, data, container)
+    } else {
+      if (Math.abs(chart.width - width) > 4) chart.setSize({ width, height: 280 })
+      chart.setData(data)
     }
-    const labelEvery = Math.max(1, Math.ceil(slots.length / 8))
-    slots.forEach((m, i) => {
-      if ((slots.length - 1 - i) % labelEvery === 0) {
-        nodes.push(s('text', { class: 'axis', x: x(i), y: CHART.height - CHART.bottom + 18, 'text-anchor': 'middle' }, hhmm(m.start_ms)))
-      }
-    })
-    nodes.push(s('text', { class: 'axis', x: CHART.left, y: 14 }, 'per minute'))
-
-    for (const series of SERIES) {
-      const points = slots.map((m, i) => `${x(i).toFixed(1)},${y(m[series] || 0).toFixed(1)}`)
-      nodes.push(s('polyline', { class: `series ${series}`, 'data-series': series, points: points.join(' ') }))
+    byId('horizon').textContent = `(last ${slots.length} of ${all.length} minutes)`
+    for (const button of document.querySelectorAll('#traffic .range button')) {
+      button.setAttribute('aria-pressed', String(Number(button.dataset.minutes) === rangeMinutes))
     }
-    // Hover targets: one per minute with traffic, its counts as a tooltip.
-    slots.forEach((m, i) => {
-      if (m.requests > 0) {
-        const dot = s('circle', { class: 'point', cx: x(i), cy: y(m.requests), r: 3 })
-        dot.append(s('title', {}, `${hhmm(m.start_ms)}: ${count(m.requests)} requests, ${count(m.admitted)} admitted, ${count(m.rate_limited)} rate-limited, ${count(m.auth_rejected)} auth-rejected`))
-        nodes.push(dot)
-      }
-    })
-    // Peak minutes, busiest first: a ringed point and its rank.
-    const index = new Map(slots.map((m, i) => [m.start_ms, i]))
-    ;(report.peaks || []).forEach((peak, rank) => {
-      const i = index.get(peak.start_ms)
-      if (i === undefined) return
-      const marker = s('g', { class: 'peak-marker', 'data-testid': 'peak-marker', 'data-rank': rank + 1, 'data-start-ms': peak.start_ms })
-      marker.append(
-        s('circle', { cx: x(i), cy: y(peak.requests), r: 7 }),
-        s('text', { x: x(i), y: y(peak.requests) - 11, 'text-anchor': 'middle' }, `#${rank + 1}`),
-        s('title', {}, `peak #${rank + 1} at ${hhmm(peak.start_ms)}: ${count(peak.requests)} requests`))
-      nodes.push(marker)
-    })
-    svg.replaceChildren(...nodes)
-
-    byId('horizon').textContent = `(last ${slots.length} minutes)`
-    byId('peaks').replaceChildren(...((report.peaks || []).length > 0
-      ? report.peaks.map((peak, rank) => h('li', { 'data-testid': 'peak-row', 'data-start-ms': peak.start_ms },
+    byId('peaks').replaceChildren(...(chartPeaks.length > 0
+      ? chartPeaks.map((peak, rank) => h('li', { 'data-testid': 'peak-row', 'data-start-ms': peak.start_ms },
           `#${rank + 1} ${hhmm(peak.start_ms)}: ${count(peak.requests)} requests — ${count(peak.admitted)} admitted, ` +
           `${count(peak.rate_limited)} rate-limited, ${count(peak.auth_rejected)} auth-rejected, p99 ${microseconds(peak.latency_p99_us)}`))
       : [h('li', { class: 'empty' }, 'no traffic yet')]))
@@ -207,8 +193,14 @@
       : 'off (memory store)'
   }
 
+  let lastReport = null
+
   function render (data) {
     const report = data.report
+    lastReport = report
+    const horizon = `last ${report.horizon_minutes} minutes`
+    byId('totals-window').textContent = `totals over the ${horizon}`
+    for (const label of document.querySelectorAll('.window')) label.textContent = horizon
     const totals = report.totals || {}
     byId('total-requests').textContent = count(totals.requests)
     byId('total-admitted').textContent = count(totals.admitted)
@@ -256,6 +248,14 @@
       setTimeout(refresh, POLL_MS)
     }
   }
+
+  for (const button of document.querySelectorAll('#traffic .range button')) {
+    button.addEventListener('click', () => {
+      rangeMinutes = Number(button.dataset.minutes)
+      if (lastReport !== null) drawTraffic(lastReport)
+    })
+  }
+  window.addEventListener('resize', () => { if (lastReport !== null) drawTraffic(lastReport) })
 
   refresh()
 })()

@@ -55,6 +55,20 @@ test('the dashboard shows the traffic, the top endpoint, a peak, the open breake
   assert.equal(await peaks.first().getAttribute('data-rank'), '1')
   assert.match(await page.locator('[data-testid="peak-row"]').first().textContent(), /^#1 \d\d:\d\d: \d+ requests/)
 
+  // The chart is uPlot's (served from the package), over the chosen range; every count says its window.
+  assert.ok(await page.locator('#traffic-chart canvas').count() >= 1)
+  assert.match(await page.textContent('[data-testid="horizon"]'), /^\(last 15 of \d+ minutes\)$/)
+  await page.click('#traffic .range button[data-minutes="5"]')
+  assert.match(await page.textContent('[data-testid="horizon"]'), /^\(last 5 of \d+ minutes\)$/)
+  assert.equal(await page.getAttribute('#traffic .range button[data-minutes="5"]', 'aria-pressed'), 'true')
+  assert.ok(await peaks.count() >= 1, 'the peak minute is within the last 5 minutes')
+  await page.click('#traffic .range button[data-minutes="15"]')
+  assert.match(await page.textContent('[data-testid="totals-window"]'), /^totals over the last \d+ minutes$/)
+  assert.match(await page.locator('#top-endpoints').locator('xpath=..').locator('h2 .window').textContent(), /^last \d+ minutes$/)
+  // Upstream health comes before the traffic chart (above the fold).
+  const [upstreamsTop, chartTop] = await page.evaluate(() => [document.getElementById('upstreams').getBoundingClientRect().top, document.getElementById('traffic-chart').getBoundingClientRect().top])
+  assert.ok(upstreamsTop < chartTop && upstreamsTop < 900, `${upstreamsTop} ${chartTop}`)
+
   assert.equal(await page.textContent('[data-testid="store-kind"]'), 'memory')
   assert.equal(await page.locator('#breaches-role [data-testid="breach-row"] td').first().textContent(), 'free')
   assert.equal(await page.locator('#breaches-subject [data-testid="breach-row"] td').first().textContent(), 'alice')
