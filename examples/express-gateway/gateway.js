@@ -35,6 +35,7 @@ const express = require('express')
 const { Engine, FloodwallError, PROMETHEUS_CONTENT_TYPE } = require('floodwall')
 const { guard, rateLimit, proxy, PROBLEM_CONTENT_TYPE } = require('floodwall/express')
 
+const { HourlyTraffic } = require('./lib/hours.js')
 const { engineConfig, BLOCKING_RULES, BLOCKING_ROLES } = require('./lib/config.js')
 const { startup, SettingsError } = require('./lib/settings.js')
 const { usageText } = require('./lib/usage.js')
@@ -43,6 +44,8 @@ const { ConfigReloader } = require('./lib/reload.js')
 const PUBLIC_DIR = path.join(__dirname, 'public')
 /** uPlot's built files (`uPlot.iife.min.js`, `uPlot.min.css`), which the dashboard draws its chart with. */
 const UPLOT_DIR = path.join(path.dirname(require.resolve('uplot/package.json')), 'dist')
+/** How often the report's finished minutes are added to the hours (lib/hours.js). */
+const HOUR_FOLD_MS = 60_000
 /** How many breaker state changes the dashboard lists (the newest). */
 const RECENT_BREAKER_EVENTS = 20
 /** The services the gateway routes to, by path prefix. */
@@ -89,11 +92,14 @@ class BreakerLog {
  * - `blocked`: the callers a blocking rule blocks now, `{ rule, subject, role,
  *   blocked_for_ms }` (asked of the engine for the subjects with the most breaches, under
  *   each role that counts apart; `role` null for the rule's default policy).
+ * - `hours`: the traffic of each clock hour since the gateway started (a week at most),
+ *   `[{ start_ms, requests, admitted, rate_limited, auth_rejected }]` (lib/hours.js), for
+ *   the peak hours of the day.
  * - `config`: where the configuration comes from — `{ file: null }` (the environment), or
  *   the file with its reloads, refused reloads and the latest attempt (`{ at_ms, trigger,
  *   summary }` or `{ at_ms, trigger, error }`).
  */
-async function dashboardData (engine, breakerLog, reloader = null) {
+async function dashboardData (engine, breakerLog, reloader = null, hourly = new HourlyTraffic()) {
   const report = engine.report()
   const services = {}
   for (const service of Object.values(ROUTES)) {
@@ -109,6 +115,7 @@ async function dashboardData (engine, breakerLog, reloader = null) {
     services,
     breaker_events: breakerLog.read(),
     blocked: await blockedCallers(engine, report),
+    hours: hourly.hours(report),
     config: reloader === null ? { file: null } : reloader.status()
   }
 }
@@ -138,7 +145,7 @@ function storeHealth (engine) {
  * The gateway's Express application over `engine`, proxying each prefix of `routes` to its
  * service; `reloader` (a ConfigReloader, or null) is what the dashboard says of reloads.
  */
-function createGateway (engine, { routes = ROUTES, cost, reloader = null } = {}) {
+function createGateway (engine, { routes = ROUTES, cost, reloader = null, hourly = new HourlyTraffic() } = {}) {
   const app = express()
   app.disable('x-powered-by')
   const breakerLog = new BreakerLog(engine)
@@ -174,7 +181,7 @@ function createGateway (engine, { routes = ROUTES, cost, reloader = null } = {})
     res.sendFile(path.join(PUBLIC_DIR, 'dashboard.html'), (error) => { if (error) next(error) })
   })
   app.get('/dashboard/data', (req, res, next) => {
-    dashboardData(engine, breakerLog, reloader).then((data) => {
+    dashboardData(engine, breakerLog, reloader, hourly).then((data) => {
       res.set('Cache-Control', 'no-store')
       res.json(data)
     }, next)
@@ -292,11 +299,16 @@ async function startGateway ({ settings, port = settings.gatewayPort, host = set
   engine.on('storeHealth', (health, message) => {
     (health.state === 'ok' ? console.log : console.warn)(`gateway: ${message}`)
   })
-  const server = http.createServer(createGateway(engine, { reloader }))
+  // The hours fold the report's minutes in every minute, whether or not the page is open.
+  const hourly = new HourlyTraffic()
+  const folding = setInterval(() => hourly.fold(engine.report()), HOUR_FOLD_MS)
+  folding.unref()
+  const server = http.createServer(createGateway(engine, { reloader, hourly }))
   server.keepAliveTimeout = 65_000
   await new Promise((resolve, reject) => {
     server.once('error', (error) => {
       if (reloader !== null) reloader.unwatch()
+      clearInterval(folding)
       reject(error)
     })
     server.listen(port, host, () => {
@@ -310,6 +322,7 @@ async function startGateway ({ settings, port = settings.gatewayPort, host = set
   const close = () => {
     if (closing === null) {
       if (reloader !== null) reloader.unwatch()
+      clearInterval(folding)
       closing = new Promise((resolve) => server.close(() => resolve()))
       server.closeAllConnections()
     }

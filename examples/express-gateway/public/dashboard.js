@@ -141,6 +141,48 @@
       : [h('li', { class: 'empty' }, 'no traffic yet')]))
   }
 
+  let hoursChart = null
+
+  /** Sums `hours` (clock hours) by the viewer's hour of day: 24 counts of each series. */
+  function byHourOfDay (hours) {
+    const sums = { requests: new Array(24).fill(0), rate_limited: new Array(24).fill(0) }
+    for (const hour of hours || []) {
+      const of = new Date(hour.start_ms).getHours()
+      sums.requests[of] += hour.requests || 0
+      sums.rate_limited[of] += hour.rate_limited || 0
+    }
+    return sums
+  }
+
+  /** Draws requests and rate-limited by hour of day (uPlot bars) and names the busiest hour. */
+  function drawHours (hours) {
+    const sums = byHourOfDay(hours)
+    const data = [Array.from({ length: 24 }, (_, i) => i), sums.requests, sums.rate_limited]
+    const container = byId('hours-chart')
+    const width = Math.max(320, container.clientWidth || 960)
+    const hourLabel = (i) => `${String(i).padStart(2, '0')}:00`
+    if (hoursChart === null) {
+      const bars = uPlot.paths.bars({ size: [0.7, 40] })
+      hoursChart = new uPlot({
+        width,
+        height: 200,
+        scales: { x: { time: false, range: [-0.5, 23.5] }, y: { range: (u, min, max) => [0, Math.max(5, Math.ceil(max * 1.1))] } },
+        axes: [{ stroke: '#64748b', grid: { show: false }, incrs: [1, 2, 3, 6], values: (u, splits) => splits.map(hourLabel) },
+          { stroke: '#64748b', grid: { stroke: '#e2e8f0' }, label: 'requests', size: 60 }],
+        series: [{ label: 'hour', value: (u, v) => (v === null ? '–' : `${hourLabel(v)}–${hourLabel((v + 1) % 24)}`) },
+          { label: 'requests', stroke: '#475569', fill: 'rgba(71, 85, 105, 0.35)', paths: bars, points: { show: false }, value: (u, v) => count(v) },
+          { label: 'rate-limited', stroke: '#dc2626', fill: 'rgba(220, 38, 38, 0.45)', paths: bars, points: { show: false }, value: (u, v) => count(v) }]
+      }, data, container)
+    } else {
+      if (Math.abs(hoursChart.width - width) > 4) hoursChart.setSize({ width, height: 200 })
+      hoursChart.setData(data)
+    }
+    const busiest = sums.requests.reduce((best, n, i) => (n > sums.requests[best] ? i : best), 0)
+    byId('busiest-hour').textContent = sums.requests[busiest] > 0
+      ? `busiest: ${hourLabel(busiest)}–${hourLabel((busiest + 1) % 24)}, ${count(sums.requests[busiest])} requests (${count(sums.rate_limited[busiest])} rate-limited)`
+      : 'no traffic yet'
+  }
+
   function drawUpstreams (services) {
     const rows = []
     for (const [service, upstreams] of Object.entries(services || {})) {
@@ -194,6 +236,7 @@
   }
 
   let lastReport = null
+  let lastHours = null
 
   function render (data) {
     const report = data.report
@@ -210,6 +253,8 @@
     byId('total-breaker-trips').textContent = count(totals.breaker_trips)
     byId('total-p99').textContent = microseconds(totals.latency_p99_us)
     drawTraffic(report)
+    lastHours = data.hours || []
+    drawHours(lastHours)
     fillTable('top-endpoints', topRows(report.top_endpoints, 'top-endpoint-row'))
     fillTable('top-subjects', topRows(report.top_subjects, 'top-subject-row'))
     fillTable('breaches-subject', topRows(report.breaches_by_subject, 'breach-row'))
@@ -255,7 +300,10 @@
       if (lastReport !== null) drawTraffic(lastReport)
     })
   }
-  window.addEventListener('resize', () => { if (lastReport !== null) drawTraffic(lastReport) })
+  window.addEventListener('resize', () => {
+    if (lastReport !== null) drawTraffic(lastReport)
+    if (lastHours !== null) drawHours(lastHours)
+  })
 
   refresh()
 })()

@@ -65,6 +65,9 @@ test('the dashboard shows the traffic, the top endpoint, a peak, the open breake
   await page.click('#traffic .range button[data-minutes="15"]')
   assert.match(await page.textContent('[data-testid="totals-window"]'), /^totals over the last \d+ minutes$/)
   assert.match(await page.locator('#top-endpoints').locator('xpath=..').locator('h2 .window').textContent(), /^last \d+ minutes$/)
+  // Peak hours of the day: this hour holds every request so far.
+  assert.ok(await page.locator('#hours-chart canvas').count() >= 1)
+  assert.match(await page.textContent('[data-testid="busiest-hour"]'), /^busiest: \d\d:00–\d\d:00, \d+ requests \(\d+ rate-limited\)$/)
   // Upstream health comes before the traffic chart (above the fold).
   const [upstreamsTop, chartTop] = await page.evaluate(() => [document.getElementById('upstreams').getBoundingClientRect().top, document.getElementById('traffic-chart').getBoundingClientRect().top])
   assert.ok(upstreamsTop < chartTop && upstreamsTop < 900, `${upstreamsTop} ${chartTop}`)

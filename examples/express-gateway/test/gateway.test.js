@@ -215,6 +215,12 @@ test('/dashboard/data reflects the traffic: totals, top endpoints, breaches, ups
   assert.ok(report.per_minute.reduce((n, m) => n + m.requests, 0) === sent)
   assert.ok(report.peaks.length >= 1)
   assert.ok(report.peaks[0].requests > 0)
+  // By clock hour: every request so far, in this hour (or the last two, across an hour's turn).
+  const hours = res.json.hours
+  assert.ok(hours.length >= 1 && hours.length <= 2, JSON.stringify(hours))
+  assert.equal(hours.reduce((n, h) => n + h.requests, 0), sent)
+  assert.equal(hours.reduce((n, h) => n + h.rate_limited, 0), 3)
+  assert.ok(hours.every((h) => h.start_ms % 3_600_000 === 0))
 
   const endpoints = Object.fromEntries(report.top_endpoints.map((e) => [e.key, e.count]))
   assert.ok(Object.keys(endpoints)[0].startsWith('GET /api/orders'), JSON.stringify(report.top_endpoints))
